@@ -1,0 +1,1 @@
+"""The visio-sfu server: WebSocket signaling, access tokens, the web client, admin API."""

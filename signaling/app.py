@@ -1,0 +1,154 @@
+"""The aiohttp application: WebSocket signaling, the web client, health and dev tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import weakref
+from pathlib import Path
+
+from aiohttp import web
+
+from visio_sfu import SFU
+from visio_sfu.transport import set_ice_addresses
+
+from .auth import TokenError, TokenVerifier, mint_token
+from .config import Config
+from .metrics import setup_metrics
+from .session import Session
+
+logger = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+SFU_KEY = web.AppKey("sfu", SFU)
+VERIFIER = web.AppKey("verifier", TokenVerifier)
+SESSIONS = web.AppKey("sessions", weakref.WeakSet)
+
+
+def static_dir() -> Path:
+    """Where the web client lives: installed beside this package, or in the source tree."""
+    installed = Path(__file__).parent / "static"
+    if (installed / "index.html").exists():
+        return installed
+    return Path(__file__).resolve().parent.parent / "static"
+
+
+def _json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message}, status=status)
+
+
+async def rtc_handler(request: web.Request) -> web.StreamResponse:
+    """WebSocket /rtc?access_token=...: authenticate, then run a Session."""
+    app = request.app
+    token = request.query.get("access_token", "")
+    if not token:
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+    if not token:
+        return _json_error(401, "invalid_token", "access_token is required")
+    try:
+        identity = app[VERIFIER].verify(token)
+    except TokenError as exc:
+        logger.info("refused a connection from %s: %s", request.remote, exc)
+        return _json_error(401, exc.code, str(exc))
+    config = app[CONFIG]
+    ws = web.WebSocketResponse(max_msg_size=4 * config.max_message_bytes, heartbeat=None)
+    if not ws.can_prepare(request).ok:
+        return _json_error(400, "bad_request", "expected a WebSocket upgrade")
+    await ws.prepare(request)
+    session = Session(ws, identity, app[SFU_KEY], config)
+    app[SESSIONS].add(session)
+    await session.run()
+    return ws
+
+
+async def index_handler(request: web.Request) -> web.StreamResponse:
+    """The web client's page, for / and /r/<room>."""
+    path = static_dir() / "index.html"
+    if not path.exists():
+        return web.Response(text="visio-sfu: web client not installed", status=404)
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: 200 while the server runs."""
+    return web.json_response({"status": "ok", "rooms": len(request.app[SFU_KEY].rooms)})
+
+
+async def dev_token(request: web.Request) -> web.Response:
+    """A token for any room, in development mode only (the web client's default)."""
+    config = request.app[CONFIG]
+    if not config.dev:
+        raise web.HTTPNotFound()
+    room = request.query.get("room", "demo")[:128] or "demo"
+    name = request.query.get("name", "")[:128]
+    identity = request.query.get("identity", "")[:128] or f"guest-{secrets.token_hex(4)}"
+    key, secret = next(iter(config.api_keys.items()))
+    token = mint_token(key, secret, identity, room, name=name)
+    return web.json_response({"token": token, "identity": identity, "room": room})
+
+
+async def stats_handler(request: web.Request) -> web.Response:
+    """SFU counters (rooms, participants, packets); development mode only for now."""
+    if not request.app[CONFIG].dev:
+        raise web.HTTPNotFound()
+    sfu = request.app[SFU_KEY]
+    return web.json_response({**sfu.stats(), **sfu.leak_check()})
+
+
+def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
+    """Build the application around an SFU (a new one unless given)."""
+    app = web.Application(client_max_size=1024 * 1024)
+    if config.ice_addresses:
+        set_ice_addresses(config.ice_addresses)
+    app[CONFIG] = config
+    app[SFU_KEY] = sfu or SFU(
+        empty_timeout=config.empty_timeout, max_participants=config.max_participants
+    )
+    app[VERIFIER] = TokenVerifier(config.api_keys)
+    app[SESSIONS] = weakref.WeakSet()
+    app.router.add_get("/rtc", rtc_handler)
+    app.router.add_get("/", index_handler)
+    app.router.add_get("/r/{room}", index_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/dev/token", dev_token)
+    app.router.add_get("/dev/stats", stats_handler)
+    setup_metrics(app, app[SFU_KEY])
+    static = static_dir()
+    if static.exists():
+        app.router.add_static("/static/", static, append_version=False)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    for session in list(app[SESSIONS]):
+        await session.close("server_shutdown")
+    await app[SFU_KEY].close()
+
+
+def run(config: Config) -> None:
+    """Run the server until interrupted, on uvloop when available."""
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logging.getLogger("aiortc").setLevel(logging.WARNING)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        logger.warning("uvloop not available; using the default event loop")
+    url = f"http://{config.host}:{config.port}"
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        print=lambda _msg: print(f"visio-sfu listening on {url}", flush=True),
+        access_log=None,
+        shutdown_timeout=5,
+    )

@@ -1,0 +1,144 @@
+"""The ``visio-sfu`` command: serve, and mint access tokens."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .auth import mint_token, parse_duration
+from .config import DEV_API_KEY, ConfigError, load_config
+
+ENV_HELP = """environment variables (overridden by options):
+  VISIO_HOST, VISIO_PORT        where to listen
+  VISIO_API_KEY, VISIO_API_SECRET
+                                one API key and its secret (>= 32 characters)
+  VISIO_KEYS                    several keys: "key1:secret1,key2:secret2" (rotation)
+  VISIO_DEV                     1 = development mode (dev key, /dev/token, any room)
+  VISIO_CONFIG                  a TOML file with the same settings and a [keys] table
+  VISIO_EMPTY_TIMEOUT           seconds an empty room lives (default 20)
+  VISIO_PING_TIMEOUT            seconds of client silence before removal (default 30)
+  VISIO_MAX_PARTICIPANTS        per room, 0 = unlimited
+  VISIO_LOG_LEVEL               debug, info, warning, error
+  VISIO_ICE_ADDRESSES           comma-separated addresses to gather ICE candidates on
+Without any API key configured, the server starts in development mode."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visio-sfu", description="visio-sfu: a WebRTC selective forwarding unit"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the SFU, its WebSocket signaling and the web client.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 7880)")
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        default=None,
+        help="development mode: dev API key, tokens from /dev/token, anyone joins any room",
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--empty-timeout",
+        type=float,
+        metavar="S",
+        help="seconds an empty room is kept (default 20)",
+    )
+    serve.add_argument(
+        "--ice-address",
+        action="append",
+        metavar="IP",
+        help="gather ICE candidates on this address only (repeatable; "
+        "default: every non-loopback interface)",
+    )
+    serve.add_argument(
+        "--max-participants", type=int, metavar="N", help="participants per room, 0 = unlimited"
+    )
+
+    token = sub.add_parser(
+        "token",
+        help="print an access token",
+        description="Print an access token signed with the configured key.",
+    )
+    token.add_argument("--room", required=True)
+    token.add_argument("--identity", required=True)
+    token.add_argument("--name", default="")
+    token.add_argument("--metadata", default="")
+    token.add_argument("--ttl", default="6h", help="lifetime: 90s, 30m, 6h, 2d (default 6h)")
+    token.add_argument("--no-publish", action="store_true", help="may not publish media")
+    token.add_argument("--no-subscribe", action="store_true", help="may not receive media")
+    token.add_argument("--no-data", action="store_true", help="may not send data messages")
+    token.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the visio-sfu command."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _token(args)
+    except ConfigError as exc:
+        print(f"visio-sfu: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(
+        args.config,
+        overrides={
+            "host": args.host,
+            "port": args.port,
+            "dev": args.dev,
+            "log_level": args.log_level,
+            "empty_timeout": args.empty_timeout,
+            "max_participants": args.max_participants,
+            "ice_addresses": args.ice_address,
+        },
+    )
+    if config.dev:
+        secret = config.api_keys[DEV_API_KEY]
+        print("visio-sfu: DEVELOPMENT MODE: anyone may join any room", flush=True)
+        print(f"  API key:    {DEV_API_KEY}\n  API secret: {secret}", flush=True)
+        print(f"  open:       http://{config.host}:{config.port}/r/demo?name=Alice", flush=True)
+    from .app import run
+
+    run(config)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        print(f"visio-sfu: --ttl: {exc}", file=sys.stderr)
+        return 2
+    key, secret = next(iter(config.api_keys.items()))
+    print(
+        mint_token(
+            key,
+            secret,
+            args.identity,
+            args.room,
+            name=args.name,
+            ttl=ttl,
+            can_publish=not args.no_publish,
+            can_subscribe=not args.no_subscribe,
+            can_publish_data=not args.no_data,
+            metadata=args.metadata,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

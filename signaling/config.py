@@ -1,0 +1,145 @@
+"""Server configuration: defaults < TOML file < VISIO_* environment < command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEV_API_KEY = "devkey"
+DEV_API_SECRET = "devsecret_change_me_0123456789abcdef"
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; the message says which and why."""
+
+
+@dataclass
+class Config:
+    """Everything the server reads at start-up."""
+
+    host: str = "127.0.0.1"
+    port: int = 7880
+    api_keys: dict[str, str] = field(default_factory=dict)
+    dev: bool = False
+    empty_timeout: float = 20.0
+    ping_timeout: float = 30.0
+    max_message_bytes: int = 256 * 1024
+    max_data_bytes: int = 16 * 1024
+    max_participants: int = 0
+    log_level: str = "info"
+    public_url: str | None = None
+    ice_addresses: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["api_keys"] = {k: "***" for k in self.api_keys}
+        return f"Config({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+ENV = {
+    "VISIO_HOST": "host",
+    "VISIO_PORT": "port",
+    "VISIO_DEV": "dev",
+    "VISIO_EMPTY_TIMEOUT": "empty_timeout",
+    "VISIO_PING_TIMEOUT": "ping_timeout",
+    "VISIO_MAX_PARTICIPANTS": "max_participants",
+    "VISIO_LOG_LEVEL": "log_level",
+    "VISIO_PUBLIC_URL": "public_url",
+    "VISIO_ICE_ADDRESSES": "ice_addresses",
+}
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value: object) -> object:
+    kind = _FIELDS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = int(value)
+            if number < 0 or (name == "port" and number > 65535):
+                raise ValueError(value)
+            return number
+        if kind == "float":
+            number = float(value)
+            if number <= 0:
+                raise ValueError(value)
+            return number
+        if kind == "list[str]":
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise ValueError(value)
+            return [x.strip() for x in items if x.strip()]
+        return None if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: invalid value {value!r} (expected {kind})") from None
+
+
+def _parse_keys(text: str) -> dict[str, str]:
+    keys = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, secret = item.partition(":")
+        if not sep or not key or not secret:
+            raise ConfigError("VISIO_KEYS: expected 'key1:secret1,key2:secret2'")
+        keys[key] = secret
+    return keys
+
+
+def load_config(
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: dict | None = None,
+) -> Config:
+    """Build the configuration from a TOML file, the environment and explicit overrides."""
+    env = os.environ if env is None else env
+    values: dict = {}
+    path = path or env.get("VISIO_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        keys = data.pop("keys", {})
+        if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+            raise ConfigError("[keys] must map API keys to secret strings")
+        values["api_keys"] = dict(keys)
+        for name, value in data.items():
+            if name not in _FIELDS or name == "api_keys":
+                raise ConfigError(f"config file {path}: unknown setting '{name}'")
+            values[name] = _coerce(name, value)
+    for var, name in ENV.items():
+        if var in env:
+            values[name] = _coerce(name, env[var])
+    if env.get("VISIO_API_KEY") or env.get("VISIO_API_SECRET"):
+        if not (env.get("VISIO_API_KEY") and env.get("VISIO_API_SECRET")):
+            raise ConfigError("VISIO_API_KEY and VISIO_API_SECRET must be set together")
+        values.setdefault("api_keys", {})[env["VISIO_API_KEY"]] = env["VISIO_API_SECRET"]
+    if env.get("VISIO_KEYS"):
+        values.setdefault("api_keys", {}).update(_parse_keys(env["VISIO_KEYS"]))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value) if name != "api_keys" else value
+    config = Config(**values)
+    for key, secret in config.api_keys.items():
+        if len(secret) < 32 and not config.dev:
+            raise ConfigError(f"the secret of API key '{key}' must be at least 32 characters")
+    if not config.api_keys:
+        config.dev = True
+    if config.dev and DEV_API_KEY not in config.api_keys:
+        config.api_keys = {DEV_API_KEY: DEV_API_SECRET, **config.api_keys}
+    return config

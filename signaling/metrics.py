@@ -1,0 +1,116 @@
+"""/metrics: Prometheus exposition of the SFU's counters (prometheus-client).
+
+The SFU keeps plain integer counters on its hot path; this collector reads them only when
+Prometheus scrapes, so metrics cost nothing per packet. Event-loop lag is sampled by a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from visio_sfu import SFU
+
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+COUNTERS = {
+    "packets_in": "RTP packets received from publishers",
+    "bytes_in": "RTP bytes received from publishers",
+    "packets_out": "RTP packets forwarded to subscribers",
+    "bytes_out": "RTP bytes forwarded to subscribers",
+    "nacks": "NACK messages received from subscribers",
+    "retransmits": "packets resent from the retransmission cache",
+    "keyframe_requests": "keyframe requests (PLI) sent to publishers",
+    "dropped": "packets dropped (invalid, unknown payload type, waiting for a keyframe)",
+}
+GAUGES = {
+    "rooms": "open rooms",
+    "participants": "participants in all rooms",
+    "tracks": "published tracks",
+    "downtracks": "forwarded (subscriber, track) pairs",
+    "transports": "open peer connections",
+}
+
+
+class LoopLag:
+    """Samples how late the event loop runs a timer: the server's responsiveness."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.buckets = [0] * (len(LAG_BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Begin sampling on the running loop."""
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(self.interval)
+            lag = max(time.monotonic() - start - self.interval, 0.0)
+            self.total += lag
+            self.count += 1
+            for i, bound in enumerate(LAG_BUCKETS):
+                if lag <= bound:
+                    self.buckets[i] += 1
+                    break
+            else:
+                self.buckets[-1] += 1
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        if self._task is not None:
+            self._task.cancel()
+
+
+class SFUCollector(Collector):
+    """Reads the SFU's counters at scrape time."""
+
+    def __init__(self, sfu: SFU, lag: LoopLag) -> None:
+        self.sfu = sfu
+        self.lag = lag
+
+    def collect(self) -> Iterator:
+        stats = self.sfu.stats()
+        for name, doc in GAUGES.items():
+            yield GaugeMetricFamily(f"visio_{name}", doc, value=stats.get(name, 0))
+        for name, doc in COUNTERS.items():
+            yield CounterMetricFamily(f"visio_{name}", doc, value=stats.get(name, 0))
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LAG_BUCKETS, float("inf")), self.lag.buckets, strict=True):
+            cumulative += count
+            buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+        yield HistogramMetricFamily(
+            "visio_event_loop_lag_seconds",
+            "how late the event loop runs a 500 ms timer",
+            buckets=buckets,
+            sum_value=self.lag.total,
+        )
+
+
+def setup_metrics(app: web.Application, sfu: SFU) -> None:
+    """Serve /metrics for this SFU, with an event-loop lag sampler."""
+    registry = CollectorRegistry()
+    lag = LoopLag()
+    registry.register(SFUCollector(sfu, lag))
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def lifecycle(app: web.Application):
+        lag.start()
+        yield
+        lag.stop()
+
+    app.router.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(lifecycle)

@@ -1,0 +1,180 @@
+"""Three real aiortc participants through a real visio-sfu server over DTLS-SRTP on 127.0.0.1.
+
+Each publishes a video of its own colour and an audio tone of its own frequency; each decodes
+what it receives and checks it came from the right publisher. The server runs under the codec
+guard: it must never construct a decoder or an encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.server import ServerProcess
+from visio_client import Client
+from visio_client.media import (
+    PatternVideoTrack,
+    ToneAudioTrack,
+    audio_samples,
+    colour_index,
+    tone_index,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def guarded_server(tmp_path: Path):
+    guard = tmp_path / "codecs.log"
+    server = ServerProcess(guard_file=str(guard))
+    yield server, guard
+    server.stop()
+
+
+async def until(predicate, timeout: float = 20.0, interval: float = 0.2, what: str = ""):
+    """Poll ``predicate`` until true or fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+async def check_video(remote, expected: int, frames: int = 5) -> None:
+    """Decode frames of a remote video; every one must carry the publisher's colour."""
+    seen = []
+    for _ in range(frames):
+        frame = await asyncio.wait_for(remote.track.recv(), 10)
+        seen.append(colour_index(frame))
+    assert seen[-3:] == [expected] * 3, f"expected colour {expected}, decoded {seen}"
+
+
+async def check_audio(remote, expected: int) -> None:
+    """Decode half a second of remote audio; its tone must be the publisher's."""
+    chunks = []
+    for _ in range(40):  # skip the first frames (decoder warm-up), keep the rest
+        frame = await asyncio.wait_for(remote.track.recv(), 10)
+        chunks.append(audio_samples(frame))
+    signal = np.concatenate(chunks[15:])
+    assert tone_index(signal, rate=48000) == expected, "wrong or no tone in the audio"
+
+
+async def join(server: ServerProcess, room: str, index: int) -> Client:
+    client = Client(server.url, server.token(room, f"user{index}", f"User {index}"))
+    await client.connect()
+    await client.publish(PatternVideoTrack(index), ToneAudioTrack(index))
+    return client
+
+
+async def test_three_participants_exchange_media_without_server_codecs(guarded_server):
+    server, guard = guarded_server
+    clients = []
+    try:
+        for i in range(3):
+            clients.append(await join(server, "meeting", i))
+        index_of = {c.joined["participant"]["sid"]: i for i, c in enumerate(clients)}
+
+        for c in clients:
+            await until(lambda c=c: len(c.remote_tracks) >= 4, what="4 remote tracks")
+        for i, c in enumerate(clients):
+            publishers = {index_of[r.participant_sid] for r in c.remote_tracks}
+            assert publishers == {0, 1, 2} - {i}
+            for r in c.remote_tracks:
+                if r.kind == "video":
+                    await check_video(r, index_of[r.participant_sid])
+                else:
+                    await check_audio(r, index_of[r.participant_sid])
+
+        # one leaves mid-call: the others are told and renegotiate, nothing of it is left
+        stats_before = server.get("/dev/stats")
+        leaver = clients.pop()
+        leaver_sid = leaver.joined["participant"]["sid"]
+        await leaver.leave()
+        for c in clients:
+            left = await c.wait_for(
+                lambda m: (
+                    m.get("type") == "participant_left" and m["participant"]["sid"] == leaver_sid
+                )
+            )
+            assert left["reason"] == "left"
+            await c.wait_for(
+                lambda m: (
+                    m.get("type") == "offer"
+                    and m.get("target") == "subscriber"
+                    and all(t["participant"] != leaver_sid for t in m["tracks"])
+                )
+            )
+        stats = await until(
+            lambda: (s := server.get("/dev/stats"))["participants"] == 2 and s, what="2 left"
+        )
+        assert stats["tracks"] == 4 and stats["downtracks"] == 4
+        assert stats["transports"] == 4  # publish + subscribe for each of the two
+        assert stats_before["transports"] == 6
+        assert stats["participant_objects"] == 2, "a Participant object outlived its session"
+        # the two remaining still receive each other
+        for c in clients:
+            for r in c.remote_tracks:
+                if (
+                    r.kind == "video"
+                    and r.participant_sid in index_of
+                    and (r.participant_sid != leaver_sid)
+                ):
+                    await check_video(r, index_of[r.participant_sid], frames=3)
+    finally:
+        for c in clients:
+            await c.close()
+    guard_log = guard.read_text() if guard.exists() else ""
+    assert guard_log == "", f"the server built a codec:\n{guard_log[:2000]}"
+
+
+async def test_nack_is_answered_from_the_cache():
+    server = ServerProcess()
+    pub = sub = None
+    try:
+        pub = await join(server, "nack", 0)
+        sub = Client(server.url, server.token("nack", "sub"))
+        await sub.connect()
+        await until(lambda: any(r.kind == "video" for r in sub.remote_tracks), what="video")
+        video = next(r for r in sub.remote_tracks if r.kind == "video")
+        await check_video(video, 0, frames=3)
+
+        # drop 1 of every 7 incoming video packets at the subscriber, once each, before
+        # decryption as a real loss would (SRTP leaves the RTP header in clear)
+        video_transceiver = next(t for t in sub.subscriber.getTransceivers() if t.kind == "video")
+        video_pt = video_transceiver._codecs[0].payloadType
+        ice = video_transceiver.receiver.transport.transport._connection
+        original = ice.data_received
+        dropped: set[int] = set()
+        received_again: set[int] = set()
+
+        def lossy(data: bytes, component: int) -> None:
+            if len(data) >= 12 and 128 <= data[0] < 192 and (data[1] & 0x7F) == video_pt:
+                seq = int.from_bytes(data[2:4], "big")
+                if seq % 7 == 0 and seq not in dropped and len(dropped) < 30:
+                    dropped.add(seq)
+                    return
+                if seq in dropped:
+                    received_again.add(seq)
+            original(data, component)
+
+        ice.data_received = lossy
+        try:
+            await until(lambda: len(received_again) >= 5, timeout=20, what="retransmissions")
+        except AssertionError:
+            print("dropped", sorted(dropped), "again", received_again, server.get("/dev/stats"))
+            raise
+        stats = server.get("/dev/stats")
+        assert stats["retransmits"] >= 5
+        assert stats["nacks"] >= 1
+        await check_video(video, 0, frames=3)
+    finally:
+        for c in (pub, sub):
+            if c is not None:
+                await c.close()
+        server.stop()

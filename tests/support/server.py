@@ -1,0 +1,98 @@
+"""Start and stop a real ``visio-sfu serve`` process for a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A visio-sfu server in a subprocess, optionally with the codec guard."""
+
+    def __init__(
+        self,
+        guard_file: str | None = None,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [
+            "serve",
+            "--dev",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ice-address",
+            "127.0.0.1",
+        ]
+        args += extra or []
+        if guard_file:
+            cmd = [sys.executable, "-m", "tests.support.codec_guard", guard_file, *args]
+        else:
+            cmd = [sys.executable, "-m", "signaling.cli", *args]
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        full_env.pop("VISIO_API_KEY", None)
+        (ROOT / "test-artifacts").mkdir(exist_ok=True)
+        self.log = open(ROOT / "test-artifacts" / f"server-{self.port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.output()}")
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        if not self.log.closed:
+            self.log.flush()
+        return Path(self.log.name).read_text()[-4000:]
+
+    def get(self, path: str) -> dict:
+        """GET a JSON document from the server."""
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+    def token(self, room: str, identity: str, name: str = "") -> str:
+        """A development token for ``identity`` in ``room``."""
+        q = urllib.parse.urlencode({"room": room, "identity": identity, "name": name})
+        return self.get(f"/dev/token?{q}")["token"]
+
+    def stop(self) -> int:
+        """Stop the server (SIGINT, then SIGKILL) and return its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode

@@ -1,0 +1,90 @@
+"""LayerSelector: decisions on crafted matrices, hysteresis, and numpy == plain Python."""
+
+import numpy as np
+import pytest
+
+from visio_sfu.layers import Selection, select, select_reference, size_caps
+
+RATES = [150_000, 500_000, 1_500_000]  # q, h, f
+HEIGHTS = [180, 360, 720]
+
+
+def sel(budget, wanted, priority=None, current=None, subscriber=None, rates=None):
+    n = len(wanted)
+    return Selection(
+        subscriber=np.array(subscriber or [0] * n),
+        budget=np.array(budget, dtype=float),
+        bitrates=np.array(rates or [RATES] * n, dtype=float),
+        heights=np.array([HEIGHTS] * n),
+        wanted=np.array(wanted),
+        priority=np.array(priority or [0] * n),
+        current=np.array(current or [-1] * n),
+    )
+
+
+def both(s, **kw):
+    fast = select(s, **kw).tolist()
+    assert fast == select_reference(s, **kw)
+    return fast
+
+
+def test_bandwidth_limits_the_layer():
+    assert both(sel([10e6], [720])) == [2]
+    assert both(sel([1e6], [720])) == [1]
+    assert both(sel([200_000], [720])) == [0]
+    assert both(sel([100_000], [720])) == [-1]  # not even the lowest layer fits
+
+
+def test_rendered_size_caps_the_layer():
+    assert both(sel([10e6], [180])) == [0]  # adaptive stream: a 320x180 tile gets q
+    assert both(sel([10e6], [400])) == [1]
+    assert both(sel([10e6], [90])) == [0]  # smaller than every layer: the lowest
+    assert both(sel([10e6], [0])) == [-1]  # hidden tile: paused
+
+
+def test_priority_wins_when_bandwidth_is_short():
+    # two tracks, budget for one at h and one at q; the priority one (screen share) goes first
+    s = sel([900_000], [720, 720], priority=[0, 10])
+    assert both(s) == [0, 1]
+    s = sel([900_000], [720, 720], priority=[10, 0])
+    assert both(s) == [1, 0]
+
+
+def test_subscribers_do_not_share_budgets():
+    s = sel([10e6, 200_000], [720, 720], subscriber=[0, 1])
+    assert both(s) == [2, 0]
+
+
+def test_hysteresis_needs_margin_to_go_up_but_not_to_stay():
+    # exactly the f rate: not enough to go up to f (needs 15 % more) ...
+    budget = [sum([1_500_000])]
+    assert both(sel(budget, [720], current=[1])) == [1]
+    # ... but enough to stay on f once there
+    assert both(sel(budget, [720], current=[2])) == [2]
+
+
+def test_dead_layers_are_stepped_over():
+    rates = [[0, 500_000, 1_500_000]]  # q switched off at the publisher
+    assert both(sel([10e6], [720], rates=rates)) == [2]
+    assert both(sel([10e6], [180], rates=rates)) == [1]  # smallest live layer
+    assert size_caps(np.array(rates, float), np.array([HEIGHTS]), np.array([0])).tolist() == [-1]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_numpy_matches_reference_on_random_inputs(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    subs = int(rng.integers(1, 8))
+    rates = rng.integers(50_000, 2_000_000, size=(n, 3)).astype(float)
+    rates.sort(axis=1)
+    rates[rng.random((n, 3)) < 0.15] = 0
+    s = Selection(
+        subscriber=rng.integers(0, subs, n),
+        budget=rng.integers(0, 4_000_000, subs).astype(float),
+        bitrates=rates,
+        heights=np.tile([180, 360, 720], (n, 1)),
+        wanted=rng.choice([0, 120, 180, 270, 360, 540, 720, 1080], n),
+        priority=rng.integers(0, 3, n),
+        current=rng.integers(-1, 3, n),
+    )
+    assert select(s).tolist() == select_reference(s)

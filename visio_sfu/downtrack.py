@@ -1,0 +1,163 @@
+"""DownTrack: one subscriber's copy of one published track.
+
+Takes the publisher's packets as bytes, waits for a keyframe before the first video packet,
+rewrites SSRC, payload type, sequence number, timestamp and header-extension ids with the
+Munger, and hands the packet to the subscriber's transport. Answers NACKs from the publisher's
+retransmission cache and writes the sender report for its stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from struct import unpack_from
+from typing import TYPE_CHECKING
+
+from .munger import Munger
+from .rtp import rtcp
+from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
+from .rtp.header import build_ext_table, rewrite_extensions, rewrite_header
+
+if TYPE_CHECKING:
+    from .publisher import Publisher
+
+logger = logging.getLogger(__name__)
+
+#: extensions that only mean something on the publisher's connection: never forwarded
+PUBLISHER_ONLY_EXTENSIONS = frozenset({SDES_MID, RID, REPAIRED_RID})
+
+
+def extension_table(publisher: dict[str, int], subscriber: dict[str, int]) -> bytes | None:
+    """Translation table publisher id -> subscriber id (0 drops), or None if nothing changes."""
+    mapping = {}
+    identity = True
+    for uri, pub_id in publisher.items():
+        sub_id = 0 if uri in PUBLISHER_ONLY_EXTENSIONS else subscriber.get(uri, 0)
+        mapping[pub_id] = sub_id
+        if sub_id != pub_id:
+            identity = False
+    return None if identity else build_ext_table(mapping)
+
+
+class DownTrack:
+    """Forwards one Publisher to one subscriber transport."""
+
+    def __init__(
+        self,
+        track: Publisher,
+        send_rtp: Callable[[bytes | bytearray], bool],
+        subscriber_sid: str,
+    ) -> None:
+        self.track = track
+        self.subscriber_sid = subscriber_sid
+        self._send = send_rtp
+        self.mid: str | None = None
+        self.ssrc = 0
+        self.payload_type = 0
+        self.ext_table: bytes | None = None
+        self.munger = Munger(track.codec.clock_rate)
+        self.bound = False  # negotiated: ssrc, payload type and extensions known
+        self.need_keyframe = track.kind == "video"
+        self.packets = 0
+        self.bytes = 0
+        self.dropped = 0
+        self.nacks = 0
+        self.retransmits = 0
+        self.fraction_lost = 0
+        self.jitter = 0
+        self.closed = False
+
+    def bind(self, ssrc: int, payload_type: int, extensions: dict[str, int]) -> None:
+        """Set what the subscriber's connection negotiated for this track."""
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.ext_table = extension_table(self.track.extensions, extensions)
+        self.bound = True
+        self.restart()
+
+    def restart(self) -> None:
+        """Start again from a keyframe (new transport path, layer or source)."""
+        if self.track.kind == "video":
+            self.need_keyframe = True
+            self.track.request_keyframe()
+
+    # -- hot path ----------------------------------------------------------------------
+    def write(self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float) -> None:
+        """Forward one publisher packet to the subscriber."""
+        if not self.bound:
+            return
+        if self.need_keyframe:
+            if not key:
+                self.dropped += 1
+                self.track.request_keyframe(now)
+                return
+            self.need_keyframe = False
+        out = self.munger.translate(ssrc, seq, ts, now)
+        if out is None:
+            self.dropped += 1
+            return
+        buf = bytearray(data)
+        rewrite_header(buf, self.payload_type, out[0], out[1], self.ssrc)
+        if self.ext_table is not None:
+            rewrite_extensions(buf, self.ext_table)
+        if self._send(buf):
+            self.packets += 1
+            self.bytes += len(buf)
+        else:
+            self.dropped += 1
+            if self.track.kind == "video" and self.packets == 0:
+                self.need_keyframe = True  # transport not up yet: start again at a keyframe
+
+    # -- feedback ----------------------------------------------------------------------
+    def handle_nack(self, seqs: list[int], now: float) -> int:
+        """Resend the packets a subscriber reports lost, from the cache; returns how many."""
+        self.nacks += 1
+        sent = 0
+        cache = self.track.cache
+        for out_seq in seqs:
+            src_seq = self.munger.source_seq(out_seq)
+            if src_seq is None:
+                continue
+            data = cache.get(src_seq, now)
+            if data is None:
+                continue
+            buf = bytearray(data)
+            ts = unpack_from("!I", data, 4)[0]
+            rewrite_header(buf, self.payload_type, out_seq, self.munger.rtp_time(ts), self.ssrc)
+            if self.ext_table is not None:
+                rewrite_extensions(buf, self.ext_table)
+            if self._send(buf):
+                sent += 1
+        self.retransmits += sent
+        return sent
+
+    def handle_report(self, fraction_lost: int, jitter: int) -> None:
+        """Record the subscriber's receiver report for this stream."""
+        self.fraction_lost = fraction_lost
+        self.jitter = jitter
+
+    def sender_report(self, now: float) -> bytes | None:
+        """An RTCP sender report for this stream, mapping our RTP time to wall clock."""
+        if not self.bound or not self.munger.started:
+            return None
+        src = self.track.source_time(now)
+        if src is not None:
+            ntp, rtp_ts = src[0], self.munger.rtp_time(src[1])
+        else:
+            ntp = rtcp.ntp_now()
+            elapsed = max(now - self.munger.last_time, 0.0)
+            rtp_ts = (self.munger.last_ts + int(elapsed * self.track.codec.clock_rate)) & (
+                0xFFFFFFFF
+            )
+        return rtcp.build_sr(
+            self.ssrc, ntp & 0xFFFFFFFFFFFFFFFF, rtp_ts, self.packets, self.bytes & 0xFFFFFFFF
+        )
+
+    def close(self) -> None:
+        """Stop forwarding to this subscriber."""
+        self.closed = True
+        self.bound = False
+        try:
+            self.track.downtracks.remove(self)
+        except ValueError:
+            pass

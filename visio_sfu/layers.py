@@ -1,0 +1,121 @@
+"""LayerSelector: which simulcast layer each subscriber receives of each track, for all at once.
+
+One row per (subscriber, track) pair. The decision, vectorised with numpy:
+
+1. cap: the highest layer not larger than the size at which the subscriber shows the video
+   (adaptive stream; the smallest layer when none is small enough), none when it is hidden;
+2. share: each subscriber's available bitrate is spent like mediasoup's
+   ``DistributeAvailableOutgoingBitrate``: raise every pair one layer at a time, level by level,
+   in priority order (active speaker and screen share first), while the budget allows;
+3. hysteresis: going *up* to a layer costs ``up_margin`` times its bitrate, so a budget that
+   hovers around one layer's rate does not make it flap.
+
+Pure: arrays in, arrays out. ``select_reference`` is the same algorithm in plain Python; the
+tests check both agree on random inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UP_MARGIN = 1.15
+
+
+@dataclass
+class Selection:
+    """Inputs of one selection round; N pairs, S subscribers, L layers (lowest first)."""
+
+    subscriber: np.ndarray  # (N,) int: subscriber index of each pair, in [0, S)
+    budget: np.ndarray  # (S,) float: available bitrate of each subscriber (bps)
+    bitrates: np.ndarray  # (N, L) float: current bitrate of each layer; 0 = layer not live
+    heights: np.ndarray  # (N, L) int: frame height of each layer
+    wanted: np.ndarray  # (N,) int: height the subscriber shows the video at; 0 = hidden
+    priority: np.ndarray  # (N,) int: higher first when bandwidth is short
+    current: np.ndarray  # (N,) int: layer sent now; -1 = none
+
+
+def size_caps(bitrates: np.ndarray, heights: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Highest live layer whose height <= wanted (else the lowest live layer); -1 if hidden."""
+    live = bitrates > 0
+    fits = live & (heights <= wanted[:, None])
+    n, layers = bitrates.shape
+    idx = np.arange(layers)
+    highest_fit = np.where(fits, idx, -1).max(axis=1, initial=-1)
+    lowest_live = np.where(live, idx, layers).min(axis=1, initial=layers)
+    cap = np.where(highest_fit >= 0, highest_fit, np.where(lowest_live < layers, lowest_live, -1))
+    return np.where(wanted > 0, cap, -1)
+
+
+def select(sel: Selection, up_margin: float = UP_MARGIN) -> np.ndarray:
+    """The layer each pair should receive (-1 = none), for every pair at once."""
+    n, layers = sel.bitrates.shape
+    target = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return target
+    cap = size_caps(sel.bitrates, sel.heights, sel.wanted)
+    # priority order within each subscriber: by subscriber, then priority descending
+    order = np.lexsort((np.arange(n), -sel.priority, sel.subscriber))
+    sub_sorted = sel.subscriber[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sub_sorted)) + 1]
+    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    spent = np.zeros(len(sel.budget), dtype=np.float64)
+    prev_rate = np.zeros(n, dtype=np.float64)
+    cap_s = cap[order]
+    current = sel.current[order]
+    alive = cap_s >= 0  # still raised level by level; False once hidden or out of budget
+    positions = np.arange(n)
+    for level in range(layers):
+        rate = sel.bitrates[order, level]
+        want = alive & (cap_s >= level) & (rate > 0)  # dead layers are stepped over
+        price = np.where(current < level, rate * up_margin, rate) - prev_rate
+        cost = np.where(want, price, 0.0)
+        csum = np.cumsum(cost)
+        # a grouped prefix sum: the cost of this pair and all before it, same subscriber
+        within = csum - (csum[group_start] - cost[group_start])
+        ok = want & (within + spent[sub_sorted] <= sel.budget[sub_sorted])
+        # the prefix rule: once a pair does not fit, the later pairs of that subscriber stop
+        first_block = np.full(len(sel.budget), n, dtype=np.int64)
+        late = want & ~ok
+        np.minimum.at(first_block, sub_sorted[late], positions[late])
+        ok &= positions < first_block[sub_sorted]
+        alive &= ~(want & ~ok)
+        np.add.at(spent, sub_sorted[ok], cost[ok])
+        target[order[ok]] = level
+        prev_rate[ok] = rate[ok]
+    return target
+
+
+def select_reference(sel: Selection, up_margin: float = UP_MARGIN) -> list[int]:
+    """The same decision as ``select``, one pair at a time, in plain Python."""
+    n, layers = sel.bitrates.shape
+    caps = []
+    for i in range(n):
+        live = [j for j in range(layers) if sel.bitrates[i, j] > 0]
+        if sel.wanted[i] <= 0 or not live:
+            caps.append(-1)
+            continue
+        fit = [j for j in live if sel.heights[i, j] <= sel.wanted[i]]
+        caps.append(max(fit) if fit else min(live))
+    pairs = sorted(range(n), key=lambda i: (sel.subscriber[i], -sel.priority[i], i))
+    target = [-1] * n
+    alive = [c >= 0 for c in caps]
+    prev = [0.0] * n
+    spent = [0.0] * len(sel.budget)
+    for level in range(layers):
+        blocked: set[int] = set()
+        for i in pairs:
+            s = int(sel.subscriber[i])
+            rate = float(sel.bitrates[i, level])
+            if not alive[i] or caps[i] < level or rate <= 0:
+                continue
+            price = (rate * up_margin if sel.current[i] < level else rate) - prev[i]
+            if s in blocked or spent[s] + price > sel.budget[s]:
+                blocked.add(s)
+                alive[i] = False
+                continue
+            spent[s] += price
+            target[i] = level
+            prev[i] = rate
+    return target

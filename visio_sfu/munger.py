@@ -1,0 +1,102 @@
+"""Munger: keeps one DownTrack's sequence numbers and timestamps continuous.
+
+A subscriber must see one unbroken RTP stream even when its source changes (a publisher
+restarts, a simulcast layer switch, a transceiver reused for another track). The munger maps
+each source packet's (sequence number, timestamp) to the outgoing ones with per-source offsets
+chosen so that the first packet of a new source follows the last one sent. Pure: no I/O, time
+is passed in.
+"""
+
+from __future__ import annotations
+
+import random
+
+SEQ_MOD = 1 << 16
+TS_MOD = 1 << 32
+
+
+def seq_diff(a: int, b: int) -> int:
+    """Signed distance a - b between two 16-bit sequence numbers."""
+    d = (a - b) & 0xFFFF
+    return d - SEQ_MOD if d >= 0x8000 else d
+
+
+class Munger:
+    """Rewrites (seq, ts) of a source stream into one continuous outgoing stream."""
+
+    __slots__ = (
+        "clock_rate",
+        "source",
+        "seq_offset",
+        "ts_offset",
+        "last_seq",
+        "last_ts",
+        "last_time",
+        "highest_src_seq",
+        "epoch_first_seq",
+        "started",
+    )
+
+    def __init__(self, clock_rate: int, rng: random.Random | None = None) -> None:
+        rng = rng or random.Random()
+        self.clock_rate = clock_rate
+        self.source: int | None = None  # SSRC of the current source
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.last_seq = rng.randrange(SEQ_MOD)  # last outgoing seq (starts random)
+        self.last_ts = rng.randrange(TS_MOD)
+        self.last_time = 0.0  # when the last packet went out
+        self.highest_src_seq = 0
+        self.epoch_first_seq = 0  # first outgoing seq of the current source
+        self.started = False
+
+    def switch(self, source: int, seq: int, ts: int, now: float) -> None:
+        """Make ``source``'s packet (seq, ts) the next one after what was last sent."""
+        if self.started:
+            elapsed = max(now - self.last_time, 0.0)
+            ts_step = max(1, round(elapsed * self.clock_rate))
+        else:
+            ts_step = 0
+        next_seq = (self.last_seq + 1) & 0xFFFF
+        self.seq_offset = (next_seq - seq) & 0xFFFF
+        self.ts_offset = (self.last_ts + ts_step - ts) & 0xFFFFFFFF
+        self.source = source
+        self.highest_src_seq = (seq - 1) & 0xFFFF
+        self.epoch_first_seq = next_seq
+        if not self.started:
+            self.last_seq = (next_seq - 1) & 0xFFFF
+
+    def translate(self, source: int, seq: int, ts: int, now: float) -> tuple[int, int] | None:
+        """Outgoing (seq, ts) for a source packet, or None if it must be dropped (too old)."""
+        if source != self.source:
+            self.switch(source, seq, ts, now)
+        d = seq_diff(seq, self.highest_src_seq)
+        out_seq = (seq + self.seq_offset) & 0xFFFF
+        out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
+        if d > 0:
+            self.highest_src_seq = seq
+            self.last_seq = out_seq
+            self.last_ts = out_ts
+            self.last_time = now
+            self.started = True
+        elif d < -1000 or seq_diff(out_seq, self.epoch_first_seq) < 0:
+            return None  # older than this source's first forwarded packet, or far too old
+        return out_seq, out_ts
+
+    def drop(self, source: int, seq: int) -> None:
+        """Note a source packet dropped on purpose, so that it leaves no gap (not a loss)."""
+        if source == self.source and seq_diff(seq, self.highest_src_seq) > 0:
+            self.seq_offset = (self.seq_offset - 1) & 0xFFFF
+            self.highest_src_seq = seq
+
+    def source_seq(self, out_seq: int) -> int | None:
+        """The source sequence number behind an outgoing one (for NACKs), if in this epoch."""
+        if self.source is None or seq_diff(out_seq, self.epoch_first_seq) < 0:
+            return None
+        if seq_diff(out_seq, self.last_seq) > 0:
+            return None
+        return (out_seq - self.seq_offset) & 0xFFFF
+
+    def rtp_time(self, src_ts: int) -> int:
+        """Outgoing timestamp for a source timestamp (for sender reports)."""
+        return (src_ts + self.ts_offset) & 0xFFFFFFFF

@@ -1,0 +1,344 @@
+"""Participant: one person in a room, with a publish and a subscribe connection.
+
+The publish connection receives the participant's media (the client offers); its RTP is routed
+to Publishers by SSRC, learnt from the SDP or from the MID header extension. The subscribe
+connection (see subscriber.py) carries everyone else's tracks.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from struct import unpack_from
+from typing import TYPE_CHECKING
+
+from .publisher import Codec, Publisher
+from .rtp import rtcp
+from .rtp.extensions import SDES_MID
+from .rtp.header import find_extension
+from .subscriber import Subscriber
+from .transport import PeerTransport, TransportError, parse_offer
+
+if TYPE_CHECKING:
+    from .room import Room
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
+MAX_TRACKS = 16
+#: the bandwidth we let a publisher use (REMB); the adaptive layer refines it later
+DEFAULT_PUBLISH_BITRATE = 4_000_000
+
+
+def new_sid(prefix: str) -> str:
+    """A random, URL-safe server id such as ``PA_3f9c...``."""
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+class PermissionDenied(Exception):
+    """The participant's grants do not allow this."""
+
+
+@dataclass
+class Permissions:
+    """What a participant may do, from its access token."""
+
+    can_publish: bool = True
+    can_subscribe: bool = True
+    can_publish_data: bool = True
+
+    def to_dict(self) -> dict:
+        """As the protocol shows it."""
+        return {
+            "canPublish": self.can_publish,
+            "canSubscribe": self.can_subscribe,
+            "canPublishData": self.can_publish_data,
+        }
+
+
+@dataclass
+class TrackRequest:
+    """A track announced by ``add_track`` before it appears in an offer."""
+
+    sid: str
+    cid: str
+    kind: str
+    source: str
+    name: str = ""
+    width: int = 0
+    height: int = 0
+
+
+class Participant:
+    """A participant: identity, grants, published tracks and the two connections."""
+
+    #: every Participant object still in memory, for leak checks
+    alive: weakref.WeakSet[Participant] = weakref.WeakSet()
+
+    def __init__(
+        self,
+        room: Room,
+        identity: str,
+        name: str = "",
+        metadata: str = "",
+        permissions: Permissions | None = None,
+        emit: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.room = room
+        self.sid = new_sid("PA")
+        self.identity = identity
+        self.name = name
+        self.metadata = metadata
+        self.permissions = permissions or Permissions()
+        self._emit = emit
+        self.tracks: dict[str, Publisher] = {}  # track sid -> Publisher
+        self._requests: dict[str, TrackRequest] = {}  # cid -> announced track
+        self._by_ssrc: dict[int, Publisher] = {}
+        self._by_mid: dict[str, Publisher] = {}
+        self._mid_ext_id = 0
+        self.rtcp_ssrc = secrets.randbits(32) or 1
+        self.publish_transport: PeerTransport | None = None
+        self.subscriber: Subscriber | None = None
+        if self.permissions.can_subscribe:
+            self.subscriber = Subscriber(self.sid, self.emit, self._failed)
+        self.unknown_packets = 0
+        self.closed = False
+        Participant.alive.add(self)
+
+    def info(self) -> dict:
+        """The participant as the protocol describes it."""
+        return {
+            "sid": self.sid,
+            "identity": self.identity,
+            "name": self.name,
+            "metadata": self.metadata,
+            "tracks": [t.info() for t in self.tracks.values()],
+        }
+
+    def emit(self, event: dict) -> None:
+        """Send an event to this participant's client (the signaling session)."""
+        if self._emit is not None and not self.closed:
+            try:
+                self._emit(event)
+            except Exception:
+                logger.exception("event listener of %s failed", self.sid)
+
+    def _failed(self, reason: str) -> None:
+        if not self.closed:
+            self.room.schedule_removal(self, reason)
+
+    # -- publishing ----------------------------------------------------------------------
+    def add_track(
+        self,
+        cid: str,
+        kind: str,
+        source: str = "",
+        name: str = "",
+        width: int = 0,
+        height: int = 0,
+    ) -> TrackRequest:
+        """Announce a track the next publisher offer will carry (matched by msid = cid)."""
+        if not self.permissions.can_publish:
+            raise PermissionDenied("not allowed to publish")
+        if kind not in ("audio", "video"):
+            raise ValueError("kind must be 'audio' or 'video'")
+        source = source or ("camera" if kind == "video" else "microphone")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+        if len(self.tracks) + len(self._requests) >= MAX_TRACKS:
+            raise ValueError(f"at most {MAX_TRACKS} tracks per participant")
+        req = TrackRequest(new_sid("TR"), cid, kind, source, name, width, height)
+        self._requests[cid] = req
+        return req
+
+    async def publish_offer(self, sdp: str) -> str:
+        """Negotiate the publish connection from the client's offer; returns the answer SDP."""
+        if not self.permissions.can_publish:
+            raise PermissionDenied("not allowed to publish")
+        offered = parse_offer(sdp)
+        sending = [m for m in offered if m.kind in ("audio", "video")]
+        if len(sending) > MAX_TRACKS:
+            raise TransportError(f"at most {MAX_TRACKS} media sections")
+        if self.publish_transport is None:
+            self.publish_transport = PeerTransport(
+                on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_publish_state
+            )
+        answer = await self.publish_transport.answer(sdp)
+        if self.closed:
+            raise TransportError("participant left")
+        self._sync_tracks(offered)
+        return answer
+
+    def _sync_tracks(self, offered: list) -> None:
+        negotiated = {m.mid: m for m in self.publish_transport.negotiated()}
+        for media in negotiated.values():
+            if SDES_MID in media.extensions:
+                self._mid_ext_id = media.extensions[SDES_MID]
+        for m in offered:
+            if m.kind not in ("audio", "video"):
+                continue
+            existing = self._by_mid.get(m.mid)
+            active = m.port != 0 and m.direction in ("sendrecv", "sendonly")
+            neg = negotiated.get(m.mid)
+            codec = _first_codec(neg.codecs) if neg is not None else None
+            if not active or codec is None:
+                if existing is not None:
+                    self.unpublish(existing.sid)
+                continue
+            if existing is not None:
+                for ssrc in m.ssrcs:
+                    self._by_ssrc[ssrc] = existing
+                continue
+            req = self._requests.pop(m.msid_track, None)
+            if req is None:
+                req = next((r for r in self._requests.values() if r.kind == m.kind), None)
+                if req is not None:
+                    del self._requests[req.cid]
+            if req is None:
+                source = "camera" if m.kind == "video" else "microphone"
+                req = TrackRequest(new_sid("TR"), m.msid_track, m.kind, source)
+            track = Publisher(
+                sid=req.sid,
+                participant_sid=self.sid,
+                kind=m.kind,
+                source=req.source,
+                mid=m.mid,
+                codec=codec,
+                extensions=dict(neg.extensions),
+                send_rtcp=self.publish_transport.send_rtcp,
+                rtcp_ssrc=self.rtcp_ssrc,
+                name=req.name,
+                width=req.width,
+                height=req.height,
+                cid=req.cid,
+            )
+            self.tracks[track.sid] = track
+            self._by_mid[m.mid] = track
+            for ssrc in m.ssrcs:
+                self._by_ssrc[ssrc] = track
+            self.room.track_published(self, track)
+
+    def unpublish(self, track_sid: str) -> Publisher:
+        """Stop publishing a track; every subscriber is told."""
+        track = self.tracks.pop(track_sid, None)
+        if track is None:
+            raise KeyError(track_sid)
+        self._by_mid.pop(track.mid, None)
+        for ssrc in [s for s, t in self._by_ssrc.items() if t is track]:
+            del self._by_ssrc[ssrc]
+        track.close()
+        self.room.track_unpublished(self, track)
+        return track
+
+    def set_muted(self, track_sid: str, muted: bool) -> Publisher:
+        """Mute or unmute one of this participant's tracks (muted media is not forwarded)."""
+        track = self.tracks.get(track_sid)
+        if track is None:
+            raise KeyError(track_sid)
+        if track.muted != muted:
+            track.muted = muted
+            if not muted:
+                for dt in track.downtracks:
+                    dt.restart()
+            self.room.track_muted(self, track)
+        return track
+
+    # -- media from the publisher --------------------------------------------------------
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        if len(data) < 12:
+            return
+        track = self._by_ssrc.get(unpack_from("!I", data, 8)[0])
+        if track is None:
+            track = self._learn_ssrc(data)
+            if track is None:
+                return
+        track.on_rtp(data, now)
+
+    def _learn_ssrc(self, data: bytes) -> Publisher | None:
+        """Bind an unknown SSRC to a track by its MID header extension, else drop."""
+        track = None
+        if self._mid_ext_id:
+            mid = find_extension(data, self._mid_ext_id)
+            if mid is not None:
+                track = self._by_mid.get(bytes(mid).decode("ascii", "replace"))
+        if track is None or (data[1] & 0x7F) != track.codec.payload_type:
+            self.unknown_packets += 1
+            if self.unknown_packets == 1:
+                logger.info("participant %s: RTP with an unknown SSRC dropped", self.sid)
+            return None
+        self._by_ssrc[unpack_from("!I", data, 8)[0]] = track
+        return track
+
+    def _on_rtcp(self, data: bytes) -> None:
+        now = time.monotonic()
+        for pt, _fmt, pkt in rtcp.iter_rtcp(data):
+            if pt == rtcp.SR:
+                sr = rtcp.parse_sr(pkt)
+                if sr is not None:
+                    track = self._by_ssrc.get(sr[0])
+                    if track is not None:
+                        track.on_sender_report(sr[1], sr[2], now)
+
+    def _on_publish_state(self, state: str) -> None:
+        if state == "failed":
+            self._failed("ice_failed")
+
+    def send_publisher_feedback(self) -> None:
+        """Receiver report and REMB to the publisher, so that its sender can adapt."""
+        transport = self.publish_transport
+        if transport is None or not self.tracks:
+            return
+        blocks = [b for t in self.tracks.values() if (b := t.receiver_report_block())]
+        if not blocks:
+            return
+        ssrcs = [b[0] for b in blocks]
+        packet = rtcp.build_rr(self.rtcp_ssrc, blocks[:31]) + rtcp.build_remb(
+            self.rtcp_ssrc, DEFAULT_PUBLISH_BITRATE, ssrcs
+        )
+        transport.send_rtcp(packet)
+
+    # -- trickle and teardown ------------------------------------------------------------
+    async def add_ice_candidate(self, target: str, candidate: dict | None) -> None:
+        """A trickled client candidate for the publisher or subscriber connection."""
+        if target == "publisher":
+            if self.publish_transport is None:
+                raise TransportError("no publisher connection yet: send an offer first")
+            await self.publish_transport.add_ice_candidate(candidate)
+        elif target == "subscriber":
+            if self.subscriber is None:
+                raise PermissionDenied("not allowed to subscribe")
+            await self.subscriber.transport.add_ice_candidate(candidate)
+        else:
+            raise ValueError("target must be 'publisher' or 'subscriber'")
+
+    async def close(self) -> None:
+        """Release everything: tracks, DownTracks, both connections."""
+        if self.closed:
+            return
+        self.closed = True
+        for track in list(self.tracks.values()):
+            track.close()
+        if self.subscriber is not None:
+            await self.subscriber.close()
+        if self.publish_transport is not None:
+            await self.publish_transport.close()
+        self._by_ssrc.clear()
+        self._by_mid.clear()
+
+
+def _first_codec(codecs: list) -> Codec | None:
+    for c in codecs:
+        if c.mimeType.lower().endswith("/rtx"):
+            continue
+        return Codec(
+            mime=c.mimeType,
+            clock_rate=c.clockRate,
+            payload_type=c.payloadType,
+            channels=c.channels,
+            parameters=dict(c.parameters or {}),
+        )
+    return None

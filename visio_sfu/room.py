@@ -1,0 +1,270 @@
+"""Room: the participants of one meeting and who receives which track.
+
+Every participant who may subscribe receives every other participant's tracks. The room tells
+everyone about joins, leaves and track changes, runs one RTCP timer for all its connections,
+and closes itself after staying empty for ``empty_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .participant import Participant, Permissions, new_sid
+
+if TYPE_CHECKING:
+    from .publisher import Publisher
+
+logger = logging.getLogger(__name__)
+
+RTCP_INTERVAL = 1.0
+
+
+class RoomFull(Exception):
+    """The room has reached its participant limit."""
+
+
+class RoomClosed(Exception):
+    """The room is closing and takes no one in."""
+
+
+class Room:
+    """One meeting."""
+
+    def __init__(
+        self,
+        name: str,
+        empty_timeout: float = 20.0,
+        max_participants: int = 0,
+        metadata: str = "",
+        on_closed: Callable[[Room], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.sid = new_sid("RM")
+        self.metadata = metadata
+        self.empty_timeout = empty_timeout
+        self.max_participants = max_participants
+        self.participants: dict[str, Participant] = {}  # sid -> Participant
+        self.created_at = time.time()
+        self._on_closed = on_closed
+        self._empty_handle: asyncio.TimerHandle | None = None
+        self._rtcp_task: asyncio.Task | None = None
+        self._removals: set[asyncio.Task] = set()
+        self.closed = False
+        self._arm_empty_timer()
+
+    def info(self) -> dict:
+        """The room as the protocol describes it."""
+        return {"name": self.name, "sid": self.sid, "metadata": self.metadata}
+
+    # -- membership ----------------------------------------------------------------------
+    async def join(
+        self,
+        identity: str,
+        name: str = "",
+        metadata: str = "",
+        permissions: Permissions | None = None,
+        emit: Callable[[dict], None] | None = None,
+    ) -> Participant:
+        """Add a participant; an older session with the same identity is replaced."""
+        if self.closed:
+            raise RoomClosed(self.name)
+        old = self.by_identity(identity)
+        if old is not None:
+            old.emit({"type": "leave", "reason": "replaced"})
+            await self.remove(old, "replaced")
+        if self.max_participants and len(self.participants) >= self.max_participants:
+            raise RoomFull(f"room {self.name} is full ({self.max_participants} participants)")
+        if self.closed:
+            raise RoomClosed(self.name)
+        p = Participant(self, identity, name, metadata, permissions, emit)
+        self.participants[p.sid] = p
+        self._cancel_empty_timer()
+        if self._rtcp_task is None:
+            self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
+        self.broadcast({"type": "participant_joined", "participant": p.info()}, exclude=p)
+        if p.subscriber is not None:
+            for other in self.participants.values():
+                if other is not p:
+                    for track in other.tracks.values():
+                        p.subscriber.add(track)
+        logger.info("room %s: %s joined (%d present)", self.name, p.sid, len(self.participants))
+        return p
+
+    def by_identity(self, identity: str) -> Participant | None:
+        """The participant with this identity, if present."""
+        return next((p for p in self.participants.values() if p.identity == identity), None)
+
+    async def remove(self, participant: Participant, reason: str = "left") -> None:
+        """Remove a participant, release what it held and tell the others."""
+        if self.participants.pop(participant.sid, None) is None:
+            return
+        for track in list(participant.tracks.values()):
+            self._unsubscribe_all(track)
+        await participant.close()
+        self.broadcast(
+            {
+                "type": "participant_left",
+                "participant": {"sid": participant.sid, "identity": participant.identity},
+                "reason": reason,
+            }
+        )
+        logger.info("room %s: %s left (%s)", self.name, participant.sid, reason)
+        if not self.participants:
+            self._arm_empty_timer()
+
+    def schedule_removal(self, participant: Participant, reason: str) -> None:
+        """Remove a participant from a synchronous callback (ICE failure)."""
+        if participant.sid not in self.participants:
+            return
+        participant.emit({"type": "leave", "reason": reason})
+        task = asyncio.ensure_future(self.remove(participant, reason))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    # -- tracks --------------------------------------------------------------------------
+    def track_published(self, participant: Participant, track: Publisher) -> None:
+        """A participant published a track: everyone else receives it."""
+        self.broadcast(
+            {"type": "track_published", "participant": participant.sid, "track": track.info()},
+            exclude=participant,
+        )
+        for other in self.participants.values():
+            if other is not participant and other.subscriber is not None:
+                other.subscriber.add(track)
+
+    def track_unpublished(self, participant: Participant, track: Publisher) -> None:
+        """A track went away: every subscriber drops it."""
+        self._unsubscribe_all(track)
+        self.broadcast(
+            {"type": "track_unpublished", "participant": participant.sid, "track": track.sid},
+            exclude=participant,
+        )
+
+    def track_muted(self, participant: Participant, track: Publisher) -> None:
+        """Tell everyone a track's mute state changed."""
+        self.broadcast(
+            {
+                "type": "track_muted",
+                "participant": participant.sid,
+                "track": track.sid,
+                "muted": track.muted,
+            },
+            exclude=participant,
+        )
+
+    def _unsubscribe_all(self, track: Publisher) -> None:
+        for other in self.participants.values():
+            if other.subscriber is not None:
+                other.subscriber.remove(track.sid)
+
+    def tracks(self) -> list[Publisher]:
+        """Every published track in the room."""
+        return [t for p in self.participants.values() for t in p.tracks.values()]
+
+    # -- data ----------------------------------------------------------------------------
+    def send_data(
+        self,
+        sender: Participant | None,
+        topic: str,
+        payload: object,
+        to: list[str] | None = None,
+    ) -> int:
+        """Deliver a data message to the others (or the identities in ``to``); returns count."""
+        msg = {
+            "type": "data",
+            "from": (
+                {"sid": sender.sid, "identity": sender.identity, "name": sender.name}
+                if sender is not None
+                else None
+            ),
+            "topic": topic,
+            "payload": payload,
+            "ts": int(time.time() * 1000),
+        }
+        count = 0
+        for p in self.participants.values():
+            if p is sender or (to and p.identity not in to):
+                continue
+            p.emit(msg)
+            count += 1
+        return count
+
+    def broadcast(self, event: dict, exclude: Participant | None = None) -> None:
+        """Send an event to every participant but ``exclude``."""
+        for p in list(self.participants.values()):
+            if p is not exclude:
+                p.emit(event)
+
+    # -- timers and teardown -------------------------------------------------------------
+    async def _rtcp_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(RTCP_INTERVAL)
+            now = time.monotonic()
+            for p in list(self.participants.values()):
+                try:
+                    if p.subscriber is not None:
+                        p.subscriber.send_reports(now)
+                    p.send_publisher_feedback()
+                except Exception:
+                    logger.exception("RTCP timer failed for %s", p.sid)
+
+    def _arm_empty_timer(self) -> None:
+        self._cancel_empty_timer()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._empty_handle = loop.call_later(self.empty_timeout, self._empty_expired)
+
+    def _cancel_empty_timer(self) -> None:
+        if self._empty_handle is not None:
+            self._empty_handle.cancel()
+            self._empty_handle = None
+
+    def _empty_expired(self) -> None:
+        self._empty_handle = None
+        if not self.participants and not self.closed:
+            task = asyncio.ensure_future(self.close())
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
+
+    async def close(self, reason: str = "room_closed") -> None:
+        """Disconnect everyone and stop the room's timers."""
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_empty_timer()
+        for p in list(self.participants.values()):
+            p.emit({"type": "leave", "reason": reason})
+            await self.remove(p, reason)
+        self._cancel_empty_timer()
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            self._rtcp_task = None
+        logger.info("room %s closed", self.name)
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    def stats(self) -> dict:
+        """Counters for this room: participants, tracks, packets in and out."""
+        tracks = self.tracks()
+        downtracks = [dt for t in tracks for dt in t.downtracks]
+        return {
+            "name": self.name,
+            "sid": self.sid,
+            "participants": len(self.participants),
+            "tracks": len(tracks),
+            "downtracks": len(downtracks),
+            "packets_in": sum(t.packets for t in tracks),
+            "bytes_in": sum(t.bytes for t in tracks),
+            "packets_out": sum(dt.packets for dt in downtracks),
+            "bytes_out": sum(dt.bytes for dt in downtracks),
+            "retransmits": sum(dt.retransmits for dt in downtracks),
+            "nacks": sum(dt.nacks for dt in downtracks),
+            "keyframe_requests": sum(t.keyframe_requests for t in tracks),
+            "dropped": sum(t.dropped for t in tracks) + sum(dt.dropped for dt in downtracks),
+        }

@@ -1,0 +1,1 @@
+"""Bytes-level RTP and RTCP: reading and rewriting packets without parsing into objects."""

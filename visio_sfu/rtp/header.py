@@ -1,0 +1,172 @@
+"""RTP header reading and rewriting on bytes (RFC 3550, RFC 8285 header extensions).
+
+Hot-path code: no RtpPacket objects, only offsets into the buffer and struct pack/unpack.
+"""
+
+from __future__ import annotations
+
+from struct import pack, pack_into, unpack_from
+
+_HEADER = "!BBHII"
+
+
+def payload_offset(buf: bytes | bytearray | memoryview) -> int:
+    """Offset of the payload in an RTP packet, or -1 if the packet is not valid RTP."""
+    n = len(buf)
+    if n < 12 or (buf[0] >> 6) != 2:
+        return -1
+    off = 12 + 4 * (buf[0] & 0x0F)
+    if buf[0] & 0x10:
+        if off + 4 > n:
+            return -1
+        off += 4 + 4 * ((buf[off + 2] << 8) | buf[off + 3])
+    if off > n:
+        return -1
+    if buf[0] & 0x20:
+        if off >= n:
+            return -1
+        pad = buf[n - 1]
+        if pad == 0 or off + pad > n:
+            return -1
+    return off
+
+
+def payload_end(buf: bytes | bytearray | memoryview) -> int:
+    """End of the payload (before padding), or -1 if the packet is not valid RTP."""
+    off = payload_offset(buf)
+    if off < 0:
+        return -1
+    return len(buf) - buf[-1] if buf[0] & 0x20 else len(buf)
+
+
+def rewrite_header(buf: bytearray, pt: int, seq: int, ts: int, ssrc: int) -> None:
+    """Rewrite payload type, sequence number, timestamp and SSRC in place (marker kept)."""
+    pack_into("!BHII", buf, 1, (buf[1] & 0x80) | (pt & 0x7F), seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+
+
+def _extension_block(buf: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
+    """(profile, start, end) of the header-extension block, or None."""
+    n = len(buf)
+    if n < 12 or not buf[0] & 0x10:
+        return None
+    off = 12 + 4 * (buf[0] & 0x0F)
+    if off + 4 > n:
+        return None
+    profile = (buf[off] << 8) | buf[off + 1]
+    end = off + 4 + 4 * ((buf[off + 2] << 8) | buf[off + 3])
+    if end > n:
+        return None
+    return profile, off + 4, end
+
+
+def find_extension(buf: bytes | bytearray | memoryview, ext_id: int) -> memoryview | None:
+    """The data of header-extension element ``ext_id`` (one- or two-byte form), or None."""
+    block = _extension_block(buf)
+    if block is None:
+        return None
+    profile, i, end = block
+    if profile == 0xBEDE:
+        while i < end:
+            b = buf[i]
+            if b == 0:
+                i += 1
+                continue
+            eid, length = b >> 4, (b & 0x0F) + 1
+            if eid == 15:
+                return None
+            if i + 1 + length > end:
+                return None
+            if eid == ext_id:
+                return memoryview(buf)[i + 1 : i + 1 + length]
+            i += 1 + length
+    elif profile & 0xFFF0 == 0x1000:
+        while i < end:
+            eid = buf[i]
+            if eid == 0:
+                i += 1
+                continue
+            if i + 1 >= end:
+                return None
+            length = buf[i + 1]
+            if i + 2 + length > end:
+                return None
+            if eid == ext_id:
+                return memoryview(buf)[i + 2 : i + 2 + length]
+            i += 2 + length
+    return None
+
+
+def build_ext_table(mapping: dict[int, int]) -> bytes:
+    """A 256-byte id translation table: table[old_id] = new_id, 0 = drop."""
+    table = bytearray(256)
+    for old, new in mapping.items():
+        if 0 < old < 256 and 0 <= new < 256:
+            table[old] = new
+    return bytes(table)
+
+
+def rewrite_extensions(buf: bytearray, table: bytes) -> None:
+    """Map header-extension ids in place; elements mapped to 0 become padding (zeroed)."""
+    block = _extension_block(buf)
+    if block is None:
+        return
+    profile, i, end = block
+    if profile == 0xBEDE:
+        while i < end:
+            b = buf[i]
+            if b == 0:
+                i += 1
+                continue
+            eid, length = b >> 4, (b & 0x0F) + 1
+            if eid == 15 or i + 1 + length > end:
+                return
+            new = table[eid]
+            if new == 0 or new > 14:
+                buf[i : i + 1 + length] = bytes(1 + length)
+            else:
+                buf[i] = (new << 4) | (b & 0x0F)
+            i += 1 + length
+    elif profile & 0xFFF0 == 0x1000:
+        while i < end:
+            eid = buf[i]
+            if eid == 0:
+                i += 1
+                continue
+            if i + 1 >= end:
+                return
+            length = buf[i + 1]
+            if i + 2 + length > end:
+                return
+            new = table[eid]
+            if new == 0:
+                buf[i : i + 2 + length] = bytes(2 + length)
+            else:
+                buf[i] = new
+            i += 2 + length
+
+
+def build_rtp(
+    pt: int,
+    seq: int,
+    ts: int,
+    ssrc: int,
+    payload: bytes,
+    marker: bool = False,
+    extensions: dict[int, bytes] | None = None,
+) -> bytes:
+    """Build an RTP packet (one-byte header extensions when given), for tests and tools."""
+    first = 0x80
+    ext = b""
+    if extensions:
+        first |= 0x10
+        body = b"".join(bytes([(eid << 4) | (len(d) - 1)]) + d for eid, d in extensions.items())
+        body += bytes(-len(body) % 4)
+        ext = pack("!HH", 0xBEDE, len(body) // 4) + body
+    header = pack(_HEADER, first, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts, ssrc)
+    return header + ext + payload
+
+
+def read_seq_ts_ssrc(buf: bytes | bytearray | memoryview) -> tuple[int, int, int]:
+    """(sequence number, timestamp, SSRC) of a packet known to be at least 12 bytes."""
+    _, _, seq, ts, ssrc = unpack_from(_HEADER, buf, 0)
+    return seq, ts, ssrc

@@ -1,0 +1,255 @@
+"""Subscriber: a participant's receiving side: its subscribe connection and DownTracks.
+
+The server makes the offers on this connection. Changes (tracks added or removed) are batched:
+at most one offer is outstanding, and changes made while it waits are sent in the next one.
+Transceivers freed by a removed track are reused for the next track of the same kind, with the
+same Munger, so the browser keeps one continuous stream per SSRC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+from .downtrack import DownTrack
+from .munger import Munger
+from .publisher import Publisher
+from .rtp import rtcp
+from .transport import PeerTransport, TransportError
+
+logger = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT = 20.0
+
+
+class Subscriber:
+    """The subscribe connection of one participant and the DownTracks it carries."""
+
+    def __init__(
+        self,
+        participant_sid: str,
+        emit: Callable[[dict], None],
+        on_failed: Callable[[str], None],
+    ) -> None:
+        self.participant_sid = participant_sid
+        self._emit = emit
+        self._on_failed = on_failed
+        self.transport = PeerTransport(on_rtcp=self._on_rtcp, on_state=self._on_state)
+        self.downtracks: dict[str, DownTrack] = {}  # track sid -> DownTrack
+        self._by_ssrc: dict[int, DownTrack] = {}
+        self._slot: dict[str, RTCRtpTransceiver] = {}  # track sid -> transceiver
+        self._to_bind: dict[str, DownTrack] = {}
+        self._released: list[RTCRtpTransceiver] = []  # inactive in the offer being made
+        self._free: list[RTCRtpTransceiver] = []  # inactive and negotiated: reusable
+        self._mungers: dict[int, Munger] = {}  # transceiver id -> its munger
+        self._dirty = False
+        self._task: asyncio.Task | None = None
+        self._answer: tuple[str, asyncio.Future] | None = None
+        self._offers = 0
+        self.remb_bitrate: int | None = None
+        self.closed = False
+        self.negotiations = 0
+
+    # -- subscriptions -------------------------------------------------------------------
+    def add(self, track: Publisher) -> DownTrack:
+        """Start receiving ``track``; the next offer carries it."""
+        existing = self.downtracks.get(track.sid)
+        if existing is not None:
+            return existing
+        transceiver = self._take_transceiver(track)
+        munger = self._mungers.get(id(transceiver))
+        dt = DownTrack(track, self.transport.send_rtp, self.participant_sid)
+        if munger is not None:
+            dt.munger = munger
+        self._mungers[id(transceiver)] = dt.munger
+        self.downtracks[track.sid] = dt
+        self._slot[track.sid] = transceiver
+        self._to_bind[track.sid] = dt
+        self._schedule()
+        return dt
+
+    def remove(self, track_sid: str) -> None:
+        """Stop receiving a track; the next offer marks its m-section inactive."""
+        dt = self.downtracks.pop(track_sid, None)
+        transceiver = self._slot.pop(track_sid, None)
+        self._to_bind.pop(track_sid, None)
+        if dt is not None:
+            dt.close()
+            self._by_ssrc.pop(dt.ssrc, None)
+        if transceiver is not None and not self.closed:
+            transceiver.direction = "inactive"
+            PeerTransport.set_msid(transceiver, "-", "-")
+            self._released.append(transceiver)
+            self._schedule()
+
+    def _take_transceiver(self, track: Publisher) -> RTCRtpTransceiver:
+        for t in self._free:
+            if t.kind == track.kind:
+                self._free.remove(t)
+                t.direction = "sendonly"
+                PeerTransport.set_codec(t, _capability_of(track))
+                break
+        else:
+            t = self.transport.add_transceiver(track.kind, _capability_of(track))
+        PeerTransport.set_msid(t, track.participant_sid, track.sid)
+        return t
+
+    # -- negotiation ---------------------------------------------------------------------
+    def _schedule(self) -> None:
+        self._dirty = True
+        if self._task is None and not self.closed:
+            self._task = asyncio.ensure_future(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        try:
+            while self._dirty and not self.closed:
+                self._dirty = False
+                await self._negotiate_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("subscriber negotiation failed (participant %s)", self.participant_sid)
+        finally:
+            self._task = None
+
+    async def _negotiate_once(self) -> None:
+        released, self._released = self._released, []
+        sdp = await self.transport.create_offer()
+        self._offers += 1
+        offer_id = f"s{self._offers}"
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._answer = (offer_id, future)
+        tracks = []
+        for sid, t in self._slot.items():
+            dt = self.downtracks[sid]
+            tracks.append(
+                {
+                    "mid": t.mid,
+                    "track": sid,
+                    "participant": dt.track.participant_sid,
+                    "kind": dt.track.kind,
+                    "source": dt.track.source,
+                }
+            )
+        self._emit(
+            {"type": "offer", "target": "subscriber", "id": offer_id, "sdp": sdp, "tracks": tracks}
+        )
+        try:
+            answer = await asyncio.wait_for(future, ANSWER_TIMEOUT)
+        except TimeoutError:
+            logger.warning("participant %s did not answer offer %s", self.participant_sid, offer_id)
+            self._answer = None
+            self._released = released + self._released
+            return
+        finally:
+            if self._answer is not None and self._answer[1] is future:
+                self._answer = None
+        try:
+            await self.transport.apply_answer(answer)
+        except TransportError as exc:
+            self._emit({"type": "error", "id": offer_id, "code": "bad_sdp", "message": str(exc)})
+            self._released = released + self._released
+            return
+        self.negotiations += 1
+        self._free.extend(t for t in released if t not in self._slot.values())
+        self._bind_pending()
+
+    def _bind_pending(self) -> None:
+        for sid, dt in list(self._to_bind.items()):
+            t = self._slot.get(sid)
+            if t is None or t.mid is None:
+                continue
+            media = PeerTransport.describe(t)
+            mime = dt.track.codec.mime.lower()
+            pt = next((c.payloadType for c in media.codecs if c.mimeType.lower() == mime), None)
+            del self._to_bind[sid]
+            if pt is None:
+                logger.info("subscriber %s cannot receive %s", self.participant_sid, mime)
+                continue
+            dt.bind(media.ssrc, pt, media.extensions)
+            self._by_ssrc[media.ssrc] = dt
+            if dt not in dt.track.downtracks and not dt.track.closed:
+                dt.track.downtracks.append(dt)
+
+    def on_answer(self, offer_id: object, sdp: str) -> None:
+        """The client's answer to our offer ``offer_id``; raises TransportError if unexpected."""
+        if self._answer is None or (offer_id is not None and offer_id != self._answer[0]):
+            raise TransportError("no subscriber offer is waiting for this answer")
+        future = self._answer[1]
+        if not future.done():
+            future.set_result(sdp)
+
+    # -- RTCP and state ------------------------------------------------------------------
+    def _on_rtcp(self, data: bytes) -> None:
+        now = time.monotonic()
+        for pt, fmt, pkt in rtcp.iter_rtcp(data):
+            if pt == rtcp.RTPFB and fmt == rtcp.NACK:
+                dt = self._by_ssrc.get(rtcp.media_ssrc(pkt))
+                if dt is not None:
+                    dt.handle_nack(rtcp.parse_nack(pkt), now)
+            elif pt == rtcp.PSFB and fmt == rtcp.PLI:
+                dt = self._by_ssrc.get(rtcp.media_ssrc(pkt))
+                if dt is not None:
+                    dt.track.request_keyframe(now)
+            elif pt == rtcp.PSFB and fmt == rtcp.FIR:
+                for ssrc, _seq in rtcp.parse_fir(pkt):
+                    dt = self._by_ssrc.get(ssrc)
+                    if dt is not None:
+                        dt.track.request_keyframe(now)
+            elif pt == rtcp.PSFB and fmt == rtcp.REMB:
+                remb = rtcp.parse_remb(pkt)
+                if remb is not None:
+                    self.remb_bitrate = remb[0]
+            elif pt in (rtcp.RR, rtcp.SR):
+                for ssrc, fraction, _lost, _highest, jitter in rtcp.parse_rr_blocks(pkt):
+                    dt = self._by_ssrc.get(ssrc)
+                    if dt is not None:
+                        dt.handle_report(fraction, jitter)
+
+    def _on_state(self, state: str) -> None:
+        if state == "connected":
+            for dt in self.downtracks.values():
+                if dt.bound:
+                    dt.restart()
+        elif state == "failed":
+            self._on_failed("ice_failed")
+
+    def send_reports(self, now: float) -> None:
+        """Send a sender report for every downstream track."""
+        for dt in self.downtracks.values():
+            sr = dt.sender_report(now)
+            if sr is not None:
+                self.transport.send_rtcp(sr)
+
+    async def close(self) -> None:
+        """Stop every DownTrack and close the connection."""
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._answer is not None and not self._answer[1].done():
+            self._answer[1].cancel()
+        for dt in self.downtracks.values():
+            dt.close()
+        self.downtracks.clear()
+        self._by_ssrc.clear()
+        self._slot.clear()
+        await self.transport.close()
+
+
+def _capability_of(track: Publisher):
+    """The aiortc codec parameters to offer for a track (matched against capabilities)."""
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    c = track.codec
+    return RTCRtpCodecParameters(
+        mimeType=c.mime,
+        clockRate=c.clock_rate,
+        channels=c.channels,
+        payloadType=c.payload_type,
+        parameters=dict(c.parameters or {}),
+    )

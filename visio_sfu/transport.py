@@ -1,0 +1,463 @@
+"""PeerTransport: an aiortc RTCPeerConnection whose media pipeline is bypassed.
+
+This is the only module that touches aiortc's private API. aiortc gives us SDP, ICE, DTLS and
+SRTP; we take over at the DTLS transport, where decrypted RTP/RTCP arrive and raw RTP/RTCP
+leave, so that no aiortc decoder, encoder, jitter buffer or per-packet ``RtpPacket`` is ever
+involved. ``tests/test_transport_hooks.py`` fails loudly if an aiortc upgrade moves a hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aioice.ice
+from aioice.ice import StunProtocol
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+logger = logging.getLogger(__name__)
+
+RtpHandler = Callable[[bytes, float], None]
+RtcpHandler = Callable[[bytes], None]
+
+#: DTLS ciphers: aiortc's ECDSA suites plus ECDHE-RSA ones, so that clients with RSA
+#: certificates (GStreamer's webrtcbin, WHIP tools) can complete the handshake.
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:"
+    b"ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
+    b"ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-SHA"
+)
+
+
+def set_ice_addresses(addresses: list[str] | None) -> None:
+    """Gather host candidates on these addresses only (None: every non-loopback interface).
+
+    Process-wide: aioice reads the host addresses from one module-level function.
+    """
+    if not addresses:
+        aioice.ice.get_host_addresses = _default_host_addresses
+        return
+    chosen = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+_default_host_addresses = aioice.ice.get_host_addresses
+
+
+class TransportError(Exception):
+    """An SDP or ICE input the transport could not accept."""
+
+
+@dataclass
+class NegotiatedMedia:
+    """What one m-section negotiated: its mid, kind, codecs and header extensions."""
+
+    mid: str
+    kind: str
+    direction: str
+    codecs: list[RTCRtpCodecParameters]
+    extensions: dict[str, int]  # uri -> id
+    ssrc: int = 0  # our sending SSRC (subscriber side)
+
+
+@dataclass
+class OfferedMedia:
+    """One m-section of a remote offer: what a publisher announces."""
+
+    index: int
+    mid: str
+    kind: str
+    direction: str
+    port: int
+    msid_stream: str = ""
+    msid_track: str = ""
+    ssrcs: list[int] = field(default_factory=list)
+    rids: list[str] = field(default_factory=list)
+
+
+def parse_offer(sdp: str) -> list[OfferedMedia]:
+    """Parse an SDP offer into its m-sections; raise TransportError if it is not valid SDP."""
+    if not isinstance(sdp, str) or "m=" not in sdp or len(sdp) > 256 * 1024:
+        raise TransportError("SDP has no media section or is too large")
+    try:
+        desc = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError...
+        raise TransportError(f"SDP could not be parsed: {type(exc).__name__}") from None
+    out = []
+    for i, media in enumerate(desc.media):
+        stream, track = "", ""
+        if media.msid:
+            parts = media.msid.split()
+            stream = parts[0] if parts else ""
+            track = parts[1] if len(parts) > 1 else ""
+        ssrcs: list[int] = []
+        for s in media.ssrc:
+            if s.ssrc not in ssrcs:
+                ssrcs.append(s.ssrc)
+        # the first SSRC of an FID group is the media one, the second its RTX
+        for group in media.ssrc_group:
+            if group.semantic == "FID" and len(group.items) == 2 and group.items[1] in ssrcs:
+                ssrcs.remove(group.items[1])
+        out.append(
+            OfferedMedia(
+                index=i,
+                mid=media.rtp.muxId or str(i),
+                kind=media.kind,
+                direction=media.direction or "sendrecv",
+                port=media.port,
+                msid_stream=stream,
+                msid_track=track,
+                ssrcs=ssrcs,
+            )
+        )
+    return out
+
+
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+
+
+def _sections(sdp: str) -> list[list[str]]:
+    """SDP lines split into [session, m-section 1, m-section 2, ...]."""
+    parts: list[list[str]] = [[]]
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            parts.append([])
+        if line:
+            parts[-1].append(line)
+    return parts
+
+
+def offered_simulcast(sdp: str) -> dict[str, dict]:
+    """Per mid, the simulcast a remote offer asks for: rids (in order) and RID extension ids."""
+    out: dict[str, dict] = {}
+    for section in _sections(sdp)[1:]:
+        mid, rids, exts = "", [], {}
+        for line in section:
+            if line.startswith("a=mid:"):
+                mid = line[6:].strip()
+            elif line.startswith("a=rid:"):
+                fields = line[6:].split()
+                if len(fields) >= 2 and fields[1] == "send":
+                    rids.append(fields[0])
+            elif line.startswith("a=extmap:"):
+                fields = line[9:].split()
+                if len(fields) >= 2 and fields[1] in (RID_URI, REPAIRED_RID_URI):
+                    exts[fields[1]] = int(fields[0].split("/")[0])
+        if mid and rids and RID_URI in exts:
+            out[mid] = {"rids": rids[:4], "extensions": exts}
+    return out
+
+
+def accept_simulcast(answer_sdp: str, simulcast: dict[str, dict]) -> str:
+    """Amend an aiortc answer to accept the offer's simulcast (aiortc negotiates none of it)."""
+    if not simulcast:
+        return answer_sdp
+    sections = _sections(answer_sdp)
+    for section in sections[1:]:
+        mid = next((line[6:].strip() for line in section if line.startswith("a=mid:")), "")
+        spec = simulcast.get(mid)
+        if spec is None:
+            continue
+        for uri, ext_id in spec["extensions"].items():
+            section.append(f"a=extmap:{ext_id} {uri}")
+        section.extend(f"a=rid:{rid} recv" for rid in spec["rids"])
+        section.append("a=simulcast:recv " + ";".join(spec["rids"]))
+    return "\r\n".join(line for part in sections for line in part) + "\r\n"
+
+
+class PeerTransport:
+    """One peer connection, bypassing aiortc's media pipeline.
+
+    ``on_rtp(data, arrival_s)`` receives every decrypted RTP packet as bytes, ``on_rtcp(data)``
+    every decrypted compound RTCP packet; ``send_rtp``/``send_rtcp`` protect and send raw bytes
+    synchronously, in the caller's call chain.
+    """
+
+    #: every transport not yet closed, for leak checks and stats
+    open_transports: weakref.WeakSet[PeerTransport] = weakref.WeakSet()
+
+    def __init__(
+        self,
+        on_rtp: RtpHandler | None = None,
+        on_rtcp: RtcpHandler | None = None,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        self.on_state = on_state
+        self._dtls: RTCDtlsTransport | None = None
+        self._closed = False
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.send_errors = 0
+        self.pc.on("connectionstatechange", self._state_changed)
+        PeerTransport.open_transports.add(self)
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The peer connection state: new, connecting, connected, failed or closed."""
+        return self.pc.connectionState
+
+    def _state_changed(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self.pc.connectionState)
+
+    # -- negotiation -----------------------------------------------------------------------
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply a remote offer and return our answer (the publisher connection)."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            self._hook_all()
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise TransportError(f"offer rejected: {exc}") from None
+        except Exception as exc:  # aiortc's InternalError, InvalidStateError...
+            raise TransportError(f"offer rejected: {type(exc).__name__}: {exc}") from None
+        self._hook_all()
+        return self.pc.localDescription.sdp
+
+    def add_transceiver(self, kind: str, codec: RTCRtpCodecParameters | None) -> RTCRtpTransceiver:
+        """Add a send-only transceiver (subscriber connection), offering only ``codec``."""
+        transceiver = self.pc.addTransceiver(kind, direction="sendonly")
+        self.set_codec(transceiver, codec)
+        self._hook_transceiver(transceiver)
+        self._hook_all()
+        return transceiver
+
+    @staticmethod
+    def set_codec(transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters | None) -> None:
+        """Restrict what the transceiver offers to the capability matching ``codec``."""
+        if codec is None:
+            return
+        caps = RTCRtpSender.getCapabilities(transceiver.kind).codecs
+        best: RTCRtpCodecCapability | None = None
+        for cap in caps:
+            if cap.mimeType.lower() != codec.mimeType.lower():
+                continue
+            if codec.mimeType.lower() == "video/h264":
+                want = codec.parameters or {}
+                if str(cap.parameters.get("packetization-mode", "0")) != str(
+                    want.get("packetization-mode", "0")
+                ):
+                    continue
+                pli = str(want.get("profile-level-id", ""))[:2].lower()
+                if pli and str(cap.parameters.get("profile-level-id", ""))[:2].lower() != pli:
+                    continue
+            best = cap
+            break
+        if best is not None:
+            transceiver.setCodecPreferences([best])
+
+    async def create_offer(self) -> str:
+        """Create and apply a local offer (the subscriber connection)."""
+        offer = await self.pc.createOffer()
+        await self.pc.setLocalDescription(offer)
+        self._hook_all()
+        return self.pc.localDescription.sdp
+
+    async def apply_answer(self, answer_sdp: str) -> None:
+        """Apply the remote answer to our offer."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except Exception as exc:
+            raise TransportError(f"answer rejected: {type(exc).__name__}: {exc}") from None
+        self._hook_all()
+
+    async def add_ice_candidate(self, candidate: dict | None) -> None:
+        """Add a trickled remote candidate ({candidate, sdpMid, sdpMLineIndex}; None = end)."""
+        if candidate is None or not candidate.get("candidate"):
+            return  # end of candidates: aioice needs nothing
+        text = candidate["candidate"]
+        if not isinstance(text, str) or len(text) > 1024:
+            raise TransportError("candidate must be a string")
+        if text.startswith("candidate:"):
+            text = text[len("candidate:") :]
+        try:
+            ice: RTCIceCandidate = candidate_from_sdp(text)
+        except Exception:
+            raise TransportError("candidate could not be parsed") from None
+        ice.sdpMid = candidate.get("sdpMid")
+        ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        if ice.sdpMid is None and ice.sdpMLineIndex is None:
+            ice.sdpMLineIndex = 0
+        if ice.address.endswith(".local"):
+            return  # mDNS names: the address is learnt from peer-reflexive checks instead
+        try:
+            await self.pc.addIceCandidate(ice)
+        except Exception as exc:
+            raise TransportError(f"candidate rejected: {type(exc).__name__}") from None
+
+    def negotiated(self) -> list[NegotiatedMedia]:
+        """The m-sections as negotiated so far (codecs, extension ids, our SSRC)."""
+        out = []
+        for t in self.pc.getTransceivers():
+            if t.mid is None:
+                continue
+            out.append(self.describe(t))
+        return out
+
+    @staticmethod
+    def describe(t: RTCRtpTransceiver) -> NegotiatedMedia:
+        """What one transceiver negotiated."""
+        return NegotiatedMedia(
+            mid=t.mid or "",
+            kind=t.kind,
+            direction=t.currentDirection or t.direction,
+            codecs=list(t._codecs),
+            extensions={e.uri: e.id for e in t._headerExtensions},
+            ssrc=t.sender._ssrc,
+        )
+
+    @staticmethod
+    def set_msid(t: RTCRtpTransceiver, stream_id: str, track_id: str) -> None:
+        """Set the a=msid aiortc writes for this transceiver's sender."""
+        t.sender._stream_id = stream_id
+        t.sender._track_id = track_id
+
+    # -- hooks -------------------------------------------------------------------------
+    def _hook_all(self) -> None:
+        for t in self.pc.getTransceivers():
+            self._hook_transceiver(t)
+
+    def _hook_transceiver(self, t: RTCRtpTransceiver) -> None:
+        sender, receiver = t.sender, t.receiver
+        if not getattr(sender, "_visio_hooked", False):
+            # aiortc's sender would start an RTP loop (polling for a track, encoding) and an
+            # RTCP loop (sender reports with zero timestamps, BYE on stop): neither runs.
+            async def send(parameters: object) -> None:
+                return None
+
+            sender.send = send
+            sender._visio_hooked = True
+        if not getattr(receiver, "_visio_hooked", False):
+            # aiortc's receiver would start a decoder thread and an RTCP loop: neither runs.
+            async def receive(parameters: object) -> None:
+                return None
+
+            receiver.receive = receive
+            receiver._visio_hooked = True
+        dtls = receiver.transport
+        if dtls is not None:
+            self._hook_dtls(dtls)
+
+    def _hook_dtls(self, dtls: RTCDtlsTransport) -> None:
+        if getattr(dtls, "_visio_hooked", False):
+            self._dtls = self._dtls or dtls
+            return
+        dtls._visio_hooked = True
+        # cipher list with RSA suites (see DTLS_CIPHERS); the certificate object builds it
+        cert = dtls._RTCDtlsTransport__local_certificate
+        if not getattr(cert, "_visio_hooked", False):
+            cert._visio_hooked = True
+            original = cert._create_ssl_context
+
+            def create_ssl_context(srtp_profiles: list) -> object:
+                ctx = original(srtp_profiles)
+                ctx.set_cipher_list(DTLS_CIPHERS)
+                return ctx
+
+            cert._create_ssl_context = create_ssl_context
+        loop_time = time.monotonic
+
+        async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+            handler = self.on_rtp
+            if handler is not None:
+                try:
+                    handler(data, loop_time())
+                except Exception:
+                    logger.exception("RTP handler failed; packet dropped")
+
+        async def handle_rtcp(data: bytes) -> None:
+            handler = self.on_rtcp
+            if handler is not None:
+                try:
+                    handler(data)
+                except Exception:
+                    logger.exception("RTCP handler failed; packet dropped")
+
+        dtls._handle_rtp_data = handle_rtp
+        dtls._handle_rtcp_data = handle_rtcp
+        if self._dtls is None:
+            self._dtls = dtls
+
+    # -- sending -----------------------------------------------------------------------
+    def send_rtp(self, data: bytes | bytearray) -> bool:
+        """Protect and send one RTP packet now; False if the transport cannot send yet."""
+        dtls = self._dtls
+        if dtls is None or dtls._tx_srtp is None or self._closed:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return False
+        try:
+            protected = dtls._tx_srtp.protect(bytes(data))
+        except Exception:
+            self.send_errors += 1
+            return False
+        self._sendto(pair, protected)
+        return True
+
+    def send_rtcp(self, data: bytes) -> bool:
+        """Protect and send one compound RTCP packet now."""
+        dtls = self._dtls
+        if dtls is None or dtls._tx_srtp is None or self._closed:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return False
+        try:
+            protected = dtls._tx_srtp.protect_rtcp(data)
+        except Exception:
+            self.send_errors += 1
+            return False
+        self._sendto(pair, protected)
+        return True
+
+    def _sendto(self, pair: object, data: bytes) -> None:
+        protocol = pair.protocol
+        if type(protocol) is StunProtocol:
+            transport = protocol.transport
+            if transport is not None:
+                transport.sendto(data, pair.remote_addr)
+        else:  # TURN and other relayed protocols are asynchronous
+            asyncio.ensure_future(protocol.send_data(data, pair.remote_addr))
+        self.packets_sent += 1
+        self.bytes_sent += len(data)
+
+    # -- teardown ----------------------------------------------------------------------
+    async def close(self) -> None:
+        """Close the peer connection and release its sockets and tasks."""
+        if self._closed:
+            return
+        self._closed = True
+        PeerTransport.open_transports.discard(self)
+        self.on_rtp = self.on_rtcp = self.on_state = None
+        try:
+            await self.pc.close()
+        except Exception:
+            logger.debug("error closing peer connection", exc_info=True)
