@@ -1,0 +1,21 @@
+# visio-sfu: a slim image running the server as a non-root user.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    VISIO_HOST=0.0.0.0 VISIO_PORT=7880
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY visio_sfu ./visio_sfu
+COPY signaling ./signaling
+COPY visio_client ./visio_client
+COPY static ./static
+RUN pip install . && useradd --system --uid 10001 --home /nonexistent visio
+
+USER visio
+EXPOSE 7880
+# WebRTC media uses UDP ports chosen by the OS: run with --network host, or publish a range.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('VISIO_PORT', '7880') + '/healthz', timeout=2)"
+ENTRYPOINT ["visio-sfu"]
+CMD ["serve"]
