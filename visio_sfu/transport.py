@@ -9,6 +9,7 @@ involved. ``tests/test_transport_hooks.py`` fails loudly if an aiortc upgrade mo
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 import weakref
@@ -44,15 +45,29 @@ DTLS_CIPHERS = (
 )
 
 
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+_loopback_only = False
+
+
 def set_ice_addresses(addresses: list[str] | None) -> None:
     """Gather host candidates on these addresses only (None: every non-loopback interface).
 
-    Process-wide: aioice reads the host addresses from one module-level function.
+    Process-wide: aioice reads the host addresses from one module-level function. When every
+    address is a loopback one, remote candidates elsewhere are ignored (they are unreachable).
     """
+    global _loopback_only
     if not addresses:
         aioice.ice.get_host_addresses = _default_host_addresses
+        _loopback_only = False
         return
     chosen = list(addresses)
+    _loopback_only = all(_is_loopback(a) for a in chosen)
 
     def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
@@ -305,8 +320,10 @@ class PeerTransport:
         ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
         if ice.sdpMid is None and ice.sdpMLineIndex is None:
             ice.sdpMLineIndex = 0
-        if ice.address.endswith(".local"):
+        if ice.ip.endswith(".local"):
             return  # mDNS names: the address is learnt from peer-reflexive checks instead
+        if _loopback_only and not _is_loopback(ice.ip):
+            return  # our sockets are bound to loopback: that address is unreachable
         try:
             await self.pc.addIceCandidate(ice)
         except Exception as exc:

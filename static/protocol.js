@@ -1,0 +1,264 @@
+// Signaling and peer connections for visio-sfu (docs/protocol.md). No DOM here.
+//
+// Session: one WebSocket, a publisher RTCPeerConnection (we offer) and a subscriber
+// RTCPeerConnection (the server offers). Emits events; reconnects after network failures.
+
+export class Emitter {
+  constructor() { this.handlers = new Map(); }
+  on(type, fn) {
+    if (!this.handlers.has(type)) this.handlers.set(type, new Set());
+    this.handlers.get(type).add(fn);
+    return () => this.handlers.get(type).delete(fn);
+  }
+  emit(type, detail) {
+    for (const fn of this.handlers.get(type) || []) {
+      try { fn(detail); } catch (err) { console.error(err); }
+    }
+  }
+}
+
+export class SignalClient extends Emitter {
+  constructor(url) {
+    super();
+    this.url = url;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.ws = null;
+  }
+
+  open() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      this.ws = ws;
+      ws.onopen = () => resolve();
+      ws.onerror = () => reject(new Error('signaling connection failed'));
+      ws.onclose = (ev) => {
+        for (const { reject: rej } of this.pending.values()) rej(new Error('connection closed'));
+        this.pending.clear();
+        this.emit('close', ev);
+      };
+      ws.onmessage = (ev) => {
+        let msg;
+        try { msg = JSON.parse(ev.data); } catch { return; }
+        const waiter = msg.id !== undefined && msg.type !== 'offer' ? this.pending.get(msg.id) : null;
+        if (waiter) {
+          this.pending.delete(msg.id);
+          if (msg.type === 'error') waiter.reject(Object.assign(new Error(msg.message), { code: msg.code }));
+          else waiter.resolve(msg);
+          return;
+        }
+        this.emit('message', msg);
+        this.emit(msg.type, msg);
+      };
+    });
+  }
+
+  send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  request(msg, timeout = 15000) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`no answer to ${msg.type}`));
+      }, timeout);
+      this.pending.set(id, {
+        resolve: (m) => { clearTimeout(timer); resolve(m); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.send({ ...msg, id });
+    });
+  }
+
+  close() {
+    if (this.ws) { this.ws.onclose = null; this.ws.close(); }
+    this.ws = null;
+  }
+}
+
+// One participant's connection to a room. Events:
+//   joined {room, participant, participants}   state 'connecting'|'connected'|'reconnecting'|'closed'
+//   participant_joined / participant_left / track_muted / track_published / track_unpublished
+//   data {from, topic, payload, ts}
+//   track {track, stream, info: {track, participant, kind, source}}   track_removed {info}
+export class Session extends Emitter {
+  constructor({ wsUrl, getToken, name }) {
+    super();
+    this.wsUrl = wsUrl;
+    this.getToken = getToken;
+    this.name = name;
+    this.local = new Map(); // source -> {track, stream, sid, transceiver}
+    this.remote = new Map(); // mid -> info
+    this.state = 'new';
+    this.closedByUser = false;
+    this.attempt = 0;
+    this.publisher = null;
+    this.subscriber = null;
+    this.signal = null;
+    this.me = null;
+    this.subscriberQueue = Promise.resolve();
+    this.publisherQueue = Promise.resolve();
+  }
+
+  setState(state) {
+    if (this.state !== state) { this.state = state; this.emit('state', state); }
+  }
+
+  async connect() {
+    this.setState(this.attempt ? 'reconnecting' : 'connecting');
+    const token = await this.getToken();
+    const signal = new SignalClient(`${this.wsUrl}?access_token=${encodeURIComponent(token)}`);
+    this.signal = signal;
+    signal.on('message', (msg) => this.onMessage(msg));
+    signal.on('close', () => this.onDisconnect('socket closed'));
+    await signal.open();
+    const joined = await signal.request({ type: 'join', name: this.name });
+    this.me = joined.participant;
+    this.publisher = this.newPeer('publisher');
+    this.subscriber = this.newPeer('subscriber');
+    this.subscriber.ontrack = (ev) => this.onTrack(ev);
+    this.ping = setInterval(() => signal.send({ type: 'ping', ts: Date.now() }), 10000);
+    this.attempt = 0;
+    this.emit('joined', joined);
+    // republish what we had before a reconnection
+    const previous = [...this.local.values()];
+    this.local.clear();
+    for (const item of previous) await this.publish(item.track, item.source, item.stream);
+    this.setState('connected');
+    return joined;
+  }
+
+  newPeer(target) {
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    pc.onicecandidate = (ev) => {
+      this.signal?.send({
+        type: 'trickle', target,
+        candidate: ev.candidate ? ev.candidate.toJSON() : null,
+      });
+    };
+    pc.onconnectionstatechange = () => {
+      this.emit('pcstate', { target, state: pc.connectionState });
+      if (pc.connectionState === 'failed') this.onDisconnect(`${target} connection failed`);
+    };
+    return pc;
+  }
+
+  onMessage(msg) {
+    if (msg.type === 'offer' && msg.target === 'subscriber') {
+      this.subscriberQueue = this.subscriberQueue.then(() => this.answerSubscriber(msg)).catch(
+        (err) => console.error('subscriber negotiation failed', err));
+      return;
+    }
+    if (msg.type === 'leave') {
+      if (msg.reason === 'replaced') this.closedByUser = true;
+      this.emit('leave', msg);
+      return;
+    }
+    this.emit(msg.type, msg);
+  }
+
+  async answerSubscriber(msg) {
+    const pc = this.subscriber;
+    const active = new Set();
+    for (const info of msg.tracks || []) { this.remote.set(info.mid, info); active.add(info.mid); }
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this.signal.send({ type: 'answer', target: 'subscriber', id: msg.id, sdp: answer.sdp });
+    for (const [mid, info] of [...this.remote]) {
+      if (!active.has(mid)) { this.remote.delete(mid); this.emit('track_removed', { info }); }
+    }
+  }
+
+  onTrack(ev) {
+    const mid = ev.transceiver.mid;
+    const info = this.remote.get(mid);
+    if (!info) return;
+    const stream = new MediaStream([ev.track]);
+    this.emit('track', { track: ev.track, stream, info });
+  }
+
+  async publish(track, source, stream) {
+    const reply = await this.signal.request({
+      type: 'add_track', cid: track.id, kind: track.kind, source,
+      width: track.getSettings?.().width || 0, height: track.getSettings?.().height || 0,
+    });
+    const transceiver = this.publisher.addTransceiver(track, {
+      direction: 'sendonly', streams: stream ? [stream] : [],
+    });
+    this.local.set(source, { track, stream, source, sid: reply.track.sid, transceiver });
+    await this.negotiatePublisher();
+    return reply.track;
+  }
+
+  async unpublish(source) {
+    const item = this.local.get(source);
+    if (!item) return;
+    this.local.delete(source);
+    try { await this.signal.request({ type: 'unpublish', track: item.sid }); } catch { /* gone */ }
+    try {
+      item.transceiver.sender.replaceTrack(null);
+      item.transceiver.direction = 'inactive';
+    } catch { /* closed */ }
+    await this.negotiatePublisher();
+  }
+
+  negotiatePublisher() {
+    this.publisherQueue = this.publisherQueue.then(async () => {
+      const pc = this.publisher;
+      if (!pc || pc.signalingState === 'closed') return;
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      const reply = await this.signal.request({ type: 'offer', target: 'publisher', sdp: offer.sdp });
+      await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
+    });
+    return this.publisherQueue;
+  }
+
+  async setMuted(source, muted) {
+    const item = this.local.get(source);
+    if (!item) return;
+    item.track.enabled = !muted;
+    await this.signal.request({ type: 'mute', track: item.sid, muted });
+  }
+
+  sendData(topic, payload) {
+    return this.signal.request({ type: 'data', topic, payload });
+  }
+
+  onDisconnect(reason) {
+    if (this.closedByUser || this.reconnecting) return;
+    this.reconnecting = true;
+    console.warn('visio: disconnected:', reason);
+    this.teardown();
+    for (const info of this.remote.values()) this.emit('track_removed', { info });
+    this.remote.clear();
+    this.setState('reconnecting');
+    const delay = Math.min(1000 * 2 ** this.attempt, 10000);
+    this.attempt += 1;
+    setTimeout(async () => {
+      this.reconnecting = false;
+      if (this.closedByUser) return;
+      try { await this.connect(); } catch (err) { this.onDisconnect(err.message); }
+    }, delay);
+  }
+
+  teardown() {
+    clearInterval(this.ping);
+    this.signal?.close();
+    this.publisher?.close();
+    this.subscriber?.close();
+    this.publisher = this.subscriber = null;
+  }
+
+  leave() {
+    this.closedByUser = true;
+    this.signal?.send({ type: 'leave' });
+    this.teardown();
+    for (const item of this.local.values()) item.track.stop();
+    this.local.clear();
+    this.setState('closed');
+  }
+}

@@ -1,0 +1,185 @@
+"""The web client in a real Chromium: three people in one meeting.
+
+The tests share one meeting and run in order: media, mute, screen share, chat, leave.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.browser.conftest import artefact, open_page
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+NAMES = ["Alice", "Bob", "Carol"]
+
+REMOTE_MEDIA = """async () => {
+  const tiles = [...document.querySelectorAll('#grid .tile:not(.self)')];
+  const videos = tiles.map(t => t.querySelector('video'))
+    .filter(v => v.srcObject && v.srcObject.getVideoTracks().length)
+    .map(v => ({w: v.videoWidth, t: v.currentTime, ready: v.readyState,
+                remote: !v.srcObject.getVideoTracks().some(
+                  tr => (window.visio.mine.cam || {}).id === tr.id)}));
+  const audios = tiles.map(t => t.querySelector('audio'))
+    .filter(a => a.srcObject && a.srcObject.getAudioTracks().some(x => x.readyState === 'live'))
+    .length;
+  let audioBytes = 0, framesDecoded = 0;
+  const s = window.visio.session;
+  if (s && s.subscriber) (await s.subscriber.getStats()).forEach(x => {
+    if (x.type === 'inbound-rtp' && x.kind === 'audio') audioBytes += x.bytesReceived;
+    if (x.type === 'inbound-rtp' && x.kind === 'video') framesDecoded += x.framesDecoded || 0;
+  });
+  return {videos, audios, audioBytes, framesDecoded,
+          ice: s && s.subscriber ? s.subscriber.connectionState : 'none'};
+}"""
+
+
+def poll(page, script: str, check, timeout: float = 30.0, what: str = ""):
+    """Evaluate ``script`` until ``check(result)`` holds; on failure, say what was seen."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = page.evaluate(script)
+        if check(seen):
+            return seen
+        page.wait_for_timeout(300)
+    artefact(page, f"failure-{what.replace(' ', '-')}")
+    raise AssertionError(f"timed out waiting for {what}; last seen: {seen}")
+
+
+@pytest.fixture(scope="module")
+def meeting(server, browser):
+    pages = [
+        open_page(browser, f"{server.url}/r/browser-demo?name={n}&autojoin=1&lang=en", n)
+        for n in NAMES
+    ]
+    yield pages
+    for page in pages:
+        page.context.close()
+
+
+def test_three_participants_see_and_hear_each_other(meeting):
+    first = {}
+    for name, page in zip(NAMES, meeting, strict=True):
+        first[name] = poll(
+            page,
+            REMOTE_MEDIA,
+            lambda r: (
+                len([v for v in r["videos"] if v["w"] > 0 and v["ready"] >= 2]) == 2
+                and r["audios"] == 2
+            ),
+            what=f"{name} sees two videos",
+        )
+    for name, page in zip(NAMES, meeting, strict=True):
+        before = first[name]
+        after = poll(
+            page,
+            REMOTE_MEDIA,
+            lambda r, b=before: (
+                r["audioBytes"] > b["audioBytes"]
+                and r["framesDecoded"] > b["framesDecoded"]
+                and all(v["t"] > 0 for v in r["videos"])
+            ),
+            what=f"{name} media advancing",
+        )
+        times_before = sorted(v["t"] for v in before["videos"])
+        times_after = sorted(v["t"] for v in after["videos"])
+        assert all(b < a for b, a in zip(times_before, times_after, strict=True)), (
+            times_before,
+            times_after,
+        )
+        assert all(v["remote"] for v in after["videos"])
+        artefact(page, f"meeting-{name}")
+
+
+def tile_of(page, name: str):
+    return page.locator("#grid .tile", has=page.locator(".name", has_text=name))
+
+
+def test_mute_is_shown_to_the_others(meeting):
+    alice, bob, carol = meeting
+    alice.click("#mic-button")
+    alice.click("#cam-button")
+    assert alice.get_attribute("#mic-button", "aria-pressed") == "true"
+    for page in (bob, carol):
+        tile = tile_of(page, "Alice")
+        tile.and_(page.locator("[data-mic-muted=true][data-cam-muted=true]")).wait_for(
+            timeout=10000
+        )
+        assert "muted" in tile.get_attribute("aria-label")
+    alice.click("#mic-button")
+    alice.click("#cam-button")
+    for page in (bob, carol):
+        page.locator("#grid .tile[data-mic-muted=false][data-cam-muted=false]").filter(
+            has=page.locator(".name", has_text="Alice")
+        ).wait_for(timeout=10000)
+
+
+STAGE = """() => [...document.querySelectorAll('#stage .tile video')].map(v =>
+  ({w: v.videoWidth, t: v.currentTime, h: v.getBoundingClientRect().height}))"""
+
+
+def test_screen_share_is_shown_large_and_removed(meeting):
+    alice, bob, carol = meeting
+    alice.click("#share-button")
+    for page in (bob, carol):
+        stage = poll(page, STAGE, lambda r: len(r) == 1 and r[0]["w"] > 0, what="shared screen")
+        grid_height = page.evaluate(
+            "() => document.querySelector('#grid .tile').getBoundingClientRect().height"
+        )
+        assert stage[0]["h"] > grid_height, "the shared screen is shown larger than a tile"
+    artefact(bob, "screen-share-Bob")
+    # the browser's own "stop sharing" ends the track
+    alice.evaluate("() => window.visio.mine.screen.dispatchEvent(new Event('ended'))")
+    for page in (bob, carol):
+        poll(page, STAGE, lambda r: r == [], what="shared screen removed")
+    assert alice.get_attribute("#share-button", "aria-pressed") == "false"
+
+
+def test_chat_reaches_everyone_as_text(meeting):
+    alice, bob, carol = meeting
+    markup = "<img src=x onerror=window.pwned=1> <b>bold</b>"
+    alice.fill("#chat-input", markup)
+    alice.press("#chat-input", "Enter")
+    for page in (bob, carol):
+        item = page.locator("#chat-log li").last
+        item.wait_for(timeout=10000)
+        assert item.locator(".who").inner_text() == "Alice"
+        assert item.locator(".text").inner_text() == markup
+        assert item.locator("img, b").count() == 0
+        assert page.evaluate("() => window.pwned") is None
+
+
+def test_leaving_removes_the_tile(meeting):
+    alice, bob, carol = meeting
+    carol.click("#leave-button")
+    assert carol.locator("#ended").is_visible()
+    for page in (alice, bob):
+        tile_of(page, "Carol").wait_for(state="detached", timeout=8000)
+        artefact(page, f"after-leave-{page.evaluate('() => window.visio.session.name')}")
+
+
+def test_lobby_by_keyboard_alone(server, browser):
+    page = open_page(browser, f"{server.url}/?lang=fr", "keyboard")
+    try:
+        assert page.evaluate("() => document.activeElement.id") == "room-input"
+        page.keyboard.type("clavier")
+        page.keyboard.press("Tab")
+        page.keyboard.type("Dana")
+        for _ in range(20):  # Tab on to the join button
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.id") == "join-button":
+                break
+        assert page.evaluate("() => document.activeElement.textContent") == "Rejoindre"
+        page.keyboard.press("Enter")
+        page.locator("#room").wait_for(state="visible", timeout=10000)
+        assert page.url.endswith("/r/clavier?lang=fr")
+        page.locator("#participant-list li").first.wait_for(timeout=10000)
+        # keyboard focus is visible: the focused control gets the focus outline
+        page.keyboard.press("Tab")
+        outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+        assert outline == "solid", outline
+        artefact(page, "lobby-keyboard")
+    finally:
+        page.context.close()
