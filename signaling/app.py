@@ -7,16 +7,20 @@ import logging
 import secrets
 import weakref
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from visio_sfu import SFU
 from visio_sfu.transport import set_ice_addresses
 
-from .auth import TokenError, TokenVerifier, mint_token
-from .config import Config
+from .api import AdminAPI
+from .auth import IdentityProvider, TokenError, TokenVerifier, mint_token
+from .config import Config, ConfigError
+from .limits import PerKeyLimiter
 from .metrics import setup_metrics
 from .session import Session
+from .webhooks import WebhookNotifier
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +28,8 @@ CONFIG = web.AppKey("config", Config)
 SFU_KEY = web.AppKey("sfu", SFU)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 SESSIONS = web.AppKey("sessions", weakref.WeakSet)
+WEBHOOKS = web.AppKey("webhooks", WebhookNotifier)
+JOIN_LIMITER = web.AppKey("join_limiter", PerKeyLimiter)
 
 
 def static_dir() -> Path:
@@ -38,9 +44,23 @@ def _json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
 
 
+def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
+    """A browser's Origin must be listed, or (none listed) be this server's own."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser: tokens alone decide
+    if allowed:
+        return origin in allowed or "*" in allowed
+    return urlsplit(origin).netloc == request.host
+
+
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
     """WebSocket /rtc?access_token=...: authenticate, then run a Session."""
     app = request.app
+    if not origin_allowed(request, app[CONFIG].allowed_origins):
+        return _json_error(403, "bad_origin", "this Origin may not connect")
+    if not app[JOIN_LIMITER].allow(request.remote or "?"):
+        return _json_error(429, "rate_limited", "too many connections from this address")
     token = request.query.get("access_token", "")
     if not token:
         auth = request.headers.get("Authorization", "")
@@ -49,7 +69,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     if not token:
         return _json_error(401, "invalid_token", "access_token is required")
     try:
-        identity = app[VERIFIER].verify(token)
+        identity = await app[VERIFIER].verify_async(token)
     except TokenError as exc:
         logger.info("refused a connection from %s: %s", request.remote, exc)
         return _json_error(401, exc.code, str(exc))
@@ -98,6 +118,20 @@ async def stats_handler(request: web.Request) -> web.Response:
     return web.json_response({**sfu.stats(), **sfu.leak_check()})
 
 
+def _providers(config: Config) -> list[IdentityProvider]:
+    out = []
+    for idp in config.identity_providers:
+        known = {k: v for k, v in idp.items() if k in IdentityProvider.__dataclass_fields__}
+        for key in ("algorithms", "rooms"):
+            if key in known:
+                known[key] = tuple(known[key])
+        try:
+            out.append(IdentityProvider(**known))
+        except TypeError as exc:
+            raise ConfigError(f"[[idp]] {idp.get('issuer')}: {exc}") from None
+    return out
+
+
 def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
     """Build the application around an SFU (a new one unless given)."""
     app = web.Application(client_max_size=1024 * 1024)
@@ -105,16 +139,26 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
         set_ice_addresses(config.ice_addresses)
     app[CONFIG] = config
     app[SFU_KEY] = sfu or SFU(
-        empty_timeout=config.empty_timeout, max_participants=config.max_participants
+        empty_timeout=config.empty_timeout,
+        max_participants=config.max_participants,
+        max_tracks=config.max_tracks,
     )
-    app[VERIFIER] = TokenVerifier(config.api_keys)
+    app[VERIFIER] = TokenVerifier(config.api_keys, providers=_providers(config))
     app[SESSIONS] = weakref.WeakSet()
+    rate = config.joins_per_second
+    app[JOIN_LIMITER] = PerKeyLimiter(rate, max(4 * rate, 20))
     app.router.add_get("/rtc", rtc_handler)
     app.router.add_get("/", index_handler)
     app.router.add_get("/r/{room}", index_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/dev/token", dev_token)
     app.router.add_get("/dev/stats", stats_handler)
+    app.router.add_routes(AdminAPI(app[SFU_KEY], app[VERIFIER], config).routes())
+    if config.webhook_urls:
+        key, secret = next(iter(config.api_keys.items()))
+        notifier = WebhookNotifier(config.webhook_urls, key, secret)
+        app[SFU_KEY].listeners.append(notifier)
+        app[WEBHOOKS] = notifier
     setup_metrics(app, app[SFU_KEY])
     static = static_dir()
     if static.exists():
@@ -127,6 +171,8 @@ async def _on_shutdown(app: web.Application) -> None:
     for session in list(app[SESSIONS]):
         await session.close("server_shutdown")
     await app[SFU_KEY].close()
+    if WEBHOOKS in app:
+        await app[WEBHOOKS].close()
 
 
 def run(config: Config) -> None:

@@ -29,6 +29,15 @@ class Config:
     max_message_bytes: int = 256 * 1024
     max_data_bytes: int = 16 * 1024
     max_participants: int = 0
+    max_rooms: int = 0  # 0 = unlimited
+    auto_create_rooms: bool = True  # else joining a missing room needs the roomCreate grant
+    max_tracks: int = 16  # per participant
+    message_rate: float = 50.0  # signaling messages per second per connection (burst: 2 s)
+    joins_per_second: float = 5.0  # per client IP address
+    allowed_origins: list[str] = field(default_factory=list)  # WebSocket Origin check
+    webhook_urls: list[str] = field(default_factory=list)
+    #: trusted identity providers ([[idp]] tables: issuer, audience, jwks_url, ...)
+    identity_providers: list[dict] = field(default_factory=list)
     log_level: str = "info"
     public_url: str | None = None
     ice_addresses: list[str] = field(default_factory=list)
@@ -49,6 +58,13 @@ ENV = {
     "VISIO_LOG_LEVEL": "log_level",
     "VISIO_PUBLIC_URL": "public_url",
     "VISIO_ICE_ADDRESSES": "ice_addresses",
+    "VISIO_MAX_ROOMS": "max_rooms",
+    "VISIO_AUTO_CREATE_ROOMS": "auto_create_rooms",
+    "VISIO_MAX_TRACKS": "max_tracks",
+    "VISIO_MESSAGE_RATE": "message_rate",
+    "VISIO_JOINS_PER_SECOND": "joins_per_second",
+    "VISIO_ALLOWED_ORIGINS": "allowed_origins",
+    "VISIO_WEBHOOK_URLS": "webhook_urls",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -77,6 +93,10 @@ def _coerce(name: str, value: object) -> object:
             if number <= 0:
                 raise ValueError(value)
             return number
+        if kind == "list[dict]":
+            if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+                raise ValueError(value)
+            return value
         if kind == "list[str]":
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
@@ -114,12 +134,20 @@ def load_config(
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
+        idps = data.pop("idp", [])
+        if not isinstance(idps, list) or not all(isinstance(x, dict) for x in idps):
+            raise ConfigError("[[idp]] must be tables")
+        for idp in idps:
+            for required in ("issuer", "audience", "jwks_url"):
+                if not isinstance(idp.get(required), str):
+                    raise ConfigError(f"[[idp]]: '{required}' is required")
+        values["identity_providers"] = idps
         keys = data.pop("keys", {})
         if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
             raise ConfigError("[keys] must map API keys to secret strings")
         values["api_keys"] = dict(keys)
         for name, value in data.items():
-            if name not in _FIELDS or name == "api_keys":
+            if name not in _FIELDS or name in ("api_keys", "identity_providers"):
                 raise ConfigError(f"config file {path}: unknown setting '{name}'")
             values[name] = _coerce(name, value)
     for var, name in ENV.items():

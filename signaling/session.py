@@ -26,6 +26,7 @@ from visio_sfu import (
 
 from .auth import Identity
 from .config import Config
+from .limits import TokenBucket
 from .protocol import ProtocolError, decode, error, field, short_str
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class Session:
         self._writer: asyncio.Task | None = None
         self._closing = False
         self.messages = 0
+        rate = config.message_rate
+        self._bucket = TokenBucket(rate, max(2 * rate, 10))
+        self._last_limit_error = 0.0
 
     # -- output ----------------------------------------------------------------------------
     def send(self, event: dict) -> None:
@@ -91,6 +95,11 @@ class Session:
                 except TimeoutError:
                     logger.info("session %s: silent for %ss", self._who(), self.config.ping_timeout)
                     break
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._within_rate():
+                    if self._closing:
+                        reason = "rate_limited"
+                        break
+                    continue
                 if msg.type == WSMsgType.TEXT:
                     if await self.handle_text(msg.data) == "leave":
                         reason = "left"
@@ -105,12 +114,31 @@ class Session:
         finally:
             await self.close(reason)
 
+    def _within_rate(self) -> bool:
+        """Spend one message of the rate; over it, one error a second, then disconnection."""
+        left = self._bucket.take()
+        if left >= 0:
+            return True
+        if left <= -self._bucket.burst:
+            logger.warning("session %s: flooding; disconnected", self._who())
+            self.send(error("rate_limited", "too many messages: disconnected"))
+            self._outbox.put_nowait((4029, b"rate limited"))
+            self._closing = True
+            return False
+        now = time.monotonic()
+        if now - self._last_limit_error >= 1.0:
+            self._last_limit_error = now
+            self.send(error("rate_limited", "too many messages: slow down (this one was dropped)"))
+        return False
+
     async def close(self, reason: str = "disconnected") -> None:
         """Remove the participant and stop writing."""
         self._closing = True
         p, self.participant = self.participant, None
         if p is not None:
-            await p.room.remove(p, reason)
+            room = p.room
+            await room.remove(p, "disconnected" if reason == "rate_limited" else reason)
+            del p  # hold nothing of the participant while the socket closes
         if self._writer is not None and not self._writer.done():
             self._outbox.put_nowait(_DONE)  # flush what is queued, then close
             try:
@@ -166,11 +194,19 @@ class Session:
             raise PermissionDenied(f"the token does not grant room '{room_name}'")
         name = short_str(msg, "name", 128) or ident.name or ident.identity
         metadata = short_str(msg, "metadata", 4096) or ident.metadata
-        room = self.sfu.get_or_create_room(grant.room)
+        room = self.sfu.room(grant.room)
+        if room is None:
+            if not (self.config.auto_create_rooms or grant.room_create):
+                raise ProtocolError("not_found", f"room '{grant.room}' does not exist")
+            if self.config.max_rooms and len(self.sfu.rooms) >= self.config.max_rooms:
+                raise ProtocolError("room_full", "the server has reached its room limit")
+            room = self.sfu.get_or_create_room(grant.room)
         perms = Permissions(
             can_publish=grant.can_publish,
             can_subscribe=grant.can_subscribe,
             can_publish_data=grant.can_publish_data,
+            hidden=grant.hidden,
+            can_publish_sources=grant.can_publish_sources,
         )
         try:
             p = await room.join(ident.identity, name, metadata, perms, emit=self.send)
@@ -186,7 +222,7 @@ class Session:
             "type": "joined",
             "room": room.info(),
             "participant": {**p.info(), "permissions": perms.to_dict()},
-            "participants": [o.info() for o in room.participants.values() if o is not p],
+            "participants": [o.info() for o in room.visible(exclude=p)],
             "iceServers": [],
         }
 

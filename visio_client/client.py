@@ -71,7 +71,7 @@ class Client:
         self.subscriber.on("track", self._on_track)
 
     # -- connection ------------------------------------------------------------------------
-    async def connect(self, name: str | None = None) -> dict:
+    async def connect(self, name: str | None = None, room: str | None = None) -> dict:
         """Open the socket and join; returns the 'joined' message."""
         self.session = aiohttp.ClientSession()
         ws_url = self.url.replace("http://", "ws://").replace("https://", "wss://")
@@ -80,6 +80,8 @@ class Client:
         msg: dict = {"type": "join"}
         if name:
             msg["name"] = name
+        if room:
+            msg["room"] = room
         self.joined = await self.request(msg)
         return self.joined
 

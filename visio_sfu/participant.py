@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
-MAX_TRACKS = 16
 #: the bandwidth we let a publisher use (REMB); the adaptive layer refines it later
 DEFAULT_PUBLISH_BITRATE = 4_000_000
 
@@ -50,6 +49,8 @@ class Permissions:
     can_publish: bool = True
     can_subscribe: bool = True
     can_publish_data: bool = True
+    hidden: bool = False  # not shown to others (recorders, observers); may not publish
+    can_publish_sources: tuple[str, ...] | None = None  # None: any source
 
     def to_dict(self) -> dict:
         """As the protocol shows it."""
@@ -57,7 +58,21 @@ class Permissions:
             "canPublish": self.can_publish,
             "canSubscribe": self.can_subscribe,
             "canPublishData": self.can_publish_data,
+            "hidden": self.hidden,
+            "canPublishSources": (
+                list(self.can_publish_sources) if self.can_publish_sources is not None else None
+            ),
         }
+
+    def may_publish(self, source: str | None = None) -> bool:
+        """Whether publishing (a track of ``source``) is allowed."""
+        if not self.can_publish or self.hidden:
+            return False
+        return (
+            source is None
+            or self.can_publish_sources is None
+            or (source in self.can_publish_sources)
+        )
 
 
 @dataclass
@@ -142,27 +157,30 @@ class Participant:
         height: int = 0,
     ) -> TrackRequest:
         """Announce a track the next publisher offer will carry (matched by msid = cid)."""
-        if not self.permissions.can_publish:
+        if not self.permissions.may_publish():
             raise PermissionDenied("not allowed to publish")
         if kind not in ("audio", "video"):
             raise ValueError("kind must be 'audio' or 'video'")
         source = source or ("camera" if kind == "video" else "microphone")
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}")
-        if len(self.tracks) + len(self._requests) >= MAX_TRACKS:
-            raise ValueError(f"at most {MAX_TRACKS} tracks per participant")
+        if not self.permissions.may_publish(source):
+            raise PermissionDenied(f"not allowed to publish {source}")
+        limit = self.room.max_tracks
+        if len(self.tracks) + len(self._requests) >= limit:
+            raise ValueError(f"at most {limit} tracks per participant")
         req = TrackRequest(new_sid("TR"), cid, kind, source, name, width, height)
         self._requests[cid] = req
         return req
 
     async def publish_offer(self, sdp: str) -> str:
         """Negotiate the publish connection from the client's offer; returns the answer SDP."""
-        if not self.permissions.can_publish:
+        if not self.permissions.may_publish():
             raise PermissionDenied("not allowed to publish")
         offered = parse_offer(sdp)
         sending = [m for m in offered if m.kind in ("audio", "video")]
-        if len(sending) > MAX_TRACKS:
-            raise TransportError(f"at most {MAX_TRACKS} media sections")
+        if len(sending) > self.room.max_tracks:
+            raise TransportError(f"at most {self.room.max_tracks} media sections")
         if self.publish_transport is None:
             self.publish_transport = PeerTransport(
                 on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_publish_state
@@ -200,6 +218,8 @@ class Participant:
                     del self._requests[req.cid]
             if req is None:
                 source = "camera" if m.kind == "video" else "microphone"
+                if not self.permissions.may_publish(source):
+                    continue  # not announced and not allowed: its media is never forwarded
                 req = TrackRequest(new_sid("TR"), m.msid_track, m.kind, source)
             track = Publisher(
                 sid=req.sid,
@@ -234,8 +254,11 @@ class Participant:
         self.room.track_unpublished(self, track)
         return track
 
-    def set_muted(self, track_sid: str, muted: bool) -> Publisher:
-        """Mute or unmute one of this participant's tracks (muted media is not forwarded)."""
+    def set_muted(self, track_sid: str, muted: bool, by_server: bool = False) -> Publisher:
+        """Mute or unmute one of this participant's tracks (muted media is not forwarded).
+
+        ``by_server``: an administrator did it; the participant's own client is told too.
+        """
         track = self.tracks.get(track_sid)
         if track is None:
             raise KeyError(track_sid)
@@ -245,7 +268,27 @@ class Participant:
                 for dt in track.downtracks:
                     dt.restart()
             self.room.track_muted(self, track)
+            if by_server:
+                self.emit(
+                    {
+                        "type": "track_muted",
+                        "participant": self.sid,
+                        "track": track.sid,
+                        "muted": muted,
+                    }
+                )
         return track
+
+    def update(self, name: str | None = None, metadata: str | None = None) -> None:
+        """Change name or metadata; everyone (this participant included) is told."""
+        if name is not None:
+            self.name = name
+        if metadata is not None:
+            self.metadata = metadata
+        event = {"type": "participant_updated", "participant": self.info()}
+        self.emit(event)
+        if not self.permissions.hidden:
+            self.room.broadcast(event, exclude=self)
 
     # -- media from the publisher --------------------------------------------------------
     def _on_rtp(self, data: bytes, now: float) -> None:

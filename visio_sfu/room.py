@@ -41,12 +41,16 @@ class Room:
         max_participants: int = 0,
         metadata: str = "",
         on_closed: Callable[[Room], None] | None = None,
+        max_tracks: int = 16,
+        notify: Callable[[str, dict], None] | None = None,
     ) -> None:
         self.name = name
         self.sid = new_sid("RM")
         self.metadata = metadata
         self.empty_timeout = empty_timeout
         self.max_participants = max_participants
+        self.max_tracks = max_tracks
+        self._notify_cb = notify
         self.participants: dict[str, Participant] = {}  # sid -> Participant
         self.created_at = time.time()
         self._on_closed = on_closed
@@ -59,6 +63,30 @@ class Room:
     def info(self) -> dict:
         """The room as the protocol describes it."""
         return {"name": self.name, "sid": self.sid, "metadata": self.metadata}
+
+    def notify(self, event: str, **data: object) -> None:
+        """Report a lifecycle event (room_started, participant_joined, ...) to the SFU's
+        listeners (webhooks); never raises into the caller."""
+        if self._notify_cb is not None:
+            try:
+                self._notify_cb(event, {"room": self.info(), **data})
+            except Exception:
+                logger.exception("event listener failed for %s", event)
+
+    def describe(self) -> dict:
+        """The room as the admin API shows it."""
+        return {
+            **self.info(),
+            "participants": len(self.participants),
+            "empty_timeout": self.empty_timeout,
+            "max_participants": self.max_participants,
+            "created_at": int(self.created_at),
+        }
+
+    def set_metadata(self, metadata: str) -> None:
+        """Change the room's metadata and tell everyone."""
+        self.metadata = metadata
+        self.broadcast({"type": "room_updated", "room": self.info()})
 
     # -- membership ----------------------------------------------------------------------
     async def join(
@@ -85,13 +113,15 @@ class Room:
         self._cancel_empty_timer()
         if self._rtcp_task is None:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
-        self.broadcast({"type": "participant_joined", "participant": p.info()}, exclude=p)
+        if not p.permissions.hidden:
+            self.broadcast({"type": "participant_joined", "participant": p.info()}, exclude=p)
         if p.subscriber is not None:
             for other in self.participants.values():
                 if other is not p:
                     for track in other.tracks.values():
                         p.subscriber.add(track)
         logger.info("room %s: %s joined (%d present)", self.name, p.sid, len(self.participants))
+        self.notify("participant_joined", participant=_public(p))
         return p
 
     def by_identity(self, identity: str) -> Participant | None:
@@ -104,15 +134,18 @@ class Room:
             return
         for track in list(participant.tracks.values()):
             self._unsubscribe_all(track)
+            self.notify("track_unpublished", participant=_public(participant), track=track.info())
         await participant.close()
-        self.broadcast(
-            {
-                "type": "participant_left",
-                "participant": {"sid": participant.sid, "identity": participant.identity},
-                "reason": reason,
-            }
-        )
+        if not participant.permissions.hidden:
+            self.broadcast(
+                {
+                    "type": "participant_left",
+                    "participant": {"sid": participant.sid, "identity": participant.identity},
+                    "reason": reason,
+                }
+            )
         logger.info("room %s: %s left (%s)", self.name, participant.sid, reason)
+        self.notify("participant_left", participant=_public(participant), reason=reason)
         if not self.participants:
             self._arm_empty_timer()
 
@@ -128,6 +161,7 @@ class Room:
     # -- tracks --------------------------------------------------------------------------
     def track_published(self, participant: Participant, track: Publisher) -> None:
         """A participant published a track: everyone else receives it."""
+        self.notify("track_published", participant=_public(participant), track=track.info())
         self.broadcast(
             {"type": "track_published", "participant": participant.sid, "track": track.info()},
             exclude=participant,
@@ -138,6 +172,7 @@ class Room:
 
     def track_unpublished(self, participant: Participant, track: Publisher) -> None:
         """A track went away: every subscriber drops it."""
+        self.notify("track_unpublished", participant=_public(participant), track=track.info())
         self._unsubscribe_all(track)
         self.broadcast(
             {"type": "track_unpublished", "participant": participant.sid, "track": track.sid},
@@ -160,6 +195,12 @@ class Room:
         for other in self.participants.values():
             if other.subscriber is not None:
                 other.subscriber.remove(track.sid)
+
+    def visible(self, exclude: Participant | None = None) -> list[Participant]:
+        """The participants others may see (not hidden), but ``exclude``."""
+        return [
+            p for p in self.participants.values() if p is not exclude and not p.permissions.hidden
+        ]
 
     def tracks(self) -> list[Publisher]:
         """Every published track in the room."""
@@ -246,6 +287,7 @@ class Room:
             self._rtcp_task.cancel()
             self._rtcp_task = None
         logger.info("room %s closed", self.name)
+        self.notify("room_finished")
         if self._on_closed is not None:
             self._on_closed(self)
 
@@ -268,3 +310,7 @@ class Room:
             "keyframe_requests": sum(t.keyframe_requests for t in tracks),
             "dropped": sum(t.dropped for t in tracks) + sum(dt.dropped for dt in downtracks),
         }
+
+
+def _public(p: Participant) -> dict:
+    return {"sid": p.sid, "identity": p.identity, "name": p.name}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 
 from .participant import Participant
 from .room import Room
@@ -25,10 +26,16 @@ logger = logging.getLogger(__name__)
 class SFU:
     """A set of rooms in one process."""
 
-    def __init__(self, empty_timeout: float = 20.0, max_participants: int = 0) -> None:
+    def __init__(
+        self, empty_timeout: float = 20.0, max_participants: int = 0, max_tracks: int = 16
+    ) -> None:
         self.empty_timeout = empty_timeout
         self.max_participants = max_participants
+        self.max_tracks = max_tracks
         self.rooms: dict[str, Room] = {}
+        #: called with (event, data) for room_started, room_finished, participant_joined,
+        #: participant_left, track_published, track_unpublished (webhooks use this)
+        self.listeners: list[Callable[[str, dict], None]] = []
 
     def room(self, name: str) -> Room | None:
         """The open room with this name, if any."""
@@ -52,10 +59,20 @@ class SFU:
                 ),
                 metadata=metadata,
                 on_closed=self._room_closed,
+                max_tracks=self.max_tracks,
+                notify=self._notify,
             )
             self.rooms[name] = room
             logger.info("room %s created", name)
+            room.notify("room_started")
         return room
+
+    def _notify(self, event: str, data: dict) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event, data)
+            except Exception:
+                logger.exception("SFU listener failed for %s", event)
 
     def _room_closed(self, room: Room) -> None:
         if self.rooms.get(room.name) is room:

@@ -1,0 +1,50 @@
+"""Rate limits: token buckets for signaling messages and joins per client address."""
+
+from __future__ import annotations
+
+import time
+
+
+class TokenBucket:
+    """``rate`` events per second with bursts of ``burst``; the debt can grow to ``burst``."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: float, now: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic() if now is None else now
+
+    def take(self, now: float | None = None) -> float:
+        """Spend one token; returns what is left (negative: over the limit)."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens = max(self.tokens - 1, -self.burst - 1)
+        return self.tokens
+
+
+class PerKeyLimiter:
+    """A token bucket per key (client address), forgetting idle keys."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 10000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        """Whether one more event from ``key`` is within the limit."""
+        now = time.monotonic() if now is None else now
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            if len(self.buckets) >= self.max_keys:
+                idle = self.burst / self.rate
+                stale = [k for k, b in self.buckets.items() if now - b.stamp > idle]
+                for k in stale:
+                    del self.buckets[k]
+                if len(self.buckets) >= self.max_keys:
+                    return False
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now) >= 0

@@ -1,0 +1,60 @@
+"""An in-process visio-sfu server for tests that configure it (grants, webhooks, limits)."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+from aiohttp import web
+
+from signaling.app import SFU_KEY, create_app
+from signaling.auth import VideoGrant, mint_token
+from signaling.config import Config, load_config
+
+KEY, SECRET = "testkey", "testsecret-0123456789-0123456789-abcdef"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalServer:
+    """create_app() served on 127.0.0.1 inside the test's event loop."""
+
+    def __init__(self, **settings: object) -> None:
+        settings.setdefault("api_keys", {KEY: SECRET})
+        settings.setdefault("ice_addresses", ["127.0.0.1"])
+        self.config: Config = load_config(env={}, overrides={"port": free_port(), **settings})
+        self.url = f"http://127.0.0.1:{self.config.port}"
+        self.app = create_app(self.config)
+        self.runner = web.AppRunner(self.app)
+
+    async def __aenter__(self) -> LocalServer:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.config.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    @property
+    def sfu(self):
+        """The SFU this server drives."""
+        return self.app[SFU_KEY]
+
+    def token(self, room: str, identity: str, **grant: object) -> str:
+        """A token for ``identity``; keyword arguments set VideoGrant fields."""
+        fields = {"room": room, "room_join": True, **grant}
+        return mint_token(KEY, SECRET, identity, room, grant=VideoGrant(**fields))
+
+    async def api(self, method: str, path: str, token: str | None, body: object = None):
+        """Call the admin API; returns (status, JSON body)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, f"{self.url}{path}", json=body, headers=headers) as r,
+        ):
+            return r.status, await r.json(content_type=None)
