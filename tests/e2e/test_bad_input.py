@@ -174,7 +174,9 @@ async def test_bad_input_gets_errors_and_other_rooms_keep_working(server):
     finally:
         await alice.close()
         await bob.close()
-    assert "Traceback" not in server.output()
+    log = server.output()
+    assert "Traceback" not in log
+    assert "eyJ" not in log and DEV_API_SECRET not in log, "tokens or secrets in the log"
 
 
 async def test_vanishing_peer_is_removed(server):

@@ -45,10 +45,10 @@ class LocalServer:
         """The SFU this server drives."""
         return self.app[SFU_KEY]
 
-    def token(self, room: str, identity: str, **grant: object) -> str:
+    def token(self, room: str, identity: str, name: str = "", **grant: object) -> str:
         """A token for ``identity``; keyword arguments set VideoGrant fields."""
         fields = {"room": room, "room_join": True, **grant}
-        return mint_token(KEY, SECRET, identity, room, grant=VideoGrant(**fields))
+        return mint_token(KEY, SECRET, identity, room, name=name, grant=VideoGrant(**fields))
 
     async def api(self, method: str, path: str, token: str | None, body: object = None):
         """Call the admin API; returns (status, JSON body)."""
