@@ -69,11 +69,12 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"server did not start: {self.output()}")
 
-    def output(self) -> str:
-        """What the server printed so far."""
+    def output(self, tail: int | None = 4000) -> str:
+        """What the server printed so far (its last ``tail`` characters; None: all)."""
         if not self.log.closed:
             self.log.flush()
-        return Path(self.log.name).read_text()[-4000:]
+        text = Path(self.log.name).read_text()
+        return text if tail is None else text[-tail:]
 
     def get(self, path: str) -> dict:
         """GET a JSON document from the server."""
