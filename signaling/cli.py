@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 
-from .auth import mint_token, parse_duration
+from .auth import VideoGrant, mint_token, parse_duration
 from .config import DEV_API_KEY, ConfigError, load_config
 
 ENV_HELP = """environment variables (overridden by options):
@@ -76,6 +80,36 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--no-subscribe", action="store_true", help="may not receive media")
     token.add_argument("--no-data", action="store_true", help="may not send data messages")
     token.add_argument("--config", metavar="FILE", help="TOML configuration file")
+
+    rooms = sub.add_parser(
+        "rooms",
+        help="manage rooms through the admin API",
+        description="Call a running server's admin API with a short-lived admin token "
+        "signed with the configured key.",
+    )
+    rooms.add_argument("--url", default="http://127.0.0.1:7880", help="the server's URL")
+    rooms.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    actions = rooms.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="list rooms")
+    create = actions.add_parser("create", help="create a room")
+    create.add_argument("name")
+    create.add_argument("--max-participants", type=int)
+    create.add_argument("--empty-timeout", type=float)
+    create.add_argument("--metadata")
+    actions.add_parser("delete", help="delete a room, disconnecting everyone").add_argument("name")
+    actions.add_parser("participants", help="list a room's participants").add_argument("room")
+    remove = actions.add_parser("remove", help="remove a participant")
+    remove.add_argument("room")
+    remove.add_argument("identity")
+    mute = actions.add_parser("mute", help="mute (or --unmute) a participant's track")
+    mute.add_argument("room")
+    mute.add_argument("identity")
+    mute.add_argument("track", help="track sid (TR_...)")
+    mute.add_argument("--unmute", action="store_true")
+    send = actions.add_parser("send", help="send a data message to everyone in a room")
+    send.add_argument("room")
+    send.add_argument("text")
+    send.add_argument("--topic", default="chat")
     return parser
 
 
@@ -85,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "rooms":
+            return _rooms(args)
         return _token(args)
     except ConfigError as exc:
         print(f"visio-sfu: {exc}", file=sys.stderr)
@@ -138,6 +174,64 @@ def _token(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _rooms(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    key, secret = next(iter(config.api_keys.items()))
+    grant = VideoGrant(room="*", room_create=True, room_list=True, room_admin=True)
+    token = mint_token(key, secret, "visio-sfu-cli", "*", ttl=60, grant=grant)
+    a = args.action
+    quote = urllib.parse.quote
+    if a == "list":
+        call = ("GET", "/api/rooms", None)
+    elif a == "create":
+        body = {"name": args.name}
+        for field in ("max_participants", "empty_timeout", "metadata"):
+            if getattr(args, field) is not None:
+                body[field] = getattr(args, field)
+        call = ("POST", "/api/rooms", body)
+    elif a == "delete":
+        call = ("DELETE", f"/api/rooms/{quote(args.name, safe='')}", None)
+    elif a == "participants":
+        call = ("GET", f"/api/rooms/{quote(args.room, safe='')}/participants", None)
+    elif a == "remove":
+        call = (
+            "DELETE",
+            f"/api/rooms/{quote(args.room, safe='')}/participants/{quote(args.identity, safe='')}",
+            None,
+        )
+    elif a == "mute":
+        call = (
+            "POST",
+            f"/api/rooms/{quote(args.room, safe='')}/participants/"
+            f"{quote(args.identity, safe='')}/mute",
+            {"track": args.track, "muted": not args.unmute},
+        )
+    else:
+        call = (
+            "POST",
+            f"/api/rooms/{quote(args.room, safe='')}/data",
+            {"topic": args.topic, "payload": {"text": args.text}},
+        )
+    method, path, body = call
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        args.url.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(json.dumps(json.loads(response.read()), indent=2))
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"visio-sfu: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"visio-sfu: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

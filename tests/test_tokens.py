@@ -156,3 +156,23 @@ def test_serve_help_documents_every_option():
         "VISIO_ICE_ADDRESSES",
     ):
         assert option in out
+
+
+def test_rooms_cli_drives_the_admin_api(capsys):
+    from tests.support.server import ServerProcess
+
+    server = ServerProcess()
+    try:
+        assert main(["rooms", "--url", server.url, "create", "board", "--metadata", "m"]) == 0
+        assert json.loads(capsys.readouterr().out)["name"] == "board"
+        assert main(["rooms", "--url", server.url, "list"]) == 0
+        assert [r["name"] for r in json.loads(capsys.readouterr().out)["rooms"]] == ["board"]
+        assert main(["rooms", "--url", server.url, "participants", "board"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"participants": []}
+        assert main(["rooms", "--url", server.url, "remove", "board", "nobody"]) == 1
+        assert "404" in capsys.readouterr().err
+        assert main(["rooms", "--url", server.url, "delete", "board"]) == 0
+        capsys.readouterr()
+        assert main(["rooms", "--url", server.url, "delete", "board"]) == 1
+    finally:
+        server.stop()
