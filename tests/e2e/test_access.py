@@ -154,3 +154,13 @@ async def test_flooding_client_is_throttled_then_disconnected():
         assert (await calm.request({"type": "ping"}))["type"] == "pong"
         for c in (calm, watcher, flooder):
             await c.close()
+
+
+async def test_tracks_per_participant_limit():
+    async with LocalServer(max_tracks=1) as server:
+        c = await connect(server, "t", "many")
+        await c.request({"type": "add_track", "cid": "a", "kind": "video"})
+        with pytest.raises(ServerError) as err:
+            await c.request({"type": "add_track", "cid": "b", "kind": "audio"})
+        assert err.value.code == "bad_request" and "at most 1" in str(err.value)
+        await c.close()
