@@ -325,6 +325,30 @@ class Session:
         p.room.send_data(p, topic, payload, to)
         return {"type": "data_sent"}
 
+    async def on_subscription(self, msg: dict) -> dict:
+        p = self._joined()
+        sid = short_str(msg, "track", 64, required=True)
+        subscribed = field(msg, "subscribed", bool)
+        try:
+            p.set_subscribed(sid, subscribed)
+        except KeyError:
+            raise ProtocolError("not_found", f"no track {sid} to receive") from None
+        return {"type": "subscription_updated", "track": sid, "subscribed": subscribed}
+
+    async def on_track_settings(self, msg: dict) -> dict:
+        p = self._joined()
+        sid = short_str(msg, "track", 64, required=True)
+        visible = field(msg, "visible", bool, required=False)
+        height = _dimension(msg, "height") if "height" in msg else None
+        quality = short_str(msg, "quality", 8) or None
+        if quality is not None and quality not in ("low", "medium", "high"):
+            raise ProtocolError("bad_request", "quality must be low, medium or high")
+        try:
+            p.set_track_settings(sid, visible, height, quality)
+        except KeyError:
+            raise ProtocolError("not_found", f"you do not receive track {sid}") from None
+        return {"type": "track_settings_updated", "track": sid}
+
     async def on_ping(self, msg: dict) -> dict:
         ts = msg.get("ts")
         return {"type": "pong", "ts": ts if isinstance(ts, int | float) else time.time() * 1000}
@@ -356,6 +380,8 @@ HANDLERS: dict[str, Any] = {
     "mute": Session.on_mute,
     "unpublish": Session.on_unpublish,
     "data": Session.on_data,
+    "subscription": Session.on_subscription,
+    "track_settings": Session.on_track_settings,
     "ping": Session.on_ping,
     "leave": Session.on_leave,
 }

@@ -62,6 +62,7 @@ class Client:
         self.events: list[dict] = []
         self.remote_tracks: list[RemoteTrack] = []
         self.on_track: Callable[[RemoteTrack], None] | None = None
+        self.on_message: Callable[[dict], None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[Any, asyncio.Future] = {}
         self._waiters: list[tuple[Callable[[dict], bool], asyncio.Future]] = []
@@ -124,6 +125,8 @@ class Client:
                 break
             msg = json.loads(frame.data)
             self.events.append(msg)
+            if self.on_message is not None:
+                self.on_message(msg)
             mid = msg.get("id")
             if mid in self._pending and msg.get("type") != "offer":
                 future = self._pending[mid]

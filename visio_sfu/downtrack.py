@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from .munger import Munger
 from .rtp import rtcp
+from .rtp.codecs import vp8_descriptor, vp8_rewrite
 from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
-from .rtp.header import build_ext_table, rewrite_extensions, rewrite_header
+from .rtp.header import build_ext_table, payload_offset, rewrite_extensions, rewrite_header
 
 if TYPE_CHECKING:
     from .publisher import Publisher
@@ -40,7 +41,7 @@ def extension_table(publisher: dict[str, int], subscriber: dict[str, int]) -> by
 
 
 class DownTrack:
-    """Forwards one Publisher to one subscriber transport."""
+    """Forwards one layer of one Publisher to one subscriber transport."""
 
     def __init__(
         self,
@@ -57,7 +58,19 @@ class DownTrack:
         self.ext_table: bytes | None = None
         self.munger = Munger(track.codec.clock_rate)
         self.bound = False  # negotiated: ssrc, payload type and extensions known
-        self.need_keyframe = track.kind == "video"
+        self.current_layer = -1  # the layer being forwarded; -1 = none (wait for a keyframe)
+        self.target_layer = 0  # the layer to forward; the LayerSelector moves it
+        # what the subscriber asked for (subscription control and adaptive stream)
+        self.visible = True
+        self.max_height = 0  # 0 = no limit
+        self.max_layer = len(track.layers) - 1
+        self._vp8 = track.simulcast and track.codec.mime.lower() == "video/vp8"
+        self._vp8_switch = True
+        self._pid_offset = 0
+        self._tl0_offset = 0
+        self._last_pid = -1
+        self._last_tl0 = -1
+        self.switches = 0
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
@@ -66,6 +79,15 @@ class DownTrack:
         self.fraction_lost = 0
         self.jitter = 0
         self.closed = False
+
+    @property
+    def need_keyframe(self) -> bool:
+        """True while waiting for a keyframe to start (or restart) forwarding."""
+        return self.current_layer < 0 and self.track.kind == "video"
+
+    @need_keyframe.setter
+    def need_keyframe(self, value: bool) -> None:
+        self.current_layer = -1 if value else max(self.target_layer, 0)
 
     def bind(self, ssrc: int, payload_type: int, extensions: dict[str, int]) -> None:
         """Set what the subscriber's connection negotiated for this track."""
@@ -76,22 +98,46 @@ class DownTrack:
         self.restart()
 
     def restart(self) -> None:
-        """Start again from a keyframe (new transport path, layer or source)."""
+        """Start again from a keyframe (new transport path, unmute, publisher change)."""
         if self.track.kind == "video":
-            self.need_keyframe = True
-            self.track.request_keyframe()
+            self.current_layer = -1
+            if self.target_layer >= 0:
+                self.track.request_keyframe(layer=self.target_layer)
+        else:
+            self.current_layer = 0
+
+    def set_target(self, layer: int, now: float | None = None) -> None:
+        """Forward ``layer`` from its next keyframe on (-1: pause now)."""
+        if layer == self.target_layer:
+            return
+        self.target_layer = layer
+        if layer < 0:
+            self.current_layer = -1
+        elif layer != self.current_layer:
+            self.track.request_keyframe(now, layer)
 
     # -- hot path ----------------------------------------------------------------------
-    def write(self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float) -> None:
-        """Forward one publisher packet to the subscriber."""
+    def write(
+        self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int = 0
+    ) -> None:
+        """Forward one publisher packet of ``layer`` to the subscriber (or not)."""
         if not self.bound:
             return
-        if self.need_keyframe:
+        if layer != self.current_layer:
+            if layer != self.target_layer:
+                return  # another layer than ours: not for this subscriber
             if not key:
-                self.dropped += 1
-                self.track.request_keyframe(now)
+                if self.current_layer < 0:
+                    self.track.request_keyframe(now, layer)  # nothing to show until one comes
                 return
-            self.need_keyframe = False
+            self.current_layer = layer  # switch at the target layer's keyframe
+            self.switches += 1
+            self._vp8_switch = True
+        elif self.target_layer != layer:
+            if self.target_layer < 0:
+                self.current_layer = -1
+                return
+            self.track.request_keyframe(now, self.target_layer)  # throttled by the track
         out = self.munger.translate(ssrc, seq, ts, now)
         if out is None:
             self.dropped += 1
@@ -100,20 +146,44 @@ class DownTrack:
         rewrite_header(buf, self.payload_type, out[0], out[1], self.ssrc)
         if self.ext_table is not None:
             rewrite_extensions(buf, self.ext_table)
+        if self._vp8:
+            self._munge_vp8(buf)
         if self._send(buf):
             self.packets += 1
             self.bytes += len(buf)
         else:
             self.dropped += 1
             if self.track.kind == "video" and self.packets == 0:
-                self.need_keyframe = True  # transport not up yet: start again at a keyframe
+                self.current_layer = -1  # transport not up yet: start again at a keyframe
+
+    def _munge_vp8(self, buf: bytearray) -> None:
+        """Keep VP8 picture id and TL0PICIDX continuous across layer switches."""
+        off = payload_offset(buf)
+        d = vp8_descriptor(memoryview(buf)[off:]) if off >= 0 else None
+        if d is None or d[2] == 0:
+            return
+        pid, bits, tl0 = d[1], d[2], d[3]
+        mask = 0x7FFF if bits == 15 else 0x7F
+        if self._vp8_switch:
+            self._vp8_switch = False
+            self._pid_offset = (self._last_pid + 1 - pid) if self._last_pid >= 0 else 0
+            if tl0 >= 0:
+                self._tl0_offset = (self._last_tl0 + 1 - tl0) if self._last_tl0 >= 0 else 0
+        out_pid = (pid + self._pid_offset) & mask
+        out_tl0 = (tl0 + self._tl0_offset) & 0xFF if tl0 >= 0 else -1
+        self._last_pid = out_pid
+        if out_tl0 >= 0:
+            self._last_tl0 = out_tl0
+        vp8_rewrite(buf, off, out_pid, out_tl0)
 
     # -- feedback ----------------------------------------------------------------------
     def handle_nack(self, seqs: list[int], now: float) -> int:
         """Resend the packets a subscriber reports lost, from the cache; returns how many."""
         self.nacks += 1
+        if self.current_layer < 0:
+            return 0
         sent = 0
-        cache = self.track.cache
+        cache = self.track.layers[self.current_layer].cache
         for out_seq in seqs:
             src_seq = self.munger.source_seq(out_seq)
             if src_seq is None:
@@ -126,6 +196,8 @@ class DownTrack:
             rewrite_header(buf, self.payload_type, out_seq, self.munger.rtp_time(ts), self.ssrc)
             if self.ext_table is not None:
                 rewrite_extensions(buf, self.ext_table)
+            if self._vp8:
+                self._munge_vp8(buf)
             if self._send(buf):
                 sent += 1
         self.retransmits += sent
@@ -140,7 +212,7 @@ class DownTrack:
         """An RTCP sender report for this stream, mapping our RTP time to wall clock."""
         if not self.bound or not self.munger.started:
             return None
-        src = self.track.source_time(now)
+        src = self.track.source_time(now, max(self.current_layer, 0))
         if src is not None:
             ntp, rtp_ts = src[0], self.munger.rtp_time(src[1])
         else:

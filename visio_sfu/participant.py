@@ -16,12 +16,18 @@ from dataclasses import dataclass
 from struct import unpack_from
 from typing import TYPE_CHECKING
 
-from .publisher import Codec, Publisher
+from .publisher import Codec, Layer, Publisher
 from .rtp import rtcp
-from .rtp.extensions import SDES_MID
-from .rtp.header import find_extension
+from .rtp.extensions import RID, SDES_MID
+from .rtp.header import find_extension, payload_offset
 from .subscriber import Subscriber
-from .transport import PeerTransport, TransportError, parse_offer
+from .transport import (
+    PeerTransport,
+    TransportError,
+    accept_simulcast,
+    offered_simulcast,
+    parse_offer,
+)
 
 if TYPE_CHECKING:
     from .room import Room
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
+QUALITIES = ("low", "medium", "high")
 #: the bandwidth we let a publisher use (REMB); the adaptive layer refines it later
 DEFAULT_PUBLISH_BITRATE = 4_000_000
 
@@ -112,9 +119,10 @@ class Participant:
         self._emit = emit
         self.tracks: dict[str, Publisher] = {}  # track sid -> Publisher
         self._requests: dict[str, TrackRequest] = {}  # cid -> announced track
-        self._by_ssrc: dict[int, Publisher] = {}
+        self._by_ssrc: dict[int, tuple[Publisher, Layer]] = {}
         self._by_mid: dict[str, Publisher] = {}
         self._mid_ext_id = 0
+        self._rid_ext_id = 0
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.publish_transport: PeerTransport | None = None
         self.subscriber: Subscriber | None = None
@@ -185,13 +193,16 @@ class Participant:
             self.publish_transport = PeerTransport(
                 on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_publish_state
             )
+        simulcast = offered_simulcast(sdp)
         answer = await self.publish_transport.answer(sdp)
         if self.closed:
             raise TransportError("participant left")
-        self._sync_tracks(offered)
-        return answer
+        for spec in simulcast.values():
+            self._rid_ext_id = spec["extensions"][RID]
+        self._sync_tracks(offered, simulcast)
+        return accept_simulcast(answer, simulcast)
 
-    def _sync_tracks(self, offered: list) -> None:
+    def _sync_tracks(self, offered: list, simulcast: dict[str, dict]) -> None:
         negotiated = {m.mid: m for m in self.publish_transport.negotiated()}
         for media in negotiated.values():
             if SDES_MID in media.extensions:
@@ -208,8 +219,9 @@ class Participant:
                     self.unpublish(existing.sid)
                 continue
             if existing is not None:
-                for ssrc in m.ssrcs:
-                    self._by_ssrc[ssrc] = existing
+                if not existing.simulcast:
+                    for ssrc in m.ssrcs:
+                        self._by_ssrc[ssrc] = (existing, existing.layers[0])
                 continue
             req = self._requests.pop(m.msid_track, None)
             if req is None:
@@ -235,11 +247,13 @@ class Participant:
                 width=req.width,
                 height=req.height,
                 cid=req.cid,
+                rids=simulcast[m.mid]["rids"] if m.mid in simulcast and m.kind == "video" else None,
             )
             self.tracks[track.sid] = track
             self._by_mid[m.mid] = track
-            for ssrc in m.ssrcs:
-                self._by_ssrc[ssrc] = track
+            if not track.simulcast:  # simulcast SSRCs are learnt from the RID extension
+                for ssrc in m.ssrcs:
+                    self._by_ssrc[ssrc] = (track, track.layers[0])
             self.room.track_published(self, track)
 
     def unpublish(self, track_sid: str) -> Publisher:
@@ -248,7 +262,7 @@ class Participant:
         if track is None:
             raise KeyError(track_sid)
         self._by_mid.pop(track.mid, None)
-        for ssrc in [s for s, t in self._by_ssrc.items() if t is track]:
+        for ssrc in [s for s, (t, _layer) in self._by_ssrc.items() if t is track]:
             del self._by_ssrc[ssrc]
         track.close()
         self.room.track_unpublished(self, track)
@@ -294,27 +308,36 @@ class Participant:
     def _on_rtp(self, data: bytes, now: float) -> None:
         if len(data) < 12:
             return
-        track = self._by_ssrc.get(unpack_from("!I", data, 8)[0])
-        if track is None:
-            track = self._learn_ssrc(data)
-            if track is None:
+        entry = self._by_ssrc.get(unpack_from("!I", data, 8)[0])
+        if entry is None:
+            entry = self._learn_ssrc(data)
+            if entry is None:
                 return
-        track.on_rtp(data, now)
+        entry[0].on_rtp(data, now, entry[1])
 
-    def _learn_ssrc(self, data: bytes) -> Publisher | None:
-        """Bind an unknown SSRC to a track by its MID header extension, else drop."""
-        track = None
-        if self._mid_ext_id:
+    def _learn_ssrc(self, data: bytes) -> tuple[Publisher, Layer] | None:
+        """Bind an unknown SSRC to a track (MID extension) and layer (RID), else drop."""
+        track = layer = None
+        if self._mid_ext_id and payload_offset(data) >= 0:
             mid = find_extension(data, self._mid_ext_id)
             if mid is not None:
                 track = self._by_mid.get(bytes(mid).decode("ascii", "replace"))
-        if track is None or (data[1] & 0x7F) != track.codec.payload_type:
+        if track is not None and (data[1] & 0x7F) == track.codec.payload_type:
+            if not track.simulcast:
+                layer = track.layers[0]
+            elif self._rid_ext_id:
+                rid = find_extension(data, self._rid_ext_id)
+                if rid is not None:
+                    name = bytes(rid).decode("ascii", "replace")
+                    layer = next((x for x in track.layers if x.rid == name), None)
+        if layer is None:
             self.unknown_packets += 1
             if self.unknown_packets == 1:
                 logger.info("participant %s: RTP with an unknown SSRC dropped", self.sid)
             return None
-        self._by_ssrc[unpack_from("!I", data, 8)[0]] = track
-        return track
+        entry = (track, layer)
+        self._by_ssrc[unpack_from("!I", data, 8)[0]] = entry
+        return entry
 
     def _on_rtcp(self, data: bytes) -> None:
         now = time.monotonic()
@@ -322,9 +345,9 @@ class Participant:
             if pt == rtcp.SR:
                 sr = rtcp.parse_sr(pkt)
                 if sr is not None:
-                    track = self._by_ssrc.get(sr[0])
-                    if track is not None:
-                        track.on_sender_report(sr[1], sr[2], now)
+                    entry = self._by_ssrc.get(sr[0])
+                    if entry is not None:
+                        entry[0].on_sender_report(sr[0], sr[1], sr[2], now)
 
     def _on_publish_state(self, state: str) -> None:
         if state == "failed":
@@ -335,7 +358,7 @@ class Participant:
         transport = self.publish_transport
         if transport is None or not self.tracks:
             return
-        blocks = [b for t in self.tracks.values() if (b := t.receiver_report_block())]
+        blocks = [b for t in self.tracks.values() for b in t.receiver_report_blocks()]
         if not blocks:
             return
         ssrcs = [b[0] for b in blocks]
@@ -343,6 +366,38 @@ class Participant:
             self.rtcp_ssrc, DEFAULT_PUBLISH_BITRATE, ssrcs
         )
         transport.send_rtcp(packet)
+
+    # -- subscription control -------------------------------------------------------------
+    def set_subscribed(self, track_sid: str, subscribed: bool) -> None:
+        """Receive (or stop receiving) another participant's track."""
+        if self.subscriber is None:
+            raise PermissionDenied("not allowed to subscribe")
+        track = self.room.find_track(track_sid)
+        if track is None or track.participant_sid == self.sid:
+            raise KeyError(track_sid)
+        if subscribed:
+            self.subscriber.add(track)
+        else:
+            self.subscriber.remove(track_sid)
+
+    def set_track_settings(
+        self,
+        track_sid: str,
+        visible: bool | None = None,
+        max_height: int | None = None,
+        quality: str | None = None,
+    ) -> None:
+        """Adaptive stream and quality choice for a received track: shown or not, at what
+        height at most, which quality at most (low, medium, high)."""
+        dt = self.subscriber.downtracks.get(track_sid) if self.subscriber else None
+        if dt is None:
+            raise KeyError(track_sid)
+        if visible is not None:
+            dt.visible = visible
+        if max_height is not None:
+            dt.max_height = max_height
+        if quality is not None:
+            dt.max_layer = min(QUALITIES.index(quality), len(dt.track.layers) - 1)
 
     # -- trickle and teardown ------------------------------------------------------------
     async def add_ice_candidate(self, target: str, candidate: dict | None) -> None:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from .packetcache import PacketCache
 from .rtp import rtcp
 from .rtp.codecs import h264_is_keyframe, vp8_is_keyframe
-from .rtp.header import payload_offset
+from .rtp.extensions import AUDIO_LEVEL
+from .rtp.header import find_extension, payload_offset
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -105,8 +106,65 @@ class ReceiveStats:
         return (ssrc, fraction, lost, extended & 0xFFFFFFFF, int(self.jitter), lsr, dlsr)
 
 
+class Layer:
+    """One simulcast layer (or the only stream) of a track: its SSRC, cache, statistics."""
+
+    __slots__ = (
+        "index",
+        "rid",
+        "ssrc",
+        "cache",
+        "stats",
+        "packets",
+        "bytes",
+        "bitrate",
+        "_window_bytes",
+        "_window_start",
+        "last_keyframe",
+        "last_packet",
+        "sender_report",
+        "_sr_wall",
+        "_last_pli",
+        "known_bitrate",
+        "needed_until",
+    )
+
+    def __init__(self, index: int, rid: str, kind: str) -> None:
+        self.index = index
+        self.rid = rid
+        self.ssrc: int | None = None
+        self.cache = PacketCache(1024 if kind == "video" else 128)
+        self.stats = ReceiveStats()
+        self.packets = 0
+        self.bytes = 0
+        self.bitrate = 0.0  # bits per second, smoothed
+        self._window_bytes = 0
+        self._window_start = 0.0
+        self.last_keyframe = 0.0
+        self.last_packet = 0.0
+        self.sender_report: tuple[int, int, float] | None = None
+        self._sr_wall = 0.0
+        self._last_pli = -1e9
+        self.known_bitrate = 0.0  # the last non-zero bitrate, for a layer switched off
+        self.needed_until = time.monotonic() + 5.0  # dynacast: on until then, at least
+
+    def update_rate(self, now: float) -> None:
+        """Fold the bytes received since the last call into the smoothed bitrate."""
+        elapsed = now - self._window_start
+        if elapsed <= 0:
+            return
+        rate = self._window_bytes * 8 / elapsed
+        self.bitrate = rate if self.bitrate == 0 else 0.5 * self.bitrate + 0.5 * rate
+        if self.bitrate > 0:
+            self.known_bitrate = self.bitrate
+        if now - self.last_packet > 1.0:
+            self.bitrate = 0.0  # a layer that stopped (dynacast, or the publisher's choice)
+        self._window_bytes = 0
+        self._window_start = now
+
+
 class Publisher:
-    """A published track: its source stream, cache and the DownTracks fed from it."""
+    """A published track: its layers (one unless simulcast) and the DownTracks fed from them."""
 
     def __init__(
         self,
@@ -123,6 +181,7 @@ class Publisher:
         width: int = 0,
         height: int = 0,
         cid: str = "",
+        rids: list[str] | None = None,
     ) -> None:
         self.sid = sid
         self.participant_sid = participant_sid
@@ -136,25 +195,46 @@ class Publisher:
         self.height = height
         self.cid = cid
         self.muted = False
-        self.ssrc: int | None = None
+        self.layers = [Layer(i, rid, kind) for i, rid in enumerate(rids or [""])]
+        self.simulcast = len(self.layers) > 1
         self.downtracks: list[DownTrack] = []
-        self.cache = PacketCache(1024 if kind == "video" else 128)
         self.is_keyframe = keyframe_detector(codec.mime)
-        self.stats = ReceiveStats()
+        self.audio_level_id = extensions.get(AUDIO_LEVEL, 0) if kind == "audio" else 0
+        self.audio_level = 127  # last RFC 6464 level, -dBov (127 = silence)
+        self.voice = False
         self._send_rtcp = send_rtcp
         self._rtcp_ssrc = rtcp_ssrc
-        self._last_keyframe_request = -1e9
-        self._fir_seq = 0
-        # the last sender report: (ntp64, rtp_ts, local arrival time)
-        self.sender_report: tuple[int, int, float] | None = None
-        self._sr_arrival_wall = 0.0
-        self.packets = 0
-        self.bytes = 0
-        self.keyframes = 0
+        self.active_rids: list[str] = [layer.rid for layer in self.layers]  # dynacast state
         self.dropped = 0
+        self.keyframes = 0
         self.keyframe_requests = 0
-        self.last_keyframe_time = 0.0
         self.closed = False
+
+    @property
+    def ssrc(self) -> int | None:
+        """The SSRC of the first layer that has one."""
+        return next((layer.ssrc for layer in self.layers if layer.ssrc is not None), None)
+
+    @property
+    def packets(self) -> int:
+        """Packets received, all layers."""
+        return sum(layer.packets for layer in self.layers)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes received, all layers."""
+        return sum(layer.bytes for layer in self.layers)
+
+    @property
+    def cache(self) -> PacketCache:
+        """The first layer's retransmission cache (non-simulcast tracks have only it)."""
+        return self.layers[0].cache
+
+    def layer_heights(self) -> list[int]:
+        """Frame height of each layer: simulcast layers halve the size each step down."""
+        top = self.height or 720
+        n = len(self.layers)
+        return [max(top >> (n - 1 - i), 1) for i in range(n)]
 
     def info(self) -> dict:
         """The track as the protocol describes it."""
@@ -168,74 +248,104 @@ class Publisher:
             "height": self.height,
             "mime": self.codec.mime,
             "mid": self.mid,
+            "simulcast": self.simulcast,
+            "layers": [layer.rid for layer in self.layers] if self.simulcast else [],
         }
 
     # -- hot path ----------------------------------------------------------------------
-    def on_rtp(self, data: bytes, now: float) -> None:
+    def on_rtp(self, data: bytes, now: float, layer: Layer | None = None) -> None:
         """One packet from the publisher: account, cache and fan out to every DownTrack."""
         off = payload_offset(data)
         if off < 0 or (data[1] & 0x7F) != self.codec.payload_type:
             self.dropped += 1
             return
+        if layer is None:
+            layer = self.layers[0]
         seq = (data[2] << 8) | data[3]
-        ts = unpack_from("!I", data, 4)[0]
-        ssrc = unpack_from("!I", data, 8)[0]
-        self.ssrc = ssrc
-        self.packets += 1
-        self.bytes += len(data)
-        self.stats.update(seq, ts, now, self.codec.clock_rate)
-        detector = self.is_keyframe
+        ts, ssrc = unpack_from("!II", data, 4)
+        layer.ssrc = ssrc
+        layer.packets += 1
+        layer.bytes += len(data)
+        layer._window_bytes += len(data)
+        layer.last_packet = now
+        layer.stats.update(seq, ts, now, self.codec.clock_rate)
         key = False
-        if detector is not None and len(data) > off:
-            key = detector(memoryview(data)[off:])
-            if key:
-                self.keyframes += 1
-                self.last_keyframe_time = now
-        self.cache.add(seq, data, now)
+        detector = self.is_keyframe
+        if detector is not None:
+            if len(data) > off:
+                key = detector(memoryview(data)[off:])
+                if key:
+                    self.keyframes += 1
+                    layer.last_keyframe = now
+        elif self.audio_level_id:
+            level = find_extension(data, self.audio_level_id)
+            if level is not None and len(level):
+                self.audio_level = level[0] & 0x7F
+                self.voice = bool(level[0] & 0x80)
+        layer.cache.add(seq, data, now)
         if self.muted:
             return
+        index = layer.index
         for dt in self.downtracks:
-            dt.write(data, ssrc, seq, ts, key, now)
+            dt.write(data, ssrc, seq, ts, key, now, index)
 
     # -- RTCP --------------------------------------------------------------------------
-    def request_keyframe(self, now: float | None = None) -> bool:
-        """Ask the publisher for a keyframe (PLI), at most once per interval."""
-        if self.kind != "video" or self.ssrc is None or self.closed:
+    def request_keyframe(self, now: float | None = None, layer: int = -1) -> bool:
+        """Ask the publisher for a keyframe (PLI) of one layer (-1: every layer), throttled."""
+        if self.kind != "video" or self.closed:
             return False
         now = time.monotonic() if now is None else now
-        if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
-            return False
-        self._last_keyframe_request = now
-        self.keyframe_requests += 1
-        return self._send_rtcp(rtcp.build_pli(self._rtcp_ssrc, self.ssrc))
+        sent = False
+        for item in self.layers if layer < 0 else self.layers[layer : layer + 1]:
+            if item.ssrc is None or now - item._last_pli < KEYFRAME_REQUEST_INTERVAL:
+                continue
+            item._last_pli = now
+            self.keyframe_requests += 1
+            sent = self._send_rtcp(rtcp.build_pli(self._rtcp_ssrc, item.ssrc)) or sent
+        return sent
 
-    def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
-        """Remember the publisher's NTP/RTP mapping, for downstream sender reports."""
-        self.sender_report = (ntp, rtp_ts, now)
-        self._sr_arrival_wall = time.time()
+    def layer_of_ssrc(self, ssrc: int) -> Layer | None:
+        """The layer that sends on this SSRC."""
+        return next((layer for layer in self.layers if layer.ssrc == ssrc), None)
 
-    def receiver_report_block(self) -> tuple | None:
-        """A report block for our receiver report to the publisher."""
-        if self.ssrc is None or not self.stats.started:
+    def on_sender_report(self, ssrc: int, ntp: int, rtp_ts: int, now: float) -> None:
+        """Remember a layer's NTP/RTP mapping, for downstream sender reports."""
+        layer = self.layer_of_ssrc(ssrc)
+        if layer is not None:
+            layer.sender_report = (ntp, rtp_ts, now)
+            layer._sr_wall = time.time()
+
+    def receiver_report_blocks(self) -> list[tuple]:
+        """Report blocks for our receiver report to the publisher, one per layer."""
+        blocks = []
+        for layer in self.layers:
+            if layer.ssrc is None or not layer.stats.started:
+                continue
+            lsr = dlsr = 0
+            if layer.sender_report is not None:
+                lsr = (layer.sender_report[0] >> 16) & 0xFFFFFFFF
+                dlsr = int((time.time() - layer._sr_wall) * 65536) & 0xFFFFFFFF
+            blocks.append(layer.stats.report_block(layer.ssrc, lsr, dlsr))
+        return blocks
+
+    def source_time(self, now: float, layer: int = 0) -> tuple[int, int] | None:
+        """(ntp64, rtp_ts) of a layer at ``now``, extrapolated from its last sender report."""
+        if not 0 <= layer < len(self.layers) or self.layers[layer].sender_report is None:
             return None
-        lsr = dlsr = 0
-        if self.sender_report is not None:
-            lsr = (self.sender_report[0] >> 16) & 0xFFFFFFFF
-            dlsr = int((time.time() - self._sr_arrival_wall) * 65536) & 0xFFFFFFFF
-        return self.stats.report_block(self.ssrc, lsr, dlsr)
-
-    def source_time(self, now: float) -> tuple[int, int] | None:
-        """(ntp64, rtp_ts) of the source at ``now``, extrapolated from its last sender report."""
-        if self.sender_report is None:
-            return None
-        ntp, rtp_ts, at = self.sender_report
+        ntp, rtp_ts, at = self.layers[layer].sender_report
         elapsed = now - at
         ntp_now = ntp + int(elapsed * (1 << 32))
         rtp_now = (rtp_ts + int(elapsed * self.codec.clock_rate)) & 0xFFFFFFFF
         return ntp_now, rtp_now
 
+    def update_rates(self, now: float) -> None:
+        """Refresh every layer's bitrate (called by the room's timer)."""
+        for layer in self.layers:
+            layer.update_rate(now)
+
     def close(self) -> None:
         """Stop forwarding: detach every DownTrack."""
         self.closed = True
         self.downtracks = []
-        self.cache.clear()
+        for layer in self.layers:
+            layer.cache.clear()

@@ -13,7 +13,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from .allocator import allocate, dynacast
 from .participant import Participant, Permissions, new_sid
+from .speaker import SpeakerDetector
 
 if TYPE_CHECKING:
     from .publisher import Publisher
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RTCP_INTERVAL = 1.0
+ADAPT_INTERVAL = 0.25  # layer selection, active speaker, dynacast
+AUDIO_STALE = 0.5  # an audio track that sent nothing for this long is silent
 
 
 class RoomFull(Exception):
@@ -56,6 +62,9 @@ class Room:
         self._on_closed = on_closed
         self._empty_handle: asyncio.TimerHandle | None = None
         self._rtcp_task: asyncio.Task | None = None
+        self._adapt_task: asyncio.Task | None = None
+        self.speakers = SpeakerDetector()
+        self.active_speaker: str | None = None
         self._removals: set[asyncio.Task] = set()
         self.closed = False
         self._arm_empty_timer()
@@ -113,6 +122,7 @@ class Room:
         self._cancel_empty_timer()
         if self._rtcp_task is None:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
+            self._adapt_task = asyncio.ensure_future(self._adapt_loop())
         if not p.permissions.hidden:
             self.broadcast({"type": "participant_joined", "participant": p.info()}, exclude=p)
         if p.subscriber is not None:
@@ -202,6 +212,13 @@ class Room:
             p for p in self.participants.values() if p is not exclude and not p.permissions.hidden
         ]
 
+    def find_track(self, sid: str) -> Publisher | None:
+        """A published track of this room by its sid."""
+        for p in self.participants.values():
+            if sid in p.tracks:
+                return p.tracks[sid]
+        return None
+
     def tracks(self) -> list[Publisher]:
         """Every published track in the room."""
         return [t for p in self.participants.values() for t in p.tracks.values()]
@@ -253,6 +270,40 @@ class Room:
                 except Exception:
                     logger.exception("RTCP timer failed for %s", p.sid)
 
+    async def _adapt_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(ADAPT_INTERVAL)
+            try:
+                self.adapt(time.monotonic())
+            except Exception:
+                logger.exception("room %s: adaptation failed", self.name)
+
+    def adapt(self, now: float) -> None:
+        """One round: layer bitrates, active speaker, layer selection, dynacast."""
+        tracks = self.tracks()
+        for track in tracks:
+            track.update_rates(now)
+        audio = [t for t in tracks if t.kind == "audio" and t.audio_level_id]
+        levels = np.array(
+            [
+                127 if t.muted or now - t.layers[0].last_packet > AUDIO_STALE else t.audio_level
+                for t in audio
+            ],
+            dtype=np.float64,
+        )
+        voice = np.array([t.voice for t in audio], dtype=bool)
+        speaking = self.speakers.update([t.sid for t in audio], levels, voice)
+        owner = next((t.participant_sid for t in audio if t.sid == speaking), None)
+        if owner != self.active_speaker:
+            self.active_speaker = owner
+            self.broadcast({"type": "active_speaker", "participant": owner})
+        allocate(list(self.participants.values()), owner, now)
+        for track in tracks:
+            rids = dynacast(track, now)
+            publisher = self.participants.get(track.participant_sid)
+            if rids is not None and publisher is not None:
+                publisher.emit({"type": "layers", "track": track.sid, "active": rids})
+
     def _arm_empty_timer(self) -> None:
         self._cancel_empty_timer()
         try:
@@ -283,9 +334,10 @@ class Room:
             p.emit({"type": "leave", "reason": reason})
             await self.remove(p, reason)
         self._cancel_empty_timer()
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
-            self._rtcp_task = None
+        for task in (self._rtcp_task, self._adapt_task):
+            if task is not None:
+                task.cancel()
+        self._rtcp_task = self._adapt_task = None
         logger.info("room %s closed", self.name)
         self.notify("room_finished")
         if self._on_closed is not None:

@@ -1,0 +1,89 @@
+"""DownTrack: layer switching at keyframes, with sequence numbers, timestamps, VP8 picture id
+and TL0PICIDX kept continuous for the subscriber."""
+
+from visio_sfu.downtrack import DownTrack
+from visio_sfu.munger import seq_diff
+from visio_sfu.publisher import Codec, Publisher
+from visio_sfu.rtp.codecs import vp8_descriptor
+from visio_sfu.rtp.header import build_rtp, payload_offset
+
+
+def vp8_payload(picture_id: int, tl0: int, key: bool, start: bool = True) -> bytes:
+    first = 0x90 if start else 0x80  # X=1, S=start, partition 0
+    ext = 0xC0  # I and L present
+    pid = bytes([0x80 | (picture_id >> 8), picture_id & 0xFF])  # 15-bit picture id
+    header = bytes([0x00 if key else 0x01])  # P bit: 0 for a keyframe
+    return bytes([first, ext]) + pid + bytes([tl0]) + header + bytes(20)
+
+
+def simulcast_track() -> Publisher:
+    return Publisher(
+        "TR",
+        "PA",
+        "video",
+        "camera",
+        "0",
+        Codec("video/VP8", 90000, 96),
+        {},
+        lambda b: True,
+        1,
+        height=720,
+        rids=["q", "h", "f"],
+    )
+
+
+def send(track, layer, ssrc, seq, ts, pid, tl0, key, now):
+    data = build_rtp(96, seq, ts, ssrc, vp8_payload(pid, tl0, key))
+    track.on_rtp(data, now, track.layers[layer])
+
+
+def test_switch_waits_for_a_keyframe_and_keeps_everything_continuous():
+    track = simulcast_track()
+    out: list[bytes] = []
+    dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
+    track.downtracks.append(dt)
+    dt.bind(0xBEEF, 100, {})
+    # layer 0 (q): keyframe then deltas; layer 2 (f) runs with its own numbering
+    send(track, 0, 111, 1000, 5000, 300, 10, True, 0.00)
+    send(track, 2, 333, 50000, 5000, 7000, 200, False, 0.00)
+    for i in range(1, 4):
+        send(track, 0, 111, 1000 + i, 5000 + 3000 * i, 300 + i, 10 + i, False, i / 30)
+        send(track, 2, 333, 50000 + i, 5000 + 3000 * i, 7000 + i, 200 + i, False, i / 30)
+    assert len(out) == 4 and dt.current_layer == 0
+    dt.set_target(2)
+    # f delta frame: not yet (waiting for an f keyframe); q keeps flowing meanwhile
+    send(track, 2, 333, 50004, 17000, 7004, 204, False, 4 / 30)
+    send(track, 0, 111, 1004, 17000, 304, 14, False, 4 / 30)
+    assert len(out) == 5 and dt.current_layer == 0
+    # f keyframe: switch; q packets are dropped from now on
+    send(track, 2, 333, 50005, 20000, 7005, 205, True, 5 / 30)
+    send(track, 0, 111, 1005, 20000, 305, 15, False, 5 / 30)
+    send(track, 2, 333, 50006, 23000, 7006, 206, False, 6 / 30)
+    assert dt.current_layer == 2 and len(out) == 7 and dt.switches == 2
+    seqs = [int.from_bytes(p[2:4], "big") for p in out]
+    assert all(seq_diff(b, a) == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    descriptors = [vp8_descriptor(memoryview(p)[payload_offset(p) :]) for p in out]
+    pids = [d[1] for d in descriptors]
+    tl0s = [d[3] for d in descriptors]
+    assert pids == [300, 301, 302, 303, 304, 305, 306], pids
+    assert tl0s == [10, 11, 12, 13, 14, 15, 16], tl0s
+    assert {p[8:12] for p in out} == {(0xBEEF).to_bytes(4, "big")}
+    ts = [int.from_bytes(p[4:8], "big") for p in out]
+    assert all(0 < (b - a) % 2**32 <= 6000 for a, b in zip(ts, ts[1:], strict=False)), ts
+
+
+def test_pause_and_resume():
+    track = simulcast_track()
+    out: list[bytes] = []
+    dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
+    track.downtracks.append(dt)
+    dt.bind(1, 100, {})
+    send(track, 0, 111, 1, 0, 1, 1, True, 0)
+    dt.set_target(-1)  # hidden tile
+    send(track, 0, 111, 2, 3000, 2, 2, True, 0.03)
+    assert len(out) == 1 and dt.current_layer == -1
+    dt.set_target(0)
+    send(track, 0, 111, 3, 6000, 3, 3, False, 0.06)
+    assert len(out) == 1  # waits for a keyframe
+    send(track, 0, 111, 4, 9000, 4, 4, True, 0.09)
+    assert len(out) == 2

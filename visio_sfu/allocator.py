@@ -1,0 +1,102 @@
+"""StreamAllocator: turns a room's DownTracks into one LayerSelector round, applies it,
+and switches publishers' unused simulcast layers off (dynacast).
+
+Runs on the room's timer (a few times a second) and never on the packet path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .layers import Selection, select
+
+if TYPE_CHECKING:
+    from .downtrack import DownTrack
+    from .participant import Participant
+    from .publisher import Publisher
+
+MAX_LAYERS = 3
+UNKNOWN_BUDGET = 50_000_000  # no bandwidth estimate from the subscriber yet: no limit
+NOMINAL_BITRATES = (150_000, 500_000, 1_500_000)  # a layer switched off keeps a nominal cost
+DYNACAST_HOLD = 5.0  # seconds a layer stays on after the last subscriber stops needing it
+LIVE_WITHIN = 1.0  # a layer that sent nothing for this long is not live
+
+
+def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
+    """What each layer costs to forward (0: not available to this subscriber)."""
+    if not track.simulcast:
+        return [1.0, 0.0, 0.0]  # one stream: never held back by bandwidth
+    rates = []
+    for i, layer in enumerate(track.layers[:MAX_LAYERS]):
+        if i > max_layer:
+            rates.append(0.0)
+        elif now - layer.last_packet <= LIVE_WITHIN:
+            rates.append(max(layer.bitrate, 1.0))
+        elif layer.rid not in track.active_rids:  # switched off by us: can come back
+            rates.append(float(layer.known_bitrate or NOMINAL_BITRATES[min(i, 2)]))
+        else:
+            rates.append(0.0)  # the publisher does not send it
+    return rates + [0.0] * (MAX_LAYERS - len(rates))
+
+
+def allocate(
+    participants: list[Participant], speaker: str | None, now: float
+) -> list[tuple[DownTrack, int]]:
+    """Choose a layer for every video DownTrack of these subscribers; returns the changes."""
+    pairs: list[DownTrack] = []
+    subs: list[int] = []
+    budgets: list[float] = []
+    for p in participants:
+        if p.subscriber is None:
+            continue
+        index = len(budgets)
+        budgets.append(float(p.subscriber.remb_bitrate or UNKNOWN_BUDGET))
+        for dt in p.subscriber.downtracks.values():
+            if dt.track.kind == "video" and dt.bound:
+                pairs.append(dt)
+                subs.append(index)
+    if not pairs:
+        return []
+    n = len(pairs)
+    heights = np.zeros((n, MAX_LAYERS), dtype=np.int64)
+    rates = np.zeros((n, MAX_LAYERS), dtype=np.float64)
+    wanted = np.zeros(n, dtype=np.int64)
+    priority = np.zeros(n, dtype=np.int64)
+    current = np.zeros(n, dtype=np.int64)
+    for i, dt in enumerate(pairs):
+        track = dt.track
+        h = track.layer_heights()[:MAX_LAYERS]
+        heights[i, : len(h)] = h
+        rates[i] = layer_rates(track, now, dt.max_layer)
+        wanted[i] = 0 if not dt.visible else (dt.max_height or 1 << 20)
+        priority[i] = 2 if track.source == "screen_share" else int(track.participant_sid == speaker)
+        current[i] = dt.target_layer
+    targets = select(
+        Selection(np.array(subs), np.array(budgets), rates, heights, wanted, priority, current)
+    )
+    changes = []
+    for dt, target in zip(pairs, targets.tolist(), strict=True):
+        if target != dt.target_layer:
+            dt.set_target(target, now)
+            changes.append((dt, target))
+    return changes
+
+
+def dynacast(track: Publisher, now: float) -> list[str] | None:
+    """The rids the publisher should send now, or None if that did not change."""
+    if not track.simulcast:
+        return None
+    for dt in track.downtracks:
+        if 0 <= dt.target_layer < len(track.layers):
+            track.layers[dt.target_layer].needed_until = now + DYNACAST_HOLD
+    active = [
+        layer.rid
+        for i, layer in enumerate(track.layers)
+        if i == 0 or now < layer.needed_until  # the lowest layer always runs: joins are fast
+    ]
+    if active == track.active_rids:
+        return None
+    track.active_rids = active
+    return active
