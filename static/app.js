@@ -27,7 +27,7 @@ async function startPreview() {
   const mic = $('mic-select').value;
   try {
     state.preview = await navigator.mediaDevices.getUserMedia({
-      video: camera ? { deviceId: { exact: camera } } : { width: 640, height: 480 },
+      video: camera ? { deviceId: { exact: camera }, width: 1280, height: 720 } : { width: 1280, height: 720 },
       audio: mic ? { deviceId: { exact: mic } } : true,
     });
   } catch (err) {
@@ -172,6 +172,10 @@ function wire(session) {
   session.on('track_removed', ({ info }) => detachTrack(info));
   session.on('data', (m) => { if (m.topic === 'chat') addChat(m.from?.name || m.from?.identity, m.payload?.text, m.ts); });
   session.on('leave', (m) => { if (m.reason === 'replaced') ended(t('replaced')); });
+  session.on('active_speaker', (m) => {
+    state.serverSpeaker = true;
+    setSpeaker(m.participant);
+  });
 }
 
 function addParticipant(info) {
@@ -197,6 +201,13 @@ function addParticipant(info) {
   tile.append(video, label, audio);
   $('grid').append(tile);
   const p = { info, tile, video, audio, flags, tracks: new Map(), screen: null };
+  if (info.sid !== 'self') {
+    tile.tabIndex = 0;
+    tile.setAttribute('role', 'button');
+    tile.setAttribute('aria-pressed', 'false');
+    tile.addEventListener('dblclick', () => togglePin(p));
+    tile.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') togglePin(p); });
+  }
   for (const track of info.tracks || []) p.tracks.set(track.sid, track);
   state.participants.set(info.sid, p);
   updateFlags(p);
@@ -235,12 +246,15 @@ function attachTrack(track, stream, info) {
     const label = document.createElement('figcaption');
     label.className = 'label';
     label.textContent = t('screenOf', { name: p.info.name || p.info.identity });
+    video.dataset.track = info.track;
     tile.append(video, label);
     $('stage').append(tile);
     p.screen = tile;
+    watchVideo(video);
   } else if (track.kind === 'video') {
     p.video.srcObject = stream;
     p.video.dataset.track = info.track;
+    watchVideo(p.video);
   } else {
     p.audio.srcObject = stream;
     p.audio.dataset.track = info.track;
@@ -283,6 +297,41 @@ function renderList() {
     li.textContent = (p.info.name || p.info.identity) + (isMuted(p, 'microphone') ? ` (${t('muted')})` : '');
     list.append(li);
   }
+}
+
+function setSpeaker(sid) {
+  if (sid === state.speaker) return;
+  state.participants.get(state.speaker)?.tile.classList.remove('speaking');
+  state.speaker = sid;
+  state.participants.get(sid)?.tile.classList.add('speaking');
+}
+
+// Adaptive stream: report each received video's rendered height (0 = hidden) to the server.
+const watched = new Map(); // video element -> last settings sent
+const sizes = new ResizeObserver(() => reportSizes());
+function watchVideo(video) { sizes.observe(video); reportSizes(); }
+function reportSizes() {
+  clearTimeout(state.sizeTimer);
+  state.sizeTimer = setTimeout(() => {
+    for (const video of document.querySelectorAll('#grid video[data-track], #stage video[data-track]')) {
+      const visible = video.isConnected && video.offsetParent !== null && video.clientHeight > 0;
+      const height = Math.round(video.clientHeight * (window.devicePixelRatio || 1));
+      const key = `${visible}:${height}`;
+      if (watched.get(video) === key) continue;
+      watched.set(video, key);
+      state.session?.trackSettings(video.dataset.track, { visible, height });
+    }
+  }, 200);
+}
+
+// Pin a participant's video to the stage (double-click or Enter on its tile).
+function togglePin(p) {
+  if (p.info.sid === 'self') return;
+  const pinned = p.tile.parentElement === $('stage');
+  (pinned ? $('grid') : $('stage')).append(p.tile);
+  p.tile.classList.toggle('pinned', !pinned);
+  p.tile.setAttribute('aria-pressed', String(!pinned));
+  reportSizes();
 }
 
 function setStatus(text) { $('status').textContent = text; }
@@ -374,11 +423,7 @@ async function pollStats() {
     const level = tr.receiver.getSynchronizationSources?.()[0]?.audioLevel || 0;
     if (level > bestLevel) { bestLevel = level; best = info.participant; }
   }
-  if (best !== state.speaker) {
-    state.participants.get(state.speaker)?.tile.classList.remove('speaking');
-    state.speaker = best;
-    state.participants.get(best)?.tile.classList.add('speaking');
-  }
+  if (!state.serverSpeaker) setSpeaker(best);
   let lost = 0; let received = 0; let rtt = 0;
   const report = await session.subscriber.getStats();
   report.forEach((s) => {

@@ -3,6 +3,13 @@
 // Session: one WebSocket, a publisher RTCPeerConnection (we offer) and a subscriber
 // RTCPeerConnection (the server offers). Emits events; reconnects after network failures.
 
+// Camera simulcast: three layers, lowest first (the SFU picks one per subscriber).
+export const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+];
+
 export class Emitter {
   constructor() { this.handlers = new Map(); }
   on(type, fn) {
@@ -151,6 +158,10 @@ export class Session extends Emitter {
         (err) => console.error('subscriber negotiation failed', err));
       return;
     }
+    if (msg.type === 'layers') {
+      this.setActiveLayers(msg.track, msg.active).catch((err) => console.warn('layers', err));
+      return;
+    }
     if (msg.type === 'leave') {
       if (msg.reason === 'replaced') this.closedByUser = true;
       this.emit('leave', msg);
@@ -185,9 +196,13 @@ export class Session extends Emitter {
       type: 'add_track', cid: track.id, kind: track.kind, source,
       width: track.getSettings?.().width || 0, height: track.getSettings?.().height || 0,
     });
-    const transceiver = this.publisher.addTransceiver(track, {
-      direction: 'sendonly', streams: stream ? [stream] : [],
-    });
+    const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
+    if (track.kind === 'video' && source === 'camera') init.sendEncodings = SIMULCAST;
+    if (track.kind === 'video' && source === 'screen_share') {
+      init.sendEncodings = [{ maxBitrate: 2500000 }];
+      track.contentHint = 'detail';
+    }
+    const transceiver = this.publisher.addTransceiver(track, init);
     this.local.set(source, { track, stream, source, sid: reply.track.sid, transceiver });
     await this.negotiatePublisher();
     return reply.track;
@@ -215,6 +230,26 @@ export class Session extends Emitter {
       await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
     });
     return this.publisherQueue;
+  }
+
+  // Dynacast: send only the simulcast layers somebody receives.
+  async setActiveLayers(trackSid, active) {
+    const item = [...this.local.values()].find((x) => x.sid === trackSid);
+    if (!item) return;
+    const sender = item.transceiver.sender;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) return;
+    let changed = false;
+    for (const enc of params.encodings) {
+      const on = active.includes(enc.rid);
+      if (enc.active !== on) { enc.active = on; changed = true; }
+    }
+    if (changed) await sender.setParameters(params);
+  }
+
+  // Adaptive stream: tell the server how a received video is shown.
+  trackSettings(trackSid, settings) {
+    this.signal?.send({ type: 'track_settings', track: trackSid, ...settings });
   }
 
   async setMuted(source, muted) {
