@@ -76,14 +76,18 @@ class Client:
         """Open the socket and join; returns the 'joined' message."""
         self.session = aiohttp.ClientSession()
         ws_url = self.url.replace("http://", "ws://").replace("https://", "wss://")
-        self.ws = await self.session.ws_connect(f"{ws_url}/rtc?access_token={self.token}")
-        self._reader = asyncio.ensure_future(self._read_loop())
-        msg: dict = {"type": "join"}
-        if name:
-            msg["name"] = name
-        if room:
-            msg["room"] = room
-        self.joined = await self.request(msg)
+        try:
+            self.ws = await self.session.ws_connect(f"{ws_url}/rtc?access_token={self.token}")
+            self._reader = asyncio.ensure_future(self._read_loop())
+            msg: dict = {"type": "join"}
+            if name:
+                msg["name"] = name
+            if room:
+                msg["room"] = room
+            self.joined = await self.request(msg)
+        except BaseException:
+            await self.close()
+            raise
         return self.joined
 
     async def request(self, msg: dict, timeout: float = 15) -> dict:
