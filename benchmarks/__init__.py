@@ -1,0 +1,1 @@
+"""Benchmarks: they print figures; no timing is asserted in the test suite."""
