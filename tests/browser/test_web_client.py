@@ -30,7 +30,8 @@ REMOTE_MEDIA = """async () => {
     if (x.type === 'inbound-rtp' && x.kind === 'audio') audioBytes += x.bytesReceived;
     if (x.type === 'inbound-rtp' && x.kind === 'video') framesDecoded += x.framesDecoded || 0;
   });
-  return {videos, audios, audioBytes, framesDecoded,
+  const remote = s ? [...s.remote.values()].map(i => i.kind + ':' + i.participant) : [];
+  return {videos, audios, audioBytes, framesDecoded, remote,
           ice: s && s.subscriber ? s.subscriber.connectionState : 'none'};
 }"""
 
