@@ -173,13 +173,22 @@ export class Session extends Emitter {
   async answerSubscriber(msg) {
     const pc = this.subscriber;
     const active = new Set();
-    for (const info of msg.tracks || []) { this.remote.set(info.mid, info); active.add(info.mid); }
+    const live = new Set();
+    for (const info of msg.tracks || []) {
+      if (info.mid == null) continue;
+      this.remote.set(info.mid, info);
+      active.add(info.mid);
+      live.add(info.track);
+    }
     await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
     this.signal.send({ type: 'answer', target: 'subscriber', id: msg.id, sdp: answer.sdp });
     for (const [mid, info] of [...this.remote]) {
-      if (!active.has(mid)) { this.remote.delete(mid); this.emit('track_removed', { info }); }
+      if (active.has(mid)) continue;
+      this.remote.delete(mid);
+      // a track that moved to another m-section is still shown: only a gone track is removed
+      if (!live.has(info.track)) this.emit('track_removed', { info });
     }
   }
 

@@ -28,7 +28,7 @@ def claims(**over):
         "iss": KEY,
         "sub": "alice",
         "nbf": now,
-        "exp": now + 60,
+        "exp": now + 3600,  # long enough for a slow collection-to-run gap
         "video": {"room": "r", "roomJoin": True},
     }
     base.update(over)

@@ -125,6 +125,8 @@ class Subscriber:
         self._answer = (offer_id, future)
         tracks = []
         for sid, t in self._slot.items():
+            if t.mid is None:
+                continue  # added while the offer was made: it is in the next one
             dt = self.downtracks[sid]
             tracks.append(
                 {
