@@ -13,7 +13,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
-from visio_sfu.transport import PeerTransport
+from visio_sfu.transport import PeerTransport, _stun_datagram_received
 
 
 def params(fn) -> list[str]:
@@ -37,6 +37,15 @@ def test_dtls_transport_hooks_exist():
     ):
         assert name in src, name
     assert "_create_ssl_context" in dict(inspect.getmembers(RTCCertificate))
+    assert "self._srtp_profiles" in src
+
+
+def test_libsrtp_entry_points():
+    import pylibsrtp
+    from pylibsrtp._binding import lib
+
+    assert callable(lib.srtp_protect)
+    assert "self._srtp = " in inspect.getsource(pylibsrtp.Session.__init__)
 
 
 def test_sender_and_receiver_entry_points():
@@ -52,6 +61,8 @@ def test_sender_and_receiver_entry_points():
 
 def test_ice_send_path():
     assert "_nominated" in inspect.getsource(Connection.__init__)
+    assert "_protocols" in inspect.getsource(Connection.__init__)
+    assert "self.receiver.data_received(" in inspect.getsource(_stun_datagram_received)
     assert "remote_addr" in dict(inspect.getmembers(CandidatePair))
     assert "self.transport" in inspect.getsource(StunProtocol)
 
@@ -64,3 +75,26 @@ async def test_hooks_are_installed_on_a_real_connection():
     assert dtls._handle_rtp_data.__qualname__.endswith("handle_rtp")
     await t.close()
     assert t not in PeerTransport.open_transports
+
+
+async def test_srtp_is_handled_in_the_datagram_callback():
+    """Once connected, an SRTP datagram reaches on_rtp synchronously (no queue, no task)."""
+    from benchmarks.peers import connected_pair
+    from visio_sfu.rtp.header import build_rtp
+    from visio_sfu.transport import PREFERRED_SRTP_PROFILES, set_ice_addresses
+
+    set_ice_addresses(["127.0.0.1"])
+    sender, receiver = await connected_pair()
+    try:
+        got = []
+        receiver.on_rtp = lambda data, now: got.append(data)
+        packet = build_rtp(96, 7, 1000, 42, b"payload")
+        receiver.datagram_entry()(sender.srtp_tx().protect(packet))
+        assert got == [packet]
+        receiver.datagram_entry()(b"\x80" + bytes(40))  # garbage SRTP: counted, dropped
+        assert receiver.receive_errors == 1 and len(got) == 1
+        assert PREFERRED_SRTP_PROFILES[0].openssl_profile == b"SRTP_AEAD_AES_128_GCM"
+        assert sender.send_rtp(bytearray(packet))
+    finally:
+        await sender.close()
+        await receiver.close()
