@@ -1,0 +1,420 @@
+"""Load tool: real WebRTC sessions against a server, figures per server core.
+
+    python -m benchmarks.load fanout --subscribers 20 --duration 10
+    python -m benchmarks.load meeting --participants 6
+    python -m benchmarks.load audio --participants 50 --speakers 3
+    python -m benchmarks.load ramp --step 10 --max 100 --servers visio,naive
+
+Each run starts the server(s) itself (``--servers visio,naive``), pinned to one core with
+taskset, and pins the load to the other; or drives a running visio-sfu (``--url``, ``--key``,
+``--secret``). Publishers replay VP8 and Opus encoded once before the run; subscribers count
+packets, bytes, loss and forwarding delay (abs-send-time) without decoding. Results: a table on
+the terminal, ``<out>/results.json`` and PNG plots. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmarks.loadpeers import LoadPublisher, LoadSubscriber, Stats, pace
+from benchmarks.media import Clip, audio_clip, video_clip
+from benchmarks.targets import NaiveTarget, VisioTarget
+from visio_sfu.transport import set_ice_addresses
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY, SECRET = "bench", "bench-secret-0123456789-0123456789-0123"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process started for the run, pinned to ``core``; reads its CPU time."""
+
+    def __init__(self, kind: str, core: int | None) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        if kind == "visio":
+            cmd = [
+                sys.executable,
+                "-m",
+                "signaling.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--ice-address",
+                "127.0.0.1",
+            ]
+            health = "/healthz"
+        elif kind == "naive":
+            cmd = [sys.executable, "-m", "benchmarks.naive_relay", "--port", str(self.port)]
+            health = "/healthz"
+        else:
+            raise ValueError(f"unknown server {kind!r} (visio or naive)")
+        if core is not None and _has_taskset():
+            cmd = ["taskset", "-c", str(core), *cmd]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "VISIO_KEYS": f"{KEY}:{SECRET}",
+            "VISIO_JOINS_PER_SECOND": "10000",
+            "VISIO_MESSAGE_RATE": "10000",
+            "VISIO_PING_TIMEOUT": "3600",
+            "VISIO_MAX_TRACKS": "64",
+            "VISIO_LOG_LEVEL": "warning",
+        }
+        env.pop("VISIO_API_KEY", None)
+        self.log = open(
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{kind}-{self.port}.log", "w"
+        )
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.url + health, timeout=1).read()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{kind} server did not start; see {self.log.name}"
+                    ) from None
+                time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def target(self):
+        """The signaling adapter for this server."""
+        return VisioTarget(self.url, KEY, SECRET) if self.kind == "visio" else NaiveTarget(self.url)
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _has_taskset() -> bool:
+    return subprocess.run(["which", "taskset"], capture_output=True).returncode == 0
+
+
+class Run:
+    """One server under one scenario: peers, the pacing task, and measurement windows."""
+
+    def __init__(self, target, video: Clip, audio: Clip, cpu=None) -> None:
+        self.target = target
+        self.video, self.audio = video, audio
+        self.cpu = cpu  # () -> server CPU seconds, or None
+        self.stats = Stats()
+        self.publishers: list[LoadPublisher] = []
+        self.subscribers: list[LoadSubscriber] = []
+        self.stop = asyncio.Event()
+        self.pacer: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start sending (publishers added later join the schedule at the next restart)."""
+        self.pacer = asyncio.ensure_future(pace(self.publishers, self.stop))
+
+    async def restart_pacer(self) -> None:
+        """Restart pacing to include newly added publishers."""
+        if self.pacer is not None:
+            self.stop.set()
+            await self.pacer
+        self.stop = asyncio.Event()
+        self.start()
+
+    async def publish(
+        self, room: str, name: str, video: bool, audio: bool, subscribe: bool
+    ) -> None:
+        """Add a participant that publishes (and maybe subscribes)."""
+        pub = LoadPublisher(self.video if video else None, self.audio if audio else None)
+        sub = LoadSubscriber(self.stats) if subscribe else None
+        await self.target.join(room, name, pub, sub)
+        self.publishers.append(pub)
+        if sub is not None:
+            self.subscribers.append(sub)
+
+    async def subscribe(self, room: str, name: str) -> None:
+        """Add a participant that only receives."""
+        sub = LoadSubscriber(self.stats)
+        await self.target.join(room, name, None, sub)
+        self.subscribers.append(sub)
+
+    async def wait_connected(self, timeout: float = 30) -> None:
+        """Wait until every peer connection is up."""
+        deadline = time.monotonic() + timeout
+        peers = [p.transport for p in self.publishers] + [s.transport for s in self.subscribers]
+        while not all(t.ready for t in peers):
+            if time.monotonic() > deadline:
+                up = sum(t.ready for t in peers)
+                raise RuntimeError(f"only {up} of {len(peers)} peer connections came up")
+            await asyncio.sleep(0.1)
+
+    async def measure(self, seconds: float, label: str, bar: bool = True) -> dict:
+        """Counters over ``seconds``: rates, loss, delay and server CPU."""
+        a, cpu_a, t_a = self.stats.snapshot(), self.cpu() if self.cpu else None, time.monotonic()
+        steps = max(int(seconds * 4), 1)
+        for _ in tqdm(range(steps), desc=label, leave=False, disable=not bar, unit="¼s"):
+            await asyncio.sleep(seconds / steps)
+        b, t_b = self.stats.snapshot(), time.monotonic()
+        out = Stats.between(a, b, t_b - t_a)
+        if not getattr(self.target, "measures_delay", True):
+            out["delay_p50_ms"] = out["delay_p99_ms"] = None
+        out["publishers"] = len(self.publishers)
+        out["subscribers"] = len(self.subscribers)
+        out["sent_packets"] = sum(p.sent for p in self.publishers)
+        if self.cpu is not None:
+            cpu = self.cpu() - cpu_a
+            out["server_cpu_pct"] = 100 * cpu / (t_b - t_a)
+            forwarded = out["packets_per_s"] * (t_b - t_a)
+            out["cpu_us_per_packet"] = cpu / forwarded * 1e6 if forwarded else None
+        return out
+
+    async def close(self) -> None:
+        """Stop sending, close every peer and the signaling."""
+        self.stop.set()
+        if self.pacer is not None:
+            await self.pacer
+        await self.target.close()
+        for peer in [*self.publishers, *self.subscribers]:
+            await peer.close()
+
+
+async def scenario(args: argparse.Namespace, target, cpu, video: Clip, audio: Clip) -> list[dict]:
+    """Run the chosen scenario against one target; returns measurement points."""
+    run = Run(target, video, audio, cpu)
+    points = []
+    try:
+        if args.scenario == "fanout":
+            await run.publish("fanout", "publisher", True, True, False)
+            for i in range(args.subscribers):
+                await run.subscribe("fanout", f"sub{i}")
+        elif args.scenario == "meeting":
+            for i in range(args.participants):
+                await run.publish("meeting", f"p{i}", True, True, True)
+            if isinstance(target, NaiveTarget):  # the relay's receivers join after publishers
+                pass
+        elif args.scenario == "audio":
+            for i in range(args.speakers):
+                await run.publish("audio", f"speaker{i}", False, True, False)
+            for i in range(args.participants - args.speakers):
+                await run.subscribe("audio", f"listener{i}")
+        if args.scenario != "ramp":
+            await run.wait_connected()
+            run.start()
+            await asyncio.sleep(args.warmup)
+            point = await run.measure(args.duration, f"{target.name} {args.scenario}")
+            points.append(point)
+            return points
+        # ramp: a fan-out that grows by --step subscribers until loss or delay crosses a limit
+        await run.publish("ramp", "publisher", True, True, False)
+        await run.wait_connected()
+        run.start()
+        count = 0
+        while count < args.max:
+            for i in range(args.step):
+                await run.subscribe("ramp", f"sub{count + i}")
+            count += args.step
+            await run.wait_connected()
+            await asyncio.sleep(args.warmup)
+            point = await run.measure(args.duration, f"{target.name} ramp {count}")
+            points.append(point)
+            print(f"  {target.name}: {count} subscribers, {_row(point)}", flush=True)
+            delay = point.get("delay_p99_ms")
+            if point["loss_pct"] > args.max_loss or (delay is not None and delay > args.max_delay):
+                break
+            if point.get("server_cpu_pct", 0) >= 98:
+                break  # the server's core is saturated
+        return points
+    finally:
+        errors = getattr(target, "errors", [])
+        await run.close()
+        if errors:
+            print(f"  {target.name}: {len(errors)} signaling errors, first: {errors[0]}")
+
+
+def _fmt(value: object, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _row(p: dict) -> str:
+    return (
+        f"{p['packets_per_s']:9.0f} pkt/s  {p['mbit_per_s']:7.1f} Mbit/s  "
+        f"loss {p['loss_pct']:5.2f} %  delay p50 {_fmt(p.get('delay_p50_ms'), '6.2f')} ms  "
+        f"p99 {_fmt(p.get('delay_p99_ms'), '6.2f')} ms  "
+        f"server CPU {_fmt(p.get('server_cpu_pct'), '5.1f')} %  "
+        f"{_fmt(p.get('cpu_us_per_packet'), '6.1f')} µs/pkt"
+    )
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    """Per server: CPU per forwarded packet, largest fan-out under 1 % loss, delay."""
+    summary = {}
+    for server, points in results.items():
+        ok = [p for p in points if p["loss_pct"] < 1.0 and p.get("server_cpu_pct", 0) < 95]
+        last = points[-1] if points else {}
+        summary[server] = {
+            "cpu_us_per_packet": last.get("cpu_us_per_packet"),
+            "largest_ok_subscribers": max((p["subscribers"] for p in ok), default=0),
+            "delay_p50_ms": last.get("delay_p50_ms"),
+            "delay_p99_ms": last.get("delay_p99_ms"),
+        }
+    if "visio" in summary:
+        mine = summary["visio"]["cpu_us_per_packet"]
+        for other in list(summary):
+            theirs = summary[other]["cpu_us_per_packet"]
+            if other != "visio" and mine and theirs:
+                summary[f"visio / {other} (CPU per packet)"] = round(mine / theirs, 3)
+    return summary
+
+
+def plot(results: dict[str, list[dict]], out: Path) -> list[Path]:
+    """PNG plots of each measured figure against subscribers, one line per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = [
+        ("server_cpu_pct", "server CPU (% of one core)"),
+        ("packets_per_s", "forwarded packets/s"),
+        ("loss_pct", "loss (%)"),
+        ("delay_p50_ms", "delay p50 (ms)"),
+        ("delay_p99_ms", "delay p99 (ms)"),
+    ]
+    paths = []
+    for key, title in figures:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for server, points in results.items():
+            xs = [p["subscribers"] for p in points if p.get(key) is not None]
+            ys = [p[key] for p in points if p.get(key) is not None]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=server)
+        ax.set_xlabel("subscribers")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend()
+        path = out / f"{key}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    """Run the scenario against every server asked for; write results and plots."""
+    set_ice_addresses(["127.0.0.1"])
+    video = video_clip(args.video_bitrate, fps=30, size=tuple(args.size))
+    audio = audio_clip()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict]] = {}
+    servers = [s for s in args.servers.split(",") if s] if not args.url else ["external"]
+    for kind in servers:
+        if kind == "external":
+            target, cpu, server = VisioTarget(args.url, args.key, args.secret), None, None
+        else:
+            server = Server(kind, args.server_core)
+            target, cpu = server.target(), server.cpu_seconds
+        try:
+            results[kind] = await scenario(args, target, cpu, video, audio)
+        finally:
+            if server is not None:
+                server.stop()
+    summary = summarise(results)
+    report = {
+        "scenario": args.scenario,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "media": {
+            "video_packets_per_s": video.packets_per_second,
+            "video_bitrate": video.bitrate,
+            "audio_packets_per_s": audio.packets_per_second,
+        },
+        "args": {k: v for k, v in vars(args).items() if k not in ("secret",)},
+        "results": results,
+        "summary": summary,
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    report["plots"] = [str(p) for p in plot(results, out)]
+    print(
+        f"\n{args.scenario}: video {video.packets_per_second:.0f} pkt/s "
+        f"({video.bitrate / 1e6:.1f} Mbit/s) + audio {audio.packets_per_second:.0f} pkt/s"
+        " per publisher"
+    )
+    for server, points in results.items():
+        for p in points:
+            print(f"  {server:8s} {p['publishers']:3d} pub {p['subscribers']:4d} sub  {_row(p)}")
+    print(json.dumps(summary, indent=2))
+    print(f"results: {out / 'results.json'}; plots: {', '.join(report['plots'])}")
+    return report
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.load", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("scenario", choices=["fanout", "meeting", "audio", "ramp"])
+    p.add_argument("--servers", default="visio", help="comma-separated: visio, naive")
+    p.add_argument("--url", help="drive a running visio-sfu instead of starting servers")
+    p.add_argument("--key", default=KEY)
+    p.add_argument("--secret", default=SECRET)
+    p.add_argument("--subscribers", type=int, default=10, help="fanout: subscribers")
+    p.add_argument("--participants", type=int, default=4, help="meeting and audio: room size")
+    p.add_argument("--speakers", type=int, default=3, help="audio: how many publish")
+    p.add_argument("--step", type=int, default=10, help="ramp: subscribers added per step")
+    p.add_argument("--max", type=int, default=100, help="ramp: most subscribers")
+    p.add_argument("--max-loss", type=float, default=1.0, help="ramp: stop above this loss (%%)")
+    p.add_argument("--max-delay", type=float, default=200.0, help="ramp: stop above this p99 (ms)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per point")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    p.add_argument("--video-bitrate", type=int, default=1_500_000)
+    p.add_argument("--size", type=int, nargs=2, default=[640, 360], metavar=("W", "H"))
+    p.add_argument("--server-core", type=int, default=0, help="core the server is pinned to")
+    p.add_argument("--load-core", type=int, default=1, help="core the load tool is pinned to")
+    p.add_argument("--out", default="bench-results", help="directory for results.json and plots")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.load_core is not None and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {args.load_core})
+        except OSError:
+            pass  # fewer cores than asked: run unpinned
+    import uvloop
+
+    uvloop.install()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Load-tool peers: publishers that replay pre-encoded RTP, subscribers that count without decoding.
+
+Both sit on visio_sfu's PeerTransport (real ICE and DTLS-SRTP, no aiortc media pipeline).
+Publishers stamp each video packet with the abs-send-time header extension; subscribers read
+it (and the sequence number) from the SRTP header, which is not encrypted, so they never pay
+for decryption: a subscriber costs the load machine a dict lookup and a few integer operations
+per packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from struct import pack
+
+from benchmarks.media import Clip
+from visio_sfu.rtp.extensions import ABS_SEND_TIME, AUDIO_LEVEL, SDES_MID
+from visio_sfu.rtp.header import find_extension
+from visio_sfu.transport import PeerTransport
+
+DELAY_BUCKET = 1e-4  # 0.1 ms histogram buckets
+DELAY_BUCKETS = 20000  # up to 2 s
+
+
+def abs_send_time(now: float) -> bytes:
+    """now (seconds) as the 24-bit 6.18 fixed-point abs-send-time."""
+    value = int(now * (1 << 18)) & 0xFFFFFF
+    return bytes(((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF))
+
+
+class Stats:
+    """What all subscribers of one load run received: packets, bytes, loss and delay."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.delays = [0] * (DELAY_BUCKETS + 1)
+        self.streams: dict[tuple[int, int], list[int]] = {}  # (sub, ssrc) -> [first, last, n]
+
+    def snapshot(self) -> dict:
+        """Counters now, to subtract from a later snapshot."""
+        expected = received = 0
+        for first, highest, n in self.streams.values():
+            expected += highest - first + 1
+            received += n
+        return {
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "expected": expected,
+            "received": received,
+            "delays": list(self.delays),
+        }
+
+    @staticmethod
+    def between(a: dict, b: dict, seconds: float) -> dict:
+        """Rates, loss and delay percentiles between two snapshots."""
+        expected = b["expected"] - a["expected"]
+        received = b["received"] - a["received"]
+        hist = [y - x for x, y in zip(a["delays"], b["delays"], strict=True)]
+        total = sum(hist)
+
+        def percentile(q: float) -> float | None:
+            if not total:
+                return None
+            need, seen = q * total, 0
+            for i, n in enumerate(hist):
+                seen += n
+                if seen >= need:
+                    return round((i + 0.5) * DELAY_BUCKET * 1000, 2)
+            return None
+
+        return {
+            "packets_per_s": (b["packets"] - a["packets"]) / seconds,
+            "mbit_per_s": (b["bytes"] - a["bytes"]) * 8 / seconds / 1e6,
+            "loss_pct": max(0.0, 100 * (expected - received) / expected) if expected > 0 else 0.0,
+            "delay_p50_ms": percentile(0.5),
+            "delay_p99_ms": percentile(0.99),
+        }
+
+
+class LoadSubscriber:
+    """Receives forwarded media and accounts it in shared Stats, without decrypting."""
+
+    _ids = 0
+
+    def __init__(self, stats: Stats) -> None:
+        LoadSubscriber._ids += 1
+        self.index = LoadSubscriber._ids
+        self.stats = stats
+        self.transport = PeerTransport(on_rtp=self._on_rtp, decrypt=False)
+        self.abs_ids: set[int] = set()
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Answer the server's offer (visio-sfu, Janus)."""
+        sdp = await self.transport.answer(offer_sdp)
+        self._learn_extensions()
+        return sdp
+
+    async def offer(self, kinds: tuple[str, ...] = ("video", "audio")) -> str:
+        """Offer to receive (the naive relay's flow: the receiver offers)."""
+        for kind in kinds:
+            self.transport.pc.addTransceiver(kind, direction="recvonly")
+        return await self.transport.create_offer()
+
+    async def apply_answer(self, sdp: str) -> None:
+        """Apply the server's answer to our offer."""
+        await self.transport.apply_answer(sdp)
+        self._learn_extensions()
+
+    def _learn_extensions(self) -> None:
+        self.abs_ids = {
+            m.extensions[ABS_SEND_TIME]
+            for m in self.transport.negotiated()
+            if ABS_SEND_TIME in m.extensions
+        }
+
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += len(data)
+        seq = (data[2] << 8) | data[3]
+        key = (self.index, int.from_bytes(data[8:12], "big"))
+        stream = stats.streams.get(key)
+        if stream is None:
+            stats.streams[key] = [seq, seq, 1]
+        else:
+            delta = (seq - (stream[1] & 0xFFFF)) & 0xFFFF
+            if delta < 0x8000:
+                stream[1] += delta
+            stream[2] += 1
+        if data[0] & 0x10:
+            for ext_id in self.abs_ids:
+                sent = find_extension(data, ext_id)
+                if sent is not None and len(sent) == 3:
+                    now24 = int(now * (1 << 18)) & 0xFFFFFF
+                    value = (sent[0] << 16) | (sent[1] << 8) | sent[2]
+                    delay = ((now24 - value) & 0xFFFFFF) / (1 << 18)
+                    stats.delays[min(int(delay / DELAY_BUCKET), DELAY_BUCKETS)] += 1
+                    break
+
+    async def close(self) -> None:
+        """Close the peer connection."""
+        await self.transport.close()
+
+
+class Outgoing:
+    """One sending m-section of a publisher: SSRC, payload type, extension ids, clip."""
+
+    def __init__(self, clip: Clip, ssrc: int, pt: int, exts: dict[str, int], kind: str) -> None:
+        self.clip = clip
+        self.ssrc = ssrc
+        self.pt = pt
+        self.kind = kind
+        self.abs_id = exts.get(ABS_SEND_TIME, 0)
+        self.mid_id = exts.get(SDES_MID, 0)
+        self.level_id = exts.get(AUDIO_LEVEL, 0)
+        self.mid = b""
+        self.seq = 0
+        self.ts = 0
+        self.frame = 0
+
+
+class LoadPublisher:
+    """Sends a video and/or audio clip as RTP in real time, from pre-encoded payloads."""
+
+    def __init__(self, video: Clip | None, audio: Clip | None) -> None:
+        self.transport = PeerTransport()
+        self.clips = {"video": video, "audio": audio}
+        self.cids: dict[str, str] = {}
+        self.outgoing: list[Outgoing] = []
+        self.sent = 0
+        self._transceivers = {}
+        for kind, clip in self.clips.items():
+            if clip is None:
+                continue
+            t = self.transport.add_transceiver(kind, None)
+            cid = f"{kind}-{id(self):x}"
+            PeerTransport.set_msid(t, f"load-{id(self):x}", cid)
+            self.cids[kind] = cid
+            self._transceivers[kind] = t
+
+    async def offer(self) -> str:
+        """Our offer (the publisher offers on every server)."""
+        return await self.transport.create_offer()
+
+    async def apply_answer(self, sdp: str) -> None:
+        """Apply the server's answer and learn what was negotiated."""
+        await self.transport.apply_answer(sdp)
+        for kind, t in self._transceivers.items():
+            media = PeerTransport.describe(t)
+            codec = next(
+                (c for c in media.codecs if c.mimeType.lower() in ("video/vp8", "audio/opus")),
+                None,
+            )
+            if codec is None:
+                raise RuntimeError(f"the server did not accept {kind} in VP8/Opus")
+            out = Outgoing(self.clips[kind], media.ssrc, codec.payloadType, media.extensions, kind)
+            out.mid = (media.mid or "").encode()
+            self.outgoing.append(out)
+
+    def send_frame(self, out: Outgoing, now: float) -> None:
+        """Send the next frame of one clip, stamped with the send time."""
+        frames = out.clip.frames
+        payloads = frames[out.frame % len(frames)]
+        out.frame += 1
+        out.ts = (out.ts + out.clip.clock_step) & 0xFFFFFFFF
+        ext = b""
+        if out.abs_id:
+            ext = bytes([(out.abs_id << 4) | 2]) + abs_send_time(now)
+        elif out.level_id:
+            ext = bytes([out.level_id << 4, 0xA0])  # voice, -32 dBov
+        if out.mid_id and out.mid:
+            ext += bytes([(out.mid_id << 4) | (len(out.mid) - 1)]) + out.mid
+        if ext:
+            ext += bytes(-len(ext) % 4)
+            ext = pack("!HH", 0xBEDE, len(ext) // 4) + ext
+        first = 0x90 if ext else 0x80
+        last = len(payloads) - 1
+        for i, payload in enumerate(payloads):
+            out.seq = (out.seq + 1) & 0xFFFF
+            header = pack(
+                "!BBHII", first, out.pt | (0x80 if i == last else 0), out.seq, out.ts, out.ssrc
+            )
+            if self.transport.send_rtp(header + ext + payload):
+                self.sent += 1
+
+    async def close(self) -> None:
+        """Close the peer connection."""
+        await self.transport.close()
+
+
+async def pace(publishers: list[LoadPublisher], stop: asyncio.Event) -> None:
+    """Send every publisher's clips in real time until ``stop`` is set (one task for all)."""
+    loop = time.monotonic
+    start = loop()
+    schedule: list[tuple[float, LoadPublisher, Outgoing]] = []
+    for n, pub in enumerate(publishers):
+        for out in pub.outgoing:
+            phase = (n * 0.0037) % out.clip.interval  # spread the frames of many publishers
+            schedule.append((start + phase, pub, out))
+    while not stop.is_set():
+        now = loop()
+        nearest = now + 0.02
+        for i, (due, pub, out) in enumerate(schedule):
+            if due <= now:
+                if pub.transport.ready:
+                    pub.send_frame(out, now)
+                due += out.clip.interval
+                if due < now - 0.5:  # fell far behind: skip ahead rather than burst
+                    due = now + out.clip.interval
+                schedule[i] = (due, pub, out)
+            nearest = min(nearest, due)
+        await asyncio.sleep(max(nearest - loop(), 0.0005))
