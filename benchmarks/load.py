@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,7 +69,7 @@ class Server:
             health = "/healthz"
         else:
             raise ValueError(f"unknown server {kind!r} (visio or naive)")
-        if core is not None and _has_taskset():
+        if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         env = {
             **os.environ,
@@ -119,10 +120,6 @@ class Server:
         self.log.close()
 
 
-def _has_taskset() -> bool:
-    return subprocess.run(["which", "taskset"], capture_output=True).returncode == 0
-
-
 class Run:
     """One server under one scenario: peers, the pacing task, and measurement windows."""
 
@@ -137,16 +134,8 @@ class Run:
         self.pacer: asyncio.Task | None = None
 
     def start(self) -> None:
-        """Start sending (publishers added later join the schedule at the next restart)."""
+        """Start sending the clips of every publisher added so far."""
         self.pacer = asyncio.ensure_future(pace(self.publishers, self.stop))
-
-    async def restart_pacer(self) -> None:
-        """Restart pacing to include newly added publishers."""
-        if self.pacer is not None:
-            self.stop.set()
-            await self.pacer
-        self.stop = asyncio.Event()
-        self.start()
 
     async def publish(
         self, room: str, name: str, video: bool, audio: bool, subscribe: bool
@@ -217,8 +206,6 @@ async def scenario(args: argparse.Namespace, target, cpu, video: Clip, audio: Cl
         elif args.scenario == "meeting":
             for i in range(args.participants):
                 await run.publish("meeting", f"p{i}", True, True, True)
-            if isinstance(target, NaiveTarget):  # the relay's receivers join after publishers
-                pass
         elif args.scenario == "audio":
             for i in range(args.speakers):
                 await run.publish("audio", f"speaker{i}", False, True, False)

@@ -14,18 +14,18 @@ import time
 from struct import pack
 
 from benchmarks.media import Clip
-from visio_sfu.rtp.extensions import ABS_SEND_TIME, AUDIO_LEVEL, SDES_MID
+from visio_sfu.rtp.extensions import (
+    ABS_SEND_TIME,
+    AUDIO_LEVEL,
+    SDES_MID,
+    abs_send_time,
+    abs_send_time_to_seconds,
+)
 from visio_sfu.rtp.header import find_extension
 from visio_sfu.transport import PeerTransport
 
 DELAY_BUCKET = 1e-4  # 0.1 ms histogram buckets
 DELAY_BUCKETS = 20000  # up to 2 s
-
-
-def abs_send_time(now: float) -> bytes:
-    """now (seconds) as the 24-bit 6.18 fixed-point abs-send-time."""
-    value = int(now * (1 << 18)) & 0xFFFFFF
-    return bytes(((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF))
 
 
 class Stats:
@@ -132,9 +132,7 @@ class LoadSubscriber:
             for ext_id in self.abs_ids:
                 sent = find_extension(data, ext_id)
                 if sent is not None and len(sent) == 3:
-                    now24 = int(now * (1 << 18)) & 0xFFFFFF
-                    value = (sent[0] << 16) | (sent[1] << 8) | sent[2]
-                    delay = ((now24 - value) & 0xFFFFFF) / (1 << 18)
+                    delay = (now - abs_send_time_to_seconds(sent)) % 64.0  # it wraps at 64 s
                     stats.delays[min(int(delay / DELAY_BUCKET), DELAY_BUCKETS)] += 1
                     break
 

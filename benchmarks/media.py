@@ -74,7 +74,7 @@ def video_clip(
         data = b"".join(bytes(p) for p in codec.encode(frame))
         frames.append(Vp8Encoder._packetize(data, picture_id) if data else [])
         picture_id = (picture_id + 1) & 0x7FFF
-    return Clip([f for f in frames], 90000 // fps, 1 / fps)
+    return Clip(frames, 90000 // fps, 1 / fps)
 
 
 def audio_clip(seconds: float = 2.0) -> Clip:

@@ -472,23 +472,12 @@ class PeerTransport:
                 return ctx
 
             cert._create_ssl_context = create_ssl_context
-        loop_time = time.monotonic
 
         async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
-            handler = self.on_rtp
-            if handler is not None:
-                try:
-                    handler(data, loop_time())
-                except Exception:
-                    logger.exception("RTP handler failed; packet dropped")
+            self._deliver_rtp(data)
 
         async def handle_rtcp(data: bytes) -> None:
-            handler = self.on_rtcp
-            if handler is not None:
-                try:
-                    handler(data)
-                except Exception:
-                    logger.exception("RTCP handler failed; packet dropped")
+            self._deliver_rtcp(data)
 
         dtls._handle_rtp_data = handle_rtp
         dtls._handle_rtcp_data = handle_rtcp
@@ -508,15 +497,9 @@ class PeerTransport:
             except Exception:
                 self.receive_errors += 1
                 return True
-            handler = self.on_rtcp
-            if handler is not None:
-                try:
-                    handler(plain)
-                except Exception:
-                    logger.exception("RTCP handler failed; packet dropped")
+            self._deliver_rtcp(plain)
             return True
-        handler = self.on_rtp
-        if handler is None:
+        if self.on_rtp is None:
             return True
         if self.decrypt:
             try:
@@ -524,11 +507,26 @@ class PeerTransport:
             except Exception:
                 self.receive_errors += 1
                 return True
-        try:
-            handler(data, time.monotonic())
-        except Exception:
-            logger.exception("RTP handler failed; packet dropped")
+        self._deliver_rtp(data)
         return True
+
+    def _deliver_rtp(self, data: bytes) -> None:
+        """Hand one RTP packet to on_rtp; a failing handler drops the packet, nothing more."""
+        handler = self.on_rtp
+        if handler is not None:
+            try:
+                handler(data, time.monotonic())
+            except Exception:
+                logger.exception("RTP handler failed; packet dropped")
+
+    def _deliver_rtcp(self, data: bytes) -> None:
+        """Hand one compound RTCP packet to on_rtcp, as _deliver_rtp does for RTP."""
+        handler = self.on_rtcp
+        if handler is not None:
+            try:
+                handler(data)
+            except Exception:
+                logger.exception("RTCP handler failed; packet dropped")
 
     # -- introspection for benchmarks and tools -------------------------------------------
     @property

@@ -26,7 +26,12 @@ def abs_send_time_to_seconds(data: bytes | memoryview) -> float:
     return ((data[0] << 16) | (data[1] << 8) | data[2]) / (1 << 18)
 
 
+def abs_send_time(seconds: float) -> bytes:
+    """A time in seconds (any clock) as an abs-send-time value (3 bytes, modulo 64 s)."""
+    value = int(seconds * (1 << 18)) & 0xFFFFFF
+    return bytes([value >> 16, (value >> 8) & 0xFF, value & 0xFF])
+
+
 def abs_send_time_now() -> bytes:
     """The current time as an abs-send-time value (3 bytes)."""
-    value = int(time.time() * (1 << 18)) & 0xFFFFFF
-    return bytes([value >> 16, (value >> 8) & 0xFF, value & 0xFF])
+    return abs_send_time(time.time())
