@@ -22,12 +22,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
+from benchmarks import netns
+from benchmarks.janus import JanusTarget, install_janus, janus_command
 from benchmarks.loadpeers import LoadPublisher, LoadSubscriber, Stats, pace
 from benchmarks.media import Clip, audio_clip, video_clip
 from benchmarks.targets import NaiveTarget, VisioTarget
@@ -67,8 +70,12 @@ class Server:
         elif kind == "naive":
             cmd = [sys.executable, "-m", "benchmarks.naive_relay", "--port", str(self.port)]
             health = "/healthz"
+        elif kind == "janus":
+            self.config = Path(tempfile.mkdtemp(prefix="bench-janus-"))
+            cmd = janus_command(self.config, self.port)
+            health = "/janus/info"
         else:
-            raise ValueError(f"unknown server {kind!r} (visio or naive)")
+            raise ValueError(f"unknown server {kind!r} (visio, naive or janus)")
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         env = {
@@ -108,7 +115,11 @@ class Server:
 
     def target(self):
         """The signaling adapter for this server."""
-        return VisioTarget(self.url, KEY, SECRET) if self.kind == "visio" else NaiveTarget(self.url)
+        if self.kind == "visio":
+            return VisioTarget(self.url, KEY, SECRET)
+        if self.kind == "janus":
+            return JanusTarget(self.url)
+        return NaiveTarget(self.url)
 
     def stop(self) -> None:
         """Stop the server."""
@@ -118,6 +129,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        if self.kind == "janus":
+            shutil.rmtree(self.config, ignore_errors=True)
 
 
 class Run:
@@ -155,7 +168,10 @@ class Run:
         self.subscribers.append(sub)
 
     async def wait_connected(self, timeout: float = 30) -> None:
-        """Wait until every peer connection is up."""
+        """Let the target finish its subscriptions, then wait until every peer connection is up."""
+        settle = getattr(self.target, "settle", None)
+        if settle is not None:
+            await settle()
         deadline = time.monotonic() + timeout
         peers = [p.transport for p in self.publishers] + [s.transport for s in self.subscribers]
         while not all(t.ready for t in peers):
@@ -177,6 +193,7 @@ class Run:
         out["publishers"] = len(self.publishers)
         out["subscribers"] = len(self.subscribers)
         out["sent_packets"] = sum(p.sent for p in self.publishers)
+        out["streams"] = len(self.stats.streams)  # (subscriber, source) pairs that received
         if self.cpu is not None:
             cpu = self.cpu() - cpu_a
             out["server_cpu_pct"] = 100 * cpu / (t_b - t_a)
@@ -317,7 +334,6 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[Path]:
 
 async def main_async(args: argparse.Namespace) -> dict:
     """Run the scenario against every server asked for; write results and plots."""
-    set_ice_addresses(["127.0.0.1"])
     video = video_clip(args.video_bitrate, fps=30, size=tuple(args.size))
     audio = audio_clip()
     out = Path(args.out)
@@ -325,6 +341,8 @@ async def main_async(args: argparse.Namespace) -> dict:
     results: dict[str, list[dict]] = {}
     servers = [s for s in args.servers.split(",") if s] if not args.url else ["external"]
     for kind in servers:
+        # Janus gathers no loopback candidates: its peers use the namespace's address
+        set_ice_addresses([netns.ADDRESS] if kind == "janus" else ["127.0.0.1"])
         if kind == "external":
             target, cpu, server = VisioTarget(args.url, args.key, args.secret), None, None
         else:
@@ -369,7 +387,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.load", description=__doc__.splitlines()[0]
     )
     p.add_argument("scenario", choices=["fanout", "meeting", "audio", "ramp"])
-    p.add_argument("--servers", default="visio", help="comma-separated: visio, naive")
+    p.add_argument("--servers", default="visio", help="comma-separated: visio, naive, janus")
     p.add_argument("--url", help="drive a running visio-sfu instead of starting servers")
     p.add_argument("--key", default=KEY)
     p.add_argument("--secret", default=SECRET)
@@ -391,7 +409,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if "janus" in args.servers.split(",") and not args.url and not netns.inside():
+        install_janus()
+        sys.exit(netns.run_inside("benchmarks.load", argv))
     if args.load_core is not None and hasattr(os, "sched_setaffinity"):
         try:
             os.sched_setaffinity(0, {args.load_core})

@@ -118,7 +118,7 @@ class NaiveTarget:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.http: aiohttp.ClientSession | None = None
-        self.published: dict[str, int] = {}  # room -> tracks published so far
+        self.pending: list[tuple[str, str, LoadSubscriber]] = []  # (room, name, subscriber)
         self.errors: list[str] = []
 
     async def _post(self, body: dict) -> dict:
@@ -136,7 +136,8 @@ class NaiveTarget:
         publisher: LoadPublisher | None,
         subscriber: LoadSubscriber | None,
     ) -> None:
-        """Publish, then receive everything already published in the room except our own."""
+        """Publish; a listener subscribes now, a publisher's own subscriber at ``settle`` (so that
+        it receives the publishers that join after it, as in a meeting)."""
         if publisher is not None:
             reply = await self._post(
                 {"room": room, "name": name, "role": "publish", "sdp": await publisher.offer()}
@@ -147,20 +148,27 @@ class NaiveTarget:
                 if await self._has_tracks(room, name):
                     break
                 await asyncio.sleep(0.1)
+            if subscriber is not None:
+                self.pending.append((room, name, subscriber))
+            return
         if subscriber is not None:
-            tracks = (await self._room(room))["tracks"]
-            kinds = tuple(t["kind"] for t in tracks if t["owner"] != name)
-            if not kinds:
-                return
-            reply = await self._post(
-                {
-                    "room": room,
-                    "name": name,
-                    "role": "subscribe",
-                    "sdp": await subscriber.offer(kinds),
-                }
-            )
-            await subscriber.apply_answer(reply["sdp"])
+            await self._subscribe(room, name, subscriber)
+
+    async def settle(self) -> None:
+        """Subscribe every publishing participant to everything else in its room."""
+        pending, self.pending = self.pending, []
+        for room, name, subscriber in pending:
+            await self._subscribe(room, name, subscriber)
+
+    async def _subscribe(self, room: str, name: str, subscriber: LoadSubscriber) -> None:
+        tracks = (await self._room(room))["tracks"]
+        kinds = tuple(t["kind"] for t in tracks if t["owner"] != name)
+        if not kinds:
+            return
+        reply = await self._post(
+            {"room": room, "name": name, "role": "subscribe", "sdp": await subscriber.offer(kinds)}
+        )
+        await subscriber.apply_answer(reply["sdp"])
 
     async def _room(self, room: str) -> dict:
         if self.http is None:

@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Chromium for the browser tests; Janus and iproute2 for the load tool's Janus smoke test.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    if ! command -v chromium >/dev/null; then
+    need=()
+    command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
+    command -v janus >/dev/null || need+=(janus)
+    command -v ip >/dev/null || need+=(iproute2)
+    if [ ${#need[@]} -gt 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q
-        apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
+        apt-get install -y -q --no-install-recommends "${need[@]}"
     fi
 fi
 

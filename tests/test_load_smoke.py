@@ -1,18 +1,22 @@
 """The load tool at a tiny scale: each scenario runs, packets flow, result files are written.
 
 No timing is checked here (figures live in benchmarks/README.md): only that the tool works
-against a real visio-sfu server it starts itself, and against the naive relay.
+against a real visio-sfu server it starts itself, against the naive relay and against Janus.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import load
+from benchmarks import janus, load, netns
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,6 +49,8 @@ def test_scenario_runs_against_visio_sfu(tmp_path: Path, scenario: str):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     if scenario == "ramp":
         assert [p["subscribers"] for p in points] == [1, 2]
+    if scenario == "meeting":
+        assert points[0]["streams"] == 3 * 2 * 2  # everyone receives the 2 others' audio+video
     if scenario in ("fanout", "meeting", "ramp"):  # video carries abs-send-time
         assert points[-1]["delay_p50_ms"] is not None
 
@@ -54,3 +60,34 @@ def test_fanout_against_the_naive_relay(tmp_path: Path):
     point = report["results"]["naive"][0]
     assert point["packets_per_s"] > 0
     assert point["delay_p50_ms"] is None  # re-encoded: no comparable send time
+
+
+def test_meeting_against_the_naive_relay_reaches_everyone(tmp_path: Path):
+    report = run(tmp_path, "meeting", "--participants", "3", "--servers", "naive")
+    point = report["results"]["naive"][0]
+    # each of 3 participants receives the audio and video of the 2 others, even those who
+    # joined after it
+    assert point["streams"] == 3 * 2 * 2, point
+
+
+@pytest.mark.skipif(
+    netns.available() is not None or janus.janus_binary() is None,
+    reason="Janus runs need root, iproute2 and Debian's janus (scripts/test.sh installs it)",
+)
+def test_fanout_and_meeting_against_janus(tmp_path: Path):
+    """Janus started, configured and driven by the tool, inside the namespace it makes."""
+    runs = (("fanout", ["--subscribers", "2"]), ("meeting", ["--participants", "3"]))
+    for scenario, extra in runs:
+        out = tmp_path / scenario
+        cmd = [sys.executable, "-m", "benchmarks.load", scenario, *extra, "--servers", "janus"]
+        cmd += ["--duration", "1.5", "--warmup", "1.5", "--out", str(out)]
+        subprocess.run(cmd, cwd=ROOT, check=True, timeout=150)
+        point = json.loads((out / "results.json").read_text())["results"]["janus"][0]
+        assert point["packets_per_s"] > 0, point
+        assert point["server_cpu_pct"] is not None
+        assert point["delay_p50_ms"] is not None  # Janus keeps abs-send-time
+        assert point["streams"] == (2 * 2 if scenario == "fanout" else 3 * 2 * 2), point
+    assert (
+        netns.NAMESPACE
+        not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )

@@ -1,0 +1,69 @@
+"""A network namespace for benchmark runs that include Janus.
+
+Janus never gathers ICE candidates on a loopback interface, so it cannot take part in a
+127.0.0.1-only run. The load tool then runs itself inside a namespace it creates: ``lo`` plus a
+veth pair holding one address of the benchmarking range (RFC 2544, 198.18.0.0/15). Nothing in the
+namespace is routed anywhere: every packet of the run stays on this machine, as on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+NAMESPACE = "visio-bench"
+INTERFACE = "vbench0"
+ADDRESS = "198.18.0.1"
+ENV = "VISIO_BENCH_NETNS"
+
+
+def inside() -> bool:
+    """True when this process runs in the benchmark namespace."""
+    return os.environ.get(ENV) == NAMESPACE
+
+
+def available() -> str | None:
+    """Why the namespace cannot be made here, or None if it can (root and iproute2)."""
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is missing"
+    if os.geteuid() != 0:
+        return "creating a network namespace needs root"
+    return None
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def create() -> None:
+    """Create the namespace (idempotent): lo up, a veth pair up, ADDRESS on INTERFACE."""
+    if NAMESPACE not in _ip("netns", "list").stdout.split():
+        _ip("netns", "add", NAMESPACE)
+    links = _ip("-n", NAMESPACE, "-o", "link").stdout
+    if f" {INTERFACE}@" not in links:
+        _ip("-n", NAMESPACE, "link", "add", INTERFACE, "type", "veth", "peer", "name", "vbench1")
+    if f" {ADDRESS}/" not in _ip("-n", NAMESPACE, "-o", "addr").stdout:
+        _ip("-n", NAMESPACE, "addr", "add", f"{ADDRESS}/32", "dev", INTERFACE)
+    for link in ("lo", INTERFACE, "vbench1"):
+        _ip("-n", NAMESPACE, "link", "set", link, "up")
+
+
+def delete() -> None:
+    """Remove the namespace and its interfaces."""
+    _ip("netns", "del", NAMESPACE, check=False)
+
+
+def run_inside(module: str, argv: list[str]) -> int:
+    """Run ``python -m module argv`` inside a fresh namespace; remove it afterwards."""
+    reason = available()
+    if reason is not None:
+        raise RuntimeError(f"Janus runs need a network namespace, but {reason}")
+    create()
+    try:
+        env = {**os.environ, ENV: NAMESPACE}
+        cmd = ["ip", "netns", "exec", NAMESPACE, sys.executable, "-m", module, *argv]
+        return subprocess.run(cmd, env=env).returncode
+    finally:
+        delete()
