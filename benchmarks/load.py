@@ -27,6 +27,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
 from benchmarks import netns
@@ -34,6 +36,7 @@ from benchmarks.janus import JanusTarget, install_janus, janus_command
 from benchmarks.loadpeers import LoadPublisher, LoadSubscriber, Stats, pace
 from benchmarks.media import Clip, audio_clip, video_clip
 from benchmarks.targets import NaiveTarget, VisioTarget
+from visio_sfu.delay import quantile
 from visio_sfu.transport import set_ice_addresses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,13 +184,17 @@ class Run:
             await asyncio.sleep(0.1)
 
     async def measure(self, seconds: float, label: str, bar: bool = True) -> dict:
-        """Counters over ``seconds``: rates, loss, delay and server CPU."""
+        """Counters over ``seconds``: rates, loss, delay, server CPU and the server's /metrics."""
+        metrics_url = getattr(self.target, "metrics_url", None)
+        m_a = await read_metrics(metrics_url) if metrics_url else None
         a, cpu_a, t_a = self.stats.snapshot(), self.cpu() if self.cpu else None, time.monotonic()
         steps = max(int(seconds * 4), 1)
         for _ in tqdm(range(steps), desc=label, leave=False, disable=not bar, unit="¼s"):
             await asyncio.sleep(seconds / steps)
         b, t_b = self.stats.snapshot(), time.monotonic()
         out = Stats.between(a, b, t_b - t_a)
+        if m_a is not None:
+            out.update(metrics_between(m_a, await read_metrics(metrics_url), t_b - t_a))
         if not getattr(self.target, "measures_delay", True):
             out["delay_p50_ms"] = out["delay_p99_ms"] = None
         out["publishers"] = len(self.publishers)
@@ -211,8 +218,60 @@ class Run:
             await peer.close()
 
 
-async def scenario(args: argparse.Namespace, target, cpu, video: Clip, audio: Clip) -> list[dict]:
-    """Run the chosen scenario against one target; returns measurement points."""
+async def read_metrics(url: str) -> dict[tuple[str, str | None], float]:
+    """One scrape of a visio-sfu /metrics: {(sample name, bucket bound or None): value}."""
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        text = await r.text()
+    return {
+        (s.name, s.labels.get("le")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metrics_between(a: dict, b: dict, seconds: float) -> dict:
+    """What the server itself reports between two scrapes: forwarded packets/s, drops, NACKs,
+    and its forwarding delay (time it holds a packet, p50/p99 as bucket bounds, and mean)."""
+
+    def delta(name: str, le: str | None = None) -> float:
+        return b.get((name, le), 0.0) - a.get((name, le), 0.0)
+
+    name = "visio_forwarding_delay_seconds"
+    buckets = sorted(
+        (float(le), delta(f"{name}_bucket", le)) for (sample, le) in b if sample == f"{name}_bucket"
+    )
+    count = delta(f"{name}_count")
+
+    def us(value: float | None) -> float | None:
+        return None if value is None else round(value * 1e6, 1)
+
+    return {
+        "server_packets_out_per_s": delta("visio_packets_out_total") / seconds,
+        "server_dropped": delta("visio_dropped_total"),
+        "server_nacks": delta("visio_nacks_total"),
+        "server_delay_p50_us": us(quantile(buckets, 0.5)),
+        "server_delay_p99_us": us(quantile(buckets, 0.99)),
+        "server_delay_mean_us": us(delta(f"{name}_sum") / count) if count else None,
+    }
+
+
+def _stop_ramp(args: argparse.Namespace, point: dict) -> bool:
+    """A ramp stops once loss or p99 delay crosses its limit, or the server's core is full."""
+    delay = point.get("delay_p99_ms")
+    return (
+        point["loss_pct"] > args.max_loss
+        or (delay is not None and delay > args.max_delay)
+        or point.get("server_cpu_pct", 0) >= 98
+    )
+
+
+async def scenario(
+    args: argparse.Namespace, make_target, cpu, video: Clip, audio: Clip
+) -> list[dict]:
+    """Run the chosen scenario against one server; returns measurement points."""
+    if args.scenario == "ramp" and args.of == "meeting":
+        return await meeting_ramp(args, make_target, cpu, video, audio)
+    target = make_target()
     run = Run(target, video, audio, cpu)
     points = []
     try:
@@ -235,7 +294,7 @@ async def scenario(args: argparse.Namespace, target, cpu, video: Clip, audio: Cl
             point = await run.measure(args.duration, f"{target.name} {args.scenario}")
             points.append(point)
             return points
-        # ramp: a fan-out that grows by --step subscribers until loss or delay crosses a limit
+        # fan-out ramp: grows by --step subscribers until loss or delay crosses a limit
         await run.publish("ramp", "publisher", True, True, False)
         await run.wait_connected()
         run.start()
@@ -249,11 +308,8 @@ async def scenario(args: argparse.Namespace, target, cpu, video: Clip, audio: Cl
             point = await run.measure(args.duration, f"{target.name} ramp {count}")
             points.append(point)
             print(f"  {target.name}: {count} subscribers, {_row(point)}", flush=True)
-            delay = point.get("delay_p99_ms")
-            if point["loss_pct"] > args.max_loss or (delay is not None and delay > args.max_delay):
+            if _stop_ramp(args, point):
                 break
-            if point.get("server_cpu_pct", 0) >= 98:
-                break  # the server's core is saturated
         return points
     finally:
         errors = getattr(target, "errors", [])
@@ -262,38 +318,88 @@ async def scenario(args: argparse.Namespace, target, cpu, video: Clip, audio: Cl
             print(f"  {target.name}: {len(errors)} signaling errors, first: {errors[0]}")
 
 
+async def meeting_ramp(
+    args: argparse.Namespace, make_target, cpu, video: Clip, audio: Clip
+) -> list[dict]:
+    """Meetings of --step, 2 --step, ... --max participants, one after the other, each in a
+    fresh room where everyone publishes audio+video and receives all the others."""
+    points = []
+    size = max(args.step, 2)
+    while size <= args.max:
+        target = make_target()
+        run = Run(target, video, audio, cpu)
+        try:
+            for i in range(size):
+                await run.publish(f"meeting{size}", f"p{i}", True, True, True)
+            await run.wait_connected()
+            run.start()
+            await asyncio.sleep(args.warmup)
+            point = await run.measure(args.duration, f"{target.name} meeting of {size}")
+        finally:
+            await run.close()
+        point["participants"] = size
+        points.append(point)
+        print(f"  {target.name}: meeting of {size}, {_row(point)}", flush=True)
+        if _stop_ramp(args, point):
+            break
+        size += args.step
+        await asyncio.sleep(1)  # let the server drop the previous meeting
+    return points
+
+
 def _fmt(value: object, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def _row(p: dict) -> str:
-    return (
+    row = (
         f"{p['packets_per_s']:9.0f} pkt/s  {p['mbit_per_s']:7.1f} Mbit/s  "
         f"loss {p['loss_pct']:5.2f} %  delay p50 {_fmt(p.get('delay_p50_ms'), '6.2f')} ms  "
         f"p99 {_fmt(p.get('delay_p99_ms'), '6.2f')} ms  "
         f"server CPU {_fmt(p.get('server_cpu_pct'), '5.1f')} %  "
         f"{_fmt(p.get('cpu_us_per_packet'), '6.1f')} µs/pkt"
     )
+    if p.get("server_delay_mean_us") is not None:
+        row += (
+            f"  held p50 {_fmt(p.get('server_delay_p50_us'), '.0f')} "
+            f"p99 {_fmt(p.get('server_delay_p99_us'), '.0f')} µs"
+        )
+    return row
+
+
+def x_axis(results: dict[str, list[dict]]) -> str:
+    """What the points grow in: participants (meeting ramp) or subscribers."""
+    points = [p for ps in results.values() for p in ps]
+    return "participants" if points and all("participants" in p for p in points) else "subscribers"
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
-    """Per server: CPU per forwarded packet, largest fan-out under 1 % loss, delay."""
-    summary = {}
+    """Per server: CPU per forwarded packet, the largest fan-out (or meeting) with under 1 %
+    loss on an unsaturated core, delay; and visio-sfu's CPU per packet against each other
+    server's, at the largest size both measured."""
+    x = x_axis(results)
+    summary: dict = {}
     for server, points in results.items():
         ok = [p for p in points if p["loss_pct"] < 1.0 and p.get("server_cpu_pct", 0) < 95]
         last = points[-1] if points else {}
         summary[server] = {
             "cpu_us_per_packet": last.get("cpu_us_per_packet"),
-            "largest_ok_subscribers": max((p["subscribers"] for p in ok), default=0),
+            f"largest_ok_{x}": max((p[x] for p in ok), default=0),
             "delay_p50_ms": last.get("delay_p50_ms"),
             "delay_p99_ms": last.get("delay_p99_ms"),
         }
-    if "visio" in summary:
-        mine = summary["visio"]["cpu_us_per_packet"]
-        for other in list(summary):
-            theirs = summary[other]["cpu_us_per_packet"]
-            if other != "visio" and mine and theirs:
-                summary[f"visio / {other} (CPU per packet)"] = round(mine / theirs, 3)
+        if last.get("server_delay_mean_us") is not None:
+            for key in ("server_delay_p50_us", "server_delay_p99_us", "server_delay_mean_us"):
+                summary[server][key] = last[key]
+    mine = {p[x]: p.get("cpu_us_per_packet") for p in results.get("visio", [])}
+    for other, points in results.items():
+        if other == "visio":
+            continue
+        theirs = {p[x]: p.get("cpu_us_per_packet") for p in points}
+        common = [n for n in mine if mine[n] and theirs.get(n)]
+        if common:
+            n = max(common)
+            summary[f"visio / {other} (CPU per packet at {n} {x})"] = round(mine[n] / theirs[n], 3)
     return summary
 
 
@@ -310,16 +416,18 @@ def plot(results: dict[str, list[dict]], out: Path) -> list[Path]:
         ("loss_pct", "loss (%)"),
         ("delay_p50_ms", "delay p50 (ms)"),
         ("delay_p99_ms", "delay p99 (ms)"),
+        ("server_delay_p99_us", "time the server holds a packet, p99 (µs, its /metrics)"),
     ]
     paths = []
+    x = x_axis(results)
     for key, title in figures:
         fig, ax = plt.subplots(figsize=(6, 4))
         for server, points in results.items():
-            xs = [p["subscribers"] for p in points if p.get(key) is not None]
+            xs = [p[x] for p in points if p.get(key) is not None]
             ys = [p[key] for p in points if p.get(key) is not None]
             if xs:
                 ax.plot(xs, ys, marker="o", label=server)
-        ax.set_xlabel("subscribers")
+        ax.set_xlabel(x)
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         if ax.lines:
@@ -344,10 +452,11 @@ async def main_async(args: argparse.Namespace) -> dict:
         # Janus gathers no loopback candidates: its peers use the namespace's address
         set_ice_addresses([netns.ADDRESS] if kind == "janus" else ["127.0.0.1"])
         if kind == "external":
-            target, cpu, server = VisioTarget(args.url, args.key, args.secret), None, None
+            target = lambda: VisioTarget(args.url, args.key, args.secret)  # noqa: E731
+            cpu, server = None, None
         else:
             server = Server(kind, args.server_core)
-            target, cpu = server.target(), server.cpu_seconds
+            target, cpu = server.target, server.cpu_seconds
         try:
             results[kind] = await scenario(args, target, cpu, video, audio)
         finally:
@@ -394,8 +503,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--subscribers", type=int, default=10, help="fanout: subscribers")
     p.add_argument("--participants", type=int, default=4, help="meeting and audio: room size")
     p.add_argument("--speakers", type=int, default=3, help="audio: how many publish")
-    p.add_argument("--step", type=int, default=10, help="ramp: subscribers added per step")
-    p.add_argument("--max", type=int, default=100, help="ramp: most subscribers")
+    p.add_argument("--of", choices=["fanout", "meeting"], default="fanout", help="ramp: what grows")
+    p.add_argument("--step", type=int, default=10, help="ramp: subscribers (participants) per step")
+    p.add_argument("--max", type=int, default=100, help="ramp: most subscribers (participants)")
     p.add_argument("--max-loss", type=float, default=1.0, help="ramp: stop above this loss (%%)")
     p.add_argument("--max-delay", type=float, default=200.0, help="ramp: stop above this p99 (ms)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per point")

@@ -23,6 +23,7 @@ class VisioTarget:
 
     def __init__(self, url: str, key: str, secret: str) -> None:
         self.url = url.rstrip("/")
+        self.metrics_url = self.url + "/metrics"  # the load tool reads the server's figures
         self.key, self.secret = key, secret
         self.http: aiohttp.ClientSession | None = None
         self.sockets: list[aiohttp.ClientWebSocketResponse] = []

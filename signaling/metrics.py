@@ -95,6 +95,17 @@ class SFUCollector(Collector):
             buckets=buckets,
             sum_value=self.lag.total,
         )
+        delay = self.sfu.forwarding_delay
+        yield HistogramMetricFamily(
+            "visio_forwarding_delay_seconds",
+            "time from a publisher's packet reaching the server to its last forwarded copy "
+            "being sent (one observation per incoming packet)",
+            buckets=[
+                ("+Inf" if bound == float("inf") else repr(bound), n)
+                for bound, n in delay.cumulative()
+            ],
+            sum_value=delay.sum,
+        )
 
 
 def setup_metrics(app: web.Application, sfu: SFU) -> None:

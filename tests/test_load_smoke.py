@@ -21,37 +21,45 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(180)
 
 SCENARIOS = {
-    "fanout": ["--subscribers", "2"],
-    "meeting": ["--participants", "3"],
-    "audio": ["--participants", "4", "--speakers", "2"],
-    "ramp": ["--step", "1", "--max", "2"],
+    "fanout": ["fanout", "--subscribers", "2"],
+    "meeting": ["meeting", "--participants", "3"],
+    "audio": ["audio", "--participants", "4", "--speakers", "2"],
+    "ramp": ["ramp", "--step", "1", "--max", "2"],
+    "meeting-ramp": ["ramp", "--of", "meeting", "--step", "2", "--max", "4"],
 }
 
 
-def run(tmp_path: Path, scenario: str, *extra: str) -> dict:
+def run(tmp_path: Path, *argv: str) -> dict:
     args = load.parser().parse_args(
-        [scenario, *extra, "--duration", "1.5", "--warmup", "1.5", "--out", str(tmp_path)]
+        [*argv, "--duration", "1.5", "--warmup", "1.5", "--out", str(tmp_path)]
     )
     return asyncio.run(load.main_async(args))
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_scenario_runs_against_visio_sfu(tmp_path: Path, scenario: str):
-    report = run(tmp_path, scenario, *SCENARIOS[scenario])
+    report = run(tmp_path, *SCENARIOS[scenario])
     points = report["results"]["visio"]
     assert points, "no measurement"
     for point in points:
         assert point["packets_per_s"] > 0, point
         assert point["server_cpu_pct"] is not None
+        # the server's own figures, read from its /metrics
+        assert point["server_packets_out_per_s"] > 0, point
+        assert 0 < point["server_delay_mean_us"] < 50_000, point
+        assert point["server_delay_p50_us"] <= point["server_delay_p99_us"], point
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["scenario"] == scenario and saved["summary"]["visio"]
+    assert saved["scenario"] == SCENARIOS[scenario][0] and saved["summary"]["visio"]
     for name in ("server_cpu_pct", "packets_per_s", "loss_pct", "delay_p99_ms"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     if scenario == "ramp":
         assert [p["subscribers"] for p in points] == [1, 2]
     if scenario == "meeting":
         assert points[0]["streams"] == 3 * 2 * 2  # everyone receives the 2 others' audio+video
-    if scenario in ("fanout", "meeting", "ramp"):  # video carries abs-send-time
+    if scenario == "meeting-ramp":
+        assert [(p["participants"], p["streams"]) for p in points] == [(2, 2 * 2), (4, 4 * 3 * 2)]
+        assert saved["summary"]["visio"]["largest_ok_participants"] == 4
+    if scenario != "audio":  # video carries abs-send-time
         assert points[-1]["delay_p50_ms"] is not None
 
 

@@ -248,6 +248,7 @@ class Participant:
                 height=req.height,
                 cid=req.cid,
                 rids=simulcast[m.mid]["rids"] if m.mid in simulcast and m.kind == "video" else None,
+                forwarding_delay=self.room.forwarding_delay,
             )
             self.tracks[track.sid] = track
             self._by_mid[m.mid] = track

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from struct import unpack_from
 from typing import TYPE_CHECKING
 
+from .delay import DelayHistogram
 from .packetcache import PacketCache
 from .rtp import rtcp
 from .rtp.codecs import h264_is_keyframe, vp8_is_keyframe
@@ -182,8 +183,10 @@ class Publisher:
         height: int = 0,
         cid: str = "",
         rids: list[str] | None = None,
+        forwarding_delay: DelayHistogram | None = None,
     ) -> None:
         self.sid = sid
+        self.forwarding_delay = forwarding_delay or DelayHistogram()
         self.participant_sid = participant_sid
         self.kind = kind
         self.source = source
@@ -288,6 +291,7 @@ class Publisher:
         index = layer.index
         for dt in self.downtracks:
             dt.write(data, ssrc, seq, ts, key, now, index)
+        self.forwarding_delay.observe(time.monotonic() - now)
 
     # -- RTCP --------------------------------------------------------------------------
     def request_keyframe(self, now: float | None = None, layer: int = -1) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .allocator import allocate, dynacast
+from .delay import DelayHistogram
 from .participant import Participant, Permissions, new_sid
 from .speaker import SpeakerDetector
 
@@ -49,8 +50,10 @@ class Room:
         on_closed: Callable[[Room], None] | None = None,
         max_tracks: int = 16,
         notify: Callable[[str, dict], None] | None = None,
+        forwarding_delay: DelayHistogram | None = None,
     ) -> None:
         self.name = name
+        self.forwarding_delay = forwarding_delay or DelayHistogram()
         self.sid = new_sid("RM")
         self.metadata = metadata
         self.empty_timeout = empty_timeout

@@ -16,6 +16,7 @@ import gc
 import logging
 from collections.abc import Callable
 
+from .delay import DelayHistogram
 from .participant import Participant
 from .room import Room
 from .transport import PeerTransport
@@ -36,6 +37,8 @@ class SFU:
         #: called with (event, data) for room_started, room_finished, participant_joined,
         #: participant_left, track_published, track_unpublished (webhooks use this)
         self.listeners: list[Callable[[str, dict], None]] = []
+        #: how long each incoming packet is held before its copies are sent (all rooms)
+        self.forwarding_delay = DelayHistogram()
 
     def room(self, name: str) -> Room | None:
         """The open room with this name, if any."""
@@ -61,6 +64,7 @@ class SFU:
                 on_closed=self._room_closed,
                 max_tracks=self.max_tracks,
                 notify=self._notify,
+                forwarding_delay=self.forwarding_delay,
             )
             self.rooms[name] = room
             logger.info("room %s created", name)

@@ -487,6 +487,7 @@ class PeerTransport:
 
     def _media_datagram(self, data: bytes) -> bool:
         """Handle one SRTP/SRTCP datagram now; False leaves it to aiortc (DTLS not done)."""
+        now = time.monotonic()
         dtls = self._dtls
         srtp = dtls._rx_srtp if dtls is not None else None
         if srtp is None or self._closed:
@@ -507,15 +508,16 @@ class PeerTransport:
             except Exception:
                 self.receive_errors += 1
                 return True
-        self._deliver_rtp(data)
+        self._deliver_rtp(data, now)
         return True
 
-    def _deliver_rtp(self, data: bytes) -> None:
-        """Hand one RTP packet to on_rtp; a failing handler drops the packet, nothing more."""
+    def _deliver_rtp(self, data: bytes, now: float | None = None) -> None:
+        """Hand one RTP packet to on_rtp with its arrival time (now if not given); a failing
+        handler drops the packet, nothing more."""
         handler = self.on_rtp
         if handler is not None:
             try:
-                handler(data, time.monotonic())
+                handler(data, time.monotonic() if now is None else now)
             except Exception:
                 logger.exception("RTP handler failed; packet dropped")
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.server import ServerProcess
 from visio_client import Client
@@ -72,6 +74,34 @@ async def join(server: ServerProcess, room: str, index: int) -> Client:
     return client
 
 
+def check_metrics(server: ServerProcess) -> None:
+    """/metrics: the packet counters and the forwarding-delay histogram of a live meeting."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("visio_participants", None)] == 3
+    assert samples[("visio_tracks", None)] == 6
+    packets_in = samples[("visio_packets_in_total", None)]
+    assert samples[("visio_packets_out_total", None)] > packets_in > 0
+    count = samples[("visio_forwarding_delay_seconds_count", None)]
+    # one observation per packet received and forwarded (packets arrive while we scrape)
+    assert 0.8 * packets_in < count <= samples[("visio_packets_in_total", None)] + 200
+    buckets = sorted(
+        (float(le), v)
+        for (name, le), v in samples.items()
+        if name == "visio_forwarding_delay_seconds_bucket"
+    )
+    assert buckets[-1] == (float("inf"), count)
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:], strict=False))
+    mean = samples[("visio_forwarding_delay_seconds_sum", None)] / count
+    assert 0 < mean < 0.05, f"mean forwarding delay {mean * 1e6:.0f} µs"
+    assert samples[("visio_event_loop_lag_seconds_count", None)] > 0
+
+
 async def test_three_participants_exchange_media_without_server_codecs(guarded_server):
     server, guard = guarded_server
     clients = []
@@ -90,6 +120,8 @@ async def test_three_participants_exchange_media_without_server_codecs(guarded_s
                     await check_video(r, index_of[r.participant_sid])
                 else:
                     await check_audio(r, index_of[r.participant_sid])
+
+        check_metrics(server)
 
         # one leaves mid-call: the others are told and renegotiate, nothing of it is left
         stats_before = server.get("/dev/stats")
