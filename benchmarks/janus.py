@@ -23,6 +23,7 @@ from benchmarks.loadpeers import LoadPublisher, LoadSubscriber
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu/janus")
 PLUGINS_KEPT = {"libjanus_videoroom.so"}
 TRANSPORTS_KEPT = {"libjanus_http.so"}
+ROOM_IDS = itertools.count(1000)  # unique across the targets of one run (one Janus)
 
 
 def janus_binary() -> str | None:
@@ -197,7 +198,7 @@ class JanusTarget:
 
     async def _room(self, session: int, handle: int, room: str) -> int:
         if room not in self.rooms:
-            room_id = 1000 + len(self.rooms)
+            room_id = next(ROOM_IDS)
             await self._message(
                 session,
                 handle,
