@@ -1,11 +1,13 @@
-"""The documents say what the code does: OpenAPI paths, protocol message types."""
+"""The documents say what the code does: OpenAPI paths, protocol message types, metrics."""
 
 import json
 import re
 from pathlib import Path
 
 from signaling.api import AdminAPI
+from signaling.metrics import LoopLag, SFUCollector
 from signaling.session import HANDLERS
+from visio_sfu import SFU
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,3 +25,15 @@ def test_protocol_documents_every_client_message():
     words = {w.strip() for h in headings for w in re.split(r"[ /()]+", h) if w.strip()}
     for kind in HANDLERS:
         assert kind in words, f"docs/protocol.md has no section for '{kind}'"
+
+
+def test_metrics_documents_every_metric():
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(visio_[a-z_]+)` \|", text, re.M))
+    sfu = SFU()
+    collector = SFUCollector(sfu, LoopLag())
+    exposed = {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in collector.collect()
+    }
+    assert documented == exposed

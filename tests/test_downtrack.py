@@ -87,3 +87,35 @@ def test_pause_and_resume():
     assert len(out) == 1  # waits for a keyframe
     send(track, 0, 111, 4, 9000, 4, 4, True, 0.09)
     assert len(out) == 2
+
+
+def test_closed_tracks_hand_their_counters_to_the_totals_once():
+    """The SFU's totals never go down when a track or a subscriber goes (Prometheus counters)."""
+    retired: dict[str, int] = {}
+    track = Publisher(
+        "TR",
+        "PA",
+        "video",
+        "camera",
+        "0",
+        Codec("video/VP8", 90000, 96),
+        {},
+        lambda b: True,
+        1,
+        retired=retired,
+    )
+    leaving, staying = (DownTrack(track, lambda b: True, sid) for sid in ("PB", "PC"))
+    for dt in (leaving, staying):
+        track.downtracks.append(dt)
+        dt.bind(0xBEEF, 100, {})
+    for i in range(5):
+        send(track, 0, 111, 1000 + i, 3000 * i, 300 + i, 10, i == 0, i / 30)
+    assert leaving.packets == staying.packets == 5
+    leaving.close()  # a subscriber leaves
+    leaving.close()
+    assert retired["packets_out"] == 5 and "packets_in" not in retired
+    track.close()  # the publisher leaves: its own counters and its remaining downtracks'
+    track.close()
+    staying.close()  # the subscriber side drops it later: not counted twice
+    assert retired["packets_in"] == 5 and retired["bytes_in"] == track.bytes > 0
+    assert retired["packets_out"] == 10 and retired["bytes_out"] == 2 * staying.bytes

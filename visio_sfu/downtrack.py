@@ -14,6 +14,7 @@ from struct import unpack_from
 from typing import TYPE_CHECKING
 
 from .munger import Munger
+from .publisher import retire
 from .rtp import rtcp
 from .rtp.codecs import vp8_descriptor, vp8_rewrite
 from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
@@ -76,6 +77,7 @@ class DownTrack:
         self.dropped = 0
         self.nacks = 0
         self.retransmits = 0
+        self._retired = False
         self.fraction_lost = 0
         self.jitter = 0
         self.closed = False
@@ -225,8 +227,23 @@ class DownTrack:
             self.ssrc, ntp & 0xFFFFFFFFFFFFFFFF, rtp_ts, self.packets, self.bytes & 0xFFFFFFFF
         )
 
+    def retire(self) -> None:
+        """Hand this DownTrack's counters to the SFU's totals, once."""
+        totals = getattr(self.track, "retired", None)
+        if not self._retired and totals is not None:
+            self._retired = True
+            retire(
+                totals,
+                packets_out=self.packets,
+                bytes_out=self.bytes,
+                retransmits=self.retransmits,
+                nacks=self.nacks,
+                dropped=self.dropped,
+            )
+
     def close(self) -> None:
         """Stop forwarding to this subscriber."""
+        self.retire()
         self.closed = True
         self.bound = False
         try:

@@ -249,6 +249,7 @@ class Participant:
                 cid=req.cid,
                 rids=simulcast[m.mid]["rids"] if m.mid in simulcast and m.kind == "video" else None,
                 forwarding_delay=self.room.forwarding_delay,
+                retired=self.room.retired,
             )
             self.tracks[track.sid] = track
             self._by_mid[m.mid] = track

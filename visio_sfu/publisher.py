@@ -39,6 +39,25 @@ class Codec:
     parameters: dict | None = None
 
 
+#: the counters the SFU totals over closed tracks and downtracks (see ``retire``)
+RETIRED_COUNTERS = (
+    "packets_in",
+    "bytes_in",
+    "packets_out",
+    "bytes_out",
+    "retransmits",
+    "nacks",
+    "keyframe_requests",
+    "dropped",
+)
+
+
+def retire(totals: dict[str, int], **counters: int) -> None:
+    """Add a closing track's counters to the SFU's totals, which must never go down."""
+    for name, value in counters.items():
+        totals[name] = totals.get(name, 0) + value
+
+
 def keyframe_detector(mime: str) -> Callable[[memoryview], bool] | None:
     """The keyframe test for a codec's payload, or None for audio."""
     mime = mime.lower()
@@ -184,9 +203,11 @@ class Publisher:
         cid: str = "",
         rids: list[str] | None = None,
         forwarding_delay: DelayHistogram | None = None,
+        retired: dict[str, int] | None = None,
     ) -> None:
         self.sid = sid
         self.forwarding_delay = forwarding_delay or DelayHistogram()
+        self.retired = retired if retired is not None else {}
         self.participant_sid = participant_sid
         self.kind = kind
         self.source = source
@@ -348,7 +369,17 @@ class Publisher:
             layer.update_rate(now)
 
     def close(self) -> None:
-        """Stop forwarding: detach every DownTrack."""
+        """Stop forwarding: detach every DownTrack; its counters and theirs go to ``retired``."""
+        if not self.closed:
+            retire(
+                self.retired,
+                packets_in=self.packets,
+                bytes_in=self.bytes,
+                keyframe_requests=self.keyframe_requests,
+                dropped=self.dropped,
+            )
+            for dt in self.downtracks:
+                dt.retire()
         self.closed = True
         self.downtracks = []
         for layer in self.layers:

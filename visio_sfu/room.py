@@ -51,9 +51,11 @@ class Room:
         max_tracks: int = 16,
         notify: Callable[[str, dict], None] | None = None,
         forwarding_delay: DelayHistogram | None = None,
+        retired: dict[str, int] | None = None,
     ) -> None:
         self.name = name
         self.forwarding_delay = forwarding_delay or DelayHistogram()
+        self.retired = retired if retired is not None else {}  # counters of closed tracks
         self.sid = new_sid("RM")
         self.metadata = metadata
         self.empty_timeout = empty_timeout

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from .delay import DelayHistogram
 from .participant import Participant
+from .publisher import RETIRED_COUNTERS
 from .room import Room
 from .transport import PeerTransport
 
@@ -39,6 +40,8 @@ class SFU:
         self.listeners: list[Callable[[str, dict], None]] = []
         #: how long each incoming packet is held before its copies are sent (all rooms)
         self.forwarding_delay = DelayHistogram()
+        #: counters of closed tracks and downtracks, so that stats() totals never go down
+        self.retired: dict[str, int] = dict.fromkeys(RETIRED_COUNTERS, 0)
 
     def room(self, name: str) -> Room | None:
         """The open room with this name, if any."""
@@ -65,6 +68,7 @@ class SFU:
                 max_tracks=self.max_tracks,
                 notify=self._notify,
                 forwarding_delay=self.forwarding_delay,
+                retired=self.retired,
             )
             self.rooms[name] = room
             logger.info("room %s created", name)
@@ -93,8 +97,9 @@ class SFU:
     def stats(self) -> dict:
         """Counters for the whole SFU and per room."""
         rooms = [r.stats() for r in self.rooms.values()]
+        retired = self.retired
         total = {
-            k: sum(r[k] for r in rooms)
+            k: sum(r[k] for r in rooms) + retired.get(k, 0)
             for k in (
                 "participants",
                 "tracks",

@@ -148,6 +148,9 @@ async def test_three_participants_exchange_media_without_server_codecs(guarded_s
         assert stats["tracks"] == 4 and stats["downtracks"] == 4
         assert stats["transports"] == 4  # publish + subscribe for each of the two
         assert stats_before["transports"] == 6
+        # totals count the leaver's closed tracks too: Prometheus counters never go down
+        for counter in ("packets_in", "bytes_in", "packets_out", "bytes_out"):
+            assert stats[counter] >= stats_before[counter], counter
         await until(
             lambda: server.get("/dev/stats")["participant_objects"] == 2,
             timeout=5,
