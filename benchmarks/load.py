@@ -44,6 +44,16 @@ KEY, SECRET = "bench", "bench-secret-0123456789-0123456789-0123"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def udp_receive_drops() -> int:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (RcvbufErrors)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
@@ -182,17 +192,23 @@ class Run:
                 up = sum(t.ready for t in peers)
                 raise RuntimeError(f"only {up} of {len(peers)} peer connections came up")
             await asyncio.sleep(0.1)
+        for sub in self.subscribers:
+            sub.enlarge_buffers()
 
     async def measure(self, seconds: float, label: str, bar: bool = True) -> dict:
         """Counters over ``seconds``: rates, loss, delay, server CPU and the server's /metrics."""
         metrics_url = getattr(self.target, "metrics_url", None)
         m_a = await read_metrics(metrics_url) if metrics_url else None
+        drops_a = udp_receive_drops()
         a, cpu_a, t_a = self.stats.snapshot(), self.cpu() if self.cpu else None, time.monotonic()
         steps = max(int(seconds * 4), 1)
         for _ in tqdm(range(steps), desc=label, leave=False, disable=not bar, unit="¼s"):
             await asyncio.sleep(seconds / steps)
         b, t_b = self.stats.snapshot(), time.monotonic()
         out = Stats.between(a, b, t_b - t_a)
+        # datagrams the kernel dropped for a full socket buffer, any socket of this network
+        # namespace (the server's or the load tool's): tells where loss comes from
+        out["udp_receive_buffer_drops"] = udp_receive_drops() - drops_a
         if m_a is not None:
             out.update(metrics_between(m_a, await read_metrics(metrics_url), t_b - t_a))
         if not getattr(self.target, "measures_delay", True):

@@ -1,31 +1,31 @@
 """Load-tool peers: publishers that replay pre-encoded RTP, subscribers that count without decoding.
 
 Both sit on visio_sfu's PeerTransport (real ICE and DTLS-SRTP, no aiortc media pipeline).
-Publishers stamp each video packet with the abs-send-time header extension; subscribers read
-it (and the sequence number) from the SRTP header, which is not encrypted, so they never pay
-for decryption: a subscriber costs the load machine a dict lookup and a few integer operations
-per packet.
+Subscribers count packets and loss from the SRTP header, which is not encrypted. Publishers
+carry each packet's send time in its RTP padding (RFC 3550: 8 bytes of time and the padding
+length), which servers forward untouched, unlike abs-send-time, which an SFU may rewrite with
+its own send time (Janus does). Subscribers decrypt one packet in ``DELAY_SAMPLE`` to read it,
+so the load machine pays for decryption on a sample only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
-from struct import pack
+from struct import Struct, pack
 
 from benchmarks.media import Clip
-from visio_sfu.rtp.extensions import (
-    ABS_SEND_TIME,
-    AUDIO_LEVEL,
-    SDES_MID,
-    abs_send_time,
-    abs_send_time_to_seconds,
-)
-from visio_sfu.rtp.header import find_extension
+from visio_sfu.rtp.extensions import ABS_SEND_TIME, AUDIO_LEVEL, SDES_MID, abs_send_time
 from visio_sfu.transport import PeerTransport
 
 DELAY_BUCKET = 1e-4  # 0.1 ms histogram buckets
 DELAY_BUCKETS = 20000  # up to 2 s
+DELAY_SAMPLE = 4  # a subscriber decrypts one packet in 4 to read its send time
+SEND_TIME = Struct("!dB")  # padding: send time (monotonic seconds), padding length (9)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; root may pass rmem_max
+RECEIVE_BUFFER = 4 * 1024 * 1024  # subscribers' socket buffers: room for keyframe bursts
 
 
 class Stats:
@@ -79,7 +79,7 @@ class Stats:
 
 
 class LoadSubscriber:
-    """Receives forwarded media and accounts it in shared Stats, without decrypting."""
+    """Receives forwarded media and accounts it in shared Stats, decrypting only a sample."""
 
     _ids = 0
 
@@ -88,13 +88,12 @@ class LoadSubscriber:
         self.index = LoadSubscriber._ids
         self.stats = stats
         self.transport = PeerTransport(on_rtp=self._on_rtp, decrypt=False)
-        self.abs_ids: set[int] = set()
+        self._count = self.index  # spreads the sampled packets across subscribers
+        self._buffers_set = False
 
     async def answer(self, offer_sdp: str) -> str:
         """Answer the server's offer (visio-sfu, Janus)."""
-        sdp = await self.transport.answer(offer_sdp)
-        self._learn_extensions()
-        return sdp
+        return await self.transport.answer(offer_sdp)
 
     async def offer(self, kinds: tuple[str, ...] = ("video", "audio")) -> str:
         """Offer to receive (the naive relay's flow: the receiver offers)."""
@@ -105,14 +104,19 @@ class LoadSubscriber:
     async def apply_answer(self, sdp: str) -> None:
         """Apply the server's answer to our offer."""
         await self.transport.apply_answer(sdp)
-        self._learn_extensions()
 
-    def _learn_extensions(self) -> None:
-        self.abs_ids = {
-            m.extensions[ABS_SEND_TIME]
-            for m in self.transport.negotiated()
-            if ABS_SEND_TIME in m.extensions
-        }
+    def enlarge_buffers(self) -> None:
+        """Give the UDP sockets room for a keyframe burst from a fast server (once connected):
+        a drop in our own buffer must not count as the server's loss."""
+        if self._buffers_set or not self.transport.ready:
+            return
+        self._buffers_set = True
+        option = SO_RCVBUFFORCE if os.geteuid() == 0 else socket.SO_RCVBUF
+        for sock in self.transport.sockets():
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+            except OSError:
+                pass
 
     def _on_rtp(self, data: bytes, now: float) -> None:
         stats = self.stats
@@ -128,13 +132,16 @@ class LoadSubscriber:
             if delta < 0x8000:
                 stream[1] += delta
             stream[2] += 1
-        if data[0] & 0x10:
-            for ext_id in self.abs_ids:
-                sent = find_extension(data, ext_id)
-                if sent is not None and len(sent) == 3:
-                    delay = (now - abs_send_time_to_seconds(sent)) % 64.0  # it wraps at 64 s
-                    stats.delays[min(int(delay / DELAY_BUCKET), DELAY_BUCKETS)] += 1
-                    break
+        self._count += 1
+        if self._count % DELAY_SAMPLE == 0 and data[0] & 0x20:
+            try:
+                plain = self.transport.srtp_rx().unprotect(data)
+            except Exception:
+                return
+            if len(plain) > 21 and plain[-1] == SEND_TIME.size:
+                sent = SEND_TIME.unpack_from(plain, len(plain) - SEND_TIME.size)[0]
+                delay = max(now - sent, 0.0)
+                stats.delays[min(int(delay / DELAY_BUCKET), DELAY_BUCKETS)] += 1
 
     async def close(self) -> None:
         """Close the peer connection."""
@@ -212,14 +219,15 @@ class LoadPublisher:
         if ext:
             ext += bytes(-len(ext) % 4)
             ext = pack("!HH", 0xBEDE, len(ext) // 4) + ext
-        first = 0x90 if ext else 0x80
+        first = 0xB0 if ext else 0xA0  # version 2, padding (the send time), extension
+        sent_at = SEND_TIME.pack(now, SEND_TIME.size)
         last = len(payloads) - 1
         for i, payload in enumerate(payloads):
             out.seq = (out.seq + 1) & 0xFFFF
             header = pack(
                 "!BBHII", first, out.pt | (0x80 if i == last else 0), out.seq, out.ts, out.ssrc
             )
-            if self.transport.send_rtp(header + ext + payload):
+            if self.transport.send_rtp(header + ext + payload + sent_at):
                 self.sent += 1
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -553,6 +554,15 @@ class PeerTransport:
         """A function sending one datagram to the peer on the nominated pair, as send_rtp does."""
         pair = self._dtls.transport._connection._nominated[1]
         return lambda data: self._sendto(pair, data)
+
+    def sockets(self) -> list[socket.socket]:
+        """This side's UDP sockets (ICE candidates), e.g. to size their buffers."""
+        out = []
+        for protocol in self._dtls.transport._connection._protocols:
+            sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+            if sock is not None:
+                out.append(sock)
+        return out
 
     def stop_receiving(self) -> None:
         """Close this side's UDP sockets, leaving the peer sending into the void (benchmarks)."""
