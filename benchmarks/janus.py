@@ -123,7 +123,8 @@ class JanusError(RuntimeError):
 
 
 class JanusTarget:
-    """Janus's videoroom over its HTTP API: one session and handle per peer."""
+    """Janus's videoroom over its HTTP API: one Janus session, one plugin handle per peer, and
+    one long poll for all their events."""
 
     name = "janus"
 
@@ -133,15 +134,15 @@ class JanusTarget:
         self.transactions = itertools.count(1)
         self.rooms: dict[str, int] = {}  # room name -> Janus room id
         self.feeds: dict[str, list[int]] = {}  # room name -> publisher ids so far
-        self.sessions: list[int] = []
-        self.pollers: list[asyncio.Task] = []
+        self.session: int | None = None
+        self.poller: asyncio.Task | None = None
         self.events: dict[int, asyncio.Queue] = {}  # handle id -> plugin events
         self.pending: list[tuple[str, int, LoadSubscriber]] = []  # (room, own feed, subscriber)
         self.errors: list[str] = []
 
     async def _post(self, path: str, body: dict) -> dict:
         if self.http is None:
-            self.http = aiohttp.ClientSession()
+            self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         body = {**body, "transaction": str(next(self.transactions))}
         async with self.http.post(self.url + path, json=body) as r:
             reply = await r.json(content_type=None)
@@ -150,21 +151,22 @@ class JanusTarget:
         return reply
 
     async def _handle(self) -> tuple[int, int]:
-        """A new session with a videoroom handle, and its event poller."""
-        session = (await self._post("", {"janus": "create"}))["data"]["id"]
-        self.sessions.append(session)
+        """A new videoroom handle (a peer) in our session, created with its poller if needed."""
+        if self.session is None:
+            self.session = (await self._post("", {"janus": "create"}))["data"]["id"]
+            self.poller = asyncio.ensure_future(self._poll(self.session))
+        session = self.session
         handle = (
             await self._post(f"/{session}", {"janus": "attach", "plugin": "janus.plugin.videoroom"})
         )["data"]["id"]
         self.events[handle] = asyncio.Queue()
-        self.pollers.append(asyncio.ensure_future(self._poll(session)))
         return session, handle
 
     async def _poll(self, session: int) -> None:
         """Long-poll a session's events and route them to their handle's queue."""
         while True:
             try:
-                async with self.http.get(f"{self.url}/{session}?maxev=10") as r:
+                async with self.http.get(f"{self.url}/{session}?maxev=100") as r:
                     events = await r.json(content_type=None)
             except asyncio.CancelledError:
                 raise
@@ -282,13 +284,13 @@ class JanusTarget:
         await self._message(session, handle, {"request": "start"}, {"type": "answer", "sdp": sdp})
 
     async def close(self) -> None:
-        """Destroy the sessions and stop polling."""
-        for task in self.pollers:
-            task.cancel()
+        """Destroy the session (and with it every handle and PeerConnection); stop polling."""
+        if self.poller is not None:
+            self.poller.cancel()
         if self.http is not None:
-            for session in self.sessions:
+            if self.session is not None:
                 try:
-                    await self._post(f"/{session}", {"janus": "destroy"})
+                    await self._post(f"/{self.session}", {"janus": "destroy"})
                 except Exception:
                     pass
             await self.http.close()

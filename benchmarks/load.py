@@ -392,7 +392,7 @@ def x_axis(results: dict[str, list[dict]]) -> str:
 def summarise(results: dict[str, list[dict]]) -> dict:
     """Per server: CPU per forwarded packet, the largest fan-out (or meeting) with under 1 %
     loss on an unsaturated core, delay; and visio-sfu's CPU per packet against each other
-    server's, at the largest size both measured."""
+    server's, at the largest size both measured without saturating their core."""
     x = x_axis(results)
     summary: dict = {}
     for server, points in results.items():
@@ -407,11 +407,19 @@ def summarise(results: dict[str, list[dict]]) -> dict:
         if last.get("server_delay_mean_us") is not None:
             for key in ("server_delay_p50_us", "server_delay_p99_us", "server_delay_mean_us"):
                 summary[server][key] = last[key]
-    mine = {p[x]: p.get("cpu_us_per_packet") for p in results.get("visio", [])}
+
+    def unsaturated(points: list[dict]) -> dict:
+        return {
+            p[x]: p.get("cpu_us_per_packet")
+            for p in points
+            if p.get("server_cpu_pct", 0) < 95  # a saturated core drops work: not comparable
+        }
+
+    mine = unsaturated(results.get("visio", []))
     for other, points in results.items():
         if other == "visio":
             continue
-        theirs = {p[x]: p.get("cpu_us_per_packet") for p in points}
+        theirs = unsaturated(points)
         common = [n for n in mine if mine[n] and theirs.get(n)]
         if common:
             n = max(common)

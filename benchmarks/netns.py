@@ -25,12 +25,25 @@ def inside() -> bool:
 
 
 def available() -> str | None:
-    """Why the namespace cannot be made here, or None if it can (root and iproute2)."""
+    """Why the namespace cannot be made here, or None if it can (tried: root, iproute2, and
+    a kernel or container that allows network namespaces and veth pairs)."""
     if shutil.which("ip") is None:
         return "the ip command (iproute2) is missing"
     if os.geteuid() != 0:
         return "creating a network namespace needs root"
-    return None
+    probe = f"{NAMESPACE}-probe"
+    try:
+        made = _ip("netns", "add", probe, check=False)
+        if made.returncode != 0:
+            return f"ip netns add failed: {made.stderr.strip()}"
+        veth = _ip(
+            "-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1", check=False
+        )
+        if veth.returncode != 0:
+            return f"no veth pair in a namespace: {veth.stderr.strip()}"
+        return None
+    finally:
+        _ip("netns", "del", probe, check=False)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -38,8 +38,8 @@ class VisioTarget:
         subscriber: LoadSubscriber | None,
     ) -> None:
         """Join one participant; returns once its publisher is connected (if any)."""
-        if self.http is None:
-            self.http = aiohttp.ClientSession()
+        if self.http is None:  # no connection limit: one WebSocket per participant
+            self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         grant = VideoGrant(
             room=room,
             room_join=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import janus, load, netns
+from benchmarks.report import table as report_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,8 @@ def test_scenario_runs_against_visio_sfu(tmp_path: Path, scenario: str):
         assert point["server_delay_p50_us"] <= point["server_delay_p99_us"], point
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["scenario"] == SCENARIOS[scenario][0] and saved["summary"]["visio"]
+    rows = report_table(saved).splitlines()[2:]  # the Markdown table for benchmarks/README.md
+    assert len(rows) == len(points) and all(r.startswith("| visio-sfu |") for r in rows)
     for name in ("server_cpu_pct", "packets_per_s", "loss_pct", "delay_p99_ms"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     if scenario == "ramp":
