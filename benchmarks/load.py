@@ -390,36 +390,37 @@ def x_axis(results: dict[str, list[dict]]) -> str:
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
-    """Per server: CPU per forwarded packet, the largest fan-out (or meeting) with under 1 %
-    loss on an unsaturated core, delay; and visio-sfu's CPU per packet against each other
-    server's, at the largest size both measured without saturating their core."""
+    """Per server: CPU per forwarded packet at the largest size its core carried unsaturated;
+    the largest fan-out (or meeting) with under 1 % loss on an unsaturated core, and the delay
+    there; and visio-sfu's CPU per packet against each other server's, at the largest size both
+    measured unsaturated."""
     x = x_axis(results)
+
+    def unsaturated(points: list[dict]) -> list[dict]:
+        # a saturated core drops work: its CPU per packet is not comparable
+        return [p for p in points if p.get("server_cpu_pct", 0) < 95]
+
     summary: dict = {}
     for server, points in results.items():
-        ok = [p for p in points if p["loss_pct"] < 1.0 and p.get("server_cpu_pct", 0) < 95]
-        last = points[-1] if points else {}
+        free = unsaturated(points)
+        ok = [p for p in free if p["loss_pct"] < 1.0]
+        widest = max(free, key=lambda p: p[x], default={})
+        best = max(ok, key=lambda p: p[x], default={})
         summary[server] = {
-            "cpu_us_per_packet": last.get("cpu_us_per_packet"),
-            f"largest_ok_{x}": max((p[x] for p in ok), default=0),
-            "delay_p50_ms": last.get("delay_p50_ms"),
-            "delay_p99_ms": last.get("delay_p99_ms"),
+            "cpu_us_per_packet": widest.get("cpu_us_per_packet"),
+            f"cpu_measured_at_{x}": widest.get(x),
+            f"largest_ok_{x}": best.get(x, 0),
+            "delay_p50_ms": best.get("delay_p50_ms"),
+            "delay_p99_ms": best.get("delay_p99_ms"),
         }
-        if last.get("server_delay_mean_us") is not None:
+        if best.get("server_delay_mean_us") is not None:
             for key in ("server_delay_p50_us", "server_delay_p99_us", "server_delay_mean_us"):
-                summary[server][key] = last[key]
-
-    def unsaturated(points: list[dict]) -> dict:
-        return {
-            p[x]: p.get("cpu_us_per_packet")
-            for p in points
-            if p.get("server_cpu_pct", 0) < 95  # a saturated core drops work: not comparable
-        }
-
-    mine = unsaturated(results.get("visio", []))
+                summary[server][key] = best[key]
+    mine = {p[x]: p.get("cpu_us_per_packet") for p in unsaturated(results.get("visio", []))}
     for other, points in results.items():
         if other == "visio":
             continue
-        theirs = unsaturated(points)
+        theirs = {p[x]: p.get("cpu_us_per_packet") for p in unsaturated(points)}
         common = [n for n in mine if mine[n] and theirs.get(n)]
         if common:
             n = max(common)

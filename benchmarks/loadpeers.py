@@ -25,7 +25,10 @@ DELAY_BUCKETS = 20000  # up to 2 s
 DELAY_SAMPLE = 4  # a subscriber decrypts one packet in 4 to read its send time
 SEND_TIME = Struct("!dB")  # padding: send time (monotonic seconds), padding length (9)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; root may pass rmem_max
-RECEIVE_BUFFER = 4 * 1024 * 1024  # subscribers' socket buffers: room for keyframe bursts
+# subscribers' socket receive buffer; 0 (default) keeps the kernel's. Measured: 4 MB buffers
+# made the server's sends dearer at 200 subscribers (27 µs per packet against 17), so they
+# are an experiment (VISIO_BENCH_RCVBUF=bytes), not the default
+RECEIVE_BUFFER = int(os.environ.get("VISIO_BENCH_RCVBUF", "0"))
 
 
 class Stats:
@@ -106,9 +109,8 @@ class LoadSubscriber:
         await self.transport.apply_answer(sdp)
 
     def enlarge_buffers(self) -> None:
-        """Give the UDP sockets room for a keyframe burst from a fast server (once connected):
-        a drop in our own buffer must not count as the server's loss."""
-        if self._buffers_set or not self.transport.ready:
+        """Set the UDP sockets' receive buffer to RECEIVE_BUFFER if asked (once connected)."""
+        if RECEIVE_BUFFER <= 0 or self._buffers_set or not self.transport.ready:
             return
         self._buffers_set = True
         option = SO_RCVBUFFORCE if os.geteuid() == 0 else socket.SO_RCVBUF

@@ -37,7 +37,7 @@ else
     MEETING=(--step 2 --max 24)
     AUDIO=(--participants 60 --speakers 3)
     NAIVE=(--step 2 --max 12)
-    WIDE=(--subscribers 150)
+    WIDE=(--subscribers 200)
 fi
 HD=(--video-bitrate 10000000 --size 1280 720)  # 976 VP8 packets/s: the Janus reference
 
