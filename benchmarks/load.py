@@ -156,6 +156,8 @@ class Run:
         self.stats = Stats()
         self.publishers: list[LoadPublisher] = []
         self.subscribers: list[LoadSubscriber] = []
+        self.room_publishers: dict[str, list[LoadPublisher]] = {}
+        self.receives: list[tuple[str, LoadPublisher | None]] = []  # per subscriber: room, own
         self.stop = asyncio.Event()
         self.pacer: asyncio.Task | None = None
 
@@ -171,14 +173,27 @@ class Run:
         sub = LoadSubscriber(self.stats) if subscribe else None
         await self.target.join(room, name, pub, sub)
         self.publishers.append(pub)
+        self.room_publishers.setdefault(room, []).append(pub)
         if sub is not None:
             self.subscribers.append(sub)
+            self.receives.append((room, pub))
 
     async def subscribe(self, room: str, name: str) -> None:
         """Add a participant that only receives."""
         sub = LoadSubscriber(self.stats)
         await self.target.join(room, name, None, sub)
         self.subscribers.append(sub)
+        self.receives.append((room, None))
+
+    def expected_frames(self) -> int:
+        """Frames the subscribers should have received so far: every frame each publisher of
+        their room (but their own) sent."""
+        return sum(
+            pub.frames_sent
+            for room, own in self.receives
+            for pub in self.room_publishers.get(room, [])
+            if pub is not own
+        )
 
     async def wait_connected(self, timeout: float = 30) -> None:
         """Let the target finish its subscriptions, then wait until every peer connection is up."""
@@ -198,19 +213,27 @@ class Run:
     async def measure(self, seconds: float, label: str, bar: bool = True) -> dict:
         """Counters over ``seconds``: rates, loss, delay, server CPU and the server's /metrics."""
         metrics_url = getattr(self.target, "metrics_url", None)
-        m_a = await read_metrics(metrics_url) if metrics_url else None
+        m_a = await timed_scrape(metrics_url) if metrics_url else None
         drops_a = udp_receive_drops()
+        frames_a = self.expected_frames()
         a, cpu_a, t_a = self.stats.snapshot(), self.cpu() if self.cpu else None, time.monotonic()
         steps = max(int(seconds * 4), 1)
         for _ in tqdm(range(steps), desc=label, leave=False, disable=not bar, unit="¼s"):
             await asyncio.sleep(seconds / steps)
         b, t_b = self.stats.snapshot(), time.monotonic()
+        cpu_b = self.cpu() if self.cpu else None  # before anything else asks the server
         out = Stats.between(a, b, t_b - t_a)
+        expected = self.expected_frames() - frames_a
+        received = b["frames"] - a["frames"]
+        # frames (marker bits) that never arrived: catches a relay that drops whole frames,
+        # which renumbers its packets and so shows no sequence-number loss
+        out["frames_lost_pct"] = max(0.0, 100 * (1 - received / expected)) if expected else 0.0
         # datagrams the kernel dropped for a full socket buffer, any socket of this network
         # namespace (the server's or the load tool's): tells where loss comes from
         out["udp_receive_buffer_drops"] = udp_receive_drops() - drops_a
         if m_a is not None:
-            out.update(metrics_between(m_a, await read_metrics(metrics_url), t_b - t_a))
+            m_b = await timed_scrape(metrics_url)
+            out.update(metrics_between(m_a[0], m_b[0], m_b[1] - m_a[1]))
         if not getattr(self.target, "measures_delay", True):
             out["delay_p50_ms"] = out["delay_p99_ms"] = None
         out["publishers"] = len(self.publishers)
@@ -218,7 +241,7 @@ class Run:
         out["sent_packets"] = sum(p.sent for p in self.publishers)
         out["streams"] = len(self.stats.streams)  # (subscriber, source) pairs that received
         if self.cpu is not None:
-            cpu = self.cpu() - cpu_a
+            cpu = cpu_b - cpu_a
             out["server_cpu_pct"] = 100 * cpu / (t_b - t_a)
             forwarded = out["packets_per_s"] * (t_b - t_a)
             out["cpu_us_per_packet"] = cpu / forwarded * 1e6 if forwarded else None
@@ -232,6 +255,13 @@ class Run:
         await self.target.close()
         for peer in [*self.publishers, *self.subscribers]:
             await peer.close()
+
+
+async def timed_scrape(url: str) -> tuple[dict, float]:
+    """A /metrics scrape and the time it was taken (the middle of the request)."""
+    start = time.monotonic()
+    metrics = await read_metrics(url)
+    return metrics, (start + time.monotonic()) / 2
 
 
 async def read_metrics(url: str) -> dict[tuple[str, str | None], float]:
@@ -271,11 +301,16 @@ def metrics_between(a: dict, b: dict, seconds: float) -> dict:
     }
 
 
+def loss(point: dict) -> float:
+    """A point's loss: of packets (sequence numbers) or of whole frames, the larger."""
+    return max(point["loss_pct"], point.get("frames_lost_pct", 0.0))
+
+
 def _stop_ramp(args: argparse.Namespace, point: dict) -> bool:
     """A ramp stops once loss or p99 delay crosses its limit, or the server's core is full."""
     delay = point.get("delay_p99_ms")
     return (
-        point["loss_pct"] > args.max_loss
+        loss(point) > args.max_loss
         or (delay is not None and delay > args.max_delay)
         or point.get("server_cpu_pct", 0) >= 98
     )
@@ -370,7 +405,8 @@ def _fmt(value: object, spec: str) -> str:
 def _row(p: dict) -> str:
     row = (
         f"{p['packets_per_s']:9.0f} pkt/s  {p['mbit_per_s']:7.1f} Mbit/s  "
-        f"loss {p['loss_pct']:5.2f} %  delay p50 {_fmt(p.get('delay_p50_ms'), '6.2f')} ms  "
+        f"loss {p['loss_pct']:5.2f} % (frames {p.get('frames_lost_pct', 0):5.2f} %)  "
+        f"delay p50 {_fmt(p.get('delay_p50_ms'), '6.2f')} ms  "
         f"p99 {_fmt(p.get('delay_p99_ms'), '6.2f')} ms  "
         f"server CPU {_fmt(p.get('server_cpu_pct'), '5.1f')} %  "
         f"{_fmt(p.get('cpu_us_per_packet'), '6.1f')} µs/pkt"
@@ -403,7 +439,7 @@ def summarise(results: dict[str, list[dict]]) -> dict:
     summary: dict = {}
     for server, points in results.items():
         free = unsaturated(points)
-        ok = [p for p in free if p["loss_pct"] < 1.0]
+        ok = [p for p in free if loss(p) < 1.0]
         widest = max(free, key=lambda p: p[x], default={})
         best = max(ok, key=lambda p: p[x], default={})
         summary[server] = {

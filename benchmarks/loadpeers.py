@@ -37,6 +37,7 @@ class Stats:
     def __init__(self) -> None:
         self.packets = 0
         self.bytes = 0
+        self.frames = 0  # packets with the marker bit: the last of a frame
         self.delays = [0] * (DELAY_BUCKETS + 1)
         self.streams: dict[tuple[int, int], list[int]] = {}  # (sub, ssrc) -> [first, last, n]
 
@@ -49,6 +50,7 @@ class Stats:
         return {
             "packets": self.packets,
             "bytes": self.bytes,
+            "frames": self.frames,
             "expected": expected,
             "received": received,
             "delays": list(self.delays),
@@ -124,6 +126,8 @@ class LoadSubscriber:
         stats = self.stats
         stats.packets += 1
         stats.bytes += len(data)
+        if data[1] & 0x80:
+            stats.frames += 1
         seq = (data[2] << 8) | data[3]
         key = (self.index, int.from_bytes(data[8:12], "big"))
         stream = stats.streams.get(key)
@@ -176,6 +180,7 @@ class LoadPublisher:
         self.cids: dict[str, str] = {}
         self.outgoing: list[Outgoing] = []
         self.sent = 0
+        self.frames_sent = 0
         self._transceivers = {}
         for kind, clip in self.clips.items():
             if clip is None:
@@ -210,6 +215,7 @@ class LoadPublisher:
         frames = out.clip.frames
         payloads = frames[out.frame % len(frames)]
         out.frame += 1
+        self.frames_sent += 1
         out.ts = (out.ts + out.clip.clock_step) & 0xFFFFFFFF
         ext = b""
         if out.abs_id:

@@ -25,7 +25,8 @@ def table(report: dict) -> str:
     x = "participants" if all("participants" in p for ps in results.values() for p in ps) else None
     size = x or "subscribers"
     lines = [
-        f"| server | {size} | forwarded pkt/s | loss | delay p50 / p99 (ms) | server CPU "
+        f"| server | {size} | forwarded pkt/s | loss: packets / frames | delay p50 / p99 (ms) "
+        "| server CPU "
         "(one core) | CPU per forwarded packet | held p50 / p99 (µs) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -45,7 +46,8 @@ def table(report: dict) -> str:
             )
             lines.append(
                 f"| {names.get(server, server)} | {p[size]} | {_num(p['packets_per_s'], ',.0f')} "
-                f"| {p['loss_pct']:.2f} % | {delay} | {_num(p.get('server_cpu_pct'), '.1f')} % "
+                f"| {p['loss_pct']:.2f} / {p.get('frames_lost_pct', 0):.2f} % | {delay} "
+                f"| {_num(p.get('server_cpu_pct'), '.1f')} % "
                 f"| {_num(p.get('cpu_us_per_packet'), '.1f')} µs | {held} |"
             )
     return "\n".join(lines)

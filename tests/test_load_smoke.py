@@ -45,6 +45,7 @@ def test_scenario_runs_against_visio_sfu(tmp_path: Path, scenario: str):
     for point in points:
         assert point["packets_per_s"] > 0, point
         assert point["server_cpu_pct"] is not None
+        assert point["frames_lost_pct"] < 10, point  # every frame sent is received
         # the server's own figures, read from its /metrics
         assert point["server_packets_out_per_s"] > 0, point
         assert 0 < point["server_delay_mean_us"] < 50_000, point
