@@ -37,22 +37,29 @@ class Stats:
     def __init__(self) -> None:
         self.packets = 0
         self.bytes = 0
-        self.frames = 0  # packets with the marker bit: the last of a frame
         self.delays = [0] * (DELAY_BUCKETS + 1)
-        self.streams: dict[tuple[int, int], list[int]] = {}  # (sub, ssrc) -> [first, last, n]
+        # (subscriber, ssrc) -> [first seq, highest seq, packets, first frame timestamp,
+        # highest frame timestamp, frames, timestamp step]: sequence numbers give packet loss;
+        # frame timestamps (marker bit) give frame loss, which a relay that drops whole frames
+        # and renumbers its packets shows only there
+        self.streams: dict[tuple[int, int], list[int]] = {}
 
     def snapshot(self) -> dict:
         """Counters now, to subtract from a later snapshot."""
-        expected = received = 0
-        for first, highest, n in self.streams.values():
+        expected = received = frames_expected = frames = 0
+        for first, highest, n, ts_first, ts_high, nframes, step in self.streams.values():
             expected += highest - first + 1
             received += n
+            if step:
+                frames_expected += (ts_high - ts_first) // step + 1
+                frames += nframes
         return {
             "packets": self.packets,
             "bytes": self.bytes,
-            "frames": self.frames,
             "expected": expected,
             "received": received,
+            "frames_expected": frames_expected,
+            "frames": frames,
             "delays": list(self.delays),
         }
 
@@ -61,6 +68,8 @@ class Stats:
         """Rates, loss and delay percentiles between two snapshots."""
         expected = b["expected"] - a["expected"]
         received = b["received"] - a["received"]
+        frames_expected = b["frames_expected"] - a["frames_expected"]
+        frames = b["frames"] - a["frames"]
         hist = [y - x for x, y in zip(a["delays"], b["delays"], strict=True)]
         total = sum(hist)
 
@@ -78,6 +87,11 @@ class Stats:
             "packets_per_s": (b["packets"] - a["packets"]) / seconds,
             "mbit_per_s": (b["bytes"] - a["bytes"]) * 8 / seconds / 1e6,
             "loss_pct": max(0.0, 100 * (expected - received) / expected) if expected > 0 else 0.0,
+            "frames_lost_pct": (
+                max(0.0, 100 * (frames_expected - frames) / frames_expected)
+                if frames_expected > 0
+                else 0.0
+            ),
             "delay_p50_ms": percentile(0.5),
             "delay_p99_ms": percentile(0.99),
         }
@@ -126,18 +140,28 @@ class LoadSubscriber:
         stats = self.stats
         stats.packets += 1
         stats.bytes += len(data)
-        if data[1] & 0x80:
-            stats.frames += 1
         seq = (data[2] << 8) | data[3]
         key = (self.index, int.from_bytes(data[8:12], "big"))
         stream = stats.streams.get(key)
         if stream is None:
-            stats.streams[key] = [seq, seq, 1]
+            stream = stats.streams[key] = [seq, seq, 1, 0, 0, 0, 0]
         else:
             delta = (seq - (stream[1] & 0xFFFF)) & 0xFFFF
             if delta < 0x8000:
                 stream[1] += delta
             stream[2] += 1
+        if data[1] & 0x80:  # the last packet of a frame
+            ts = int.from_bytes(data[4:8], "big")
+            if not stream[5]:
+                stream[3] = stream[4] = ts
+                stream[5] = 1
+            else:
+                step = (ts - (stream[4] & 0xFFFFFFFF)) & 0xFFFFFFFF
+                if 0 < step < 0x80000000:
+                    stream[4] += step
+                    stream[5] += 1
+                    if not stream[6] or step < stream[6]:
+                        stream[6] = step  # one frame's duration: the smallest step seen
         self._count += 1
         if self._count % DELAY_SAMPLE == 0 and data[0] & 0x20:
             try:
@@ -180,7 +204,6 @@ class LoadPublisher:
         self.cids: dict[str, str] = {}
         self.outgoing: list[Outgoing] = []
         self.sent = 0
-        self.frames_sent = 0
         self._transceivers = {}
         for kind, clip in self.clips.items():
             if clip is None:
@@ -215,7 +238,6 @@ class LoadPublisher:
         frames = out.clip.frames
         payloads = frames[out.frame % len(frames)]
         out.frame += 1
-        self.frames_sent += 1
         out.ts = (out.ts + out.clip.clock_step) & 0xFFFFFFFF
         ext = b""
         if out.abs_id:
