@@ -156,6 +156,11 @@ class Run:
         self.stats = Stats()
         self.publishers: list[LoadPublisher] = []
         self.subscribers: list[LoadSubscriber] = []
+        self.tracks: dict[str, int] = {}  # room -> tracks published in it
+        self.own_tracks = 0  # tracks the publishing subscribers do not receive (their own)
+        self.fps: dict[str, float] = {}  # room -> frames per second published in it
+        self.own_fps = 0.0  # frames per second the publishing subscribers do not receive
+        self.listeners_in: dict[str, int] = {}  # room -> subscribers, publishing or not
         self.stop = asyncio.Event()
         self.pacer: asyncio.Task | None = None
 
@@ -171,14 +176,22 @@ class Run:
         sub = LoadSubscriber(self.stats) if subscribe else None
         await self.target.join(room, name, pub, sub)
         self.publishers.append(pub)
+        own = len(pub.cids)
+        fps = sum(1 / clip.interval for clip in pub.clips.values() if clip is not None)
+        self.tracks[room] = self.tracks.get(room, 0) + own
+        self.fps[room] = self.fps.get(room, 0.0) + fps
         if sub is not None:
             self.subscribers.append(sub)
+            self.listeners_in[room] = self.listeners_in.get(room, 0) + 1
+            self.own_tracks += own  # it receives every track of its room but its own
+            self.own_fps += fps
 
     async def subscribe(self, room: str, name: str) -> None:
         """Add a participant that only receives."""
         sub = LoadSubscriber(self.stats)
         await self.target.join(room, name, None, sub)
         self.subscribers.append(sub)
+        self.listeners_in[room] = self.listeners_in.get(room, 0) + 1
 
     async def wait_connected(self, timeout: float = 30) -> None:
         """Let the target finish its subscriptions, then wait until every peer connection is up."""
@@ -218,7 +231,20 @@ class Run:
         out["publishers"] = len(self.publishers)
         out["subscribers"] = len(self.subscribers)
         out["sent_packets"] = sum(p.sent for p in self.publishers)
-        out["streams"] = len(self.stats.streams)  # (subscriber, source) pairs that received
+        out["streams"] = len(self.stats.streams)  # (subscriber, track) pairs that received
+        expected = sum(n * self.tracks.get(room, 0) for room, n in self.listeners_in.items())
+        expected -= self.own_tracks
+        # a stream that never arrived is lost too (a relay that cannot set up its encoders)
+        out["streams_missing_pct"] = (
+            max(0.0, 100 * (1 - out["streams"] / expected)) if expected > 0 else 0.0
+        )
+        # frames received per second against frames the subscribers should receive: a relay
+        # that falls behind queues frames without losing any (the naive relay does), and only
+        # this shows it; window edges make it noisy by a percent or two
+        fps = sum(n * self.fps.get(room, 0.0) for room, n in self.listeners_in.items())
+        fps -= self.own_fps
+        received = (b["frames"] - a["frames"]) / (t_b - t_a)
+        out["delivered_pct"] = 100 * received / fps if fps > 0 else None
         if self.cpu is not None:
             cpu = cpu_b - cpu_a
             out["server_cpu_pct"] = 100 * cpu / (t_b - t_a)
@@ -281,16 +307,22 @@ def metrics_between(a: dict, b: dict, seconds: float) -> dict:
 
 
 def loss(point: dict) -> float:
-    """A point's loss: of packets (sequence numbers) or of whole frames, the larger."""
-    return max(point["loss_pct"], point.get("frames_lost_pct", 0.0))
+    """A point's loss: of packets (sequence numbers), of whole frames, or of whole streams
+    that never arrived, the largest."""
+    return max(
+        point["loss_pct"], point.get("frames_lost_pct", 0.0), point.get("streams_missing_pct", 0.0)
+    )
 
 
 def sustained(point: dict, max_loss: float = 1.0, max_delay: float = 200.0) -> bool:
-    """The server carried this load: loss and p99 delay within limits, its core not full."""
+    """The server carried this load: loss and p99 delay within limits, at least 95 % of the
+    frames delivered in time, its core not full."""
     delay = point.get("delay_p99_ms")
+    delivered = point.get("delivered_pct")
     return (
         loss(point) < max_loss
         and (delay is None or delay <= max_delay)
+        and (delivered is None or delivered >= 95)
         and point.get("server_cpu_pct", 0) < 98
     )
 
@@ -390,6 +422,7 @@ def _row(p: dict) -> str:
     row = (
         f"{p['packets_per_s']:9.0f} pkt/s  {p['mbit_per_s']:7.1f} Mbit/s  "
         f"loss {p['loss_pct']:5.2f} % (frames {p.get('frames_lost_pct', 0):5.2f} %)  "
+        f"delivered {_fmt(p.get('delivered_pct'), '5.1f')} %  "
         f"delay p50 {_fmt(p.get('delay_p50_ms'), '6.2f')} ms  "
         f"p99 {_fmt(p.get('delay_p99_ms'), '6.2f')} ms  "
         f"server CPU {_fmt(p.get('server_cpu_pct'), '5.1f')} %  "

@@ -25,10 +25,11 @@ def table(report: dict) -> str:
     x = "participants" if all("participants" in p for ps in results.values() for p in ps) else None
     size = x or "subscribers"
     lines = [
-        f"| server | {size} | forwarded pkt/s | loss: packets / frames | delay p50 / p99 (ms) "
+        f"| server | {size} | forwarded pkt/s | loss: packets / frames / streams "
+        "| frames delivered | delay p50 / p99 (ms) "
         "| server CPU "
         "(one core) | CPU per forwarded packet | held p50 / p99 (µs) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     names = {"visio": "visio-sfu", "janus": "Janus", "naive": "naive relay"}
     for server, points in results.items():
@@ -46,7 +47,9 @@ def table(report: dict) -> str:
             )
             lines.append(
                 f"| {names.get(server, server)} | {p[size]} | {_num(p['packets_per_s'], ',.0f')} "
-                f"| {p['loss_pct']:.2f} / {p.get('frames_lost_pct', 0):.2f} % | {delay} "
+                f"| {p['loss_pct']:.2f} / {p.get('frames_lost_pct', 0):.2f} / "
+                f"{p.get('streams_missing_pct', 0):.0f} % "
+                f"| {_num(p.get('delivered_pct'), '.0f')} % | {delay} "
                 f"| {_num(p.get('server_cpu_pct'), '.1f')} % "
                 f"| {_num(p.get('cpu_us_per_packet'), '.1f')} µs | {held} |"
             )

@@ -46,6 +46,8 @@ def test_scenario_runs_against_visio_sfu(tmp_path: Path, scenario: str):
         assert point["packets_per_s"] > 0, point
         assert point["server_cpu_pct"] is not None
         assert point["frames_lost_pct"] < 10, point  # every frame sent is received
+        assert point["streams_missing_pct"] == 0, point  # every track reaches every subscriber
+        assert 80 < point["delivered_pct"] < 120, point  # at the rate it is sent
         # the server's own figures, read from its /metrics
         assert point["server_packets_out_per_s"] > 0, point
         assert 0 < point["server_delay_mean_us"] < 50_000, point
