@@ -180,9 +180,15 @@ class JanusTarget:
                     queue.put_nowait(event)
 
     async def _message(
-        self, session: int, handle: int, body: dict, jsep: dict | None = None
+        self,
+        session: int,
+        handle: int,
+        body: dict,
+        jsep: dict | None = None,
+        want_jsep: bool = False,
     ) -> dict:
-        """Send a plugin request; return its plugin data (synchronous or the first event)."""
+        """Send a plugin request; return its plugin data: the synchronous reply, or the first
+        event (with ``want_jsep``, the first carrying SDP: room notifications may come first)."""
         msg = {"janus": "message", "body": body}
         if jsep is not None:
             msg["jsep"] = jsep
@@ -192,11 +198,14 @@ class JanusTarget:
             if "error" in data:
                 raise JanusError(f"videoroom: {data['error']}")
             return {"data": data}
-        event = await asyncio.wait_for(self.events[handle].get(), 30)
-        data = event["plugindata"]["data"]
-        if "error" in data:
-            raise JanusError(f"videoroom: {data['error']}")
-        return {"data": data, "jsep": event.get("jsep")}
+        queue = self.events[handle]
+        while True:
+            event = await asyncio.wait_for(queue.get(), 30)
+            data = event["plugindata"]["data"]
+            if "error" in data:
+                raise JanusError(f"videoroom: {data['error']}")
+            if event.get("jsep") or not want_jsep:
+                return {"data": data, "jsep": event.get("jsep")}
 
     async def _room(self, session: int, handle: int, room: str) -> int:
         if room not in self.rooms:
@@ -254,6 +263,7 @@ class JanusTarget:
                 "display": name,
             },
             {"type": "offer", "sdp": await publisher.offer(), "trickle": False},
+            want_jsep=True,
         )
         await publisher.apply_answer(reply["jsep"]["sdp"])
         feed = reply["data"]["id"]
@@ -274,7 +284,7 @@ class JanusTarget:
         # Janus lists a feed once its PeerConnection is up, a moment after ours is
         for attempt in range(100):
             try:
-                reply = await self._message(session, handle, body)
+                reply = await self._message(session, handle, body, want_jsep=True)
                 break
             except JanusError as exc:
                 if "No such feed" not in str(exc) or attempt == 99:
