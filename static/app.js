@@ -21,7 +21,14 @@ const state = {
 window.visio = state; // read-only hook for tests and debugging
 
 // ---------------------------------------------------------------- lobby ---------------------
-async function startPreview() {
+// Opening the camera takes a while: joining waits for it (state.previewing), so that someone
+// quick on the join button still publishes their camera and microphone.
+function startPreview() {
+  state.previewing = openPreview();
+  return state.previewing;
+}
+
+async function openPreview() {
   stopPreview();
   const camera = $('camera-select').value;
   const mic = $('mic-select').value;
@@ -98,6 +105,7 @@ function identity() {
 // ---------------------------------------------------------------- room ----------------------
 async function join(room, name) {
   localStorage.setItem('visio-name', name);
+  await state.previewing;
   if (location.pathname !== `/r/${encodeURIComponent(room)}`) {
     history.replaceState(null, '', `/r/${encodeURIComponent(room)}${location.search}`);
   }
@@ -149,8 +157,8 @@ function wire(session) {
     for (const sid of [...state.participants.keys()]) if (sid !== 'self') removeParticipant(sid);
     state.participants.get('self')?.tracks.clear();
     for (const p of joined.participants) addParticipant(p);
-    const self = state.participants.get('self');
-    if (self) self.info.sid = joined.participant.sid;
+    const self = state.participants.get('self') || addSelfTile(null); // listed even without media
+    self.info.sid = joined.participant.sid;
     renderList();
   });
   session.on('participant_joined', (m) => { addParticipant(m.participant); renderList(); });
@@ -217,9 +225,10 @@ function addParticipant(info) {
 function addSelfTile(stream) {
   const p = addParticipant({ sid: 'self', identity: 'self', name: `${state.session.name} (${t('you')})`, tracks: [] });
   p.tile.classList.add('self');
-  p.video.srcObject = new MediaStream(stream.getVideoTracks());
+  if (stream) p.video.srcObject = new MediaStream(stream.getVideoTracks());
   updateFlags(p);
   renderList();
+  return p;
 }
 
 function removeParticipant(sid) {

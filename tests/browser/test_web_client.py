@@ -177,6 +177,12 @@ def test_lobby_by_keyboard_alone(server, browser):
         page.locator("#room").wait_for(state="visible", timeout=10000)
         assert page.url.endswith("/r/clavier?lang=fr")
         page.locator("#participant-list li").first.wait_for(timeout=10000)
+        # joining at once still publishes: the join waits for the camera the lobby was opening
+        page.wait_for_function(
+            "() => (document.querySelector('.tile.self video')?.srcObject?.getTracks() || [])"
+            ".some((t) => t.readyState === 'live')",
+            timeout=10000,
+        )
         # keyboard focus is visible: the focused control gets the focus outline
         page.keyboard.press("Tab")
         outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
