@@ -19,6 +19,7 @@ import aiohttp
 
 from benchmarks import netns
 from benchmarks.loadpeers import LoadPublisher, LoadSubscriber
+from benchmarks.targets import SubscribeOnceAllPublished
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu/janus")
 PLUGINS_KEPT = {"libjanus_videoroom.so"}
@@ -122,7 +123,7 @@ class JanusError(RuntimeError):
     """Janus answered a request with an error."""
 
 
-class JanusTarget:
+class JanusTarget(SubscribeOnceAllPublished):
     """Janus's videoroom over its HTTP API: one Janus session, one plugin handle per peer, and
     one long poll for all their events."""
 
@@ -137,7 +138,7 @@ class JanusTarget:
         self.session: int | None = None
         self.poller: asyncio.Task | None = None
         self.events: dict[int, asyncio.Queue] = {}  # handle id -> plugin events
-        self.pending: list[tuple[str, int, LoadSubscriber]] = []  # (room, own feed, subscriber)
+        super().__init__()
         self.errors: list[str] = []
 
     async def _post(self, path: str, body: dict) -> dict:
@@ -227,29 +228,6 @@ class JanusTarget:
             self.feeds[room] = []
         return self.rooms[room]
 
-    async def join(
-        self,
-        room: str,
-        name: str,
-        publisher: LoadPublisher | None,
-        subscriber: LoadSubscriber | None,
-    ) -> None:
-        """Publish with our offer; a listener subscribes now, a publisher's own subscriber at
-        ``settle`` (so that it receives the publishers that join after it, as in a meeting)."""
-        if publisher is not None:
-            feed = await self._publish(room, name, publisher)
-            if subscriber is not None:
-                self.pending.append((room, feed, subscriber))
-            return
-        if subscriber is not None:
-            await self._subscribe(room, subscriber, None)
-
-    async def settle(self) -> None:
-        """Subscribe every publishing participant to all the other feeds of its room."""
-        pending, self.pending = self.pending, []
-        for room, own, subscriber in pending:
-            await self._subscribe(room, subscriber, own)
-
     async def _publish(self, room: str, name: str, publisher: LoadPublisher) -> int:
         session, handle = await self._handle()
         room_id = await self._room(session, handle, room)
@@ -270,7 +248,7 @@ class JanusTarget:
         self.feeds[room].append(feed)
         return feed
 
-    async def _subscribe(self, room: str, subscriber: LoadSubscriber, own: int | None) -> None:
+    async def _subscribe(self, room: str, subscriber: LoadSubscriber, own: object) -> None:
         feeds = [f for f in self.feeds.get(room, []) if f != own]
         if not feeds:
             return

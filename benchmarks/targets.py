@@ -109,17 +109,55 @@ class VisioTarget:
             await self.http.close()
 
 
-class NaiveTarget:
+class SubscribeOnceAllPublished:
+    """Join for servers where a subscriber says once what it receives (no renegotiation here):
+    a listener subscribes at once; a participant that also publishes subscribes at ``settle``,
+    once everyone in its room has published, so a meeting's early joiners receive the late."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, object, LoadSubscriber]] = []  # (room, own, subscriber)
+
+    async def join(
+        self,
+        room: str,
+        name: str,
+        publisher: LoadPublisher | None,
+        subscriber: LoadSubscriber | None,
+    ) -> None:
+        """Publish (then wait for ``settle`` to subscribe), or subscribe now."""
+        if publisher is not None:
+            own = await self._publish(room, name, publisher)
+            if subscriber is not None:
+                self.pending.append((room, own, subscriber))
+        elif subscriber is not None:
+            await self._subscribe(room, subscriber, None)
+
+    async def settle(self) -> None:
+        """Subscribe every publishing participant to everything else in its room."""
+        pending, self.pending = self.pending, []
+        for room, own, subscriber in pending:
+            await self._subscribe(room, subscriber, own)
+
+    async def _publish(self, room: str, name: str, publisher: LoadPublisher) -> object:
+        """Publish; returns what identifies our own tracks to ``_subscribe``."""
+        raise NotImplementedError
+
+    async def _subscribe(self, room: str, subscriber: LoadSubscriber, own: object) -> None:
+        """Receive every track of the room but ``own``'s."""
+        raise NotImplementedError
+
+
+class NaiveTarget(SubscribeOnceAllPublished):
     """benchmarks/naive_relay.py: HTTP offer/answer; the subscriber offers to receive."""
 
     name = "naive relay"
-    #: the relay re-encodes: its abs-send-time is its own send time, on its own clock
+    #: the relay re-encodes: the send time in the publisher's RTP padding does not survive
     measures_delay = False
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.http: aiohttp.ClientSession | None = None
-        self.pending: list[tuple[str, str, LoadSubscriber]] = []  # (room, name, subscriber)
+        super().__init__()
         self.errors: list[str] = []
 
     async def _post(self, body: dict) -> dict:
@@ -130,42 +168,24 @@ class NaiveTarget:
                 raise RuntimeError(f"naive relay: {r.status} {await r.text()}")
             return await r.json()
 
-    async def join(
-        self,
-        room: str,
-        name: str,
-        publisher: LoadPublisher | None,
-        subscriber: LoadSubscriber | None,
-    ) -> None:
-        """Publish; a listener subscribes now, a publisher's own subscriber at ``settle`` (so that
-        it receives the publishers that join after it, as in a meeting)."""
-        if publisher is not None:
-            reply = await self._post(
-                {"room": room, "name": name, "role": "publish", "sdp": await publisher.offer()}
-            )
-            await publisher.apply_answer(reply["sdp"])
-            # the relay has the tracks once media arrives: wait for it to say so
-            for _ in range(100):
-                if await self._has_tracks(room, name):
-                    break
-                await asyncio.sleep(0.1)
-            if subscriber is not None:
-                self.pending.append((room, name, subscriber))
-            return
-        if subscriber is not None:
-            await self._subscribe(room, name, subscriber)
+    async def _publish(self, room: str, name: str, publisher: LoadPublisher) -> str:
+        reply = await self._post(
+            {"room": room, "name": name, "role": "publish", "sdp": await publisher.offer()}
+        )
+        await publisher.apply_answer(reply["sdp"])
+        # the relay has the tracks once media arrives: wait for it to say so
+        for _ in range(100):
+            if await self._has_tracks(room, name):
+                break
+            await asyncio.sleep(0.1)
+        return name
 
-    async def settle(self) -> None:
-        """Subscribe every publishing participant to everything else in its room."""
-        pending, self.pending = self.pending, []
-        for room, name, subscriber in pending:
-            await self._subscribe(room, name, subscriber)
-
-    async def _subscribe(self, room: str, name: str, subscriber: LoadSubscriber) -> None:
+    async def _subscribe(self, room: str, subscriber: LoadSubscriber, own: object) -> None:
         tracks = (await self._room(room))["tracks"]
-        kinds = tuple(t["kind"] for t in tracks if t["owner"] != name)
+        kinds = tuple(t["kind"] for t in tracks if t["owner"] != own)
         if not kinds:
             return
+        name = f"listener-{subscriber.index}" if own is None else str(own)
         reply = await self._post(
             {"room": room, "name": name, "role": "subscribe", "sdp": await subscriber.offer(kinds)}
         )

@@ -16,7 +16,7 @@ def vp8_payload(picture_id: int, tl0: int, key: bool, start: bool = True) -> byt
     return bytes([first, ext]) + pid + bytes([tl0]) + header + bytes(20)
 
 
-def simulcast_track() -> Publisher:
+def vp8_track(**options) -> Publisher:
     return Publisher(
         "TR",
         "PA",
@@ -27,9 +27,12 @@ def simulcast_track() -> Publisher:
         {},
         lambda b: True,
         1,
-        height=720,
-        rids=["q", "h", "f"],
+        **options,
     )
+
+
+def simulcast_track() -> Publisher:
+    return vp8_track(height=720, rids=["q", "h", "f"])
 
 
 def send(track, layer, ssrc, seq, ts, pid, tl0, key, now):
@@ -92,18 +95,7 @@ def test_pause_and_resume():
 def test_closed_tracks_hand_their_counters_to_the_totals_once():
     """The SFU's totals never go down when a track or a subscriber goes (Prometheus counters)."""
     retired: dict[str, int] = {}
-    track = Publisher(
-        "TR",
-        "PA",
-        "video",
-        "camera",
-        "0",
-        Codec("video/VP8", 90000, 96),
-        {},
-        lambda b: True,
-        1,
-        retired=retired,
-    )
+    track = vp8_track(retired=retired)
     leaving, staying = (DownTrack(track, lambda b: True, sid) for sid in ("PB", "PC"))
     for dt in (leaving, staying):
         track.downtracks.append(dt)

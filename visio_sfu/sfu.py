@@ -100,19 +100,7 @@ class SFU:
         retired = self.retired
         total = {
             k: sum(r[k] for r in rooms) + retired.get(k, 0)
-            for k in (
-                "participants",
-                "tracks",
-                "downtracks",
-                "packets_in",
-                "bytes_in",
-                "packets_out",
-                "bytes_out",
-                "retransmits",
-                "nacks",
-                "keyframe_requests",
-                "dropped",
-            )
+            for k in ("participants", "tracks", "downtracks", *RETIRED_COUNTERS)
         }
         return {
             "rooms": len(rooms),
