@@ -24,12 +24,21 @@ window.visio = state; // read-only hook for tests and debugging
 // Opening the camera takes a while: joining waits for it (state.previewing), so that someone
 // quick on the join button still publishes their camera and microphone.
 function startPreview() {
+  state.previewAbandoned = false;
   state.previewing = openPreview();
   return state.previewing;
 }
 
 async function openPreview() {
   stopPreview();
+  try {
+    await acquirePreview();
+  } finally {
+    if (state.previewAbandoned) stopPreview(); // the join went on without it
+  }
+}
+
+async function acquirePreview() {
   const camera = $('camera-select').value;
   const mic = $('mic-select').value;
   try {
@@ -105,18 +114,25 @@ function identity() {
 // ---------------------------------------------------------------- room ----------------------
 async function join(room, name) {
   localStorage.setItem('visio-name', name);
-  await state.previewing;
   if (location.pathname !== `/r/${encodeURIComponent(room)}`) {
     history.replaceState(null, '', `/r/${encodeURIComponent(room)}${location.search}`);
   }
+  state.camMuted = !$('camera-on').checked;
+  state.micMuted = !$('mic-on').checked;
+  $('lobby').hidden = true; // at once: a second click cannot start a second join
+  $('ended').hidden = true;
+  $('room').hidden = false;
+  // the camera the lobby is opening, if it comes within a few seconds (a permission prompt
+  // left unanswered must not hold the join forever)
+  setStatus(t('connecting'));
+  const ready = await Promise.race([
+    (state.previewing || Promise.resolve()).then(() => true, () => true),
+    new Promise((resolve) => setTimeout(() => resolve(false), 5000)),
+  ]);
+  if (!ready) state.previewAbandoned = true; // openPreview closes it when it comes
   const stream = state.preview && state.preview.getTracks().length ? state.preview : null;
   state.preview = null;
   state.meter?.close?.();
-  state.camMuted = !$('camera-on').checked;
-  state.micMuted = !$('mic-on').checked;
-  $('lobby').hidden = true;
-  $('ended').hidden = true;
-  $('room').hidden = false;
   $('room-title').textContent = room;
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const session = new Session({
@@ -158,7 +174,7 @@ function wire(session) {
     state.participants.get('self')?.tracks.clear();
     for (const p of joined.participants) addParticipant(p);
     const self = state.participants.get('self') || addSelfTile(null); // listed even without media
-    self.info.sid = joined.participant.sid;
+    self.serverSid = joined.participant.sid; // info.sid stays 'self': isMuted and pins use it
     renderList();
   });
   session.on('participant_joined', (m) => { addParticipant(m.participant); renderList(); });
@@ -375,7 +391,10 @@ function updateControls() {
   share.setAttribute('aria-pressed', String(Boolean(state.mine.screen)));
   share.setAttribute('aria-label', t(state.mine.screen ? 'stopShare' : 'share'));
   const self = state.participants.get('self');
-  if (self) updateFlags(self);
+  if (self) {
+    updateFlags(self);
+    renderList();
+  }
 }
 
 async function toggleMic() {

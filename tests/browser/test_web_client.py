@@ -183,6 +183,13 @@ def test_lobby_by_keyboard_alone(server, browser):
             ".some((t) => t.readyState === 'live')",
             timeout=10000,
         )
+        # your own entry follows your microphone
+        page.click("#mic-button")
+        page.locator("#participant-list li", has_text="micro coupé").wait_for(timeout=5000)
+        page.click("#mic-button")
+        page.locator("#participant-list li", has_text="micro coupé").wait_for(
+            state="detached", timeout=5000
+        )
         # keyboard focus is visible: the focused control gets the focus outline
         page.keyboard.press("Tab")
         outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
