@@ -175,7 +175,12 @@ class JanusTarget(SubscribeOnceAllPublished):
                 self.errors.append(f"janus poll: {exc}")
                 await asyncio.sleep(0.5)
                 continue
-            for event in events if isinstance(events, list) else [events]:
+            if not isinstance(events, list):  # an error (the session is gone) or a keepalive
+                if isinstance(events, dict) and events.get("janus") == "error":
+                    self.errors.append(f"janus poll: {events.get('error')}")
+                    await asyncio.sleep(0.5)
+                continue
+            for event in events:
                 queue = self.events.get(event.get("sender"))
                 if queue is not None and event.get("janus") == "event":
                     queue.put_nowait(event)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +44,18 @@ from visio_sfu.transport import set_ice_addresses
 ROOT = Path(__file__).resolve().parent.parent
 KEY, SECRET = "bench", "bench-secret-0123456789-0123456789-0123"
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+try:  # loaded here, not in the forked child (no dlopen between fork and exec)
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
+def _die_with_parent() -> None:
+    """In a server's child process: be killed when the load tool dies, however it dies."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def udp_receive_drops() -> int:
@@ -106,7 +120,12 @@ class Server:
             Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{kind}-{self.port}.log", "w"
         )
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -115,6 +134,7 @@ class Server:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
                     raise RuntimeError(
                         f"{kind} server did not start; see {self.log.name}"
                     ) from None
@@ -166,7 +186,7 @@ class Run:
 
     def start(self) -> None:
         """Start sending the clips of every publisher added so far."""
-        self.pacer = asyncio.ensure_future(pace(self.publishers, self.stop))
+        self.pacer = asyncio.ensure_future(pace(self.publishers, self.stop, self.stats))
 
     async def publish(
         self, room: str, name: str, video: bool, audio: bool, subscribe: bool
@@ -293,8 +313,8 @@ def metrics_between(a: dict, b: dict, seconds: float) -> dict:
     )
     count = delta(f"{name}_count")
 
-    def us(value: float | None) -> float | None:
-        return None if value is None else round(value * 1e6, 1)
+    def us(value: float | None) -> float | None:  # None also above the top bucket (100 ms)
+        return None if value is None or value == float("inf") else round(value * 1e6, 1)
 
     return {
         "server_packets_out_per_s": delta("visio_packets_out_total") / seconds,
@@ -602,6 +622,8 @@ def main(argv: list[str] | None = None) -> None:
     if "janus" in args.servers.split(",") and not args.url and not netns.inside():
         install_janus()
         sys.exit(netns.run_inside("benchmarks.load", argv))
+    # SIGTERM unwinds like Ctrl-C, so that the servers started are stopped
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.load_core is not None and hasattr(os, "sched_setaffinity"):
         try:
             os.sched_setaffinity(0, {args.load_core})

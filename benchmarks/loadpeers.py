@@ -43,6 +43,7 @@ class Stats:
         # frame timestamps (marker bit) give frame loss, which a relay that drops whole frames
         # and renumbers its packets shows only there
         self.streams: dict[tuple[int, int], list[int]] = {}
+        self.pacer_skips = 0  # times the publishers fell half a second behind: tool overloaded
 
     def snapshot(self) -> dict:
         """Counters now, to subtract from a later snapshot."""
@@ -60,6 +61,7 @@ class Stats:
             "received": received,
             "frames_expected": frames_expected,
             "frames": frames,
+            "pacer_skips": self.pacer_skips,
             "delays": list(self.delays),
         }
 
@@ -87,6 +89,7 @@ class Stats:
             "packets_per_s": (b["packets"] - a["packets"]) / seconds,
             "mbit_per_s": (b["bytes"] - a["bytes"]) * 8 / seconds / 1e6,
             "loss_pct": max(0.0, 100 * (expected - received) / expected) if expected > 0 else 0.0,
+            "pacer_skips": b["pacer_skips"] - a["pacer_skips"],
             "frames_lost_pct": (
                 max(0.0, 100 * (frames_expected - frames) / frames_expected)
                 if frames_expected > 0
@@ -250,13 +253,14 @@ class LoadPublisher:
             ext += bytes(-len(ext) % 4)
             ext = pack("!HH", 0xBEDE, len(ext) // 4) + ext
         first = 0xB0 if ext else 0xA0  # version 2, padding (the send time), extension
-        sent_at = SEND_TIME.pack(now, SEND_TIME.size)
         last = len(payloads) - 1
+        clock, stamp = time.monotonic, SEND_TIME.pack
         for i, payload in enumerate(payloads):
             out.seq = (out.seq + 1) & 0xFFFF
             header = pack(
                 "!BBHII", first, out.pt | (0x80 if i == last else 0), out.seq, out.ts, out.ssrc
             )
+            sent_at = stamp(clock(), SEND_TIME.size)  # per packet: a frame takes a while
             if self.transport.send_rtp(header + ext + payload + sent_at):
                 self.sent += 1
 
@@ -265,8 +269,11 @@ class LoadPublisher:
         await self.transport.close()
 
 
-async def pace(publishers: list[LoadPublisher], stop: asyncio.Event) -> None:
-    """Send every publisher's clips in real time until ``stop`` is set (one task for all)."""
+async def pace(
+    publishers: list[LoadPublisher], stop: asyncio.Event, stats: Stats | None = None
+) -> None:
+    """Send every publisher's clips in real time until ``stop`` is set (one task for all);
+    ``stats.pacer_skips`` counts the times a clip fell so far behind that it skipped ahead."""
     loop = time.monotonic
     start = loop()
     schedule: list[tuple[float, LoadPublisher, Outgoing]] = []
@@ -284,6 +291,8 @@ async def pace(publishers: list[LoadPublisher], stop: asyncio.Event) -> None:
                 due += out.clip.interval
                 if due < now - 0.5:  # fell far behind: skip ahead rather than burst
                     due = now + out.clip.interval
+                    if stats is not None:
+                        stats.pacer_skips += 1
                 schedule[i] = (due, pub, out)
             nearest = min(nearest, due)
         await asyncio.sleep(max(nearest - loop(), 0.0005))

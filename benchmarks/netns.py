@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -73,10 +74,26 @@ def run_inside(module: str, argv: list[str]) -> int:
     reason = available()
     if reason is not None:
         raise RuntimeError(f"Janus runs need a network namespace, but {reason}")
-    create()
+    proc = None
     try:
+        create()
         env = {**os.environ, ENV: NAMESPACE}
         cmd = ["ip", "netns", "exec", NAMESPACE, sys.executable, "-m", module, *argv]
-        return subprocess.run(cmd, env=env).returncode
+        proc = subprocess.Popen(cmd, env=env)
+        # a SIGTERM to us is passed on; the run stops its servers before the namespace goes
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the run too: give it time to stop its servers
+            try:
+                return proc.wait(30)
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):
+                return 130
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         delete()
