@@ -176,11 +176,8 @@ class Run:
         self.stats = Stats()
         self.publishers: list[LoadPublisher] = []
         self.subscribers: list[LoadSubscriber] = []
-        self.tracks: dict[str, int] = {}  # room -> tracks published in it
-        self.own_tracks = 0  # tracks the publishing subscribers do not receive (their own)
-        self.fps: dict[str, float] = {}  # room -> frames per second published in it
-        self.own_fps = 0.0  # frames per second the publishing subscribers do not receive
-        self.listeners_in: dict[str, int] = {}  # room -> subscribers, publishing or not
+        # who joined where: what each subscriber should receive is derived from it
+        self.members: list[tuple[str, LoadPublisher | None, LoadSubscriber | None]] = []
         self.stop = asyncio.Event()
         self.pacer: asyncio.Task | None = None
 
@@ -195,23 +192,30 @@ class Run:
         pub = LoadPublisher(self.video if video else None, self.audio if audio else None)
         sub = LoadSubscriber(self.stats) if subscribe else None
         await self.target.join(room, name, pub, sub)
+        self.members.append((room, pub, sub))
         self.publishers.append(pub)
-        own = len(pub.cids)
-        fps = sum(1 / clip.interval for clip in pub.clips.values() if clip is not None)
-        self.tracks[room] = self.tracks.get(room, 0) + own
-        self.fps[room] = self.fps.get(room, 0.0) + fps
         if sub is not None:
             self.subscribers.append(sub)
-            self.listeners_in[room] = self.listeners_in.get(room, 0) + 1
-            self.own_tracks += own  # it receives every track of its room but its own
-            self.own_fps += fps
 
     async def subscribe(self, room: str, name: str) -> None:
         """Add a participant that only receives."""
         sub = LoadSubscriber(self.stats)
         await self.target.join(room, name, None, sub)
+        self.members.append((room, None, sub))
         self.subscribers.append(sub)
-        self.listeners_in[room] = self.listeners_in.get(room, 0) + 1
+
+    def expected(self) -> tuple[int, float]:
+        """(streams, frames per second) the subscribers should receive: every track of their
+        room but their own."""
+        streams, fps = 0, 0.0
+        for room, own, sub in self.members:
+            if sub is None:
+                continue
+            for other_room, pub, _ in self.members:
+                if pub is not None and pub is not own and other_room == room:
+                    streams += len(pub.cids)
+                    fps += pub.frames_per_second
+        return streams, fps
 
     async def wait_connected(self, timeout: float = 30) -> None:
         """Let the target finish its subscriptions, then wait until every peer connection is up."""
@@ -246,14 +250,11 @@ class Run:
         if m_a is not None:
             m_b = await timed_scrape(metrics_url)
             out.update(metrics_between(m_a[0], m_b[0], m_b[1] - m_a[1]))
-        if not getattr(self.target, "measures_delay", True):
-            out["delay_p50_ms"] = out["delay_p99_ms"] = None
         out["publishers"] = len(self.publishers)
         out["subscribers"] = len(self.subscribers)
         out["sent_packets"] = sum(p.sent for p in self.publishers)
         out["streams"] = len(self.stats.streams)  # (subscriber, track) pairs that received
-        expected = sum(n * self.tracks.get(room, 0) for room, n in self.listeners_in.items())
-        expected -= self.own_tracks
+        expected, fps = self.expected()
         # a stream that never arrived is lost too (a relay that cannot set up its encoders)
         out["streams_missing_pct"] = (
             max(0.0, 100 * (1 - out["streams"] / expected)) if expected > 0 else 0.0
@@ -261,8 +262,6 @@ class Run:
         # frames received per second against frames the subscribers should receive: a relay
         # that falls behind queues frames without losing any (the naive relay does), and only
         # this shows it; window edges make it noisy by a percent or two
-        fps = sum(n * self.fps.get(room, 0.0) for room, n in self.listeners_in.items())
-        fps -= self.own_fps
         received = (b["frames"] - a["frames"]) / (t_b - t_a)
         out["delivered_pct"] = 100 * received / fps if fps > 0 else None
         if self.cpu is not None:

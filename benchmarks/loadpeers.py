@@ -217,6 +217,11 @@ class LoadPublisher:
             self.cids[kind] = cid
             self._transceivers[kind] = t
 
+    @property
+    def frames_per_second(self) -> float:
+        """Frames this publisher sends each second, all its clips together."""
+        return sum(1 / clip.interval for clip in self.clips.values() if clip is not None)
+
     async def offer(self) -> str:
         """Our offer (the publisher offers on every server)."""
         return await self.transport.create_offer()

@@ -150,9 +150,7 @@ class SubscribeOnceAllPublished:
 class NaiveTarget(SubscribeOnceAllPublished):
     """benchmarks/naive_relay.py: HTTP offer/answer; the subscriber offers to receive."""
 
-    name = "naive relay"
-    #: the relay re-encodes: the send time in the publisher's RTP padding does not survive
-    measures_delay = False
+    name = "naive relay"  # it re-encodes: the send time in the RTP padding does not survive
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")

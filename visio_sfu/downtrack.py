@@ -229,11 +229,10 @@ class DownTrack:
 
     def retire(self) -> None:
         """Hand this DownTrack's counters to the SFU's totals, once."""
-        totals = getattr(self.track, "retired", None)
-        if not self._retired and totals is not None:
+        if not self._retired:
             self._retired = True
             retire(
-                totals,
+                self.track.retired,
                 packets_out=self.packets,
                 bytes_out=self.bytes,
                 retransmits=self.retransmits,
