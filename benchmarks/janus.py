@@ -151,17 +151,18 @@ class JanusTarget(SubscribeOnceAllPublished):
             raise JanusError(f"janus: {reply['error']}")
         return reply
 
-    async def _handle(self) -> tuple[int, int]:
+    async def _handle(self) -> int:
         """A new videoroom handle (a peer) in our session, created with its poller if needed."""
         if self.session is None:
             self.session = (await self._post("", {"janus": "create"}))["data"]["id"]
             self.poller = asyncio.ensure_future(self._poll(self.session))
-        session = self.session
         handle = (
-            await self._post(f"/{session}", {"janus": "attach", "plugin": "janus.plugin.videoroom"})
+            await self._post(
+                f"/{self.session}", {"janus": "attach", "plugin": "janus.plugin.videoroom"}
+            )
         )["data"]["id"]
         self.events[handle] = asyncio.Queue()
-        return session, handle
+        return handle
 
     async def _poll(self, session: int) -> None:
         """Long-poll a session's events and route them to their handle's queue."""
@@ -187,7 +188,6 @@ class JanusTarget(SubscribeOnceAllPublished):
 
     async def _message(
         self,
-        session: int,
         handle: int,
         body: dict,
         jsep: dict | None = None,
@@ -198,7 +198,7 @@ class JanusTarget(SubscribeOnceAllPublished):
         msg = {"janus": "message", "body": body}
         if jsep is not None:
             msg["jsep"] = jsep
-        reply = await self._post(f"/{session}/{handle}", msg)
+        reply = await self._post(f"/{self.session}/{handle}", msg)
         if reply.get("janus") == "success":
             data = reply["plugindata"]["data"]
             if "error" in data:
@@ -213,11 +213,10 @@ class JanusTarget(SubscribeOnceAllPublished):
             if event.get("jsep") or not want_jsep:
                 return {"data": data, "jsep": event.get("jsep")}
 
-    async def _room(self, session: int, handle: int, room: str) -> int:
+    async def _room(self, handle: int, room: str) -> int:
         if room not in self.rooms:
             room_id = next(ROOM_IDS)
             await self._message(
-                session,
                 handle,
                 {
                     "request": "create",
@@ -234,10 +233,9 @@ class JanusTarget(SubscribeOnceAllPublished):
         return self.rooms[room]
 
     async def _publish(self, room: str, name: str, publisher: LoadPublisher) -> int:
-        session, handle = await self._handle()
-        room_id = await self._room(session, handle, room)
+        handle = await self._handle()
+        room_id = await self._room(handle, room)
         reply = await self._message(
-            session,
             handle,
             {
                 "request": "joinandconfigure",
@@ -257,7 +255,7 @@ class JanusTarget(SubscribeOnceAllPublished):
         feeds = [f for f in self.feeds.get(room, []) if f != own]
         if not feeds:
             return
-        session, handle = await self._handle()
+        handle = await self._handle()
         body = {
             "request": "join",
             "ptype": "subscriber",
@@ -267,14 +265,14 @@ class JanusTarget(SubscribeOnceAllPublished):
         # Janus lists a feed once its PeerConnection is up, a moment after ours is
         for attempt in range(100):
             try:
-                reply = await self._message(session, handle, body, want_jsep=True)
+                reply = await self._message(handle, body, want_jsep=True)
                 break
             except JanusError as exc:
                 if "No such feed" not in str(exc) or attempt == 99:
                     raise
                 await asyncio.sleep(0.1)
         sdp = await subscriber.answer(reply["jsep"]["sdp"])
-        await self._message(session, handle, {"request": "start"}, {"type": "answer", "sdp": sdp})
+        await self._message(handle, {"request": "start"}, {"type": "answer", "sdp": sdp})
 
     async def close(self) -> None:
         """Destroy the session (and with it every handle and PeerConnection); stop polling."""
