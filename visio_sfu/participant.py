@@ -211,10 +211,9 @@ class Participant:
             if m.kind not in ("audio", "video"):
                 continue
             existing = self._by_mid.get(m.mid)
-            active = m.port != 0 and m.direction in ("sendrecv", "sendonly")
             neg = negotiated.get(m.mid)
             codec = _first_codec(neg.codecs) if neg is not None else None
-            if not active or codec is None:
+            if not m.sending or codec is None:
                 if existing is not None:
                     self.unpublish(existing.sid)
                 continue

@@ -82,7 +82,7 @@ class Subscriber:
             self._by_ssrc.pop(dt.ssrc, None)
         if transceiver is not None and not self.closed:
             transceiver.direction = "inactive"
-            PeerTransport.set_msid(transceiver, "-", "-")
+            PeerTransport.release_msid(transceiver)
             self._released.append(transceiver)
             self._schedule()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import socket
 import time
 import weakref
@@ -174,6 +175,18 @@ class OfferedMedia:
     msid_track: str = ""
     ssrcs: list[int] = field(default_factory=list)
     rids: list[str] = field(default_factory=list)
+    bundle_only: bool = False  # a=bundle-only: port 0 yet active, on the BUNDLE transport
+
+    @property
+    def sending(self) -> bool:
+        """Whether the remote side sends media in this section.
+
+        A section with port 0 is rejected (RFC 8843 section 7.3.3), except when it carries
+        ``a=bundle-only``: Firefox and GStreamer's webrtcbin, with max-bundle, write every
+        section after the first that way in an initial offer, and their media flows on the
+        BUNDLE transport.
+        """
+        return (self.port != 0 or self.bundle_only) and self.direction in ("sendrecv", "sendonly")
 
 
 def parse_offer(sdp: str) -> list[OfferedMedia]:
@@ -184,8 +197,10 @@ def parse_offer(sdp: str) -> list[OfferedMedia]:
         desc = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError...
         raise TransportError(f"SDP could not be parsed: {type(exc).__name__}") from None
+    raw = _sections(sdp)[1:]  # aiortc's parser drops a=bundle-only: read it from the text
     out = []
     for i, media in enumerate(desc.media):
+        bundle_only = i < len(raw) and any(x.strip() == "a=bundle-only" for x in raw[i])
         stream, track = "", ""
         if media.msid:
             parts = media.msid.split()
@@ -209,6 +224,7 @@ def parse_offer(sdp: str) -> list[OfferedMedia]:
                 msid_stream=stream,
                 msid_track=track,
                 ssrcs=ssrcs,
+                bundle_only=bundle_only,
             )
         )
     return out
@@ -428,6 +444,13 @@ class PeerTransport:
         """Set the a=msid aiortc writes for this transceiver's sender."""
         t.sender._stream_id = stream_id
         t.sender._track_id = track_id
+
+    @staticmethod
+    def release_msid(t: RTCRtpTransceiver) -> None:
+        """Give a transceiver that carries no track an msid of its own: no stream ("-") and a
+        fresh track id. Browsers reject a whole offer in which two m-sections share an msid
+        (Chromium: "Duplicate a=msid lines detected"), so released slots never share one."""
+        PeerTransport.set_msid(t, "-", f"unused-{secrets.token_hex(8)}")
 
     # -- hooks -------------------------------------------------------------------------
     def _hook_all(self) -> None:

@@ -1,0 +1,171 @@
+"""SDP shapes that real clients send and accept (seen in Chromium, Firefox and GStreamer).
+
+- Subscriber offers: a released slot (an ``inactive`` m-section) and a slot reused by a new track
+  must each carry an msid no other m-section has: Chromium rejects a whole offer with
+  "Duplicate a=msid lines detected" (every released slot carried ``a=msid:- -``).
+- Publisher offers: ``m=audio 0 … a=bundle-only`` is an active section (RFC 8843), as Firefox
+  and GStreamer's webrtcbin write it with max-bundle; port 0 without it is a rejected one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from visio_sfu.publisher import Codec, Publisher
+from visio_sfu.subscriber import Subscriber
+from visio_sfu.transport import parse_offer
+
+
+def track(sid: str, kind: str) -> Publisher:
+    codec = Codec("video/VP8", 90000, 96) if kind == "video" else Codec("audio/opus", 48000, 111, 2)
+    return Publisher(sid, "PA_" + sid, kind, "camera", "0", codec, {}, lambda b: True, 1)
+
+
+def sections(sdp: str) -> list[dict]:
+    """Per m-section: kind, mid, direction, msid."""
+    out = []
+    for part in re.split(r"\r?\n(?=m=)", sdp)[1:]:
+        lines = part.splitlines()
+        direction = next(
+            (x[2:] for x in lines if x[2:] in ("sendrecv", "sendonly", "recvonly", "inactive")),
+            "sendrecv",
+        )
+        out.append(
+            {
+                "kind": lines[0][2:].split()[0],
+                "mid": next((x[6:] for x in lines if x.startswith("a=mid:")), None),
+                "direction": direction,
+                "msid": next((x[7:] for x in lines if x.startswith("a=msid:")), None),
+            }
+        )
+    return out
+
+
+class Browserish:
+    """The far end of a subscriber connection: answers each offer (aiortc)."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.offers: asyncio.Queue[dict] = asyncio.Queue()
+
+    def emit(self, event: dict) -> None:
+        if event.get("type") == "offer":
+            self.offers.put_nowait(event)
+
+    async def answer(self, subscriber: Subscriber) -> dict:
+        offer = await asyncio.wait_for(self.offers.get(), 10)
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        done = subscriber.negotiations + 1
+        subscriber.on_answer(offer["id"], self.pc.localDescription.sdp)
+        for _ in range(200):  # until the subscriber has applied the answer
+            if subscriber.negotiations >= done:
+                break
+            await asyncio.sleep(0.01)
+        return offer
+
+
+def assert_unique_msids(offer: dict) -> None:
+    msids = [s["msid"] for s in sections(offer["sdp"]) if s["msid"]]
+    assert len(msids) == len(set(msids)), msids
+
+
+async def test_released_and_reused_slots_have_unique_msids():
+    far = Browserish()
+    sub = Subscriber("PA_me", far.emit, lambda reason: None)
+    try:
+        kinds = ["video", "audio"] * 2
+        tracks = [track(sid, kind) for sid, kind in zip("ABCD", kinds, strict=True)]
+        for t in tracks:
+            sub.add(t)
+        first = await far.answer(sub)
+        assert_unique_msids(first)
+        assert [s["direction"] for s in sections(first["sdp"])] == ["sendonly"] * 4
+        # two leave: their four slots are released in one offer
+        for t in tracks:
+            sub.remove(t.sid)
+        released = await far.answer(sub)
+        assert_unique_msids(released)
+        assert [s["direction"] for s in sections(released["sdp"])] == ["inactive"] * 4
+        assert released["tracks"] == []
+        # a newcomer's tracks take two released slots; the other two stay released
+        newcomer = [track("E", "video"), track("F", "audio")]
+        for t in newcomer:
+            sub.add(t)
+        reused = await far.answer(sub)
+        assert_unique_msids(reused)
+        shape = sections(reused["sdp"])
+        assert len(shape) == 4, "released slots are reused, not added"
+        by_mid = {s["mid"]: s for s in shape}
+        for info in reused["tracks"]:
+            section = by_mid[info["mid"]]
+            assert section["direction"] == "sendonly"
+            assert section["msid"] == f"{info['participant']} {info['track']}"
+        assert sorted(s["direction"] for s in shape) == ["inactive"] * 2 + ["sendonly"] * 2
+        # and released again, with the earlier-released slots still distinct
+        sub.remove("E")
+        again = await far.answer(sub)
+        assert_unique_msids(again)
+    finally:
+        await sub.close()
+        await far.pc.close()
+
+
+FIREFOX_OFFER = """v=0
+o=mozilla...THIS_IS_SDPARTA-115 1 0 IN IP4 0.0.0.0
+s=-
+t=0 0
+a=fingerprint:sha-256 1C:2A:47:40:05:0B:88:2B:7F:80:1B:8C:B5:3D:4A:93:2D:64:91:15:B4:B6:65:71:0B
+a=group:BUNDLE 0 1 2
+a=ice-options:trickle
+a=msid-semantic:WMS *
+m=video 9 UDP/TLS/RTP/SAVPF 120
+c=IN IP4 0.0.0.0
+a=sendonly
+a=ice-pwd:0123456789abcdef0123456789abcdef
+a=ice-ufrag:abcd1234
+a=mid:0
+a=msid:{stream} {video}
+a=rtcp-mux
+a=rtpmap:120 VP8/90000
+a=setup:actpass
+a=ssrc:1111 cname:{{c}}
+m=audio 0 UDP/TLS/RTP/SAVPF 109
+c=IN IP4 0.0.0.0
+a=bundle-only
+a=sendonly
+a=ice-pwd:0123456789abcdef0123456789abcdef
+a=ice-ufrag:abcd1234
+a=mid:1
+a=msid:{stream} {audio}
+a=rtcp-mux
+a=rtpmap:109 opus/48000/2
+a=setup:actpass
+a=ssrc:2222 cname:{{c}}
+m=audio 0 UDP/TLS/RTP/SAVPF 109
+c=IN IP4 0.0.0.0
+a=sendonly
+a=mid:2
+a=rtcp-mux
+a=rtpmap:109 opus/48000/2
+a=ssrc:3333 cname:{{c}}
+"""
+
+
+def test_bundle_only_port_zero_section_is_active():
+    offered = parse_offer(FIREFOX_OFFER.replace("\n", "\r\n"))
+    video, audio, rejected = offered
+    assert video.port == 9 and video.sending and not video.bundle_only
+    assert audio.port == 0 and audio.bundle_only and audio.sending, "bundle-only is active"
+    assert audio.ssrcs == [2222]
+    assert rejected.port == 0 and not rejected.bundle_only and not rejected.sending
+
+
+def test_inactive_and_recvonly_sections_are_not_sending():
+    for direction in ("inactive", "recvonly"):
+        sdp = FIREFOX_OFFER.replace("a=sendonly", f"a={direction}").replace("\n", "\r\n")
+        assert not any(m.sending for m in parse_offer(sdp))
