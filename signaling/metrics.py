@@ -28,6 +28,7 @@ COUNTERS = {
     "retransmits": "packets resent from the retransmission cache",
     "keyframe_requests": "keyframe requests (PLI) sent to publishers",
     "dropped": "packets dropped (invalid, unknown payload type, waiting for a keyframe)",
+    "layer_switches": "simulcast layer switches made for subscribers (at a keyframe)",
 }
 GAUGES = {
     "rooms": "open rooms",
@@ -85,6 +86,7 @@ class SFUCollector(Collector):
             yield GaugeMetricFamily(f"visio_{name}", doc, value=stats.get(name, 0))
         for name, doc in COUNTERS.items():
             yield CounterMetricFamily(f"visio_{name}", doc, value=stats.get(name, 0))
+        yield from self._layers()
         cumulative, buckets = 0, []
         for bound, count in zip((*LAG_BUCKETS, float("inf")), self.lag.buckets, strict=True):
             cumulative += count
@@ -106,6 +108,44 @@ class SFUCollector(Collector):
             ],
             sum_value=delay.sum,
         )
+
+    def _layers(self) -> Iterator:
+        """Per subscriber and video track: the layer it gets, and how often it switches."""
+        labels = ["room", "subscriber", "track"]
+        layer = GaugeMetricFamily(
+            "visio_downtrack_layer",
+            "simulcast layer forwarded to a subscriber now (0 lowest; -1 none: waiting for a "
+            "keyframe or hidden)",
+            labels=labels,
+        )
+        target = GaugeMetricFamily(
+            "visio_downtrack_target_layer",
+            "simulcast layer chosen for a subscriber (it is forwarded from its next keyframe)",
+            labels=labels,
+        )
+        switches = CounterMetricFamily(
+            "visio_downtrack_layer_switches",
+            "layer switches made for a subscriber of a video track",
+            labels=labels,
+        )
+        on_layer: dict[str, int] = {}
+        for entry in self.sfu.layers():
+            values = [entry["room"], entry["subscriber"], entry["track"]]
+            layer.add_metric(values, entry["layer"])
+            target.add_metric(values, entry["target"])
+            switches.add_metric(values, entry["switches"])
+            key = str(entry["layer"])
+            on_layer[key] = on_layer.get(key, 0) + 1
+        by_layer = GaugeMetricFamily(
+            "visio_downtracks_by_layer",
+            "video (subscriber, track) pairs per layer forwarded now (-1: none)",
+            labels=["layer"],
+        )
+        for key in ("-1", "0", "1", "2"):
+            by_layer.add_metric([key], on_layer.pop(key, 0))
+        for key, count in sorted(on_layer.items()):
+            by_layer.add_metric([key], count)
+        yield from (layer, target, switches, by_layer)
 
 
 def setup_metrics(app: web.Application, sfu: SFU) -> None:

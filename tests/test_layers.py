@@ -32,7 +32,19 @@ def test_bandwidth_limits_the_layer():
     assert both(sel([10e6], [720])) == [2]
     assert both(sel([1e6], [720])) == [1]
     assert both(sel([200_000], [720])) == [0]
-    assert both(sel([100_000], [720])) == [-1]  # not even the lowest layer fits
+    # not even the lowest layer fits: it is sent anyway (bandwidth alone never pauses a video)
+    assert both(sel([100_000], [720])) == [0]
+    assert both(sel([0], [720])) == [0]
+
+
+def test_an_estimate_below_the_lowest_layer_keeps_every_shown_video_on_its_lowest_layer():
+    # three videos and an estimate below even one lowest layer: all three stay on q,
+    # the hidden one stays off
+    s = sel([120_000], [720, 360, 180, 0], current=[0, 1, 2, 0])
+    assert both(s) == [0, 0, 0, -1]
+    # q switched off at the publisher: the lowest live layer is the floor
+    s = sel([10_000], [720], rates=[[0, 500_000, 1_500_000]], current=[1])
+    assert both(s) == [1]
 
 
 def test_rendered_size_caps_the_layer():
@@ -63,6 +75,27 @@ def test_hysteresis_needs_margin_to_go_up_but_not_to_stay():
     assert both(sel(budget, [720], current=[2])) == [2]
 
 
+def test_hysteresis_band_is_wider_than_a_ten_percent_wobble():
+    # an estimate alternating +-10 % around any point settles on one layer: after the first
+    # high and low, the layer never changes again (no flapping, whatever the starting layer)
+    for centre in np.linspace(100_000, 2_500_000, 49):
+        for start in (-1, 0, 1, 2):
+            current, seen = start, []
+            for budget in [centre * 1.1, centre * 0.9] * 10:
+                current = both(sel([budget], [720], current=[current]))[0]
+                seen.append(current)
+            assert len(set(seen[2:])) == 1, (centre, start, seen)
+
+
+def test_held_pairs_do_not_go_up():
+    s = sel([10e6, 10e6], [720, 720], current=[0, 1])
+    s.held = np.array([True, False])
+    assert both(s) == [0, 2]
+    s = sel([10e6], [720], current=[-1])  # paused (was hidden): the floor is allowed
+    s.held = np.array([True])
+    assert both(s) == [0]
+
+
 def test_dead_layers_are_stepped_over():
     rates = [[0, 500_000, 1_500_000]]  # q switched off at the publisher
     assert both(sel([10e6], [720], rates=rates)) == [2]
@@ -86,5 +119,6 @@ def test_numpy_matches_reference_on_random_inputs(seed):
         wanted=rng.choice([0, 120, 180, 270, 360, 540, 720, 1080], n),
         priority=rng.integers(0, 3, n),
         current=rng.integers(-1, 3, n),
+        held=rng.random(n) < 0.3,
     )
     assert select(s).tolist() == select_reference(s)

@@ -22,6 +22,7 @@ UNKNOWN_BUDGET = 50_000_000  # no bandwidth estimate from the subscriber yet: no
 NOMINAL_BITRATES = (150_000, 500_000, 1_500_000)  # a layer switched off keeps a nominal cost
 DYNACAST_HOLD = 5.0  # seconds a layer stays on after the last subscriber stops needing it
 LIVE_WITHIN = 1.0  # a layer that sent nothing for this long is not live
+UP_HOLD = 4.0  # seconds a subscriber waits, after going down a layer, before going up again
 
 
 def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
@@ -65,6 +66,7 @@ def allocate(
     wanted = np.zeros(n, dtype=np.int64)
     priority = np.zeros(n, dtype=np.int64)
     current = np.zeros(n, dtype=np.int64)
+    held = np.zeros(n, dtype=bool)
     for i, dt in enumerate(pairs):
         track = dt.track
         h = track.layer_heights()[:MAX_LAYERS]
@@ -73,8 +75,11 @@ def allocate(
         wanted[i] = 0 if not dt.visible else (dt.max_height or 1 << 20)
         priority[i] = 2 if track.source == "screen_share" else int(track.participant_sid == speaker)
         current[i] = dt.target_layer
+        held[i] = now - dt.went_down_at < UP_HOLD
     targets = select(
-        Selection(np.array(subs), np.array(budgets), rates, heights, wanted, priority, current)
+        Selection(
+            np.array(subs), np.array(budgets), rates, heights, wanted, priority, current, held
+        )
     )
     changes = []
     for dt, target in zip(pairs, targets.tolist(), strict=True):
@@ -89,8 +94,11 @@ def dynacast(track: Publisher, now: float) -> list[str] | None:
     if not track.simulcast:
         return None
     for dt in track.downtracks:
-        if 0 <= dt.target_layer < len(track.layers):
-            track.layers[dt.target_layer].needed_until = now + DYNACAST_HOLD
+        # the layer a subscriber gets now stays on until the one it switches to has started
+        # (its keyframe): switching the old one off first would leave it with nothing
+        for index in (dt.target_layer, dt.current_layer):
+            if 0 <= index < len(track.layers):
+                track.layers[index].needed_until = now + DYNACAST_HOLD
     active = [
         layer.rid
         for i, layer in enumerate(track.layers)

@@ -9,6 +9,7 @@ retransmission cache and writes the sender report for its stream.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from struct import unpack_from
 from typing import TYPE_CHECKING
@@ -71,7 +72,8 @@ class DownTrack:
         self._tl0_offset = 0
         self._last_pid = -1
         self._last_tl0 = -1
-        self.switches = 0
+        self.switches = 0  # layer switches made (at a keyframe)
+        self.went_down_at = float("-inf")  # when the target last went to a lower layer
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
@@ -112,6 +114,8 @@ class DownTrack:
         """Forward ``layer`` from its next keyframe on (-1: pause now)."""
         if layer == self.target_layer:
             return
+        if 0 <= layer < self.target_layer:  # not hiding (-1), which is no sign of congestion
+            self.went_down_at = time.monotonic() if now is None else now
         self.target_layer = layer
         if layer < 0:
             self.current_layer = -1
@@ -129,8 +133,9 @@ class DownTrack:
             if layer != self.target_layer:
                 return  # another layer than ours: not for this subscriber
             if not key:
-                if self.current_layer < 0:
-                    self.track.request_keyframe(now, layer)  # nothing to show until one comes
+                # the switch waits for this layer's keyframe: ask again (the track throttles),
+                # whether or not another layer is still forwarded meanwhile
+                self.track.request_keyframe(now, layer)
                 return
             self.current_layer = layer  # switch at the target layer's keyframe
             self.switches += 1
@@ -205,6 +210,17 @@ class DownTrack:
         self.retransmits += sent
         return sent
 
+    def layer_info(self) -> dict:
+        """Which layer this subscriber gets of the track, which it should get, how often it
+        switched: what /metrics shows per subscriber."""
+        return {
+            "track": self.track.sid,
+            "subscriber": self.subscriber_sid,
+            "layer": self.current_layer,
+            "target": self.target_layer,
+            "switches": self.switches,
+        }
+
     def handle_report(self, fraction_lost: int, jitter: int) -> None:
         """Record the subscriber's receiver report for this stream."""
         self.fraction_lost = fraction_lost
@@ -238,6 +254,7 @@ class DownTrack:
                 retransmits=self.retransmits,
                 nacks=self.nacks,
                 dropped=self.dropped,
+                layer_switches=self.switches,
             )
 
     def close(self) -> None:

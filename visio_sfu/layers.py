@@ -4,11 +4,17 @@ One row per (subscriber, track) pair. The decision, vectorised with numpy:
 
 1. cap: the highest layer not larger than the size at which the subscriber shows the video
    (adaptive stream; the smallest layer when none is small enough), none when it is hidden;
-2. share: each subscriber's available bitrate is spent like mediasoup's
+2. floor: the lowest live layer of a shown video is always sent. Bandwidth alone never pauses a
+   video: a receiver-side estimate (REMB) follows what it receives, so a paused or flapping
+   stream keeps it low, and the subscriber sees 2-5 frames a second (seen in Firefox and
+   Chromium when the estimate sat just below the lowest layer's rate);
+3. share: each subscriber's available bitrate is spent like mediasoup's
    ``DistributeAvailableOutgoingBitrate``: raise every pair one layer at a time, level by level,
    in priority order (active speaker and screen share first), while the budget allows;
-3. hysteresis: going *up* to a layer costs ``up_margin`` times its bitrate, so a budget that
-   hovers around one layer's rate does not make it flap.
+4. hysteresis: going *up* to a layer costs ``up_margin`` times its bitrate, staying on (or going
+   down to) a layer only ``down_margin`` times it, so an estimate that wanders +-10 % around a
+   boundary does not make a layer flap; and a pair that went down recently is ``held``: it may
+   not go up again for a while (the allocator decides how long).
 
 Pure: arrays in, arrays out. ``select_reference`` is the same algorithm in plain Python; the
 tests check both agree on random inputs.
@@ -20,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-UP_MARGIN = 1.15
+UP_MARGIN = 1.15  # going up to a layer needs 15 % more than its rate
+DOWN_MARGIN = 0.9  # a layer is kept (or gone down to) while 90 % of its rate fits
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Selection:
     wanted: np.ndarray  # (N,) int: height the subscriber shows the video at; 0 = hidden
     priority: np.ndarray  # (N,) int: higher first when bandwidth is short
     current: np.ndarray  # (N,) int: layer sent now; -1 = none
+    held: np.ndarray | None = None  # (N,) bool: may not go above ``current`` this round
 
 
 def size_caps(bitrates: np.ndarray, heights: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -48,59 +56,82 @@ def size_caps(bitrates: np.ndarray, heights: np.ndarray, wanted: np.ndarray) -> 
     return np.where(wanted > 0, cap, -1)
 
 
-def select(sel: Selection, up_margin: float = UP_MARGIN) -> np.ndarray:
-    """The layer each pair should receive (-1 = none), for every pair at once."""
+def _floors_and_limits(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: the lowest live layer (the floor, always sent when shown; L if none) and
+    the highest layer it may get this round (size cap, and ``current`` when held)."""
+    n, layers = sel.bitrates.shape
+    live = sel.bitrates > 0
+    floor = np.where(live, np.arange(layers), layers).min(axis=1, initial=layers)
+    limit = size_caps(sel.bitrates, sel.heights, sel.wanted)
+    if sel.held is not None:
+        limit = np.where(sel.held, np.minimum(limit, np.maximum(sel.current, floor)), limit)
+    return floor, limit
+
+
+def select(
+    sel: Selection, up_margin: float = UP_MARGIN, down_margin: float = DOWN_MARGIN
+) -> np.ndarray:
+    """The layer each pair should receive (-1 = none: hidden, or no live layer), all at once."""
     n, layers = sel.bitrates.shape
     target = np.full(n, -1, dtype=np.int64)
     if n == 0:
         return target
-    cap = size_caps(sel.bitrates, sel.heights, sel.wanted)
+    floor, limit = _floors_and_limits(sel)
     # priority order within each subscriber: by subscriber, then priority descending
     order = np.lexsort((np.arange(n), -sel.priority, sel.subscriber))
     sub_sorted = sel.subscriber[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sub_sorted)) + 1]
     group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
     spent = np.zeros(len(sel.budget), dtype=np.float64)
-    prev_rate = np.zeros(n, dtype=np.float64)
-    cap_s = cap[order]
+    prev_cost = np.zeros(n, dtype=np.float64)  # what the pair's chosen layer costs so far
+    limit_s = limit[order]
+    floor_s = floor[order]
     current = sel.current[order]
-    alive = cap_s >= 0  # still raised level by level; False once hidden or out of budget
+    alive = limit_s >= 0  # still raised level by level; False once hidden or out of budget
     positions = np.arange(n)
     for level in range(layers):
         rate = sel.bitrates[order, level]
-        want = alive & (cap_s >= level) & (rate > 0)  # dead layers are stepped over
-        price = np.where(current < level, rate * up_margin, rate) - prev_rate
-        cost = np.where(want, price, 0.0)
+        want = alive & (limit_s >= level) & (rate > 0)  # dead layers are stepped over
+        forced = want & (floor_s == level)  # the floor is sent whatever the budget
+        level_cost = rate * np.where(current < level, up_margin, down_margin)
+        cost = np.where(want, level_cost - prev_cost, 0.0)
         csum = np.cumsum(cost)
         # a grouped prefix sum: the cost of this pair and all before it, same subscriber
         within = csum - (csum[group_start] - cost[group_start])
-        ok = want & (within + spent[sub_sorted] <= sel.budget[sub_sorted])
+        ok = want & (forced | (within + spent[sub_sorted] <= sel.budget[sub_sorted]))
         # the prefix rule: once a pair does not fit, the later pairs of that subscriber stop
         first_block = np.full(len(sel.budget), n, dtype=np.int64)
         late = want & ~ok
         np.minimum.at(first_block, sub_sorted[late], positions[late])
-        ok &= positions < first_block[sub_sorted]
+        ok &= forced | (positions < first_block[sub_sorted])
         alive &= ~(want & ~ok)
         np.add.at(spent, sub_sorted[ok], cost[ok])
         target[order[ok]] = level
-        prev_rate[ok] = rate[ok]
+        prev_cost[ok] = level_cost[ok]
     return target
 
 
-def select_reference(sel: Selection, up_margin: float = UP_MARGIN) -> list[int]:
+def select_reference(
+    sel: Selection, up_margin: float = UP_MARGIN, down_margin: float = DOWN_MARGIN
+) -> list[int]:
     """The same decision as ``select``, one pair at a time, in plain Python."""
     n, layers = sel.bitrates.shape
-    caps = []
+    floors, limits = [], []
     for i in range(n):
         live = [j for j in range(layers) if sel.bitrates[i, j] > 0]
+        floor = min(live) if live else layers
         if sel.wanted[i] <= 0 or not live:
-            caps.append(-1)
-            continue
-        fit = [j for j in live if sel.heights[i, j] <= sel.wanted[i]]
-        caps.append(max(fit) if fit else min(live))
+            limit = -1
+        else:
+            fit = [j for j in live if sel.heights[i, j] <= sel.wanted[i]]
+            limit = max(fit) if fit else floor
+            if sel.held is not None and sel.held[i]:
+                limit = min(limit, max(int(sel.current[i]), floor))
+        floors.append(floor)
+        limits.append(limit)
     pairs = sorted(range(n), key=lambda i: (sel.subscriber[i], -sel.priority[i], i))
     target = [-1] * n
-    alive = [c >= 0 for c in caps]
+    alive = [c >= 0 for c in limits]
     prev = [0.0] * n
     spent = [0.0] * len(sel.budget)
     for level in range(layers):
@@ -108,14 +139,15 @@ def select_reference(sel: Selection, up_margin: float = UP_MARGIN) -> list[int]:
         for i in pairs:
             s = int(sel.subscriber[i])
             rate = float(sel.bitrates[i, level])
-            if not alive[i] or caps[i] < level or rate <= 0:
+            if not alive[i] or limits[i] < level or rate <= 0:
                 continue
-            price = (rate * up_margin if sel.current[i] < level else rate) - prev[i]
-            if s in blocked or spent[s] + price > sel.budget[s]:
+            level_cost = rate * (up_margin if sel.current[i] < level else down_margin)
+            price = level_cost - prev[i]
+            if level != floors[i] and (s in blocked or spent[s] + price > sel.budget[s]):
                 blocked.add(s)
                 alive[i] = False
                 continue
             spent[s] += price
             target[i] = level
-            prev[i] = rate
+            prev[i] = level_cost
     return target

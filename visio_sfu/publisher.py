@@ -49,6 +49,7 @@ RETIRED_COUNTERS = (
     "nacks",
     "keyframe_requests",
     "dropped",
+    "layer_switches",
 )
 
 

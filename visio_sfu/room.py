@@ -366,7 +366,17 @@ class Room:
             "nacks": sum(dt.nacks for dt in downtracks),
             "keyframe_requests": sum(t.keyframe_requests for t in tracks),
             "dropped": sum(t.dropped for t in tracks) + sum(dt.dropped for dt in downtracks),
+            "layer_switches": sum(dt.switches for dt in downtracks),
         }
+
+    def layers(self) -> list[dict]:
+        """Per video DownTrack: the layer forwarded, the layer chosen, the switches made."""
+        return [
+            {"room": self.name, **dt.layer_info()}
+            for t in self.tracks()
+            if t.kind == "video"
+            for dt in t.downtracks
+        ]
 
 
 def _public(p: Participant) -> dict:

@@ -109,6 +109,11 @@ class SFU:
             "per_room": rooms,
         }
 
+    def layers(self) -> list[dict]:
+        """Per video (subscriber, track) pair in every room: the simulcast layer forwarded now
+        (-1: none yet), the one chosen for it, and how often it switched (see Room.layers)."""
+        return [entry for room in self.rooms.values() for entry in room.layers()]
+
     @staticmethod
     def leak_check() -> dict:
         """Objects still in memory after a garbage collection (tests and debugging)."""

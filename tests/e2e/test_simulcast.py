@@ -4,8 +4,10 @@ layer their bandwidth (REMB) and display size allow, switched at keyframes; dyna
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
+import aiohttp
 import pytest
 
 from tests.e2e.test_meeting import until
@@ -117,6 +119,23 @@ async def test_layers_follow_bandwidth_and_size_with_dynacast():
             for dt in p.subscriber.downtracks.values()
         ]
         assert sum(dt.switches for dt in dts) >= 3
+        # /metrics shows which layer each subscriber gets and how often it switched
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as r:
+            text = await r.text()
+        a_sid = a.joined["participant"]["sid"]
+        b_sid = b.joined["participant"]["sid"]
+
+        def series(name: str, sid: str) -> float:
+            pattern = rf'^{name}{{room="sc",subscriber="{sid}",track="{track["sid"]}"}} (\S+)$'
+            found = re.search(pattern, text, re.M)
+            assert found, (name, sid, text)
+            return float(found.group(1))
+
+        assert series("visio_downtrack_layer", a_sid) == 2  # A gets f since the cap went
+        assert series("visio_downtrack_layer", b_sid) <= 1  # B's small view: q or h
+        assert series("visio_downtrack_layer_switches_total", a_sid) >= 1
+        assert re.search(r'^visio_downtracks_by_layer{layer="2"} 1\.0$', text, re.M), text
+        assert float(re.search(r"^visio_layer_switches_total (\S+)$", text, re.M)[1]) >= 3
         for task in (watch_a, watch_b):
             task.cancel()
         capped.stop()

@@ -1,0 +1,125 @@
+"""StreamAllocator over time, with real Publishers and DownTracks: what subscribers of a
+simulcast track get when their estimate is low or wanders, and that no subscriber is ever left
+with no layer running while it waits for a switch (dynacast, keyframe requests)."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+from tests.test_downtrack import send, simulcast_track
+from visio_sfu.allocator import UP_HOLD, allocate, dynacast
+from visio_sfu.downtrack import DownTrack
+
+RATES = (150_000, 500_000, 1_500_000)
+ROUND = 0.25  # the room's adaptation interval
+
+
+def subscriber_of(track, remb: float | None):
+    """A participant whose subscriber receives ``track`` (what allocate reads)."""
+    dt = DownTrack(track, lambda b: True, "PB")
+    dt.bind(0xBEEF, 100, {})
+    track.downtracks.append(dt)
+    sub = SimpleNamespace(remb_bitrate=remb, downtracks={track.sid: dt})
+    return SimpleNamespace(subscriber=sub), dt
+
+
+def live(track, now: float, rates=RATES) -> None:
+    for layer, rate in zip(track.layers, rates, strict=True):
+        layer.bitrate = layer.known_bitrate = rate
+        layer.last_packet = now
+
+
+def test_an_estimate_below_the_lowest_layer_never_pauses_the_video():
+    track = simulcast_track()
+    participant, dt = subscriber_of(track, remb=80_000)  # below q's 150 kbit/s
+    now = 100.0
+    for _ in range(40):
+        live(track, now)
+        allocate([participant], None, now)
+        assert dt.target_layer == 0, "the lowest layer stays on"
+        now += ROUND
+
+
+def test_an_estimate_wandering_ten_percent_around_a_boundary_switches_rarely():
+    rng = random.Random(7)
+    for boundary in (RATES[1], RATES[2], RATES[1] * 1.08, RATES[2] * 1.08, RATES[1] * 1.15):
+        track = simulcast_track()
+        participant, dt = subscriber_of(track, remb=None)
+        now, switches, last = 100.0, [], None
+        for _ in range(int(30 / ROUND)):  # 30 s
+            participant.subscriber.remb_bitrate = boundary * rng.uniform(0.9, 1.1)
+            live(track, now)
+            allocate([participant], None, now)
+            if last is not None and dt.target_layer != last:
+                switches.append(now)
+            last = dt.target_layer
+            now += ROUND
+        # the first estimate may move it once; after that, no flapping
+        gaps = [b - a for a, b in zip(switches, switches[1:], strict=False)]
+        assert len(switches) <= 2 and all(g >= 3 for g in gaps), (boundary, switches)
+
+
+def test_after_going_down_a_subscriber_waits_before_going_up():
+    track = simulcast_track()
+    participant, dt = subscriber_of(track, remb=10_000_000)
+    now = 100.0
+    live(track, now)
+    allocate([participant], None, now)
+    assert dt.target_layer == 2
+    participant.subscriber.remb_bitrate = 700_000  # congestion: down to h at once
+    now += ROUND
+    live(track, now)
+    allocate([participant], None, now)
+    assert dt.target_layer == 1
+    participant.subscriber.remb_bitrate = 10_000_000  # back at once: held for a while
+    while now < 100.0 + ROUND + UP_HOLD - ROUND:
+        now += ROUND
+        live(track, now)
+        allocate([participant], None, now)
+        assert dt.target_layer == 1
+    now += 2 * ROUND
+    live(track, now)
+    allocate([participant], None, now)
+    assert dt.target_layer == 2
+
+
+def test_the_layer_being_forwarded_stays_on_until_the_switch_is_made():
+    # a subscriber forwarded h is moved to f; f's keyframe is slow to come. Dynacast must keep
+    # h running meanwhile, or the subscriber gets nothing (seen: 19 frames, then 30 s of nothing)
+    track = simulcast_track()
+    participant, dt = subscriber_of(track, remb=None)
+    for layer in track.layers:
+        layer.needed_until = 0.0  # no hold left from the track's start
+    dt.set_target(1, 0.0)
+    send(track, 1, 222, 1, 0, 1, 1, True, 0.0)
+    assert dt.current_layer == 1
+    dt.set_target(2, 0.0)
+    now = 0.0
+    for _ in range(int(30 / ROUND)):
+        now += ROUND
+        dynacast(track, now)
+        assert track.active_rids == ["q", "h", "f"], (now, track.active_rids)
+    # once f's keyframe arrives and the switch is made, h may go after the hold
+    send(track, 2, 333, 1, 0, 1, 1, True, now)
+    assert dt.current_layer == 2
+    dynacast(track, now + 6)
+    assert track.active_rids == ["q", "f"]  # q always runs; h is off
+
+
+def test_a_waiting_switch_asks_for_the_keyframe_again_while_the_old_layer_flows():
+    plis: list[bytes] = []
+    track = simulcast_track()
+    track._send_rtcp = lambda b: plis.append(b) or True
+    dt = DownTrack(track, lambda b: True, "PB")
+    track.downtracks.append(dt)
+    dt.bind(1, 100, {})
+    send(track, 0, 111, 1, 0, 1, 1, True, 0.0)  # q flows
+    send(track, 2, 333, 1, 0, 1, 1, False, 0.0)  # f flows too (SSRC learnt)
+    dt.set_target(2, 0.0)
+    first = len(plis)
+    # only f deltas arrive (q was switched off): every throttle interval, another PLI for f
+    for i in range(1, 31):
+        send(track, 2, 333, 1 + i, 3000 * i, 1 + i, 1, False, i / 10)
+    assert dt.current_layer == 0 and dt.target_layer == 2
+    assert len(plis) - first >= 5, len(plis) - first
