@@ -19,7 +19,7 @@ from .auth import IdentityProvider, TokenError, TokenVerifier, mint_token
 from .config import Config, ConfigError
 from .limits import PerKeyLimiter
 from .metrics import setup_metrics
-from .session import Session
+from .session import Session, SessionCounters
 from .webhooks import WebhookNotifier
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 SESSIONS = web.AppKey("sessions", weakref.WeakSet)
 WEBHOOKS = web.AppKey("webhooks", WebhookNotifier)
 JOIN_LIMITER = web.AppKey("join_limiter", PerKeyLimiter)
+COUNTERS = web.AppKey("counters", SessionCounters)
 
 
 def static_dir() -> Path:
@@ -78,7 +79,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         return _json_error(400, "bad_request", "expected a WebSocket upgrade")
     await ws.prepare(request)
-    session = Session(ws, identity, app[SFU_KEY], config)
+    session = Session(ws, identity, app[SFU_KEY], config, app[COUNTERS])
     app[SESSIONS].add(session)
     await session.run()
     return ws
@@ -145,6 +146,7 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
     )
     app[VERIFIER] = TokenVerifier(config.api_keys, providers=_providers(config))
     app[SESSIONS] = weakref.WeakSet()
+    app[COUNTERS] = SessionCounters()
     rate = config.joins_per_second
     app[JOIN_LIMITER] = PerKeyLimiter(rate, max(4 * rate, 20))
     app.router.add_get("/rtc", rtc_handler)
@@ -159,7 +161,7 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
         notifier = WebhookNotifier(config.webhook_urls, key, secret)
         app[SFU_KEY].listeners.append(notifier)
         app[WEBHOOKS] = notifier
-    setup_metrics(app, app[SFU_KEY])
+    setup_metrics(app, app[SFU_KEY], app[COUNTERS])
     static = static_dir()
     if static.exists():
         app.router.add_static("/static/", static, append_version=False)

@@ -17,6 +17,8 @@ from prometheus_client.registry import Collector
 
 from visio_sfu import SFU
 
+from .session import SessionCounters
+
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 COUNTERS = {
@@ -76,9 +78,10 @@ class LoopLag:
 class SFUCollector(Collector):
     """Reads the SFU's counters at scrape time."""
 
-    def __init__(self, sfu: SFU, lag: LoopLag) -> None:
+    def __init__(self, sfu: SFU, lag: LoopLag, counters: SessionCounters | None = None) -> None:
         self.sfu = sfu
         self.lag = lag
+        self.counters = counters or SessionCounters()
 
     def collect(self) -> Iterator:
         stats = self.sfu.stats()
@@ -87,6 +90,19 @@ class SFUCollector(Collector):
         for name, doc in COUNTERS.items():
             yield CounterMetricFamily(f"visio_{name}", doc, value=stats.get(name, 0))
         yield from self._layers()
+        failures = CounterMetricFamily(
+            "visio_negotiation_failures",
+            "negotiations a client reported it could not apply, per connection",
+            labels=["target"],
+        )
+        for target, count in sorted(self.counters.negotiation_failures.items()):
+            failures.add_metric([target], count)
+        yield failures
+        yield CounterMetricFamily(
+            "visio_subscriber_restarts",
+            "fresh subscriber connections made after a client could not apply an offer",
+            value=self.counters.subscriber_restarts,
+        )
         cumulative, buckets = 0, []
         for bound, count in zip((*LAG_BUCKETS, float("inf")), self.lag.buckets, strict=True):
             cumulative += count
@@ -148,11 +164,11 @@ class SFUCollector(Collector):
         yield from (layer, target, switches, by_layer)
 
 
-def setup_metrics(app: web.Application, sfu: SFU) -> None:
+def setup_metrics(app: web.Application, sfu: SFU, counters: SessionCounters | None = None) -> None:
     """Serve /metrics for this SFU, with an event-loop lag sampler."""
     registry = CollectorRegistry()
     lag = LoopLag()
-    registry.register(SFUCollector(sfu, lag))
+    registry.register(SFUCollector(sfu, lag, counters))
 
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(registry)

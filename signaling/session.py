@@ -10,6 +10,8 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -31,6 +33,18 @@ from .protocol import ProtocolError, decode, error, field, short_str
 
 logger = logging.getLogger(__name__)
 
+
+@dataclass
+class SessionCounters:
+    """What sessions count for /metrics beyond the SFU's own figures."""
+
+    #: negotiations the client could not apply, by connection ("publisher"/"subscriber")
+    negotiation_failures: dict[str, int] = dc_field(
+        default_factory=lambda: {"publisher": 0, "subscriber": 0}
+    )
+    subscriber_restarts: int = 0  # fresh subscriber connections made after such a failure
+
+
 OUTBOX_LIMIT = 1024  # events queued for a client that does not read: beyond, it is dropped
 _TOO_SLOW = (4002, b"too slow")  # outbox sentinels (tuples): close with this code
 _DONE = (1000, b"")
@@ -39,8 +53,16 @@ _DONE = (1000, b"")
 class Session:
     """Drives one participant from one WebSocket."""
 
-    def __init__(self, ws: web.WebSocketResponse, identity: Identity, sfu: SFU, config: Config):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        identity: Identity,
+        sfu: SFU,
+        config: Config,
+        counters: SessionCounters | None = None,
+    ):
         self.ws = ws
+        self.counters = counters or SessionCounters()
         self.identity = identity
         self.sfu = sfu
         self.config = config
@@ -349,6 +371,32 @@ class Session:
             raise ProtocolError("not_found", f"you do not receive track {sid}") from None
         return {"type": "track_settings_updated", "track": sid}
 
+    async def on_negotiation_failed(self, msg: dict) -> dict:
+        """The client could not apply a negotiation: log it, count it, and for the subscriber
+        connection start a fresh one (the client has discarded its own)."""
+        p = self._joined()
+        target = short_str(msg, "target", 16, required=True)
+        if target not in ("publisher", "subscriber"):
+            raise ProtocolError("bad_request", "target must be 'publisher' or 'subscriber'")
+        offer = msg.get("offer")
+        if offer is not None and not isinstance(offer, str | int):
+            raise ProtocolError("bad_request", "field 'offer' must be a string or an integer")
+        reason = field(msg, "message", str, required=False) or ""
+        # repr: the client's text cannot forge log lines (newlines, control characters)
+        logger.warning(
+            "session %s: the client could not apply the %s negotiation (offer %r): %r",
+            self._who(),
+            target,
+            str(offer)[:64] if offer is not None else None,
+            reason[:500],
+        )
+        self.counters.negotiation_failures[target] += 1
+        if target == "publisher":
+            return {"type": "negotiation_failed_noted", "target": target}
+        await p.restart_subscriber()
+        self.counters.subscriber_restarts += 1
+        return {"type": "subscriber_restarted"}
+
     async def on_ping(self, msg: dict) -> dict:
         ts = msg.get("ts")
         return {"type": "pong", "ts": ts if isinstance(ts, int | float) else time.time() * 1000}
@@ -382,6 +430,7 @@ HANDLERS: dict[str, Any] = {
     "data": Session.on_data,
     "subscription": Session.on_subscription,
     "track_settings": Session.on_track_settings,
+    "negotiation_failed": Session.on_negotiation_failed,
     "ping": Session.on_ping,
     "leave": Session.on_leave,
 }

@@ -186,6 +186,8 @@ function wire(session) {
   session.on('track_unpublished', (m) => {
     const p = state.participants.get(m.participant);
     if (p) { p.tracks.delete(m.track); updateFlags(p); }
+    // the next subscriber offer removes it too; this does not wait for that offer to succeed
+    detachTrack({ participant: m.participant, track: m.track });
   });
   session.on('track_muted', (m) => {
     const p = state.participants.get(m.participant);

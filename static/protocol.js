@@ -107,6 +107,9 @@ export class Session extends Emitter {
     this.me = null;
     this.subscriberQueue = Promise.resolve();
     this.publisherQueue = Promise.resolve();
+    this.subscriberGen = 0; // bumped whenever the subscriber connection is replaced
+    this.restarting = false; // waiting for the server's fresh subscriber connection
+    this.failures = []; // times of negotiation failures, to give up on a loop
   }
 
   setState(state) {
@@ -154,8 +157,11 @@ export class Session extends Emitter {
 
   onMessage(msg) {
     if (msg.type === 'offer' && msg.target === 'subscriber') {
-      this.subscriberQueue = this.subscriberQueue.then(() => this.answerSubscriber(msg)).catch(
-        (err) => console.error('subscriber negotiation failed', err));
+      if (this.restarting) return; // made for the connection being replaced
+      const gen = this.subscriberGen;
+      this.subscriberQueue = this.subscriberQueue
+        .then(() => (gen === this.subscriberGen ? this.answerSubscriber(msg, gen) : null))
+        .catch((err) => this.subscriberFailed(msg, err));
       return;
     }
     if (msg.type === 'layers') {
@@ -170,7 +176,7 @@ export class Session extends Emitter {
     this.emit(msg.type, msg);
   }
 
-  async answerSubscriber(msg) {
+  async answerSubscriber(msg, gen) {
     const pc = this.subscriber;
     const active = new Set();
     const live = new Set();
@@ -183,6 +189,7 @@ export class Session extends Emitter {
     await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
+    if (gen !== this.subscriberGen) return; // that connection was replaced meanwhile
     this.signal.send({ type: 'answer', target: 'subscriber', id: msg.id, sdp: answer.sdp });
     for (const [mid, info] of [...this.remote]) {
       if (active.has(mid)) continue;
@@ -190,6 +197,61 @@ export class Session extends Emitter {
       // a track that moved to another m-section is still shown: only a gone track is removed
       if (!live.has(info.track)) this.emit('track_removed', { info });
     }
+  }
+
+  // The browser rejected a subscriber offer. Never stay silently broken: report it; the server
+  // answers with a fresh subscriber connection (docs/protocol.md, negotiation_failed), ours is
+  // replaced, and media comes back by itself. Offers that arrive before the server's answer are
+  // for the old connection and are dropped; every offer after it is for the new one.
+  async subscriberFailed(msg, err) {
+    console.error('visio: subscriber negotiation failed', err);
+    if (this.closedByUser || !this.signal || this.restarting) return;
+    this.subscriberGen += 1;
+    this.restarting = true;
+    try {
+      if (this.failingTooOften()) throw new Error('negotiation keeps failing');
+      await this.signal.request({
+        type: 'negotiation_failed', target: 'subscriber', offer: msg.id,
+        message: String(err?.message || err).slice(0, 500),
+      });
+    } catch (e) {
+      this.restarting = false;
+      this.onDisconnect(`subscriber recovery failed: ${e.message}`);
+      return;
+    }
+    // this runs before the next message is handled: the server's next offer finds the new pc
+    this.replaceSubscriber();
+    this.restarting = false;
+    this.emit('recovered', { target: 'subscriber' });
+  }
+
+  replaceSubscriber() {
+    this.subscriber?.close();
+    for (const info of this.remote.values()) this.emit('track_removed', { info });
+    this.remote.clear();
+    this.subscriber = this.newPeer('subscriber');
+    this.subscriber.ontrack = (ev) => this.onTrack(ev);
+  }
+
+  // The browser rejected the server's publisher answer: report it, then reconnect (which
+  // republishes every track on a new connection).
+  publisherFailed(err) {
+    console.error('visio: publisher negotiation failed', err);
+    this.signal?.send({
+      type: 'negotiation_failed', target: 'publisher',
+      message: String(err?.message || err).slice(0, 500),
+    });
+    this.failingTooOften();
+    this.onDisconnect('publisher negotiation failed');
+  }
+
+  // More than 3 failures in a minute: recovering does not help, stop hammering the server.
+  failingTooOften() {
+    const now = Date.now();
+    this.failures = this.failures.filter((t) => now - t < 60000);
+    this.failures.push(now);
+    if (this.failures.length > 3) this.attempt = Math.max(this.attempt, 4); // back off longer
+    return this.failures.length > 3;
   }
 
   onTrack(ev) {
@@ -230,15 +292,23 @@ export class Session extends Emitter {
   }
 
   negotiatePublisher() {
-    this.publisherQueue = this.publisherQueue.then(async () => {
+    // one negotiation at a time; a failed one does not block the next (after a reconnect)
+    const run = this.publisherQueue.catch(() => {}).then(async () => {
       const pc = this.publisher;
       if (!pc || pc.signalingState === 'closed') return;
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
       const reply = await this.signal.request({ type: 'offer', target: 'publisher', sdp: offer.sdp });
-      await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
+      if (pc !== this.publisher) return; // reconnected meanwhile
+      try {
+        await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
+      } catch (err) {
+        this.publisherFailed(err);
+        throw err;
+      }
     });
-    return this.publisherQueue;
+    this.publisherQueue = run;
+    return run;
   }
 
   // Dynacast: send only the simulcast layers somebody receives.
@@ -291,6 +361,8 @@ export class Session extends Emitter {
 
   teardown() {
     clearInterval(this.ping);
+    this.subscriberGen += 1; // queued offers were for the connections closed here
+    this.restarting = false;
     this.signal?.close();
     this.publisher?.close();
     this.subscriber?.close();

@@ -56,8 +56,11 @@ class Client:
         # max-bundle: aiortc's default (balanced) leaves the second m-section of a kind on a
         # transport of its own when an offer brings several at once, and it never connects
         config = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self._config = config
         self.publisher = RTCPeerConnection(config)
         self.subscriber = RTCPeerConnection(config)
+        self._restarting = False  # waiting for a fresh subscriber connection
+        self.subscriber_restarts = 0
         self.joined: dict | None = None
         self.events: list[dict] = []
         self.remote_tracks: list[RemoteTrack] = []
@@ -140,26 +143,62 @@ class Client:
                 if waiter[0](msg) and not waiter[1].done():
                     waiter[1].set_result(msg)
                     self._waiters.remove(waiter)
-            if msg.get("type") == "offer" and msg.get("target") == "subscriber":
-                asyncio.ensure_future(self._answer_subscriber(msg))
+            if msg.get("type") == "subscriber_restarted":
+                self._replace_subscriber()  # before the next offer, which is for the new one
+            elif msg.get("type") == "offer" and msg.get("target") == "subscriber":
+                if not self._restarting:  # else: made for the connection being replaced
+                    asyncio.ensure_future(self._answer_subscriber(msg, self.subscriber))
 
-    async def _answer_subscriber(self, msg: dict) -> None:
-        async with self._negotiation:
-            for t in msg.get("tracks", []):
-                self._mids[t["mid"]] = t
-            await self.subscriber.setRemoteDescription(
-                RTCSessionDescription(sdp=msg["sdp"], type="offer")
-            )
-            answer = await self.subscriber.createAnswer()
-            await self.subscriber.setLocalDescription(answer)
-            await self.send(
-                {
-                    "type": "answer",
-                    "target": "subscriber",
-                    "id": msg["id"],
-                    "sdp": self.subscriber.localDescription.sdp,
-                }
-            )
+    async def _answer_subscriber(self, msg: dict, pc: RTCPeerConnection) -> None:
+        try:
+            async with self._negotiation:
+                if pc is not self.subscriber:
+                    return  # replaced meanwhile
+                for t in msg.get("tracks", []):
+                    self._mids[t["mid"]] = t
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+                answer = await pc.createAnswer()
+                await pc.setLocalDescription(answer)
+                if pc is not self.subscriber:
+                    return
+                await self.send(
+                    {
+                        "type": "answer",
+                        "target": "subscriber",
+                        "id": msg["id"],
+                        "sdp": pc.localDescription.sdp,
+                    }
+                )
+        except Exception as exc:  # never stay silently broken: report, start over
+            if pc is not self.subscriber or self._restarting or self.ws is None or self.ws.closed:
+                return
+            logger.warning("subscriber offer %s could not be applied: %s", msg.get("id"), exc)
+            try:
+                await self.restart_subscriber(f"{type(exc).__name__}: {exc}", msg.get("id"))
+            except Exception:
+                logger.exception("subscriber restart failed")
+
+    async def restart_subscriber(self, message: str = "", offer: object = None) -> dict:
+        """Report a subscriber offer we could not apply (docs/protocol.md, negotiation_failed):
+        the server starts a fresh subscriber connection, which replaces ours."""
+        self._restarting = True
+        try:
+            msg = {"type": "negotiation_failed", "target": "subscriber", "message": message}
+            if offer is not None:
+                msg["offer"] = offer
+            return await self.request(msg)
+        finally:
+            self._restarting = False
+
+    def _replace_subscriber(self) -> None:
+        old = self.subscriber
+        self.subscriber = RTCPeerConnection(self._config)
+        self.subscriber.on("track", self._on_track)
+        self._mids.clear()
+        self.remote_tracks = []
+        self._restarting = False
+        self.subscriber_restarts += 1
+        asyncio.ensure_future(old.close())
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         mid = next(

@@ -38,6 +38,8 @@ SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
 QUALITIES = ("low", "medium", "high")
 #: the bandwidth we let a publisher use (REMB); the adaptive layer refines it later
 DEFAULT_PUBLISH_BITRATE = 4_000_000
+MAX_RESTARTS = 5  # subscriber connection restarts a participant may ask for ...
+RESTART_WINDOW = 60.0  # ... in this many seconds
 
 
 def new_sid(prefix: str) -> str:
@@ -129,6 +131,8 @@ class Participant:
         if self.permissions.can_subscribe:
             self.subscriber = Subscriber(self.sid, self.emit, self._failed)
         self.unknown_packets = 0
+        self._restarts: list[float] = []
+        self.subscriber_restarts = 0
         self.closed = False
         Participant.alive.add(self)
 
@@ -399,6 +403,38 @@ class Participant:
             dt.max_height = max_height
         if quality is not None:
             dt.max_layer = min(QUALITIES.index(quality), len(dt.track.layers) - 1)
+
+    async def restart_subscriber(self) -> None:
+        """Replace the subscribe connection with a fresh one that carries the same tracks,
+        with the same settings; its first offer follows. For a client that could not apply an
+        offer: it discards its connection and answers the new one, and media comes back.
+
+        Raises TransportError beyond ``MAX_RESTARTS`` in ``RESTART_WINDOW`` seconds: a client
+        that keeps failing must not make the server renegotiate without end.
+        """
+        old = self.subscriber
+        if old is None:
+            raise PermissionDenied("not allowed to subscribe")
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
+        if len(self._restarts) >= MAX_RESTARTS:
+            raise TransportError(
+                f"at most {MAX_RESTARTS} subscriber restarts in {RESTART_WINDOW:.0f} s"
+            )
+        self._restarts.append(now)
+        self.subscriber_restarts += 1
+        new = self.subscriber = Subscriber(self.sid, self.emit, self._failed)
+        for dt in list(old.downtracks.values()):
+            if dt.track.closed:
+                continue
+            again = new.add(dt.track)
+            again.visible, again.max_height, again.max_layer = (
+                dt.visible,
+                dt.max_height,
+                dt.max_layer,
+            )
+        await old.close()
+        logger.info("participant %s: subscriber connection restarted", self.sid)
 
     # -- trickle and teardown ------------------------------------------------------------
     async def add_ice_candidate(self, target: str, candidate: dict | None) -> None:

@@ -130,14 +130,19 @@ class Room:
             self._adapt_task = asyncio.ensure_future(self._adapt_loop())
         if not p.permissions.hidden:
             self.broadcast({"type": "participant_joined", "participant": p.info()}, exclude=p)
-        if p.subscriber is not None:
-            for other in self.participants.values():
-                if other is not p:
-                    for track in other.tracks.values():
-                        p.subscriber.add(track)
+        self.subscribe_to_others(p)
         logger.info("room %s: %s joined (%d present)", self.name, p.sid, len(self.participants))
         self.notify("participant_joined", participant=_public(p))
         return p
+
+    def subscribe_to_others(self, p: Participant) -> None:
+        """Have ``p`` receive every track the others publish (on joining)."""
+        if p.subscriber is None:
+            return
+        for other in self.participants.values():
+            if other is not p:
+                for track in other.tracks.values():
+                    p.subscriber.add(track)
 
     def by_identity(self, identity: str) -> Participant | None:
         """The participant with this identity, if present."""
