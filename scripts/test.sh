@@ -10,6 +10,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
     command -v janus >/dev/null || need+=(janus)
     command -v ip >/dev/null || need+=(iproute2)
+    # GStreamer's webrtcbin driven from the system python3 (tests/browser/test_gstreamer.py)
+    { /usr/bin/python3 -c 'import aiohttp, gi; gi.require_version("GstWebRTC", "1.0")' &&
+        gst-inspect-1.0 webrtcbin && gst-inspect-1.0 nicesrc; } >/dev/null 2>&1 ||
+        need+=(gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-plugins-base
+            gstreamer1.0-nice gstreamer1.0-tools python3-gi gir1.2-gst-plugins-bad-1.0
+            gir1.2-gst-plugins-base-1.0 python3-aiohttp)
     if [ ${#need[@]} -gt 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q

@@ -202,8 +202,10 @@ def parse_offer(sdp: str) -> list[OfferedMedia]:
     for i, media in enumerate(desc.media):
         bundle_only = i < len(raw) and any(x.strip() == "a=bundle-only" for x in raw[i])
         stream, track = "", ""
-        if media.msid:
-            parts = media.msid.split()
+        # a=msid, else the older a=ssrc:<ssrc> msid:<stream> <track> (GStreamer's webrtcbin)
+        msid = media.msid or next((s.msid for s in media.ssrc if s.msid), None)
+        if msid:
+            parts = msid.split()
             stream = parts[0] if parts else ""
             track = parts[1] if len(parts) > 1 else ""
         ssrcs: list[int] = []
