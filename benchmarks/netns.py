@@ -51,22 +51,30 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
 
 
-def create() -> None:
-    """Create the namespace (idempotent): lo up, a veth pair up, ADDRESS on INTERFACE."""
-    if NAMESPACE not in _ip("netns", "list").stdout.split():
-        _ip("netns", "add", NAMESPACE)
-    links = _ip("-n", NAMESPACE, "-o", "link").stdout
-    if f" {INTERFACE}@" not in links:
-        _ip("-n", NAMESPACE, "link", "add", INTERFACE, "type", "veth", "peer", "name", "vbench1")
-    if f" {ADDRESS}/" not in _ip("-n", NAMESPACE, "-o", "addr").stdout:
-        _ip("-n", NAMESPACE, "addr", "add", f"{ADDRESS}/32", "dev", INTERFACE)
-    for link in ("lo", INTERFACE, "vbench1"):
-        _ip("-n", NAMESPACE, "link", "set", link, "up")
+def create(
+    namespace: str = NAMESPACE,
+    interface: str = INTERFACE,
+    address: str = ADDRESS,
+    peer: str = "vbench1",
+) -> None:
+    """Create a namespace (idempotent): lo up, a veth pair up, ``address`` on ``interface``.
+
+    The defaults make the benchmark's; browser tests make their own (tests/support/netns.py).
+    """
+    if namespace not in _ip("netns", "list").stdout.split():
+        _ip("netns", "add", namespace)
+    links = _ip("-n", namespace, "-o", "link").stdout
+    if f" {interface}@" not in links:
+        _ip("-n", namespace, "link", "add", interface, "type", "veth", "peer", "name", peer)
+    if f" {address}/" not in _ip("-n", namespace, "-o", "addr").stdout:
+        _ip("-n", namespace, "addr", "add", f"{address}/32", "dev", interface)
+    for link in ("lo", interface, peer):
+        _ip("-n", namespace, "link", "set", link, "up")
 
 
-def delete() -> None:
-    """Remove the namespace and its interfaces."""
-    _ip("netns", "del", NAMESPACE, check=False)
+def delete(namespace: str = NAMESPACE) -> None:
+    """Remove a namespace and its interfaces."""
+    _ip("netns", "del", namespace, check=False)
 
 
 def run_inside(module: str, argv: list[str]) -> int:

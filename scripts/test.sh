@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Chromium for the browser tests; Janus and iproute2 for the load tool's Janus smoke test.
+# Chromium and Firefox ESR (with Node for its driver) for the browser tests; Janus and iproute2
+# for the load tool's Janus smoke test.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
     command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
+    command -v firefox-esr >/dev/null || need+=(firefox-esr)
+    command -v npm >/dev/null || need+=(nodejs npm)
     command -v janus >/dev/null || need+=(janus)
     command -v ip >/dev/null || need+=(iproute2)
     # GStreamer's webrtcbin driven from the system python3 (tests/browser/test_gstreamer.py)
@@ -24,6 +27,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 
 python -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+# puppeteer-core drives Debian's firefox-esr (tests/browser/test_firefox.py): no browser download
+if command -v npm >/dev/null; then
+    (cd tests/browser/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
 
 python -m ruff check .
 python -m pytest -q -p no:cacheprovider "$@"

@@ -31,7 +31,11 @@ class ServerProcess:
         guard_file: str | None = None,
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
+        netns: str | None = None,
     ) -> None:
+        """``netns``: run the server inside this network namespace (tests/support/netns.py);
+        its URL then works only for clients in that namespace."""
+        self.netns = netns
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
@@ -49,6 +53,8 @@ class ServerProcess:
             cmd = [sys.executable, "-m", "tests.support.codec_guard", guard_file, *args]
         else:
             cmd = [sys.executable, "-m", "signaling.cli", *args]
+        if netns:
+            cmd = ["ip", "netns", "exec", netns, *cmd]  # ip execs the server: same pid
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         full_env.pop("VISIO_API_KEY", None)
         (ROOT / "test-artifacts").mkdir(exist_ok=True)
@@ -61,9 +67,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
+                self._fetch("/healthz", timeout=1)
+                return
             except OSError:
                 time.sleep(0.2)
         self.stop()
@@ -76,10 +81,26 @@ class ServerProcess:
         text = Path(self.log.name).read_text()
         return text if tail is None else text[-tail:]
 
+    def _fetch(self, path: str, timeout: float = 5) -> bytes:
+        """GET a path of the server (from inside its namespace, if it has one)."""
+        if not self.netns:
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=timeout) as r:
+                return r.read()
+        fetch = (
+            "import sys, urllib.request as u; "
+            "sys.stdout.buffer.write(u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read())"
+        )
+        cmd = ["ip", "netns", "exec", self.netns, sys.executable, "-c", fetch]
+        done = subprocess.run(
+            [*cmd, f"{self.url}{path}", str(timeout)], capture_output=True, timeout=timeout + 10
+        )
+        if done.returncode != 0:
+            raise OSError(done.stderr.decode(errors="replace")[-300:])
+        return done.stdout
+
     def get(self, path: str) -> dict:
         """GET a JSON document from the server."""
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as r:
-            return json.loads(r.read())
+        return json.loads(self._fetch(path))
 
     def token(self, room: str, identity: str, name: str = "") -> str:
         """A development token for ``identity`` in ``room``."""
