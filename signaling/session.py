@@ -21,6 +21,7 @@ from visio_sfu import (
     Participant,
     PermissionDenied,
     Permissions,
+    RestartRefused,
     RoomClosed,
     RoomFull,
     TransportError,
@@ -45,6 +46,7 @@ class SessionCounters:
     subscriber_restarts: int = 0  # fresh subscriber connections made after such a failure
 
 
+REPORTS_LOGGED = 5  # negotiation failures a session may log per minute
 OUTBOX_LIMIT = 1024  # events queued for a client that does not read: beyond, it is dropped
 _TOO_SLOW = (4002, b"too slow")  # outbox sentinels (tuples): close with this code
 _DONE = (1000, b"")
@@ -74,6 +76,7 @@ class Session:
         rate = config.message_rate
         self._bucket = TokenBucket(rate, max(2 * rate, 10))
         self._last_limit_error = 0.0
+        self._reports: list[float] = []  # negotiation failures logged in the last minute
 
     # -- output ----------------------------------------------------------------------------
     def send(self, event: dict) -> None:
@@ -382,18 +385,25 @@ class Session:
         if offer is not None and not isinstance(offer, str | int):
             raise ProtocolError("bad_request", "field 'offer' must be a string or an integer")
         reason = field(msg, "message", str, required=False) or ""
-        # repr: the client's text cannot forge log lines (newlines, control characters)
-        logger.warning(
-            "session %s: the client could not apply the %s negotiation (offer %r): %r",
-            self._who(),
-            target,
-            str(offer)[:64] if offer is not None else None,
-            reason[:500],
-        )
         self.counters.negotiation_failures[target] += 1
+        now = time.monotonic()
+        self._reports = [t for t in self._reports if now - t < 60.0]
+        if len(self._reports) < REPORTS_LOGGED:  # beyond, counted only: no log flood
+            self._reports.append(now)
+            # repr: the client's text cannot forge log lines (newlines, control characters)
+            logger.warning(
+                "session %s: the client could not apply the %s negotiation (offer %r): %r",
+                self._who(),
+                target,
+                str(offer)[:64] if offer is not None else None,
+                reason[:500],
+            )
         if target == "publisher":
             return {"type": "negotiation_failed_noted", "target": target}
-        await p.restart_subscriber()
+        try:
+            await p.restart_subscriber()
+        except RestartRefused as exc:
+            raise ProtocolError("rate_limited", str(exc)) from None
         self.counters.subscriber_restarts += 1
         return {"type": "subscriber_restarted"}
 

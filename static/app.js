@@ -198,6 +198,7 @@ function wire(session) {
   session.on('track_removed', ({ info }) => detachTrack(info));
   session.on('data', (m) => { if (m.topic === 'chat') addChat(m.from?.name || m.from?.identity, m.payload?.text, m.ts); });
   session.on('leave', (m) => { if (m.reason === 'replaced') ended(t('replaced')); });
+  session.on('failed', () => ended(t('mediaFailed')));
   session.on('active_speaker', (m) => {
     state.serverSpeaker = true;
     setSpeaker(m.participant);

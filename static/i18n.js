@@ -12,6 +12,7 @@ const STRINGS = {
     connecting: 'Connecting…', left: 'You left the meeting.', rejoin: 'Join again',
     screenOf: 'Screen of {name}', noDevice: 'No camera or microphone available',
     replaced: 'You joined from another window.', error: 'Error',
+    mediaFailed: 'Your browser could not set up the media of this meeting. Join again, or try another browser.',
   },
   fr: {
     title: 'Visio', lobbyHeading: 'Rejoindre une réunion', room: 'Nom de la salle',
@@ -27,6 +28,7 @@ const STRINGS = {
     left: 'Vous avez quitté la réunion.', rejoin: 'Rejoindre à nouveau',
     screenOf: 'Écran de {name}', noDevice: 'Aucune caméra ni aucun micro disponible',
     replaced: 'Vous avez rejoint depuis une autre fenêtre.', error: 'Erreur',
+    mediaFailed: "Votre navigateur n'a pas pu établir les médias de cette réunion. Rejoignez-la à nouveau ou essayez un autre navigateur.",
   },
 };
 

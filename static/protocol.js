@@ -161,7 +161,7 @@ export class Session extends Emitter {
       const gen = this.subscriberGen;
       this.subscriberQueue = this.subscriberQueue
         .then(() => (gen === this.subscriberGen ? this.answerSubscriber(msg, gen) : null))
-        .catch((err) => this.subscriberFailed(msg, err));
+        .catch((err) => this.subscriberFailed(msg, err, gen));
       return;
     }
     if (msg.type === 'layers') {
@@ -203,13 +203,18 @@ export class Session extends Emitter {
   // answers with a fresh subscriber connection (docs/protocol.md, negotiation_failed), ours is
   // replaced, and media comes back by itself. Offers that arrive before the server's answer are
   // for the old connection and are dropped; every offer after it is for the new one.
-  async subscriberFailed(msg, err) {
+  async subscriberFailed(msg, err, gen) {
     console.error('visio: subscriber negotiation failed', err);
     if (this.closedByUser || !this.signal || this.restarting) return;
+    if (gen !== this.subscriberGen) return; // a connection already replaced: nothing to do
     this.subscriberGen += 1;
     this.restarting = true;
+    if (this.failingTooOften()) {
+      this.restarting = false;
+      this.giveUp('subscriber negotiation keeps failing');
+      return;
+    }
     try {
-      if (this.failingTooOften()) throw new Error('negotiation keeps failing');
       await this.signal.request({
         type: 'negotiation_failed', target: 'subscriber', offer: msg.id,
         message: String(err?.message || err).slice(0, 500),
@@ -241,17 +246,29 @@ export class Session extends Emitter {
       type: 'negotiation_failed', target: 'publisher',
       message: String(err?.message || err).slice(0, 500),
     });
-    this.failingTooOften();
+    if (this.failingTooOften()) { this.giveUp('publisher negotiation keeps failing'); return; }
     this.onDisconnect('publisher negotiation failed');
   }
 
-  // More than 3 failures in a minute: recovering does not help, stop hammering the server.
+  // More than 3 negotiation failures in a minute: recovering does not help.
   failingTooOften() {
     const now = Date.now();
     this.failures = this.failures.filter((t) => now - t < 60000);
     this.failures.push(now);
-    if (this.failures.length > 3) this.attempt = Math.max(this.attempt, 4); // back off longer
     return this.failures.length > 3;
+  }
+
+  // Stop trying, say so (state 'failed', event 'failed'), instead of a reconnection loop that
+  // others would see as the participant leaving and joining again and again.
+  giveUp(reason) {
+    console.error('visio: giving up:', reason);
+    this.closedByUser = true;
+    this.signal?.send({ type: 'leave' });
+    this.teardown();
+    for (const info of this.remote.values()) this.emit('track_removed', { info });
+    this.remote.clear();
+    this.setState('failed');
+    this.emit('failed', { reason });
   }
 
   onTrack(ev) {
@@ -363,6 +380,10 @@ export class Session extends Emitter {
     clearInterval(this.ping);
     this.subscriberGen += 1; // queued offers were for the connections closed here
     this.restarting = false;
+    // a browser may never settle an operation on a connection closed under it: queues that
+    // waited on one would block every later negotiation, so they start afresh
+    this.subscriberQueue = Promise.resolve();
+    this.publisherQueue = Promise.resolve();
     this.signal?.close();
     this.publisher?.close();
     this.subscriber?.close();

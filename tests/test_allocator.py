@@ -107,19 +107,37 @@ def test_the_layer_being_forwarded_stays_on_until_the_switch_is_made():
     assert track.active_rids == ["q", "f"]  # q always runs; h is off
 
 
-def test_a_waiting_switch_asks_for_the_keyframe_again_while_the_old_layer_flows():
+def test_a_waiting_switch_asks_for_the_keyframe_again_until_it_comes():
+    # forwarded h, moved to f; h stops (the publisher's own encoder dropped it), f deltas keep
+    # coming: the switch must keep asking for f's keyframe, not wait for h to send again
     plis: list[bytes] = []
     track = simulcast_track()
     track._send_rtcp = lambda b: plis.append(b) or True
     dt = DownTrack(track, lambda b: True, "PB")
     track.downtracks.append(dt)
     dt.bind(1, 100, {})
-    send(track, 0, 111, 1, 0, 1, 1, True, 0.0)  # q flows
+    dt.set_target(1, 0.0)
+    send(track, 1, 222, 1, 0, 1, 1, True, 0.0)  # h flows
     send(track, 2, 333, 1, 0, 1, 1, False, 0.0)  # f flows too (SSRC learnt)
     dt.set_target(2, 0.0)
     first = len(plis)
-    # only f deltas arrive (q was switched off): every throttle interval, another PLI for f
-    for i in range(1, 31):
+    for i in range(1, 31):  # only f deltas from now on, for 3 s
         send(track, 2, 333, 1 + i, 3000 * i, 1 + i, 1, False, i / 10)
-    assert dt.current_layer == 0 and dt.target_layer == 2
+    assert dt.current_layer == 1 and dt.target_layer == 2
     assert len(plis) - first >= 5, len(plis) - first
+    send(track, 2, 333, 40, 3000 * 40, 40, 1, True, 4.0)
+    assert dt.current_layer == 2 and dt.switches == 1  # the start at h was no switch
+
+
+def test_going_down_for_size_is_not_held():
+    # a tile that shrinks and grows again (a share starts and stops, a pin is undone) goes back
+    # up at once: only going down for bandwidth holds a subscriber down
+    track = simulcast_track()
+    participant, dt = subscriber_of(track, remb=20_000_000)
+    now = 100.0
+    for max_height, expected in ((0, 2), (180, 0), (0, 2), (180, 0), (0, 2)):
+        dt.max_height = max_height
+        live(track, now)
+        allocate([participant], None, now)
+        assert dt.target_layer == expected, (max_height, dt.target_layer)
+        now += ROUND

@@ -37,14 +37,25 @@ def test_bandwidth_limits_the_layer():
     assert both(sel([0], [720])) == [0]
 
 
-def test_an_estimate_below_the_lowest_layer_keeps_every_shown_video_on_its_lowest_layer():
-    # three videos and an estimate below even one lowest layer: all three stay on q,
-    # the hidden one stays off
-    s = sel([120_000], [720, 360, 180, 0], current=[0, 1, 2, 0])
+def test_an_estimate_below_the_lowest_layers_keeps_shown_videos_on_their_lowest_layer():
+    # three videos, an estimate of 250 kbit/s: their three q layers (~405 kbit/s) are within
+    # twice the estimate, so all three stay on q; the hidden one stays off
+    s = sel([250_000], [720, 360, 180, 0], current=[0, 1, 2, 0])
     assert both(s) == [0, 0, 0, -1]
     # q switched off at the publisher: the lowest live layer is the floor
     s = sel([10_000], [720], rates=[[0, 500_000, 1_500_000]], current=[1])
     assert both(s) == [1]
+
+
+def test_floors_are_not_guaranteed_without_limit():
+    # nine cameras at 500 kbit/s: floors (9 x 150 kbit/s) would be 2.7 times the estimate.
+    # In priority order the floors within twice the estimate are kept, the rest pause
+    s = sel([500_000], [180] * 9, current=[0] * 9, priority=[0] * 8 + [1])
+    chosen = both(s)
+    assert chosen[8] == 0, "the active speaker first"
+    assert chosen.count(0) == 7 and chosen.count(-1) == 2, chosen
+    # however low the estimate, the first shown video keeps its lowest layer
+    assert both(sel([1], [180, 180], current=[0, 0])) == [0, -1]
 
 
 def test_rendered_size_caps_the_layer():

@@ -3,7 +3,7 @@
 The SFU forwards RTP between participants without decoding it. Start from :class:`SFU`.
 """
 
-from .participant import Participant, PermissionDenied, Permissions
+from .participant import Participant, PermissionDenied, Permissions, RestartRefused
 from .publisher import Publisher
 from .room import Room, RoomClosed, RoomFull
 from .sfu import SFU
@@ -15,6 +15,7 @@ __all__ = [
     "PermissionDenied",
     "Permissions",
     "Publisher",
+    "RestartRefused",
     "Room",
     "RoomClosed",
     "RoomFull",

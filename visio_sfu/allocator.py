@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .layers import Selection, select
+from .layers import Selection, select, size_caps
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -81,9 +81,13 @@ def allocate(
             np.array(subs), np.array(budgets), rates, heights, wanted, priority, current, held
         )
     )
+    # the layers size and quality allow: going below them is bandwidth's doing
+    allowed = size_caps(rates, heights, wanted).tolist()
     changes = []
-    for dt, target in zip(pairs, targets.tolist(), strict=True):
+    for dt, target, cap in zip(pairs, targets.tolist(), allowed, strict=True):
         if target != dt.target_layer:
+            if 0 <= target < dt.target_layer and target < cap:
+                dt.went_down_at = now  # held a while before going up again
             dt.set_target(target, now)
             changes.append((dt, target))
     return changes

@@ -9,7 +9,6 @@ retransmission cache and writes the sender report for its stream.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from struct import unpack_from
 from typing import TYPE_CHECKING
@@ -72,8 +71,8 @@ class DownTrack:
         self._tl0_offset = 0
         self._last_pid = -1
         self._last_tl0 = -1
-        self.switches = 0  # layer switches made (at a keyframe)
-        self.went_down_at = float("-inf")  # when the target last went to a lower layer
+        self.switches = 0  # switches from one layer to another (at a keyframe), not starts
+        self.went_down_at = float("-inf")  # when bandwidth last made the allocator go down
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
@@ -114,8 +113,6 @@ class DownTrack:
         """Forward ``layer`` from its next keyframe on (-1: pause now)."""
         if layer == self.target_layer:
             return
-        if 0 <= layer < self.target_layer:  # not hiding (-1), which is no sign of congestion
-            self.went_down_at = time.monotonic() if now is None else now
         self.target_layer = layer
         if layer < 0:
             self.current_layer = -1
@@ -137,8 +134,9 @@ class DownTrack:
                 # whether or not another layer is still forwarded meanwhile
                 self.track.request_keyframe(now, layer)
                 return
+            if self.current_layer >= 0:  # a switch, not a (re)start
+                self.switches += 1
             self.current_layer = layer  # switch at the target layer's keyframe
-            self.switches += 1
             self._vp8_switch = True
         elif self.target_layer != layer:
             if self.target_layer < 0:

@@ -4,10 +4,12 @@ One row per (subscriber, track) pair. The decision, vectorised with numpy:
 
 1. cap: the highest layer not larger than the size at which the subscriber shows the video
    (adaptive stream; the smallest layer when none is small enough), none when it is hidden;
-2. floor: the lowest live layer of a shown video is always sent. Bandwidth alone never pauses a
-   video: a receiver-side estimate (REMB) follows what it receives, so a paused or flapping
-   stream keeps it low, and the subscriber sees 2-5 frames a second (seen in Firefox and
-   Chromium when the estimate sat just below the lowest layer's rate);
+2. floor: the lowest live layer of a shown video is sent even when the estimate is below it. A
+   receiver-side estimate (REMB) follows what it receives, so a paused or flapping stream keeps
+   it low, and the subscriber sees 2-5 frames a second (seen in Firefox and Chromium when the
+   estimate sat just below the lowest layer's rate). Not without limit: in priority order, the
+   floors are guaranteed while they cost no more than ``floor_share`` times the budget (the
+   first shown video always); the others must fit in the budget like any layer, else pause;
 3. share: each subscriber's available bitrate is spent like mediasoup's
    ``DistributeAvailableOutgoingBitrate``: raise every pair one layer at a time, level by level,
    in priority order (active speaker and screen share first), while the budget allows;
@@ -28,6 +30,7 @@ import numpy as np
 
 UP_MARGIN = 1.15  # going up to a layer needs 15 % more than its rate
 DOWN_MARGIN = 0.9  # a layer is kept (or gone down to) while 90 % of its rate fits
+FLOOR_SHARE = 2.0  # lowest layers are guaranteed while they cost up to twice the budget
 
 
 @dataclass
@@ -69,9 +72,13 @@ def _floors_and_limits(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
 
 
 def select(
-    sel: Selection, up_margin: float = UP_MARGIN, down_margin: float = DOWN_MARGIN
+    sel: Selection,
+    up_margin: float = UP_MARGIN,
+    down_margin: float = DOWN_MARGIN,
+    floor_share: float = FLOOR_SHARE,
 ) -> np.ndarray:
-    """The layer each pair should receive (-1 = none: hidden, or no live layer), all at once."""
+    """The layer each pair should receive (-1 = none: hidden, no live layer, or too many
+    videos for the budget), all at once."""
     n, layers = sel.bitrates.shape
     target = np.full(n, -1, dtype=np.int64)
     if n == 0:
@@ -89,10 +96,22 @@ def select(
     current = sel.current[order]
     alive = limit_s >= 0  # still raised level by level; False once hidden or out of budget
     positions = np.arange(n)
+    # which floors are guaranteed: in priority order, while their sum stays within
+    # floor_share x budget; the first shown video of each subscriber always
+    shown = alive & (floor_s < layers)
+    floor_rate = sel.bitrates[order, np.minimum(floor_s, layers - 1)]
+    floor_cost = np.where(
+        shown, floor_rate * np.where(current < floor_s, up_margin, down_margin), 0
+    )
+    fsum = np.cumsum(floor_cost)
+    floors_within = fsum - (fsum[group_start] - floor_cost[group_start])
+    fcount = np.cumsum(shown)
+    first_shown = shown & (fcount - (fcount[group_start] - shown[group_start]) == 1)
+    guaranteed = shown & (first_shown | (floors_within <= floor_share * sel.budget[sub_sorted]))
     for level in range(layers):
         rate = sel.bitrates[order, level]
         want = alive & (limit_s >= level) & (rate > 0)  # dead layers are stepped over
-        forced = want & (floor_s == level)  # the floor is sent whatever the budget
+        forced = want & guaranteed & (floor_s == level)  # sent whatever the budget
         level_cost = rate * np.where(current < level, up_margin, down_margin)
         cost = np.where(want, level_cost - prev_cost, 0.0)
         csum = np.cumsum(cost)
@@ -112,7 +131,10 @@ def select(
 
 
 def select_reference(
-    sel: Selection, up_margin: float = UP_MARGIN, down_margin: float = DOWN_MARGIN
+    sel: Selection,
+    up_margin: float = UP_MARGIN,
+    down_margin: float = DOWN_MARGIN,
+    floor_share: float = FLOOR_SHARE,
 ) -> list[int]:
     """The same decision as ``select``, one pair at a time, in plain Python."""
     n, layers = sel.bitrates.shape
@@ -132,6 +154,16 @@ def select_reference(
     pairs = sorted(range(n), key=lambda i: (sel.subscriber[i], -sel.priority[i], i))
     target = [-1] * n
     alive = [c >= 0 for c in limits]
+    guaranteed = [False] * n
+    floor_sum: dict[int, float] = {}
+    for i in pairs:
+        if not alive[i] or floors[i] >= layers:
+            continue
+        s = int(sel.subscriber[i])
+        margin = up_margin if sel.current[i] < floors[i] else down_margin
+        first = s not in floor_sum
+        floor_sum[s] = floor_sum.get(s, 0.0) + float(sel.bitrates[i, floors[i]]) * margin
+        guaranteed[i] = first or floor_sum[s] <= floor_share * sel.budget[s]
     prev = [0.0] * n
     spent = [0.0] * len(sel.budget)
     for level in range(layers):
@@ -143,7 +175,8 @@ def select_reference(
                 continue
             level_cost = rate * (up_margin if sel.current[i] < level else down_margin)
             price = level_cost - prev[i]
-            if level != floors[i] and (s in blocked or spent[s] + price > sel.budget[s]):
+            forced = guaranteed[i] and level == floors[i]
+            if not forced and (s in blocked or spent[s] + price > sel.budget[s]):
                 blocked.add(s)
                 alive[i] = False
                 continue

@@ -51,6 +51,10 @@ class PermissionDenied(Exception):
     """The participant's grants do not allow this."""
 
 
+class RestartRefused(Exception):
+    """A participant asked for too many subscriber restarts in a short time."""
+
+
 @dataclass
 class Permissions:
     """What a participant may do, from its access token."""
@@ -132,7 +136,6 @@ class Participant:
             self.subscriber = Subscriber(self.sid, self.emit, self._failed)
         self.unknown_packets = 0
         self._restarts: list[float] = []
-        self.subscriber_restarts = 0
         self.closed = False
         Participant.alive.add(self)
 
@@ -409,31 +412,47 @@ class Participant:
         with the same settings; its first offer follows. For a client that could not apply an
         offer: it discards its connection and answers the new one, and media comes back.
 
-        Raises TransportError beyond ``MAX_RESTARTS`` in ``RESTART_WINDOW`` seconds: a client
-        that keeps failing must not make the server renegotiate without end.
+        The old connection is closed first; the new one is made and given its tracks with no
+        wait in between, so that a caller who answers the client right after this returns is
+        sure its answer goes out before the new connection's first offer.
+
+        Raises TransportError if the participant left, RestartRefused beyond ``MAX_RESTARTS``
+        in ``RESTART_WINDOW`` seconds: a client that keeps failing must not make the server
+        renegotiate without end.
         """
         old = self.subscriber
         if old is None:
             raise PermissionDenied("not allowed to subscribe")
+        if self.closed:
+            raise TransportError("participant left")
         now = time.monotonic()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
         if len(self._restarts) >= MAX_RESTARTS:
-            raise TransportError(
+            raise RestartRefused(
                 f"at most {MAX_RESTARTS} subscriber restarts in {RESTART_WINDOW:.0f} s"
             )
         self._restarts.append(now)
-        self.subscriber_restarts += 1
-        new = self.subscriber = Subscriber(self.sid, self.emit, self._failed)
-        for dt in list(old.downtracks.values()):
-            if dt.track.closed:
-                continue
-            again = new.add(dt.track)
-            again.visible, again.max_height, again.max_layer = (
-                dt.visible,
-                dt.max_height,
-                dt.max_layer,
-            )
+        kept = {
+            dt.track.sid: (dt.visible, dt.max_height, dt.max_layer)
+            for dt in old.downtracks.values()
+        }
+        known = {t.sid for t in self.room.tracks()}
+        self.subscriber = None  # tracks published meanwhile wait for the new connection
         await old.close()
+        if self.closed:
+            raise TransportError("participant left")
+        new = Subscriber(self.sid, self.emit, self._failed, first_offer=old.offers_made + 1)
+        new.remb_bitrate = old.remb_bitrate  # the path did not change: keep its estimate
+        self.subscriber = new
+        for other in self.room.participants.values():
+            if other is self:
+                continue
+            for track in other.tracks.values():
+                if track.sid in kept:
+                    dt = new.add(track)
+                    dt.visible, dt.max_height, dt.max_layer = kept[track.sid]
+                elif track.sid not in known:  # published while the old one closed
+                    new.add(track)
         logger.info("participant %s: subscriber connection restarted", self.sid)
 
     # -- trickle and teardown ------------------------------------------------------------

@@ -34,7 +34,11 @@ class Subscriber:
         participant_sid: str,
         emit: Callable[[dict], None],
         on_failed: Callable[[str], None],
+        first_offer: int = 1,
     ) -> None:
+        """``first_offer``: the number of the first offer id (``s<n>``); a restarted connection
+        goes on counting, so a late answer to an offer of the old one is never taken for an
+        answer to the new one."""
         self.participant_sid = participant_sid
         self._emit = emit
         self._on_failed = on_failed
@@ -49,7 +53,7 @@ class Subscriber:
         self._dirty = False
         self._task: asyncio.Task | None = None
         self._answer: tuple[str, asyncio.Future] | None = None
-        self._offers = 0
+        self._offers = first_offer - 1
         self.remb_bitrate: int | None = None
         self.closed = False
         self.negotiations = 0
@@ -146,6 +150,7 @@ class Subscriber:
             logger.warning("participant %s did not answer offer %s", self.participant_sid, offer_id)
             self._answer = None
             self._released = released + self._released
+            self._dirty = True  # offer again: the client may have dropped that one
             return
         finally:
             if self._answer is not None and self._answer[1] is future:
@@ -176,6 +181,11 @@ class Subscriber:
             self._by_ssrc[media.ssrc] = dt
             if dt not in dt.track.downtracks and not dt.track.closed:
                 dt.track.downtracks.append(dt)
+
+    @property
+    def offers_made(self) -> int:
+        """How many offers this connection numbered (the next one is ``s<offers_made + 1>``)."""
+        return self._offers
 
     def on_answer(self, offer_id: object, sdp: str) -> None:
         """The client's answer to our offer ``offer_id``; raises TransportError if unexpected."""

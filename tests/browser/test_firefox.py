@@ -36,7 +36,7 @@ def namespace():
     reason = netns.unavailable()
     if reason is not None:
         pytest.skip(f"Firefox runs in a network namespace, but {reason}")
-    with netns.namespace("visio-firefox") as name:
+    with netns.namespace(netns.unique_name("visio-ff")) as name:
         yield name
 
 

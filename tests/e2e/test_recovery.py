@@ -5,6 +5,7 @@ released, the failure is counted in /metrics, and a client that keeps failing is
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import pytest
@@ -14,7 +15,7 @@ from tests.e2e.test_meeting import check_audio, check_video, until
 from tests.support.inprocess import LocalServer
 from visio_client import Client, ServerError
 from visio_client.media import PatternVideoTrack, ToneAudioTrack
-from visio_sfu.transport import PeerTransport
+from visio_sfu.transport import PeerTransport, TransportError
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -105,7 +106,8 @@ async def test_an_offer_the_client_cannot_apply_is_recovered_by_itself():
             await c.close()
 
 
-async def test_bad_reports_and_endless_restarts_are_refused():
+async def test_bad_reports_and_endless_restarts_are_refused(caplog):
+    caplog.set_level(logging.WARNING, logger="signaling.session")
     async with LocalServer() as server:
         bob = Client(server.url, server.token("bad", "bob"))
         await bob.connect()
@@ -122,12 +124,35 @@ async def test_bad_reports_and_endless_restarts_are_refused():
             {"type": "negotiation_failed", "target": "publisher", "message": "x\nFAKE LOG LINE"}
         )
         assert noted["type"] == "negotiation_failed_noted"
+        # the client's text cannot forge a log line
+        lines = [r.getMessage() for r in caplog.records if "could not apply" in r.getMessage()]
+        assert len(lines) == 1 and "\n" not in lines[0] and "\\nFAKE LOG LINE" in lines[0], lines
         for _ in range(5):
             await bob.restart_subscriber("again")
         with pytest.raises(ServerError) as err:
             await bob.restart_subscriber("and again")
-        assert err.value.code == "bad_sdp"
+        assert err.value.code == "rate_limited"
+        # every report is counted, but a session logs at most 5 a minute: no log flood
+        lines = [r for r in caplog.records if "could not apply" in r.getMessage()]
+        assert len(lines) == 5, len(lines)
+        figures = await metrics(server)
+        assert figures["visio_negotiation_failures_total[subscriber]"] == 6
+        assert figures["visio_negotiation_failures_total[publisher]"] == 1
         # the session goes on: a ping is answered
         assert (await bob.request({"type": "ping", "ts": 1}))["type"] == "pong"
         await asyncio.sleep(0)
         await bob.close()
+
+
+async def test_a_restart_for_a_participant_who_left_opens_nothing():
+    async with LocalServer() as server:
+        alice = Client(server.url, server.token("gone", "alice"))
+        await alice.connect()
+        room = server.sfu.room("gone")
+        p = room.participants[alice.joined["participant"]["sid"]]
+        await room.remove(p, "removed")
+        transports = len(PeerTransport.open_transports)
+        with pytest.raises(TransportError):
+            await p.restart_subscriber()
+        assert len(PeerTransport.open_transports) == transports
+        await alice.close()

@@ -7,6 +7,8 @@ test stays in it, as on 127.0.0.1 (benchmarks/netns.py does the same for Janus).
 
 from __future__ import annotations
 
+import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -24,9 +26,14 @@ def unavailable() -> str | None:
     return _netns.available()
 
 
+def _folder(name: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"visio-netns-{name}"
+
+
 @contextmanager
 def namespace(name: str) -> Iterator[str]:
-    """Create the namespace ``name`` (lo, and ADDRESS on a veth), remove it afterwards."""
+    """Create the namespace ``name`` (lo, and ADDRESS on a veth), remove it afterwards (and
+    the wrapper scripts made for it)."""
     _netns.create(name, interface="vt0", address=ADDRESS, peer="vt1")
     # Firefox gathers no candidate at all without a default route; this one leads into the
     # veth, whose other end is in the namespace too: nothing leaves it
@@ -35,6 +42,12 @@ def namespace(name: str) -> Iterator[str]:
         yield name
     finally:
         _netns.delete(name)
+        shutil.rmtree(_folder(name), ignore_errors=True)
+
+
+def unique_name(prefix: str) -> str:
+    """A namespace name no other test run on this machine uses at the same time."""
+    return f"{prefix}-{os.getpid()}"
 
 
 def prefix(name: str) -> list[str]:
@@ -44,8 +57,9 @@ def prefix(name: str) -> list[str]:
 
 def wrapper(name: str, program: str) -> Path:
     """A script that runs ``program`` with its arguments inside the namespace (for tools, such
-    as Playwright, that launch a browser from its path)."""
-    folder = Path(tempfile.mkdtemp(prefix="visio-netns-"))
+    as Playwright, that launch a browser from its path); removed with the namespace."""
+    folder = _folder(name)
+    folder.mkdir(exist_ok=True)
     script = folder / Path(program).name
     script.write_text(f'#!/bin/sh\nexec ip netns exec {name} {program} "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
