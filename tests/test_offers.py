@@ -55,13 +55,17 @@ class Browserish:
         if event.get("type") == "offer":
             self.offers.put_nowait(event)
 
-    async def answer(self, subscriber: Subscriber) -> dict:
+    async def answer(self, subscriber: Subscriber, trickle: bool = False) -> dict:
+        """Answer the next offer; ``trickle``: as a browser does, without end-of-candidates."""
         offer = await asyncio.wait_for(self.offers.get(), 10)
         await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         done = subscriber.negotiations + 1
-        subscriber.on_answer(offer["id"], self.pc.localDescription.sdp)
+        sdp = self.pc.localDescription.sdp
+        if trickle:
+            sdp = sdp.replace("a=end-of-candidates\r\n", "")
+        subscriber.on_answer(offer["id"], sdp)
         for _ in range(200):  # until the subscriber has applied the answer
             if subscriber.negotiations >= done:
                 break
@@ -169,3 +173,24 @@ def test_inactive_and_recvonly_sections_are_not_sending():
     for direction in ("inactive", "recvonly"):
         sdp = FIREFOX_OFFER.replace("a=sendonly", f"a={direction}").replace("\n", "\r\n")
         assert not any(m.sending for m in parse_offer(sdp))
+
+
+async def test_candidates_trickled_before_the_answer_wait_for_it():
+    far = Browserish()
+    sub = Subscriber("PA_me", far.emit, lambda reason: None)
+    try:
+        sub.add(track("A", "video"))
+        candidate = {
+            "candidate": "candidate:1 1 udp 2122260223 127.0.0.1 40000 typ host",
+            "sdpMid": "0",
+            "sdpMLineIndex": 0,
+        }
+        await sub.add_ice_candidate(candidate)  # the answer is not there yet: kept
+        assert sub._early_candidates == [candidate]
+        await far.answer(sub, trickle=True)
+        assert sub._early_candidates == []  # added once the answer was applied
+        remote = sub.transport.pc.getTransceivers()[0].receiver.transport.transport
+        assert any(c.port == 40000 for c in remote.getRemoteCandidates())
+    finally:
+        await sub.close()
+        await far.pc.close()

@@ -465,7 +465,7 @@ class Participant:
         elif target == "subscriber":
             if self.subscriber is None:
                 raise PermissionDenied("not allowed to subscribe")
-            await self.subscriber.transport.add_ice_candidate(candidate)
+            await self.subscriber.add_ice_candidate(candidate)
         else:
             raise ValueError("target must be 'publisher' or 'subscriber'")
 

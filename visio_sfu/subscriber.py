@@ -54,6 +54,7 @@ class Subscriber:
         self._task: asyncio.Task | None = None
         self._answer: tuple[str, asyncio.Future] | None = None
         self._offers = first_offer - 1
+        self._early_candidates: list[dict | None] = []  # trickled before the first answer
         self.remb_bitrate: int | None = None
         self.closed = False
         self.negotiations = 0
@@ -162,6 +163,12 @@ class Subscriber:
             self._released = released + self._released
             return
         self.negotiations += 1
+        early, self._early_candidates = self._early_candidates, []
+        for candidate in early:
+            try:
+                await self.transport.add_ice_candidate(candidate)
+            except TransportError as exc:
+                logger.info("subscriber %s: candidate dropped: %s", self.participant_sid, exc)
         self._free.extend(t for t in released if t not in self._slot.values())
         self._bind_pending()
 
@@ -186,6 +193,14 @@ class Subscriber:
     def offers_made(self) -> int:
         """How many offers this connection numbered (the next one is ``s<offers_made + 1>``)."""
         return self._offers
+
+    async def add_ice_candidate(self, candidate: dict | None) -> None:
+        """A candidate trickled by the client. Browsers trickle as soon as they set their
+        answer, often before the answer reaches us: those wait until it is applied."""
+        if self.transport.has_remote_description:
+            await self.transport.add_ice_candidate(candidate)
+        elif len(self._early_candidates) < 64:
+            self._early_candidates.append(candidate)
 
     def on_answer(self, offer_id: object, sdp: str) -> None:
         """The client's answer to our offer ``offer_id``; raises TransportError if unexpected."""

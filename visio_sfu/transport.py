@@ -386,6 +386,11 @@ class PeerTransport:
         self._hook_all()
         return self.pc.localDescription.sdp
 
+    @property
+    def has_remote_description(self) -> bool:
+        """Whether a remote description was applied (candidates can be added)."""
+        return self.pc.remoteDescription is not None
+
     async def apply_answer(self, answer_sdp: str) -> None:
         """Apply the remote answer to our offer."""
         try:
