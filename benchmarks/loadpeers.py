@@ -211,9 +211,9 @@ class LoadPublisher:
         for kind, clip in self.clips.items():
             if clip is None:
                 continue
-            t = self.transport.add_transceiver(kind, None)
+            t = self.transport.add_slot(kind, None)
             cid = f"{kind}-{id(self):x}"
-            PeerTransport.set_msid(t, f"load-{id(self):x}", cid)
+            t.set_msid(f"load-{id(self):x}", cid)
             self.cids[kind] = cid
             self._transceivers[kind] = t
 
@@ -230,14 +230,14 @@ class LoadPublisher:
         """Apply the server's answer and learn what was negotiated."""
         await self.transport.apply_answer(sdp)
         for kind, t in self._transceivers.items():
-            media = PeerTransport.describe(t)
+            media = t.describe()
             codec = next(
-                (c for c in media.codecs if c.mimeType.lower() in ("video/vp8", "audio/opus")),
+                (c for c in media.codecs if c.mime.lower() in ("video/vp8", "audio/opus")),
                 None,
             )
             if codec is None:
                 raise RuntimeError(f"the server did not accept {kind} in VP8/Opus")
-            out = Outgoing(self.clips[kind], media.ssrc, codec.payloadType, media.extensions, kind)
+            out = Outgoing(self.clips[kind], media.ssrc, codec.payload_type, media.extensions, kind)
             out.mid = (media.mid or "").encode()
             self.outgoing.append(out)
 

@@ -29,7 +29,8 @@ from visio_sfu.rtp.header import (
     payload_offset,
     rewrite_extensions,
 )
-from visio_sfu.transport import TransportError, offered_simulcast, parse_offer
+from visio_sfu.sdp import offered_simulcast, parse_offer
+from visio_sfu.transport import TransportError
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 FUZZ = settings(max_examples=300, deadline=None)

@@ -15,8 +15,8 @@ import re
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from visio_sfu.publisher import Codec, Publisher
+from visio_sfu.sdp import parse_offer
 from visio_sfu.subscriber import Subscriber
-from visio_sfu.transport import parse_offer
 
 
 def track(sid: str, kind: str) -> Publisher:

@@ -4,6 +4,7 @@ Each assertion names one private attribute or method; if it fails, read the new 
 and update visio_sfu/transport.py (and the aiortc version pin in pyproject.toml).
 """
 
+import asyncio
 import inspect
 
 import aiortc
@@ -13,7 +14,16 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
-from visio_sfu.transport import PeerTransport, _stun_datagram_received
+from tests.support.peers import connected_pair
+from visio_sfu.rtp import rtcp
+from visio_sfu.rtp.header import build_rtp
+from visio_sfu.transport import (
+    PREFERRED_SRTP_PROFILES,
+    PeerTransport,
+    _stun_datagram_received,
+    installed,
+    set_ice_addresses,
+)
 
 
 def params(fn) -> list[str]:
@@ -69,32 +79,64 @@ def test_ice_send_path():
 
 async def test_hooks_are_installed_on_a_real_connection():
     t = PeerTransport()
-    transceiver = t.add_transceiver("video", None)
+    slot = t.add_slot("video", None)
+    transceiver = slot._t
     dtls = transceiver.receiver.transport
     assert dtls._visio_hooked and transceiver.sender._visio_hooked
     assert dtls._handle_rtp_data.__qualname__.endswith("handle_rtp")
+    assert installed()
     await t.close()
     assert t not in PeerTransport.open_transports
 
 
-async def test_srtp_is_handled_in_the_datagram_callback():
-    """Once connected, an SRTP datagram reaches on_rtp synchronously (no queue, no task)."""
-    from benchmarks.peers import connected_pair
-    from visio_sfu.rtp.header import build_rtp
-    from visio_sfu.transport import PREFERRED_SRTP_PROFILES, set_ice_addresses
-
+async def test_a_packet_really_goes_through_the_hooked_path():
+    """Behavioural canary: RTP protected and sent by one PeerTransport over UDP on 127.0.0.1
+    reaches the other's on_rtp through the datagram callback (aioice's queue and aiortc's
+    receive path, made to fail here, are never used), and RTCP the same way."""
     set_ice_addresses(["127.0.0.1"])
     sender, receiver = await connected_pair()
     try:
-        got = []
-        receiver.on_rtp = lambda data, now: got.append(data)
-        packet = build_rtp(96, 7, 1000, 42, b"payload")
-        receiver.datagram_entry()(sender.srtp_tx().protect(packet))
-        assert got == [packet]
-        receiver.datagram_entry()(b"\x80" + bytes(40))  # garbage SRTP: counted, dropped
-        assert receiver.receive_errors == 1 and len(got) == 1
+        got: list[bytes] = []
+        rtcp_got: list[bytes] = []
+        receiver.on_rtp = lambda data, now: got.append(bytes(data))
+        receiver.on_rtcp = rtcp_got.append
+
+        async def not_this_way(*args: object) -> None:
+            raise AssertionError("aiortc's receive path was used")
+
+        receiver._dtls._handle_rtp_data = not_this_way
+        receiver._dtls._handle_rtcp_data = not_this_way
+        packets = [build_rtp(96, 7 + i, 1000 + i, 42, b"payload %d" % i) for i in range(5)]
+        for packet in packets:
+            assert sender.send_rtp(bytearray(packet))
+        assert sender.send_rtcp(rtcp.build_pli(1, 42))
+        for _ in range(100):
+            if len(got) == 5 and rtcp_got:
+                break
+            await asyncio.sleep(0.02)
+        assert got == packets
+        assert rtcp_got == [rtcp.build_pli(1, 42)]
+        # garbage SRTP through the same entry: counted, dropped
+        receiver.datagram_entry()(b"\x80" + bytes(40))
+        assert receiver.receive_errors == 1 and len(got) == 5
         assert PREFERRED_SRTP_PROFILES[0].openssl_profile == b"SRTP_AEAD_AES_128_GCM"
-        assert sender.send_rtp(bytearray(packet))
     finally:
         await sender.close()
         await receiver.close()
+
+
+def test_aioice_and_pylibsrtp_are_the_versions_hooked():
+    """transport.py depends on their internals: pyproject pins the versions checked here."""
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pins = {}
+    for requirement in project["project"]["dependencies"]:
+        name, _, pinned = requirement.split(";")[0].split("#")[0].partition("==")
+        if pinned:
+            pins[name.strip()] = pinned.strip()
+    for name in ("aioice", "pylibsrtp"):
+        assert name in pins, f"pyproject.toml must pin {name} (==): transport.py hooks it"
+        assert version(name) == pins[name], (name, version(name), pins[name])

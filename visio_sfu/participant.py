@@ -16,18 +16,13 @@ from dataclasses import dataclass
 from struct import unpack_from
 from typing import TYPE_CHECKING
 
-from .publisher import Codec, Layer, Publisher
+from .publisher import Layer, Publisher
 from .rtp import rtcp
 from .rtp.extensions import RID, SDES_MID
 from .rtp.header import find_extension, payload_offset
+from .sdp import accept_simulcast, offered_simulcast, parse_offer
 from .subscriber import Subscriber
-from .transport import (
-    PeerTransport,
-    TransportError,
-    accept_simulcast,
-    offered_simulcast,
-    parse_offer,
-)
+from .transport import PeerTransport, TransportError
 
 if TYPE_CHECKING:
     from .room import Room
@@ -219,7 +214,7 @@ class Participant:
                 continue
             existing = self._by_mid.get(m.mid)
             neg = negotiated.get(m.mid)
-            codec = _first_codec(neg.codecs) if neg is not None else None
+            codec = neg.media_codec() if neg is not None else None
             if not m.sending or codec is None:
                 if existing is not None:
                     self.unpublish(existing.sid)
@@ -482,17 +477,3 @@ class Participant:
             await self.publish_transport.close()
         self._by_ssrc.clear()
         self._by_mid.clear()
-
-
-def _first_codec(codecs: list) -> Codec | None:
-    for c in codecs:
-        if c.mimeType.lower().endswith("/rtx"):
-            continue
-        return Codec(
-            mime=c.mimeType,
-            clock_rate=c.clockRate,
-            payload_type=c.payloadType,
-            channels=c.channels,
-            parameters=dict(c.parameters or {}),
-        )
-    return None

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from struct import unpack_from
 from typing import TYPE_CHECKING
 
 from .delay import DelayHistogram
+from .media import Codec
 from .packetcache import PacketCache
 from .rtp import rtcp
 from .rtp.codecs import h264_is_keyframe, vp8_is_keyframe
@@ -26,17 +26,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between two PLIs to one publisher track
-
-
-@dataclass
-class Codec:
-    """A negotiated codec: what a DownTrack needs to offer and forward it."""
-
-    mime: str
-    clock_rate: int
-    payload_type: int
-    channels: int | None = None
-    parameters: dict | None = None
 
 
 #: the counters the SFU totals over closed tracks and downtracks (see ``retire``)

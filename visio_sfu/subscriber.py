@@ -13,13 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-
 from .downtrack import DownTrack
 from .munger import Munger
 from .publisher import Publisher
 from .rtp import rtcp
-from .transport import PeerTransport, TransportError
+from .transport import PeerTransport, Slot, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +43,10 @@ class Subscriber:
         self.transport = PeerTransport(on_rtcp=self._on_rtcp, on_state=self._on_state)
         self.downtracks: dict[str, DownTrack] = {}  # track sid -> DownTrack
         self._by_ssrc: dict[int, DownTrack] = {}
-        self._slot: dict[str, RTCRtpTransceiver] = {}  # track sid -> transceiver
+        self._slot: dict[str, Slot] = {}  # track sid -> transceiver
         self._to_bind: dict[str, DownTrack] = {}
-        self._released: list[RTCRtpTransceiver] = []  # inactive in the offer being made
-        self._free: list[RTCRtpTransceiver] = []  # inactive and negotiated: reusable
+        self._released: list[Slot] = []  # inactive in the offer being made
+        self._free: list[Slot] = []  # inactive and negotiated: reusable
         self._mungers: dict[int, Munger] = {}  # transceiver id -> its munger
         self._dirty = False
         self._task: asyncio.Task | None = None
@@ -87,20 +85,20 @@ class Subscriber:
             self._by_ssrc.pop(dt.ssrc, None)
         if transceiver is not None and not self.closed:
             transceiver.direction = "inactive"
-            PeerTransport.release_msid(transceiver)
+            transceiver.release_msid()
             self._released.append(transceiver)
             self._schedule()
 
-    def _take_transceiver(self, track: Publisher) -> RTCRtpTransceiver:
+    def _take_transceiver(self, track: Publisher) -> Slot:
         for t in self._free:
             if t.kind == track.kind:
                 self._free.remove(t)
                 t.direction = "sendonly"
-                PeerTransport.set_codec(t, _capability_of(track))
+                t.set_codec(track.codec)
                 break
         else:
-            t = self.transport.add_transceiver(track.kind, _capability_of(track))
-        PeerTransport.set_msid(t, track.participant_sid, track.sid)
+            t = self.transport.add_slot(track.kind, track.codec)
+        t.set_msid(track.participant_sid, track.sid)
         return t
 
     # -- negotiation ---------------------------------------------------------------------
@@ -177,9 +175,9 @@ class Subscriber:
             t = self._slot.get(sid)
             if t is None or t.mid is None:
                 continue
-            media = PeerTransport.describe(t)
+            media = t.describe()
             mime = dt.track.codec.mime.lower()
-            pt = next((c.payloadType for c in media.codecs if c.mimeType.lower() == mime), None)
+            pt = next((c.payload_type for c in media.codecs if c.mime.lower() == mime), None)
             del self._to_bind[sid]
             if pt is None:
                 logger.info("subscriber %s cannot receive %s", self.participant_sid, mime)
@@ -266,17 +264,3 @@ class Subscriber:
         self._by_ssrc.clear()
         self._slot.clear()
         await self.transport.close()
-
-
-def _capability_of(track: Publisher):
-    """The aiortc codec parameters to offer for a track (matched against capabilities)."""
-    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-
-    c = track.codec
-    return RTCRtpCodecParameters(
-        mimeType=c.mime,
-        clockRate=c.clock_rate,
-        channels=c.channels,
-        payloadType=c.payload_type,
-        parameters=dict(c.parameters or {}),
-    )

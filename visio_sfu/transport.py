@@ -1,9 +1,13 @@
 """PeerTransport: an aiortc RTCPeerConnection whose media pipeline is bypassed.
 
-This is the only module that touches aiortc's private API. aiortc gives us SDP, ICE, DTLS and
-SRTP; we take over at the DTLS transport, where decrypted RTP/RTCP arrive and raw RTP/RTCP
-leave, so that no aiortc decoder, encoder, jitter buffer or per-packet ``RtpPacket`` is ever
-involved. ``tests/test_transport_hooks.py`` fails loudly if an aiortc upgrade moves a hook.
+The only module that touches aiortc, aioice and pylibsrtp (a test checks it). aiortc gives us
+SDP, ICE, DTLS and SRTP; we take over at the DTLS transport, where decrypted RTP/RTCP arrive and
+raw RTP/RTCP leave, so that no aiortc decoder, encoder, jitter buffer or per-packet
+``RtpPacket`` is ever involved. Everything else in the SFU sees our own values (``Codec``,
+``NegotiatedMedia``, ``Slot``), never an aiortc object. The process-wide hook into aioice is
+installed by ``install()`` (every PeerTransport calls it), not on import.
+``tests/test_transport_hooks.py`` fails loudly if an upgrade moves a hook, and sends a packet
+through the hooked path.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import socket
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import aioice.ice
 from aioice.ice import StunProtocol
@@ -37,9 +40,12 @@ from aiortc.rtcdtlstransport import (
 )
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import candidate_from_sdp
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
+
+from .errors import TransportError
+from .media import Codec, NegotiatedMedia
 
 logger = logging.getLogger(__name__)
 
@@ -143,146 +149,114 @@ def _datagram_received(self: StunProtocol, data: bytes, addr: tuple) -> None:
     _stun_datagram_received(self, data, addr)
 
 
-StunProtocol.datagram_received = _datagram_received
+def install() -> None:
+    """Route SRTP datagrams of connected PeerTransports past aioice's queue (process-wide,
+    idempotent; every PeerTransport calls it). Other aioice users are unaffected: a datagram
+    whose connection has no PeerTransport goes the usual way."""
+    if StunProtocol.datagram_received is not _datagram_received:
+        StunProtocol.datagram_received = _datagram_received
 
 
-class TransportError(Exception):
-    """An SDP or ICE input the transport could not accept."""
+def installed() -> bool:
+    """Whether install() has run."""
+    return StunProtocol.datagram_received is _datagram_received
 
 
-@dataclass
-class NegotiatedMedia:
-    """What one m-section negotiated: its mid, kind, codecs and header extensions."""
+class Slot:
+    """One m-section we send on (the subscriber connection): an aiortc transceiver behind our
+    own small API, so that no other module handles aiortc objects."""
 
-    mid: str
-    kind: str
-    direction: str
-    codecs: list[RTCRtpCodecParameters]
-    extensions: dict[str, int]  # uri -> id
-    ssrc: int = 0  # our sending SSRC (subscriber side)
+    __slots__ = ("_t",)
 
-
-@dataclass
-class OfferedMedia:
-    """One m-section of a remote offer: what a publisher announces."""
-
-    index: int
-    mid: str
-    kind: str
-    direction: str
-    port: int
-    msid_stream: str = ""
-    msid_track: str = ""
-    ssrcs: list[int] = field(default_factory=list)
-    rids: list[str] = field(default_factory=list)
-    bundle_only: bool = False  # a=bundle-only: port 0 yet active, on the BUNDLE transport
+    def __init__(self, transceiver: RTCRtpTransceiver) -> None:
+        self._t = transceiver
 
     @property
-    def sending(self) -> bool:
-        """Whether the remote side sends media in this section.
+    def mid(self) -> str | None:
+        """The m-section's mid, once an offer has been made."""
+        return self._t.mid
 
-        A section with port 0 is rejected (RFC 8843 section 7.3.3), except when it carries
-        ``a=bundle-only``: Firefox and GStreamer's webrtcbin, with max-bundle, write every
-        section after the first that way in an initial offer, and their media flows on the
-        BUNDLE transport.
-        """
-        return (self.port != 0 or self.bundle_only) and self.direction in ("sendrecv", "sendonly")
+    @property
+    def kind(self) -> str:
+        """audio or video."""
+        return self._t.kind
 
+    @property
+    def direction(self) -> str:
+        """The direction offered next: sendonly, or inactive when released."""
+        return self._t.direction
 
-def parse_offer(sdp: str) -> list[OfferedMedia]:
-    """Parse an SDP offer into its m-sections; raise TransportError if it is not valid SDP."""
-    if not isinstance(sdp, str) or "m=" not in sdp or len(sdp) > 256 * 1024:
-        raise TransportError("SDP has no media section or is too large")
-    try:
-        desc = SessionDescription.parse(sdp)
-    except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError...
-        raise TransportError(f"SDP could not be parsed: {type(exc).__name__}") from None
-    raw = _sections(sdp)[1:]  # aiortc's parser drops a=bundle-only: read it from the text
-    out = []
-    for i, media in enumerate(desc.media):
-        bundle_only = i < len(raw) and any(x.strip() == "a=bundle-only" for x in raw[i])
-        stream, track = "", ""
-        # a=msid, else the older a=ssrc:<ssrc> msid:<stream> <track> (GStreamer's webrtcbin)
-        msid = media.msid or next((s.msid for s in media.ssrc if s.msid), None)
-        if msid:
-            parts = msid.split()
-            stream = parts[0] if parts else ""
-            track = parts[1] if len(parts) > 1 else ""
-        ssrcs: list[int] = []
-        for s in media.ssrc:
-            if s.ssrc not in ssrcs:
-                ssrcs.append(s.ssrc)
-        # the first SSRC of an FID group is the media one, the second its RTX
-        for group in media.ssrc_group:
-            if group.semantic == "FID" and len(group.items) == 2 and group.items[1] in ssrcs:
-                ssrcs.remove(group.items[1])
-        out.append(
-            OfferedMedia(
-                index=i,
-                mid=media.rtp.muxId or str(i),
-                kind=media.kind,
-                direction=media.direction or "sendrecv",
-                port=media.port,
-                msid_stream=stream,
-                msid_track=track,
-                ssrcs=ssrcs,
-                bundle_only=bundle_only,
-            )
-        )
-    return out
+    @direction.setter
+    def direction(self, value: str) -> None:
+        self._t.direction = value
+
+    def set_msid(self, stream_id: str, track_id: str) -> None:
+        """Set the a=msid written for this m-section."""
+        self._t.sender._stream_id = stream_id
+        self._t.sender._track_id = track_id
+
+    def release_msid(self) -> None:
+        """Give a slot that carries no track an msid of its own: no stream ("-") and a fresh
+        track id. Browsers reject a whole offer in which two m-sections share an msid
+        (Chromium: "Duplicate a=msid lines detected"), so released slots never share one."""
+        self.set_msid("-", f"unused-{secrets.token_hex(8)}")
+
+    @property
+    def msid(self) -> tuple[str, str]:
+        """(stream id, track id) of the a=msid written for this m-section."""
+        return self._t.sender._stream_id, self._t.sender._track_id
+
+    def set_codec(self, codec: Codec | None) -> None:
+        """Offer only the codec capability matching ``codec``."""
+        _set_codec(self._t, codec)
+
+    def describe(self) -> NegotiatedMedia:
+        """What this m-section negotiated."""
+        return _describe(self._t)
 
 
-RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+def _codec(c: RTCRtpCodecParameters) -> Codec:
+    return Codec(
+        mime=c.mimeType,
+        clock_rate=c.clockRate,
+        payload_type=c.payloadType,
+        channels=c.channels,
+        parameters=dict(c.parameters or {}),
+    )
 
 
-def _sections(sdp: str) -> list[list[str]]:
-    """SDP lines split into [session, m-section 1, m-section 2, ...]."""
-    parts: list[list[str]] = [[]]
-    for line in sdp.splitlines():
-        if line.startswith("m="):
-            parts.append([])
-        if line:
-            parts[-1].append(line)
-    return parts
+def _describe(t: RTCRtpTransceiver) -> NegotiatedMedia:
+    return NegotiatedMedia(
+        mid=t.mid or "",
+        kind=t.kind,
+        direction=t.currentDirection or t.direction,
+        codecs=[_codec(c) for c in t._codecs],
+        extensions={e.uri: e.id for e in t._headerExtensions},
+        ssrc=t.sender._ssrc,
+    )
 
 
-def offered_simulcast(sdp: str) -> dict[str, dict]:
-    """Per mid, the simulcast a remote offer asks for: rids (in order) and RID extension ids."""
-    out: dict[str, dict] = {}
-    for section in _sections(sdp)[1:]:
-        mid, rids, exts = "", [], {}
-        for line in section:
-            if line.startswith("a=mid:"):
-                mid = line[6:].strip()
-            elif line.startswith("a=rid:"):
-                fields = line[6:].split()
-                if len(fields) >= 2 and fields[1] == "send":
-                    rids.append(fields[0])
-            elif line.startswith("a=extmap:"):
-                fields = line[9:].split()
-                if len(fields) >= 2 and fields[1] in (RID_URI, REPAIRED_RID_URI):
-                    exts[fields[1]] = int(fields[0].split("/")[0])
-        if mid and rids and RID_URI in exts:
-            out[mid] = {"rids": rids[:4], "extensions": exts}
-    return out
-
-
-def accept_simulcast(answer_sdp: str, simulcast: dict[str, dict]) -> str:
-    """Amend an aiortc answer to accept the offer's simulcast (aiortc negotiates none of it)."""
-    if not simulcast:
-        return answer_sdp
-    sections = _sections(answer_sdp)
-    for section in sections[1:]:
-        mid = next((line[6:].strip() for line in section if line.startswith("a=mid:")), "")
-        spec = simulcast.get(mid)
-        if spec is None:
+def _set_codec(transceiver: RTCRtpTransceiver, codec: Codec | None) -> None:
+    if codec is None:
+        return
+    caps = RTCRtpSender.getCapabilities(transceiver.kind).codecs
+    best: RTCRtpCodecCapability | None = None
+    for cap in caps:
+        if cap.mimeType.lower() != codec.mime.lower():
             continue
-        for uri, ext_id in spec["extensions"].items():
-            section.append(f"a=extmap:{ext_id} {uri}")
-        section.extend(f"a=rid:{rid} recv" for rid in spec["rids"])
-        section.append("a=simulcast:recv " + ";".join(spec["rids"]))
-    return "\r\n".join(line for part in sections for line in part) + "\r\n"
+        if codec.mime.lower() == "video/h264":
+            want = codec.parameters or {}
+            if str(cap.parameters.get("packetization-mode", "0")) != str(
+                want.get("packetization-mode", "0")
+            ):
+                continue
+            pli = str(want.get("profile-level-id", ""))[:2].lower()
+            if pli and str(cap.parameters.get("profile-level-id", ""))[:2].lower() != pli:
+                continue
+        best = cap
+        break
+    if best is not None:
+        transceiver.setCodecPreferences([best])
 
 
 class PeerTransport:
@@ -303,6 +277,7 @@ class PeerTransport:
         on_state: Callable[[str], None] | None = None,
         decrypt: bool = True,
     ) -> None:
+        install()
         self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
@@ -347,37 +322,13 @@ class PeerTransport:
         self._hook_all()
         return self.pc.localDescription.sdp
 
-    def add_transceiver(self, kind: str, codec: RTCRtpCodecParameters | None) -> RTCRtpTransceiver:
-        """Add a send-only transceiver (subscriber connection), offering only ``codec``."""
+    def add_slot(self, kind: str, codec: Codec | None) -> Slot:
+        """Add a send-only m-section (subscriber connection), offering only ``codec``."""
         transceiver = self.pc.addTransceiver(kind, direction="sendonly")
-        self.set_codec(transceiver, codec)
+        _set_codec(transceiver, codec)
         self._hook_transceiver(transceiver)
         self._hook_all()
-        return transceiver
-
-    @staticmethod
-    def set_codec(transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters | None) -> None:
-        """Restrict what the transceiver offers to the capability matching ``codec``."""
-        if codec is None:
-            return
-        caps = RTCRtpSender.getCapabilities(transceiver.kind).codecs
-        best: RTCRtpCodecCapability | None = None
-        for cap in caps:
-            if cap.mimeType.lower() != codec.mimeType.lower():
-                continue
-            if codec.mimeType.lower() == "video/h264":
-                want = codec.parameters or {}
-                if str(cap.parameters.get("packetization-mode", "0")) != str(
-                    want.get("packetization-mode", "0")
-                ):
-                    continue
-                pli = str(want.get("profile-level-id", ""))[:2].lower()
-                if pli and str(cap.parameters.get("profile-level-id", ""))[:2].lower() != pli:
-                    continue
-            best = cap
-            break
-        if best is not None:
-            transceiver.setCodecPreferences([best])
+        return Slot(transceiver)
 
     async def create_offer(self) -> str:
         """Create and apply a local offer (the subscriber connection)."""
@@ -427,37 +378,7 @@ class PeerTransport:
 
     def negotiated(self) -> list[NegotiatedMedia]:
         """The m-sections as negotiated so far (codecs, extension ids, our SSRC)."""
-        out = []
-        for t in self.pc.getTransceivers():
-            if t.mid is None:
-                continue
-            out.append(self.describe(t))
-        return out
-
-    @staticmethod
-    def describe(t: RTCRtpTransceiver) -> NegotiatedMedia:
-        """What one transceiver negotiated."""
-        return NegotiatedMedia(
-            mid=t.mid or "",
-            kind=t.kind,
-            direction=t.currentDirection or t.direction,
-            codecs=list(t._codecs),
-            extensions={e.uri: e.id for e in t._headerExtensions},
-            ssrc=t.sender._ssrc,
-        )
-
-    @staticmethod
-    def set_msid(t: RTCRtpTransceiver, stream_id: str, track_id: str) -> None:
-        """Set the a=msid aiortc writes for this transceiver's sender."""
-        t.sender._stream_id = stream_id
-        t.sender._track_id = track_id
-
-    @staticmethod
-    def release_msid(t: RTCRtpTransceiver) -> None:
-        """Give a transceiver that carries no track an msid of its own: no stream ("-") and a
-        fresh track id. Browsers reject a whole offer in which two m-sections share an msid
-        (Chromium: "Duplicate a=msid lines detected"), so released slots never share one."""
-        PeerTransport.set_msid(t, "-", f"unused-{secrets.token_hex(8)}")
+        return [_describe(t) for t in self.pc.getTransceivers() if t.mid is not None]
 
     # -- hooks -------------------------------------------------------------------------
     def _hook_all(self) -> None:
