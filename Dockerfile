@@ -5,7 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     VISIO_HOST=0.0.0.0 VISIO_PORT=7880
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# The licence and third-party notices stay in /app and go into the installed metadata too.
+COPY pyproject.toml README.md LICENSE THIRD_PARTY_NOTICES.md ./
 COPY visio_sfu ./visio_sfu
 COPY signaling ./signaling
 COPY visio_client ./visio_client
