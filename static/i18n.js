@@ -1,34 +1,110 @@
 // French and English strings. The language comes from ?lang=, else the browser's.
 const STRINGS = {
   en: {
-    title: 'Visio', lobbyHeading: 'Join a meeting', room: 'Room name', name: 'Your name',
-    join: 'Join', camera: 'Camera', microphone: 'Microphone', cameraOn: 'Join with camera on',
-    micOn: 'Join with microphone on', micLevel: 'Microphone level', preview: 'Camera preview',
-    muteMic: 'Mute microphone', unmuteMic: 'Unmute microphone', muteCam: 'Turn camera off',
-    unmuteCam: 'Turn camera on', share: 'Share screen', stopShare: 'Stop sharing', leave: 'Leave',
-    chat: 'Chat', send: 'Send', message: 'Message', participants: 'Participants', you: 'you',
-    muted: 'muted', cameraOff: 'camera off', speaking: 'speaking', quality: 'Connection quality',
-    good: 'good', fair: 'fair', poor: 'poor', unknown: 'unknown', reconnecting: 'Reconnecting…',
-    connecting: 'Connecting…', left: 'You left the meeting.', rejoin: 'Join again',
-    screenOf: 'Screen of {name}', noDevice: 'No camera or microphone available',
+    title: 'Visio', lobbyHeading: 'Join a meeting', room: 'Meeting name', name: 'Your name',
+    join: 'Join', newMeeting: 'New meeting', inviteLink: 'Invite link', copyLink: 'Copy link',
+    copied: 'Link copied', copyFailed: 'Select the link and copy it',
+    camera: 'Camera', microphone: 'Microphone', speakerOut: 'Speaker', devices: 'Devices',
+    micLevel: 'Microphone level', preview: 'Camera preview', previewOff: 'Your camera is off',
+    blur: 'Blur background', blurOn: 'Background blurred', blurUnavailable: 'Background blur does not work in this browser.',
+    blurFailed: 'Background blur could not start: {why}',
+    tryAgain: 'Try again', defaultDevice: 'Default',
+    // media errors: what happened, then how to fix it
+    errDeniedCamera: 'The browser blocks your camera. To allow it, click the camera or padlock icon in the address bar, allow the camera, then choose Try again. You can join without video.',
+    errDeniedMic: 'The browser blocks your microphone. To allow it, click the padlock icon in the address bar, allow the microphone, then choose Try again. Without it you can listen only.',
+    errDeniedBoth: 'The browser blocks your camera and microphone. To allow them, click the camera or padlock icon in the address bar, allow both, then choose Try again.',
+    errNotFoundCamera: 'No camera found. Plug one in and choose Try again, or join without video.',
+    errNotFoundMic: 'No microphone found. Plug one in and choose Try again, or join to listen only.',
+    errBusyCamera: 'Your camera is in use by another application or tab. Close it, then choose Try again.',
+    errBusyMic: 'Your microphone is in use by another application. Close it, then choose Try again.',
+    errInsecure: 'This page is not secure (no HTTPS), so the browser gives it no camera or microphone. Open it with an https:// address.',
+    errUnsupported: 'This browser cannot use a camera or microphone here.',
+    errOther: 'The {device} could not start ({why}).',
+    audioOnly: 'You will join with your microphone only.',
+    // room
+    meeting: 'Meeting', controls: 'Meeting controls', stage: 'Participants\u2019 videos',
+    mute: 'Mute', unmute: 'Unmute', stopVideo: 'Stop video', startVideo: 'Start video',
+    share: 'Share screen', stopShare: 'Stop sharing', leave: 'Leave', more: 'More',
+    layout: 'Layout', layoutGrid: 'Grid', layoutSpeaker: 'Speaker',
+    chat: 'Chat', people: 'People', close: 'Close', send: 'Send', message: 'Message',
+    unread: '{n} unread', participants: 'Participants', you: 'you', pin: 'Pin {name}',
+    muted: 'muted', cameraOff: 'camera off', speaking: 'speaking', presenting: 'presenting',
+    quality: 'Connection', good: 'good', fair: 'fair', poor: 'poor', lost: 'no media', unknown: 'measuring', offline: 'offline',
+    reasonok: '{value} ms round trip', reasonloss: '{value} % packets lost', reasondelay: '{value} ms delay',
+    reasonjitter: '{value} ms jitter', reasonframerate: 'low frame rate ({value} fps)',
+    reasonbandwidth: 'bandwidth limits the video', reasoncpu: 'the computer is too busy to send full video',
+    reasonnodata: 'nothing received', reasonmeasuring: 'measuring', reasonoutage: 'connection lost',
+    reconnecting: 'Connection lost. Reconnecting\u2026', connecting: 'Connecting\u2026', reconnected: 'Reconnected',
+    left: 'You left the meeting.', rejoin: 'Join again',
+    screenOf: 'Screen of {name}', presentingBanner: 'You are presenting to everyone',
+    alone: 'You are the only one here', aloneHint: 'Send the link to the people you want to meet.',
+    joinedNote: '{name} joined', leftNote: '{name} left', sharingNote: '{name} is presenting',
+    mutedHint: 'You are muted. Unmute to speak (M).',
     replaced: 'You joined from another window.', error: 'Error',
     mediaFailed: 'Your browser could not set up the media of this meeting. Join again, or try another browser.',
+    more_others: '+{n}', moreOthers: '{n} more participants',
+    sending: 'Sending\u2026', waiting: 'Waiting for the connection\u2026', notSent: 'Not sent.', retry: 'Retry',
+    settings: 'Settings', fullscreen: 'Full screen', exitFullscreen: 'Exit full screen',
+    shortcuts: 'Keyboard shortcuts', singleKeys: 'Single-key shortcuts (M, V, \u2026)',
+    scMic: 'Mute or unmute', scCam: 'Stop or start video', scShare: 'Share screen or stop sharing',
+    scChat: 'Open or close the chat', scPeople: 'Open or close the participant list',
+    scLayout: 'Switch between grid and speaker view', scFullscreen: 'Full screen',
+    scBlur: 'Blur background on or off', scHelp: 'Show these shortcuts', scEscape: 'Close a panel or dialog',
+    cameraLost: 'Your camera was disconnected.', micLost: 'Your microphone was disconnected; using {name}.',
+    participantCount: '{n} in the meeting', noShare: 'Screen sharing is not available on this device.',
+    speakerUnsupported: 'This browser always plays sound on the default speaker.',
   },
   fr: {
-    title: 'Visio', lobbyHeading: 'Rejoindre une réunion', room: 'Nom de la salle',
-    name: 'Votre nom', join: 'Rejoindre', camera: 'Caméra', microphone: 'Micro',
-    cameraOn: 'Rejoindre avec la caméra', micOn: 'Rejoindre avec le micro',
-    micLevel: 'Niveau du micro', preview: 'Aperçu de la caméra', muteMic: 'Couper le micro',
-    unmuteMic: 'Activer le micro', muteCam: 'Couper la caméra', unmuteCam: 'Activer la caméra',
-    share: "Partager l'écran", stopShare: 'Arrêter le partage', leave: 'Quitter',
-    chat: 'Discussion', send: 'Envoyer', message: 'Message', participants: 'Participants',
-    you: 'vous', muted: 'micro coupé', cameraOff: 'caméra coupée', speaking: 'parle',
-    quality: 'Qualité de connexion', good: 'bonne', fair: 'moyenne', poor: 'mauvaise',
-    unknown: 'inconnue', reconnecting: 'Reconnexion…', connecting: 'Connexion…',
+    title: 'Visio', lobbyHeading: 'Rejoindre une réunion', room: 'Nom de la réunion', name: 'Votre nom',
+    join: 'Rejoindre', newMeeting: 'Nouvelle réunion', inviteLink: "Lien d'invitation", copyLink: 'Copier le lien',
+    copied: 'Lien copié', copyFailed: 'Sélectionnez le lien et copiez-le',
+    camera: 'Caméra', microphone: 'Micro', speakerOut: 'Haut-parleur', devices: 'Périphériques',
+    micLevel: 'Niveau du micro', preview: 'Aperçu de la caméra', previewOff: 'Votre caméra est coupée',
+    blur: "Flouter l'arrière-plan", blurOn: 'Arrière-plan flouté', blurUnavailable: "Le flou d'arrière-plan ne fonctionne pas dans ce navigateur.",
+    blurFailed: "Le flou d'arrière-plan n'a pas pu démarrer : {why}",
+    tryAgain: 'Réessayer', defaultDevice: 'Par défaut',
+    errDeniedCamera: "Le navigateur bloque votre caméra. Pour l'autoriser, cliquez sur l'icône de caméra ou de cadenas dans la barre d'adresse, autorisez la caméra, puis choisissez Réessayer. Vous pouvez rejoindre sans vidéo.",
+    errDeniedMic: "Le navigateur bloque votre micro. Pour l'autoriser, cliquez sur l'icône de cadenas dans la barre d'adresse, autorisez le micro, puis choisissez Réessayer. Sans micro, vous pouvez seulement écouter.",
+    errDeniedBoth: "Le navigateur bloque votre caméra et votre micro. Pour les autoriser, cliquez sur l'icône de caméra ou de cadenas dans la barre d'adresse, autorisez-les, puis choisissez Réessayer.",
+    errNotFoundCamera: 'Aucune caméra trouvée. Branchez-en une et choisissez Réessayer, ou rejoignez sans vidéo.',
+    errNotFoundMic: 'Aucun micro trouvé. Branchez-en un et choisissez Réessayer, ou rejoignez pour écouter seulement.',
+    errBusyCamera: 'Votre caméra est utilisée par une autre application ou un autre onglet. Fermez-la, puis choisissez Réessayer.',
+    errBusyMic: 'Votre micro est utilisé par une autre application. Fermez-la, puis choisissez Réessayer.',
+    errInsecure: "Cette page n'est pas sécurisée (pas de HTTPS) : le navigateur ne lui donne ni caméra ni micro. Ouvrez-la avec une adresse https://.",
+    errUnsupported: 'Ce navigateur ne peut pas utiliser de caméra ni de micro ici.',
+    errOther: "Impossible de démarrer : {device} ({why}).",
+    audioOnly: 'Vous rejoindrez avec votre micro seulement.',
+    meeting: 'Réunion', controls: 'Commandes de la réunion', stage: 'Vidéos des participants',
+    mute: 'Couper le micro', unmute: 'Activer le micro', stopVideo: 'Couper la vidéo', startVideo: 'Activer la vidéo',
+    share: "Partager l'écran", stopShare: 'Arrêter le partage', leave: 'Quitter', more: 'Plus',
+    layout: 'Disposition', layoutGrid: 'Mosaïque', layoutSpeaker: 'Intervenant',
+    chat: 'Discussion', people: 'Participants', close: 'Fermer', send: 'Envoyer', message: 'Message',
+    unread: '{n} non lus', participants: 'Participants', you: 'vous', pin: 'Épingler {name}',
+    muted: 'micro coupé', cameraOff: 'caméra coupée', speaking: 'parle', presenting: 'présente',
+    quality: 'Connexion', good: 'bonne', fair: 'moyenne', poor: 'mauvaise', lost: 'aucun média', unknown: 'mesure en cours', offline: 'hors ligne',
+    reasonok: '{value} ms aller-retour', reasonloss: '{value} % de paquets perdus', reasondelay: '{value} ms de délai',
+    reasonjitter: '{value} ms de gigue', reasonframerate: "peu d'images par seconde ({value})",
+    reasonbandwidth: 'le débit limite la vidéo', reasoncpu: "l'ordinateur est trop occupé pour envoyer toute la vidéo",
+    reasonnodata: 'rien ne parvient', reasonmeasuring: 'mesure en cours', reasonoutage: 'connexion perdue',
+    reconnecting: 'Connexion perdue. Reconnexion\u2026', connecting: 'Connexion\u2026', reconnected: 'Reconnecté',
     left: 'Vous avez quitté la réunion.', rejoin: 'Rejoindre à nouveau',
-    screenOf: 'Écran de {name}', noDevice: 'Aucune caméra ni aucun micro disponible',
+    screenOf: 'Écran de {name}', presentingBanner: 'Vous présentez à tout le monde',
+    alone: 'Vous êtes seul ici', aloneHint: 'Envoyez le lien aux personnes que vous voulez retrouver.',
+    joinedNote: '{name} a rejoint la réunion', leftNote: '{name} est parti', sharingNote: '{name} présente',
+    mutedHint: 'Votre micro est coupé. Activez-le pour parler (M).',
     replaced: 'Vous avez rejoint depuis une autre fenêtre.', error: 'Erreur',
     mediaFailed: "Votre navigateur n'a pas pu établir les médias de cette réunion. Rejoignez-la à nouveau ou essayez un autre navigateur.",
+    more_others: '+{n}', moreOthers: '{n} autres participants',
+    sending: 'Envoi\u2026', waiting: 'En attente de la connexion\u2026', notSent: 'Non envoyé.', retry: 'Réessayer',
+    settings: 'Paramètres', fullscreen: 'Plein écran', exitFullscreen: 'Quitter le plein écran',
+    shortcuts: 'Raccourcis clavier', singleKeys: 'Raccourcis à une touche (M, V, \u2026)',
+    scMic: 'Couper ou activer le micro', scCam: 'Couper ou activer la vidéo', scShare: "Partager l'écran ou arrêter",
+    scChat: 'Ouvrir ou fermer la discussion', scPeople: 'Ouvrir ou fermer la liste des participants',
+    scLayout: 'Passer de la mosaïque à la vue intervenant', scFullscreen: 'Plein écran',
+    scBlur: "Flou d'arrière-plan", scHelp: 'Afficher ces raccourcis', scEscape: 'Fermer un panneau ou une fenêtre',
+    cameraLost: 'Votre caméra a été débranchée.', micLost: 'Votre micro a été débranché ; micro utilisé : {name}.',
+    participantCount: '{n} dans la réunion', noShare: "Le partage d'écran n'est pas disponible sur cet appareil.",
+    speakerUnsupported: 'Ce navigateur joue toujours le son sur le haut-parleur par défaut.',
   },
 };
 
@@ -42,17 +118,19 @@ export const lang = pickLanguage();
 
 export function t(key, vars = {}) {
   let text = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
-  for (const [k, v] of Object.entries(vars)) text = text.replace(`{${k}}`, v);
+  for (const [k, v] of Object.entries(vars)) text = text.replaceAll(`{${k}}`, v);
   return text;
 }
 
-// Fill every [data-i18n] element's text and [data-i18n-label] element's aria-label.
+// Fill every [data-i18n] element's text, [data-i18n-label] element's aria-label and
+// [data-i18n-title] element's title.
 export function translate(root = document) {
   document.documentElement.lang = lang;
   for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
   for (const el of root.querySelectorAll('[data-i18n-label]')) {
     el.setAttribute('aria-label', t(el.dataset.i18nLabel));
   }
+  for (const el of root.querySelectorAll('[data-i18n-title]')) el.title = t(el.dataset.i18nTitle);
   for (const el of root.querySelectorAll('[data-i18n-placeholder]')) {
     el.setAttribute('placeholder', t(el.dataset.i18nPlaceholder));
   }

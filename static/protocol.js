@@ -110,6 +110,9 @@ export class Session extends Emitter {
     this.subscriberGen = 0; // bumped whenever the subscriber connection is replaced
     this.restarting = false; // waiting for the server's fresh subscriber connection
     this.failures = []; // times of negotiation failures, to give up on a loop
+    // source -> muted, kept across reconnections: a track republished after a reconnect is
+    // muted again at once, so the others never see it unmuted
+    this.muted = new Map();
   }
 
   setState(state) {
@@ -136,6 +139,11 @@ export class Session extends Emitter {
     const previous = [...this.local.values()];
     this.local.clear();
     for (const item of previous) await this.publish(item.track, item.source, item.stream);
+    // a mute or unmute made while this was being republished
+    for (const item of this.local.values()) {
+      const muted = this.muted.get(item.source) || false;
+      if (muted !== item.sentMuted) await this.setMutedNow(item, muted);
+    }
     this.setState('connected');
     return joined;
   }
@@ -290,10 +298,30 @@ export class Session extends Emitter {
       init.sendEncodings = [{ maxBitrate: 2500000 }];
       track.contentHint = 'detail';
     }
+    const muted = this.muted.get(source) || false;
+    track.enabled = !muted;
     const transceiver = this.publisher.addTransceiver(track, init);
     this.local.set(source, { track, stream, source, sid: reply.track.sid, transceiver });
     await this.negotiatePublisher();
+    // (the server knows a track once negotiated: the mute follows at once; an add_track
+    // field would make it atomic, docs/protocol.md has none yet)
+    const item = this.local.get(source);
+    item.sentMuted = false;
+    if (muted) await this.setMutedNow(item, true);
     return reply.track;
+  }
+
+  // Send another track from the same source (another camera, the blurred camera, another
+  // microphone), or nothing (null: the camera is off), without renegotiating.
+  async replaceTrack(source, track) {
+    const item = this.local.get(source);
+    if (!item) return false;
+    if (track) {
+      track.enabled = !(this.muted.get(source) || false);
+      item.track = track;
+    }
+    await item.transceiver.sender.replaceTrack(track);
+    return true;
   }
 
   async unpublish(source) {
@@ -348,11 +376,23 @@ export class Session extends Emitter {
     this.signal?.send({ type: 'track_settings', track: trackSid, ...settings });
   }
 
+  // Remembered even while disconnected: a reconnection applies it again (see publish).
   async setMuted(source, muted) {
+    this.muted.set(source, muted);
     const item = this.local.get(source);
     if (!item) return;
     item.track.enabled = !muted;
+    if (this.state !== 'connected' || !this.signal) return; // applied when republished
+    try {
+      await this.setMutedNow(item, muted);
+    } catch (err) {
+      if (this.state === 'connected') throw err; // else: the reconnection applies it
+    }
+  }
+
+  async setMutedNow(item, muted) {
     await this.signal.request({ type: 'mute', track: item.sid, muted });
+    item.sentMuted = muted;
   }
 
   sendData(topic, payload) {
