@@ -1,13 +1,13 @@
 // Background blur, in the browser: MediaPipe's selfie segmentation model and its WebAssembly
 // runtime (npm @mediapipe/selfie_segmentation, Apache-2.0, vendored in
-// static/vendor/selfie_segmentation/: nothing is fetched from anywhere else). Loaded only when
-// someone turns blur on; off by default.
+// static/vendor/@mediapipe/selfie_segmentation/: nothing is fetched from anywhere else).
+// Loaded only when someone turns blur on; off by default.
 //
 // BlurProcessor reads a camera track, finds the person in each frame, and draws the frame on a
 // canvas with everything else blurred; its `output` track (the canvas's stream) is what is
 // published and shown in place of the camera.
 
-const BASE = '/static/vendor/selfie_segmentation/';
+const BASE = '/static/vendor/@mediapipe/selfie_segmentation/';
 let loading = null;
 
 // The runtime needs WebAssembly SIMD (the vendored build) and canvas capture.
