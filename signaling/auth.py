@@ -1,27 +1,55 @@
 """Access tokens: LiveKit-style JWT claims, HS256, verified before any WebSocket upgrade.
 
-Messages never contain the token nor a secret.
+Messages never contain the token nor a secret, and every value they quote from a token passes
+through :func:`printable` (no line breaks or control characters reach a log or a client).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import jwt
 
+logger = logging.getLogger(__name__)
+
+#: the largest token accepted, in the query string or the Authorization header (the HTTP
+#: server's line limits are set above it: see ``signaling.app.HTTP_LINE_LIMIT``)
 MAX_TOKEN_BYTES = 8 * 1024
 ALGORITHM = "HS256"
+#: the largest JWKS document read from an identity provider
+MAX_JWKS_BYTES = 1024 * 1024
+#: how long keys past their max-age are still used while the provider cannot be reached
+MAX_STALE = 24 * 3600.0
+
+
+def printable(value: object, limit: int = 200) -> str:
+    """``value`` as one line of visible text, for logs and error messages that quote something
+    a client sent: line breaks, control, format (bidi) and separator characters are escaped
+    (``\\n``, ``\\x00``, ``\\u202e``), and the text is cut at about ``limit`` characters."""
+    text = value if isinstance(value, str) else str(value)
+    cut = len(text) > limit
+    out = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        for ch in text[:limit]
+    )
+    if cut or len(out) > limit:
+        out = out[:limit] + "\N{HORIZONTAL ELLIPSIS}"
+    return out
 
 
 class TokenError(Exception):
-    """A token that cannot be accepted; ``code`` is the protocol error code."""
+    """A token that cannot be accepted; ``code`` is the protocol error code. The message is
+    made :func:`printable`, so it is safe to log and to send back."""
 
     def __init__(self, message: str, code: str = "invalid_token") -> None:
-        super().__init__(message)
+        super().__init__(printable(message, 300))
         self.code = code
 
 
@@ -156,13 +184,144 @@ class IdentityProvider:
     can_publish: bool = True
     can_subscribe: bool = True
     can_publish_data: bool = True
-    #: seconds before an unknown key id may force a new JWKS fetch (stops fetch floods)
+    #: seconds before an unknown key id may force a new JWKS fetch (stops fetch floods); also
+    #: the shortest time fetched keys are kept, whatever the provider's max-age says
     refresh_cooldown: float = 30.0
+    #: seconds a JWKS fetch may take
+    jwks_timeout: float = 5.0
+    #: seconds after a failed JWKS fetch before the next one (tokens needing it fail at once)
+    jwks_failure_cooldown: float = 30.0
+    #: seconds fetched keys are kept when the response has no Cache-Control max-age (at most 1 day)
+    jwks_max_age: float = 3600.0
+
+
+class JwksCache:
+    """One identity provider's signing keys (its JWKS), fetched with aiohttp.
+
+    - One fetch at a time: every verification that needs the keys waits for the same fetch.
+    - Keys are kept for the response's ``Cache-Control: max-age`` (``jwks_max_age`` without
+      one), bounded to [``refresh_cooldown``, 1 day]; an unknown key id refetches at most every
+      ``refresh_cooldown`` seconds.
+    - A fetch that fails (unreachable, slower than ``jwks_timeout``, not a usable JWKS) is not
+      retried for ``jwks_failure_cooldown`` seconds: meanwhile tokens signed with a known key are
+      still accepted (for at most a day past its max-age) and the others are refused at once.
+    """
+
+    def __init__(self, provider: IdentityProvider) -> None:
+        self.provider = provider
+        self.keys: dict[str, jwt.PyJWK] = {}
+        self.fetches = 0
+        self._expires = 0.0  # monotonic time the keys go stale
+        self._fetched_at = float("-inf")
+        self._failed_until = 0.0
+        self._inflight: asyncio.Future | None = None
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        """The key ``kid``, fetching the JWKS if needed; TokenError if there is none."""
+        now = time.monotonic()
+        key = self.keys.get(kid)
+        if key is not None and now < self._expires:
+            return key
+        if now < self._failed_until:
+            return self._stale(key, now)
+        recent = now - self._fetched_at < self.provider.refresh_cooldown
+        if key is None and now < self._expires and recent:
+            raise TokenError("token key id (kid) unknown to the identity provider")
+        ok = await self._refresh()
+        key = self.keys.get(kid)
+        if not ok:
+            return self._stale(key, time.monotonic())
+        if key is None:
+            raise TokenError("token key id (kid) unknown to the identity provider")
+        return key
+
+    def _stale(self, key: jwt.PyJWK | None, now: float) -> jwt.PyJWK:
+        if key is not None and now < self._expires + MAX_STALE:
+            return key
+        raise TokenError("identity provider keys unavailable")
+
+    async def _refresh(self) -> bool:
+        """Fetch the JWKS, or wait for the fetch already under way; whether it succeeded."""
+        task = self._inflight
+        if task is None:
+            task = self._inflight = asyncio.ensure_future(self._fetch())
+
+            def done(_task: asyncio.Future) -> None:
+                if self._inflight is task:
+                    self._inflight = None
+
+            task.add_done_callback(done)
+        # shielded: a client that hangs up does not cancel the fetch the others wait for
+        return await asyncio.shield(task)
+
+    async def _fetch(self) -> bool:
+        p = self.provider
+        self.fetches += 1
+        try:
+            timeout = aiohttp.ClientTimeout(total=p.jwks_timeout)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.get(p.jwks_url, allow_redirects=False) as response,
+            ):
+                if response.status != 200:
+                    raise ValueError(f"HTTP status {response.status}")
+                body = await response.content.read(MAX_JWKS_BYTES + 1)
+                max_age = _max_age(response.headers.get("Cache-Control", ""))
+            if len(body) > MAX_JWKS_BYTES:
+                raise ValueError(f"larger than {MAX_JWKS_BYTES} bytes")
+            keys = _signing_keys(json.loads(body))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self._failed_until = time.monotonic() + p.jwks_failure_cooldown
+            logger.warning(
+                "identity provider %s: cannot fetch its keys from %s (%s); next attempt in %g s",
+                printable(p.issuer),
+                printable(p.jwks_url),
+                printable(str(exc) or type(exc).__name__),
+                p.jwks_failure_cooldown,
+            )
+            return False
+        now = time.monotonic()
+        age = p.jwks_max_age if max_age is None else max_age
+        self.keys = keys
+        self._fetched_at = now
+        self._expires = now + min(max(age, p.refresh_cooldown), 86400.0)
+        self._failed_until = 0.0
+        return True
+
+
+def _max_age(cache_control: str) -> float | None:
+    """The max-age of a Cache-Control header (0 for no-cache or no-store), or None."""
+    directives = cache_control.lower()
+    if "no-store" in directives or "no-cache" in directives:
+        return 0.0
+    match = re.search(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,9})", directives)
+    return float(match.group(1)) if match else None
+
+
+def _signing_keys(document: object) -> dict[str, jwt.PyJWK]:
+    """A JWKS document's usable public signing keys by key id; ValueError if it has none.
+    Symmetric (``oct``) keys are never taken from a URL."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWKS document (no 'keys' list)")
+    keys = {}
+    for item in document["keys"]:
+        if not isinstance(item, dict) or item.get("kty") in (None, "oct"):
+            continue
+        kid = item.get("kid")
+        if not isinstance(kid, str) or not kid or item.get("use", "sig") != "sig":
+            continue
+        try:
+            keys[kid] = jwt.PyJWK(item)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+            logger.info("JWKS key %s skipped: %s", printable(kid), printable(exc))
+    if not keys:
+        raise ValueError("no usable signing key with a key id")
+    return keys
 
 
 class TokenVerifier:
     """Checks access tokens: HS256 with the API keys (several, for rotation), or RS256/ES256
-    from configured identity providers, whose JWKS is fetched and cached (PyJWKClient)."""
+    from configured identity providers, whose JWKS is fetched and cached (JwksCache)."""
 
     def __init__(
         self,
@@ -173,13 +332,13 @@ class TokenVerifier:
         self.api_keys = dict(api_keys)
         self.leeway = leeway
         self.providers = {p.issuer: p for p in providers or []}
-        self._jwks: dict[str, jwt.PyJWKClient] = {}
+        self.jwks = {p.issuer: JwksCache(p) for p in self.providers.values()}
 
     def _unverified(self, token: str) -> tuple[dict, dict]:
         if not isinstance(token, str) or not token:
             raise TokenError("access_token is required")
         if len(token) > MAX_TOKEN_BYTES:
-            raise TokenError("token too large")
+            raise TokenError(f"token too large (more than {MAX_TOKEN_BYTES} bytes)")
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -202,41 +361,36 @@ class TokenVerifier:
         return self._identity(claims, VideoGrant.from_claims(claims.get("video")), require_join)
 
     async def verify_async(self, token: str, require_join: bool = True) -> Identity:
-        """Verify any accepted token; fetching an identity provider's keys off the loop."""
-        _header, unverified = self._unverified(token)
+        """Verify any accepted token, fetching an identity provider's keys when needed."""
+        header, unverified = self._unverified(token)
         issuer = unverified.get("iss")
         provider = self.providers.get(issuer) if isinstance(issuer, str) else None
         if provider is None:
             return self.verify(token, require_join)
-        loop = asyncio.get_running_loop()
-        key = await loop.run_in_executor(None, self._provider_key, provider, token)
+        key = await self._provider_key(provider, header)
         claims = self._decode(
             token,
             key,
-            list(provider.algorithms),
+            [header["alg"]],
             {"require": ["exp", "iss", "aud"]},
             audience=provider.audience,
             issuer=provider.issuer,
         )
         return self._identity(_mapped_claims(provider, claims), None, require_join, provider)
 
-    def _provider_key(self, provider: IdentityProvider, token: str) -> object:
-        client = self._jwks.get(provider.issuer)
-        if client is None:
-            options = {"cache_keys": True, "lifespan": 3600, "timeout": 5}
-            try:
-                client = jwt.PyJWKClient(
-                    provider.jwks_url, cooldown_duration=provider.refresh_cooldown, **options
-                )
-            except TypeError:  # PyJWT before the cooldown option
-                client = jwt.PyJWKClient(provider.jwks_url, **options)
-            self._jwks[provider.issuer] = client
-        try:
-            return client.get_signing_key_from_jwt(token).key
-        except jwt.PyJWKClientConnectionError:
-            raise TokenError("identity provider keys unavailable") from None
-        except jwt.PyJWTError as exc:
-            raise TokenError(f"token key not accepted: {_safe(str(exc))}") from None
+    async def _provider_key(self, provider: IdentityProvider, header: dict) -> object:
+        """The public key a provider's token names, of the token's own algorithm."""
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in provider.algorithms:
+            raise TokenError("token algorithm not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenError("token has no key id (kid)")
+        key = await self.jwks[provider.issuer].key(kid)
+        if key.algorithm_name != alg:
+            # e.g. an RS256 token naming an EC key: refused before any signature check
+            raise TokenError(f"token algorithm {alg} does not match its key ({key.algorithm_name})")
+        return key.key
 
     def _decode(
         self, token: str, key: object, algorithms: list[str], options: dict, **kwargs: Any
@@ -259,6 +413,8 @@ class TokenVerifier:
             raise TokenError("token audience not accepted") from None
         except jwt.InvalidIssuerError:
             raise TokenError("token issuer not accepted") from None
+        except jwt.InvalidKeyError:
+            raise TokenError("token key not usable for its algorithm") from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"token invalid: {_safe(str(exc))}") from None
 
@@ -279,8 +435,9 @@ class TokenVerifier:
         for label, value in (("sub", identity), ("name", name), ("metadata", metadata)):
             if not isinstance(value, str):
                 raise TokenError(f"claim '{label}' must be a string")
-        if not identity or len(identity) > 128:
-            raise TokenError("claim 'sub' must be 1 to 128 characters")
+        if not identity or len(identity) > 128 or not identity.isprintable():
+            # printable: the identity is logged and shown; no line break or control character
+            raise TokenError("claim 'sub' must be 1 to 128 printable characters")
         issuer = provider.issuer if provider is not None else claims["iss"]
         return Identity(identity, name[:128], metadata[:4096], issuer, grant, claims["exp"])
 
@@ -306,8 +463,21 @@ def _mapped_claims(provider: IdentityProvider, claims: dict) -> dict:
     }
 
 
+_TOKENISH = re.compile(
+    r"(?i)(access_token=|bearer\s+)[^\s&'\"]+"  # a query parameter or a header's value
+    r"|eyJ[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*){0,2}"  # a JWT, or its start: '{"' in base64
+    r"|[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-.]+"  # anything else shaped like a JWT
+)
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every token, or part of one, replaced by ``<token>``."""
+    return _TOKENISH.sub(lambda m: (m.group(1) or "") + "<token>", text)
+
+
 def _safe(text: str) -> str:
-    return re.sub(r"[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-.]+", "<token>", text)[:200]
+    """An error text with anything shaped like a token removed, made printable."""
+    return printable(redact_tokens(text))
 
 
 def parse_duration(text: str) -> int:
