@@ -1,9 +1,9 @@
-"""The admin HTTP API under /api/ (docs/api.md, docs/openapi.yaml).
+"""The admin HTTP API under /api/ (docs/api.md, docs/openapi.json).
 
-Every request carries ``Authorization: Bearer <token>``; the token's grants decide:
-``roomList`` lists rooms, ``roomCreate`` creates and deletes them, ``roomAdmin`` manages the
-participants, tracks, metadata and data messages of its ``room`` (or of every room, with
-``room: "*"``).
+Every request carries ``Authorization: Bearer <token>``; the token's grants decide, each for
+the token's ``room`` only (or for every room, with ``room: "*"``; a token naming no room acts
+on none): ``roomList`` lists rooms, ``roomCreate`` creates rooms (it never deletes one),
+``roomAdmin`` deletes a room and manages its participants, tracks, metadata and data messages.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiohttp import web
 
 from visio_sfu import SFU, Room
 
-from .auth import Identity, TokenError, TokenVerifier
+from .auth import Identity, TokenError, TokenVerifier, VideoGrant, printable
 from .config import Config
 
 
@@ -28,6 +28,19 @@ def _error(status: int, code: str, message: str) -> web.HTTPException:
         409: web.HTTPConflict,
     }[status]
     return cls(text=json.dumps({"code": code, "message": message}), content_type="application/json")
+
+
+def in_scope(grant: VideoGrant, room: str) -> bool:
+    """Whether ``grant``'s room covers ``room``: the same name, or ``*`` (every room)."""
+    return grant.room == "*" or (bool(grant.room) and grant.room == room)
+
+
+def _denied(grant_name: str, room: str) -> web.HTTPException:
+    return _error(
+        403,
+        "permission_denied",
+        f"the token does not grant {grant_name} on room '{printable(room, 128)}'",
+    )
 
 
 class AdminAPI:
@@ -63,15 +76,14 @@ class AdminAPI:
             raise _error(401, exc.code, str(exc)) from None
 
     async def _admin(self, request: web.Request) -> tuple[Identity, Room]:
+        """The token, and the room it may administer (roomAdmin on that room or on ``*``)."""
         ident = await self._auth(request)
         name = request.match_info["room"]
-        if not ident.grant.room_admin or ident.grant.room not in (name, "*"):
-            raise _error(
-                403, "permission_denied", f"the token does not grant roomAdmin on '{name}'"
-            )
+        if not ident.grant.room_admin or not in_scope(ident.grant, name):
+            raise _denied("roomAdmin", name)
         room = self.sfu.room(name)
         if room is None:
-            raise _error(404, "not_found", f"no room '{name}'")
+            raise _error(404, "not_found", f"no room '{printable(name, 128)}'")
         return ident, room
 
     @staticmethod
@@ -103,16 +115,26 @@ class AdminAPI:
     def _participant(room: Room, identity: str):
         p = room.by_identity(identity)
         if p is None:
-            raise _error(404, "not_found", f"no participant '{identity}' in room '{room.name}'")
+            raise _error(
+                404,
+                "not_found",
+                f"no participant '{printable(identity, 128)}' in room '{printable(room.name)}'",
+            )
         return p
 
     # -- rooms ---------------------------------------------------------------------------------
     async def list_rooms(self, request: web.Request) -> web.Response:
         """GET /api/rooms"""
         ident = await self._auth(request)
-        if not ident.grant.room_list:
-            raise _error(403, "permission_denied", "the token does not grant roomList")
-        return web.json_response({"rooms": [r.describe() for r in self.sfu.rooms.values()]})
+        grant = ident.grant
+        if not grant.room_list or not grant.room:
+            raise _error(
+                403,
+                "permission_denied",
+                "the token does not grant roomList (on its room, or on every room with '*')",
+            )
+        rooms = [r.describe() for r in self.sfu.rooms.values() if in_scope(grant, r.name)]
+        return web.json_response({"rooms": rooms})
 
     async def create_room(self, request: web.Request) -> web.Response:
         """POST /api/rooms {name, empty_timeout?, max_participants?, metadata?}"""
@@ -123,8 +145,10 @@ class AdminAPI:
         name = self._field(body, "name", str, limit=128)
         if not name:
             raise _error(400, "bad_request", "field 'name' is required")
+        if not in_scope(ident.grant, name):
+            raise _denied("roomCreate", name)
         if self.sfu.room(name) is not None:
-            raise _error(409, "exists", f"room '{name}' exists")
+            raise _error(409, "exists", f"room '{printable(name, 128)}' exists")
         if self.config.max_rooms and len(self.sfu.rooms) >= self.config.max_rooms:
             raise _error(409, "room_limit", "the server has reached its room limit")
         empty_timeout = self._field(body, "empty_timeout", int | float)
@@ -137,14 +161,12 @@ class AdminAPI:
         return web.json_response(room.describe(), status=201)
 
     async def delete_room(self, request: web.Request) -> web.Response:
-        """DELETE /api/rooms/{room}: everyone in it is disconnected."""
-        ident = await self._auth(request)
-        if not ident.grant.room_create:
-            raise _error(403, "permission_denied", "the token does not grant roomCreate")
-        name = request.match_info["room"]
-        if not await self.sfu.delete_room(name):
-            raise _error(404, "not_found", f"no room '{name}'")
-        return web.json_response({"deleted": name})
+        """DELETE /api/rooms/{room}: everyone in it is disconnected. Needs roomAdmin on the
+        room (roomCreate is not enough: creating is not deleting)."""
+        _ident, room = await self._admin(request)
+        if not await self.sfu.delete_room(room.name):
+            raise _error(404, "not_found", f"no room '{printable(room.name, 128)}'")
+        return web.json_response({"deleted": room.name})
 
     async def update_room(self, request: web.Request) -> web.Response:
         """PATCH /api/rooms/{room} {metadata}"""
@@ -191,7 +213,9 @@ class AdminAPI:
         try:
             track = p.set_muted(sid, muted, by_server=True)
         except KeyError:
-            raise _error(404, "not_found", f"no track '{sid}' of '{p.identity}'") from None
+            raise _error(
+                404, "not_found", f"no track '{printable(sid, 64)}' of '{printable(p.identity)}'"
+            ) from None
         return web.json_response(track.info())
 
     async def send_data(self, request: web.Request) -> web.Response:

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 
 async def test_every_admin_endpoint_authorised_and_not():
     async with LocalServer() as s:
-        lister = s.token("", "ops", room_join=False, room_list=True)
-        creator = s.token("", "ops", room_join=False, room_create=True)
+        lister = s.token("*", "ops", room_join=False, room_list=True)
+        creator = s.token("*", "ops", room_join=False, room_create=True)
         admin = s.token("board", "ops", room_join=False, room_admin=True)
         other_admin = s.token("elsewhere", "ops", room_join=False, room_admin=True)
         plain = s.token("board", "user")
@@ -97,11 +97,12 @@ async def test_every_admin_endpoint_authorised_and_not():
         assert (await bob.wait_for("leave"))["reason"] == "removed"
         await until(lambda: bob.ws.closed, what="bob's socket closed")
 
-        assert (await s.api("DELETE", base, admin))[0] == 403  # roomAdmin is not roomCreate
-        status, _ = await s.api("DELETE", base, creator)
+        assert (await s.api("DELETE", base, creator))[0] == 403  # creating is not deleting
+        assert (await s.api("DELETE", base, other_admin))[0] == 403
+        status, _ = await s.api("DELETE", base, admin)
         assert status == 200 and s.sfu.room("board") is None
         assert (await alice.wait_for("leave"))["reason"] == "room_deleted"
-        assert (await s.api("DELETE", base, creator))[0] == 404
+        assert (await s.api("DELETE", base, admin))[0] == 404
         await alice.close()
         await bob.close()
 
