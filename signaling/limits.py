@@ -24,9 +24,21 @@ class TokenBucket:
         self.tokens = max(self.tokens - 1, -self.burst - 1)
         return self.tokens
 
+    def try_take(self, now: float | None = None) -> bool:
+        """Spend one token if there is one; a refusal costs nothing (no debt), so a client that
+        keeps retrying at ``rate`` gets in at ``rate`` however long it was refused."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
 
 class PerKeyLimiter:
-    """A token bucket per key (client address), forgetting idle keys."""
+    """A token bucket per key (client address), forgetting idle keys. Only admitted events
+    spend tokens: after a burst, attempts at ``rate`` per second are admitted again at once."""
 
     def __init__(self, rate: float, burst: float, max_keys: int = 10000) -> None:
         self.rate = rate
@@ -47,4 +59,4 @@ class PerKeyLimiter:
                 if len(self.buckets) >= self.max_keys:
                     return False
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
-        return bucket.take(now) >= 0
+        return bucket.try_take(now)
