@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import traceback
 import weakref
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from visio_sfu import SFU
 from visio_sfu.transport import set_ice_addresses
 
 from .api import AdminAPI
-from .auth import IdentityProvider, TokenError, TokenVerifier, mint_token
+from .auth import (
+    MAX_TOKEN_BYTES,
+    IdentityProvider,
+    TokenError,
+    TokenVerifier,
+    mint_token,
+    printable,
+    redact_tokens,
+)
 from .config import Config, ConfigError
 from .limits import PerKeyLimiter
 from .metrics import setup_metrics
@@ -23,6 +33,14 @@ from .session import Session, SessionCounters
 from .webhooks import WebhookNotifier
 
 logger = logging.getLogger(__name__)
+#: aiohttp's own messages about requests (malformed ones, handler failures), made safe
+http_logger = logging.getLogger("signaling.http")
+
+#: the longest request line and header the HTTP server reads: above MAX_TOKEN_BYTES, so that
+#: a token of up to MAX_TOKEN_BYTES reaches the verifier through the query string
+#: (``GET /rtc?access_token=...``) or ``Authorization: Bearer ...`` alike; a longer line is
+#: refused by aiohttp with 400 before any handler runs (aiohttp's default is 8190 bytes)
+HTTP_LINE_LIMIT = MAX_TOKEN_BYTES + 2048
 
 CONFIG = web.AppKey("config", Config)
 SFU_KEY = web.AppKey("sfu", SFU)
@@ -45,20 +63,65 @@ def _json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status)
 
 
-def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
-    """A browser's Origin must be listed, or (none listed) be this server's own."""
+class SafeRequestLog(logging.Filter):
+    """Keeps tokens and forged lines out of aiohttp's request errors. A request the HTTP parser
+    refuses (a line longer than HTTP_LINE_LIMIT, bad syntax) is logged at INFO by its class
+    alone, never with its text, which holds the start of the request line (the token); any
+    other message and traceback has whatever looks like a token replaced by ``<token>``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "refused a malformed request from %s: %s (HTTP %s)"
+            record.args = (printable(remote, 64), type(exc).__name__, exc.code)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return True
+        record.msg = printable(redact_tokens(record.getMessage()), 2000)
+        record.args = ()
+        if record.exc_info:
+            text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            record.exc_text = redact_tokens(text)
+        return True
+
+
+http_logger.addFilter(SafeRequestLog())
+
+
+def _origin_key(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin or URL, lower case, default ports filled in."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def origin_allowed(request: web.Request, allowed: list[str], public_url: str | None = None) -> bool:
+    """A browser's Origin must be listed in ``allowed``; else (none listed) be the origin of
+    ``public_url``; else (development set-ups) name the host the request was sent to. Only the
+    first two resist DNS rebinding: a rebound name is in the Host header too."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True  # not a browser: tokens alone decide
     if allowed:
         return origin in allowed or "*" in allowed
+    if public_url:
+        key = _origin_key(origin)
+        return key is not None and key == _origin_key(public_url)
     return urlsplit(origin).netloc == request.host
 
 
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
     """WebSocket /rtc?access_token=...: authenticate, then run a Session."""
     app = request.app
-    if not origin_allowed(request, app[CONFIG].allowed_origins):
+    config = app[CONFIG]
+    if not origin_allowed(request, config.allowed_origins, config.public_url):
         return _json_error(403, "bad_origin", "this Origin may not connect")
     if not app[JOIN_LIMITER].allow(request.remote or "?"):
         return _json_error(429, "rate_limited", "too many connections from this address")
@@ -72,9 +135,8 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     try:
         identity = await app[VERIFIER].verify_async(token)
     except TokenError as exc:
-        logger.info("refused a connection from %s: %s", request.remote, exc)
+        logger.info("refused a connection from %s: %s", printable(request.remote, 64), exc)
         return _json_error(401, exc.code, str(exc))
-    config = app[CONFIG]
     ws = web.WebSocketResponse(max_msg_size=4 * config.max_message_bytes, heartbeat=None)
     if not ws.can_prepare(request).ok:
         return _json_error(400, "bad_request", "expected a WebSocket upgrade")
@@ -135,7 +197,21 @@ def _providers(config: Config) -> list[IdentityProvider]:
 
 def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
     """Build the application around an SFU (a new one unless given)."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(
+        client_max_size=1024 * 1024,
+        handler_args={
+            "max_line_size": HTTP_LINE_LIMIT,
+            "max_field_size": HTTP_LINE_LIMIT,
+            "access_log": None,  # tokens travel in the query string: never log request lines
+            "logger": http_logger,
+        },
+    )
+    if not config.dev and not config.allowed_origins and not config.public_url:
+        logger.warning(
+            "neither allowed_origins nor public_url is set: a browser's Origin is compared with "
+            "the request's Host header, which a DNS-rebinding attacker controls; set public_url "
+            "(VISIO_PUBLIC_URL) to the address people open, e.g. https://visio.example.org"
+        )
     if config.ice_addresses:
         set_ice_addresses(config.ice_addresses)
     app[CONFIG] = config

@@ -24,6 +24,10 @@ ENV_HELP = """environment variables (overridden by options):
   VISIO_MAX_PARTICIPANTS        per room, 0 = unlimited
   VISIO_LOG_LEVEL               debug, info, warning, error
   VISIO_ICE_ADDRESSES           comma-separated addresses to gather ICE candidates on
+  VISIO_PUBLIC_URL              the address people open (https://visio.example.org): browsers'
+                                Origin must match it (set it, or VISIO_ALLOWED_ORIGINS, in
+                                production: the Host header can be an attacker's rebound name)
+  VISIO_ALLOWED_ORIGINS         comma-separated browser Origins allowed to connect
 Without any API key configured, the server starts in development mode."""
 
 
@@ -64,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-participants", type=int, metavar="N", help="participants per room, 0 = unlimited"
+    )
+    serve.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the address people open (https://visio.example.org); browsers' Origin must match "
+        "it unless allowed_origins is set",
     )
 
     token = sub.add_parser(
@@ -138,6 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
             "empty_timeout": args.empty_timeout,
             "max_participants": args.max_participants,
             "ice_addresses": args.ice_address,
+            "public_url": args.public_url,
         },
     )
     if config.dev:

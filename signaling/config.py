@@ -7,6 +7,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "devsecret_change_me_0123456789abcdef"
@@ -39,6 +40,8 @@ class Config:
     #: trusted identity providers ([[idp]] tables: issuer, audience, jwks_url, ...)
     identity_providers: list[dict] = field(default_factory=list)
     log_level: str = "info"
+    #: the address people open (https://visio.example.org): browsers' Origin must match it
+    #: when allowed_origins is empty (DNS rebinding: the Host header is the attacker's)
     public_url: str | None = None
     ice_addresses: list[str] = field(default_factory=list)
 
@@ -107,6 +110,24 @@ def _coerce(name: str, value: object) -> object:
         raise ConfigError(f"{name}: invalid value {value!r} (expected {kind})") from None
 
 
+def _check_public_url(url: str) -> str | None:
+    """An http(s) URL with a host (its path is ignored), or ConfigError; '' means none."""
+    url = url.strip()
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"public_url: invalid value {url!r} (expected http(s)://host[:port], "
+            "the address people open)"
+        )
+    return url
+
+
 def _parse_keys(text: str) -> dict[str, str]:
     keys = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
@@ -163,6 +184,8 @@ def load_config(
         if value is not None:
             values[name] = _coerce(name, value) if name != "api_keys" else value
     config = Config(**values)
+    if config.public_url is not None:
+        config.public_url = _check_public_url(config.public_url)
     for key, secret in config.api_keys.items():
         if len(secret) < 32 and not config.dev:
             raise ConfigError(f"the secret of API key '{key}' must be at least 32 characters")
