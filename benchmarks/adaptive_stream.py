@@ -67,7 +67,7 @@ def run(seconds: float, adaptive: bool) -> int:
                 continue
             dt = DownTrack(t, count, p.sid)
             dt.bind(1, 96, {})
-            t.downtracks.append(dt)
+            t.attach(dt)
             p.subscriber.downtracks[t.sid] = dt
             if adaptive:
                 dt.max_height = 720 if t.sid == "TR_0" else 240  # the speaker pinned large

@@ -70,7 +70,7 @@ async def measure(subscribers: int, count: int) -> dict[str, float]:
         for i, (server_out, _client) in enumerate(pairs):
             dt = DownTrack(track, server_out.send_rtp, f"PA_{i}")
             dt.bind(5000 + i, 96, {})
-            track.downtracks.append(dt)
+            track.attach(dt)
         server_in.on_rtp = track.on_rtp
         for _server_out, client in pairs:
             client.stop_receiving()  # the receivers' own work is not the server's

@@ -6,14 +6,23 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from visio_client.media import PatternVideoTrack
 from visio_sfu import SFU
+from visio_sfu.events import ParticipantJoined, SubscriberOffer
 
 
 async def main() -> None:
     sfu = SFU()
     room = sfu.get_or_create_room("demo")
-    alice = await room.join("alice", name="Alice")  # emit=callback receives the events
-    bob = await room.join("bob", emit=lambda e: offers.put_nowait(e) if e["type"] == "offer" else 0)
-    offers: asyncio.Queue = asyncio.Queue()
+    sfu.listeners.append(lambda event: print("lifecycle:", event.name))  # webhooks do this
+    alice = await room.join("alice", name="Alice")  # emit=callback receives typed events
+    offers: asyncio.Queue[SubscriberOffer] = asyncio.Queue()
+
+    def bobs_events(event: object) -> None:
+        if isinstance(event, SubscriberOffer):
+            offers.put_nowait(event)  # answer it (below)
+        elif isinstance(event, ParticipantJoined):
+            print("Bob sees", event.participant.name, "join")
+
+    bob = await room.join("bob", emit=bobs_events)
 
     sender = RTCPeerConnection()  # Alice's browser, here an aiortc peer
     sender.addTrack(PatternVideoTrack(0))
@@ -25,9 +34,9 @@ async def main() -> None:
     got_track = asyncio.get_running_loop().create_future()
     receiver.on("track", got_track.set_result)
     offer = await offers.get()
-    await receiver.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+    await receiver.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
     await receiver.setLocalDescription(await receiver.createAnswer())
-    bob.subscriber.on_answer(offer["id"], receiver.localDescription.sdp)
+    bob.subscriber.on_answer(offer.offer_id, receiver.localDescription.sdp)
 
     frame = await (await got_track).recv()
     print(f"Bob receives Alice's video: {frame.width}x{frame.height}")

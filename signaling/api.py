@@ -14,7 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from visio_sfu import SFU, Room
+from visio_sfu.events import Leave
 
+from . import protocol as proto
 from .auth import Identity, TokenError, TokenVerifier, VideoGrant, printable
 from .config import Config
 
@@ -180,7 +182,8 @@ class AdminAPI:
         """GET /api/rooms/{room}/participants"""
         _ident, room = await self._admin(request)
         out = [
-            {**p.info(), "permissions": p.permissions.to_dict()} for p in room.participants.values()
+            {**proto.participant_info(p.info()), "permissions": proto.permissions(p.permissions)}
+            for p in room.participants.values()
         ]
         return web.json_response({"participants": out})
 
@@ -188,7 +191,7 @@ class AdminAPI:
         """DELETE /api/rooms/{room}/participants/{identity}"""
         _ident, room = await self._admin(request)
         p = self._participant(room, request.match_info["identity"])
-        p.emit({"type": "leave", "reason": "removed"})
+        p.emit(Leave("removed"))
         await room.remove(p, "removed")
         return web.json_response({"removed": p.identity})
 
@@ -201,7 +204,7 @@ class AdminAPI:
             name=self._field(body, "name", str, None, limit=128),
             metadata=self._field(body, "metadata", str, None),
         )
-        return web.json_response(p.info())
+        return web.json_response(proto.participant_info(p.info()))
 
     async def mute_track(self, request: web.Request) -> web.Response:
         """POST /api/rooms/{room}/participants/{identity}/mute {track, muted}"""
@@ -216,7 +219,7 @@ class AdminAPI:
             raise _error(
                 404, "not_found", f"no track '{printable(sid, 64)}' of '{printable(p.identity)}'"
             ) from None
-        return web.json_response(track.info())
+        return web.json_response(proto.track_info(track.info()))
 
     async def send_data(self, request: web.Request) -> web.Response:
         """POST /api/rooms/{room}/data {topic?, payload, to?}"""

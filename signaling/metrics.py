@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from visio_sfu import SFU
+from visio_sfu import SFU, DropReason
 
 from .session import SessionCounters
 
@@ -29,7 +29,7 @@ COUNTERS = {
     "nacks": "NACK messages received from subscribers",
     "retransmits": "packets resent from the retransmission cache",
     "keyframe_requests": "keyframe requests (PLI) sent to publishers",
-    "dropped": "packets dropped (invalid, unknown payload type, waiting for a keyframe)",
+    "keyframes_in": "keyframes received from publishers",
     "layer_switches": "simulcast layer switches made for subscribers (at a keyframe)",
 }
 GAUGES = {
@@ -89,6 +89,22 @@ class SFUCollector(Collector):
             yield GaugeMetricFamily(f"visio_{name}", doc, value=stats.get(name, 0))
         for name, doc in COUNTERS.items():
             yield CounterMetricFamily(f"visio_{name}", doc, value=stats.get(name, 0))
+        drops = CounterMetricFamily(
+            "visio_dropped",
+            "packets not forwarded (or not retransmitted), by reason (docs/metrics.md)",
+            labels=["reason"],
+        )
+        for reason in DropReason:
+            drops.add_metric([reason.label], stats["drops"][reason.label])
+        yield drops
+        errors = CounterMetricFamily(
+            "visio_srtp_errors",
+            "SRTP/SRTCP packets that failed to unprotect (receive) or protect (send)",
+            labels=["direction"],
+        )
+        for direction, count in sorted(stats["transport_errors"].items()):
+            errors.add_metric([direction], count)
+        yield errors
         yield from self._layers()
         failures = CounterMetricFamily(
             "visio_negotiation_failures",

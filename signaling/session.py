@@ -26,11 +26,14 @@ from visio_sfu import (
     RoomFull,
     TransportError,
 )
+from visio_sfu.events import Event
+from visio_sfu.room import Room
 
+from . import protocol as proto
 from .auth import Identity
 from .config import Config
 from .limits import TokenBucket
-from .protocol import ProtocolError, decode, error, field, short_str
+from .protocol import ProtocolError, decode, error, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,10 @@ class SessionCounters:
         default_factory=lambda: {"publisher": 0, "subscriber": 0}
     )
     subscriber_restarts: int = 0  # fresh subscriber connections made after such a failure
+
+
+class _RoomFullClose(ProtocolError):
+    """The room is full: answer, then close the socket (4001)."""
 
 
 REPORTS_LOGGED = 5  # negotiation failures a session may log per minute
@@ -79,8 +86,12 @@ class Session:
         self._reports: list[float] = []  # negotiation failures logged in the last minute
 
     # -- output ----------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        """Queue one of the SFU's events for the client, as its wire message."""
+        self.send(proto.to_wire(event))
+
     def send(self, event: dict) -> None:
-        """Queue an event for the client (called synchronously by the SFU)."""
+        """Queue a message for the client (synchronous, never blocks)."""
         if self._closing:
             return
         if self._outbox.qsize() >= OUTBOX_LIMIT:
@@ -161,8 +172,10 @@ class Session:
         self._closing = True
         p, self.participant = self.participant, None
         if p is not None:
-            room = p.room
-            await room.remove(p, "disconnected" if reason == "rate_limited" else reason)
+            room = self.sfu.room(p.room_name) if p.room_name else None
+            if room is not None:
+                await room.remove(p, "disconnected" if reason == "rate_limited" else reason)
+            await p.close()  # in no room (being moved): close it all the same
             del p  # hold nothing of the participant while the socket closes
         if self._writer is not None and not self._writer.done():
             self._outbox.put_nowait(_DONE)  # flush what is queued, then close
@@ -185,19 +198,21 @@ class Session:
             msg = decode(text)
             msg_id = msg.get("id")
             kind = msg["type"]
-            handler = HANDLERS.get(kind)
-            if handler is None:
-                raise ProtocolError("unknown_type", f"unknown message type '{kind[:40]}'")
+            request = parse_request(msg)
             if kind not in ("join", "ping", "leave") and self.participant is None:
                 raise ProtocolError("not_joined", "send 'join' first")
-            reply = await handler(self, msg)
+            reply = await HANDLERS[kind](self, request)
             if reply is not None:
+                out = reply.to_wire()
                 if msg_id is not None:
-                    reply["id"] = msg_id
-                self.send(reply)
+                    out["id"] = msg_id
+                self.send(out)
             return kind
         except ProtocolError as exc:
             self.send(error(exc.code, exc.message, msg_id))
+            if isinstance(exc, _RoomFullClose):  # the error first, then the close
+                self._outbox.put_nowait((4001, b"room full"))
+                self._closing = True
         except PermissionDenied as exc:
             self.send(error("permission_denied", str(exc), msg_id))
         except TransportError as exc:
@@ -209,20 +224,19 @@ class Session:
         return None
 
     # -- handlers --------------------------------------------------------------------------
-    async def on_join(self, msg: dict) -> dict | None:
+    async def on_join(self, req: proto.Join) -> proto.Reply | None:
         if self.participant is not None:
             raise ProtocolError("bad_request", "already joined")
         ident = self.identity
         grant = ident.grant
-        room_name = short_str(msg, "room", 128)
-        if room_name and room_name != grant.room:
-            raise PermissionDenied(f"the token does not grant room '{room_name}'")
-        name = short_str(msg, "name", 128) or ident.name or ident.identity
-        metadata = short_str(msg, "metadata", 4096) or ident.metadata
+        if req.room and req.room != grant.room:
+            raise PermissionDenied(f"the token does not grant room {req.room!r}")
+        name = req.name or ident.name or ident.identity
+        metadata = req.metadata or ident.metadata
         room = self.sfu.room(grant.room)
         if room is None:
             if not (self.config.auto_create_rooms or grant.room_create):
-                raise ProtocolError("not_found", f"room '{grant.room}' does not exist")
+                raise ProtocolError("not_found", f"room {grant.room!r} does not exist")
             if self.config.max_rooms and len(self.sfu.rooms) >= self.config.max_rooms:
                 raise ProtocolError("room_full", "the server has reached its room limit")
             room = self.sfu.get_or_create_room(grant.room)
@@ -234,158 +248,92 @@ class Session:
             can_publish_sources=grant.can_publish_sources,
         )
         try:
-            p = await room.join(ident.identity, name, metadata, perms, emit=self.send)
+            p = await room.join(ident.identity, name, metadata, perms, emit=self.emit)
         except RoomFull as exc:
-            self.send(error("room_full", str(exc), msg.get("id")))
-            self._outbox.put_nowait((4001, b"room full"))
-            self._closing = True
-            return None
+            raise _RoomFullClose("room_full", str(exc)) from None
         except RoomClosed:
             raise ProtocolError("room_full", "the room is closing; try again") from None
         self.participant = p
-        return {
-            "type": "joined",
-            "room": room.info(),
-            "participant": {**p.info(), "permissions": perms.to_dict()},
-            "participants": [o.info() for o in room.visible(exclude=p)],
-            "iceServers": [],
-        }
+        return proto.joined(room.info(), p.info(), perms, [o.info() for o in room.visible(p)])
 
-    async def on_add_track(self, msg: dict) -> dict:
+    async def on_add_track(self, req: proto.AddTrack) -> proto.Reply:
         p = self._joined()
-        cid = short_str(msg, "cid", 128, required=True)
-        kind = short_str(msg, "kind", 16, required=True)
         try:
-            req = p.add_track(
-                cid,
-                kind,
-                short_str(msg, "source", 32),
-                short_str(msg, "name", 128),
-                _dimension(msg, "width"),
-                _dimension(msg, "height"),
-            )
+            t = p.add_track(req.cid, req.kind, req.source, req.name, req.width, req.height)
         except ValueError as exc:
             raise ProtocolError("bad_request", str(exc)) from None
-        track = {
-            "sid": req.sid,
-            "kind": req.kind,
-            "source": req.source,
-            "name": req.name,
-            "muted": False,
-            "width": req.width,
-            "height": req.height,
-        }
-        return {"type": "track_added", "cid": cid, "track": track}
+        return proto.track_added(req.cid, t.sid, t.kind, t.source, t.name, t.width, t.height)
 
-    async def on_offer(self, msg: dict) -> dict:
+    async def on_offer(self, req: proto.PublisherOffer) -> proto.Reply:
         p = self._joined()
-        target = msg.get("target", "publisher")
-        if target != "publisher":
-            raise ProtocolError("bad_request", "clients only offer on the publisher connection")
-        sdp = field(msg, "sdp", str)
-        answer = await p.publish_offer(sdp)
-        return {"type": "answer", "target": "publisher", "sdp": answer}
+        return proto.publisher_answer(await p.publish_offer(req.sdp))
 
-    async def on_answer(self, msg: dict) -> None:
+    async def on_answer(self, req: proto.SubscriberAnswer) -> None:
         p = self._joined()
-        if msg.get("target", "subscriber") != "subscriber":
-            raise ProtocolError("bad_request", "clients only answer on the subscriber connection")
-        sdp = field(msg, "sdp", str)
         if p.subscriber is None:
             raise PermissionDenied("not allowed to subscribe")
-        if "m=" not in sdp:
+        if "m=" not in req.sdp:
             raise TransportError("answer SDP has no media section")
-        p.subscriber.on_answer(msg.get("id"), sdp)
+        p.subscriber.on_answer(req.offer_id, req.sdp)
         return None
 
-    async def on_trickle(self, msg: dict) -> None:
+    async def on_trickle(self, req: proto.Trickle) -> None:
         p = self._joined()
-        target = short_str(msg, "target", 16, required=True)
-        candidate = msg.get("candidate")
-        if candidate is not None and not isinstance(candidate, dict):
-            raise ProtocolError("bad_request", "field 'candidate' must be an object or null")
         try:
-            await p.add_ice_candidate(target, candidate)
+            await p.add_ice_candidate(req.target, req.candidate)
         except ValueError as exc:
             raise ProtocolError("bad_request", str(exc)) from None
         return None
 
-    async def on_mute(self, msg: dict) -> dict:
+    async def on_mute(self, req: proto.Mute) -> proto.Reply:
         p = self._joined()
-        sid = short_str(msg, "track", 64, required=True)
-        muted = field(msg, "muted", bool)
         try:
-            p.set_muted(sid, muted)
+            p.set_muted(req.track, req.muted)
         except KeyError:
-            raise ProtocolError("not_found", f"no track {sid} of yours") from None
-        return {"type": "muted", "track": sid, "muted": muted}
+            raise ProtocolError("not_found", f"no track {req.track!r} of yours") from None
+        return proto.muted(req.track, req.muted)
 
-    async def on_unpublish(self, msg: dict) -> dict:
+    async def on_unpublish(self, req: proto.Unpublish) -> proto.Reply:
         p = self._joined()
-        sid = short_str(msg, "track", 64, required=True)
         try:
-            p.unpublish(sid)
+            p.unpublish(req.track)
         except KeyError:
-            raise ProtocolError("not_found", f"no track {sid} of yours") from None
-        return {"type": "unpublished", "track": sid}
+            raise ProtocolError("not_found", f"no track {req.track!r} of yours") from None
+        return proto.unpublished(req.track)
 
-    async def on_data(self, msg: dict) -> dict:
+    async def on_data(self, req: proto.Data) -> proto.Reply:
         p = self._joined()
         if not p.permissions.can_publish_data:
             raise PermissionDenied("not allowed to send data")
-        topic = short_str(msg, "topic", 64)
-        if "payload" not in msg:
-            raise ProtocolError("bad_request", "field 'payload' is required")
-        payload = msg["payload"]
-        size = len(json.dumps(payload))
+        size = len(json.dumps(req.payload))
         if size > self.config.max_data_bytes:
             raise ProtocolError(
                 "bad_request", f"payload larger than {self.config.max_data_bytes} bytes"
             )
-        to = msg.get("to")
-        if to is not None and (
-            not isinstance(to, list) or not all(isinstance(x, str) for x in to) or len(to) > 256
-        ):
-            raise ProtocolError("bad_request", "field 'to' must be a list of identities")
-        p.room.send_data(p, topic, payload, to)
-        return {"type": "data_sent"}
+        self._room().send_data(p, req.topic, req.payload, list(req.to) if req.to else None)
+        return proto.data_sent()
 
-    async def on_subscription(self, msg: dict) -> dict:
+    async def on_subscription(self, req: proto.Subscription) -> proto.Reply:
         p = self._joined()
-        sid = short_str(msg, "track", 64, required=True)
-        subscribed = field(msg, "subscribed", bool)
         try:
-            p.set_subscribed(sid, subscribed)
+            self._room().set_subscribed(p, req.track, req.subscribed)
         except KeyError:
-            raise ProtocolError("not_found", f"no track {sid} to receive") from None
-        return {"type": "subscription_updated", "track": sid, "subscribed": subscribed}
+            raise ProtocolError("not_found", f"no track {req.track!r} to receive") from None
+        return proto.subscription_updated(req.track, req.subscribed)
 
-    async def on_track_settings(self, msg: dict) -> dict:
+    async def on_track_settings(self, req: proto.TrackSettings) -> proto.Reply:
         p = self._joined()
-        sid = short_str(msg, "track", 64, required=True)
-        visible = field(msg, "visible", bool, required=False)
-        height = _dimension(msg, "height") if "height" in msg else None
-        quality = short_str(msg, "quality", 8) or None
-        if quality is not None and quality not in ("low", "medium", "high"):
-            raise ProtocolError("bad_request", "quality must be low, medium or high")
         try:
-            p.set_track_settings(sid, visible, height, quality)
+            p.set_track_settings(req.track, req.visible, req.height, req.quality)
         except KeyError:
-            raise ProtocolError("not_found", f"you do not receive track {sid}") from None
-        return {"type": "track_settings_updated", "track": sid}
+            raise ProtocolError("not_found", f"you do not receive track {req.track!r}") from None
+        return proto.track_settings_updated(req.track)
 
-    async def on_negotiation_failed(self, msg: dict) -> dict:
+    async def on_negotiation_failed(self, req: proto.NegotiationFailedReport) -> proto.Reply:
         """The client could not apply a negotiation: log it, count it, and for the subscriber
         connection start a fresh one (the client has discarded its own)."""
-        p = self._joined()
-        target = short_str(msg, "target", 16, required=True)
-        if target not in ("publisher", "subscriber"):
-            raise ProtocolError("bad_request", "target must be 'publisher' or 'subscriber'")
-        offer = msg.get("offer")
-        if offer is not None and not isinstance(offer, str | int):
-            raise ProtocolError("bad_request", "field 'offer' must be a string or an integer")
-        reason = field(msg, "message", str, required=False) or ""
-        self.counters.negotiation_failures[target] += 1
+        self._joined()
+        self.counters.negotiation_failures[req.target] += 1
         now = time.monotonic()
         self._reports = [t for t in self._reports if now - t < 60.0]
         if len(self._reports) < REPORTS_LOGGED:  # beyond, counted only: no log flood
@@ -394,24 +342,23 @@ class Session:
             logger.warning(
                 "session %s: the client could not apply the %s negotiation (offer %r): %r",
                 self._who(),
-                target,
-                str(offer)[:64] if offer is not None else None,
-                reason[:500],
+                req.target,
+                str(req.offer)[:64] if req.offer is not None else None,
+                req.message[:500],
             )
-        if target == "publisher":
-            return {"type": "negotiation_failed_noted", "target": target}
+        if req.target == "publisher":
+            return proto.negotiation_failed_noted(req.target)
         try:
-            await p.restart_subscriber()
+            await self._room().restart_subscriber(self._joined())
         except RestartRefused as exc:
             raise ProtocolError("rate_limited", str(exc)) from None
         self.counters.subscriber_restarts += 1
-        return {"type": "subscriber_restarted"}
+        return proto.subscriber_restarted()
 
-    async def on_ping(self, msg: dict) -> dict:
-        ts = msg.get("ts")
-        return {"type": "pong", "ts": ts if isinstance(ts, int | float) else time.time() * 1000}
+    async def on_ping(self, req: proto.Ping) -> proto.Reply:
+        return proto.pong(req.ts if req.ts is not None else time.time() * 1000)
 
-    async def on_leave(self, msg: dict) -> None:
+    async def on_leave(self, req: proto.LeaveRequest) -> None:
         return None
 
     def _joined(self) -> Participant:
@@ -419,14 +366,12 @@ class Session:
             raise ProtocolError("not_joined", "send 'join' first")
         return self.participant
 
-
-def _dimension(msg: dict, name: str) -> int:
-    value = field(msg, name, int, required=False)
-    if value is None:
-        return 0
-    if not 0 <= value <= 16384:
-        raise ProtocolError("bad_request", f"field '{name}' out of range")
-    return value
+    def _room(self) -> Room:
+        p = self._joined()
+        room = self.sfu.room(p.room_name) if p.room_name else None
+        if room is None or room.participants.get(p.sid) is not p:
+            raise ProtocolError("not_joined", "you are in no room")
+        return room
 
 
 HANDLERS: dict[str, Any] = {

@@ -20,6 +20,10 @@ import time
 import aiohttp
 import jwt
 
+from visio_sfu.events import LifecycleEvent
+
+from .protocol import webhook
+
 logger = logging.getLogger(__name__)
 
 
@@ -68,18 +72,19 @@ class WebhookNotifier:
         self.failed = 0
         self.dropped = 0
 
-    def __call__(self, event: str, data: dict) -> None:
-        """An SFU listener: queue ``event`` for delivery (synchronous, never blocks)."""
+    def __call__(self, lifecycle: LifecycleEvent) -> None:
+        """An SFU listener: queue the event for delivery (synchronous, never blocks)."""
         if not self.urls:
             return
         if len(self._tasks) >= self.max_pending:
             self.dropped += 1
             return
+        event = lifecycle.name
         payload = {
             "event": event,
             "id": f"EV_{secrets.token_hex(8)}",
             "createdAt": int(time.time()),
-            **data,
+            **webhook(lifecycle),
         }
         body = json.dumps(payload, separators=(",", ":")).encode()
         for url in self.urls:

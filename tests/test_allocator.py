@@ -19,7 +19,7 @@ def subscriber_of(track, remb: float | None):
     """A participant whose subscriber receives ``track`` (what allocate reads)."""
     dt = DownTrack(track, lambda b: True, "PB")
     dt.bind(0xBEEF, 100, {})
-    track.downtracks.append(dt)
+    track.attach(dt)
     sub = SimpleNamespace(remb_bitrate=remb, downtracks={track.sid: dt})
     return SimpleNamespace(subscriber=sub), dt
 
@@ -114,7 +114,7 @@ def test_a_waiting_switch_asks_for_the_keyframe_again_until_it_comes():
     track = simulcast_track()
     track._send_rtcp = lambda b: plis.append(b) or True
     dt = DownTrack(track, lambda b: True, "PB")
-    track.downtracks.append(dt)
+    track.attach(dt)
     dt.bind(1, 100, {})
     dt.set_target(1, 0.0)
     send(track, 1, 222, 1, 0, 1, 1, True, 0.0)  # h flows

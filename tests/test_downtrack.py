@@ -6,6 +6,7 @@ from visio_sfu.munger import seq_diff
 from visio_sfu.publisher import Codec, Publisher
 from visio_sfu.rtp.codecs import vp8_descriptor
 from visio_sfu.rtp.header import build_rtp, payload_offset
+from visio_sfu.stats import Stats
 
 
 def vp8_payload(picture_id: int, tl0: int, key: bool, start: bool = True) -> bytes:
@@ -44,7 +45,7 @@ def test_switch_waits_for_a_keyframe_and_keeps_everything_continuous():
     track = simulcast_track()
     out: list[bytes] = []
     dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
-    track.downtracks.append(dt)
+    track.attach(dt)
     dt.bind(0xBEEF, 100, {})
     # layer 0 (q): keyframe then deltas; layer 2 (f) runs with its own numbering
     send(track, 0, 111, 1000, 5000, 300, 10, True, 0.00)
@@ -79,7 +80,7 @@ def test_pause_and_resume():
     track = simulcast_track()
     out: list[bytes] = []
     dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
-    track.downtracks.append(dt)
+    track.attach(dt)
     dt.bind(1, 100, {})
     send(track, 0, 111, 1, 0, 1, 1, True, 0)
     dt.set_target(-1)  # hidden tile
@@ -94,18 +95,19 @@ def test_pause_and_resume():
 
 def test_closed_tracks_hand_their_counters_to_the_totals_once():
     """The SFU's totals never go down when a track or a subscriber goes (Prometheus counters)."""
-    retired: dict[str, int] = {}
-    track = vp8_track(retired=retired)
+    stats = Stats()
+    retired = stats.retired
+    track = vp8_track(stats=stats)
     leaving, staying = (DownTrack(track, lambda b: True, sid) for sid in ("PB", "PC"))
     for dt in (leaving, staying):
-        track.downtracks.append(dt)
+        track.attach(dt)
         dt.bind(0xBEEF, 100, {})
     for i in range(5):
         send(track, 0, 111, 1000 + i, 3000 * i, 300 + i, 10, i == 0, i / 30)
     assert leaving.packets == staying.packets == 5
     leaving.close()  # a subscriber leaves
     leaving.close()
-    assert retired["packets_out"] == 5 and "packets_in" not in retired
+    assert retired["packets_out"] == 5 and retired["packets_in"] == 0
     track.close()  # the publisher leaves: its own counters and its remaining downtracks'
     track.close()
     staying.close()  # the subscriber side drops it later: not counted twice

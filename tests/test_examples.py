@@ -20,4 +20,4 @@ async def test_readme_embedding_snippet_runs(capsys):
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     await namespace["main"]()
-    assert "'kind': 'video'" in capsys.readouterr().out
+    assert "kind='video'" in capsys.readouterr().out

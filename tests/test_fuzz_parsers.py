@@ -136,8 +136,8 @@ def make_publisher() -> tuple[Publisher, list]:
     )
     dt = DownTrack(track, lambda b: sent.append(bytes(b)) or True, "PB")
     dt.bind(0xABCD, 100, {})
-    dt.need_keyframe = False
-    track.downtracks.append(dt)
+    dt.current_layer = 0  # forward without waiting for a keyframe
+    track.attach(dt)
     return track, sent
 
 

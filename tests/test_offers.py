@@ -14,9 +14,10 @@ import re
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from visio_sfu.events import SubscriberOffer
 from visio_sfu.publisher import Codec, Publisher
 from visio_sfu.sdp import parse_offer
-from visio_sfu.subscriber import Subscriber
+from visio_sfu.subscribe import SubscribeConnection as Subscriber
 
 
 def track(sid: str, kind: str) -> Publisher:
@@ -49,23 +50,23 @@ class Browserish:
 
     def __init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.offers: asyncio.Queue[dict] = asyncio.Queue()
+        self.offers: asyncio.Queue[SubscriberOffer] = asyncio.Queue()
 
-    def emit(self, event: dict) -> None:
-        if event.get("type") == "offer":
+    def emit(self, event: object) -> None:
+        if isinstance(event, SubscriberOffer):
             self.offers.put_nowait(event)
 
-    async def answer(self, subscriber: Subscriber, trickle: bool = False) -> dict:
+    async def answer(self, subscriber: Subscriber, trickle: bool = False) -> SubscriberOffer:
         """Answer the next offer; ``trickle``: as a browser does, without end-of-candidates."""
         offer = await asyncio.wait_for(self.offers.get(), 10)
-        await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         done = subscriber.negotiations + 1
         sdp = self.pc.localDescription.sdp
         if trickle:
             sdp = sdp.replace("a=end-of-candidates\r\n", "")
-        subscriber.on_answer(offer["id"], sdp)
+        subscriber.on_answer(offer.offer_id, sdp)
         for _ in range(200):  # until the subscriber has applied the answer
             if subscriber.negotiations >= done:
                 break
@@ -74,7 +75,7 @@ class Browserish:
 
 
 def assert_unique_msids(offer: dict) -> None:
-    msids = [s["msid"] for s in sections(offer["sdp"]) if s["msid"]]
+    msids = [s["msid"] for s in sections(offer.sdp) if s["msid"]]
     assert len(msids) == len(set(msids)), msids
 
 
@@ -88,27 +89,27 @@ async def test_released_and_reused_slots_have_unique_msids():
             sub.add(t)
         first = await far.answer(sub)
         assert_unique_msids(first)
-        assert [s["direction"] for s in sections(first["sdp"])] == ["sendonly"] * 4
+        assert [s["direction"] for s in sections(first.sdp)] == ["sendonly"] * 4
         # two leave: their four slots are released in one offer
         for t in tracks:
             sub.remove(t.sid)
         released = await far.answer(sub)
         assert_unique_msids(released)
-        assert [s["direction"] for s in sections(released["sdp"])] == ["inactive"] * 4
-        assert released["tracks"] == []
+        assert [s["direction"] for s in sections(released.sdp)] == ["inactive"] * 4
+        assert released.tracks == ()
         # a newcomer's tracks take two released slots; the other two stay released
         newcomer = [track("E", "video"), track("F", "audio")]
         for t in newcomer:
             sub.add(t)
         reused = await far.answer(sub)
         assert_unique_msids(reused)
-        shape = sections(reused["sdp"])
+        shape = sections(reused.sdp)
         assert len(shape) == 4, "released slots are reused, not added"
         by_mid = {s["mid"]: s for s in shape}
-        for info in reused["tracks"]:
-            section = by_mid[info["mid"]]
+        for info in reused.tracks:
+            section = by_mid[info.mid]
             assert section["direction"] == "sendonly"
-            assert section["msid"] == f"{info['participant']} {info['track']}"
+            assert section["msid"] == f"{info.participant_sid} {info.track_sid}"
         assert sorted(s["direction"] for s in shape) == ["inactive"] * 2 + ["sendonly"] * 2
         # and released again, with the earlier-released slots still distinct
         sub.remove("E")

@@ -1,16 +1,20 @@
 """visio-sfu: a selective forwarding unit for WebRTC, in Python on asyncio.
 
-The SFU forwards RTP between participants without decoding it. Start from :class:`SFU`.
+The SFU forwards RTP between participants without decoding it. Start from :class:`SFU`; what it
+tells the outside comes as typed events (:mod:`visio_sfu.events`).
 """
 
-from .participant import Participant, PermissionDenied, Permissions, RestartRefused
-from .publisher import Publisher
-from .room import Room, RoomClosed, RoomFull
+from . import events
+from .errors import PermissionDenied, RestartRefused, RoomClosed, RoomFull, TransportError
+from .participant import Participant, Permissions
+from .publisher import Publisher, Sink
+from .room import Room
 from .sfu import SFU
-from .transport import TransportError
+from .stats import DropReason
 
 __all__ = [
     "SFU",
+    "DropReason",
     "Participant",
     "PermissionDenied",
     "Permissions",
@@ -19,6 +23,8 @@ __all__ = [
     "Room",
     "RoomClosed",
     "RoomFull",
+    "Sink",
     "TransportError",
+    "events",
 ]
 __version__ = "0.1.0"

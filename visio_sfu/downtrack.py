@@ -1,9 +1,11 @@
-"""DownTrack: one subscriber's copy of one published track.
+"""DownTrack: one subscriber's copy of one published track (a Sink of its Publisher).
 
-Takes the publisher's packets as bytes, waits for a keyframe before the first video packet,
-rewrites SSRC, payload type, sequence number, timestamp and header-extension ids with the
-Munger, and hands the packet to the subscriber's transport. Answers NACKs from the publisher's
-retransmission cache and writes the sender report for its stream.
+Takes the publisher's packets as bytes; the Forwarder decides, per packet, whether it goes out
+(which layer, a switch at a keyframe) or is dropped, and why. What goes out has its SSRC,
+payload type, sequence number, timestamp and header-extension ids rewritten (Munger) and is
+handed to the subscriber's transport. Answers NACKs from the publisher's retransmission cache,
+each packet at most once a round trip and within a byte budget, and writes the sender reports
+for its stream.
 """
 
 from __future__ import annotations
@@ -13,17 +15,34 @@ from collections.abc import Callable
 from struct import unpack_from
 from typing import TYPE_CHECKING
 
+from .forwarder import FORWARD, SWITCH, Forwarder
 from .munger import Munger
-from .publisher import retire
 from .rtp import rtcp
 from .rtp.codecs import vp8_descriptor, vp8_rewrite
 from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
 from .rtp.header import build_ext_table, payload_offset, rewrite_extensions, rewrite_header
+from .stats import DropReason, new_drops
 
 if TYPE_CHECKING:
     from .publisher import Publisher
 
 logger = logging.getLogger(__name__)
+
+_NOT_BOUND = int(DropReason.NOT_BOUND)
+_MUNGER_REJECT = int(DropReason.MUNGER_REJECT)
+_SEND_FAILED = int(DropReason.SEND_FAILED)
+_NACK_DUPLICATE = int(DropReason.NACK_DUPLICATE)
+_NACK_BUDGET = int(DropReason.NACK_BUDGET)
+_NACK_MISSING = int(DropReason.NACK_MISSING)
+
+#: a packet is resent at most once per round trip (this long while no RTT is measured)
+DEFAULT_RTT = 0.1
+MIN_RESEND_INTERVAL = 0.02
+#: retransmissions may cost this share of the layer's own rate (bytes), with a floor, and
+#: save up at most BUDGET_SECONDS of it: a subscriber NACKing everything gets a bounded copy
+RETRANSMIT_SHARE = 0.5
+RETRANSMIT_FLOOR = 32_000  # bytes per second
+BUDGET_SECONDS = 1.0
 
 #: extensions that only mean something on the publisher's connection: never forwarded
 PUBLISHER_ONLY_EXTENSIONS = frozenset({SDES_MID, RID, REPAIRED_RID})
@@ -53,44 +72,62 @@ class DownTrack:
         self.track = track
         self.subscriber_sid = subscriber_sid
         self._send = send_rtp
-        self.mid: str | None = None
         self.ssrc = 0
         self.payload_type = 0
         self.ext_table: bytes | None = None
         self.munger = Munger(track.codec.clock_rate)
+        self.forwarder = Forwarder(track.kind == "video")
         self.bound = False  # negotiated: ssrc, payload type and extensions known
-        self.current_layer = -1  # the layer being forwarded; -1 = none (wait for a keyframe)
-        self.target_layer = 0  # the layer to forward; the LayerSelector moves it
         # what the subscriber asked for (subscription control and adaptive stream)
         self.visible = True
         self.max_height = 0  # 0 = no limit
         self.max_layer = len(track.layers) - 1
+        self.went_down_at = float("-inf")  # when bandwidth last made the allocator go down
         self._vp8 = track.simulcast and track.codec.mime.lower() == "video/vp8"
         self._vp8_switch = True
         self._pid_offset = 0
         self._tl0_offset = 0
         self._last_pid = -1
         self._last_tl0 = -1
-        self.switches = 0  # switches from one layer to another (at a keyframe), not starts
-        self.went_down_at = float("-inf")  # when bandwidth last made the allocator go down
         self.packets = 0
         self.bytes = 0
-        self.dropped = 0
+        self.drops = new_drops()  # packets not forwarded (or not resent), by DropReason
         self.nacks = 0
         self.retransmits = 0
+        self.rtt: float | None = None  # seconds, from the subscriber's receiver reports
+        self._resent: dict[int, float] = {}  # outgoing seq -> when it was last resent
+        self._budget = RETRANSMIT_FLOOR * BUDGET_SECONDS  # bytes of retransmission left
+        self._budget_at: float | None = None
+        self._reports: dict[int, float] = {}  # our SR's middle NTP bits -> when it was sent
         self._retired = False
         self.fraction_lost = 0
         self.jitter = 0
         self.closed = False
 
+    # -- layer state (the Forwarder's) -------------------------------------------------
+    @property
+    def current_layer(self) -> int:
+        """The layer forwarded now; -1 = none (a video waits for a keyframe)."""
+        return self.forwarder.current
+
+    @current_layer.setter
+    def current_layer(self, value: int) -> None:
+        self.forwarder.current = value
+
+    @property
+    def target_layer(self) -> int:
+        """The layer to forward, from its next keyframe; -1 = paused."""
+        return self.forwarder.target
+
+    @property
+    def switches(self) -> int:
+        """Switches from one layer to another (each at a keyframe); starts are not counted."""
+        return self.forwarder.switches
+
     @property
     def need_keyframe(self) -> bool:
         """True while waiting for a keyframe to start (or restart) forwarding."""
-        return self.current_layer < 0 and self.track.kind == "video"
-
-    @need_keyframe.setter
-    def need_keyframe(self, value: bool) -> None:
-        self.current_layer = -1 if value else max(self.target_layer, 0)
+        return self.forwarder.waiting
 
     def bind(self, ssrc: int, payload_type: int, extensions: dict[str, int]) -> None:
         """Set what the subscriber's connection negotiated for this track."""
@@ -102,50 +139,36 @@ class DownTrack:
 
     def restart(self) -> None:
         """Start again from a keyframe (new transport path, unmute, publisher change)."""
-        if self.track.kind == "video":
-            self.current_layer = -1
-            if self.target_layer >= 0:
-                self.track.request_keyframe(layer=self.target_layer)
-        else:
-            self.current_layer = 0
+        layer = self.forwarder.restart()
+        if layer >= 0:
+            self.track.request_keyframe(layer=layer)
 
     def set_target(self, layer: int, now: float | None = None) -> None:
         """Forward ``layer`` from its next keyframe on (-1: pause now)."""
-        if layer == self.target_layer:
-            return
-        self.target_layer = layer
-        if layer < 0:
-            self.current_layer = -1
-        elif layer != self.current_layer:
+        if self.forwarder.set_target(layer):
             self.track.request_keyframe(now, layer)
 
     # -- hot path ----------------------------------------------------------------------
     def write(
         self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int = 0
     ) -> None:
-        """Forward one publisher packet of ``layer`` to the subscriber (or not)."""
+        """Forward one publisher packet of ``layer`` to the subscriber, or count why not."""
         if not self.bound:
+            self.drops[_NOT_BOUND] += 1
             return
-        if layer != self.current_layer:
-            if layer != self.target_layer:
-                return  # another layer than ours: not for this subscriber
-            if not key:
-                # the switch waits for this layer's keyframe: ask again (the track throttles),
-                # whether or not another layer is still forwarded meanwhile
-                self.track.request_keyframe(now, layer)
-                return
-            if self.current_layer >= 0:  # a switch, not a (re)start
-                self.switches += 1
-            self.current_layer = layer  # switch at the target layer's keyframe
+        fwd = self.forwarder
+        decision = fwd.decide(layer, key)
+        if fwd.keyframe_wanted >= 0:
+            self.track.request_keyframe(now, fwd.keyframe_wanted)  # throttled by the track
+            fwd.keyframe_wanted = -1
+        if decision < FORWARD:
+            self.drops[decision] += 1
+            return
+        if decision == SWITCH:
             self._vp8_switch = True
-        elif self.target_layer != layer:
-            if self.target_layer < 0:
-                self.current_layer = -1
-                return
-            self.track.request_keyframe(now, self.target_layer)  # throttled by the track
         out = self.munger.translate(ssrc, seq, ts, now)
         if out is None:
-            self.dropped += 1
+            self.drops[_MUNGER_REJECT] += 1
             return
         buf = bytearray(data)
         rewrite_header(buf, self.payload_type, out[0], out[1], self.ssrc)
@@ -157,9 +180,9 @@ class DownTrack:
             self.packets += 1
             self.bytes += len(buf)
         else:
-            self.dropped += 1
-            if self.track.kind == "video" and self.packets == 0:
-                self.current_layer = -1  # transport not up yet: start again at a keyframe
+            self.drops[_SEND_FAILED] += 1
+            if fwd.video and self.packets == 0:
+                fwd.current = -1  # transport not up yet: start again at a keyframe
 
     def _munge_vp8(self, buf: bytearray) -> None:
         """Keep VP8 picture id and TL0PICIDX continuous across layer switches."""
@@ -183,19 +206,45 @@ class DownTrack:
 
     # -- feedback ----------------------------------------------------------------------
     def handle_nack(self, seqs: list[int], now: float) -> int:
-        """Resend the packets a subscriber reports lost, from the cache; returns how many."""
+        """Resend the packets a subscriber reports lost, from the cache; returns how many.
+
+        Bounded, whatever the subscriber sends: each packet at most once per round trip
+        (repeated sequence numbers are not amplified), and within a byte budget that refills
+        at a share of the layer's own rate. What is refused is counted by reason.
+        """
         self.nacks += 1
-        if self.current_layer < 0:
+        current = self.forwarder.current
+        if current < 0:
             return 0
+        layer = self.track.layers[current]
+        rate = max(layer.bitrate / 8 * RETRANSMIT_SHARE, RETRANSMIT_FLOOR)
+        if self._budget_at is not None:
+            elapsed = max(now - self._budget_at, 0.0)
+            self._budget = min(self._budget + elapsed * rate, rate * BUDGET_SECONDS)
+        self._budget_at = now
+        interval = max(self.rtt if self.rtt is not None else DEFAULT_RTT, MIN_RESEND_INTERVAL)
+        resent = self._resent
+        if len(resent) > 4096:  # forget what is too old to matter
+            for seq in [k for k, t in resent.items() if now - t > 1.0]:
+                del resent[seq]
+        cache = layer.cache
+        drops = self.drops
         sent = 0
-        cache = self.track.layers[self.current_layer].cache
         for out_seq in seqs:
+            last = resent.get(out_seq)
+            if last is not None and now - last < interval:
+                drops[_NACK_DUPLICATE] += 1
+                continue
             src_seq = self.munger.source_seq(out_seq)
-            if src_seq is None:
-                continue
-            data = cache.get(src_seq, now)
+            data = cache.get(src_seq, now) if src_seq is not None else None
             if data is None:
+                drops[_NACK_MISSING] += 1
                 continue
+            if len(data) > self._budget:
+                drops[_NACK_BUDGET] += 1
+                continue
+            self._budget -= len(data)
+            resent[out_seq] = now
             buf = bytearray(data)
             ts = unpack_from("!I", data, 4)[0]
             rewrite_header(buf, self.payload_type, out_seq, self.munger.rtp_time(ts), self.ssrc)
@@ -208,21 +257,18 @@ class DownTrack:
         self.retransmits += sent
         return sent
 
-    def layer_info(self) -> dict:
-        """Which layer this subscriber gets of the track, which it should get, how often it
-        switched: what /metrics shows per subscriber."""
-        return {
-            "track": self.track.sid,
-            "subscriber": self.subscriber_sid,
-            "layer": self.current_layer,
-            "target": self.target_layer,
-            "switches": self.switches,
-        }
-
-    def handle_report(self, fraction_lost: int, jitter: int) -> None:
-        """Record the subscriber's receiver report for this stream."""
+    def handle_report(
+        self, fraction_lost: int, jitter: int, lsr: int = 0, dlsr: int = 0, now: float = 0.0
+    ) -> None:
+        """Record the subscriber's receiver report for this stream; with the last sender
+        report it echoes (``lsr``, ``dlsr``), measure the round trip time."""
         self.fraction_lost = fraction_lost
         self.jitter = jitter
+        sent = self._reports.get(lsr) if lsr else None
+        if sent is not None:
+            rtt = now - sent - dlsr / 65536
+            if 0 <= rtt < 10:
+                self.rtt = rtt if self.rtt is None else 0.8 * self.rtt + 0.2 * rtt
 
     def sender_report(self, now: float) -> bytes | None:
         """An RTCP sender report for this stream, mapping our RTP time to wall clock."""
@@ -237,30 +283,39 @@ class DownTrack:
             rtp_ts = (self.munger.last_ts + int(elapsed * self.track.codec.clock_rate)) & (
                 0xFFFFFFFF
             )
-        return rtcp.build_sr(
-            self.ssrc, ntp & 0xFFFFFFFFFFFFFFFF, rtp_ts, self.packets, self.bytes & 0xFFFFFFFF
-        )
+        ntp &= 0xFFFFFFFFFFFFFFFF
+        if len(self._reports) >= 8:
+            self._reports.pop(next(iter(self._reports)))
+        self._reports[(ntp >> 16) & 0xFFFFFFFF] = now
+        return rtcp.build_sr(self.ssrc, ntp, rtp_ts, self.packets, self.bytes & 0xFFFFFFFF)
+
+    def layer_info(self) -> dict:
+        """Which layer this subscriber gets of the track, which it should get, how often it
+        switched: what /metrics shows per subscriber."""
+        return {
+            "track": self.track.sid,
+            "subscriber": self.subscriber_sid,
+            "layer": self.current_layer,
+            "target": self.target_layer,
+            "switches": self.switches,
+        }
 
     def retire(self) -> None:
         """Hand this DownTrack's counters to the SFU's totals, once."""
         if not self._retired:
             self._retired = True
-            retire(
-                self.track.retired,
+            self.track.stats.retire(
+                self.drops,
                 packets_out=self.packets,
                 bytes_out=self.bytes,
                 retransmits=self.retransmits,
                 nacks=self.nacks,
-                dropped=self.dropped,
                 layer_switches=self.switches,
             )
 
     def close(self) -> None:
-        """Stop forwarding to this subscriber."""
+        """Stop forwarding to this subscriber (also when its publisher closes)."""
         self.retire()
         self.closed = True
         self.bound = False
-        try:
-            self.track.downtracks.remove(self)
-        except ValueError:
-            pass
+        self.track.detach(self)

@@ -1,7 +1,8 @@
 """Publisher: one published track, the source side of the forwarding path.
 
 Receives the publisher's decrypted RTP as bytes, keeps receive statistics and the
-retransmission cache, detects keyframes, and fans each packet out to every DownTrack.
+retransmission cache, detects keyframes, and fans each packet out to every attached ``Sink``:
+a DownTrack (one subscriber's copy) is one; a recorder or an audio tap will be others.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ import logging
 import time
 from collections.abc import Callable
 from struct import unpack_from
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .delay import DelayHistogram
+from .events import TrackInfo
 from .media import Codec
 from .packetcache import PacketCache
 from .rtp import rtcp
 from .rtp.codecs import h264_is_keyframe, vp8_is_keyframe
 from .rtp.extensions import AUDIO_LEVEL
 from .rtp.header import find_extension, payload_offset
+from .stats import DropReason, Stats, new_drops
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -28,24 +30,21 @@ logger = logging.getLogger(__name__)
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between two PLIs to one publisher track
 
 
-#: the counters the SFU totals over closed tracks and downtracks (see ``retire``)
-RETIRED_COUNTERS = (
-    "packets_in",
-    "bytes_in",
-    "packets_out",
-    "bytes_out",
-    "retransmits",
-    "nacks",
-    "keyframe_requests",
-    "dropped",
-    "layer_switches",
-)
+class Sink(Protocol):
+    """What a Publisher feeds: every packet it forwards, in the publisher's numbering."""
+
+    def write(
+        self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int
+    ) -> None:
+        """One packet of ``layer`` (``key``: it starts a keyframe). Must not raise."""
+
+    def close(self) -> None:
+        """The publisher is gone: release what the sink holds."""
 
 
-def retire(totals: dict[str, int], **counters: int) -> None:
-    """Add a closing track's counters to the SFU's totals, which must never go down."""
-    for name, value in counters.items():
-        totals[name] = totals.get(name, 0) + value
+_INVALID = int(DropReason.INVALID)
+_WRONG_PT = int(DropReason.WRONG_PAYLOAD_TYPE)
+_MUTED = int(DropReason.MUTED)
 
 
 def keyframe_detector(mime: str) -> Callable[[memoryview], bool] | None:
@@ -192,12 +191,11 @@ class Publisher:
         height: int = 0,
         cid: str = "",
         rids: list[str] | None = None,
-        forwarding_delay: DelayHistogram | None = None,
-        retired: dict[str, int] | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.sid = sid
-        self.forwarding_delay = forwarding_delay or DelayHistogram()
-        self.retired = retired if retired is not None else {}
+        self.stats = stats or Stats()
+        self.forwarding_delay = self.stats.forwarding_delay
         self.participant_sid = participant_sid
         self.kind = kind
         self.source = source
@@ -211,7 +209,7 @@ class Publisher:
         self.muted = False
         self.layers = [Layer(i, rid, kind) for i, rid in enumerate(rids or [""])]
         self.simulcast = len(self.layers) > 1
-        self.downtracks: list[DownTrack] = []
+        self.sinks: list[Sink] = []  # fed on the hot path, in order of attachment
         self.is_keyframe = keyframe_detector(codec.mime)
         self.audio_level_id = extensions.get(AUDIO_LEVEL, 0) if kind == "audio" else 0
         self.audio_level = 127  # last RFC 6464 level, -dBov (127 = silence)
@@ -219,10 +217,43 @@ class Publisher:
         self._send_rtcp = send_rtcp
         self._rtcp_ssrc = rtcp_ssrc
         self.active_rids: list[str] = [layer.rid for layer in self.layers]  # dynacast state
-        self.dropped = 0
+        self.drops = new_drops()  # packets not forwarded, by DropReason
         self.keyframes = 0
         self.keyframe_requests = 0
         self.closed = False
+
+    # -- sinks -------------------------------------------------------------------------
+    def attach(self, sink: Sink) -> None:
+        """Feed ``sink`` every packet from now on (a closed publisher closes it at once)."""
+        if self.closed:
+            sink.close()
+        elif sink not in self.sinks:
+            self.sinks.append(sink)
+
+    def detach(self, sink: Sink) -> None:
+        """Stop feeding ``sink`` (it is not closed)."""
+        try:
+            self.sinks.remove(sink)
+        except ValueError:
+            pass
+
+    @property
+    def downtracks(self) -> list[DownTrack]:
+        """The attached sinks that are subscribers' DownTracks."""
+        from .downtrack import DownTrack
+
+        return [s for s in self.sinks if isinstance(s, DownTrack)]
+
+    def set_muted(self, muted: bool) -> bool:
+        """Mute (nothing forwarded) or unmute (subscribers restart at a keyframe); True if it
+        changed."""
+        if self.muted == muted:
+            return False
+        self.muted = muted
+        if not muted:
+            for dt in self.downtracks:
+                dt.restart()
+        return True
 
     @property
     def ssrc(self) -> int | None:
@@ -250,28 +281,31 @@ class Publisher:
         n = len(self.layers)
         return [max(top >> (n - 1 - i), 1) for i in range(n)]
 
-    def info(self) -> dict:
-        """The track as the protocol describes it."""
-        return {
-            "sid": self.sid,
-            "kind": self.kind,
-            "source": self.source,
-            "name": self.name,
-            "muted": self.muted,
-            "width": self.width,
-            "height": self.height,
-            "mime": self.codec.mime,
-            "mid": self.mid,
-            "simulcast": self.simulcast,
-            "layers": [layer.rid for layer in self.layers] if self.simulcast else [],
-        }
+    def info(self) -> TrackInfo:
+        """The track as others see it."""
+        return TrackInfo(
+            sid=self.sid,
+            kind=self.kind,
+            source=self.source,
+            name=self.name,
+            muted=self.muted,
+            width=self.width,
+            height=self.height,
+            mime=self.codec.mime,
+            mid=self.mid,
+            simulcast=self.simulcast,
+            layers=tuple(layer.rid for layer in self.layers) if self.simulcast else (),
+        )
 
     # -- hot path ----------------------------------------------------------------------
     def on_rtp(self, data: bytes, now: float, layer: Layer | None = None) -> None:
         """One packet from the publisher: account, cache and fan out to every DownTrack."""
         off = payload_offset(data)
-        if off < 0 or (data[1] & 0x7F) != self.codec.payload_type:
-            self.dropped += 1
+        if off < 0:
+            self.drops[_INVALID] += 1
+            return
+        if (data[1] & 0x7F) != self.codec.payload_type:
+            self.drops[_WRONG_PT] += 1
             return
         if layer is None:
             layer = self.layers[0]
@@ -298,10 +332,11 @@ class Publisher:
                 self.voice = bool(level[0] & 0x80)
         layer.cache.add(seq, data, now)
         if self.muted:
+            self.drops[_MUTED] += 1
             return
         index = layer.index
-        for dt in self.downtracks:
-            dt.write(data, ssrc, seq, ts, key, now, index)
+        for sink in self.sinks:
+            sink.write(data, ssrc, seq, ts, key, now, index)
         self.forwarding_delay.observe(time.monotonic() - now)
 
     # -- RTCP --------------------------------------------------------------------------
@@ -359,18 +394,18 @@ class Publisher:
             layer.update_rate(now)
 
     def close(self) -> None:
-        """Stop forwarding: detach every DownTrack; its counters and theirs go to ``retired``."""
+        """Stop forwarding: close every sink; this track's counters go to the SFU's totals."""
         if not self.closed:
-            retire(
-                self.retired,
+            self.closed = True
+            self.stats.retire(
+                self.drops,
                 packets_in=self.packets,
                 bytes_in=self.bytes,
+                keyframes_in=self.keyframes,
                 keyframe_requests=self.keyframe_requests,
-                dropped=self.dropped,
             )
-            for dt in self.downtracks:
-                dt.retire()
-        self.closed = True
-        self.downtracks = []
+            sinks, self.sinks = self.sinks, []
+            for sink in sinks:
+                sink.close()
         for layer in self.layers:
             layer.cache.clear()

@@ -1,8 +1,11 @@
 """Room: the participants of one meeting and who receives which track.
 
-Every participant who may subscribe receives every other participant's tracks. The room tells
-everyone about joins, leaves and track changes, runs one RTCP timer for all its connections,
-and closes itself after staying empty for ``empty_timeout`` seconds.
+Every participant who may subscribe receives every other participant's tracks (unless it
+unsubscribes). The room tells everyone about joins, leaves and track changes (typed events,
+events.py), runs the adaptation timer (layer selection, active speaker, dynacast) and the RTCP
+timer for all its connections, and closes itself after staying empty for ``empty_timeout``
+seconds. ``attach``/``detach`` move a live participant between rooms without touching its
+connections (breakout rooms).
 """
 
 from __future__ import annotations
@@ -11,31 +14,49 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from .allocator import allocate, dynacast
-from .delay import DelayHistogram
+from .errors import PermissionDenied, RoomClosed, RoomFull
+from .events import (
+    ActiveSpeakerChanged,
+    ConnectionFailed,
+    DataReceived,
+    Event,
+    LayersWanted,
+    Leave,
+    LifecycleEvent,
+    Moved,
+    ParticipantEntered,
+    ParticipantExited,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    RoomFinished,
+    RoomInfo,
+    RoomStarted,
+    RoomUpdated,
+    TrackAdded,
+    TrackMuted,
+    TrackPublished,
+    TrackRemoved,
+    TrackUnpublished,
+)
 from .participant import Participant, Permissions, new_sid
+from .publisher import Publisher
 from .speaker import SpeakerDetector
+from .stats import DropReason, Stats, drop_totals
+from .transport import PeerTransport
 
-if TYPE_CHECKING:
-    from .publisher import Publisher
+__all__ = ["Room", "RoomClosed", "RoomFull"]
 
 logger = logging.getLogger(__name__)
 
 RTCP_INTERVAL = 1.0
 ADAPT_INTERVAL = 0.25  # layer selection, active speaker, dynacast
 AUDIO_STALE = 0.5  # an audio track that sent nothing for this long is silent
-
-
-class RoomFull(Exception):
-    """The room has reached its participant limit."""
-
-
-class RoomClosed(Exception):
-    """The room is closing and takes no one in."""
 
 
 class Room:
@@ -49,19 +70,19 @@ class Room:
         metadata: str = "",
         on_closed: Callable[[Room], None] | None = None,
         max_tracks: int = 16,
-        notify: Callable[[str, dict], None] | None = None,
-        forwarding_delay: DelayHistogram | None = None,
-        retired: dict[str, int] | None = None,
+        notify: Callable[[LifecycleEvent], None] | None = None,
+        stats: Stats | None = None,
+        transport_factory: Callable[..., PeerTransport] = PeerTransport,
     ) -> None:
         self.name = name
-        self.forwarding_delay = forwarding_delay or DelayHistogram()
-        self.retired = retired if retired is not None else {}  # counters of closed tracks
+        self.counters = stats or Stats()  # shared with the SFU and every track
         self.sid = new_sid("RM")
         self.metadata = metadata
         self.empty_timeout = empty_timeout
         self.max_participants = max_participants
         self.max_tracks = max_tracks
         self._notify_cb = notify
+        self._transport_factory = transport_factory
         self.participants: dict[str, Participant] = {}  # sid -> Participant
         self.created_at = time.time()
         self._on_closed = on_closed
@@ -74,23 +95,24 @@ class Room:
         self.closed = False
         self._arm_empty_timer()
 
-    def info(self) -> dict:
-        """The room as the protocol describes it."""
-        return {"name": self.name, "sid": self.sid, "metadata": self.metadata}
+    def info(self) -> RoomInfo:
+        """The room as its participants see it."""
+        return RoomInfo(self.name, self.sid, self.metadata)
 
-    def notify(self, event: str, **data: object) -> None:
-        """Report a lifecycle event (room_started, participant_joined, ...) to the SFU's
-        listeners (webhooks); never raises into the caller."""
+    def notify(self, event: LifecycleEvent) -> None:
+        """Report a lifecycle event to the SFU's listeners (webhooks); never raises."""
         if self._notify_cb is not None:
             try:
-                self._notify_cb(event, {"room": self.info(), **data})
+                self._notify_cb(event)
             except Exception:
-                logger.exception("event listener failed for %s", event)
+                logger.exception("event listener failed for %s", event.name)
 
     def describe(self) -> dict:
         """The room as the admin API shows it."""
         return {
-            **self.info(),
+            "name": self.name,
+            "sid": self.sid,
+            "metadata": self.metadata,
             "participants": len(self.participants),
             "empty_timeout": self.empty_timeout,
             "max_participants": self.max_participants,
@@ -100,7 +122,7 @@ class Room:
     def set_metadata(self, metadata: str) -> None:
         """Change the room's metadata and tell everyone."""
         self.metadata = metadata
-        self.broadcast({"type": "room_updated", "room": self.info()})
+        self.broadcast(RoomUpdated(self.info()))
 
     # -- membership ----------------------------------------------------------------------
     async def join(
@@ -109,34 +131,79 @@ class Room:
         name: str = "",
         metadata: str = "",
         permissions: Permissions | None = None,
-        emit: Callable[[dict], None] | None = None,
+        emit: Callable[[Event], None] | None = None,
     ) -> Participant:
-        """Add a participant; an older session with the same identity is replaced."""
+        """Add a new participant; an older session with the same identity is replaced."""
         if self.closed:
             raise RoomClosed(self.name)
         old = self.by_identity(identity)
         if old is not None:
-            old.emit({"type": "leave", "reason": "replaced"})
+            old.emit(Leave("replaced"))
             await self.remove(old, "replaced")
-        if self.max_participants and len(self.participants) >= self.max_participants:
-            raise RoomFull(f"room {self.name} is full ({self.max_participants} participants)")
+        self._check_room_for_one_more()
+        p = Participant(
+            identity,
+            name,
+            metadata,
+            permissions,
+            emit,
+            stats=self.counters,
+            max_tracks=self.max_tracks,
+            transport_factory=self._transport_factory,
+        )
+        self.attach(p)
+        return p
+
+    def _check_room_for_one_more(self) -> None:
         if self.closed:
             raise RoomClosed(self.name)
-        p = Participant(self, identity, name, metadata, permissions, emit)
+        if self.max_participants and len(self.participants) >= self.max_participants:
+            raise RoomFull(f"room {self.name} is full ({self.max_participants} participants)")
+
+    def attach(self, p: Participant) -> None:
+        """Bring a participant into this room: new or moved from another one (detached from
+        it first), with its connections and published tracks as they are. The others see it
+        join and receive its tracks; it receives theirs. A moved participant is told where it
+        is now (``Moved``)."""
+        self._check_room_for_one_more()
+        if p.listener is not None:
+            raise ValueError(f"participant {p.sid} is in another room: detach it first")
+        moved, p.attached_once = p.attached_once, True
         self.participants[p.sid] = p
+        p.listener = self._on_participant_event
+        p.room_name = self.name
         self._cancel_empty_timer()
         if self._rtcp_task is None:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
             self._adapt_task = asyncio.ensure_future(self._adapt_loop())
         if not p.permissions.hidden:
-            self.broadcast({"type": "participant_joined", "participant": p.info()}, exclude=p)
+            self.broadcast(ParticipantJoined(p.info()), exclude=p)
+        for track in p.tracks.values():
+            self._subscribe_others(p, track)
         self.subscribe_to_others(p)
+        if moved:
+            p.emit(Moved(self.info(), tuple(o.info() for o in self.visible(exclude=p))))
         logger.info("room %s: %s joined (%d present)", self.name, p.sid, len(self.participants))
-        self.notify("participant_joined", participant=_public(p))
+        self.notify(ParticipantEntered(self.info(), p.ref()))
+
+    def detach(self, p: Participant, reason: str = "moved") -> Participant:
+        """Take a participant out of this room without closing it (to attach it elsewhere):
+        the others stop receiving its tracks and see it leave; it stops receiving theirs."""
+        if self.participants.pop(p.sid, None) is None:
+            raise KeyError(p.sid)
+        p.listener = None
+        p.room_name = None
+        for track in p.tracks.values():
+            self._unsubscribe_all(track)
+            self.notify(TrackRemoved(self.info(), p.ref(), track.info()))
+        if p.subscriber is not None:
+            for sid in list(p.subscriber.downtracks):
+                p.subscriber.remove(sid)
+        self._left(p, reason)
         return p
 
     def subscribe_to_others(self, p: Participant) -> None:
-        """Have ``p`` receive every track the others publish (on joining)."""
+        """Have ``p`` receive every track the others publish."""
         if p.subscriber is None:
             return
         for other in self.participants.values():
@@ -152,20 +219,18 @@ class Room:
         """Remove a participant, release what it held and tell the others."""
         if self.participants.pop(participant.sid, None) is None:
             return
+        participant.listener = None
         for track in list(participant.tracks.values()):
             self._unsubscribe_all(track)
-            self.notify("track_unpublished", participant=_public(participant), track=track.info())
+            self.notify(TrackRemoved(self.info(), participant.ref(), track.info()))
         await participant.close()
-        if not participant.permissions.hidden:
-            self.broadcast(
-                {
-                    "type": "participant_left",
-                    "participant": {"sid": participant.sid, "identity": participant.identity},
-                    "reason": reason,
-                }
-            )
-        logger.info("room %s: %s left (%s)", self.name, participant.sid, reason)
-        self.notify("participant_left", participant=_public(participant), reason=reason)
+        self._left(participant, reason)
+
+    def _left(self, p: Participant, reason: str) -> None:
+        if not p.permissions.hidden:
+            self.broadcast(ParticipantLeft(p.sid, p.identity, reason))
+        logger.info("room %s: %s left (%s)", self.name, p.sid, reason)
+        self.notify(ParticipantExited(self.info(), p.ref(), reason))
         if not self.participants:
             self._arm_empty_timer()
 
@@ -173,48 +238,60 @@ class Room:
         """Remove a participant from a synchronous callback (ICE failure)."""
         if participant.sid not in self.participants:
             return
-        participant.emit({"type": "leave", "reason": reason})
+        participant.emit(Leave(reason))
         task = asyncio.ensure_future(self.remove(participant, reason))
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 
-    # -- tracks --------------------------------------------------------------------------
-    def track_published(self, participant: Participant, track: Publisher) -> None:
-        """A participant published a track: everyone else receives it."""
-        self.notify("track_published", participant=_public(participant), track=track.info())
-        self.broadcast(
-            {"type": "track_published", "participant": participant.sid, "track": track.info()},
-            exclude=participant,
-        )
+    # -- what participants report --------------------------------------------------------
+    def _on_participant_event(self, p: Participant, event: Event) -> None:
+        if isinstance(event, TrackPublished):
+            track = p.tracks.get(event.track.sid)
+            if track is not None:
+                self.notify(TrackAdded(self.info(), p.ref(), event.track))
+                self.broadcast(event, exclude=p)
+                self._subscribe_others(p, track)
+        elif isinstance(event, TrackUnpublished):
+            self._unsubscribe_sid(event.track_sid)
+            self.broadcast(event, exclude=p)
+        elif isinstance(event, TrackMuted | ParticipantUpdated):
+            if not p.permissions.hidden:
+                self.broadcast(event, exclude=p)
+        elif isinstance(event, ConnectionFailed):
+            self.schedule_removal(p, event.reason)
+
+    def _subscribe_others(self, owner: Participant, track: Publisher) -> None:
         for other in self.participants.values():
-            if other is not participant and other.subscriber is not None:
+            if other is not owner and other.subscriber is not None:
                 other.subscriber.add(track)
 
-    def track_unpublished(self, participant: Participant, track: Publisher) -> None:
-        """A track went away: every subscriber drops it."""
-        self.notify("track_unpublished", participant=_public(participant), track=track.info())
-        self._unsubscribe_all(track)
-        self.broadcast(
-            {"type": "track_unpublished", "participant": participant.sid, "track": track.sid},
-            exclude=participant,
-        )
-
-    def track_muted(self, participant: Participant, track: Publisher) -> None:
-        """Tell everyone a track's mute state changed."""
-        self.broadcast(
-            {
-                "type": "track_muted",
-                "participant": participant.sid,
-                "track": track.sid,
-                "muted": track.muted,
-            },
-            exclude=participant,
-        )
-
     def _unsubscribe_all(self, track: Publisher) -> None:
+        self._unsubscribe_sid(track.sid)
+
+    def _unsubscribe_sid(self, track_sid: str) -> None:
         for other in self.participants.values():
             if other.subscriber is not None:
-                other.subscriber.remove(track.sid)
+                other.subscriber.remove(track_sid)
+
+    # -- tracks --------------------------------------------------------------------------
+    def set_subscribed(self, p: Participant, track_sid: str, subscribed: bool) -> None:
+        """``p`` receives (or stops receiving) another participant's track of this room."""
+        if p.subscriber is None:
+            raise PermissionDenied("not allowed to subscribe")
+        track = self.find_track(track_sid)
+        if track is None or track.participant_sid == p.sid:
+            raise KeyError(track_sid)
+        if subscribed:
+            p.subscriber.add(track)
+        else:
+            p.subscriber.remove(track_sid)
+
+    async def restart_subscriber(self, p: Participant) -> None:
+        """Give ``p`` a fresh subscriber connection with what it receives now (see
+        Participant.restart_subscriber)."""
+        await p.restart_subscriber(
+            lambda: [t for o in self.participants.values() if o is not p for t in o.tracks.values()]
+        )
 
     def visible(self, exclude: Participant | None = None) -> list[Participant]:
         """The participants others may see (not hidden), but ``exclude``."""
@@ -238,30 +315,22 @@ class Room:
         self,
         sender: Participant | None,
         topic: str,
-        payload: object,
+        payload: Any,
         to: list[str] | None = None,
     ) -> int:
         """Deliver a data message to the others (or the identities in ``to``); returns count."""
-        msg = {
-            "type": "data",
-            "from": (
-                {"sid": sender.sid, "identity": sender.identity, "name": sender.name}
-                if sender is not None
-                else None
-            ),
-            "topic": topic,
-            "payload": payload,
-            "ts": int(time.time() * 1000),
-        }
+        event = DataReceived(
+            sender.ref() if sender is not None else None, topic, payload, int(time.time() * 1000)
+        )
         count = 0
         for p in self.participants.values():
             if p is sender or (to and p.identity not in to):
                 continue
-            p.emit(msg)
+            p.emit(event)
             count += 1
         return count
 
-    def broadcast(self, event: dict, exclude: Participant | None = None) -> None:
+    def broadcast(self, event: Event, exclude: Participant | None = None) -> None:
         """Send an event to every participant but ``exclude``."""
         for p in list(self.participants.values()):
             if p is not exclude:
@@ -306,13 +375,13 @@ class Room:
         owner = next((t.participant_sid for t in audio if t.sid == speaking), None)
         if owner != self.active_speaker:
             self.active_speaker = owner
-            self.broadcast({"type": "active_speaker", "participant": owner})
+            self.broadcast(ActiveSpeakerChanged(owner))
         allocate(list(self.participants.values()), owner, now)
         for track in tracks:
             rids = dynacast(track, now)
             publisher = self.participants.get(track.participant_sid)
             if rids is not None and publisher is not None:
-                publisher.emit({"type": "layers", "track": track.sid, "active": rids})
+                publisher.emit(LayersWanted(track.sid, tuple(rids)))
 
     def _arm_empty_timer(self) -> None:
         self._cancel_empty_timer()
@@ -334,6 +403,10 @@ class Room:
             self._removals.add(task)
             task.add_done_callback(self._removals.discard)
 
+    def started(self) -> None:
+        """Tell the SFU's listeners this room exists (the SFU calls it once)."""
+        self.notify(RoomStarted(self.info()))
+
     async def close(self, reason: str = "room_closed") -> None:
         """Disconnect everyone and stop the room's timers."""
         if self.closed:
@@ -341,7 +414,7 @@ class Room:
         self.closed = True
         self._cancel_empty_timer()
         for p in list(self.participants.values()):
-            p.emit({"type": "leave", "reason": reason})
+            p.emit(Leave(reason))
             await self.remove(p, reason)
         self._cancel_empty_timer()
         for task in (self._rtcp_task, self._adapt_task):
@@ -349,14 +422,18 @@ class Room:
                 task.cancel()
         self._rtcp_task = self._adapt_task = None
         logger.info("room %s closed", self.name)
-        self.notify("room_finished")
+        self.notify(RoomFinished(self.info()))
         if self._on_closed is not None:
             self._on_closed(self)
 
     def stats(self) -> dict:
-        """Counters for this room: participants, tracks, packets in and out."""
+        """Counters for this room: participants, tracks, packets in and out, drops by reason."""
         tracks = self.tracks()
         downtracks = [dt for t in tracks for dt in t.downtracks]
+        drops = drop_totals(*(t.drops for t in tracks), *(dt.drops for dt in downtracks))
+        drops[DropReason.UNKNOWN_SSRC.label] += sum(
+            p.publishing.router.unknown for p in self.participants.values()
+        )
         return {
             "name": self.name,
             "sid": self.sid,
@@ -365,13 +442,14 @@ class Room:
             "downtracks": len(downtracks),
             "packets_in": sum(t.packets for t in tracks),
             "bytes_in": sum(t.bytes for t in tracks),
+            "keyframes_in": sum(t.keyframes for t in tracks),
             "packets_out": sum(dt.packets for dt in downtracks),
             "bytes_out": sum(dt.bytes for dt in downtracks),
             "retransmits": sum(dt.retransmits for dt in downtracks),
             "nacks": sum(dt.nacks for dt in downtracks),
             "keyframe_requests": sum(t.keyframe_requests for t in tracks),
-            "dropped": sum(t.dropped for t in tracks) + sum(dt.dropped for dt in downtracks),
             "layer_switches": sum(dt.switches for dt in downtracks),
+            "drops": drops,
         }
 
     def layers(self) -> list[dict]:
@@ -382,7 +460,3 @@ class Room:
             if t.kind == "video"
             for dt in t.downtracks
         ]
-
-
-def _public(p: Participant) -> dict:
-    return {"sid": p.sid, "identity": p.identity, "name": p.name}

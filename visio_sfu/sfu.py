@@ -4,9 +4,11 @@
 
     sfu = SFU()
     room = sfu.get_or_create_room("demo")
-    alice = await room.join("alice", emit=print)      # events: dicts, see docs/protocol.md
+    alice = await room.join("alice", emit=on_event)   # typed events (events.py) for alice
     answer_sdp = await alice.publish_offer(offer_sdp) # media flows to everyone else
-    alice.subscriber.on_answer(offer_id, answer_sdp)  # answer the server's subscriber offers
+    # on_event gets SubscriberOffer(offer_id, sdp, tracks): answer it
+    alice.subscriber.on_answer(offer_id, answer_sdp)
+    sfu.listeners.append(print)                       # RoomStarted, ParticipantEntered, ...
     print(sfu.stats())
 """
 
@@ -17,10 +19,11 @@ import logging
 from collections.abc import Callable
 
 from .delay import DelayHistogram
+from .events import LifecycleEvent
 from .participant import Participant
-from .publisher import RETIRED_COUNTERS
 from .room import Room
-from .transport import PeerTransport
+from .stats import RETIRED_COUNTERS, Stats, drop_totals
+from .transport import PeerTransport, install
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +32,29 @@ class SFU:
     """A set of rooms in one process."""
 
     def __init__(
-        self, empty_timeout: float = 20.0, max_participants: int = 0, max_tracks: int = 16
+        self,
+        empty_timeout: float = 20.0,
+        max_participants: int = 0,
+        max_tracks: int = 16,
+        transport_factory: Callable[..., PeerTransport] = PeerTransport,
     ) -> None:
+        """``transport_factory`` makes the peer connections (tests give a fake one)."""
+        install()
         self.empty_timeout = empty_timeout
         self.max_participants = max_participants
         self.max_tracks = max_tracks
         self.rooms: dict[str, Room] = {}
-        #: called with (event, data) for room_started, room_finished, participant_joined,
-        #: participant_left, track_published, track_unpublished (webhooks use this)
-        self.listeners: list[Callable[[str, dict], None]] = []
-        #: how long each incoming packet is held before its copies are sent (all rooms)
-        self.forwarding_delay = DelayHistogram()
-        #: counters of closed tracks and downtracks, so that stats() totals never go down
-        self.retired: dict[str, int] = dict.fromkeys(RETIRED_COUNTERS, 0)
+        self.transport_factory = transport_factory
+        #: called with every LifecycleEvent (RoomStarted, ParticipantEntered, TrackAdded...):
+        #: webhooks use this
+        self.listeners: list[Callable[[LifecycleEvent], None]] = []
+        #: shared counters: totals of closed tracks and downtracks, drops by reason, delay
+        self.counters = Stats()
+
+    @property
+    def forwarding_delay(self) -> DelayHistogram:
+        """How long each incoming packet is held before its copies are sent (all rooms)."""
+        return self.counters.forwarding_delay
 
     def room(self, name: str) -> Room | None:
         """The open room with this name, if any."""
@@ -67,20 +80,20 @@ class SFU:
                 on_closed=self._room_closed,
                 max_tracks=self.max_tracks,
                 notify=self._notify,
-                forwarding_delay=self.forwarding_delay,
-                retired=self.retired,
+                stats=self.counters,
+                transport_factory=self.transport_factory,
             )
             self.rooms[name] = room
             logger.info("room %s created", name)
-            room.notify("room_started")
+            room.started()
         return room
 
-    def _notify(self, event: str, data: dict) -> None:
+    def _notify(self, event: LifecycleEvent) -> None:
         for listener in list(self.listeners):
             try:
-                listener(event, data)
+                listener(event)
             except Exception:
-                logger.exception("SFU listener failed for %s", event)
+                logger.exception("SFU listener failed for %s", event.name)
 
     def _room_closed(self, room: Room) -> None:
         if self.rooms.get(room.name) is room:
@@ -95,17 +108,23 @@ class SFU:
         return True
 
     def stats(self) -> dict:
-        """Counters for the whole SFU and per room."""
+        """Counters for the whole SFU and per room; ``drops`` by reason (stats.DropReason)."""
         rooms = [r.stats() for r in self.rooms.values()]
-        retired = self.retired
+        retired = self.counters.retired
         total = {
             k: sum(r[k] for r in rooms) + retired.get(k, 0)
             for k in ("participants", "tracks", "downtracks", *RETIRED_COUNTERS)
         }
+        drops = drop_totals(self.counters.retired_drops)
+        for r in rooms:
+            for reason, count in r["drops"].items():
+                drops[reason] += count
         return {
             "rooms": len(rooms),
             **total,
+            "drops": drops,
             "transports": len(PeerTransport.open_transports),
+            "transport_errors": PeerTransport.errors(),
             "per_room": rooms,
         }
 

@@ -1,6 +1,7 @@
-"""Subscriber: a participant's receiving side: its subscribe connection and DownTracks.
+"""SubscribeConnection: a participant's receiving side: its subscribe connection and DownTracks.
 
-The server makes the offers on this connection. Changes (tracks added or removed) are batched:
+The server makes the offers on this connection (``answer`` serves a client that offers
+instead, as a WHEP player does). Changes (tracks added or removed) are batched:
 at most one offer is outstanding, and changes made while it waits are sent in the next one.
 Transceivers freed by a removed track are reused for the next track of the same kind, with the
 same Munger, so the browser keeps one continuous stream per SSRC.
@@ -14,25 +15,28 @@ import time
 from collections.abc import Callable
 
 from .downtrack import DownTrack
+from .errors import TransportError
+from .events import Event, NegotiationFailed, OfferedTrack, SubscriberOffer
 from .munger import Munger
 from .publisher import Publisher
 from .rtp import rtcp
-from .transport import PeerTransport, Slot, TransportError
+from .transport import PeerTransport, Slot
 
 logger = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 20.0
 
 
-class Subscriber:
+class SubscribeConnection:
     """The subscribe connection of one participant and the DownTracks it carries."""
 
     def __init__(
         self,
         participant_sid: str,
-        emit: Callable[[dict], None],
+        emit: Callable[[Event], None],
         on_failed: Callable[[str], None],
         first_offer: int = 1,
+        transport_factory: Callable[..., PeerTransport] = PeerTransport,
     ) -> None:
         """``first_offer``: the number of the first offer id (``s<n>``); a restarted connection
         goes on counting, so a late answer to an offer of the old one is never taken for an
@@ -40,7 +44,7 @@ class Subscriber:
         self.participant_sid = participant_sid
         self._emit = emit
         self._on_failed = on_failed
-        self.transport = PeerTransport(on_rtcp=self._on_rtcp, on_state=self._on_state)
+        self.transport = transport_factory(on_rtcp=self._on_rtcp, on_state=self._on_state)
         self.downtracks: dict[str, DownTrack] = {}  # track sid -> DownTrack
         self._by_ssrc: dict[int, DownTrack] = {}
         self._slot: dict[str, Slot] = {}  # track sid -> transceiver
@@ -130,19 +134,9 @@ class Subscriber:
         for sid, t in self._slot.items():
             if t.mid is None:
                 continue  # added while the offer was made: it is in the next one
-            dt = self.downtracks[sid]
-            tracks.append(
-                {
-                    "mid": t.mid,
-                    "track": sid,
-                    "participant": dt.track.participant_sid,
-                    "kind": dt.track.kind,
-                    "source": dt.track.source,
-                }
-            )
-        self._emit(
-            {"type": "offer", "target": "subscriber", "id": offer_id, "sdp": sdp, "tracks": tracks}
-        )
+            track = self.downtracks[sid].track
+            tracks.append(OfferedTrack(t.mid, sid, track.participant_sid, track.kind, track.source))
+        self._emit(SubscriberOffer(offer_id, sdp, tuple(tracks)))
         try:
             answer = await asyncio.wait_for(future, ANSWER_TIMEOUT)
         except TimeoutError:
@@ -157,7 +151,7 @@ class Subscriber:
         try:
             await self.transport.apply_answer(answer)
         except TransportError as exc:
-            self._emit({"type": "error", "id": offer_id, "code": "bad_sdp", "message": str(exc)})
+            self._emit(NegotiationFailed(offer_id, str(exc)))
             self._released = released + self._released
             return
         self.negotiations += 1
@@ -184,8 +178,7 @@ class Subscriber:
                 continue
             dt.bind(media.ssrc, pt, media.extensions)
             self._by_ssrc[media.ssrc] = dt
-            if dt not in dt.track.downtracks and not dt.track.closed:
-                dt.track.downtracks.append(dt)
+            dt.track.attach(dt)
 
     @property
     def offers_made(self) -> int:
@@ -199,6 +192,33 @@ class Subscriber:
             await self.transport.add_ice_candidate(candidate)
         elif len(self._early_candidates) < 64:
             self._early_candidates.append(candidate)
+
+    async def answer(self, offer_sdp: str, tracks: list[Publisher]) -> str:
+        """Answer a client's offer instead of offering (a WHEP player offers receive-only
+        sections): each section carries the next of ``tracks`` of its kind, the others are
+        inactive. Only before any other negotiation; returns the answer SDP."""
+        if self.negotiations or self._task is not None or self._answer is not None:
+            raise TransportError("this connection already negotiates with offers of its own")
+        slots = await self.transport.receive_offer(offer_sdp)
+        pending = list(tracks)
+        for slot in slots:
+            track = next((t for t in pending if t.kind == slot.kind), None)
+            if track is None or track.sid in self.downtracks:
+                slot.direction = "inactive"
+                slot.release_msid()
+                continue
+            pending.remove(track)
+            slot.direction = "sendonly"
+            slot.set_msid(track.participant_sid, track.sid)
+            dt = DownTrack(track, self.transport.send_rtp, self.participant_sid)
+            self._mungers[id(slot)] = dt.munger
+            self.downtracks[track.sid] = dt
+            self._slot[track.sid] = slot
+            self._to_bind[track.sid] = dt
+        sdp = await self.transport.make_answer()
+        self.negotiations += 1
+        self._bind_pending()
+        return sdp
 
     def on_answer(self, offer_id: object, sdp: str) -> None:
         """The client's answer to our offer ``offer_id``; raises TransportError if unexpected."""
@@ -230,10 +250,10 @@ class Subscriber:
                 if remb is not None:
                     self.remb_bitrate = remb[0]
             elif pt in (rtcp.RR, rtcp.SR):
-                for ssrc, fraction, _lost, _highest, jitter in rtcp.parse_rr_blocks(pkt):
-                    dt = self._by_ssrc.get(ssrc)
+                for block in rtcp.parse_report_blocks(pkt):
+                    dt = self._by_ssrc.get(block[0])
                     if dt is not None:
-                        dt.handle_report(fraction, jitter)
+                        dt.handle_report(block[1], block[4], block[5], block[6], now)
 
     def _on_state(self, state: str) -> None:
         if state == "connected":

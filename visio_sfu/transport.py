@@ -269,6 +269,18 @@ class PeerTransport:
 
     #: every transport not yet closed, for leak checks and stats
     open_transports: weakref.WeakSet[PeerTransport] = weakref.WeakSet()
+    #: SRTP/SRTCP failures of closed transports (so that totals never go down)
+    closed_errors: dict[str, int] = {"receive": 0, "send": 0}
+
+    @classmethod
+    def errors(cls) -> dict[str, int]:
+        """SRTP/SRTCP packets that failed to unprotect ("receive") or protect ("send"), all
+        transports of this process, open and closed."""
+        out = dict(cls.closed_errors)
+        for t in list(cls.open_transports):
+            out["receive"] += t.receive_errors
+            out["send"] += t.send_errors
+        return out
 
     def __init__(
         self,
@@ -319,6 +331,23 @@ class PeerTransport:
             raise TransportError(f"offer rejected: {exc}") from None
         except Exception as exc:  # aiortc's InternalError, InvalidStateError...
             raise TransportError(f"offer rejected: {type(exc).__name__}: {exc}") from None
+        self._hook_all()
+        return self.pc.localDescription.sdp
+
+    async def receive_offer(self, offer_sdp: str) -> list[Slot]:
+        """Apply a remote offer whose m-sections we will send on (a WHEP player's); returns
+        them in order, to be given a direction and a track before ``make_answer``."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError, KeyError, InternalError...
+            raise TransportError(f"offer rejected: {type(exc).__name__}: {exc}") from None
+        self._hook_all()
+        return [Slot(t) for t in self.pc.getTransceivers()]
+
+    async def make_answer(self) -> str:
+        """Create and apply our answer to the remote offer applied by ``receive_offer``."""
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
         self._hook_all()
         return self.pc.localDescription.sdp
 
@@ -580,6 +609,8 @@ class PeerTransport:
             return
         self._closed = True
         PeerTransport.open_transports.discard(self)
+        PeerTransport.closed_errors["receive"] += self.receive_errors
+        PeerTransport.closed_errors["send"] += self.send_errors
         self.on_rtp = self.on_rtcp = self.on_state = None
         if self._dtls is not None:
             self._dtls.transport._connection._visio_media = None

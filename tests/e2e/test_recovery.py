@@ -153,6 +153,6 @@ async def test_a_restart_for_a_participant_who_left_opens_nothing():
         await room.remove(p, "removed")
         transports = len(PeerTransport.open_transports)
         with pytest.raises(TransportError):
-            await p.restart_subscriber()
+            await p.restart_subscriber(list)
         assert len(PeerTransport.open_transports) == transports
         await alice.close()

@@ -84,6 +84,14 @@ def parse_sr(pkt: bytes | memoryview) -> tuple[int, int, int, int, int] | None:
 
 def parse_rr_blocks(pkt: bytes | memoryview) -> list[tuple[int, int, int, int, int]]:
     """Report blocks (SSRC, fraction lost, cumulative lost, highest seq, jitter) of SR/RR."""
+    return [block[:5] for block in parse_report_blocks(pkt)]
+
+
+def parse_report_blocks(
+    pkt: bytes | memoryview,
+) -> list[tuple[int, int, int, int, int, int, int]]:
+    """Report blocks of SR/RR with their round-trip fields: (SSRC, fraction lost, cumulative
+    lost, highest seq, jitter, last SR (middle 32 bits of its NTP time), delay since it)."""
     if len(pkt) < 8:
         return []
     start = 28 if pkt[1] == SR else 8
@@ -93,11 +101,11 @@ def parse_rr_blocks(pkt: bytes | memoryview) -> list[tuple[int, int, int, int, i
         i = start + 24 * k
         if i + 24 > len(pkt):
             break
-        ssrc, word, highest, jitter = unpack_from("!IIII", pkt, i)
+        ssrc, word, highest, jitter, lsr, dlsr = unpack_from("!IIIIII", pkt, i)
         lost = word & 0xFFFFFF
         if lost & 0x800000:
             lost -= 1 << 24
-        blocks.append((ssrc, word >> 24, lost, highest, jitter))
+        blocks.append((ssrc, word >> 24, lost, highest, jitter, lsr, dlsr))
     return blocks
 
 

@@ -1,0 +1,83 @@
+"""Forwarder: for one subscriber of one track, what to do with each packet of the publisher.
+
+A pure decision, one call per packet: forward it, forward it as the first of a new layer (a
+switch, at that layer's keyframe), or drop it with a reason. When the decision needs a keyframe
+(a switch or a start is waiting for one), it says which layer in ``keyframe_wanted``; the
+caller asks the publisher (throttled there) and clears it. No I/O, no time: unit-testable.
+
+``current`` is the layer forwarded now (-1: none, a video waits for a keyframe); ``target`` the
+layer the LayerSelector chose (-1: paused). An audio track has one layer and never waits.
+"""
+
+from __future__ import annotations
+
+from .stats import DropReason
+
+FORWARD = 100  # forward the packet
+SWITCH = 101  # forward it: the first packet of a new layer (or of a start)
+
+OTHER_LAYER = int(DropReason.OTHER_LAYER)
+WAITING_KEYFRAME = int(DropReason.WAITING_KEYFRAME)
+PAUSED = int(DropReason.PAUSED)
+
+
+class Forwarder:
+    """The layer state of one DownTrack and its per-packet decision."""
+
+    __slots__ = ("video", "current", "target", "keyframe_wanted", "switches", "starts")
+
+    def __init__(self, video: bool) -> None:
+        self.video = video
+        self.current = -1 if video else 0
+        self.target = 0
+        self.keyframe_wanted = -1  # set by decide(); the caller clears it after asking
+        self.switches = 0  # from one layer to another
+        self.starts = 0  # from nothing to a layer (join, unmute, shown again, new path)
+
+    def decide(self, layer: int, key: bool) -> int:
+        """FORWARD, SWITCH, or the DropReason of a packet of ``layer`` (keyframe or not)."""
+        if layer != self.current:
+            if layer != self.target:
+                return OTHER_LAYER if self.target >= 0 else PAUSED
+            if not key:
+                # the switch waits for this layer's keyframe: ask (again; the track throttles),
+                # whether or not another layer is still forwarded meanwhile
+                self.keyframe_wanted = layer
+                return WAITING_KEYFRAME
+            if self.current >= 0:
+                self.switches += 1
+            else:
+                self.starts += 1
+            self.current = layer
+            return SWITCH
+        if self.target != layer:
+            if self.target < 0:
+                self.current = -1
+                return PAUSED
+            self.keyframe_wanted = self.target  # keep asking for the layer to switch to
+        return FORWARD
+
+    def set_target(self, layer: int) -> bool:
+        """Forward ``layer`` from its next keyframe on (-1: pause now); True if a keyframe of
+        it is wanted now."""
+        if layer == self.target:
+            return False
+        self.target = layer
+        if layer < 0:
+            self.current = -1 if self.video else self.current
+            return False
+        return layer != self.current
+
+    def restart(self) -> int:
+        """Start again from a keyframe (new transport path, unmute, publisher change); returns
+        the layer whose keyframe is wanted (-1: none, or audio)."""
+        if not self.video:
+            self.current = 0
+            return -1
+        self.current = -1
+        return self.target
+
+    @property
+    def waiting(self) -> bool:
+        """A video that forwards nothing until a keyframe comes."""
+        return self.video and self.current < 0

@@ -1,0 +1,244 @@
+"""PublishConnection: a participant's publish connection and the tracks it carries.
+
+The client offers, we answer. Each sending m-section becomes a Publisher (matched to the track
+the client announced with ``add_track``, by msid then by kind); a section that stops sending
+unpublishes its track. The connection's RTP is routed to Publishers by the RtpRouter, its RTCP
+(sender reports) read, and receiver reports and REMB sent back so the client's encoder adapts.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import PermissionDenied, TransportError
+from .publisher import Publisher
+from .router import RtpRouter
+from .rtp import rtcp
+from .rtp.extensions import RID, SDES_MID
+from .sdp import OfferedMedia, accept_simulcast, offered_simulcast, parse_offer
+from .stats import DropReason, Stats
+from .transport import PeerTransport
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
+#: the bandwidth we let a publisher use (REMB); the adaptive layer refines it later
+DEFAULT_PUBLISH_BITRATE = 4_000_000
+
+
+def new_sid(prefix: str) -> str:
+    """A random, URL-safe server id such as ``PA_3f9c...``."""
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+@dataclass
+class TrackRequest:
+    """A track announced by ``add_track`` before it appears in an offer."""
+
+    sid: str
+    cid: str
+    kind: str
+    source: str
+    name: str = ""
+    width: int = 0
+    height: int = 0
+
+
+class PublishConnection:
+    """The publish side of one participant."""
+
+    def __init__(
+        self,
+        participant_sid: str,
+        may_publish: Callable[[str | None], bool],
+        stats: Stats,
+        max_tracks: int,
+        on_published: Callable[[Publisher], None],
+        on_unpublished: Callable[[Publisher], None],
+        on_failed: Callable[[str], None],
+        transport_factory: Callable[..., PeerTransport] = PeerTransport,
+    ) -> None:
+        self.participant_sid = participant_sid
+        self._may_publish = may_publish
+        self._stats = stats
+        self.max_tracks = max_tracks
+        self._on_published = on_published
+        self._on_unpublished = on_unpublished
+        self._on_failed = on_failed
+        self._transport_factory = transport_factory
+        self.tracks: dict[str, Publisher] = {}  # track sid -> Publisher
+        self.requests: dict[str, TrackRequest] = {}  # cid -> announced track
+        self.router = RtpRouter()
+        self.rtcp_ssrc = secrets.randbits(32) or 1
+        self.transport: PeerTransport | None = None
+        self.closed = False
+
+    # -- announcing and negotiating ------------------------------------------------------
+    def add_track(
+        self,
+        cid: str,
+        kind: str,
+        source: str = "",
+        name: str = "",
+        width: int = 0,
+        height: int = 0,
+    ) -> TrackRequest:
+        """Announce a track the next offer will carry (matched by msid = cid)."""
+        if not self._may_publish(None):
+            raise PermissionDenied("not allowed to publish")
+        if kind not in ("audio", "video"):
+            raise ValueError("kind must be 'audio' or 'video'")
+        source = source or ("camera" if kind == "video" else "microphone")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+        if not self._may_publish(source):
+            raise PermissionDenied(f"not allowed to publish {source}")
+        if len(self.tracks) + len(self.requests) >= self.max_tracks:
+            raise ValueError(f"at most {self.max_tracks} tracks per participant")
+        req = TrackRequest(new_sid("TR"), cid, kind, source, name, width, height)
+        self.requests[cid] = req
+        return req
+
+    async def offer(self, sdp: str) -> str:
+        """Apply the client's offer; returns our answer. Publishes and unpublishes tracks."""
+        if not self._may_publish(None):
+            raise PermissionDenied("not allowed to publish")
+        offered = parse_offer(sdp)
+        if len([m for m in offered if m.kind in ("audio", "video")]) > self.max_tracks:
+            raise TransportError(f"at most {self.max_tracks} media sections")
+        if self.transport is None:
+            self.transport = self._transport_factory(
+                on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_state
+            )
+        simulcast = offered_simulcast(sdp)
+        answer = await self.transport.answer(sdp)
+        if self.closed:
+            raise TransportError("participant left")
+        for spec in simulcast.values():
+            self.router.rid_ext_id = spec["extensions"][RID]
+        self._sync_tracks(offered, simulcast)
+        return accept_simulcast(answer, simulcast)
+
+    def _sync_tracks(self, offered: list[OfferedMedia], simulcast: dict[str, dict]) -> None:
+        assert self.transport is not None
+        negotiated = {m.mid: m for m in self.transport.negotiated()}
+        for media in negotiated.values():
+            if SDES_MID in media.extensions:
+                self.router.mid_ext_id = media.extensions[SDES_MID]
+        by_mid = {t.mid: t for t in self.tracks.values()}
+        for m in offered:
+            if m.kind not in ("audio", "video"):
+                continue
+            existing = by_mid.get(m.mid)
+            neg = negotiated.get(m.mid)
+            codec = neg.media_codec() if neg is not None else None
+            if not m.sending or codec is None or neg is None:
+                if existing is not None:
+                    self.unpublish(existing.sid)
+                continue
+            if existing is not None:
+                self.router.announce(existing, m.ssrcs)
+                continue
+            req = self.requests.pop(m.msid_track, None)
+            if req is None:
+                req = next((r for r in self.requests.values() if r.kind == m.kind), None)
+                if req is not None:
+                    del self.requests[req.cid]
+            if req is None:
+                source = "camera" if m.kind == "video" else "microphone"
+                if not self._may_publish(source):
+                    continue  # not announced and not allowed: its media is never forwarded
+                req = TrackRequest(new_sid("TR"), m.msid_track, m.kind, source)
+            track = Publisher(
+                sid=req.sid,
+                participant_sid=self.participant_sid,
+                kind=m.kind,
+                source=req.source,
+                mid=m.mid,
+                codec=codec,
+                extensions=dict(neg.extensions),
+                send_rtcp=self.transport.send_rtcp,
+                rtcp_ssrc=self.rtcp_ssrc,
+                name=req.name,
+                width=req.width,
+                height=req.height,
+                cid=req.cid,
+                rids=simulcast[m.mid]["rids"] if m.mid in simulcast and m.kind == "video" else None,
+                stats=self._stats,
+            )
+            self.tracks[track.sid] = track
+            self.router.add(track, m.ssrcs)
+            self._on_published(track)
+
+    def unpublish(self, track_sid: str) -> Publisher:
+        """Stop publishing a track (its subscribers are told through ``on_unpublished``)."""
+        track = self.tracks.pop(track_sid, None)
+        if track is None:
+            raise KeyError(track_sid)
+        self.router.remove(track)
+        track.close()
+        self._on_unpublished(track)
+        return track
+
+    # -- media from the client -----------------------------------------------------------
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        if len(data) < 12:
+            self._stats.retired_drops[DropReason.INVALID] += 1
+            return
+        entry = self.router.route(data)
+        if entry is None:
+            if self.router.unknown == 1:
+                logger.info("participant %s: RTP of an unknown SSRC dropped", self.participant_sid)
+            return
+        entry[0].on_rtp(data, now, entry[1])
+
+    def _on_rtcp(self, data: bytes) -> None:
+        now = time.monotonic()
+        for pt, _fmt, pkt in rtcp.iter_rtcp(data):
+            if pt == rtcp.SR:
+                sr = rtcp.parse_sr(pkt)
+                if sr is not None:
+                    track = self.router.track_of_ssrc(sr[0])
+                    if track is not None:
+                        track.on_sender_report(sr[0], sr[1], sr[2], now)
+
+    def _on_state(self, state: str) -> None:
+        if state == "failed":
+            self._on_failed("ice_failed")
+
+    def send_feedback(self) -> None:
+        """Receiver report and REMB to the client, so that its encoder can adapt."""
+        transport = self.transport
+        if transport is None or not self.tracks:
+            return
+        blocks = [b for t in self.tracks.values() for b in t.receiver_report_blocks()]
+        if not blocks:
+            return
+        ssrcs = [b[0] for b in blocks]
+        packet = rtcp.build_rr(self.rtcp_ssrc, blocks[:31]) + rtcp.build_remb(
+            self.rtcp_ssrc, DEFAULT_PUBLISH_BITRATE, ssrcs
+        )
+        transport.send_rtcp(packet)
+
+    async def add_ice_candidate(self, candidate: dict | None) -> None:
+        """A candidate the client trickled for this connection."""
+        if self.transport is None:
+            raise TransportError("no publisher connection yet: send an offer first")
+        await self.transport.add_ice_candidate(candidate)
+
+    async def close(self) -> None:
+        """Close every track and the connection."""
+        if self.closed:
+            return
+        self.closed = True
+        for track in list(self.tracks.values()):
+            track.close()
+        self._stats.retired_drops[DropReason.UNKNOWN_SSRC] += self.router.unknown
+        self.router.unknown = 0
+        self.router.clear()
+        if self.transport is not None:
+            await self.transport.close()
