@@ -69,7 +69,9 @@ function setIcon(button, name) {
 
 function toast(text, ms = 4000) {
   const p = el('p', '', text);
-  $('toasts').append(p);
+  const box = $('toasts');
+  box.append(p);
+  while (box.children.length > 3) box.firstElementChild.remove(); // the newest three
   setTimeout(() => p.remove(), ms);
 }
 
@@ -269,7 +271,7 @@ async function lobbyToggleCam() {
     showLobbyErrors({ ...state.lobbyErrors, video: null }, true);
   } catch (err) {
     setLobbySwitch(button, false, 'video', 'video-off');
-    showLobbyErrors({ ...state.lobbyErrors, video: err.code || 'other', videoMessage: err.message }, Boolean(state.preview?.getAudioTracks().length));
+    showLobbyErrors({ ...state.lobbyErrors, video: err.kind || 'other', videoMessage: err.message }, Boolean(state.preview?.getAudioTracks().length));
   }
   showPreview();
 }
@@ -501,7 +503,17 @@ function addParticipant(info, { quiet = false } = {}) {
 function announceJoin(p) {
   const pending = state.leaving?.get(p.info.identity);
   if (pending) { clearTimeout(pending); state.leaving.delete(p.info.identity); return; }
-  toast(t('joinedNote', { name: nameOf(p) }));
+  // several joining at once (the start of a meeting) make one notice
+  state.joining ||= [];
+  state.joining.push(nameOf(p));
+  clearTimeout(state.joinTimer);
+  state.joinTimer = setTimeout(() => {
+    const names = state.joining;
+    state.joining = [];
+    const name = names.length <= 2 ? names.join(` ${t('and')} `)
+      : `${names.slice(0, 2).join(', ')} ${t('andMore', { n: names.length - 2 })}`;
+    toast(t(names.length > 1 ? 'joinedManyNote' : 'joinedNote', { name }));
+  }, 700);
 }
 
 function announceLeave(p) {
@@ -680,16 +692,18 @@ function layout() {
   } else {
     let main;
     let strip;
+    // on the filmstrip you come first: you always see yourself
+    const selfFirst = [...people].sort((a, b) => (b.info.sid === 'self') - (a.info.sid === 'self'));
     if (view === 'share') {
       main = shares;
-      strip = people.map((p) => p.tile);
+      strip = selfFirst.map((p) => p.tile);
     } else {
       const others = people.filter((p) => p.info.sid !== 'self');
       const focus = state.participants.get(state.pinned)
         || state.participants.get(state.lastSpeaker) || others[0] || people[0];
       focus.tile.classList.add('main');
       main = [focus.tile];
-      strip = people.filter((p) => p !== focus).map((p) => p.tile);
+      strip = selfFirst.filter((p) => p !== focus).map((p) => p.tile);
     }
     const boxes = focusBoxes(main.length, strip.length, width, height);
     main.forEach((node, i) => place(node, boxes.main[i]));
@@ -913,7 +927,7 @@ async function toggleMic() {
     } catch (err) {
       state.micMuted = true;
       updateControls();
-      toast(t(errorKeys({ audio: err.code || 'other' })[0], { device: t('microphone'), why: err.message }), 8000);
+      toast(t(errorKeys({ audio: err.kind || 'other' })[0], { device: t('microphone'), why: err.message }), 8000);
       return;
     }
   }
@@ -955,7 +969,7 @@ async function startCamera(deviceId = state.devices.camera) {
   try {
     raw = await openOne('video', deviceId);
   } catch (err) {
-    toast(t(errorKeys({ video: err.code || 'other' })[0], { device: t('camera'), why: err.message }), 8000);
+    toast(t(errorKeys({ video: err.kind || 'other' })[0], { device: t('camera'), why: err.message }), 8000);
     return false;
   }
   const old = [state.raw.cam, state.mine.cam];
@@ -1111,7 +1125,7 @@ async function switchDevice(kind, deviceId) {
       old?.stop();
       startMeter(next);
     } catch (err) {
-      $('settings-error').textContent = t(errorKeys({ audio: err.code || 'other' })[0], { device: t('microphone'), why: err.message });
+      $('settings-error').textContent = t(errorKeys({ audio: err.kind || 'other' })[0], { device: t('microphone'), why: err.message });
     }
   }
 }

@@ -25,14 +25,15 @@ function constraints(kind, deviceId) {
 // One device kind ('video' or 'audio'); a device that went away falls back to the default one.
 export async function openOne(kind, deviceId) {
   if (!navigator.mediaDevices?.getUserMedia) {
-    throw Object.assign(new Error('no mediaDevices'), { code: window.isSecureContext ? 'unsupported' : 'insecure' });
+    throw Object.assign(new Error('no mediaDevices'), { kind: window.isSecureContext ? 'unsupported' : 'insecure' });
   }
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ [kind]: constraints(kind, deviceId) });
     return stream.getTracks()[0];
   } catch (err) {
     if (deviceId && (err.name === 'OverconstrainedError' || err.name === 'NotFoundError')) return openOne(kind, '');
-    throw Object.assign(err, { code: classify(err) });
+    err.kind = classify(err); // (not 'code': DOMException has a read-only one)
+    throw err;
   }
 }
 
@@ -63,7 +64,7 @@ export async function openMedia({ video = true, audio = true, camera = '', mic =
     try {
       out[kind] = await openOne(kind, kind === 'video' ? camera : mic);
     } catch (err) {
-      out.errors[kind] = err.code || classify(err);
+      out.errors[kind] = err.kind || classify(err);
       out.errors[`${kind}Message`] = err.message;
     }
   }

@@ -123,6 +123,7 @@ export function initials(name) {
 export const AVATAR_COLOURS = ['#1e5aa8', '#7b3fa0', '#a33b5b', '#2e6b3a', '#8a4b12', '#0f6a73', '#5046a8', '#8c2f2f'];
 export function avatarColour(name) {
   let h = 0;
-  for (const ch of String(name || '')) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  // "Alice (you)" is Alice: the same colour on every page
+  for (const ch of String(name || '').replace(/\s*\(.*?\)\s*$/, '')) h = (h * 31 + ch.codePointAt(0)) >>> 0;
   return AVATAR_COLOURS[h % AVATAR_COLOURS.length];
 }
