@@ -162,7 +162,7 @@ function showLobbyErrors(errors, haveAudio) {
     const device = key.endsWith('Mic') || errors.audio ? t('microphone') : t('camera');
     box.append(el('p', '', t(key, { device, why: errors.videoMessage || errors.audioMessage || '' })));
   }
-  if (errors.video && haveAudio) box.append(el('p', '', t('audioOnly')));
+  if (errors.video && haveAudio) box.append(el('p', 'note', t('audioOnly')));
   $('retry-media').hidden = keys.length === 0 || keys[0] === 'errInsecure' || keys[0] === 'errUnsupported';
   if (errors.video) setLobbySwitch($('lobby-cam'), false, 'video', 'video-off'); // what is possible
 }
@@ -718,7 +718,6 @@ function layout() {
       const more = $('overflow');
       more.textContent = t('more_others', { n: boxes.hidden + 1 });
       more.setAttribute('aria-label', t('moreOthers', { n: boxes.hidden + 1 }));
-      more.setAttribute('role', 'img');
       place(more, last);
     }
   }
@@ -1283,6 +1282,7 @@ function main() {
   $('chat-button').addEventListener('click', () => openPanel('chat'));
   $('people-button').addEventListener('click', () => openPanel('people'));
   $('panel-close').addEventListener('click', () => openPanel(null));
+  $('overflow').addEventListener('click', () => openPanel('people'));
   $('sheet-backdrop').addEventListener('click', () => openPanel(null));
   $('more-button').addEventListener('click', () => toggleMenu());
   $('settings-button').addEventListener('click', () => openDialog('settings-dialog'));

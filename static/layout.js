@@ -124,6 +124,7 @@ export const AVATAR_COLOURS = ['#1e5aa8', '#7b3fa0', '#a33b5b', '#2e6b3a', '#8a4
 export function avatarColour(name) {
   let h = 0;
   // "Alice (you)" is Alice: the same colour on every page
-  for (const ch of String(name || '').replace(/\s*\(.*?\)\s*$/, '')) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  h = 2166136261; // FNV-1a: neighbouring names spread over the colours
+  for (const ch of String(name || '').replace(/\s*\(.*?\)\s*$/, '')) h = Math.imul(h ^ ch.codePointAt(0), 16777619) >>> 0;
   return AVATAR_COLOURS[h % AVATAR_COLOURS.length];
 }

@@ -53,6 +53,15 @@ class Crowd:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.clients: list[tuple[Client, list[dict]]] = []
+        self.pinger = asyncio.run_coroutine_threadsafe(self.ping(), self.loop)
+
+    async def ping(self) -> None:
+        """The server drops a client silent for 30 s (docs/protocol.md, ping)."""
+        while True:
+            await asyncio.sleep(5)
+            for client, _ in list(self.clients):
+                if client.ws is not None and not client.ws.closed:
+                    await client.send({"type": "ping", "ts": int(time.time() * 1000)})
 
     def run(self, coro, timeout: float = 30):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -106,6 +115,7 @@ class Crowd:
         async def leave_all():
             await asyncio.gather(*(c.leave() for c, _ in self.clients), return_exceptions=True)
 
+        self.pinger.cancel()
         try:
             self.run(leave_all(), timeout=20)
         finally:
@@ -287,6 +297,38 @@ def test_screen_share_view_with_a_filmstrip(room):
     poll(page, GEOMETRY, lambda g: g["view"] == "grid", what="share gone")
 
 
+OUTBOUND_FRAMES = """async () => {
+  let frames = 0;
+  (await window.visio.session.publisher.getStats()).forEach(x => {
+    if (x.type === 'outbound-rtp' && x.kind === 'video') frames += x.framesSent || 0;
+  });
+  return frames;
+}"""
+
+
+def test_background_blur_is_what_is_sent(room):
+    page, _ = room
+    started = time.monotonic()
+    page.click("#more-button")
+    page.click("#blur-button")
+    page.wait_for_function("() => window.visio.blur && window.visio.blur.frames > 2", timeout=60000)
+    print(f"blur running {time.monotonic() - started:.1f} s after the click")
+    assert page.evaluate(
+        "() => window.visio.session.local.get('camera').track === window.visio.blur.output"
+    ), "the blurred camera is what is sent"
+    assert page.evaluate("() => window.visio.blur.output.readyState") == "live"
+    before = page.evaluate(OUTBOUND_FRAMES)
+    poll(page, OUTBOUND_FRAMES, lambda n: n > before, what="blurred frames sent")
+    print(f"blurred frames sent {time.monotonic() - started:.1f} s after the click")
+    page.click("#more-button")
+    assert page.get_attribute("#blur-button", "aria-checked") == "true"
+    page.click("#blur-button")
+    page.wait_for_function("() => !window.visio.blur")
+    assert page.evaluate(
+        "() => window.visio.session.local.get('camera').track === window.visio.mine.cam"
+    )
+
+
 def test_phone_layout(room, browser, server):
     page, crowd = room
     url = page.url.replace("Zo%C3%A9%20Lambert", "Phone").replace("Zoé%20Lambert", "Phone")
@@ -305,7 +347,7 @@ def test_phone_layout(room, browser, server):
         phone.goto(url.replace("autojoin=1", "autojoin=0").replace("lang=en", "lang=fr"))
         join = phone.locator("#join-button").bounding_box()
         assert join["y"] + join["height"] <= 844, f"Join below the fold: {join}"
-        screenshot(phone, "phone-lobby")
+        artefact(phone, "phone-lobby")
         phone.click("#join-button")
         phone.locator(".tile.self").wait_for(timeout=15000)
         poll(phone, GEOMETRY, lambda g: len(g["tiles"]) >= 6, what="phone tiles")
@@ -324,7 +366,7 @@ def test_phone_layout(room, browser, server):
         phone.fill("#chat-input", "Bonjour depuis le téléphone")
         phone.press("#chat-input", "Enter")
         phone.locator("#chat-log li[data-status=sent]").wait_for(state="attached", timeout=10000)
-        screenshot(phone, "phone-chat")
+        artefact(phone, "phone-chat")
         phone.keyboard.press("Escape")
         phone.locator("#panel").wait_for(state="hidden")
         assert phone.evaluate("() => document.activeElement.id") == "chat-button"

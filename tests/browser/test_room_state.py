@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import ARGS, CHROMIUM, artefact
+from tests.browser.test_room_layout import screenshot
 from tests.browser.test_web_client import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(200)]
@@ -214,7 +215,7 @@ def test_no_serious_accessibility_problem_in_english_and_french(meeting, browser
             assert lobby.input_value("#invite-link").endswith(f"/r/{name}")
             axe(lobby, f"lobby ({lang})")
             if lang == "en":
-                artefact(lobby, "lobby")
+                screenshot(lobby, "lobby")
         finally:
             lobby.context.close()
     # the room: three people, Bob shares his screen, the chat is open
@@ -250,27 +251,6 @@ def test_no_serious_accessibility_problem_in_english_and_french(meeting, browser
     artefact(carol, "room-share-chat-fr")
     bob.click("#share-button")
     bob.locator("#presenting").wait_for(state="hidden")
-
-
-def test_background_blur(meeting):
-    room, pages, _, _ = meeting
-    alice, bob = pages["Alice"], pages["Bob"]
-    bob.click("#more-button")
-    bob.click("#blur-button")
-    bob.wait_for_function("() => window.visio.blur && window.visio.blur.frames > 2", timeout=60000)
-    sent = bob.evaluate(
-        "() => window.visio.session.local.get('camera').track === window.visio.blur.output"
-    )
-    assert sent, "the blurred camera is what is sent"
-    before = alice.evaluate(SEEN)["Bob"]["frames"]
-    poll(alice, SEEN, lambda r: r["Bob"]["frames"] > before + 5, what="Alice gets Bob blurred")
-    artefact(bob, "blur-Bob")
-    bob.click("#more-button")
-    bob.click("#blur-button")
-    bob.wait_for_function("() => !window.visio.blur")
-    assert bob.evaluate(
-        "() => window.visio.session.local.get('camera').track === window.visio.mine.cam"
-    )
 
 
 def test_outage_keeps_mute_state_and_queues_chat(meeting):
