@@ -210,7 +210,10 @@ function startMeter(track) {
   analyser.fftSize = 512;
   ctx.createMediaStreamSource(new MediaStream([probe])).connect(analyser);
   const data = new Uint8Array(analyser.fftSize);
-  let loudSince = 0;
+  // talking: well above the room's noise floor (which follows quiet moments at once and
+  // noise slowly), at least twice in 1.5 s
+  let floor = null;
+  let loud = [];
   const tick = () => {
     if (ctx.state === 'closed') { probe.stop(); return; }
     analyser.getByteTimeDomainData(data);
@@ -218,12 +221,11 @@ function startMeter(track) {
     for (const v of data) peak = Math.max(peak, Math.abs(v - 128) / 128);
     $('mic-level').value = peak;
     state.micLevel = peak;
-    if (state.session && state.micMuted && peak > 0.12) {
-      loudSince ||= performance.now();
-      if (performance.now() - loudSince > 600) showMutedHint();
-    } else {
-      loudSince = 0;
-    }
+    floor = floor === null || peak < floor ? peak : floor + (peak - floor) * 0.01;
+    const now = performance.now();
+    if (peak > Math.max(0.02, 3 * floor)) loud.push(now);
+    loud = loud.filter((x) => now - x < 1500);
+    if (state.session && state.micMuted && loud.length >= 2) showMutedHint();
   };
   const timer = setInterval(tick, 100);
   state.meter = { close() { clearInterval(timer); probe.stop(); ctx.close().catch(() => {}); } };

@@ -126,6 +126,8 @@ def test_camera_refused_joins_with_the_microphone(meeting):
     artefact(carol, "lobby-camera-refused")
     carol.click("#join-button")
     carol.locator(".tile.self").wait_for(timeout=15000)
+    # the others are told (an aria-live region)
+    pages["Alice"].locator("#toasts[role=status]").get_by_text("Carol joined").wait_for()
     carol.wait_for_function(
         "() => window.visio.session && window.visio.session.local.has('microphone')", timeout=15000
     )
@@ -191,6 +193,56 @@ def test_keyboard_shortcuts_and_focus(meeting):
     alice.keyboard.press("m")
     assert alice.locator("#mic-button .text").inner_text() == "Mute"
     alice.evaluate("() => { document.querySelector('#single-keys').click(); }")
+
+
+def test_devices_notices_and_hints(meeting):
+    room, pages, _, _ = meeting
+    alice, bob = pages["Alice"], pages["Bob"]
+    # another microphone, from the settings: sent in place of the first (replaceTrack)
+    alice.click("#more-button")
+    alice.click("#settings-button")
+    options = alice.eval_on_selector_all("#room-mic option", "os => os.map(o => o.value)")
+    current = alice.input_value("#room-mic")
+    assert len(options) >= 2, options
+    first = alice.evaluate("() => window.visio.mine.mic.id")
+    alice.select_option("#room-mic", next(o for o in options if o != current))
+    alice.wait_for_function(f"() => window.visio.mine.mic.id !== {first!r}")
+    assert alice.evaluate(
+        "() => window.visio.session.local.get('microphone').transceiver.sender.track"
+        " === window.visio.mine.mic"
+    )
+    alice.keyboard.press("Escape")
+    before = bob.evaluate(SEEN)["Alice"]["audioBytes"]
+    poll(bob, SEEN, lambda r: r["Alice"]["audioBytes"] > before + 2000, what="new mic heard")
+    # the microphone unplugged: the default one takes over, and Alice is told
+    alice.evaluate("() => window.visio.mine.mic.dispatchEvent(new Event('ended'))")
+    alice.locator("#toasts").get_by_text("microphone was disconnected").wait_for(timeout=10000)
+    before = bob.evaluate(SEEN)["Alice"]["audioBytes"]
+    poll(bob, SEEN, lambda r: r["Alice"]["audioBytes"] > before + 2000, what="default mic heard")
+    # speaking while muted: a hint (the fake microphone beeps)
+    alice.click("#mic-button")
+    alice.locator("#muted-hint").wait_for(timeout=15000)
+    alice.click("#mic-button")
+    # unread messages counted on the closed chat; the count goes when it opens
+    assert bob.get_attribute("#chat-button", "aria-expanded") == "false"
+    alice.keyboard.press("c")
+    alice.fill("#chat-input", "one")
+    alice.press("#chat-input", "Enter")
+    alice.fill("#chat-input", "two")
+    alice.press("#chat-input", "Enter")
+    bob.wait_for_function("() => document.querySelector('#unread').textContent === '2'")
+    assert bob.locator("#unread").is_visible()
+    bob.click("#chat-button")
+    assert bob.locator("#unread").is_hidden()
+    bob.click("#chat-button")
+    alice.keyboard.press("Escape")
+    # the invite link from the room
+    alice.click("#invite-button")
+    alice.locator("#toasts p", has_text="ink").first.wait_for()
+    assert alice.evaluate("() => window.visio.lastCopied").endswith(f"/r/{room}")
+    # each tile says how the connection with that person is, and why
+    label = bob.get_attribute(".tile[data-identity] .net[data-quality=good]", "aria-label")
+    assert label and "Connection: good" in label and "ms round trip" in label, label
 
 
 def open_chat(page) -> None:
