@@ -112,11 +112,14 @@ export function newMeetingName(random = (n) => crypto.getRandomValues(new Uint32
   return words.join('-');
 }
 
-// Initials for an avatar: the first letter of the first two words ("Jean-Luc Picard" -> "JP").
+// Initials for an avatar: the first letters of the first and last words ("Jean-Luc Picard"
+// -> "JP", "Zoé" -> "Z"); "(you)" and the like are left out.
 export function initials(name) {
-  const words = String(name || '?').replace(/\(.*?\)/g, '').trim().split(/[\s_.-]+/).filter(Boolean);
-  const letters = words.slice(0, 2).map((w) => [...w][0]).join('');
-  return (letters || '?').toUpperCase();
+  const words = String(name || '').replace(/\(.*?\)/g, '').trim().split(/\s+/).filter(Boolean);
+  if (!words.length) return '?';
+  const first = [...words[0]][0];
+  const last = words.length > 1 ? [...words[words.length - 1]][0] : '';
+  return (first + last).toUpperCase();
 }
 
 // A colour per name (white initials on it have at least 4.5:1 contrast).
