@@ -267,6 +267,20 @@ def test_pinned_tile_goes_large_and_keeps_focus(room):
     assert pin.get_attribute("aria-pressed") == "true"
     page.keyboard.press("Enter")
     assert settled(page)["view"] == "grid"
+    # the speaker view (L), and full screen (F), from the keyboard
+    page.locator("#mic-button").focus()
+    page.keyboard.press("l")
+    g = settled(page)
+    assert g["view"] == "speaker" and len([t for t in g["tiles"] if t["main"]]) == 1, g["view"]
+    assert page.locator("#layout-button .text").inner_text() == "Grid view"
+    page.keyboard.press("l")
+    assert settled(page)["view"] == "grid"
+    page.keyboard.press("f")
+    page.wait_for_function("() => document.fullscreenElement?.id === 'room'")
+    assert page.locator("#fullscreen-button .text").inner_text() == "Exit full screen"
+    page.keyboard.press("f")
+    page.wait_for_function("() => !document.fullscreenElement")
+    page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def test_screen_share_view_with_a_filmstrip(room):
