@@ -154,6 +154,25 @@ def test_camera_refused_joins_with_the_microphone(meeting):
     assert carol.locator("#cam-button .text").inner_text() == "Start video"
 
 
+def test_microphone_refused_keeps_the_camera_and_camera_off_turns_it_off(meeting):
+    _, _, strict_browser, url = meeting
+    dana = new_page(strict_browser, f"{url}Dana", "Dana", permissions=["camera"])
+    try:
+        dana.locator("#lobby-error").get_by_text("blocks your microphone").wait_for(timeout=15000)
+        assert dana.evaluate("() => window.visio.preview.getVideoTracks()[0].readyState") == "live"
+        assert dana.locator("#preview").is_visible()
+        # camera off in the lobby: the preview goes, and so does the camera (its light)
+        track = dana.evaluate_handle("() => window.visio.preview.getVideoTracks()[0]")
+        dana.click("#lobby-cam")
+        assert dana.get_attribute("#lobby-cam", "aria-checked") == "false"
+        assert dana.locator("#preview").is_hidden() and dana.locator("#preview-avatar").is_visible()
+        assert track.evaluate("t => t.readyState") == "ended"
+        dana.click("#lobby-cam")
+        dana.locator("#preview").wait_for()
+    finally:
+        dana.context.close()
+
+
 def test_keyboard_shortcuts_and_focus(meeting):
     room, pages, _, _ = meeting
     alice = pages["Alice"]
