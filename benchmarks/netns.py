@@ -9,10 +9,11 @@ namespace is routed anywhere: every packet of the run stays on this machine, as 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
+
+from tests.support import netns as _netns
 
 NAMESPACE = "visio-bench"
 INTERFACE = "vbench0"
@@ -26,55 +27,18 @@ def inside() -> bool:
 
 
 def available() -> str | None:
-    """Why the namespace cannot be made here, or None if it can (tried: root, iproute2, and
-    a kernel or container that allows network namespaces and veth pairs)."""
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is missing"
-    if os.geteuid() != 0:
-        return "creating a network namespace needs root"
-    probe = f"{NAMESPACE}-probe"
-    try:
-        made = _ip("netns", "add", probe, check=False)
-        if made.returncode != 0:
-            return f"ip netns add failed: {made.stderr.strip()}"
-        veth = _ip(
-            "-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1", check=False
-        )
-        if veth.returncode != 0:
-            return f"no veth pair in a namespace: {veth.stderr.strip()}"
-        return None
-    finally:
-        _ip("netns", "del", probe, check=False)
+    """Why the namespace cannot be made here, or None if it can (tests/support/netns.py)."""
+    return _netns.available()
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+def create() -> None:
+    """Create the benchmark's namespace (idempotent): lo, ADDRESS on a veth."""
+    _netns.create(NAMESPACE, INTERFACE, ADDRESS, "vbench1")
 
 
-def create(
-    namespace: str = NAMESPACE,
-    interface: str = INTERFACE,
-    address: str = ADDRESS,
-    peer: str = "vbench1",
-) -> None:
-    """Create a namespace (idempotent): lo up, a veth pair up, ``address`` on ``interface``.
-
-    The defaults make the benchmark's; browser tests make their own (tests/support/netns.py).
-    """
-    if namespace not in _ip("netns", "list").stdout.split():
-        _ip("netns", "add", namespace)
-    links = _ip("-n", namespace, "-o", "link").stdout
-    if f" {interface}@" not in links:
-        _ip("-n", namespace, "link", "add", interface, "type", "veth", "peer", "name", peer)
-    if f" {address}/" not in _ip("-n", namespace, "-o", "addr").stdout:
-        _ip("-n", namespace, "addr", "add", f"{address}/32", "dev", interface)
-    for link in ("lo", interface, peer):
-        _ip("-n", namespace, "link", "set", link, "up")
-
-
-def delete(namespace: str = NAMESPACE) -> None:
-    """Remove a namespace and its interfaces."""
-    _ip("netns", "del", namespace, check=False)
+def delete() -> None:
+    """Remove the benchmark's namespace."""
+    _netns.delete(NAMESPACE)
 
 
 def run_inside(module: str, argv: list[str]) -> int:

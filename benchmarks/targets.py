@@ -7,13 +7,12 @@ peer may be None. Publishers must join before the subscribers that should receiv
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 
 import aiohttp
 
 from benchmarks.loadpeers import LoadPublisher, LoadSubscriber
 from signaling.auth import VideoGrant, mint_token
+from visio_client.protocol import ServerError, SignalingConnection
 
 
 class VisioTarget:
@@ -26,8 +25,7 @@ class VisioTarget:
         self.metrics_url = self.url + "/metrics"  # the load tool reads the server's figures
         self.key, self.secret = key, secret
         self.http: aiohttp.ClientSession | None = None
-        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
-        self.tasks: list[asyncio.Task] = []
+        self.connections: list[SignalingConnection] = []
         self.errors: list[str] = []
 
     async def join(
@@ -47,64 +45,47 @@ class VisioTarget:
             can_subscribe=subscriber is not None,
         )
         token = mint_token(self.key, self.secret, name, room, grant=grant, ttl=24 * 3600)
-        ws_url = self.url.replace("http://", "ws://")
-        ws = await self.http.ws_connect(f"{ws_url}/rtc?access_token={token}", max_msg_size=0)
-        self.sockets.append(ws)
-        ids = itertools.count(1)
-        pending: dict[int, asyncio.Future] = {}
-        loop = asyncio.get_running_loop()
-
-        async def request(msg: dict) -> dict:
-            msg_id = next(ids)
-            pending[msg_id] = loop.create_future()
-            await ws.send_str(json.dumps({**msg, "id": msg_id}))
-            reply = await asyncio.wait_for(pending[msg_id], 30)
-            if reply.get("type") == "error":
-                raise RuntimeError(f"{name}: {reply.get('code')}: {reply.get('message')}")
-            return reply
+        signal = SignalingConnection(self.url, token, session=self.http)
+        self.connections.append(signal)
 
         async def answer(msg: dict) -> None:
+            assert subscriber is not None
             sdp = await subscriber.answer(msg["sdp"])
-            await ws.send_str(
-                json.dumps({"type": "answer", "target": "subscriber", "id": msg["id"], "sdp": sdp})
+            await signal.send(
+                {"type": "answer", "target": "subscriber", "id": msg["id"], "sdp": sdp}
             )
 
-        async def read() -> None:
-            async for frame in ws:
-                if frame.type != aiohttp.WSMsgType.TEXT:
-                    break
-                msg = json.loads(frame.data)
-                if msg.get("type") == "offer" and msg.get("target") == "subscriber":
-                    if subscriber is not None:
-                        self.tasks.append(asyncio.ensure_future(answer(msg)))
-                    continue
-                future = pending.pop(msg.get("id"), None)
-                if future is not None and not future.done():
-                    future.set_result(msg)
-                elif msg.get("type") == "error":
-                    self.errors.append(f"{name}: {msg.get('message')}")
+        def on_message(msg: dict) -> None:
+            if msg.get("type") == "error" and msg.get("id") is None:
+                self.errors.append(f"{name}: {msg.get('message')}")
 
-        self.tasks.append(asyncio.ensure_future(read()))
-        await request({"type": "join", "name": name})
+        signal.on_message = on_message
+        signal.on_offer = answer if subscriber is not None else None
+        await signal.connect()
+        await self._request(signal, name, {"type": "join", "name": name})
         if publisher is not None:
             for kind, cid in publisher.cids.items():
                 source = "camera" if kind == "video" else "microphone"
-                await request({"type": "add_track", "cid": cid, "kind": kind, "source": source})
-            reply = await request(
-                {"type": "offer", "target": "publisher", "sdp": await publisher.offer()}
-            )
+                msg = {"type": "add_track", "cid": cid, "kind": kind, "source": source}
+                await self._request(signal, name, msg)
+            offer = {"type": "offer", "target": "publisher", "sdp": await publisher.offer()}
+            reply = await self._request(signal, name, offer)
             await publisher.apply_answer(reply["sdp"])
+
+    @staticmethod
+    async def _request(signal: SignalingConnection, name: str, msg: dict) -> dict:
+        try:
+            return await signal.request(msg, timeout=30)
+        except ServerError as exc:
+            raise RuntimeError(f"{name}: {exc}") from None
 
     async def close(self) -> None:
         """Leave and close every socket."""
-        for ws in self.sockets:
+        for signal in self.connections:
             try:
-                await ws.send_str(json.dumps({"type": "leave"}))
-                await ws.close()
+                await signal.close()
             except Exception:
                 pass
-        for task in self.tasks:
-            task.cancel()
         if self.http is not None:
             await self.http.close()
 

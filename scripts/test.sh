@@ -33,4 +33,11 @@ if command -v npm >/dev/null; then
 fi
 
 python -m ruff check .
-python -m pytest -q -p no:cacheprovider "$@"
+python -m mypy  # visio_sfu, configured in pyproject.toml
+if [ $# -eq 0 ]; then
+    # the product's tests, then the benchmark tools' smoke tests (kept apart: tests/ never
+    # imports benchmarks)
+    python -m pytest -q -p no:cacheprovider tests benchmarks/tests
+else
+    python -m pytest -q -p no:cacheprovider "$@"
+fi

@@ -1,20 +1,17 @@
 """A small aiortc client for visio-sfu: connect, publish, receive.
 
-Used by the examples, the end-to-end tests and the load tools. It speaks docs/protocol.md over
-one WebSocket with two peer connections (publisher: we offer; subscriber: the server offers).
+Used by the examples and the end-to-end tests. It speaks docs/protocol.md over one WebSocket
+(visio_client.protocol.SignalingConnection, which also pings) with two peer connections
+(publisher: we offer; subscriber: the server offers).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import aiohttp
 from aiortc import (
     MediaStreamTrack,
     RTCBundlePolicy,
@@ -23,15 +20,11 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from .protocol import ServerError, SignalingConnection
+
+__all__ = ["Client", "RemoteTrack", "ServerError"]
+
 logger = logging.getLogger(__name__)
-
-
-class ServerError(Exception):
-    """The server answered a request with an error message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
 
 
 @dataclass
@@ -51,8 +44,9 @@ class Client:
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
         self.token = token
-        self.session: aiohttp.ClientSession | None = None
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.signal = SignalingConnection(self.url, token)
+        self.signal.on_message = self._on_message
+        self.signal.on_offer = self._on_offer
         # max-bundle: aiortc's default (balanced) leaves the second m-section of a kind on a
         # transport of its own when an offer brings several at once, and it never connects
         config = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
@@ -62,26 +56,18 @@ class Client:
         self._restarting = False  # waiting for a fresh subscriber connection
         self.subscriber_restarts = 0
         self.joined: dict | None = None
-        self.events: list[dict] = []
         self.remote_tracks: list[RemoteTrack] = []
         self.on_track: Callable[[RemoteTrack], None] | None = None
         self.on_message: Callable[[dict], None] | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[Any, asyncio.Future] = {}
-        self._waiters: list[tuple[Callable[[dict], bool], asyncio.Future]] = []
         self._mids: dict[str, dict] = {}
-        self._reader: asyncio.Task | None = None
         self._negotiation = asyncio.Lock()
         self.subscriber.on("track", self._on_track)
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self, name: str | None = None, room: str | None = None) -> dict:
         """Open the socket and join; returns the 'joined' message."""
-        self.session = aiohttp.ClientSession()
-        ws_url = self.url.replace("http://", "ws://").replace("https://", "wss://")
         try:
-            self.ws = await self.session.ws_connect(f"{ws_url}/rtc?access_token={self.token}")
-            self._reader = asyncio.ensure_future(self._read_loop())
+            await self.signal.connect()
             msg: dict = {"type": "join"}
             if name:
                 msg["name"] = name
@@ -93,61 +79,37 @@ class Client:
             raise
         return self.joined
 
+    @property
+    def ws(self):  # noqa: ANN201 - aiohttp.ClientWebSocketResponse | None
+        """The WebSocket (tests close it, read its close code)."""
+        return self.signal.ws
+
+    @property
+    def events(self) -> list[dict]:
+        """Every message the server sent, in order."""
+        return self.signal.events
+
     async def request(self, msg: dict, timeout: float = 15) -> dict:
         """Send a request and wait for the answer with the same id."""
-        msg_id = next(self._ids)
-        msg = {**msg, "id": msg_id}
-        future = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = future
-        await self.send(msg)
-        try:
-            reply = await asyncio.wait_for(future, timeout)
-        finally:
-            self._pending.pop(msg_id, None)
-        if reply.get("type") == "error":
-            raise ServerError(reply.get("code", ""), reply.get("message", ""))
-        return reply
+        return await self.signal.request(msg, timeout)
 
     async def send(self, msg: dict) -> None:
         """Send one message."""
-        assert self.ws is not None
-        await self.ws.send_str(json.dumps(msg))
+        await self.signal.send(msg)
 
     async def wait_for(self, predicate: Callable[[dict], bool] | str, timeout: float = 15) -> dict:
         """Wait for a server event (already received or future) matching ``predicate``."""
-        if isinstance(predicate, str):
-            kind = predicate
-            predicate = lambda m: m.get("type") == kind  # noqa: E731
-        for event in self.events:
-            if predicate(event):
-                return event
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, future))
-        return await asyncio.wait_for(future, timeout)
+        return await self.signal.wait_for(predicate, timeout)
 
-    async def _read_loop(self) -> None:
-        assert self.ws is not None
-        async for frame in self.ws:
-            if frame.type != aiohttp.WSMsgType.TEXT:
-                break
-            msg = json.loads(frame.data)
-            self.events.append(msg)
-            if self.on_message is not None:
-                self.on_message(msg)
-            mid = msg.get("id")
-            if mid in self._pending and msg.get("type") != "offer":
-                future = self._pending[mid]
-                if not future.done():
-                    future.set_result(msg)
-            for waiter in list(self._waiters):
-                if waiter[0](msg) and not waiter[1].done():
-                    waiter[1].set_result(msg)
-                    self._waiters.remove(waiter)
-            if msg.get("type") == "subscriber_restarted":
-                self._replace_subscriber()  # before the next offer, which is for the new one
-            elif msg.get("type") == "offer" and msg.get("target") == "subscriber":
-                if not self._restarting:  # else: made for the connection being replaced
-                    asyncio.ensure_future(self._answer_subscriber(msg, self.subscriber))
+    def _on_message(self, msg: dict) -> None:
+        if self.on_message is not None:
+            self.on_message(msg)
+        if msg.get("type") == "subscriber_restarted":
+            self._replace_subscriber()  # before the next offer, which is for the new one
+
+    def _on_offer(self, msg: dict) -> None:
+        if not self._restarting:  # else: made for the connection being replaced
+            asyncio.ensure_future(self._answer_subscriber(msg, self.subscriber))
 
     async def _answer_subscriber(self, msg: dict, pc: RTCPeerConnection) -> None:
         try:
@@ -170,7 +132,7 @@ class Client:
                     }
                 )
         except Exception as exc:  # never stay silently broken: report, start over
-            if pc is not self.subscriber or self._restarting or self.ws is None or self.ws.closed:
+            if pc is not self.subscriber or self._restarting or not self.signal.open:
                 return
             logger.warning("subscriber offer %s could not be applied: %s", msg.get("id"), exc)
             try:
@@ -244,20 +206,10 @@ class Client:
     # -- teardown ----------------------------------------------------------------------------
     async def leave(self) -> None:
         """Leave the room politely, then close everything."""
-        if self.ws is not None and not self.ws.closed:
-            try:
-                await self.send({"type": "leave"})
-            except ConnectionError:
-                pass
-        await self.close()
+        await self.close(leave=True)
 
-    async def close(self) -> None:
+    async def close(self, leave: bool = False) -> None:
         """Close the socket and both peer connections."""
-        if self.ws is not None:
-            await self.ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
+        await self.signal.close(leave=leave)
         await self.publisher.close()
         await self.subscriber.close()
-        if self.session is not None:
-            await self.session.close()

@@ -7,6 +7,7 @@ a DownTrack (one subscriber's copy) is one; a recorder or an audio tap will be o
 
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from collections.abc import Callable
@@ -298,7 +299,7 @@ class Publisher:
         )
 
     # -- hot path ----------------------------------------------------------------------
-    def on_rtp(self, data: bytes, now: float, layer: Layer | None = None) -> None:
+    def on_rtp(self, data: builtins.bytes, now: float, layer: Layer | None = None) -> None:
         """One packet from the publisher: account, cache and fan out to every DownTrack."""
         off = payload_offset(data)
         if off < 0:
@@ -380,9 +381,10 @@ class Publisher:
 
     def source_time(self, now: float, layer: int = 0) -> tuple[int, int] | None:
         """(ntp64, rtp_ts) of a layer at ``now``, extrapolated from its last sender report."""
-        if not 0 <= layer < len(self.layers) or self.layers[layer].sender_report is None:
+        report = self.layers[layer].sender_report if 0 <= layer < len(self.layers) else None
+        if report is None:
             return None
-        ntp, rtp_ts, at = self.layers[layer].sender_report
+        ntp, rtp_ts, at = report
         elapsed = now - at
         ntp_now = ntp + int(elapsed * (1 << 32))
         rtp_now = (rtp_ts + int(elapsed * self.codec.clock_rate)) & 0xFFFFFFFF

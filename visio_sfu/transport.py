@@ -20,6 +20,7 @@ import socket
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import aioice.ice
 from aioice.ice import StunProtocol
@@ -36,7 +37,6 @@ from aiortc.rtcdtlstransport import (
     SRTP_AEAD_AES_256_GCM,
     SRTP_AES128_CM_SHA1_80,
     SRTP_PROFILES,
-    RTCDtlsTransport,
 )
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -82,7 +82,7 @@ class SrtpProtector:
 
     __slots__ = ("session", "_ctx", "_cdata", "_buffer", "_len")
 
-    def __init__(self, session: object) -> None:
+    def __init__(self, session: Any) -> None:
         self.session = session  # keeps the libsrtp context alive
         self._ctx = session._srtp[0]
         self._cdata = _srtp_ffi.new("char[]", _MAX_PACKET + _SRTP_TRAILER)
@@ -154,7 +154,7 @@ def install() -> None:
     idempotent; every PeerTransport calls it). Other aioice users are unaffected: a datagram
     whose connection has no PeerTransport goes the usual way."""
     if StunProtocol.datagram_received is not _datagram_received:
-        StunProtocol.datagram_received = _datagram_received
+        setattr(StunProtocol, "datagram_received", _datagram_received)  # noqa: B010
 
 
 def installed() -> bool:
@@ -219,7 +219,7 @@ def _codec(c: RTCRtpCodecParameters) -> Codec:
     return Codec(
         mime=c.mimeType,
         clock_rate=c.clockRate,
-        payload_type=c.payloadType,
+        payload_type=c.payloadType if c.payloadType is not None else 0,
         channels=c.channels,
         parameters=dict(c.parameters or {}),
     )
@@ -296,7 +296,7 @@ class PeerTransport:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.on_state = on_state
-        self._dtls: RTCDtlsTransport | None = None
+        self._dtls: Any = None  # the RTCDtlsTransport we hooked (private API: untyped)
         self._protector: SrtpProtector | None = None
         self._closed = False
         self.packets_sent = 0
@@ -415,7 +415,8 @@ class PeerTransport:
             self._hook_transceiver(t)
 
     def _hook_transceiver(self, t: RTCRtpTransceiver) -> None:
-        sender, receiver = t.sender, t.receiver
+        sender: Any = t.sender  # private attributes are set below: untyped on purpose
+        receiver: Any = t.receiver
         if not getattr(sender, "_visio_hooked", False):
             # aiortc's sender would start an RTP loop (polling for a track, encoding) and an
             # RTCP loop (sender reports with zero timestamps, BYE on stop): neither runs.
@@ -435,7 +436,7 @@ class PeerTransport:
         if dtls is not None:
             self._hook_dtls(dtls)
 
-    def _hook_dtls(self, dtls: RTCDtlsTransport) -> None:
+    def _hook_dtls(self, dtls: Any) -> None:  # an RTCDtlsTransport, hooked through its privates
         if getattr(dtls, "_visio_hooked", False):
             self._dtls = self._dtls or dtls
             return
@@ -591,7 +592,7 @@ class PeerTransport:
         self._sendto(pair, protected)
         return True
 
-    def _sendto(self, pair: object, data: bytes) -> None:
+    def _sendto(self, pair: Any, data: bytes) -> None:
         protocol = pair.protocol
         if type(protocol) is StunProtocol:
             transport = protocol.transport

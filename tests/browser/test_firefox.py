@@ -17,8 +17,8 @@ import pytest
 
 from tests.browser.conftest import ARGS, CHROMIUM, artefact
 from tests.browser.firefox import FirefoxError, FirefoxPage, missing_requirements
-from tests.browser.test_web_client import poll
 from tests.support import netns
+from tests.support.browser import poll
 from tests.support.server import ServerProcess
 
 pytestmark = [

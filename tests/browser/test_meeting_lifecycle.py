@@ -22,7 +22,7 @@ import time
 import pytest
 
 from tests.browser.conftest import artefact, open_page
-from tests.browser.test_web_client import REMOTE_MEDIA, poll, tile_of
+from tests.support.browser import REMOTE_MEDIA, poll, tile_of
 
 pytestmark = pytest.mark.browser
 

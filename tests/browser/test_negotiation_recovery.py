@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from tests.browser.conftest import artefact, open_page
-from tests.browser.test_web_client import REMOTE_MEDIA, STAGE, poll
+from tests.support.browser import REMOTE_MEDIA, STAGE, poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 

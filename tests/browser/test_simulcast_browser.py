@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import artefact, open_page
-from tests.browser.test_web_client import poll
+from tests.support.browser import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 

@@ -5,48 +5,15 @@ The tests share one meeting and run in order: media, mute, screen share, chat, l
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.browser.conftest import artefact, open_page
+from tests.support.browser import REMOTE_MEDIA, STAGE, poll, tile_of
+
+__all__ = ["REMOTE_MEDIA", "STAGE", "poll", "tile_of"]  # other browser tests import them here
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 NAMES = ["Alice", "Bob", "Carol"]
-
-REMOTE_MEDIA = """async () => {
-  const tiles = [...document.querySelectorAll('#grid .tile:not(.self)')];
-  const videos = tiles.map(t => t.querySelector('video'))
-    .filter(v => v.srcObject && v.srcObject.getVideoTracks().length)
-    .map(v => ({w: v.videoWidth, t: v.currentTime, ready: v.readyState,
-                remote: !v.srcObject.getVideoTracks().some(
-                  tr => (window.visio.mine.cam || {}).id === tr.id)}));
-  const audios = tiles.map(t => t.querySelector('audio'))
-    .filter(a => a.srcObject && a.srcObject.getAudioTracks().some(x => x.readyState === 'live'))
-    .length;
-  let audioBytes = 0, framesDecoded = 0;
-  const s = window.visio.session;
-  if (s && s.subscriber) (await s.subscriber.getStats()).forEach(x => {
-    if (x.type === 'inbound-rtp' && x.kind === 'audio') audioBytes += x.bytesReceived;
-    if (x.type === 'inbound-rtp' && x.kind === 'video') framesDecoded += x.framesDecoded || 0;
-  });
-  const remote = s ? [...s.remote.values()].map(i => i.kind + ':' + i.participant) : [];
-  return {videos, audios, audioBytes, framesDecoded, remote,
-          ice: s && s.subscriber ? s.subscriber.connectionState : 'none'};
-}"""
-
-
-def poll(page, script: str, check, timeout: float = 30.0, what: str = ""):
-    """Evaluate ``script`` until ``check(result)`` holds; on failure, say what was seen."""
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        seen = page.evaluate(script)
-        if check(seen):
-            return seen
-        page.wait_for_timeout(300)
-    artefact(page, f"failure-{what.replace(' ', '-')}")
-    raise AssertionError(f"timed out waiting for {what}; last seen: {seen}")
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +61,6 @@ def test_three_participants_see_and_hear_each_other(meeting):
         artefact(page, f"meeting-{name}")
 
 
-def tile_of(page, name: str):
-    return page.locator("#grid .tile", has=page.locator(".name", has_text=name))
-
-
 def test_mute_is_shown_to_the_others(meeting):
     alice, bob, carol = meeting
     alice.click("#mic-button")
@@ -115,10 +78,6 @@ def test_mute_is_shown_to_the_others(meeting):
         page.locator("#grid .tile[data-mic-muted=false][data-cam-muted=false]").filter(
             has=page.locator(".name", has_text="Alice")
         ).wait_for(timeout=10000)
-
-
-STAGE = """() => [...document.querySelectorAll('#stage .tile video')].map(v =>
-  ({w: v.videoWidth, t: v.currentTime, h: v.getBoundingClientRect().height}))"""
 
 
 def test_screen_share_is_shown_large_and_removed(meeting):

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.e2e.test_meeting import check_video, until
 from tests.support.inprocess import LocalServer
+from tests.support.media import check_video, until
 from visio_client import Client, ServerError
 from visio_client.media import PatternVideoTrack, ToneAudioTrack
 

@@ -12,8 +12,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from signaling import webhooks
-from tests.e2e.test_meeting import check_video, until
 from tests.support.inprocess import KEY, SECRET, LocalServer, free_port
+from tests.support.media import check_video, until
 from visio_client import Client
 from visio_client.media import PatternVideoTrack
 

@@ -19,7 +19,7 @@ import pytest
 
 from signaling.auth import mint_token
 from signaling.config import DEV_API_KEY, DEV_API_SECRET
-from tests.e2e.test_meeting import check_video, join, until
+from tests.support.media import check_video, join, until
 from tests.support.server import ServerProcess
 from visio_client import Client
 from visio_client.media import PatternVideoTrack

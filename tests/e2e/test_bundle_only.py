@@ -10,8 +10,8 @@ import re
 import pytest
 from aiortc import RTCSessionDescription
 
-from tests.e2e.test_meeting import check_audio, check_video, until
 from tests.support.inprocess import LocalServer
+from tests.support.media import check_audio, check_video, until
 from visio_client import Client
 from visio_client.media import PatternVideoTrack, ToneAudioTrack
 

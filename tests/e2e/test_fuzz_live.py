@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.test_meeting import check_video, join, until
 from tests.support.inprocess import LocalServer
+from tests.support.media import check_video, join, until
 from visio_client import Client
 
 pytestmark = pytest.mark.timeout(240)

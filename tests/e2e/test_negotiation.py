@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from tests.e2e.test_meeting import until
 from tests.support.inprocess import LocalServer
+from tests.support.media import until
 from visio_client import Client
 from visio_client.media import PatternVideoTrack, ToneAudioTrack
 

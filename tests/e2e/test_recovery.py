@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_meeting import check_audio, check_video, until
 from tests.support.inprocess import LocalServer
+from tests.support.media import check_audio, check_video, until
 from visio_client import Client, ServerError
 from visio_client.media import PatternVideoTrack, ToneAudioTrack
 from visio_sfu.transport import PeerTransport, TransportError

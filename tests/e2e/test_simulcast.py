@@ -10,8 +10,8 @@ import time
 import aiohttp
 import pytest
 
-from tests.e2e.test_meeting import until
 from tests.support.inprocess import LocalServer
+from tests.support.media import until
 from visio_client import Client
 from visio_client.simulcast import SimulcastPublisher
 from visio_sfu.rtp import rtcp

@@ -16,14 +16,59 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks import netns as _netns
-
 ADDRESS = "198.18.0.1"
+
+
+def available() -> str | None:
+    """Why the namespace cannot be made here, or None if it can (tried: root, iproute2, and
+    a kernel or container that allows network namespaces and veth pairs)."""
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is missing"
+    if os.geteuid() != 0:
+        return "creating a network namespace needs root"
+    probe = f"visio-probe-{os.getpid()}"
+    try:
+        made = _ip("netns", "add", probe, check=False)
+        if made.returncode != 0:
+            return f"ip netns add failed: {made.stderr.strip()}"
+        veth = _ip(
+            "-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1", check=False
+        )
+        if veth.returncode != 0:
+            return f"no veth pair in a namespace: {veth.stderr.strip()}"
+        return None
+    finally:
+        _ip("netns", "del", probe, check=False)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def create(namespace: str, interface: str, address: str, peer: str) -> None:
+    """Create a namespace (idempotent): lo up, a veth pair up, ``address`` on ``interface``.
+
+    Browser tests make their own (``namespace``), the load tool the benchmark's.
+    """
+    if namespace not in _ip("netns", "list").stdout.split():
+        _ip("netns", "add", namespace)
+    links = _ip("-n", namespace, "-o", "link").stdout
+    if f" {interface}@" not in links:
+        _ip("-n", namespace, "link", "add", interface, "type", "veth", "peer", "name", peer)
+    if f" {address}/" not in _ip("-n", namespace, "-o", "addr").stdout:
+        _ip("-n", namespace, "addr", "add", f"{address}/32", "dev", interface)
+    for link in ("lo", interface, peer):
+        _ip("-n", namespace, "link", "set", link, "up")
+
+
+def delete(namespace: str) -> None:
+    """Remove a namespace and its interfaces."""
+    _ip("netns", "del", namespace, check=False)
 
 
 def unavailable() -> str | None:
     """Why a namespace cannot be made here (needs root and iproute2), or None."""
-    return _netns.available()
+    return available()
 
 
 def _folder(name: str) -> Path:
@@ -34,14 +79,14 @@ def _folder(name: str) -> Path:
 def namespace(name: str) -> Iterator[str]:
     """Create the namespace ``name`` (lo, and ADDRESS on a veth), remove it afterwards (and
     the wrapper scripts made for it)."""
-    _netns.create(name, interface="vt0", address=ADDRESS, peer="vt1")
+    create(name, interface="vt0", address=ADDRESS, peer="vt1")
     # Firefox gathers no candidate at all without a default route; this one leads into the
     # veth, whose other end is in the namespace too: nothing leaves it
     subprocess.run(["ip", "-n", name, "route", "add", "default", "dev", "vt0"], check=False)
     try:
         yield name
     finally:
-        _netns.delete(name)
+        delete(name)
         shutil.rmtree(_folder(name), ignore_errors=True)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
-from tests.test_downtrack import send, simulcast_track
+from tests.support.rtp import send, simulcast_track
 from visio_sfu.allocator import UP_HOLD, allocate, dynacast
 from visio_sfu.downtrack import DownTrack
 

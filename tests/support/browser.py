@@ -1,0 +1,49 @@
+"""Helpers for browser tests: what a page of the web client plays, polled with a deadline."""
+
+from __future__ import annotations
+
+import time
+
+from tests.browser.conftest import artefact
+
+REMOTE_MEDIA = """async () => {
+  const tiles = [...document.querySelectorAll('#grid .tile:not(.self)')];
+  const videos = tiles.map(t => t.querySelector('video'))
+    .filter(v => v.srcObject && v.srcObject.getVideoTracks().length)
+    .map(v => ({w: v.videoWidth, t: v.currentTime, ready: v.readyState,
+                remote: !v.srcObject.getVideoTracks().some(
+                  tr => (window.visio.mine.cam || {}).id === tr.id)}));
+  const audios = tiles.map(t => t.querySelector('audio'))
+    .filter(a => a.srcObject && a.srcObject.getAudioTracks().some(x => x.readyState === 'live'))
+    .length;
+  let audioBytes = 0, framesDecoded = 0;
+  const s = window.visio.session;
+  if (s && s.subscriber) (await s.subscriber.getStats()).forEach(x => {
+    if (x.type === 'inbound-rtp' && x.kind === 'audio') audioBytes += x.bytesReceived;
+    if (x.type === 'inbound-rtp' && x.kind === 'video') framesDecoded += x.framesDecoded || 0;
+  });
+  const remote = s ? [...s.remote.values()].map(i => i.kind + ':' + i.participant) : [];
+  return {videos, audios, audioBytes, framesDecoded, remote,
+          ice: s && s.subscriber ? s.subscriber.connectionState : 'none'};
+}"""
+
+
+def poll(page, script: str, check, timeout: float = 30.0, what: str = ""):
+    """Evaluate ``script`` until ``check(result)`` holds; on failure, say what was seen."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = page.evaluate(script)
+        if check(seen):
+            return seen
+        page.wait_for_timeout(300)
+    artefact(page, f"failure-{what.replace(' ', '-')}")
+    raise AssertionError(f"timed out waiting for {what}; last seen: {seen}")
+
+
+STAGE = """() => [...document.querySelectorAll('#stage .tile video')].map(v =>
+  ({w: v.videoWidth, t: v.currentTime, h: v.getBoundingClientRect().height}))"""
+
+
+def tile_of(page, name: str):
+    return page.locator("#grid .tile", has=page.locator(".name", has_text=name))

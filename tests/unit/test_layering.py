@@ -1,0 +1,76 @@
+"""The core's layering, read from its source (ast): what each module may import, and that the
+core builds no wire message."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parents[2] / "visio_sfu"
+#: no I/O, no event loop: arrays and bytes in, values out
+PURE = {
+    "allocator",
+    "delay",
+    "errors",
+    "events",
+    "forwarder",
+    "layers",
+    "media",
+    "munger",
+    "packetcache",
+    "router",
+    "sdp",
+    "speaker",
+    "stats",
+    "rtp.codecs",
+    "rtp.extensions",
+    "rtp.header",
+    "rtp.rtcp",
+}
+WEBRTC_STACK = {"aiortc", "aioice", "pylibsrtp"}
+
+
+def modules() -> dict[str, ast.Module]:
+    out = {}
+    for path in CORE.rglob("*.py"):
+        name = ".".join(path.relative_to(CORE).with_suffix("").parts)
+        out[name] = ast.parse(path.read_text(), str(path))
+    return out
+
+
+def imported(tree: ast.Module) -> set[str]:
+    """Top-level names of every absolute import (relative ones stay inside the core)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_core_never_imports_the_server():
+    for name, tree in modules().items():
+        assert "signaling" not in imported(tree), f"visio_sfu/{name} imports signaling"
+
+
+def test_only_transport_touches_the_webrtc_stack():
+    for name, tree in modules().items():
+        if name != "transport":
+            assert not imported(tree) & WEBRTC_STACK, f"visio_sfu/{name}: {imported(tree)}"
+
+
+def test_pure_modules_use_no_event_loop():
+    trees = modules()
+    assert PURE <= set(trees), PURE - set(trees)
+    for name in PURE:
+        assert "asyncio" not in imported(trees[name]), f"visio_sfu/{name} imports asyncio"
+
+
+def test_the_core_builds_no_wire_message():
+    """Events are typed (events.py); signaling/protocol.py writes the JSON."""
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):
+                keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+                assert "type" not in keys, f"visio_sfu/{name}:{node.lineno} builds a message"
