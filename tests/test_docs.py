@@ -37,3 +37,12 @@ def test_metrics_documents_every_metric():
         for family in collector.collect()
     }
     assert documented == exposed
+
+
+def test_metrics_documents_every_drop_reason():
+    from visio_sfu.stats import DROP_DOCS, DropReason
+
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    for reason in DropReason:
+        assert f'`reason="{reason.label}"`' in text, reason
+        assert reason in DROP_DOCS, reason
