@@ -237,7 +237,7 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
         notifier = WebhookNotifier(config.webhook_urls, key, secret)
         app[SFU_KEY].listeners.append(notifier)
         app[WEBHOOKS] = notifier
-    setup_metrics(app, app[SFU_KEY], app[COUNTERS])
+    setup_metrics(app, app[SFU_KEY], app[COUNTERS], app.get(WEBHOOKS))
     static = static_dir()
     if static.exists():
         app.router.add_static("/static/", static, append_version=False)

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from visio_sfu import SFU, DropReason
 
 from .session import SessionCounters
+from .webhooks import WebhookNotifier
 
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -78,10 +79,17 @@ class LoopLag:
 class SFUCollector(Collector):
     """Reads the SFU's counters at scrape time."""
 
-    def __init__(self, sfu: SFU, lag: LoopLag, counters: SessionCounters | None = None) -> None:
+    def __init__(
+        self,
+        sfu: SFU,
+        lag: LoopLag,
+        counters: SessionCounters | None = None,
+        webhooks: WebhookNotifier | None = None,
+    ) -> None:
         self.sfu = sfu
         self.lag = lag
         self.counters = counters or SessionCounters()
+        self.webhooks = webhooks
 
     def collect(self) -> Iterator:
         stats = self.sfu.stats()
@@ -114,6 +122,15 @@ class SFUCollector(Collector):
         for target, count in sorted(self.counters.negotiation_failures.items()):
             failures.add_metric([target], count)
         yield failures
+        hooks = CounterMetricFamily(
+            "visio_webhooks",
+            "webhook events by outcome: delivered, failed (all attempts), dropped (queue full)",
+            labels=["outcome"],
+        )
+        w = self.webhooks
+        for outcome in ("delivered", "failed", "dropped"):
+            hooks.add_metric([outcome], getattr(w, outcome) if w is not None else 0)
+        yield hooks
         yield CounterMetricFamily(
             "visio_subscriber_restarts",
             "fresh subscriber connections made after a client could not apply an offer",
@@ -180,11 +197,16 @@ class SFUCollector(Collector):
         yield from (layer, target, switches, by_layer)
 
 
-def setup_metrics(app: web.Application, sfu: SFU, counters: SessionCounters | None = None) -> None:
+def setup_metrics(
+    app: web.Application,
+    sfu: SFU,
+    counters: SessionCounters | None = None,
+    webhooks: WebhookNotifier | None = None,
+) -> None:
     """Serve /metrics for this SFU, with an event-loop lag sampler."""
     registry = CollectorRegistry()
     lag = LoopLag()
-    registry.register(SFUCollector(sfu, lag, counters))
+    registry.register(SFUCollector(sfu, lag, counters, webhooks))
 
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(registry)

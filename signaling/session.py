@@ -79,7 +79,6 @@ class Session:
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._closing = False
-        self.messages = 0
         rate = config.message_rate
         self._bucket = TokenBucket(rate, max(2 * rate, 10))
         self._last_limit_error = 0.0
@@ -188,7 +187,6 @@ class Session:
 
     async def handle_text(self, text: str) -> str | None:
         """Handle one text frame; returns the message type handled."""
-        self.messages += 1
         msg_id = None
         try:
             if len(text) > self.config.max_message_bytes:

@@ -299,8 +299,6 @@ class PeerTransport:
         self._dtls: Any = None  # the RTCDtlsTransport we hooked (private API: untyped)
         self._protector: SrtpProtector | None = None
         self._closed = False
-        self.packets_sent = 0
-        self.bytes_sent = 0
         self.send_errors = 0
         self.receive_errors = 0
         # False: on_rtp gets SRTP packets as they arrived (header in clear, payload still
@@ -600,8 +598,6 @@ class PeerTransport:
                 transport.sendto(data, pair.remote_addr)
         else:  # TURN and other relayed protocols are asynchronous
             asyncio.ensure_future(protocol.send_data(data, pair.remote_addr))
-        self.packets_sent += 1
-        self.bytes_sent += len(data)
 
     # -- teardown ----------------------------------------------------------------------
     async def close(self) -> None:
