@@ -164,7 +164,9 @@ function showLobbyErrors(errors, haveAudio) {
   }
   if (errors.video && haveAudio) box.append(el('p', 'note', t('audioOnly')));
   $('retry-media').hidden = keys.length === 0 || keys[0] === 'errInsecure' || keys[0] === 'errUnsupported';
-  if (errors.video) setLobbySwitch($('lobby-cam'), false, 'video', 'video-off'); // what is possible
+  // the switches follow what is possible
+  if (errors.video) setLobbySwitch($('lobby-cam'), false, 'video', 'video-off');
+  if (errors.audio) setLobbySwitch($('lobby-mic'), false, 'mic', 'mic-off');
 }
 
 function stopPreview() {
@@ -367,6 +369,7 @@ async function join(room, name) {
     startMeter(mic);
   }
   if (!state.camMuted && !cam) state.camMuted = true; // no camera could be opened
+  if (!mic) state.micMuted = true; // nor a microphone: "Unmute" asks for it again
   addSelfTile();
   updateControls();
   layout();
@@ -600,10 +603,11 @@ function trackOf(p, source) {
   return [...p.tracks.values()].find((x) => x.source === source);
 }
 
+// A microphone muted or not published at all: either way they cannot be heard.
 function isMuted(p, source) {
   if (p.info.sid === 'self') return source === 'microphone' ? state.micMuted : state.camMuted;
   const track = trackOf(p, source);
-  return track ? track.muted : false;
+  return track ? track.muted : source === 'microphone';
 }
 
 // The camera shows only while it is on and sends: else the avatar (never a frozen frame).
