@@ -64,6 +64,7 @@ FLAGS = (
     ("canSubscribe", "can_subscribe", True),
     ("canPublishData", "can_publish_data", True),
     ("hidden", "hidden", False),
+    ("canUpdateOwnMetadata", "can_update_own_metadata", False),
 )
 
 
@@ -80,6 +81,7 @@ class VideoGrant:
     can_subscribe: bool = True
     can_publish_data: bool = True
     hidden: bool = False
+    can_update_own_metadata: bool = False  # may choose its name and metadata when joining
     can_publish_sources: tuple[str, ...] | None = None  # None: every source
 
     def to_claims(self) -> dict[str, Any]:

@@ -214,7 +214,7 @@ class Session:
         except PermissionDenied as exc:
             self.send(error("permission_denied", str(exc), msg_id))
         except TransportError as exc:
-            logger.info("session %s: %s", self._who(), exc)
+            logger.info("session %s: %r", self._who(), str(exc)[:300])
             self.send(error("bad_sdp", str(exc), msg_id))
         except Exception:
             logger.exception("session %s: handler failed", self._who())
@@ -229,8 +229,14 @@ class Session:
         grant = ident.grant
         if req.room and req.room != grant.room:
             raise PermissionDenied(f"the token does not grant room {req.room!r}")
-        name = req.name or ident.name or ident.identity
-        metadata = req.metadata or ident.metadata
+        # the signed token says who this is: a name or metadata sent with join counts only
+        # when the grant allows it (canUpdateOwnMetadata), or eve could join as "Alice (host)"
+        if grant.can_update_own_metadata:
+            name = req.name or ident.name or ident.identity
+            metadata = req.metadata or ident.metadata
+        else:
+            name = ident.name or ident.identity
+            metadata = ident.metadata
         room = self.sfu.room(grant.room)
         if room is None:
             if not (self.config.auto_create_rooms or grant.room_create):
