@@ -277,7 +277,8 @@ def test_pinned_tile_goes_large_and_keeps_focus(room):
     assert settled(page)["view"] == "grid"
     page.keyboard.press("f")
     page.wait_for_function("() => document.fullscreenElement?.id === 'room'")
-    assert page.locator("#fullscreen-button .text").inner_text() == "Exit full screen"
+    exit_button = page.locator("#fullscreen-button .text", has_text="Exit full screen")
+    exit_button.wait_for(state="attached")  # (fullscreenchange may come just after)
     page.keyboard.press("f")
     page.wait_for_function("() => !document.fullscreenElement")
     page.set_viewport_size({"width": 1280, "height": 800})
