@@ -52,16 +52,7 @@ class Crowd:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.clients: list[tuple[Client, list[dict]]] = []
-        self.pinger = asyncio.run_coroutine_threadsafe(self.ping(), self.loop)
-
-    async def ping(self) -> None:
-        """The server drops a client silent for 30 s (docs/protocol.md, ping)."""
-        while True:
-            await asyncio.sleep(5)
-            for client, _ in list(self.clients):
-                if client.ws is not None and not client.ws.closed:
-                    await client.send({"type": "ping", "ts": int(time.time() * 1000)})
+        self.clients: list[tuple[Client, list[dict]]] = []  # (the client pings by itself)
 
     def run(self, coro, timeout: float = 30):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -115,7 +106,6 @@ class Crowd:
         async def leave_all():
             await asyncio.gather(*(c.leave() for c, _ in self.clients), return_exceptions=True)
 
-        self.pinger.cancel()
         try:
             self.run(leave_all(), timeout=20)
         finally:
