@@ -31,6 +31,8 @@ COUNTERS = {
     "retransmits": "packets resent from the retransmission cache",
     "keyframe_requests": "keyframe requests (PLI) sent to publishers",
     "keyframes_in": "keyframes received from publishers",
+    "nacks_out": "NACKs sent to publishers for packets lost on their way to the server",
+    "repaired": "packets from publishers that came after being missed (retransmitted or late)",
     "layer_switches": "simulcast layer switches made for subscribers (at a keyframe)",
 }
 GAUGES = {

@@ -41,7 +41,7 @@ MIN_RESEND_INTERVAL = 0.02
 #: retransmissions may cost this share of the layer's own rate (bytes), with a floor, and
 #: save up at most BUDGET_SECONDS of it: a subscriber NACKing everything gets a bounded copy
 RETRANSMIT_SHARE = 0.5
-RETRANSMIT_FLOOR = 32_000  # bytes per second
+RETRANSMIT_FLOOR = 4_000  # bytes per second: enough to repair an audio track
 BUDGET_SECONDS = 1.0
 
 #: extensions that only mean something on the publisher's connection: never forwarded

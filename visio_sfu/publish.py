@@ -18,7 +18,8 @@ from .errors import PermissionDenied, TransportError
 from .publisher import Publisher
 from .router import RtpRouter
 from .rtp import rtcp
-from .rtp.extensions import RID, SDES_MID
+from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
+from .rtp.header import unwrap_rtx
 from .sdp import OfferedMedia, accept_simulcast, offered_simulcast, parse_offer
 from .stats import DropReason, Stats
 from .transport import PeerTransport
@@ -120,6 +121,7 @@ class PublishConnection:
             raise TransportError("participant left")
         for spec in simulcast.values():
             self.router.rid_ext_id = spec["extensions"][RID]
+            self.router.rrid_ext_id = spec["extensions"].get(REPAIRED_RID, 0)
         self._sync_tracks(offered, simulcast)
         return accept_simulcast(answer, simulcast)
 
@@ -141,7 +143,7 @@ class PublishConnection:
                     self.unpublish(existing.sid)
                 continue
             if existing is not None:
-                self.router.announce(existing, m.ssrcs)
+                self.router.announce(existing, m.ssrcs, m.rtx)
                 continue
             req = self.requests.pop(m.msid_track, None)
             if req is None:
@@ -169,9 +171,10 @@ class PublishConnection:
                 cid=req.cid,
                 rids=simulcast[m.mid]["rids"] if m.mid in simulcast and m.kind == "video" else None,
                 stats=self._stats,
+                rtx_payload_type=_rtx_for(neg.codecs, codec.payload_type),
             )
             self.tracks[track.sid] = track
-            self.router.add(track, m.ssrcs)
+            self.router.add(track, m.ssrcs, m.rtx)
             self._on_published(track)
 
     def unpublish(self, track_sid: str) -> Publisher:
@@ -194,7 +197,15 @@ class PublishConnection:
             if self.router.unknown == 1:
                 logger.info("participant %s: RTP of an unknown SSRC dropped", self.participant_sid)
             return
-        entry[0].on_rtp(data, now, entry[1])
+        track, layer, rtx = entry
+        if rtx:  # a retransmission, most often one we asked for: the original inside
+            original = unwrap_rtx(data, track.codec.payload_type, layer.ssrc or 0)
+            if original is None or layer.ssrc is None:
+                track.drops[DropReason.PADDING] += 1
+                return
+            track.on_rtp(bytes(original), now, layer)
+            return
+        track.on_rtp(data, now, layer)
 
     def _on_rtcp(self, data: bytes) -> None:
         now = time.monotonic()
@@ -242,3 +253,11 @@ class PublishConnection:
         self.router.clear()
         if self.transport is not None:
             await self.transport.close()
+
+
+def _rtx_for(codecs: list, payload_type: int) -> int | None:
+    """The RTX payload type negotiated for a codec's payload type (its ``apt``), if any."""
+    for c in codecs:
+        if c.is_rtx and str((c.parameters or {}).get("apt")) == str(payload_type):
+            return int(c.payload_type)
+    return None

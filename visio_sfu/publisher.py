@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between two PLIs to one publisher track
+#: repairing loss between a publisher and the server: a gap is asked for again (NACK) every
+#: NACK_INTERVAL, at most NACK_TRIES times and for at most NACK_GIVE_UP seconds; a jump larger
+#: than MAX_GAP is a restart, not a loss; at most MAX_MISSING sequence numbers are tracked
+NACK_INTERVAL = 0.05
+NACK_TRIES = 5
+NACK_GIVE_UP = 1.0
+MAX_GAP = 128
+MAX_MISSING = 512
 
 
 class Sink(Protocol):
@@ -71,9 +79,12 @@ class ReceiveStats:
         "jitter",
         "last_transit",
         "started",
+        "missing",
+        "repaired",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, repair: bool = False) -> None:
+        """``repair``: track missing sequence numbers, to ask for them (video)."""
         self.base_seq = 0
         self.max_seq = 0
         self.cycles = 0
@@ -83,9 +94,12 @@ class ReceiveStats:
         self.jitter = 0.0
         self.last_transit: float | None = None
         self.started = False
+        #: sequence numbers not received yet -> [first missed, last asked for, times asked]
+        self.missing: dict[int, list] | None = {} if repair else None
+        self.repaired = 0  # packets that came after being missed (retransmitted or late)
 
     def update(self, seq: int, ts: int, now: float, clock_rate: int) -> None:
-        """Account one received packet."""
+        """Account one received packet (and the gap before it, or the gap it fills)."""
         if not self.started:
             self.started = True
             self.base_seq = self.max_seq = seq
@@ -94,7 +108,18 @@ class ReceiveStats:
             if 0 < delta < 0x8000:
                 if seq < self.max_seq:
                     self.cycles += 1 << 16
+                missing = self.missing
+                if delta > 1 and missing is not None:
+                    if delta <= MAX_GAP:
+                        for k in range(1, delta):
+                            missing[(self.max_seq + k) & 0xFFFF] = [now, 0.0, 0]
+                        while len(missing) > MAX_MISSING:
+                            del missing[next(iter(missing))]
+                    else:
+                        missing.clear()  # a restart of the stream, not a loss
                 self.max_seq = seq
+            elif self.missing and self.missing.pop(seq, None) is not None:
+                self.repaired += 1
         self.received += 1
         transit = now * clock_rate - ts
         if self.last_transit is not None:
@@ -137,6 +162,7 @@ class Layer:
         "_last_pli",
         "known_bitrate",
         "needed_until",
+        "next_nack",
     )
 
     def __init__(self, index: int, rid: str, kind: str) -> None:
@@ -144,7 +170,8 @@ class Layer:
         self.rid = rid
         self.ssrc: int | None = None
         self.cache = PacketCache(1024 if kind == "video" else 128)
-        self.stats = ReceiveStats()
+        self.stats = ReceiveStats(repair=kind == "video")
+        self.next_nack = 0.0
         self.packets = 0
         self.bytes = 0
         self.bitrate = 0.0  # bits per second, smoothed
@@ -193,6 +220,7 @@ class Publisher:
         cid: str = "",
         rids: list[str] | None = None,
         stats: Stats | None = None,
+        rtx_payload_type: int | None = None,
     ) -> None:
         self.sid = sid
         self.stats = stats or Stats()
@@ -202,6 +230,7 @@ class Publisher:
         self.source = source
         self.mid = mid
         self.codec = codec
+        self.rtx_payload_type = rtx_payload_type  # retransmissions in RTX (RFC 4588), if any
         self.extensions = extensions  # uri -> id on the publisher's connection
         self.name = name
         self.width = width
@@ -220,6 +249,7 @@ class Publisher:
         self.active_rids: list[str] = [layer.rid for layer in self.layers]  # dynacast state
         self.drops = new_drops()  # packets not forwarded, by DropReason
         self.keyframes = 0
+        self.nacks_out = 0  # NACKs sent to the publisher for what it lost on its way here
         self.keyframe_requests = 0
         self.closed = False
 
@@ -332,6 +362,8 @@ class Publisher:
                 self.audio_level = level[0] & 0x7F
                 self.voice = bool(level[0] & 0x80)
         layer.cache.add(seq, data, now)
+        if layer.stats.missing and now >= layer.next_nack:
+            self._ask_again(layer, now)
         if self.muted:
             self.drops[_MUTED] += 1
             return
@@ -339,6 +371,29 @@ class Publisher:
         for sink in self.sinks:
             sink.write(data, ssrc, seq, ts, key, now, index)
         self.forwarding_delay.observe(time.monotonic() - now)
+
+    def _ask_again(self, layer: Layer, now: float) -> None:
+        """NACK the publisher for what it lost on its way to us: each missing packet again
+        every NACK_INTERVAL, NACK_TRIES times at most, until NACK_GIVE_UP."""
+        layer.next_nack = now + 0.01
+        missing = layer.stats.missing
+        assert missing is not None
+        due = []
+        for seq, entry in list(missing.items()):
+            if now - entry[0] > NACK_GIVE_UP or entry[2] >= NACK_TRIES:
+                del missing[seq]
+            elif now - entry[1] >= NACK_INTERVAL:
+                entry[1] = now
+                entry[2] += 1
+                due.append(seq)
+        if due and layer.ssrc is not None and not self.closed:
+            self.nacks_out += 1
+            self._send_rtcp(rtcp.build_nack(self._rtcp_ssrc, layer.ssrc, due))
+
+    @property
+    def repaired(self) -> int:
+        """Packets that came after being missed (retransmitted by the publisher, or late)."""
+        return sum(layer.stats.repaired for layer in self.layers)
 
     # -- RTCP --------------------------------------------------------------------------
     def request_keyframe(self, now: float | None = None, layer: int = -1) -> bool:
@@ -405,6 +460,8 @@ class Publisher:
                 bytes_in=self.bytes,
                 keyframes_in=self.keyframes,
                 keyframe_requests=self.keyframe_requests,
+                nacks_out=self.nacks_out,
+                repaired=self.repaired,
             )
             sinks, self.sinks = self.sinks, []
             for sink in sinks:

@@ -2,7 +2,9 @@
 
 By SSRC first (one dict lookup, the hot path); an unknown SSRC is learnt from the packet's MID
 header extension (which track) and, for simulcast, its RID extension (which layer), as browsers
-announce simulcast layers by rid, not by SSRC. Pure: no I/O, no asyncio.
+announce simulcast layers by rid, not by SSRC. Retransmissions on an RTX stream (RFC 4588) are
+routed too, marked as such: by the SDP's FID groups, or learnt from the RTX payload type and the
+repaired-RID extension. Pure: no I/O, no asyncio.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from .rtp.header import find_extension, payload_offset
 if TYPE_CHECKING:
     from .publisher import Layer, Publisher
 
-Route = tuple["Publisher", "Layer"]
+#: (track, layer, rtx): ``rtx`` is True for a retransmission to unwrap (RFC 4588)
+Route = tuple["Publisher", "Layer", bool]
 
 
 class RtpRouter:
@@ -26,25 +29,32 @@ class RtpRouter:
         self._by_mid: dict[str, Publisher] = {}
         self.mid_ext_id = 0  # the MID header extension's id on this connection (0: none)
         self.rid_ext_id = 0  # the RID header extension's id (0: none)
+        self.rrid_ext_id = 0  # the repaired-RID header extension's id (0: none)
         self.unknown = 0  # packets no track claims
 
-    def add(self, track: Publisher, ssrcs: list[int]) -> None:
+    def add(self, track: Publisher, ssrcs: list[int], rtx: dict[int, int] | None = None) -> None:
         """Route ``track``'s packets: by its mid, and by the SSRCs its SDP announces (simulcast
-        SSRCs are learnt from the RID extension instead)."""
+        SSRCs are learnt from the RID extension instead); ``rtx``: RTX SSRC -> media SSRC."""
         self._by_mid[track.mid] = track
-        self.announce(track, ssrcs)
+        self.announce(track, ssrcs, rtx)
 
-    def announce(self, track: Publisher, ssrcs: list[int]) -> None:
+    def announce(
+        self, track: Publisher, ssrcs: list[int], rtx: dict[int, int] | None = None
+    ) -> None:
         """SSRCs a (renegotiated) offer announces for a track without simulcast."""
         if not track.simulcast:
+            layer = track.layers[0]
             for ssrc in ssrcs:
-                self._by_ssrc[ssrc] = (track, track.layers[0])
+                self._by_ssrc[ssrc] = (track, layer, False)
+            for rtx_ssrc, media_ssrc in (rtx or {}).items():
+                if media_ssrc in ssrcs:
+                    self._by_ssrc[rtx_ssrc] = (track, layer, True)
 
     def remove(self, track: Publisher) -> None:
         """Forget a track: its packets are unknown from now on."""
         if self._by_mid.get(track.mid) is track:
             del self._by_mid[track.mid]
-        for ssrc in [s for s, (t, _layer) in self._by_ssrc.items() if t is track]:
+        for ssrc in [s for s, entry in self._by_ssrc.items() if entry[0] is track]:
             del self._by_ssrc[ssrc]
 
     def route(self, data: bytes) -> Route | None:
@@ -60,18 +70,24 @@ class RtpRouter:
             mid = find_extension(data, self.mid_ext_id)
             if mid is not None:
                 track = self._by_mid.get(bytes(mid).decode("ascii", "replace"))
-        if track is not None and (data[1] & 0x7F) == track.codec.payload_type:
-            if not track.simulcast:
+        rtx = False
+        if track is not None:
+            pt = data[1] & 0x7F
+            rtx = pt == track.rtx_payload_type
+            rid_ext = self.rrid_ext_id if rtx else self.rid_ext_id
+            if pt != track.codec.payload_type and not rtx:
+                pass
+            elif not track.simulcast:
                 layer = track.layers[0]
-            elif self.rid_ext_id:
-                rid = find_extension(data, self.rid_ext_id)
+            elif rid_ext:
+                rid = find_extension(data, rid_ext)
                 if rid is not None:
                     name = bytes(rid).decode("ascii", "replace")
                     layer = next((x for x in track.layers if x.rid == name), None)
         if track is None or layer is None:
             self.unknown += 1
             return None
-        entry = (track, layer)
+        entry = (track, layer, rtx)
         self._by_ssrc[unpack_from("!I", data, 8)[0]] = entry
         return entry
 

@@ -31,6 +31,7 @@ class OfferedMedia:
     msid_track: str = ""
     ssrcs: list[int] = field(default_factory=list)
     rids: list[str] = field(default_factory=list)
+    rtx: dict[int, int] = field(default_factory=dict)  # RTX SSRC -> its media SSRC (FID)
     bundle_only: bool = False  # a=bundle-only: port 0 yet active, on the BUNDLE transport
 
     @property
@@ -113,9 +114,10 @@ def _media(index: int, lines: list[str], session_direction: str) -> OfferedMedia
         media.msid_stream = parts[0] if parts else ""
         media.msid_track = parts[1] if len(parts) > 1 else ""
     # the first SSRC of an FID group is the media one, the second its RTX
-    for _media_ssrc, rtx in fid:
+    for media_ssrc, rtx in fid:
         if rtx in media.ssrcs:
             media.ssrcs.remove(rtx)
+        media.rtx[rtx] = media_ssrc
     return media
 
 

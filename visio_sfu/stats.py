@@ -29,6 +29,7 @@ class DropReason(IntEnum):
     NACK_DUPLICATE = 10
     NACK_BUDGET = 11
     NACK_MISSING = 12
+    PADDING = 13
 
     @property
     def label(self) -> str:
@@ -56,6 +57,8 @@ DROP_DOCS: dict[DropReason, str] = {
     DropReason.NACK_BUDGET: "retransmission refused: the subscriber's retransmission budget "
     "for the track is spent",
     DropReason.NACK_MISSING: "retransmission asked for a packet no longer cached",
+    DropReason.PADDING: "an RTX packet without an original in it (the publisher probing "
+    "bandwidth with padding)",
 }
 
 REASONS = len(DropReason)
@@ -77,6 +80,8 @@ RETIRED_COUNTERS = (
     "nacks",
     "keyframe_requests",
     "layer_switches",
+    "nacks_out",
+    "repaired",
 )
 
 

@@ -33,7 +33,7 @@ def test_announced_ssrcs_route_at_once():
     r = RtpRouter()
     t = track("0")
     r.add(t, [1111])
-    assert r.route(build_rtp(96, 1, 0, 1111, b"x")) == (t, t.layers[0])
+    assert r.route(build_rtp(96, 1, 0, 1111, b"x")) == (t, t.layers[0], False)
     assert r.route(build_rtp(96, 1, 0, 2222, b"x")) is None and r.unknown == 1
 
 
@@ -44,8 +44,8 @@ def test_simulcast_layers_are_learnt_from_mid_and_rid():
     r.add(t, [5555])  # simulcast SSRCs in the SDP are not trusted: learnt instead
     assert r.route(build_rtp(96, 1, 0, 5555, b"x")) is None
     packet = with_extensions(7777, [(4, b"1"), (10, b"h")])
-    assert r.route(packet) == (t, t.layers[1])
-    assert r.route(build_rtp(96, 2, 0, 7777, b"x")) == (t, t.layers[1])  # remembered
+    assert r.route(packet) == (t, t.layers[1], False)
+    assert r.route(build_rtp(96, 2, 0, 7777, b"x")) == (t, t.layers[1], False)  # remembered
     assert r.track_of_ssrc(7777) is t
 
 

@@ -170,3 +170,20 @@ def read_seq_ts_ssrc(buf: bytes | bytearray | memoryview) -> tuple[int, int, int
     """(sequence number, timestamp, SSRC) of a packet known to be at least 12 bytes."""
     _, _, seq, ts, ssrc = unpack_from(_HEADER, buf, 0)
     return seq, ts, ssrc
+
+
+def unwrap_rtx(buf: bytes | bytearray, payload_type: int, ssrc: int) -> bytearray | None:
+    """The original packet inside an RTX retransmission (RFC 4588): its payload starts with the
+    original sequence number; payload type and SSRC become the media stream's. None for a
+    packet with no original in it (padding sent to probe bandwidth) or invalid RTP."""
+    off = payload_offset(buf)
+    end = payload_end(buf) if off >= 0 else -1
+    if off < 0 or end - off < 2:
+        return None
+    osn = (buf[off] << 8) | buf[off + 1]
+    out = bytearray(buf[:off])
+    out += buf[off + 2 : end]
+    out[0] &= 0xDF  # the original's padding is gone with the RTX padding
+    ts = (buf[4] << 24) | (buf[5] << 16) | (buf[6] << 8) | buf[7]
+    rewrite_header(out, payload_type, osn, ts, ssrc)
+    return out
