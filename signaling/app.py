@@ -27,6 +27,7 @@ from .auth import (
     redact_tokens,
 )
 from .config import Config, ConfigError
+from .features import SETUPS
 from .limits import PerKeyLimiter
 from .metrics import setup_metrics
 from .session import Session, SessionCounters
@@ -238,6 +239,8 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
         app[SFU_KEY].listeners.append(notifier)
         app[WEBHOOKS] = notifier
     setup_metrics(app, app[SFU_KEY], app[COUNTERS], app.get(WEBHOOKS))
+    for setup_feature in SETUPS:  # signaling/features.py
+        setup_feature(app)
     static = static_dir()
     if static.exists():
         app.router.add_static("/static/", static, append_version=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,7 +203,26 @@ def to_wire(event: ev.Event) -> dict:
             return {"type": "layers", "track": track_sid, "active": list(rids)}
         case ev.Leave(reason):
             return {"type": "leave", "reason": reason}
+    writer = EVENT_WRITERS.get(type(event))
+    if writer is not None:
+        return writer(event)
     raise TypeError(f"no wire message for {type(event).__name__}")
+
+
+#: wire writers for events that features define in their own modules (register_event)
+EVENT_WRITERS: dict[type, Callable[[Any], dict]] = {}
+
+
+def register_event(cls: type, writer: Callable[[Any], dict]) -> None:
+    """Teach to_wire an event class a feature defines (recording, captions, hands...)."""
+    EVENT_WRITERS[cls] = writer
+
+
+def register_request(kind: str, cls: type) -> None:
+    """Teach parse_request a message type a feature adds; ``cls.parse(msg)`` validates it."""
+    if kind in REQUESTS and REQUESTS[kind] is not cls:
+        raise ValueError(f"message type {kind!r} is already taken")
+    REQUESTS[kind] = cls
 
 
 def webhook(event: ev.LifecycleEvent) -> dict:

@@ -393,3 +393,13 @@ HANDLERS: dict[str, Any] = {
     "ping": Session.on_ping,
     "leave": Session.on_leave,
 }
+
+
+def register_handler(kind: str, handler: Any, request: type | None = None) -> None:
+    """Add a message type a feature module handles (``async handler(session, request)``,
+    returning a protocol.Reply or None); ``request`` parses and validates it."""
+    if kind in HANDLERS and HANDLERS[kind] is not handler:
+        raise ValueError(f"message type {kind!r} is already handled")
+    HANDLERS[kind] = handler
+    if request is not None:
+        proto.register_request(kind, request)

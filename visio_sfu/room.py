@@ -92,6 +92,9 @@ class Room:
         self.speakers = SpeakerDetector()
         self.active_speaker: str | None = None
         self._removals: set[asyncio.Task] = set()
+        #: called with every track published in this room (and every track already here when
+        #: added with watch_tracks): where a recorder or a transcriber attaches its sinks
+        self.track_watchers: list[Callable[[Participant, Publisher], None]] = []
         self.closed = False
         self._arm_empty_timer()
 
@@ -180,6 +183,7 @@ class Room:
             self.broadcast(ParticipantJoined(p.info()), exclude=p)
         for track in p.tracks.values():
             self._subscribe_others(p, track)
+            self._tell_watchers(p, track)
         self.subscribe_to_others(p)
         if moved:
             p.emit(Moved(self.info(), tuple(o.info() for o in self.visible(exclude=p))))
@@ -251,6 +255,7 @@ class Room:
                 self.notify(TrackAdded(self.info(), p.ref(), event.track))
                 self.broadcast(event, exclude=p)
                 self._subscribe_others(p, track)
+                self._tell_watchers(p, track)
         elif isinstance(event, TrackUnpublished):
             self._unsubscribe_sid(event.track_sid)
             self.broadcast(event, exclude=p)
@@ -259,6 +264,21 @@ class Room:
                 self.broadcast(event, exclude=p)
         elif isinstance(event, ConnectionFailed):
             self.schedule_removal(p, event.reason)
+
+    def watch_tracks(self, watcher: Callable[[Participant, Publisher], None]) -> None:
+        """Call ``watcher`` for every track published in this room, those already published
+        first; remove it from ``track_watchers`` to stop."""
+        self.track_watchers.append(watcher)
+        for p in list(self.participants.values()):
+            for track in list(p.tracks.values()):
+                watcher(p, track)
+
+    def _tell_watchers(self, owner: Participant, track: Publisher) -> None:
+        for watcher in list(self.track_watchers):
+            try:
+                watcher(owner, track)
+            except Exception:
+                logger.exception("room %s: track watcher failed", self.name)
 
     def _subscribe_others(self, owner: Participant, track: Publisher) -> None:
         for other in self.participants.values():

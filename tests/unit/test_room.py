@@ -115,3 +115,17 @@ async def test_attach_refuses_a_participant_still_in_a_room():
     else:
         raise AssertionError("attached to two rooms")
     await sfu.close()
+
+
+async def test_track_watchers_see_tracks_already_there_and_to_come():
+    sfu, _ = sfu_with_listener()
+    room = sfu.get_or_create_room("main")
+    alice = await room.join("alice")
+    await alice.publish_offer(OFFER)
+    seen: list[tuple[str, str]] = []
+    room.watch_tracks(lambda p, track: seen.append((p.identity, track.kind)))
+    assert seen == [("alice", "video"), ("alice", "audio")]
+    bob = await room.join("bob")
+    await bob.publish_offer(OFFER)
+    assert seen[2:] == [("bob", "video"), ("bob", "audio")]
+    await sfu.close()

@@ -1,0 +1,12 @@
+"""Features built on the SFU's seams (recording, transcription, meeting controls...), each in a
+module of its own: ``setup(app)`` adds its routes, its message handlers
+(``session.register_handler``) and its event writers (``protocol.register_event``). List each
+feature's setup here; create_app calls them in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+SETUPS: list[Callable[[web.Application], None]] = []
