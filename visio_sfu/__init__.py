@@ -5,7 +5,14 @@ tells the outside comes as typed events (:mod:`visio_sfu.events`).
 """
 
 from . import events
-from .errors import PermissionDenied, RestartRefused, RoomClosed, RoomFull, TransportError
+from .errors import (
+    PermissionDenied,
+    RestartRefused,
+    RoomClosed,
+    RoomFull,
+    RoomLocked,
+    TransportError,
+)
 from .participant import Participant, Permissions
 from .publisher import Publisher, Sink
 from .room import Room
@@ -23,6 +30,7 @@ __all__ = [
     "Room",
     "RoomClosed",
     "RoomFull",
+    "RoomLocked",
     "Sink",
     "TransportError",
     "events",

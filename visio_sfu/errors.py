@@ -21,3 +21,7 @@ class RoomFull(Exception):
 
 class RoomClosed(Exception):
     """The room is closing and takes no one in."""
+
+
+class RoomLocked(Exception):
+    """The room is locked (Room.set_locked): it takes no newcomer."""

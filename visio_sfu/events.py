@@ -61,6 +61,7 @@ class RoomInfo:
     name: str
     sid: str
     metadata: str
+    locked: bool = False  # newcomers are refused (Room.set_locked)
 
 
 @dataclass(frozen=True, slots=True)

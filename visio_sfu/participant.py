@@ -103,7 +103,18 @@ class Participant:
         self.listener: Listener | None = None
         self.attached_once = False  # attached to a room before: a later attach is a move
         self.room_name: str | None = None  # the room it is in (set by the room)
-        self.publishing = PublishConnection(
+        #: its client is gone for now (Room.suspend): events for it are dropped
+        self.suspended = False
+        self.publishing = self._new_publishing(max_tracks)
+        self.subscriber: SubscribeConnection | None = None
+        if self.permissions.can_subscribe:
+            self.subscriber = self._new_subscriber()
+        self._restarts: list[float] = []
+        self.closed = False
+        Participant.alive.add(self)
+
+    def _new_publishing(self, max_tracks: int) -> PublishConnection:
+        return PublishConnection(
             self.sid,
             self.permissions.may_publish,
             self.stats,
@@ -111,14 +122,8 @@ class Participant:
             on_published=lambda track: self._tell(TrackPublished(self.sid, track.info())),
             on_unpublished=lambda track: self._tell(TrackUnpublished(self.sid, track.sid)),
             on_failed=self._failed,
-            transport_factory=transport_factory,
+            transport_factory=self._transport_factory,
         )
-        self.subscriber: SubscribeConnection | None = None
-        if self.permissions.can_subscribe:
-            self.subscriber = self._new_subscriber()
-        self._restarts: list[float] = []
-        self.closed = False
-        Participant.alive.add(self)
 
     def _new_subscriber(self, first_offer: int = 1) -> SubscribeConnection:
         return SubscribeConnection(
@@ -150,7 +155,7 @@ class Participant:
 
     def emit(self, event: Event) -> None:
         """Send an event to this participant's client (the signaling session); never raises."""
-        if self._emit is not None and not self.closed:
+        if self._emit is not None and not self.closed and not self.suspended:
             try:
                 self._emit(event)
             except Exception:
@@ -173,9 +178,12 @@ class Participant:
         name: str = "",
         width: int = 0,
         height: int = 0,
+        muted: bool = False,
     ) -> TrackRequest:
-        """Announce a track the next publisher offer will carry (matched by msid = cid)."""
-        return self.publishing.add_track(cid, kind, source, name, width, height)
+        """Announce a track the next publisher offer will carry (matched by msid = cid);
+        ``muted``: it is published muted (a client republishing a muted microphone after a
+        reconnection: nobody ever receives it unmuted)."""
+        return self.publishing.add_track(cid, kind, source, name, width, height, muted)
 
     async def publish_offer(self, sdp: str) -> str:
         """Negotiate the publish connection from the client's offer; returns the answer SDP."""
@@ -184,9 +192,15 @@ class Participant:
             raise TransportError("participant left")
         return answer
 
-    def unpublish(self, track_sid: str) -> Publisher:
-        """Stop publishing a track; every subscriber is told."""
-        return self.publishing.unpublish(track_sid)
+    def unpublish(self, track_sid: str, by_server: bool = False) -> Publisher:
+        """Stop publishing a track; every subscriber is told.
+
+        ``by_server``: a host or administrator did it; the participant's own client is told
+        (TrackUnpublished with its own sid), so that it stops sending and says so."""
+        track = self.publishing.unpublish(track_sid)
+        if by_server:
+            self.emit(TrackUnpublished(self.sid, track.sid))
+        return track
 
     def set_muted(self, track_sid: str, muted: bool, by_server: bool = False) -> Publisher:
         """Mute or unmute one of this participant's tracks (muted media is not forwarded).
@@ -264,6 +278,11 @@ class Participant:
                 f"at most {MAX_RESTARTS} subscriber restarts in {RESTART_WINDOW:.0f} s"
             )
         self._restarts.append(now)
+        await self._replace_subscriber(old, available)
+
+    async def _replace_subscriber(
+        self, old: SubscribeConnection, available: Callable[[], list[Publisher]]
+    ) -> None:
         kept = {
             dt.track.sid: (dt.visible, dt.max_height, dt.max_layer)
             for dt in old.downtracks.values()
@@ -283,6 +302,30 @@ class Participant:
             elif track.sid not in known:  # published while the old one closed
                 new.add(track)
         logger.info("participant %s: subscriber connection restarted", self.sid)
+
+    async def reconnect(
+        self, emit: Callable[[Event], None], available: Callable[[], list[Publisher]]
+    ) -> None:
+        """Serve a new client connection of this participant (its old one dropped): events go
+        to ``emit`` from now on, and both peer connections are replaced by fresh ones. What it
+        published went with the old connection: those tracks are unpublished (the room is
+        told) and the client publishes them again. The fresh subscribe connection carries the
+        tracks of ``available`` with the settings they had; its first offer follows this call
+        (nothing is awaited after it is made, as in ``restart_subscriber``)."""
+        if self.closed:
+            raise TransportError("participant left")
+        self.suspended = True  # nothing of the old connections reaches the new client
+        old = self.publishing
+        for sid in list(old.tracks):
+            self.publishing.unpublish(sid)
+        self.publishing = self._new_publishing(old.max_tracks)
+        await old.close()
+        if self.subscriber is not None:
+            await self._replace_subscriber(self.subscriber, available)
+        if self.closed:
+            raise TransportError("participant left")
+        self._emit = emit
+        self.suspended = False
 
     # -- trickle and teardown ------------------------------------------------------------
     async def add_ice_candidate(self, target: str, candidate: dict | None) -> None:

@@ -47,6 +47,7 @@ class TrackRequest:
     name: str = ""
     width: int = 0
     height: int = 0
+    muted: bool = False  # published muted
 
 
 class PublishConnection:
@@ -87,8 +88,10 @@ class PublishConnection:
         name: str = "",
         width: int = 0,
         height: int = 0,
+        muted: bool = False,
     ) -> TrackRequest:
-        """Announce a track the next offer will carry (matched by msid = cid)."""
+        """Announce a track the next offer will carry (matched by msid = cid); ``muted``: it
+        is published muted."""
         if not self._may_publish(None):
             raise PermissionDenied("not allowed to publish")
         if kind not in ("audio", "video"):
@@ -100,7 +103,7 @@ class PublishConnection:
             raise PermissionDenied(f"not allowed to publish {source}")
         if len(self.tracks) + len(self.requests) >= self.max_tracks:
             raise ValueError(f"at most {self.max_tracks} tracks per participant")
-        req = TrackRequest(new_sid("TR"), cid, kind, source, name, width, height)
+        req = TrackRequest(new_sid("TR"), cid, kind, source, name, width, height, muted)
         self.requests[cid] = req
         return req
 
@@ -173,6 +176,7 @@ class PublishConnection:
                 stats=self._stats,
                 rtx_payload_type=_rtx_for(neg.codecs, codec.payload_type),
             )
+            track.muted = req.muted  # before anyone hears of it: never forwarded unmuted
             self.tracks[track.sid] = track
             self.router.add(track, m.ssrcs, m.rtx)
             self._on_published(track)

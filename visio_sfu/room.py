@@ -5,7 +5,9 @@ unsubscribes). The room tells everyone about joins, leaves and track changes (ty
 events.py), runs the adaptation timer (layer selection, active speaker, dynacast) and the RTCP
 timer for all its connections, and closes itself after staying empty for ``empty_timeout``
 seconds. ``attach``/``detach`` move a live participant between rooms without touching its
-connections (breakout rooms).
+connections (breakout rooms). A locked room (``set_locked``) takes no newcomer. A participant
+whose client dropped may be kept for a while (``suspend``) and given back to the client when it
+reconnects (``resume``), the others seeing no leave and no join.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .allocator import allocate, dynacast
-from .errors import PermissionDenied, RoomClosed, RoomFull
+from .errors import PermissionDenied, RoomClosed, RoomFull, RoomLocked
 from .events import (
     ActiveSpeakerChanged,
     ConnectionFailed,
@@ -50,7 +52,7 @@ from .speaker import SpeakerDetector
 from .stats import DropReason, Stats, drop_totals
 from .transport import PeerTransport
 
-__all__ = ["Room", "RoomClosed", "RoomFull"]
+__all__ = ["Room", "RoomClosed", "RoomFull", "RoomLocked"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +97,15 @@ class Room:
         #: called with every track published in this room (and every track already here when
         #: added with watch_tracks): where a recorder or a transcriber attaches its sinks
         self.track_watchers: list[Callable[[Participant, Publisher], None]] = []
+        self.locked = False  # newcomers are refused (set_locked)
+        #: participants whose client dropped, kept until resumed or until their grace ends
+        self._suspended: dict[str, asyncio.TimerHandle] = {}
         self.closed = False
         self._arm_empty_timer()
 
     def info(self) -> RoomInfo:
         """The room as its participants see it."""
-        return RoomInfo(self.name, self.sid, self.metadata)
+        return RoomInfo(self.name, self.sid, self.metadata, self.locked)
 
     def notify(self, event: LifecycleEvent) -> None:
         """Report a lifecycle event to the SFU's listeners (webhooks); never raises."""
@@ -120,12 +125,20 @@ class Room:
             "empty_timeout": self.empty_timeout,
             "max_participants": self.max_participants,
             "created_at": int(self.created_at),
+            "locked": self.locked,
         }
 
     def set_metadata(self, metadata: str) -> None:
         """Change the room's metadata and tell everyone."""
         self.metadata = metadata
         self.broadcast(RoomUpdated(self.info()))
+
+    def set_locked(self, locked: bool) -> None:
+        """Lock the room (``join`` refuses newcomers, raising RoomLocked, unless told to let
+        them in: a host) or unlock it; everyone is told (RoomUpdated)."""
+        if self.locked != locked:
+            self.locked = locked
+            self.broadcast(RoomUpdated(self.info()))
 
     # -- membership ----------------------------------------------------------------------
     async def join(
@@ -135,11 +148,17 @@ class Room:
         metadata: str = "",
         permissions: Permissions | None = None,
         emit: Callable[[Event], None] | None = None,
+        bypass_lock: bool = False,
     ) -> Participant:
-        """Add a new participant; an older session with the same identity is replaced."""
+        """Add a new participant; an older session with the same identity is replaced.
+
+        A locked room refuses newcomers (RoomLocked) unless ``bypass_lock`` (a host); someone
+        already in the room, coming back from another window, is no newcomer."""
         if self.closed:
             raise RoomClosed(self.name)
         old = self.by_identity(identity)
+        if self.locked and old is None and not bypass_lock:
+            raise RoomLocked(f"room {self.name} is locked")
         if old is not None:
             old.emit(Leave("replaced"))
             await self.remove(old, "replaced")
@@ -223,6 +242,9 @@ class Room:
         """Remove a participant, release what it held and tell the others."""
         if self.participants.pop(participant.sid, None) is None:
             return
+        handle = self._suspended.pop(participant.sid, None)
+        if handle is not None:
+            handle.cancel()
         participant.listener = None
         for track in list(participant.tracks.values()):
             self._unsubscribe_all(track)
@@ -237,6 +259,50 @@ class Room:
         self.notify(ParticipantExited(self.info(), p.ref(), reason))
         if not self.participants:
             self._arm_empty_timer()
+
+    # -- a client that dropped and comes back ---------------------------------------------
+    def suspend(self, p: Participant, grace: float, reason: str = "disconnected") -> None:
+        """``p``'s client is gone without leaving (its connection dropped) and may come back
+        within ``grace`` seconds (``resume``). Meanwhile ``p`` stays as it is: the others see
+        no change, events for it are dropped, a failure of its old connections is ignored.
+        Not back in time: removed with ``reason``."""
+        if self.participants.get(p.sid) is not p or self.closed:
+            return
+        old = self._suspended.pop(p.sid, None)
+        if old is not None:
+            old.cancel()
+        p.suspended = True
+        loop = asyncio.get_running_loop()
+        self._suspended[p.sid] = loop.call_later(grace, self._suspension_over, p, reason)
+        logger.info("room %s: %s suspended for %gs", self.name, p.sid, grace)
+
+    def is_suspended(self, p: Participant) -> bool:
+        """Whether ``p`` waits for its client to come back (``suspend``)."""
+        return p.sid in self._suspended
+
+    def _suspension_over(self, p: Participant, reason: str) -> None:
+        self._suspended.pop(p.sid, None)
+        if self.participants.get(p.sid) is p:
+            task = asyncio.ensure_future(self.remove(p, reason))
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
+
+    async def resume(self, p: Participant, emit: Callable[[Event], None]) -> None:
+        """Give ``p`` to a client that reconnected: suspended, or taking over from a connection
+        the server has not yet found dead. Same sid; the others see no leave and no join.
+        ``p``'s old connections are replaced by fresh ones (Participant.reconnect): the tracks
+        it published are unpublished (its client publishes them again) and a fresh subscribe
+        connection carries the room's tracks, its first offer following this call. KeyError if
+        ``p`` is not in this room."""
+        if self.participants.get(p.sid) is not p:
+            raise KeyError(p.sid)
+        handle = self._suspended.pop(p.sid, None)
+        if handle is not None:
+            handle.cancel()
+        await p.reconnect(emit, lambda: self._tracks_for(p))
+        if self.participants.get(p.sid) is not p:  # removed while its connections were replaced
+            raise KeyError(p.sid)
+        logger.info("room %s: %s resumed", self.name, p.sid)
 
     def schedule_removal(self, participant: Participant, reason: str) -> None:
         """Remove a participant from a synchronous callback (ICE failure)."""
@@ -263,7 +329,8 @@ class Room:
             if not p.permissions.hidden:
                 self.broadcast(event, exclude=p)
         elif isinstance(event, ConnectionFailed):
-            self.schedule_removal(p, event.reason)
+            if p.sid not in self._suspended:  # else its grace decides
+                self.schedule_removal(p, event.reason)
 
     def watch_tracks(self, watcher: Callable[[Participant, Publisher], None]) -> None:
         """Call ``watcher`` for every track published in this room, those already published
@@ -309,9 +376,11 @@ class Room:
     async def restart_subscriber(self, p: Participant) -> None:
         """Give ``p`` a fresh subscriber connection with what it receives now (see
         Participant.restart_subscriber)."""
-        await p.restart_subscriber(
-            lambda: [t for o in self.participants.values() if o is not p for t in o.tracks.values()]
-        )
+        await p.restart_subscriber(lambda: self._tracks_for(p))
+
+    def _tracks_for(self, p: Participant) -> list[Publisher]:
+        """The tracks ``p`` may receive: every other participant's."""
+        return [t for o in self.participants.values() if o is not p for t in o.tracks.values()]
 
     def visible(self, exclude: Participant | None = None) -> list[Participant]:
         """The participants others may see (not hidden), but ``exclude``."""
