@@ -9,6 +9,7 @@ import { assess, snapshot } from './quality.js';
 import { canChooseSpeaker, canShareScreen, errorKeys, listDevices, openMedia, openOne } from './devices.js';
 import { Outbox, linkify } from './chat.js';
 import { BlurProcessor, blurSupported } from './blur.js';
+import { setupCaptions } from './captions.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -377,6 +378,7 @@ async function join(room, name) {
 
 function wire(session) {
   session.on('state', onSessionState);
+  setupCaptions(session); // live captions, transcription, meeting notes (captions.js)
   session.on('joined', (joined) => {
     for (const sid of [...state.participants.keys()]) if (sid !== 'self') removeParticipant(sid, { quiet: true });
     state.participants.get('self')?.tracks.clear();

@@ -53,6 +53,12 @@ const STRINGS = {
     cameraLost: 'Your camera was disconnected.', micLost: 'Your microphone was disconnected; using {name}.',
     participantCount: '{n} in the meeting', noShare: 'Screen sharing is not available on this device.',
     speakerUnsupported: 'This browser always plays sound on the default speaker.',
+    // transcription and captions (captions.js)
+    captions: 'Captions', transcriptionOn: 'Transcription on', startTranscription: 'Start transcription',
+    stopTranscription: 'Stop transcription', downloadNotes: 'Download meeting notes',
+    transcriptionStarted: 'Transcription started', transcriptionStartedBy: '{name} started transcription',
+    transcriptionStopped: 'Transcription stopped', transcriptionStoppedBy: '{name} stopped transcription',
+    transcriptionFailed: 'Transcription could not be changed:', noTranscript: 'No meeting notes:',
   },
   fr: {
     title: 'Visio', lobbyHeading: 'Rejoindre une réunion', room: 'Nom de la réunion', name: 'Votre nom',
@@ -105,6 +111,11 @@ const STRINGS = {
     cameraLost: 'Votre caméra a été débranchée.', micLost: 'Votre micro a été débranché ; micro utilisé : {name}.',
     participantCount: '{n} dans la réunion', noShare: "Le partage d'écran n'est pas disponible sur cet appareil.",
     speakerUnsupported: 'Ce navigateur joue toujours le son sur le haut-parleur par défaut.',
+    captions: 'Sous-titres', transcriptionOn: 'Transcription en cours', startTranscription: 'Démarrer la transcription',
+    stopTranscription: 'Arrêter la transcription', downloadNotes: 'Télécharger le compte rendu',
+    transcriptionStarted: 'La transcription a démarré', transcriptionStartedBy: '{name} a démarré la transcription',
+    transcriptionStopped: 'La transcription est arrêtée', transcriptionStoppedBy: '{name} a arrêté la transcription',
+    transcriptionFailed: "La transcription n'a pas pu être modifiée :", noTranscript: 'Pas de compte rendu :',
   },
 };
 

@@ -1,0 +1,168 @@
+// Live captions, the "transcription on" indicator, starting and stopping transcription, and
+// the meeting notes download (docs/notes.md, docs/protocol.md: caption,
+// transcription_status, transcription_state, transcription, transcript).
+//
+// setupCaptions(session) wires it to a Session (protocol.js); the elements are made here:
+// the indicator in the top bar, the captions over the stage, three entries in the More menu.
+import { t } from './i18n.js';
+
+const $ = (id) => document.getElementById(id);
+const SHOWN = 3; // caption lines on screen at once
+const LINGER = 7000; // ms a final line stays after its last word
+
+function el(tag, attrs = {}, text = '') {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text) node.textContent = text;
+  return node;
+}
+
+function menuButton(id, key, { role } = {}) {
+  const button = el('button', { id, type: 'button', hidden: '' });
+  if (role) { button.setAttribute('role', role); button.setAttribute('aria-checked', 'false'); }
+  button.append(el('span', { class: 'icon i-speaking', 'aria-hidden': 'true' }), el('span', { class: 'text' }, t(key)));
+  return button;
+}
+
+export class Captions {
+  constructor(session) {
+    this.session = session;
+    this.lines = new Map(); // line id -> {node, timer}
+    this.state = { active: false, available: false, can_control: false, can_download: false };
+    this.wanted = localStorage.getItem('visio-captions') !== 'off';
+    this.build();
+    session.on('joined', () => this.refresh());
+    session.on('caption', (m) => this.onCaption(m));
+    session.on('transcription_status', (m) => this.onStatus(m));
+  }
+
+  build() {
+    // the indicator everyone sees while transcription runs
+    this.indicator = el('span', { id: 'transcribing', class: 'live-note', role: 'status', hidden: '' });
+    this.indicator.append(el('span', { class: 'dot', 'aria-hidden': 'true' }), el('span', {}, t('transcriptionOn')));
+    const bar = document.querySelector('#room .bar');
+    bar?.insertBefore(this.indicator, bar.querySelector('.spacer'));
+    // the captions, over the bottom of the stage
+    this.box = el('div', { id: 'captions', class: 'captions', 'aria-live': 'polite', hidden: '' });
+    $('stage-area')?.append(this.box);
+    // More menu: captions on/off (each person's own choice), start/stop, notes
+    this.toggle = menuButton('captions-toggle', 'captions', { role: 'switch' });
+    this.control = menuButton('transcription-button', 'startTranscription');
+    this.download = menuButton('notes-button', 'downloadNotes');
+    const menu = $('more-menu');
+    for (const b of [this.toggle, this.control, this.download]) menu?.append(b);
+    this.toggle.addEventListener('click', () => this.setWanted(!this.wanted));
+    this.control.addEventListener('click', () => this.startStop());
+    this.download.addEventListener('click', () => this.downloadNotes());
+    this.render();
+  }
+
+  async refresh() {
+    try {
+      const state = await this.session.signal.request({ type: 'transcription_state' });
+      this.state = state;
+    } catch (err) {
+      this.state = { active: false, available: false }; // a server without transcription
+    }
+    this.render();
+  }
+
+  setWanted(on) {
+    this.wanted = on;
+    localStorage.setItem('visio-captions', on ? 'on' : 'off');
+    this.render();
+  }
+
+  render() {
+    const { active, available, can_control: canControl, can_download: canDownload } = this.state;
+    this.indicator.hidden = !active;
+    this.box.hidden = !(active && this.wanted) || this.lines.size === 0;
+    this.toggle.hidden = !active && this.lines.size === 0;
+    this.toggle.setAttribute('aria-checked', String(this.wanted));
+    this.control.hidden = !(canControl && (available || active));
+    this.control.querySelector('.text').textContent = t(active ? 'stopTranscription' : 'startTranscription');
+    this.download.hidden = !(canDownload && (active || this.state.has_transcript));
+  }
+
+  onStatus(m) {
+    const was = this.state.active;
+    this.state = { ...this.state, active: m.active, language: m.language, has_transcript: this.state.has_transcript || m.active };
+    if (m.active !== was) {
+      const key = m.active ? 'transcriptionStarted' : 'transcriptionStopped';
+      this.note(m.by ? t(`${key}By`, { name: m.by }) : t(key));
+    }
+    if (m.error) this.note(m.error);
+    if (!m.active) setTimeout(() => this.clear(), LINGER);
+    this.render();
+  }
+
+  onCaption(m) {
+    let item = this.lines.get(m.id);
+    if (m.replaces) this.remove(m.replaces);
+    if (!m.text) { this.remove(m.id); return; } // a duplicate heard on another microphone
+    if (!item) {
+      const node = el('p', { class: 'caption', 'data-id': m.id, 'data-participant': m.participant });
+      node.append(el('span', { class: 'who' }, m.name || m.identity), el('span', { class: 'text' }));
+      this.box.append(node);
+      item = { node, timer: null };
+      this.lines.set(m.id, item);
+    }
+    item.node.dataset.final = String(m.final);
+    item.node.querySelector('.text').textContent = m.text; // text, never markup
+    clearTimeout(item.timer);
+    item.timer = setTimeout(() => this.remove(m.id), m.final ? LINGER : 3 * LINGER);
+    while (this.lines.size > SHOWN) this.remove(this.lines.keys().next().value);
+    this.render();
+  }
+
+  remove(id) {
+    const item = this.lines.get(id);
+    if (!item) return;
+    clearTimeout(item.timer);
+    item.node.remove();
+    this.lines.delete(id);
+    this.render();
+  }
+
+  clear() { for (const id of [...this.lines.keys()]) this.remove(id); }
+
+  async startStop() {
+    $('more-menu').hidden = true;
+    $('more-button')?.setAttribute('aria-expanded', 'false');
+    try {
+      await this.session.signal.request({ type: 'transcription', active: !this.state.active }, 120000);
+    } catch (err) {
+      this.note(`${t('transcriptionFailed')} ${err.message}`);
+    }
+  }
+
+  async downloadNotes() {
+    $('more-menu').hidden = true;
+    $('more-button')?.setAttribute('aria-expanded', 'false');
+    try {
+      const reply = await this.session.signal.request({ type: 'transcript', format: 'md' }, 90000);
+      const url = URL.createObjectURL(new Blob([reply.content], { type: `${reply.mime};charset=utf-8` }));
+      const a = el('a', { href: url, download: reply.filename });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (err) {
+      this.note(`${t('noTranscript')} ${err.message}`);
+    }
+  }
+
+  note(text) {
+    const toasts = $('toasts');
+    if (!toasts) return;
+    const p = el('p', {}, text);
+    toasts.append(p);
+    setTimeout(() => p.remove(), 5000);
+  }
+}
+
+export function setupCaptions(session) {
+  const captions = new Captions(session);
+  window.visio && (window.visio.captions = captions); // read-only hook for tests
+  return captions;
+}
