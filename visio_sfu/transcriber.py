@@ -217,6 +217,9 @@ class Transcriber:
             self._send(sid, state)
             if state.tap.closed:  # unpublished, or its participant left
                 self._close_track(sid, state)
+            elif state.participant.sid not in self.room.participants:  # moved to another room
+                state.publisher.detach(state.tap)
+                self._close_track(sid, state)
 
     def _send(self, sid: str, state: _Track) -> None:
         batch = state.tap.take()

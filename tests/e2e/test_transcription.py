@@ -102,6 +102,13 @@ async def test_two_speakers_taking_turns_are_transcribed_under_their_names(tmp_p
             print(f"all finals {time.monotonic() - started - total - 2:.1f} s after the script")
             captions = [m for m in carol.events if m.get("type") == "caption"]
             assert any(not m["final"] for m in captions), "no partial caption while speaking"
+            # someone who joins now is told at once that the room is transcribed
+            dave = Client(server.url, server.token(room, "dave", "Dave"))
+            clients.append(dave)
+            await dave.connect()
+            status = await dave.wait_for("transcription_status", timeout=5)
+            assert status["active"] and status["language"] == "en"
+            assert dave.events.index(status) > 0  # after its joined answer
             admin = server.token(room, "admin", room_admin=True)
             status_code, transcript = await server.api(
                 "GET", f"/api/rooms/{room}/transcript", admin

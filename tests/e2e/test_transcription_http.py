@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import io
+import time
 import wave
 
 import aiohttp
@@ -76,6 +77,7 @@ async def test_http_backend_and_summary_endpoint(tmp_path):
             "summary_model": "local-llm",
             "summary_api_key": "sk-sum",
             "store_dir": str(tmp_path),
+            "auto_start": ["rem*"],  # the room setting: transcribed from its start
         }
         async with LocalServer(transcription=settings) as server:
             room = "remote"
@@ -83,10 +85,10 @@ async def test_http_backend_and_summary_endpoint(tmp_path):
             alice = Client(server.url, server.token(room, "alice", "Alice"))
             try:
                 await alice.connect()
-                status, body = await server.api(
-                    "POST", f"/api/rooms/{room}/transcription", admin, {"active": True}
-                )
-                assert status == 200 and body["active"], body
+                status = await alice.wait_for("transcription_status")
+                assert status["active"] and status["by"] == ""
+                status, body = await server.api("GET", f"/api/rooms/{room}/transcription", admin)
+                assert status == 200 and body["active"] and body["available"], body
                 await alice.publish(WavAudioTrack([(0.5, clip)]))
                 caption = await alice.wait_for(
                     lambda m: m.get("type") == "caption" and m["final"], timeout=30
@@ -128,3 +130,23 @@ async def test_http_backend_and_summary_endpoint(tmp_path):
     (chat,) = fake.chats
     assert chat["auth"] == "Bearer sk-sum" and chat["body"]["model"] == "local-llm"
     assert "Alice: I heard" in chat["body"]["messages"][-1]["content"]
+
+
+def test_transcripts_are_deleted_after_their_retention(tmp_path):
+    from signaling.transcription import TranscriptStore
+    from visio_sfu.transcript import Line, Transcript
+
+    store = TranscriptStore(str(tmp_path), retention=3600)
+    old, live = Transcript("a b/c", id="old"), Transcript("a b/c", id="live")
+    old.add(Line("1", "PA_1", "x", "X", 0.0, 1.0, "hello there", "en"))
+    for t in (old, live):
+        store.add(t)
+        store.save(t)
+    assert len(list(tmp_path.glob("*/*.json"))) == 2  # room names made file-safe
+    again = TranscriptStore(str(tmp_path), retention=3600)  # a restart reads them back
+    assert again.get("a b/c", "old").lines[0].text == "hello there"
+    now = time.time()
+    assert store.purge(now + 1800, keep=set()) == 0
+    assert store.purge(now + 7200, keep={"live"}) == 1  # a transcription under way stays
+    assert [t.id for t in store.list("a b/c")] == ["live"]
+    assert len(list(tmp_path.glob("*/*.json"))) == 1
