@@ -385,6 +385,8 @@ class TranscriptionService:
             if not summary:
                 summary = await summarise(transcript, self.settings)
                 if summary:
+                    for old in [k for k in self.summaries if k[0] == transcript.id]:
+                        del self.summaries[old]  # one summary kept per transcript
                     self.summaries[key] = summary
         return make_notes(transcript, summary)
 

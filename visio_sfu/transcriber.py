@@ -245,6 +245,8 @@ class Transcriber:
         kind = msg[0]
         state = self.tracks.get(sid)
         if kind == "closed":
+            if state is not None:
+                state.publisher.detach(state.tap)  # also when its worker died
             self.tracks.pop(sid, None)
             if not self.tracks:
                 self._closed.set()
@@ -298,6 +300,8 @@ class Transcriber:
 
     def _error(self, message: str) -> None:
         self.errors += 1
-        if message != self.last_error:
+        if message != self.last_error:  # once per new problem: logged, and the room told
             logger.warning("room %s: transcription: %s", self.room.name, message)
+            if self.active:
+                self.room.broadcast(self.status(error=message))
         self.last_error = message
