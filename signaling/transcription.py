@@ -227,6 +227,7 @@ class TranscriptionService:
         self._pool_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._purger: asyncio.Task | None = None
+        self.checking: asyncio.Future | None = None  # the start-up check of the model
 
     # -- start-up ------------------------------------------------------------------------------
     async def check(self) -> None:
@@ -265,7 +266,13 @@ class TranscriptionService:
         self.spec = BackendSpec("whisper", model_dir=str(path), threads=s.threads)
         logger.info("transcription ready: model %s verified (sha256)", path)
 
+    async def checked(self) -> None:
+        """Wait for the start-up check of the backend and model, if it still runs."""
+        if self.checking is not None:
+            await asyncio.shield(self.checking)
+
     async def _ensure_pool(self) -> WorkerPool:
+        await self.checked()
         if self.unavailable or self.spec is None:
             raise TranscriptionError("unavailable", self.unavailable or "not checked yet")
         async with self._pool_lock:  # one start even when two rooms ask at once
@@ -420,6 +427,8 @@ class TranscriptionService:
         self.rooms.clear()
         if self._purger is not None:
             self._purger.cancel()
+        if self.checking is not None and not self.checking.done():
+            self.checking.cancel()
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -592,6 +601,7 @@ async def on_transcription(session: Any, req: TranscriptionRequest) -> proto.Rep
 async def on_transcription_state(session: Any, req: TranscriptionStateRequest) -> proto.Reply:
     service = _service(session)
     room = session._room()
+    await service.checked()
     t = service.active(room.name)
     return proto.Reply(
         "transcription_state",
@@ -682,7 +692,9 @@ class TranscriptionAPI:
 
     async def state(self, request: web.Request) -> web.Response:
         """GET /api/rooms/{room}/transcription"""
-        return web.json_response(self._status(await self._grant(request)))
+        name = await self._grant(request)
+        await self.service.checked()
+        return web.json_response(self._status(name))
 
     async def control(self, request: web.Request) -> web.Response:
         """POST /api/rooms/{room}/transcription {active, language?, languages?}"""
@@ -818,7 +830,9 @@ def setup(app: web.Application) -> None:
     app.router.add_routes(TranscriptionAPI(api, service).routes())
 
     async def started(app: web.Application) -> None:
-        await service.check()
+        # the model's sha256 (~0.6 s for base) is checked at start-up without holding it up;
+        # a transcription asked for meanwhile waits for the check
+        service.checking = asyncio.ensure_future(service.check())
         service._purger = asyncio.ensure_future(service.purge_loop())
 
     async def stopping(app: web.Application) -> None:
