@@ -28,12 +28,24 @@ class PatternVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, index: int, width: int = 320, height: int = 240, fps: int = 15) -> None:
+    def __init__(
+        self, index: int, width: int = 320, height: int = 240, fps: int = 15, grain: int = 0
+    ) -> None:
+        """``grain``: amplitude of noise over the luma, as a camera's: it sets the bitrate
+        (and so the packets per frame) without changing the colour the tests read."""
         super().__init__()
         self.u, self.v = PALETTE[index % len(PALETTE)]
         self.width, self.height, self.fps = width, height, fps
         self.count = 0
         self._start: float | None = None
+        self._grain = (
+            [
+                np.random.default_rng(index * 8 + k).integers(0, grain, (height, width), np.uint8)
+                for k in range(4)
+            ]
+            if grain
+            else None
+        )
 
     async def recv(self) -> av.VideoFrame:
         if self._start is None:
@@ -43,6 +55,8 @@ class PatternVideoTrack(MediaStreamTrack):
         if delay > 0:
             await asyncio.sleep(delay)
         y = np.full((self.height, self.width), 100, dtype=np.uint8)
+        if self._grain is not None:
+            y += self._grain[self.count % 4]
         bar = (self.count * 8) % self.width
         y[:, bar : bar + 8] = 235
         u = np.full((self.height // 2, self.width // 2), self.u, dtype=np.uint8)

@@ -33,6 +33,8 @@ class ServerError(Exception):
 class SignalingConnection:
     """A WebSocket speaking docs/protocol.md; ``url`` is the server's http(s) address."""
 
+    MAX_EVENTS = 10_000  # a long meeting's pongs and events must not grow memory without end
+
     def __init__(
         self,
         url: str,
@@ -46,7 +48,7 @@ class SignalingConnection:
         self._session = session
         self._own_session = session is None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.events: list[dict] = []  # every message the server sent, in order
+        self.events: list[dict] = []  # the server's messages, in order (the last MAX_EVENTS)
         #: called with every server message (before offers are handed on)
         self.on_message: Callable[[dict], None] | None = None
         #: called with each subscriber offer; may return an awaitable (run as a task)
@@ -109,8 +111,13 @@ class SignalingConnection:
             if predicate(event):
                 return event
         future = asyncio.get_running_loop().create_future()
-        self._waiters.append((predicate, future))
-        return await asyncio.wait_for(future, timeout)
+        waiter = (predicate, future)
+        self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     async def _read_loop(self) -> None:
         assert self.ws is not None
@@ -122,8 +129,13 @@ class SignalingConnection:
             except ValueError:
                 continue
             self.events.append(msg)
+            if len(self.events) > self.MAX_EVENTS:
+                del self.events[: len(self.events) - self.MAX_EVENTS]
             if self.on_message is not None:
-                self.on_message(msg)
+                try:
+                    self.on_message(msg)
+                except Exception:
+                    logger.exception("on_message failed for a %r message", msg.get("type"))
             mid = msg.get("id")
             if mid in self._pending and msg.get("type") != "offer":
                 future = self._pending[mid]
@@ -135,7 +147,11 @@ class SignalingConnection:
                     self._waiters.remove(waiter)
             if msg.get("type") == "offer" and msg.get("target") == "subscriber":
                 if self.on_offer is not None:
-                    handled = self.on_offer(msg)
+                    try:
+                        handled = self.on_offer(msg)
+                    except Exception:
+                        logger.exception("on_offer failed")
+                        handled = None
                     if handled is not None:
                         self._spawn(handled)
         for future in self._pending.values():

@@ -218,11 +218,16 @@ class DownTrack:
             return 0
         layer = self.track.layers[current]
         rate = max(layer.bitrate / 8 * RETRANSMIT_SHARE, RETRANSMIT_FLOOR)
-        if self._budget_at is not None:
+        if self._budget_at is None:
+            self._budget = rate * BUDGET_SECONDS  # the first NACK finds one second saved
+        else:
             elapsed = max(now - self._budget_at, 0.0)
             self._budget = min(self._budget + elapsed * rate, rate * BUDGET_SECONDS)
         self._budget_at = now
-        interval = max(self.rtt if self.rtt is not None else DEFAULT_RTT, MIN_RESEND_INTERVAL)
+        # a receiver asks again about one round trip after its first NACK: refuse repeats
+        # that come sooner than 3/4 of it
+        rtt = self.rtt if self.rtt is not None else DEFAULT_RTT
+        interval = max(0.75 * rtt, MIN_RESEND_INTERVAL)
         resent = self._resent
         if len(resent) > 4096:  # forget what is too old to matter
             for seq in [k for k, t in resent.items() if now - t > 1.0]:
@@ -254,6 +259,8 @@ class DownTrack:
                 self._munge_vp8(buf)
             if self._send(buf):
                 sent += 1
+            else:
+                drops[_SEND_FAILED] += 1
         self.retransmits += sent
         return sent
 

@@ -133,6 +133,7 @@ class TrackUnpublished(Event):
 
     participant_sid: str
     track_sid: str
+    track: TrackInfo | None = None  # what it was (for lifecycle events)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ one room and attached to another without touching its connections.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
@@ -110,6 +111,7 @@ class Participant:
         if self.permissions.can_subscribe:
             self.subscriber = self._new_subscriber()
         self._restarts: list[float] = []
+        self._closing: set[asyncio.Task] = set()  # old connections closing in the background
         self.closed = False
         Participant.alive.add(self)
 
@@ -120,7 +122,9 @@ class Participant:
             self.stats,
             max_tracks,
             on_published=lambda track: self._tell(TrackPublished(self.sid, track.info())),
-            on_unpublished=lambda track: self._tell(TrackUnpublished(self.sid, track.sid)),
+            on_unpublished=lambda track: self._tell(
+                TrackUnpublished(self.sid, track.sid, track.info())
+            ),
             on_failed=self._failed,
             transport_factory=self._transport_factory,
         )
@@ -287,20 +291,19 @@ class Participant:
             dt.track.sid: (dt.visible, dt.max_height, dt.max_layer)
             for dt in old.downtracks.values()
         }
-        known = {t.sid for t in available()}
-        self.subscriber = None  # tracks published meanwhile wait for the new connection
-        await old.close()
-        if self.closed:
-            raise TransportError("participant left")
+        # nothing is awaited from here on: no track can be published, nor the participant
+        # moved to another room, between the old connection's end and the new one's start
+        old.abandon()  # sends nothing more; its transport is closed in the background
         new = self._new_subscriber(first_offer=old.offers_made + 1)
         new.remb_bitrate = old.remb_bitrate  # the path did not change: keep its estimate
         self.subscriber = new
         for track in available():
-            if track.sid in kept:
+            if track.sid in kept:  # (one it had unsubscribed from stays unsubscribed)
                 dt = new.add(track)
                 dt.visible, dt.max_height, dt.max_layer = kept[track.sid]
-            elif track.sid not in known:  # published while the old one closed
-                new.add(track)
+        task = asyncio.ensure_future(old.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
         logger.info("participant %s: subscriber connection restarted", self.sid)
 
     async def reconnect(
@@ -345,6 +348,12 @@ class Participant:
             return
         self.closed = True
         self.listener = None
+        # every counter is handed to the totals before the first wait, so that /metrics never
+        # sees them dip while the transports close
+        if self.subscriber is not None:
+            self.subscriber.abandon()
+        await self.publishing.close()  # its tracks retire before it awaits its transport
         if self.subscriber is not None:
             await self.subscriber.close()
-        await self.publishing.close()
+        for task in list(self._closing):
+            await task

@@ -111,6 +111,8 @@ class PublishConnection:
         """Apply the client's offer; returns our answer. Publishes and unpublishes tracks."""
         if not self._may_publish(None):
             raise PermissionDenied("not allowed to publish")
+        if self.closed:
+            raise TransportError("participant left")
         offered = parse_offer(sdp)
         if len([m for m in offered if m.kind in ("audio", "video")]) > self.max_tracks:
             raise TransportError(f"at most {self.max_tracks} media sections")
@@ -119,8 +121,10 @@ class PublishConnection:
                 on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_state
             )
         simulcast = offered_simulcast(sdp)
-        answer = await self.transport.answer(sdp)
-        if self.closed:
+        transport = self.transport
+        answer = await transport.answer(sdp)
+        if self.closed:  # left meanwhile: close() may have run before the transport existed
+            await transport.close()
             raise TransportError("participant left")
         for spec in simulcast.values():
             self.router.rid_ext_id = spec["extensions"][RID]
@@ -203,8 +207,11 @@ class PublishConnection:
             return
         track, layer, rtx = entry
         if rtx:  # a retransmission, most often one we asked for: the original inside
-            original = unwrap_rtx(data, track.codec.payload_type, layer.ssrc or 0)
-            if original is None or layer.ssrc is None:
+            if layer.ssrc is None:  # no packet of its stream yet: cannot be one we asked for
+                track.drops[DropReason.PADDING] += 1
+                return
+            original = unwrap_rtx(data, track.codec.payload_type, layer.ssrc)
+            if original is None:
                 track.drops[DropReason.PADDING] += 1
                 return
             track.on_rtp(bytes(original), now, layer)

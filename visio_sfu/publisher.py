@@ -36,7 +36,11 @@ NACK_INTERVAL = 0.05
 NACK_TRIES = 5
 NACK_GIVE_UP = 1.0
 MAX_GAP = 128
-MAX_MISSING = 512
+MAX_MISSING = 256  # more missing at once is a burst: forget them, ask for a keyframe
+MAX_NACK_ITEMS = 64  # sequence numbers in one NACK
+
+#: what ReceiveStats.update says of a packet
+NEW, LATE, DUPLICATE, BURST = 0, 1, 2, 3
 
 
 class Sink(Protocol):
@@ -54,6 +58,7 @@ class Sink(Protocol):
 _INVALID = int(DropReason.INVALID)
 _WRONG_PT = int(DropReason.WRONG_PAYLOAD_TYPE)
 _MUTED = int(DropReason.MUTED)
+_DUPLICATE = int(DropReason.DUPLICATE)
 
 
 def keyframe_detector(mime: str) -> Callable[[memoryview], bool] | None:
@@ -98,35 +103,51 @@ class ReceiveStats:
         self.missing: dict[int, list] | None = {} if repair else None
         self.repaired = 0  # packets that came after being missed (retransmitted or late)
 
-    def update(self, seq: int, ts: int, now: float, clock_rate: int) -> None:
-        """Account one received packet (and the gap before it, or the gap it fills)."""
+    def update(self, seq: int, ts: int, now: float, clock_rate: int) -> int:
+        """Account one received packet (and the gap before it, or the gap it fills).
+
+        Returns NEW (the newest yet), LATE (older: one that was missing, or any older packet
+        of a stream whose gaps are not tracked), DUPLICATE (older, and not missing: a copy
+        already received, e.g. a redundant retransmission) or BURST (new, after more missing
+        packets than can be asked for: they are forgotten, a keyframe is the way back).
+        """
+        status = NEW
         if not self.started:
             self.started = True
             self.base_seq = self.max_seq = seq
         else:
             delta = (seq - self.max_seq) & 0xFFFF
+            missing = self.missing
             if 0 < delta < 0x8000:
                 if seq < self.max_seq:
                     self.cycles += 1 << 16
-                missing = self.missing
                 if delta > 1 and missing is not None:
-                    if delta <= MAX_GAP:
-                        for k in range(1, delta):
-                            missing[(self.max_seq + k) & 0xFFFF] = [now, 0.0, 0]
-                        while len(missing) > MAX_MISSING:
-                            del missing[next(iter(missing))]
-                    else:
+                    if delta > MAX_GAP:
                         missing.clear()  # a restart of the stream, not a loss
+                    elif len(missing) + delta - 1 > MAX_MISSING:
+                        missing.clear()
+                        status = BURST
+                    else:
+                        for k in range(1, delta):
+                            missing[(self.max_seq + k) & 0xFFFF] = [now, -1e9, 0]
                 self.max_seq = seq
-            elif self.missing and self.missing.pop(seq, None) is not None:
+            elif missing is None:
+                status = LATE
+            elif missing.pop(seq, None) is not None:
                 self.repaired += 1
+                status = LATE
+            else:
+                return DUPLICATE
         self.received += 1
+        if status == LATE:
+            return status  # RFC 3550: jitter from packets in order only
         transit = now * clock_rate - ts
         if self.last_transit is not None:
             d = abs(transit - self.last_transit)
             if d < clock_rate * 10:  # ignore timestamp jumps (publisher restart)
                 self.jitter += (d - self.jitter) / 16
         self.last_transit = transit
+        return status
 
     def report_block(self, ssrc: int, lsr: int, dlsr: int) -> tuple:
         """A receiver report block (ssrc, fraction, lost, highest, jitter, lsr, dlsr)."""
@@ -259,14 +280,12 @@ class Publisher:
         if self.closed:
             sink.close()
         elif sink not in self.sinks:
-            self.sinks.append(sink)
+            self.sinks = [*self.sinks, sink]  # a new list: a fan-out under way is unaffected
 
     def detach(self, sink: Sink) -> None:
         """Stop feeding ``sink`` (it is not closed)."""
-        try:
-            self.sinks.remove(sink)
-        except ValueError:
-            pass
+        if sink in self.sinks:
+            self.sinks = [s for s in self.sinks if s is not sink]
 
     @property
     def downtracks(self) -> list[DownTrack]:
@@ -347,11 +366,15 @@ class Publisher:
         layer.bytes += len(data)
         layer._window_bytes += len(data)
         layer.last_packet = now
-        layer.stats.update(seq, ts, now, self.codec.clock_rate)
+        status = layer.stats.update(seq, ts, now, self.codec.clock_rate)
+        if status == DUPLICATE:
+            self.drops[_DUPLICATE] += 1
+            return
         key = False
         detector = self.is_keyframe
         if detector is not None:
-            if len(data) > off:
+            # a late packet never starts or switches a subscriber: its frame is old
+            if status != LATE and len(data) > off:
                 key = detector(memoryview(data)[off:])
                 if key:
                     self.keyframes += 1
@@ -364,13 +387,27 @@ class Publisher:
         layer.cache.add(seq, data, now)
         if layer.stats.missing and now >= layer.next_nack:
             self._ask_again(layer, now)
+        elif status == BURST:
+            self.request_keyframe(now, layer.index)
         if self.muted:
             self.drops[_MUTED] += 1
             return
         index = layer.index
         for sink in self.sinks:
-            sink.write(data, ssrc, seq, ts, key, now, index)
+            try:
+                sink.write(data, ssrc, seq, ts, key, now, index)
+            except Exception:  # costs nothing until it happens (Python 3.11)
+                self._sink_failed(sink)
         self.forwarding_delay.observe(time.monotonic() - now)
+
+    def _sink_failed(self, sink: Sink) -> None:
+        """A sink raised on the hot path: it is detached and closed, the others go on."""
+        logger.exception("track %s: sink %r failed; detached", self.sid, sink)
+        self.detach(sink)
+        try:
+            sink.close()
+        except Exception:
+            logger.exception("track %s: sink %r failed to close", self.sid, sink)
 
     def _ask_again(self, layer: Layer, now: float) -> None:
         """NACK the publisher for what it lost on its way to us: each missing packet again
@@ -378,17 +415,17 @@ class Publisher:
         layer.next_nack = now + 0.01
         missing = layer.stats.missing
         assert missing is not None
-        due = []
-        for seq, entry in list(missing.items()):
+        due: list[int] = []
+        for seq, entry in list(missing.items()):  # at most MAX_MISSING, oldest first
             if now - entry[0] > NACK_GIVE_UP or entry[2] >= NACK_TRIES:
                 del missing[seq]
-            elif now - entry[1] >= NACK_INTERVAL:
+            elif now - entry[1] >= NACK_INTERVAL and len(due) < MAX_NACK_ITEMS:
                 entry[1] = now
                 entry[2] += 1
                 due.append(seq)
         if due and layer.ssrc is not None and not self.closed:
-            self.nacks_out += 1
-            self._send_rtcp(rtcp.build_nack(self._rtcp_ssrc, layer.ssrc, due))
+            if self._send_rtcp(rtcp.build_nack(self._rtcp_ssrc, layer.ssrc, due)):
+                self.nacks_out += 1
 
     @property
     def repaired(self) -> int:

@@ -188,6 +188,8 @@ class Room:
         join and receive its tracks; it receives theirs. A moved participant is told where it
         is now (``Moved``)."""
         self._check_room_for_one_more()
+        if p.closed:
+            raise ValueError(f"participant {p.sid} has left: it cannot be attached")
         if p.listener is not None:
             raise ValueError(f"participant {p.sid} is in another room: detach it first")
         moved, p.attached_once = p.attached_once, True
@@ -200,7 +202,8 @@ class Room:
             self._adapt_task = asyncio.ensure_future(self._adapt_loop())
         if not p.permissions.hidden:
             self.broadcast(ParticipantJoined(p.info()), exclude=p)
-        for track in p.tracks.values():
+        for track in p.tracks.values():  # a moved participant brings its tracks
+            self.notify(TrackAdded(self.info(), p.ref(), track.info()))
             self._subscribe_others(p, track)
             self._tell_watchers(p, track)
         self.subscribe_to_others(p)
@@ -218,6 +221,11 @@ class Room:
         p.room_name = None
         for track in p.tracks.values():
             self._unsubscribe_all(track)
+            # sinks other than subscribers' (a recorder, a transcriber) belong to this room
+            for sink in track.sinks:
+                if sink not in track.downtracks:
+                    track.detach(sink)
+                    sink.close()
             self.notify(TrackRemoved(self.info(), p.ref(), track.info()))
         if p.subscriber is not None:
             for sid in list(p.subscriber.downtracks):
@@ -325,6 +333,8 @@ class Room:
         elif isinstance(event, TrackUnpublished):
             self._unsubscribe_sid(event.track_sid)
             self.broadcast(event, exclude=p)
+            if event.track is not None:
+                self.notify(TrackRemoved(self.info(), p.ref(), event.track))
         elif isinstance(event, TrackMuted | ParticipantUpdated):
             if not p.permissions.hidden:
                 self.broadcast(event, exclude=p)
@@ -338,7 +348,10 @@ class Room:
         self.track_watchers.append(watcher)
         for p in list(self.participants.values()):
             for track in list(p.tracks.values()):
-                watcher(p, track)
+                try:
+                    watcher(p, track)
+                except Exception:
+                    logger.exception("room %s: track watcher failed", self.name)
 
     def _tell_watchers(self, owner: Participant, track: Publisher) -> None:
         for watcher in list(self.track_watchers):

@@ -30,6 +30,7 @@ class DropReason(IntEnum):
     NACK_BUDGET = 11
     NACK_MISSING = 12
     PADDING = 13
+    DUPLICATE = 14
 
     @property
     def label(self) -> str:
@@ -46,11 +47,13 @@ DROP_DOCS: dict[DropReason, str] = {
     "packets before it are of no use",
     DropReason.PAUSED: "the subscriber hides the video, or gets no layer",
     DropReason.MUTED: "the publisher muted the track (counted once per incoming packet)",
-    DropReason.MUNGER_REJECT: "too old or a duplicate for the subscriber's stream",
+    DropReason.MUNGER_REJECT: "too old for the subscriber's stream (before it started on this "
+    "source, or over 1 000 packets late)",
     DropReason.SEND_FAILED: "the subscriber's transport could not send (not connected yet, "
     "SRTP refused)",
     DropReason.INVALID: "not a valid RTP packet",
-    DropReason.WRONG_PAYLOAD_TYPE: "a payload type other than the track's codec (RTX, FEC)",
+    DropReason.WRONG_PAYLOAD_TYPE: "a payload type other than the track's codec and its RTX "
+    "(FEC, a codec not negotiated)",
     DropReason.UNKNOWN_SSRC: "from an SSRC no published track or layer claims",
     DropReason.NACK_DUPLICATE: "retransmission not repeated: the same packet was resent "
     "less than a round trip ago",
@@ -58,7 +61,9 @@ DROP_DOCS: dict[DropReason, str] = {
     "for the track is spent",
     DropReason.NACK_MISSING: "retransmission asked for a packet no longer cached",
     DropReason.PADDING: "an RTX packet without an original in it (the publisher probing "
-    "bandwidth with padding)",
+    "bandwidth with padding), or before its stream's first packet",
+    DropReason.DUPLICATE: "a packet from a publisher already received (a redundant "
+    "retransmission, a network duplicate): forwarding it again would repeat it",
 }
 
 REASONS = len(DropReason)

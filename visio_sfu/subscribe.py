@@ -25,6 +25,7 @@ from .transport import PeerTransport, Slot
 logger = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 20.0
+MAX_NACKED = 2048  # sequence numbers taken from one compound RTCP packet, per track
 
 
 class SubscribeConnection:
@@ -119,13 +120,18 @@ class SubscribeConnection:
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("subscriber negotiation failed (participant %s)", self.participant_sid)
+            if not self.closed:  # a connection closed under a negotiation: nothing to report
+                logger.exception(
+                    "subscriber negotiation failed (participant %s)", self.participant_sid
+                )
         finally:
             self._task = None
 
     async def _negotiate_once(self) -> None:
         released, self._released = self._released, []
         sdp = await self.transport.create_offer()
+        if self.closed:
+            return  # abandoned meanwhile: this offer must never reach the client
         self._offers += 1
         offer_id = f"s{self._offers}"
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -197,6 +203,8 @@ class SubscribeConnection:
         """Answer a client's offer instead of offering (a WHEP player offers receive-only
         sections): each section carries the next of ``tracks`` of its kind, the others are
         inactive. Only before any other negotiation; returns the answer SDP."""
+        if self.closed:
+            raise TransportError("the subscriber connection is closed")
         if self.negotiations or self._task is not None or self._answer is not None:
             raise TransportError("this connection already negotiates with offers of its own")
         slots = await self.transport.receive_offer(offer_sdp)
@@ -231,20 +239,23 @@ class SubscribeConnection:
     # -- RTCP and state ------------------------------------------------------------------
     def _on_rtcp(self, data: bytes) -> None:
         now = time.monotonic()
+        nacked: dict[DownTrack, dict[int, None]] = {}  # every NACK of the compound, once
         for pt, fmt, pkt in rtcp.iter_rtcp(data):
             if pt == rtcp.RTPFB and fmt == rtcp.NACK:
                 dt = self._by_ssrc.get(rtcp.media_ssrc(pkt))
                 if dt is not None:
-                    dt.handle_nack(rtcp.parse_nack(pkt), now)
+                    seqs = nacked.setdefault(dt, {})
+                    if len(seqs) < MAX_NACKED:
+                        seqs.update(dict.fromkeys(rtcp.parse_nack(pkt)))
             elif pt == rtcp.PSFB and fmt == rtcp.PLI:
                 dt = self._by_ssrc.get(rtcp.media_ssrc(pkt))
                 if dt is not None:
-                    dt.track.request_keyframe(now)
+                    _keyframe_for(dt, now)
             elif pt == rtcp.PSFB and fmt == rtcp.FIR:
                 for ssrc, _seq in rtcp.parse_fir(pkt):
                     dt = self._by_ssrc.get(ssrc)
                     if dt is not None:
-                        dt.track.request_keyframe(now)
+                        _keyframe_for(dt, now)
             elif pt == rtcp.PSFB and fmt == rtcp.REMB:
                 remb = rtcp.parse_remb(pkt)
                 if remb is not None:
@@ -254,6 +265,8 @@ class SubscribeConnection:
                     dt = self._by_ssrc.get(block[0])
                     if dt is not None:
                         dt.handle_report(block[1], block[4], block[5], block[6], now)
+        for dt, seqs in nacked.items():
+            dt.handle_nack(list(seqs), now)
 
     def _on_state(self, state: str) -> None:
         if state == "connected":
@@ -272,6 +285,12 @@ class SubscribeConnection:
 
     async def close(self) -> None:
         """Stop every DownTrack and close the connection."""
+        self.abandon()
+        await self.transport.close()
+
+    def abandon(self) -> None:
+        """Stop at once, without waiting: no more offers or events from this connection, every
+        DownTrack closed; ``close`` then closes the transport."""
         self.closed = True
         if self._task is not None:
             self._task.cancel()
@@ -283,4 +302,11 @@ class SubscribeConnection:
         self.downtracks.clear()
         self._by_ssrc.clear()
         self._slot.clear()
-        await self.transport.close()
+
+
+def _keyframe_for(dt: DownTrack, now: float) -> None:
+    """A subscriber asks for a keyframe (PLI, FIR): of the layer it decodes, or waits for;
+    not of every layer (a paused subscriber asks for none)."""
+    layer = dt.current_layer if dt.current_layer >= 0 else dt.target_layer
+    if layer >= 0:
+        dt.track.request_keyframe(now, layer)

@@ -129,3 +129,56 @@ async def test_track_watchers_see_tracks_already_there_and_to_come():
     await bob.publish_offer(OFFER)
     assert seen[2:] == [("bob", "video"), ("bob", "audio")]
     await sfu.close()
+
+
+async def test_a_restart_then_a_move_receives_only_the_new_rooms_tracks():
+    sfu, _ = sfu_with_listener()
+    main, breakout = sfu.get_or_create_room("main"), sfu.get_or_create_room("breakout")
+    alice = await main.join("alice")
+    bob = await main.join("bob")
+    carol = await breakout.join("carol")
+    await bob.publish_offer(OFFER)
+    await carol.publish_offer(OFFER)
+    old = alice.subscriber
+    await main.restart_subscriber(alice)  # nothing awaited inside: no move can interleave
+    assert alice.subscriber is not old and old.closed
+    assert sorted(alice.subscriber.downtracks) == sorted(bob.tracks)
+    breakout.attach(main.detach(alice))
+    await settle()
+    assert sorted(alice.subscriber.downtracks) == sorted(carol.tracks)
+    await sfu.close()
+
+
+async def test_unpublishing_is_a_lifecycle_event_and_room_sinks_stay_in_their_room():
+    from visio_sfu.events import TrackRemoved
+
+    sfu, lifecycle = sfu_with_listener()
+    main, breakout = sfu.get_or_create_room("main"), sfu.get_or_create_room("breakout")
+    alice = await main.join("alice")
+    await alice.publish_offer(OFFER)
+    video = next(t for t in alice.tracks.values() if t.kind == "video")
+    alice.unpublish(video.sid)
+    removed = [e for e in lifecycle if isinstance(e, TrackRemoved)]
+    assert [e.track.sid for e in removed] == [video.sid]
+
+    class RoomSink:
+        closed = False
+
+        def write(self, *args) -> None: ...
+
+        def close(self) -> None:
+            self.closed = True
+
+    audio = next(iter(alice.tracks.values()))
+    sink = RoomSink()
+    audio.attach(sink)  # a recorder of "main"
+    breakout.attach(main.detach(alice))
+    assert sink.closed and sink not in audio.sinks
+    await breakout.remove(alice)
+    try:
+        main.attach(alice)  # closed: refused
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a closed participant was attached")
+    await sfu.close()
