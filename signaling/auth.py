@@ -60,6 +60,7 @@ FLAGS = (
     ("roomCreate", "room_create", False),
     ("roomList", "room_list", False),
     ("roomAdmin", "room_admin", False),
+    ("roomRecord", "room_record", False),
     ("canPublish", "can_publish", True),
     ("canSubscribe", "can_subscribe", True),
     ("canPublishData", "can_publish_data", True),
@@ -78,6 +79,7 @@ class VideoGrant:
     room_create: bool = False
     room_list: bool = False
     room_admin: bool = False
+    room_record: bool = False  # may start and stop recording its room (signaling/recording.py)
     can_publish: bool = True
     can_subscribe: bool = True
     can_publish_data: bool = True

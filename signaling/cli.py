@@ -28,6 +28,8 @@ ENV_HELP = """environment variables (overridden by options):
                                 Origin must match it (set it, or VISIO_ALLOWED_ORIGINS, in
                                 production: the Host header can be an attacker's rebound name)
   VISIO_ALLOWED_ORIGINS         comma-separated browser Origins allowed to connect
+  VISIO_RECORDINGS_DIR          where recordings go (default
+                                $XDG_DATA_HOME/visio-sfu/recordings, ~/.local/share/...)
 Without any API key configured, the server starts in development mode."""
 
 
@@ -75,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the address people open (https://visio.example.org); browsers' Origin must match "
         "it unless allowed_origins is set",
     )
+    serve.add_argument(
+        "--recordings-dir",
+        metavar="DIR",
+        help="where recordings go (default $XDG_DATA_HOME/visio-sfu/recordings)",
+    )
 
     token = sub.add_parser(
         "token",
@@ -89,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--no-publish", action="store_true", help="may not publish media")
     token.add_argument("--no-subscribe", action="store_true", help="may not receive media")
     token.add_argument("--no-data", action="store_true", help="may not send data messages")
+    token.add_argument(
+        "--record", action="store_true", help="may start and stop recording (roomRecord)"
+    )
     token.add_argument("--config", metavar="FILE", help="TOML configuration file")
 
     rooms = sub.add_parser(
@@ -120,6 +130,21 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("room")
     send.add_argument("text")
     send.add_argument("--topic", default="chat")
+
+    recordings = sub.add_parser(
+        "recordings",
+        help="manage recordings through the admin API",
+        description="List, show, start, stop and delete recordings of a running server, through "
+        "its admin API (with a short-lived admin token signed with the configured key).",
+    )
+    recordings.add_argument("--url", default="http://127.0.0.1:7880", help="the server's URL")
+    recordings.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    rec = recordings.add_subparsers(dest="action", required=True)
+    rec.add_parser("list", help="list recordings")
+    rec.add_parser("show", help="print a recording's manifest").add_argument("id")
+    rec.add_parser("delete", help="delete a recording and its files").add_argument("id")
+    rec.add_parser("start", help="start recording a room").add_argument("room")
+    rec.add_parser("stop", help="stop recording a room").add_argument("room")
     return parser
 
 
@@ -131,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "rooms":
             return _rooms(args)
+        if args.command == "recordings":
+            return _recordings(args)
         return _token(args)
     except ConfigError as exc:
         print(f"visio-sfu: {exc}", file=sys.stderr)
@@ -149,6 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
             "max_participants": args.max_participants,
             "ice_addresses": args.ice_address,
             "public_url": args.public_url,
+            "recordings_dir": args.recordings_dir,
         },
     )
     if config.dev:
@@ -170,6 +198,16 @@ def _token(args: argparse.Namespace) -> int:
         print(f"visio-sfu: --ttl: {exc}", file=sys.stderr)
         return 2
     key, secret = next(iter(config.api_keys.items()))
+    grant = None
+    if args.record:
+        grant = VideoGrant(
+            room=args.room,
+            room_join=True,
+            can_publish=not args.no_publish,
+            can_subscribe=not args.no_subscribe,
+            can_publish_data=not args.no_data,
+            room_record=True,
+        )
     print(
         mint_token(
             key,
@@ -182,6 +220,7 @@ def _token(args: argparse.Namespace) -> int:
             can_subscribe=not args.no_subscribe,
             can_publish_data=not args.no_data,
             metadata=args.metadata,
+            grant=grant,
         )
     )
     return 0
@@ -225,10 +264,32 @@ def _rooms(args: argparse.Namespace) -> int:
             f"/api/rooms/{quote(args.room, safe='')}/data",
             {"topic": args.topic, "payload": {"text": args.text}},
         )
-    method, path, body = call
+    return _call(args.url, token, *call)
+
+
+def _recordings(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    key, secret = next(iter(config.api_keys.items()))
+    grant = VideoGrant(room="*", room_admin=True)
+    token = mint_token(key, secret, "visio-sfu-cli", "*", ttl=60, grant=grant)
+    quote = urllib.parse.quote
+    a = args.action
+    if a == "list":
+        call = ("GET", "/api/recordings", None)
+    elif a == "show":
+        call = ("GET", f"/api/recordings/{quote(args.id, safe='')}", None)
+    elif a == "delete":
+        call = ("DELETE", f"/api/recordings/{quote(args.id, safe='')}", None)
+    else:
+        call = ("POST", f"/api/rooms/{quote(args.room, safe='')}/recording", {"action": a})
+    return _call(args.url, token, *call)
+
+
+def _call(url: str, token: str, method: str, path: str, body: object) -> int:
+    """Call the admin API and print its JSON answer; the exit status."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        args.url.rstrip("/") + path,
+        url.rstrip("/") + path,
         data=data,
         method=method,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
@@ -241,7 +302,7 @@ def _rooms(args: argparse.Namespace) -> int:
         print(f"visio-sfu: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"visio-sfu: cannot reach {args.url}: {exc}", file=sys.stderr)
+        print(f"visio-sfu: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -44,6 +44,8 @@ class Config:
     #: when allowed_origins is empty (DNS rebinding: the Host header is the attacker's)
     public_url: str | None = None
     ice_addresses: list[str] = field(default_factory=list)
+    #: where recordings go (one directory each); None: $XDG_DATA_HOME/visio-sfu/recordings
+    recordings_dir: str | None = None
     #: transcription, live captions and meeting notes ([transcription] table; docs/notes.md)
     transcription: dict = field(default_factory=dict)
 
@@ -73,6 +75,7 @@ ENV = {
     "VISIO_JOINS_PER_SECOND": "joins_per_second",
     "VISIO_ALLOWED_ORIGINS": "allowed_origins",
     "VISIO_WEBHOOK_URLS": "webhook_urls",
+    "VISIO_RECORDINGS_DIR": "recordings_dir",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from . import transcription
+from . import recording, transcription
 
 SETUPS: list[Callable[[web.Application], None]] = [
     transcription.setup,  # transcription, live captions, meeting notes (issue 14)
+    recording.setup,  # recording without re-encoding (issue 14)
 ]

@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from signaling import transcription
+from signaling import recording, transcription
 from signaling.api import AdminAPI
 from signaling.metrics import LoopLag, SFUCollector
 from signaling.session import HANDLERS
@@ -17,7 +17,8 @@ def test_openapi_lists_exactly_the_api_routes():
     spec = json.loads((ROOT / "docs" / "openapi.json").read_text())
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     routes = {(r.method, r.path) for r in AdminAPI(None, None, None).routes()}
-    routes |= {(r.method, r.path) for r in transcription.api_routes()}  # features' own routes
+    routes |= {(r.method, r.path) for r in recording.api_routes()}  # features' own routes
+    routes |= {(r.method, r.path) for r in transcription.api_routes()}
     assert documented == routes
 
 

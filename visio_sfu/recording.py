@@ -68,7 +68,8 @@ QUEUE_LIMIT = 4096  # packets a track's sink holds for the writer; beyond, dropp
 POLL_INTERVAL = 0.02  # the writer thread drains the queues this often (seconds)
 AUDIO_LATENCY = 0.2  # how long a missing audio packet is waited for
 VIDEO_LATENCY = 0.5  # ... a missing video packet (the server NACKs the publisher for it)
-KEYFRAME_INTERVAL = 1.0  # the writer asks a track for a keyframe at most this often
+KEYFRAME_INTERVAL = 1.0  # the writer asks a track for a keyframe at most this often ...
+FIRST_KEYFRAME_INTERVAL = 0.25  # ... or this often while its file has not started
 LAYER_STALE = 0.5  # a simulcast layer that sent nothing for this long is not written
 DISCONTINUITY = 2.0  # RTP time this far from the arrival time: the stream started over
 MANIFEST = "manifest.json"
@@ -431,7 +432,8 @@ class _VideoWriter(_TrackWriter):
             want = target
         elif self.assemblers[self.current].need_keyframe:
             want = self.current
-        if want is not None and now - self.last_request >= KEYFRAME_INTERVAL:
+        interval = KEYFRAME_INTERVAL if self.container is not None else FIRST_KEYFRAME_INTERVAL
+        if want is not None and now - self.last_request >= interval:
             self.last_request = now
             self.keyframe_requests += 1
             self.request_keyframe(want)
