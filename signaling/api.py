@@ -64,6 +64,8 @@ class AdminAPI:
             web.delete("/api/rooms/{room}/participants/{identity}", self.remove_participant),
             web.patch("/api/rooms/{room}/participants/{identity}", self.update_participant),
             web.post("/api/rooms/{room}/participants/{identity}/mute", self.mute_track),
+            web.post("/api/rooms/{room}/participants/{identity}/unpublish", self.unpublish_track),
+            web.post("/api/rooms/{room}/mute", self.mute_all),
             web.post("/api/rooms/{room}/data", self.send_data),
         ]
 
@@ -171,10 +173,15 @@ class AdminAPI:
         return web.json_response({"deleted": room.name})
 
     async def update_room(self, request: web.Request) -> web.Response:
-        """PATCH /api/rooms/{room} {metadata}"""
+        """PATCH /api/rooms/{room} {metadata?, locked?}"""
         _ident, room = await self._admin(request)
         body = await self._body(request)
-        room.set_metadata(self._field(body, "metadata", str, room.metadata))
+        metadata = self._field(body, "metadata", str, None)
+        locked = self._field(body, "locked", bool, None)
+        if metadata is not None:
+            room.set_metadata(metadata)
+        if locked is not None:
+            room.set_locked(locked)  # newcomers refused while locked; hosts may still join
         return web.json_response(room.describe())
 
     # -- participants --------------------------------------------------------------------------
@@ -220,6 +227,35 @@ class AdminAPI:
                 404, "not_found", f"no track '{printable(sid, 64)}' of '{printable(p.identity)}'"
             ) from None
         return web.json_response(proto.track_info(track.info()))
+
+    async def unpublish_track(self, request: web.Request) -> web.Response:
+        """POST /api/rooms/{room}/participants/{identity}/unpublish {track}: stop a camera or
+        a screen share; its owner is told (track_unpublished) and stops sending it."""
+        _ident, room = await self._admin(request)
+        p = self._participant(room, request.match_info["identity"])
+        body = await self._body(request)
+        sid = self._field(body, "track", str, limit=64)
+        try:
+            track = p.unpublish(sid, by_server=True)
+        except KeyError:
+            raise _error(
+                404, "not_found", f"no track '{printable(sid, 64)}' of '{printable(p.identity)}'"
+            ) from None
+        return web.json_response(proto.track_info(track.info()))
+
+    async def mute_all(self, request: web.Request) -> web.Response:
+        """POST /api/rooms/{room}/mute {source?}: mute every participant's tracks of a source
+        (microphone unless said); each participant is told (track_muted)."""
+        _ident, room = await self._admin(request)
+        body = await self._body(request)
+        source = self._field(body, "source", str, "microphone", limit=32)
+        muted = []
+        for p in list(room.participants.values()):
+            for track in list(p.tracks.values()):
+                if track.source == source and not track.muted:
+                    p.set_muted(track.sid, True, by_server=True)
+                    muted.append(track.sid)
+        return web.json_response({"muted": muted})
 
     async def send_data(self, request: web.Request) -> web.Response:
         """POST /api/rooms/{room}/data {topic?, payload, to?}"""

@@ -22,6 +22,7 @@ from .auth import (
     IdentityProvider,
     TokenError,
     TokenVerifier,
+    VideoGrant,
     mint_token,
     printable,
     redact_tokens,
@@ -170,7 +171,10 @@ async def dev_token(request: web.Request) -> web.Response:
     name = request.query.get("name", "")[:128]
     identity = request.query.get("identity", "")[:128] or f"guest-{secrets.token_hex(4)}"
     key, secret = next(iter(config.api_keys.items()))
-    token = mint_token(key, secret, identity, room, name=name)
+    grant = None
+    if request.query.get("host") == "1":  # a meeting host (roomHost): anyone, in development
+        grant = VideoGrant(room=room, room_join=True, room_host=True)
+    token = mint_token(key, secret, identity, room, name=name, grant=grant)
     return web.json_response({"token": token, "identity": identity, "room": room})
 
 

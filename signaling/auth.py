@@ -61,6 +61,7 @@ FLAGS = (
     ("roomList", "room_list", False),
     ("roomAdmin", "room_admin", False),
     ("roomRecord", "room_record", False),
+    ("roomHost", "room_host", False),
     ("canPublish", "can_publish", True),
     ("canSubscribe", "can_subscribe", True),
     ("canPublishData", "can_publish_data", True),
@@ -80,6 +81,9 @@ class VideoGrant:
     room_list: bool = False
     room_admin: bool = False
     room_record: bool = False  # may start and stop recording its room (signaling/recording.py)
+    #: host of its room's meeting (signaling/meeting.py): mute others, stop their video or
+    #: screen share, remove them, lock the room, lower hands; roomAdmin implies it
+    room_host: bool = False
     can_publish: bool = True
     can_subscribe: bool = True
     can_publish_data: bool = True
@@ -117,6 +121,11 @@ class VideoGrant:
                 raise TokenError(f"video.canPublishSources must list some of {', '.join(SOURCES)}")
             sources = tuple(sources)
         return cls(room=room, can_publish_sources=sources, **flags)
+
+    @property
+    def is_host(self) -> bool:
+        """Host of the meeting in its room (roomHost, or roomAdmin, which allows more)."""
+        return self.room_host or self.room_admin
 
     def may_publish(self, source: str) -> bool:
         """Whether this grant allows publishing a track of ``source``."""

@@ -48,6 +48,9 @@ class Config:
     recordings_dir: str | None = None
     #: transcription, live captions and meeting notes ([transcription] table; docs/notes.md)
     transcription: dict = field(default_factory=dict)
+    #: seconds a participant whose connection dropped is kept for its client to resume it
+    #: (same sid, the others see no leave/join: docs/protocol.md); 0: no resuming
+    resume_grace: int = 20
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -76,6 +79,7 @@ ENV = {
     "VISIO_ALLOWED_ORIGINS": "allowed_origins",
     "VISIO_WEBHOOK_URLS": "webhook_urls",
     "VISIO_RECORDINGS_DIR": "recordings_dir",
+    "VISIO_RESUME_GRACE": "resume_grace",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from . import recording, transcription
+from . import meeting, recording, transcription
 
 SETUPS: list[Callable[[web.Application], None]] = [
+    meeting.setup,  # raised hands, reactions, host controls (issue 15)
     transcription.setup,  # transcription, live captions, meeting notes (issue 14)
     recording.setup,  # recording without re-encoding (issue 14)
 ]

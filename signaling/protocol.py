@@ -118,7 +118,7 @@ def participant_ref(p: ev.ParticipantRef) -> dict:
 
 def room_info(r: ev.RoomInfo) -> dict:
     """A room as the protocol describes it."""
-    return {"name": r.name, "sid": r.sid, "metadata": r.metadata}
+    return {"name": r.name, "sid": r.sid, "metadata": r.metadata, "locked": r.locked}
 
 
 def permissions(p: Permissions) -> dict:
@@ -244,11 +244,13 @@ def webhook(event: ev.LifecycleEvent) -> dict:
 
 @dataclass(frozen=True)
 class Join:
-    """join: enter the token's room, with an optional display name and metadata."""
+    """join: enter the token's room, with an optional display name and metadata; ``resume``:
+    the resume token of a participant whose connection dropped (signaling/resume.py)."""
 
     room: str
     name: str
     metadata: str
+    resume: str = ""
 
     @classmethod
     def parse(cls, msg: dict) -> Join:
@@ -256,6 +258,7 @@ class Join:
             short_str(msg, "room", 128),
             short_str(msg, "name", 128),
             short_str(msg, "metadata", 4096),
+            short_str(msg, "resume", 128),
         )
 
 
@@ -269,6 +272,7 @@ class AddTrack:
     name: str
     width: int
     height: int
+    muted: bool = False  # published muted
 
     @classmethod
     def parse(cls, msg: dict) -> AddTrack:
@@ -279,6 +283,7 @@ class AddTrack:
             short_str(msg, "name", 128),
             dimension(msg, "width"),
             dimension(msg, "height"),
+            bool(field(msg, "muted", bool, required=False)),
         )
 
 
@@ -499,27 +504,33 @@ def joined(
     me: ev.ParticipantInfo,
     grants: Permissions,
     others: list[ev.ParticipantInfo],
+    resume: str | None = None,
+    resumed: bool = False,
 ) -> Reply:
-    """The answer to join."""
-    return Reply(
-        "joined",
-        {
-            "room": room_info(room),
-            "participant": {**participant_info(me), "permissions": permissions(grants)},
-            "participants": [participant_info(o) for o in others],
-            "iceServers": [],
-        },
-    )
+    """The answer to join; ``resume``: the token to resume this participant after a dropped
+    connection; ``resumed``: this join resumed it (same sid)."""
+    fields = {
+        "room": room_info(room),
+        "participant": {**participant_info(me), "permissions": permissions(grants)},
+        "participants": [participant_info(o) for o in others],
+        "iceServers": [],
+        "resumed": resumed,
+    }
+    if resume is not None:
+        fields["resume"] = resume
+    return Reply("joined", fields)
 
 
-def track_added(cid: str, sid: str, kind: str, source: str, name: str, w: int, h: int) -> Reply:
+def track_added(
+    cid: str, sid: str, kind: str, source: str, name: str, w: int, h: int, muted: bool = False
+) -> Reply:
     """The answer to add_track: the server's id for the announced track."""
     track = {
         "sid": sid,
         "kind": kind,
         "source": source,
         "name": name,
-        "muted": False,
+        "muted": muted,
         "width": w,
         "height": h,
     }

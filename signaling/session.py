@@ -24,12 +24,14 @@ from visio_sfu import (
     RestartRefused,
     RoomClosed,
     RoomFull,
+    RoomLocked,
     TransportError,
 )
 from visio_sfu.events import Event
 from visio_sfu.room import Room
 
 from . import protocol as proto
+from . import resume
 from .auth import Identity
 from .config import Config
 from .limits import TokenBucket
@@ -83,6 +85,7 @@ class Session:
         self._bucket = TokenBucket(rate, max(2 * rate, 10))
         self._last_limit_error = 0.0
         self._reports: list[float] = []  # negotiation failures logged in the last minute
+        self._silent = False  # closed for silence: not kept for a resume
 
     # -- output ----------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -129,6 +132,7 @@ class Session:
                     msg = await self.ws.receive(timeout=self.config.ping_timeout)
                 except TimeoutError:
                     logger.info("session %s: silent for %ss", self._who(), self.config.ping_timeout)
+                    self._silent = True
                     break
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._within_rate():
                     if self._closing:
@@ -172,9 +176,20 @@ class Session:
         p, self.participant = self.participant, None
         if p is not None:
             room = self.sfu.room(p.room_name) if p.room_name else None
-            if room is not None:
-                await room.remove(p, "disconnected" if reason == "rate_limited" else reason)
-            await p.close()  # in no room (being moved): close it all the same
+            grace = self.config.resume_grace
+            if (
+                reason == "disconnected"  # dropped without leaving: its client may come back
+                and grace > 0
+                and not self._silent
+                and room is not None
+                and room.participants.get(p.sid) is p
+            ):
+                room.suspend(p, grace)  # signaling/resume.py
+                resume.registry(self.sfu).let_go(p.sid)
+            else:
+                if room is not None:
+                    await room.remove(p, "disconnected" if reason == "rate_limited" else reason)
+                await p.close()  # in no room (being moved): close it all the same
             del p  # hold nothing of the participant while the socket closes
         if self._writer is not None and not self._writer.done():
             self._outbox.put_nowait(_DONE)  # flush what is queued, then close
@@ -184,6 +199,15 @@ class Session:
                 self._writer.cancel()
         if not self.ws.closed:
             await self.ws.close()
+
+    def release(self, p: Participant) -> None:
+        """Another connection resumed ``p`` (signaling/resume.py): let go of it without
+        removing it, and close this socket (4004)."""
+        if self.participant is p:
+            self.participant = None
+        if not self._closing:
+            self._closing = True
+            self._outbox.put_nowait((4004, b"resumed elsewhere"))
 
     async def handle_text(self, text: str) -> str | None:
         """Handle one text frame; returns the message type handled."""
@@ -251,22 +275,50 @@ class Session:
             hidden=grant.hidden,
             can_publish_sources=grant.can_publish_sources,
         )
+        resumes = resume.registry(self.sfu) if self.config.resume_grace > 0 else None
+        if req.resume and resumes is not None:
+            back = await resume.take_over(self, room, req.resume, perms)
+            if back is not None:  # the same participant, on this connection from now on
+                self.participant = back
+                return proto.joined(
+                    room.info(),
+                    back.info(),
+                    back.permissions,
+                    [o.info() for o in room.visible(back)],
+                    resume=resumes.issue(self, back, room.name),
+                    resumed=True,
+                )
         try:
-            p = await room.join(ident.identity, name, metadata, perms, emit=self.emit)
+            p = await room.join(
+                ident.identity, name, metadata, perms, emit=self.emit, bypass_lock=grant.is_host
+            )
         except RoomFull as exc:
             raise _RoomFullClose("room_full", str(exc)) from None
         except RoomClosed:
             raise ProtocolError("room_full", "the room is closing; try again") from None
+        except RoomLocked:
+            msg = "the meeting is locked: a host may unlock it"
+            raise ProtocolError("room_locked", msg) from None
         self.participant = p
-        return proto.joined(room.info(), p.info(), perms, [o.info() for o in room.visible(p)])
+        return proto.joined(
+            room.info(),
+            p.info(),
+            perms,
+            [o.info() for o in room.visible(p)],
+            resume=resumes.issue(self, p, room.name) if resumes is not None else None,
+        )
 
     async def on_add_track(self, req: proto.AddTrack) -> proto.Reply:
         p = self._joined()
         try:
-            t = p.add_track(req.cid, req.kind, req.source, req.name, req.width, req.height)
+            t = p.add_track(
+                req.cid, req.kind, req.source, req.name, req.width, req.height, req.muted
+            )
         except ValueError as exc:
             raise ProtocolError("bad_request", str(exc)) from None
-        return proto.track_added(req.cid, t.sid, t.kind, t.source, t.name, t.width, t.height)
+        return proto.track_added(
+            req.cid, t.sid, t.kind, t.source, t.name, t.width, t.height, t.muted
+        )
 
     async def on_offer(self, req: proto.PublisherOffer) -> proto.Reply:
         p = self._joined()

@@ -64,8 +64,11 @@ class Client:
         self.subscriber.on("track", self._on_track)
 
     # -- connection ------------------------------------------------------------------------
-    async def connect(self, name: str | None = None, room: str | None = None) -> dict:
-        """Open the socket and join; returns the 'joined' message."""
+    async def connect(
+        self, name: str | None = None, room: str | None = None, resume: str | None = None
+    ) -> dict:
+        """Open the socket and join; returns the 'joined' message. ``resume``: the resume
+        token of an earlier connection (its 'joined' has it) whose participant to take back."""
         try:
             await self.signal.connect()
             msg: dict = {"type": "join"}
@@ -73,6 +76,8 @@ class Client:
                 msg["name"] = name
             if room:
                 msg["room"] = room
+            if resume:
+                msg["resume"] = resume
             self.joined = await self.request(msg)
         except BaseException:
             await self.close()
@@ -179,14 +184,17 @@ class Client:
             self.on_track(remote)
 
     # -- publishing ------------------------------------------------------------------------
-    async def publish(self, *tracks: MediaStreamTrack, sources: list[str] | None = None) -> list:
-        """Publish tracks; returns the server's track descriptions."""
+    async def publish(
+        self, *tracks: MediaStreamTrack, sources: list[str] | None = None, muted: bool = False
+    ) -> list:
+        """Publish tracks (``muted``: published muted); returns the server's descriptions."""
         published = []
         for i, track in enumerate(tracks):
             source = (sources or [])[i] if sources and i < len(sources) else ""
-            reply = await self.request(
-                {"type": "add_track", "cid": track.id, "kind": track.kind, "source": source}
-            )
+            request = {"type": "add_track", "cid": track.id, "kind": track.kind, "source": source}
+            if muted:
+                request["muted"] = True
+            reply = await self.request(request)
             published.append(reply["track"])
             self.publisher.addTransceiver(track, direction="sendonly")
         await self.negotiate_publisher()

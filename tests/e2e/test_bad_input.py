@@ -183,17 +183,22 @@ async def test_bad_input_gets_errors_and_other_rooms_keep_working(server):
     assert DEV_API_SECRET not in after_start, "a secret in the log"
 
 
-async def test_vanishing_peer_is_removed(server):
-    """A client whose socket dies without a word is removed; the others are told."""
-    a = await join(server, "vanish", 0)
-    b = Client(server.url, server.token("vanish", "b"))
-    await b.connect()
-    await until(lambda: len(b.remote_tracks) >= 2, what="b receives a")
-    await a.ws.close()  # no leave message
-    await a.publisher.close()
-    await a.subscriber.close()
-    left = await b.wait_for("participant_left")
-    assert left["reason"] == "disconnected"
-    await until(lambda: server.get("/dev/stats")["participants"] == 1, what="a removed")
-    await b.close()
-    await asyncio.sleep(0)
+async def test_vanishing_peer_is_removed():
+    """A client whose socket dies without a word is removed once its resume grace is over
+    (2 s here; docs/protocol.md, Resuming); the others are told."""
+    server = ServerProcess(env={"VISIO_RESUME_GRACE": "2"})
+    try:
+        a = await join(server, "vanish", 0)
+        b = Client(server.url, server.token("vanish", "b"))
+        await b.connect()
+        await until(lambda: len(b.remote_tracks) >= 2, what="b receives a")
+        await a.ws.close()  # no leave message
+        await a.publisher.close()
+        await a.subscriber.close()
+        left = await b.wait_for("participant_left")
+        assert left["reason"] == "disconnected"
+        await until(lambda: server.get("/dev/stats")["participants"] == 1, what="a removed")
+        await b.close()
+        await asyncio.sleep(0)
+    finally:
+        server.stop()
