@@ -34,6 +34,8 @@ COUNTERS = {
     "nacks_out": "NACKs sent to publishers for packets lost on their way to the server",
     "repaired": "packets from publishers that came after being missed (retransmitted or late)",
     "layer_switches": "simulcast layer switches made for subscribers (at a keyframe)",
+    "layer_starts": "videos started for a subscriber at a keyframe (joining, unmuting, shown "
+    "again, a new path)",
 }
 GAUGES = {
     "rooms": "open rooms",

@@ -318,6 +318,7 @@ class DownTrack:
                 retransmits=self.retransmits,
                 nacks=self.nacks,
                 layer_switches=self.switches,
+                layer_starts=self.forwarder.starts,
             )
 
     def close(self) -> None:

@@ -551,6 +551,7 @@ class Room:
             "nacks": sum(dt.nacks for dt in downtracks),
             "keyframe_requests": sum(t.keyframe_requests for t in tracks),
             "layer_switches": sum(dt.switches for dt in downtracks),
+            "layer_starts": sum(dt.forwarder.starts for dt in downtracks),
             "nacks_out": sum(t.nacks_out for t in tracks),
             "repaired": sum(t.repaired for t in tracks),
             "drops": drops,

@@ -85,6 +85,7 @@ RETIRED_COUNTERS = (
     "nacks",
     "keyframe_requests",
     "layer_switches",
+    "layer_starts",
     "nacks_out",
     "repaired",
 )

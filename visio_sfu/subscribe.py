@@ -77,6 +77,7 @@ class SubscribeConnection:
         self.downtracks[track.sid] = dt
         self._slot[track.sid] = transceiver
         self._to_bind[track.sid] = dt
+        track.attach(dt)  # until negotiated, its packets count as dropped "not_bound"
         self._schedule()
         return dt
 
@@ -181,6 +182,7 @@ class SubscribeConnection:
             del self._to_bind[sid]
             if pt is None:
                 logger.info("subscriber %s cannot receive %s", self.participant_sid, mime)
+                dt.track.detach(dt)
                 continue
             dt.bind(media.ssrc, pt, media.extensions)
             self._by_ssrc[media.ssrc] = dt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -101,6 +102,15 @@ class ServerProcess:
     def get(self, path: str) -> dict:
         """GET a JSON document from the server."""
         return json.loads(self._fetch(path))
+
+    def dev_credentials(self) -> tuple[str, str]:
+        """The development API key and secret the server printed at start-up."""
+        text = self.output(None)
+        key = re.search(r"API key:\s+(\S+)", text)
+        secret = re.search(r"API secret:\s+(\S+)", text)
+        if key is None or secret is None:
+            raise RuntimeError(f"no development credentials in the server's output: {text[-500:]}")
+        return key.group(1), secret.group(1)
 
     def token(self, room: str, identity: str, name: str = "") -> str:
         """A development token for ``identity`` in ``room``."""

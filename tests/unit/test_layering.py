@@ -69,6 +69,35 @@ def test_pure_modules_use_no_event_loop():
         assert "asyncio" not in imported(trees[name]), f"visio_sfu/{name} imports asyncio"
 
 
+def core_imports(name: str, tree: ast.Module) -> set[str]:
+    """The core modules ``name`` imports at run time (not under ``if TYPE_CHECKING``)."""
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    package = name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level and id(node) not in typing_only:
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            if node.module is None:  # from . import x
+                out |= {".".join([*base, alias.name]) for alias in node.names}
+            else:
+                out.add(target)
+    return out
+
+
+def test_pure_modules_import_only_pure_modules():
+    """A pure module that imported transport.py or room.py would bring the event loop back."""
+    trees = modules()
+    for name in PURE:
+        impure = {m for m in core_imports(name, trees[name]) if m and m not in PURE}
+        assert not impure, f"visio_sfu/{name} imports {impure} at run time"
+
+
 def test_the_core_builds_no_wire_message():
     """Events are typed (events.py); signaling/protocol.py writes the JSON."""
     for name, tree in modules().items():
@@ -76,3 +105,6 @@ def test_the_core_builds_no_wire_message():
             if isinstance(node, ast.Dict):
                 keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
                 assert "type" not in keys, f"visio_sfu/{name}:{node.lineno} builds a message"
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "dict":
+                words = [k.arg for k in node.keywords]
+                assert "type" not in words, f"visio_sfu/{name}:{node.lineno} builds a message"

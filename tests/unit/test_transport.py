@@ -131,7 +131,7 @@ def test_aioice_and_pylibsrtp_are_the_versions_hooked():
     from importlib.metadata import version
     from pathlib import Path
 
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     pins = {}
     for requirement in project["project"]["dependencies"]:
         name, _, pinned = requirement.split(";")[0].split("#")[0].partition("==")
