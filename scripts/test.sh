@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
     command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
+    # the emoji of reactions (static/meeting.js), drawn by the system's font as on people's machines
+    [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
     command -v firefox-esr >/dev/null || need+=(firefox-esr)
     command -v npm >/dev/null || need+=(nodejs npm)
     command -v janus >/dev/null || need+=(janus)

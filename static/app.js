@@ -9,16 +9,19 @@ import { assess, snapshot } from './quality.js';
 import { canChooseSpeaker, canShareScreen, errorKeys, listDevices, openMedia, openOne } from './devices.js';
 import { Outbox, linkify } from './chat.js';
 import { BlurProcessor, blurSupported } from './blur.js';
+import { setupMeeting } from './meeting.js';
 import { setupCaptions } from './captions.js';
+import { setupRecording } from './recording.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const pathRoom = decodeURIComponent((location.pathname.match(/^\/r\/([^/]+)/) || [])[1] || '');
 
 // Meeting features that need the server (issue 15): raise hand, reactions, host controls,
-// room lock. Their buttons and menus plug in where the markup says; until the server relays
-// them they are not shown.
+// room lock. meeting.js adds their buttons and menus and turns these on when the server
+// answers its 'meeting' request; until then they are not shown.
 export const FEATURES = { raiseHand: false, reactions: false, hostControls: false };
+let meeting = null; // meeting.js, once in a room
 
 const state = {
   session: null,
@@ -330,6 +333,7 @@ async function join(room, name) {
     getToken: async () => {
       if (params.get('token')) return params.get('token');
       const q = new URLSearchParams({ room, name, identity: identity() });
+      if (params.get('host') === '1') q.set('host', '1'); // development mode: a host's token
       const r = await fetch(`/dev/token?${q}`);
       if (!r.ok) throw new Error('no token: open this page with ?token=');
       return (await r.json()).token;
@@ -342,6 +346,9 @@ async function join(room, name) {
     onChange: renderOutgoing,
   });
   wire(session);
+  meeting = setupMeeting(session, {
+    state, features: FEATURES, t, toast, nameOf, renderList, updateControls, addSelfTile, stopCamera, ended,
+  });
   $('mic-button').focus(); // focus lands in the room, on its first control
   try {
     await session.connect();
@@ -379,6 +386,7 @@ async function join(room, name) {
 function wire(session) {
   session.on('state', onSessionState);
   setupCaptions(session); // live captions, transcription, meeting notes (captions.js)
+  setupRecording(session, { toast }); // the recording indicator and button (recording.js)
   session.on('joined', (joined) => {
     for (const sid of [...state.participants.keys()]) if (sid !== 'self') removeParticipant(sid, { quiet: true });
     state.participants.get('self')?.tracks.clear();
@@ -651,6 +659,7 @@ function renderList() {
     li.append(mini, el('span', 'name', nameOf(p)), stateText);
     list.append(li);
   }
+  meeting?.renderPeople(list, people); // raised hands; a host's actions on each person
   const n = people.length;
   $('people-count').textContent = String(n);
   $('count').textContent = t('participantCount', { n });
@@ -1220,6 +1229,7 @@ const SHORTCUTS = {
   m: () => toggleMic(), v: () => toggleCam(), s: () => canShareScreen() && toggleShare().catch((e) => setStatus(e.message)),
   c: () => openPanel('chat'), p: () => openPanel('people'), l: () => toggleLayout(), f: () => toggleFullscreen(),
   b: () => blurSupported() && toggleBlur(), '?': () => openDialog('shortcuts-dialog'),
+  h: () => meeting?.toggleHand(),
 };
 
 function onKey(ev) {

@@ -90,6 +90,9 @@ export class SignalClient extends Emitter {
 //   participant_joined / participant_left / track_muted / track_published / track_unpublished
 //   data {from, topic, payload, ts}
 //   track {track, stream, info: {track, participant, kind, source}}   track_removed {info}
+//   host_muted {source, muted} / host_stopped {source, track}: a host muted or stopped ours
+//   refused {code, message}: the room would not take us (room_locked); no reconnecting
+// A reconnection resumes the same participant (the resume token of the last 'joined').
 export class Session extends Emitter {
   constructor({ wsUrl, getToken, name }) {
     super();
@@ -127,7 +130,16 @@ export class Session extends Emitter {
     signal.on('message', (msg) => this.onMessage(msg));
     signal.on('close', () => this.onDisconnect('socket closed'));
     await signal.open();
-    const joined = await signal.request({ type: 'join', name: this.name });
+    let joined;
+    try {
+      // after an outage, the resume token takes back the same participant (same sid): the
+      // others see no leave and no join (docs/protocol.md, Resuming)
+      joined = await signal.request({ type: 'join', name: this.name, ...(this.resumeToken ? { resume: this.resumeToken } : {}) });
+    } catch (err) {
+      if (err.code === 'room_locked') this.refused(err);
+      throw err;
+    }
+    this.resumeToken = joined.resume || null;
     this.me = joined.participant;
     this.publisher = this.newPeer('publisher');
     this.subscriber = this.newPeer('subscriber');
@@ -176,8 +188,12 @@ export class Session extends Emitter {
       this.setActiveLayers(msg.track, msg.active).catch((err) => console.warn('layers', err));
       return;
     }
+    if ((msg.type === 'track_muted' || msg.type === 'track_unpublished') && msg.participant === this.me?.sid) {
+      this.onHostAction(msg);
+      return;
+    }
     if (msg.type === 'leave') {
-      if (msg.reason === 'replaced') this.closedByUser = true;
+      if (msg.reason === 'replaced' || msg.reason === 'removed') this.closedByUser = true;
       this.emit('leave', msg);
       return;
     }
@@ -279,6 +295,35 @@ export class Session extends Emitter {
     this.emit('failed', { reason });
   }
 
+  // The room would not take us (locked): say so, and do not try again.
+  refused(err) {
+    this.closedByUser = true;
+    this.teardown();
+    this.setState('closed');
+    this.emit('refused', { code: err.code, message: err.message });
+  }
+
+  // A host (or an administrator) muted or stopped one of our tracks.
+  onHostAction(msg) {
+    const item = [...this.local.values()].find((x) => x.sid === msg.track);
+    if (!item) return;
+    if (msg.type === 'track_muted') {
+      this.muted.set(item.source, msg.muted);
+      item.track.enabled = !msg.muted;
+      item.sentMuted = msg.muted;
+      this.emit('host_muted', { source: item.source, muted: msg.muted });
+      return;
+    }
+    // stopped: stop sending it too, or the next offer would publish it again
+    this.local.delete(item.source);
+    try {
+      item.transceiver.sender.replaceTrack(null);
+      item.transceiver.direction = 'inactive';
+    } catch { /* closed */ }
+    this.negotiatePublisher().catch((err) => console.warn('visio: renegotiation', err));
+    this.emit('host_stopped', { source: item.source, track: item.track });
+  }
+
   onTrack(ev) {
     const mid = ev.transceiver.mid;
     const info = this.remote.get(mid);
@@ -288,8 +333,10 @@ export class Session extends Emitter {
   }
 
   async publish(track, source, stream) {
+    // a muted track is published muted: the others never see it unmuted, even for a moment
+    const muted = this.muted.get(source) || false;
     const reply = await this.signal.request({
-      type: 'add_track', cid: track.id, kind: track.kind, source,
+      type: 'add_track', cid: track.id, kind: track.kind, source, muted,
       width: track.getSettings?.().width || 0, height: track.getSettings?.().height || 0,
     });
     const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
@@ -298,16 +345,13 @@ export class Session extends Emitter {
       init.sendEncodings = [{ maxBitrate: 2500000 }];
       track.contentHint = 'detail';
     }
-    const muted = this.muted.get(source) || false;
     track.enabled = !muted;
     const transceiver = this.publisher.addTransceiver(track, init);
     this.local.set(source, { track, stream, source, sid: reply.track.sid, transceiver });
     await this.negotiatePublisher();
-    // (the server knows a track once negotiated: the mute follows at once; an add_track
-    // field would make it atomic, docs/protocol.md has none yet)
     const item = this.local.get(source);
-    item.sentMuted = false;
-    if (muted) await this.setMutedNow(item, true);
+    item.sentMuted = Boolean(reply.track.muted);
+    if (muted && !item.sentMuted) await this.setMutedNow(item, true); // a server without add_track's muted
     return reply.track;
   }
 
