@@ -541,15 +541,16 @@ class TranscriptionStateRequest:
 
 @dataclass(frozen=True)
 class SpeechLanguage:
-    """speech_language: the language you speak in (your lines are recognised in it)."""
+    """speech_language: the language you speak in (your lines are recognised in it); ""
+    (or null): the room's again."""
 
-    language: str
+    language: str | None
 
     @classmethod
     def parse(cls, msg: dict) -> SpeechLanguage:
-        language = _language(msg, required=True)
-        assert language is not None
-        return cls(language)
+        if "language" not in msg:
+            raise ProtocolError("bad_request", "field 'language' is required")
+        return cls(_language(msg) if msg["language"] is not None else None)
 
 
 @dataclass(frozen=True)
@@ -625,6 +626,8 @@ async def on_speech_language(session: Any, req: SpeechLanguage) -> proto.Reply:
     t = service.rooms.get(room.name)
     if t is not None:
         t.set_language(req.language, p.identity)
+    elif req.language is None:
+        service.languages.get(room.name, {}).pop(p.identity, None)
     else:
         service.languages.setdefault(room.name, {})[p.identity] = req.language
     return proto.Reply("speech_language_set", {"language": req.language})

@@ -4,7 +4,7 @@
 //
 // setupCaptions(session) wires it to a Session (protocol.js); the elements are made here:
 // the indicator in the top bar, the captions over the stage, three entries in the More menu.
-import { t } from './i18n.js';
+import { lang, t } from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
 const SHOWN = 3; // caption lines on screen at once
@@ -51,6 +51,16 @@ export class Captions {
     this.download = menuButton('notes-button', 'downloadNotes');
     const menu = $('more-menu');
     for (const b of [this.toggle, this.control, this.download]) menu?.append(b);
+    // Settings: the language I speak, when it is not the meeting's
+    this.speech = el('select', { id: 'speech-language' });
+    for (const [value, key] of [['', 'speechRoom'], ['fr', 'speechFr'], ['en', 'speechEn']]) {
+      this.speech.append(el('option', { value }, t(key)));
+    }
+    this.speech.value = localStorage.getItem('visio-speech-language') || '';
+    const label = el('label', { for: 'speech-language' }, t('speechLanguage'));
+    const actions = document.querySelector('#settings-dialog .actions');
+    actions?.before(label, this.speech);
+    this.speech.addEventListener('change', () => this.setSpeech(this.speech.value));
     this.toggle.addEventListener('click', () => this.setWanted(!this.wanted));
     this.control.addEventListener('click', () => this.startStop());
     this.download.addEventListener('click', () => this.downloadNotes());
@@ -58,6 +68,8 @@ export class Captions {
   }
 
   async refresh() {
+    const mine = localStorage.getItem('visio-speech-language');
+    if (mine) this.setSpeech(mine);
     try {
       const state = await this.session.signal.request({ type: 'transcription_state' });
       this.state = state;
@@ -65,6 +77,12 @@ export class Captions {
       this.state = { active: false, available: false }; // a server without transcription
     }
     this.render();
+  }
+
+  setSpeech(language) {
+    localStorage.setItem('visio-speech-language', language);
+    // '': the meeting's language again
+    this.session.signal.request({ type: 'speech_language', language }).catch(() => {});
   }
 
   setWanted(on) {
@@ -130,7 +148,9 @@ export class Captions {
     $('more-menu').hidden = true;
     $('more-button')?.setAttribute('aria-expanded', 'false');
     try {
-      await this.session.signal.request({ type: 'transcription', active: !this.state.active }, 120000);
+      const msg = { type: 'transcription', active: !this.state.active };
+      if (!this.state.active) msg.language = lang; // the meeting's language: the starter's
+      await this.session.signal.request(msg, 120000);
     } catch (err) {
       this.note(`${t('transcriptionFailed')} ${err.message}`);
     }

@@ -72,6 +72,7 @@ const STRINGS = {
     transcriptionStarted: 'Transcription started', transcriptionStartedBy: '{name} started transcription',
     transcriptionStopped: 'Transcription stopped', transcriptionStoppedBy: '{name} stopped transcription',
     transcriptionFailed: 'Transcription could not be changed:', noTranscript: 'No meeting notes:',
+    speechLanguage: 'Language I speak (captions)', speechRoom: 'The meeting\u2019s language', speechFr: 'Français', speechEn: 'English',
   },
   fr: {
     title: 'Visio', lobbyHeading: 'Rejoindre une réunion', room: 'Nom de la réunion', name: 'Votre nom',
@@ -142,6 +143,7 @@ const STRINGS = {
     transcriptionStarted: 'La transcription a démarré', transcriptionStartedBy: '{name} a démarré la transcription',
     transcriptionStopped: 'La transcription est arrêtée', transcriptionStoppedBy: '{name} a arrêté la transcription',
     transcriptionFailed: "La transcription n'a pas pu être modifiée :", noTranscript: 'Pas de compte rendu :',
+    speechLanguage: 'Langue que je parle (sous-titres)', speechRoom: 'Celle de la réunion', speechFr: 'Français', speechEn: 'English',
   },
 };
 

@@ -154,11 +154,14 @@ class Transcriber:
         if not self.active:
             self.tracks.clear()
 
-    def set_language(self, language: str, identity: str | None = None) -> None:
-        """The room's language (identity None) or one participant's, from their next
-        utterance on."""
+    def set_language(self, language: str | None, identity: str | None = None) -> None:
+        """The room's language (identity None) or one participant's (None: the room's again),
+        from their next utterance on."""
         if identity is None:
-            self.language = language
+            if language is not None:
+                self.language = language
+        elif language is None:
+            self.languages.pop(identity, None)
         else:
             self.languages[identity] = language
         for sid, state in self.tracks.items():

@@ -173,6 +173,8 @@ async def test_a_french_speaker_is_transcribed_in_french(tmp_path):
             await claire.wait_for(
                 lambda m: m.get("type") == "transcription_status" and not m["active"]
             )
+            reply = await claire.request({"type": "speech_language", "language": ""})
+            assert reply["language"] is None  # the room's language again
         finally:
             await claire.close()
     lines = notes["lines"]
