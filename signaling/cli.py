@@ -21,6 +21,8 @@ ENV_HELP = """environment variables (overridden by options):
   VISIO_CONFIG                  a TOML file with the same settings and a [keys] table
   VISIO_EMPTY_TIMEOUT           seconds an empty room lives (default 20)
   VISIO_PING_TIMEOUT            seconds of client silence before removal (default 30)
+  VISIO_RESUME_GRACE            seconds a dropped participant waits to be resumed (default 20;
+                                0 = removed at once)
   VISIO_MAX_PARTICIPANTS        per room, 0 = unlimited
   VISIO_LOG_LEVEL               debug, info, warning, error
   VISIO_ICE_ADDRESSES           comma-separated addresses to gather ICE candidates on
@@ -98,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--no-data", action="store_true", help="may not send data messages")
     token.add_argument(
         "--record", action="store_true", help="may start and stop recording (roomRecord)"
+    )
+    token.add_argument(
+        "--host",
+        action="store_true",
+        help="a host of the meeting (roomHost): may mute others, stop their video, remove "
+        "them, lock the room",
     )
     token.add_argument("--config", metavar="FILE", help="TOML configuration file")
 
@@ -199,14 +207,15 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     key, secret = next(iter(config.api_keys.items()))
     grant = None
-    if args.record:
+    if args.record or args.host:
         grant = VideoGrant(
             room=args.room,
             room_join=True,
             can_publish=not args.no_publish,
             can_subscribe=not args.no_subscribe,
             can_publish_data=not args.no_data,
-            room_record=True,
+            room_record=args.record,
+            room_host=args.host,
         )
     print(
         mint_token(

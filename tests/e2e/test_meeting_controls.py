@@ -207,6 +207,19 @@ async def test_host_controls_and_what_each_side_sees():
             await conn.close()
 
 
+def test_the_cli_mints_a_host_token(capsys):
+    from signaling.auth import TokenVerifier
+    from signaling.cli import main
+    from signaling.config import load_config
+
+    verifier = TokenVerifier(load_config(env={}).api_keys)
+    assert main(["token", "--room", "demo", "--identity", "hana", "--host"]) == 0
+    grant = verifier.verify(capsys.readouterr().out.strip()).grant
+    assert grant.room_host and grant.is_host and grant.room_join and not grant.room_admin
+    assert main(["token", "--room", "demo", "--identity", "bob"]) == 0
+    assert not verifier.verify(capsys.readouterr().out.strip()).grant.is_host
+
+
 async def test_a_locked_room_refuses_newcomers_but_not_hosts():
     async with LocalServer() as s:
         host = await signal(s, "lock", "host", room_host=True)
