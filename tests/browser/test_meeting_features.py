@@ -1,6 +1,6 @@
 """Issue 15's meeting features end to end, in real Chromium pages of the web client: raised hands
-in order, a reaction, and a host's controls (mute someone, mute everyone, stop a screen share,
-lock the meeting, remove someone), each checked on the pages of the people concerned; and a
+in order, a reaction, and a host's controls (mute someone, mute everyone, stop a screen share and
+a camera, lock the meeting, remove someone), each checked on the pages of the people concerned; and a
 dropped connection resumed as the same participant: the others see no leave and no join, keep
 its tile, and never see its muted microphone unmuted.
 
@@ -202,7 +202,7 @@ def test_a_host_mutes_everyone(meeting):
     hana.click("#people-button")
 
 
-def test_a_host_stops_a_screen_share(meeting):
+def test_a_host_stops_a_screen_share_and_a_camera(meeting):
     _, pages, _ = meeting
     hana, alice, bob = pages["Hana"], pages["Alice"], pages["Bob"]
     shares = "() => document.querySelectorAll('#stage .tile.screen').length"
@@ -226,6 +226,16 @@ def test_a_host_stops_a_screen_share(meeting):
     hana.wait_for_timeout(1500)
     tracks = hana.evaluate(SEEN)["Bob"]["tracks"]
     assert not [t for t in tracks if t.startswith("screen_share")], tracks
+    # his camera: stopped by the host, his page says so; he may start it again
+    hana.get_by_role("button", name="Stop the video of Bob").click()
+    bob.locator("#toasts").get_by_text("A host stopped your camera").wait_for(timeout=10000)
+    assert bob.locator("#cam-button .text").inner_text() == "Start video"
+    assert bob.evaluate("() => window.visio.session.local.has('camera')") is False
+    poll(hana, SEEN, lambda r: r["Bob"]["avatar"], what="Bob's avatar for Hana")
+    bob.click("#cam-button")
+    bob.locator("#cam-button .text", has_text="Stop video").wait_for(timeout=10000)
+    before = hana.evaluate(SEEN)["Bob"]["frames"]
+    poll(hana, SEEN, lambda r: r["Bob"]["video"] and r["Bob"]["frames"] > before, what="back")
     hana.click("#people-button")
 
 
