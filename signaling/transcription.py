@@ -82,6 +82,9 @@ class Settings:
     language: str = "fr"  # rooms' default language
     captions: bool = True  # partial lines while people speak (False: final lines only)
     auto_start: list[str] = field(default_factory=list)  # room name patterns transcribed
+    #: identities (patterns) of shared room microphones whose voices are told apart
+    #: ("Room (speaker 2)"); experimental, needs resemblyzer's weights
+    shared_microphones: list[str] = field(default_factory=list)
     http_url: str = ""  # backend "http": base URL of an OpenAI-compatible server
     http_model: str = "whisper-1"
     http_api_key: str = ""
@@ -224,6 +227,8 @@ class TranscriptionService:
         self.summaries: dict[tuple[str, int], str] = {}
         #: room name -> identity -> the language that participant speaks (speech_language)
         self.languages: dict[str, dict[str, str]] = {}
+        #: room name -> identities of shared room microphones (admin API), besides the setting's
+        self.shared: dict[str, set[str]] = {}
         self._pool_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._purger: asyncio.Task | None = None
@@ -316,6 +321,7 @@ class TranscriptionService:
             languages=self.languages.setdefault(room.name, {}),
             transcript=transcript,
             partials=self.settings.captions,
+            shared=lambda p, room=room.name: self.is_shared(room, p.identity),
         )
         self.rooms[room.name] = t
         t.start()
@@ -333,6 +339,12 @@ class TranscriptionService:
         await t.drained()
         self._save(t.transcript)
         logger.info("room %s: transcription off", room.name)
+
+    def is_shared(self, room: str, identity: str) -> bool:
+        """Whether a participant's microphone is a shared room microphone."""
+        if identity in self.shared.get(room, ()):
+            return True
+        return any(fnmatch.fnmatchcase(identity, p) for p in self.settings.shared_microphones)
 
     def _save(self, transcript: Transcript) -> None:
         try:
@@ -708,6 +720,9 @@ class TranscriptionAPI:
         body = await self.api._body(request)
         active = self.api._field(body, "active", bool, True)
         language = self.api._field(body, "language", str, None, limit=8)
+        shared = body.get("shared") or []
+        if not isinstance(shared, list) or not all(isinstance(x, str) for x in shared):
+            raise _error(400, "bad_request", "shared must be a list of identities")
         languages = body.get("languages") or {}
         if not isinstance(languages, dict) or not all(
             isinstance(k, str) and v in LANGUAGES for k, v in languages.items()
@@ -715,6 +730,8 @@ class TranscriptionAPI:
             raise _error(400, "bad_request", "languages must map identities to language codes")
         if language is not None and language not in LANGUAGES:
             raise _error(400, "bad_request", f"unknown language {printable(language, 8)!r}")
+        if shared:  # from their next track on
+            self.service.shared.setdefault(name, set()).update(x[:128] for x in shared[:64])
         try:
             if active:
                 t = await self.service.start(room, "", language)

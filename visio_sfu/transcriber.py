@@ -89,6 +89,7 @@ class Transcriber:
         transcript: Transcript | None = None,
         on_line: Callable[[Line], None] | None = None,
         partials: bool = True,
+        shared: Callable[[Participant], bool] | None = None,
     ) -> None:
         self.room = room
         self.pool = pool
@@ -96,6 +97,9 @@ class Transcriber:
         #: identity -> language of their speech (shared with the caller: kept across restarts)
         self.languages = languages if languages is not None else {}
         self.partials = partials  # captions while people speak (else final lines only)
+        #: whether a participant's microphone is a shared room microphone whose voices are told
+        #: apart ("Room (speaker 2)", experimental: visio_sfu/asr/speakers.py)
+        self.shared = shared
         self.transcript = transcript or Transcript(room.name)
         self.on_line = on_line
         self.tracks: dict[str, _Track] = {}  # track sid -> state
@@ -192,6 +196,7 @@ class Transcriber:
             language,
             functools.partial(self._on_result, track.sid),
             self.partials,
+            self.shared is not None and self.shared(participant),
         )
         if not state.opened:
             self.tracks.pop(track.sid, None)
@@ -259,13 +264,14 @@ class Transcriber:
             return
         if kind != "line" or state is None:
             return
-        _kind, _key, utterance, final, start, end, text, level, language = msg
+        _kind, _key, utterance, final, start, end, text, level, language, speaker = msg
         p = state.participant
+        name = p.name or p.identity
         line = Line(
             id=f"{sid}-{utterance}",
             participant_sid=p.sid,
             identity=p.identity,
-            speaker=p.name or p.identity,
+            speaker=f"{name} (speaker {speaker})" if speaker else name,
             start=round(max(start - self.started_mono, 0.0), 2),
             end=round(max(end - self.started_mono, 0.0), 2),
             text=text,

@@ -224,3 +224,32 @@ async def test_meeting_goes_on_when_the_model_hash_is_wrong(tmp_path):
         finally:
             await host.close()
     await asyncio.sleep(0)
+
+
+async def test_voices_on_a_shared_room_microphone_are_told_apart():
+    """Experimental diarization: a meeting-room microphone (identity matching
+    shared_microphones) carries two voices, a man's and a woman's (espeak-ng en-us and
+    en-us+f3), taking turns; each line is labelled with its voice."""
+    need_model()
+    if importlib.util.find_spec("resemblyzer") is None:
+        pytest.skip("resemblyzer's weights are not installed (scripts/test.sh installs them)")
+    voices = ["en-us", "en-us+f3", "en-us", "en-us+f3"]
+    clips = [read_wav(speak(text, voice)) for (_, text), voice in zip(ENGLISH, voices, strict=True)]
+    settings = {"language": "en", "captions": False, "shared_microphones": ["room-*"]}
+    async with LocalServer(transcription=settings) as server:
+        room = "boardroom"
+        mic = Client(server.url, server.token(room, "room-12", "Room 12", room_transcribe=True))
+        try:
+            await mic.connect()
+            await mic.request({"type": "transcription", "active": True}, timeout=90)
+            at, parts = 1.0, []
+            for clip in clips:
+                parts.append((at, clip))
+                at += len(clip) / 48000 + GAP
+            await mic.publish(WavAudioTrack(parts))
+            lines = await finals(mic, len(clips), timeout=at + 40)
+        finally:
+            await mic.close()
+    names = [m["name"] for m in lines if m["text"]]
+    print(names)
+    assert names == ["Room 12 (speaker 1)", "Room 12 (speaker 2)"] * 2

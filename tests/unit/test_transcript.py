@@ -154,3 +154,35 @@ def test_stream_silence_gap_dtx_splits_utterances_and_keeps_time(speech_packets)
     jobs = [j for j in stream.jobs() + stream.close() if j.final]
     assert len(jobs) == 2
     assert jobs[1].start - jobs[0].start == pytest.approx(n * 0.02 + 10.0, abs=0.1)
+
+
+def test_speaker_weights_loader_accepts_tensors_only(tmp_path):
+    import pickle
+
+    from visio_sfu.asr.speakers import load_weights
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        for value in (0x1950A86A20F9469CFC6C, 1001, {}):
+            pickle.dump(value, f)
+        pickle.dump({"model_state": Evil()}, f)
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        load_weights(path)
+
+
+def test_speaker_clusters_follow_voices():
+    from visio_sfu.asr.speakers import SpeakerClusters
+
+    rng = np.random.default_rng(1)
+    voices = [rng.normal(size=256) for _ in range(2)]
+
+    def utterance(v):
+        e = voices[v] + rng.normal(scale=0.3, size=256)
+        return e / np.linalg.norm(e)
+
+    clusters = SpeakerClusters()
+    assert [clusters.assign(utterance(v)) for v in (0, 1, 0, 0, 1, 1, 0)] == [1, 2, 1, 1, 2, 2, 1]

@@ -26,7 +26,7 @@ import urllib.request
 import wave
 import zlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -139,7 +139,7 @@ class WhisperBackend:
         self._tokenizers: dict[str, object] = {}
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
 
-    def _tokenizer(self, language: str):
+    def _tokenizer(self, language: str) -> Any:
         tok = self._tokenizers.get(language)
         if tok is None:
             tok = self._tokenizer_cls(

@@ -168,9 +168,17 @@ class WorkerPool:
         worker.keys.clear()
 
     # -- streams -------------------------------------------------------------------------------
-    def open(self, key: str, language: str, handler: Handler, partials: bool = True) -> bool:
+    def open(
+        self,
+        key: str,
+        language: str,
+        handler: Handler,
+        partials: bool = True,
+        diarize: bool = False,
+    ) -> bool:
         """Start recognising a track; ``handler`` gets its ("line", ...), ("error", ...) and
-        finally ("closed", key) messages. False if no worker is alive."""
+        finally ("closed", key) messages; ``diarize``: a shared microphone whose voices are told
+        apart (experimental). False if no worker is alive."""
         alive = [w for w in self._workers if w.alive]
         if not alive:
             return False
@@ -178,7 +186,7 @@ class WorkerPool:
         worker.keys.add(key)
         self._where[key] = worker
         self._handlers[key] = handler
-        worker.inbox.put_nowait(("open", key, language, partials))
+        worker.inbox.put_nowait(("open", key, language, partials, diarize))
         return True
 
     def send_audio(self, key: str, first_arrival: float, packets: list) -> bool:

@@ -4,13 +4,15 @@ Runs :func:`serve` in a process of its own (multiprocessing, spawn): feature ext
 decoding hold the GIL, so none of this may run in the server's event loop. Messages in (tuples,
 on a bounded queue):
 
-- ``("open", key, language, partials)``, ``("language", key, language)``, ``("close", key)``
+- ``("open", key, language, partials, diarize)``, ``("language", key, language)``,
+  ``("close", key)``
 - ``("audio", key, first_arrival, [(seq, ts, payload), ...])``
 - ``("stop",)``
 
 Messages out: ``("ready", backend)`` or ``("failed", message)`` once at start;
-``("line", key, utterance, final, start, end, text, level, language)``; ``("error", key,
-message)``; ``("closed", key)``; ``("dropped", key, partials)``.
+``("line", key, utterance, final, start, end, text, level, language, speaker)`` (speaker: 1, 2,
+... on a shared microphone whose voices are told apart, else 0); ``("error", key, message)``;
+``("closed", key)``; ``("dropped", key, partials)``.
 
 Scheduling: finals are recognised in the order their utterances ended, always; a partial runs
 only when no final waits and no input is queued, and only the newest partial of a track is kept:
@@ -47,6 +49,8 @@ def serve(inbox: Any, outbox: Any, spec: Any) -> None:
     streams: dict[str, AudioStream] = {}
     finals: deque = deque()
     partials: dict[str, Any] = {}  # key -> newest partial job
+    clusters: dict[str, Any] = {}  # key -> SpeakerClusters, for shared microphones
+    encoder: list[Any] = []  # the voice encoder, loaded at the first shared microphone
     dropped: dict[str, int] = {}
 
     def handle(msg: tuple) -> bool:
@@ -64,6 +68,15 @@ def serve(inbox: Any, outbox: Any, spec: Any) -> None:
                 decoder=OpusDecoder(),
                 partial_interval=1.0 if msg[3] else float("inf"),
             )
+            if len(msg) > 4 and msg[4]:
+                try:
+                    from .speakers import SpeakerClusters, VoiceEncoder
+
+                    if not encoder:
+                        encoder.append(VoiceEncoder())
+                    clusters[msg[1]] = SpeakerClusters()
+                except (OSError, ValueError) as exc:
+                    outbox.put(("error", msg[1], f"speakers not told apart: {exc}"))
         elif kind == "language":
             if msg[1] in streams:
                 streams[msg[1]].language = msg[2]
@@ -71,6 +84,7 @@ def serve(inbox: Any, outbox: Any, spec: Any) -> None:
             stream = streams.pop(msg[1], None)
             if stream is not None:
                 collect(stream.close())
+            clusters.pop(msg[1], None)
             finals.append(("closed", msg[1]))
         elif kind == "stop":
             return False
@@ -92,6 +106,12 @@ def serve(inbox: Any, outbox: Any, spec: Any) -> None:
         except Exception as exc:
             outbox.put(("error", job.key, str(exc)[:300]))
             return
+        speaker = 0
+        if text and job.final and job.key in clusters:
+            try:
+                speaker = clusters[job.key].assign(encoder[0].embed(job.audio))
+            except Exception as exc:  # never lose the line for its label
+                outbox.put(("error", job.key, f"speaker embedding failed: {exc}"))
         if text:
             outbox.put(
                 (
@@ -104,6 +124,7 @@ def serve(inbox: Any, outbox: Any, spec: Any) -> None:
                     text,
                     job.level,
                     job.language,
+                    speaker,
                 )
             )
 
