@@ -1,8 +1,8 @@
 """Issue 15's meeting features end to end, in real Chromium pages of the web client: raised hands
-in order, a reaction, and a host's controls (mute someone, mute everyone, stop a screen share and
-a camera, lock the meeting, remove someone), each checked on the pages of the people concerned; and a
-dropped connection resumed as the same participant: the others see no leave and no join, keep
-its tile, and never see its muted microphone unmuted.
+in order, a reaction, and a host's controls (mute someone, mute everyone, stop a screen share
+and a camera, lock the meeting, remove someone), each checked on the pages of the people
+concerned; and a dropped connection resumed as the same participant: the others see no leave
+and no join, keep its tile, and never see its muted microphone unmuted.
 
 Hana is the host: her page asks the development server for a host's token (``&host=1``). Alice
 and Bob are participants; Carol comes late, to a locked meeting.
