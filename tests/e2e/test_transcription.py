@@ -253,3 +253,39 @@ async def test_voices_on_a_shared_room_microphone_are_told_apart():
     names = [m["name"] for m in lines if m["text"]]
     print(names)
     assert names == ["Room 12 (speaker 1)", "Room 12 (speaker 2)"] * 2
+
+
+async def test_a_sentence_heard_on_two_microphones_is_kept_once_under_the_louder():
+    """No echo cancellation: Bob's microphone picks up Alice (quieter, 60 ms later). The
+    transcript has her sentence once, under her name; Bob's copy is withdrawn."""
+    need_model()
+    said = ENGLISH[0][1]
+    clip = read_wav(speak(said))
+    async with LocalServer(transcription={"language": "en", "captions": False}) as server:
+        room = "echo"
+        alice = Client(server.url, server.token(room, "alice", "Alice", room_transcribe=True))
+        bob = Client(server.url, server.token(room, "bob", "Bob"))
+        try:
+            for c in (alice, bob):
+                await c.connect()
+            await alice.request({"type": "transcription", "active": True}, timeout=90)
+            epoch = time.time() + 2.0
+            await alice.publish(WavAudioTrack([(1.0, clip)], epoch=epoch))
+            await bob.publish(WavAudioTrack([(1.06, clip)], gain=0.25, epoch=epoch))
+            await finals(bob, 1, timeout=30)
+            await asyncio.sleep(3.0)  # the other microphone's line, recognised after
+            admin = server.token(room, "admin", room_admin=True)
+            status, transcript = await server.api("GET", f"/api/rooms/{room}/transcript", admin)
+        finally:
+            for c in (alice, bob):
+                await c.close()
+    lines = transcript["lines"]
+    assert [line["speaker"] for line in lines] == ["Alice"], lines
+    assert word_error_rate(said, lines[0]["text"]) < 0.2
+    captions = [m for m in bob.events if m.get("type") == "caption"]
+    kept = {m["id"] for m in captions if m["text"] and not m.get("replaces")}
+    withdrawn = {m["id"] for m in captions if not m["text"]} | {
+        m["replaces"] for m in captions if m.get("replaces")
+    }
+    assert withdrawn, "Bob's copy was never recognised: nothing was de-duplicated"
+    assert len(kept - withdrawn) == 1, captions
