@@ -186,3 +186,25 @@ def test_speaker_clusters_follow_voices():
 
     clusters = SpeakerClusters()
     assert [clusters.assign(utterance(v)) for v in (0, 1, 0, 0, 1, 1, 0)] == [1, 2, 1, 1, 2, 2, 1]
+
+
+def test_model_directory_is_checked_against_its_pinned_hashes(tmp_path):
+    import hashlib
+
+    from visio_sfu.asr.model import ModelError, verify_model_dir
+
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / name).write_text("{}")
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights" * 100)
+    good = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert verify_model_dir(tmp_path, {"model.bin": good}) == tmp_path
+    assert verify_model_dir(tmp_path, {"model.bin": good}) == tmp_path  # remembered
+    model.write_bytes(b"tampered" * 100)  # another file now: checked again
+    with pytest.raises(ModelError, match=f"expected {good}: refusing to load"):
+        verify_model_dir(tmp_path, {"model.bin": good})
+    with pytest.raises(ModelError, match="no sha256 pinned"):
+        verify_model_dir(tmp_path, {})
+    (tmp_path / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match="no tokenizer.json"):
+        verify_model_dir(tmp_path, {"model.bin": good})

