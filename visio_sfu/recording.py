@@ -613,7 +613,15 @@ class Recorder:
             return None  # still trying: a slow disk; a failure will stop it and say so
 
     def note_participant(self, ref: ParticipantRef, present: bool = True) -> None:
-        """Someone came (or left): the manifest lists everyone who was in the room."""
+        """Someone came (or left): the manifest lists everyone who was in the room. Someone who
+        left (or was moved to another room, tracks and all) is no longer recorded: their
+        tracks' files end here (a new file starts if they come back)."""
+        if not present:
+            for sid, (publisher, sink) in list(self.sinks.items()):
+                if publisher.participant_sid == ref.sid:
+                    publisher.detach(sink)
+                    sink.close()
+                    del self.sinks[sid]
         offset = round(time.monotonic() - self.t0, 3)
         with self._lock:
             entry = self._participants.get(ref.sid)

@@ -401,3 +401,54 @@ async def test_the_room_closing_stops_the_recording(tmp_path):
         assert manifest["stop_reason"] == "room_closed" and manifest["status"] == "complete"
         assert manifest["participants"][0]["left"] is not None
         assert all(t["status"] == "complete" for t in manifest["tracks"]), manifest["tracks"]
+
+
+async def test_someone_moved_to_another_room_is_no_longer_recorded(tmp_path):
+    """Breakout rooms: a participant moved out of a recorded room (tracks and all) leaves the
+    recording there; moved back, they are recorded again, in new files; someone moved into a
+    recorded room is told it is recorded."""
+    async with LocalServer(recordings_dir=str(tmp_path)) as server:
+        alice = await join(server, "main", "alice", 0, room_record=True)
+        bob = await join(server, "main", "bob", 1)
+        answer = await alice.request({"type": "start_recording"})
+        await asyncio.sleep(2)
+        sfu = server.sfu
+        main_room, breakout = sfu.room("main"), sfu.get_or_create_room("breakout")
+        bob_p = main_room.by_identity("bob")
+        breakout.attach(main_room.detach(bob_p))
+        moved_at = time.monotonic()
+        await bob.wait_for("moved")
+        await asyncio.sleep(2)
+        main_room.attach(breakout.detach(bob_p))
+        told = await bob.wait_for(lambda m: m["type"] == "recording_started" and m["ongoing"])
+        assert told["recording"]["id"] == answer["recording"]["id"]
+        await asyncio.sleep(2)
+        await alice.request({"type": "stop_recording"})
+        manifest = await wait_closed(server, answer["recording"]["id"])
+        bobs = [t for t in manifest["tracks"] if t["identity"] == "bob"]
+        assert len(bobs) == 4, bobs  # two files each for his camera and microphone
+        first, again = bobs[:2], bobs[2:]
+        for t in first:
+            assert t["status"] == "complete" and 1.5 < t["end"] < 2.6, t
+        for t in again:
+            assert t["status"] == "complete" and t["start"] > 3.5, t
+            assert decode_all(tmp_path / manifest["id"] / t["file"])["errors"] == []
+        left = [p for p in manifest["participants"] if p["identity"] == "bob"]
+        assert left[0]["left"] is None  # back in the room at the end
+        assert time.monotonic() - moved_at > 4
+        for c in (alice, bob):
+            await c.close()
+
+
+async def test_a_server_shutting_down_finishes_the_files(tmp_path):
+    async with LocalServer(recordings_dir=str(tmp_path)) as server:
+        alice = await join(server, "down", "alice", 0, room_record=True)
+        answer = await alice.request({"type": "start_recording"})
+        await asyncio.sleep(2)
+    stopped = [m for m in alice.events if m["type"] == "recording_stopped"]
+    assert stopped and stopped[0]["reason"] == "server_shutdown", alice.events[-5:]
+    manifest = json.loads((tmp_path / answer["recording"]["id"] / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["stop_reason"] == "server_shutdown"
+    for t in manifest["tracks"]:
+        assert decode_all(tmp_path / manifest["id"] / t["file"])["errors"] == []
+    await alice.close()
