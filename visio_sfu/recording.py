@@ -770,6 +770,14 @@ class Recorder:
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
         try:
+            self._work()
+        except Exception as exc:  # a bug: say so, and stop rather than record nothing quietly
+            logger.exception("recording %s: the writer failed", self.id)
+            self._signal(self._set_ready, f"internal error: {type(exc).__name__}")
+            self._fail(f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+    def _work(self) -> None:
+        try:
             self.directory.mkdir(parents=True)
             self._write_manifest()
         except OSError as exc:

@@ -199,7 +199,10 @@ async def test_loss_on_the_way_in_and_before_the_writer(tmp_path):
             assert t["status"] == "complete" and t["lost"] > 0, t
             info = decode_all(folder / t["file"])
             assert info["errors"] == [], info
-            assert abs(info["duration"] - call) <= 0.05 * call, (t, info)
+            # the file is what the manifest says it is; under loss a video may begin or end a
+            # little early or late (a lost frame waits for the next keyframe, asked every 0.25 s)
+            assert abs(info["duration"] - (t["end"] - t["start"])) <= 0.1, (t, info)
+            assert t["start"] < 1.0 and info["duration"] >= 0.85 * call, (t, info, call)
             if t["kind"] == "video":
                 assert t["frames_dropped"] > 0 and t["keyframe_requests"] > 0, t
                 assert info["frames"] > 30, info
