@@ -186,8 +186,20 @@ def test_keyboard_shortcuts_and_focus(meeting):
     assert "Mute or unmute" in dialog.inner_text()
     alice.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
+    # the dialog's close event gives the focus back; then single keys act on the meeting
+    alice.wait_for_function("() => !document.querySelector('dialog[open]') && window.visio.session")
     alice.keyboard.press("m")
-    assert alice.locator("#mic-button .text").inner_text() == "Unmute"
+    label = alice.locator("#mic-button .text")
+    try:
+        label.get_by_text("Unmute", exact=True).wait_for(timeout=3000)
+    except Exception as exc:
+        why = alice.evaluate(
+            "() => ({focus: document.activeElement?.outerHTML.slice(0, 120),"
+            " open: [...document.querySelectorAll('dialog[open]')].map(d => d.id),"
+            " session: !!window.visio.session, micMuted: window.visio.micMuted,"
+            " mic: !!window.visio.mine.mic, keys: window.visio.singleKeys})"
+        )
+        raise AssertionError(f"'m' did not mute: {label.inner_text()!r} {why}") from exc
     assert alice.get_attribute("#mic-button", "data-pressed") == "true"
     alice.keyboard.press("m")
     assert alice.locator("#mic-button .text").inner_text() == "Mute"
