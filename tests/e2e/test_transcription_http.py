@@ -5,16 +5,20 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import time
 import wave
 
 import aiohttp
 from aiohttp import web
 
+from signaling.transcription import TRANSCRIPTION
 from tests.support.inprocess import LocalServer, free_port
 from tests.support.media import until
-from tests.support.speech import WavAudioTrack, read_wav, speak
+from tests.support.speech import RATE, WavAudioTrack, read_wav, speak
 from visio_client import Client
+from visio_sfu.asr import pool as pool_module
 
 
 class FakeOpenAI:
@@ -130,6 +134,67 @@ async def test_http_backend_and_summary_endpoint(tmp_path):
     (chat,) = fake.chats
     assert chat["auth"] == "Bearer sk-sum" and chat["body"]["model"] == "local-llm"
     assert "Alice: I heard" in chat["body"]["messages"][-1]["content"]
+
+
+def say(track: WavAudioTrack, clip, after: float = 0.5) -> None:
+    """Have a microphone already playing say ``clip`` ``after`` seconds from now."""
+    track.script.append(((track.samples + track._offset) / RATE + after, clip))
+
+
+async def final_lines(client: Client, count: int, timeout: float = 30) -> list[dict]:
+    def done():
+        lines = [m for m in client.events if m.get("type") == "caption" and m["final"]]
+        return lines if len(lines) >= count else None
+
+    return await until(done, timeout=timeout, what=f"{count} final lines")
+
+
+async def test_a_worker_that_dies_is_spawned_again(monkeypatch):
+    """A transcription worker killed in the middle of a meeting is spawned again and the
+    microphone it served is transcribed again, the room told; one dying too often is not, the
+    room told why, and turning transcription on again brings a new one."""
+    clip = read_wav(speak("The worker heard this sentence."))
+    async with FakeOpenAI() as fake:
+        settings = {"backend": "http", "http_url": fake.url, "language": "en", "captions": False}
+        async with LocalServer(transcription=settings) as server:
+            room = "phoenix"
+            alice = Client(server.url, server.token(room, "alice", "Alice", room_transcribe=True))
+            try:
+                await alice.connect()
+                await alice.request({"type": "transcription", "active": True}, timeout=60)
+                mic = WavAudioTrack([(0.5, clip)])
+                await alice.publish(mic)
+                await final_lines(alice, 1)
+                service = server.app[TRANSCRIPTION]
+                pool = service.pool
+                first = pool._workers[0].process.pid
+                os.kill(first, signal.SIGKILL)
+                status = await alice.wait_for(
+                    lambda m: m.get("type") == "transcription_status" and "restarted" in m["error"]
+                )
+                assert status["active"] and "worker stopped" in status["error"], status
+                say(mic, clip)  # heard by the new worker (queued while it starts)
+                lines = await final_lines(alice, 2)
+                assert lines[1]["name"] == "Alice" and lines[1]["text"].startswith("I heard")
+                assert pool.restarts == 1 and pool._workers[0].process.pid != first
+
+                monkeypatch.setattr(pool_module, "MAX_RESTARTS", 1)  # now it dies too often
+                os.kill(pool._workers[0].process.pid, signal.SIGKILL)
+                status = await alice.wait_for(
+                    lambda m: (
+                        m.get("type") == "transcription_status" and "not restarted" in m["error"]
+                    )
+                )
+                await until(lambda: not service.rooms[room].tracks, what="the track closed")
+                assert not pool.alive() and pool.restarts == 1
+                # a host turns it off and on again: a new worker, the microphone heard again
+                await alice.request({"type": "transcription", "active": False})
+                await alice.request({"type": "transcription", "active": True}, timeout=60)
+                say(mic, clip)
+                lines = await final_lines(alice, 3)
+                assert lines[2]["name"] == "Alice" and pool.alive()
+            finally:
+                await alice.close()
 
 
 def test_transcripts_are_deleted_after_their_retention(tmp_path):

@@ -7,6 +7,12 @@ the worker with the fewest tracks. Audio goes out on each worker's queue, bounde
 caller, control messages always get in); results come
 back on a reader thread per worker and are handed to the event loop with
 ``call_soon_threadsafe``.
+
+A worker that dies (killed, out of memory, a crash in a native library) is spawned again and
+its tracks are opened on the new one: the room keeps its transcription, minus what was being
+said. Each handler is told (an ("error", ...) that says so). A worker that dies
+``MAX_RESTARTS`` times within ``RESTART_WINDOW`` seconds is not spawned again: its tracks are
+closed with an error, and a later :meth:`WorkerPool.open` spawns a fresh one.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import multiprocessing
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +32,9 @@ from .worker import serve
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[tuple], None]
+
+MAX_RESTARTS = 3  # a worker dying this often within RESTART_WINDOW is not spawned again
+RESTART_WINDOW = 600.0
 
 
 class WorkerFailed(Exception):
@@ -46,6 +56,7 @@ class _Worker:
         self.ready: asyncio.Future | None = None
         self.reader: threading.Thread | None = None
         self.alive = False
+        self.dead = False  # it died or failed: its tracks were moved or closed
         self.cpu = 0.0
 
 
@@ -61,7 +72,12 @@ class WorkerPool:
         self._handlers: dict[str, Handler] = {}
         self._where: dict[str, _Worker] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: key -> (language, partials, diarize): to open the track again on a new worker
+        self._opened: dict[str, tuple[str, bool, bool]] = {}
+        self._deaths: list[float] = []  # monotonic times of recent deaths
         self.started = False
+        self.closing = False
+        self.restarts = 0  # workers spawned again after one died
         self.full = 0  # audio batches refused because a worker's queue was full
         self.partials_dropped = 0
 
@@ -71,16 +87,9 @@ class WorkerPool:
         if self.started:
             return
         self._loop = asyncio.get_running_loop()
+        self.closing = False
         for i in range(self.size):
-            worker = _Worker(i, self._ctx, self.spec, self.queue_size)
-            worker.ready = self._loop.create_future()
-            worker.process.start()
-            worker.alive = True
-            worker.reader = threading.Thread(
-                target=self._read, args=(worker,), name=f"visio-asr-reader-{i}", daemon=True
-            )
-            worker.reader.start()
-            self._workers.append(worker)
+            self._workers.append(self._spawn(i))
         try:
             for worker in self._workers:
                 assert worker.ready is not None
@@ -94,6 +103,23 @@ class WorkerPool:
             raise
         self.started = True
 
+    def _spawn(self, index: int) -> _Worker:
+        assert self._loop is not None
+        worker = _Worker(index, self._ctx, self.spec, self.queue_size)
+        worker.ready = self._loop.create_future()
+        worker.ready.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+        worker.process.start()
+        worker.alive = True
+        worker.reader = threading.Thread(
+            target=self._read, args=(worker,), name=f"visio-asr-reader-{index}", daemon=True
+        )
+        worker.reader.start()
+        return worker
+
+    def alive(self) -> bool:
+        """Whether a worker runs (or is being spawned again)."""
+        return any(w.alive for w in self._workers)
+
     # -- results -------------------------------------------------------------------------------
     def _read(self, worker: _Worker) -> None:
         """Reader thread: the worker's messages, to the event loop."""
@@ -104,7 +130,10 @@ class WorkerPool:
                 msg = worker.outbox.get(timeout=1.0)
             except queue.Empty:
                 if not worker.process.is_alive():
-                    loop.call_soon_threadsafe(self._died, worker)
+                    try:
+                        loop.call_soon_threadsafe(self._died, worker)
+                    except RuntimeError:  # the loop is closed
+                        pass
                     return
                 continue
             except (EOFError, OSError, ValueError):
@@ -123,10 +152,10 @@ class WorkerPool:
                 worker.ready.set_result(msg[1])
             return
         if kind == "failed":
-            worker.alive = False
+            logger.error("transcription worker %d failed: %s", worker.index, msg[1])
             if worker.ready is not None and not worker.ready.done():
                 worker.ready.set_exception(WorkerFailed(msg[1]))
-            logger.error("transcription worker %d failed: %s", worker.index, msg[1])
+            self._lost(worker, f"the transcription worker failed: {msg[1]}", respawn=False)
             return
         if kind == "stopped":
             worker.alive = False
@@ -139,6 +168,7 @@ class WorkerPool:
         if kind == "closed":
             worker.keys.discard(key)
             self._where.pop(key, None)
+            self._opened.pop(key, None)
         handler = self._handlers.get(key) if key is not None else None
         if kind == "closed":
             self._handlers.pop(key, None)
@@ -151,21 +181,61 @@ class WorkerPool:
             logger.warning("transcription worker %d: %s", worker.index, msg[2])
 
     def _died(self, worker: _Worker) -> None:
-        if not worker.alive:
+        if worker.dead or self.closing:
             return
-        worker.alive = False
         logger.error(
             "transcription worker %d died (exit code %s)", worker.index, worker.process.exitcode
         )
         if worker.ready is not None and not worker.ready.done():
             worker.ready.set_exception(WorkerFailed("the transcription worker died at start"))
-        for key in list(worker.keys):
-            handler = self._handlers.pop(key, None)
+        self._lost(worker, "the transcription worker stopped", respawn=self.started)
+
+    def _lost(self, worker: _Worker, reason: str, respawn: bool) -> None:
+        """A worker is gone: spawn it again and move its tracks there, or (dying too often, or
+        unable to load its backend) close its tracks with ``reason``."""
+        if worker.dead:
+            return
+        worker.dead = True
+        worker.alive = False
+        keys, worker.keys = sorted(worker.keys), set()
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
+        replacement = None
+        if respawn and not self.closing and len(self._deaths) <= MAX_RESTARTS * self.size:
+            replacement = self._spawn(worker.index)
+            self._workers = [replacement if w is worker else w for w in self._workers]
+            self.restarts += 1
+            logger.warning("transcription worker %d spawned again", worker.index)
+        elif respawn:
+            reason += f" {len(self._deaths)} times in {RESTART_WINDOW:.0f} s: not restarted"
+        for key in keys:
+            handler = self._handlers.get(key)
+            if replacement is not None and key in self._opened:
+                replacement.keys.add(key)
+                self._where[key] = replacement
+                replacement.inbox.put_nowait(("open", key, *self._opened[key]))
+                if handler is not None:
+                    handler(("error", key, f"{reason}; restarted (a sentence may be lost)"))
+                continue
+            self._handlers.pop(key, None)
             self._where.pop(key, None)
+            self._opened.pop(key, None)
             if handler is not None:
-                handler(("error", key, "the transcription worker stopped"))
+                handler(("error", key, reason))
                 handler(("closed", key))
-        worker.keys.clear()
+        if replacement is None:
+            self._workers = [w for w in self._workers if w is not worker]
+        worker.process.join(0)  # reaped if it has exited (never waits)
+        self._close_queues(worker)
+
+    @staticmethod
+    def _close_queues(worker: _Worker) -> None:
+        for q in (worker.inbox, worker.outbox):
+            try:
+                q.close()
+                q.cancel_join_thread()
+            except (OSError, ValueError):
+                pass
 
     # -- streams -------------------------------------------------------------------------------
     def open(
@@ -180,12 +250,18 @@ class WorkerPool:
         finally ("closed", key) messages; ``diarize``: a shared microphone whose voices are told
         apart (experimental). False if no worker is alive."""
         alive = [w for w in self._workers if w.alive]
+        if not alive and self.started and not self.closing and self._loop is not None:
+            # every worker died too often: a new start (a host turning it on again) tries anew
+            self._deaths.clear()
+            self._workers = [self._spawn(i) for i in range(self.size)]
+            alive = list(self._workers)
         if not alive:
             return False
         worker = min(alive, key=lambda w: len(w.keys))
         worker.keys.add(key)
         self._where[key] = worker
         self._handlers[key] = handler
+        self._opened[key] = (language, partials, diarize)
         worker.inbox.put_nowait(("open", key, language, partials, diarize))
         return True
 
@@ -203,6 +279,8 @@ class WorkerPool:
 
     def set_language(self, key: str, language: str) -> None:
         """Recognise this track in another language from its next utterance on."""
+        if key in self._opened:
+            self._opened[key] = (language, *self._opened[key][1:])
         worker = self._where.get(key)
         if worker is not None and worker.alive:
             worker.inbox.put_nowait(("language", key, language))
@@ -223,6 +301,7 @@ class WorkerPool:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop every worker (SIGKILL after ``timeout``)."""
+        self.closing = True
         workers, self._workers = self._workers, []
         for worker in workers:
             if worker.process.is_alive():
@@ -237,9 +316,8 @@ class WorkerPool:
                 worker.process.kill()
                 await loop.run_in_executor(None, worker.process.join, 1)
             worker.alive = False
-            for q in (worker.inbox, worker.outbox):
-                q.close()
-                q.cancel_join_thread()
+            self._close_queues(worker)
         self._handlers.clear()
         self._where.clear()
+        self._opened.clear()
         self.started = False
