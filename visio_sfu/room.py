@@ -100,6 +100,9 @@ class Room:
         self.locked = False  # newcomers are refused (set_locked)
         #: participants whose client dropped, kept until resumed or until their grace ends
         self._suspended: dict[str, asyncio.TimerHandle] = {}
+        #: an empty room stays open while kept (keep_open): a meeting whose participants are
+        #: all in breakout rooms, a breakout room nobody is in yet
+        self.kept = False
         self.closed = False
         self._arm_empty_timer()
 
@@ -139,6 +142,15 @@ class Room:
         if self.locked != locked:
             self.locked = locked
             self.broadcast(RoomUpdated(self.info()))
+
+    def keep_open(self, keep: bool) -> None:
+        """Keep this room open while it is empty (breakout rooms: the main room while everyone
+        is in a sub-room), or stop: an empty room then closes after ``empty_timeout``."""
+        self.kept = keep
+        if keep:
+            self._cancel_empty_timer()
+        elif not self.participants and not self.closed:
+            self._arm_empty_timer()
 
     # -- membership ----------------------------------------------------------------------
     async def join(
@@ -265,7 +277,7 @@ class Room:
             self.broadcast(ParticipantLeft(p.sid, p.identity, reason))
         logger.info("room %s: %s left (%s)", self.name, p.sid, reason)
         self.notify(ParticipantExited(self.info(), p.ref(), reason))
-        if not self.participants:
+        if not self.participants and not self.kept:
             self._arm_empty_timer()
 
     # -- a client that dropped and comes back ---------------------------------------------
@@ -500,7 +512,7 @@ class Room:
 
     def _empty_expired(self) -> None:
         self._empty_handle = None
-        if not self.participants and not self.closed:
+        if not self.participants and not self.closed and not self.kept:
             task = asyncio.ensure_future(self.close())
             self._removals.add(task)
             task.add_done_callback(self._removals.discard)

@@ -182,3 +182,23 @@ async def test_unpublishing_is_a_lifecycle_event_and_room_sinks_stay_in_their_ro
     else:
         raise AssertionError("a closed participant was attached")
     await sfu.close()
+
+
+async def test_a_room_kept_open_stays_while_empty_and_closes_once_released():
+    sfu = SFU(transport_factory=FakeTransport, empty_timeout=0.05)
+    main, sub = sfu.get_or_create_room("main"), sfu.get_or_create_room("sub")
+    sub.keep_open(True)  # a breakout room nobody is in yet
+    alice = await main.join("alice")
+    main.keep_open(True)  # everyone goes to the breakout room: the meeting stays
+    sub.attach(main.detach(alice))
+    await asyncio.sleep(0.2)
+    assert not main.closed and not sub.closed
+    main.attach(sub.detach(alice))
+    sub.keep_open(False)
+    main.keep_open(False)  # not empty: nothing to close
+    await asyncio.sleep(0.2)
+    assert sub.closed and not main.closed
+    await main.remove(alice)
+    await asyncio.sleep(0.2)
+    assert main.closed
+    await sfu.close()
