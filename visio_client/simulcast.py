@@ -2,7 +2,8 @@
 
 The offer is amended the way a browser's is (``a=rid``, ``a=simulcast``, the RID header
 extension); each layer is encoded once per frame by its own VP8 encoder and sent on its own
-SSRC with the MID and RID extensions. PLIs from the server force a keyframe of their layer, and
+SSRC with the MID and RID extensions. PLIs from the server force a keyframe of their layer, NACKs
+are answered from the last 512 packets of each layer (resent as they were), and
 the server's ``layers`` messages (dynacast) switch layers off and on. Used by the tests and the
 load tools.
 """
@@ -70,6 +71,9 @@ class SimulcastPublisher:
         self.seqs = {rid: random.getrandbits(16) for rid, *_ in LAYERS}
         self.keyframe_wanted = {rid: True for rid, *_ in LAYERS}
         self.sent = {rid: 0 for rid, *_ in LAYERS}
+        self.resent = 0
+        # recent packets per SSRC, to answer the server's NACKs (as a browser's sender does)
+        self._cache: dict[int, dict[int, bytes]] = {ssrc: {} for ssrc in self.ssrcs.values()}
         self.track_sid = ""
         self._noise: dict[int, np.ndarray] = {}
         self._task: asyncio.Task | None = None
@@ -111,6 +115,13 @@ class SimulcastPublisher:
                     for rid, ssrc in self.ssrcs.items():
                         if ssrc == rtcp.media_ssrc(pkt):
                             self.keyframe_wanted[rid] = True
+                elif pt == rtcp.RTPFB and fmt == rtcp.NACK:
+                    cache = self._cache.get(rtcp.media_ssrc(pkt), {})
+                    for seq in rtcp.parse_nack(pkt)[:64]:
+                        packet = cache.get(seq)
+                        if packet is not None:  # resent as it was (no RTX stream here)
+                            self.resent += 1
+                            await dtls._send_rtp(packet)
             await original(data)
 
         dtls._handle_rtcp_data = on_rtcp
@@ -148,6 +159,10 @@ class SimulcastPublisher:
                         marker=i == len(payloads) - 1,
                         extensions={self.mid_id: self.mid.encode(), RID_EXT_ID: rid.encode()},
                     )
+                    cache = self._cache[self.ssrcs[rid]]
+                    cache[self.seqs[rid]] = packet
+                    if len(cache) > 512:
+                        del cache[next(iter(cache))]
                     await dtls._send_rtp(packet)
                     self.sent[rid] += 1
             frame_no += 1

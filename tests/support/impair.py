@@ -1,0 +1,201 @@
+"""A userspace network impairment for tests: loss, delay, jitter and a rate cap on UDP.
+
+This machine's kernel has the ``tbf`` qdisc but no ``netem``, so loss, delay and jitter are made
+here, at the socket: a ``Link`` is one direction of a path (a token-bucket bottleneck with a
+drop-tail queue, then propagation delay with jitter, with random loss in front), and
+``impair_connection`` puts one Link on what an aioice connection sends and one on what it
+receives, whichever peer owns it (an aiortc client, or the server's own PeerTransport for a
+browser). By default only media (SRTP/SRTCP) is impaired: ICE and DTLS come through whole, so
+a connection is set up the same way in every run and the figures are the media's.
+
+Jitter keeps packets in order by default (a FIFO queue's delay varies, its order does not);
+``reorder=True`` draws each packet's delay independently, as netem does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Impairment:
+    """What one direction of a link does to datagrams."""
+
+    loss: float = 0.0  # probability that a datagram is dropped
+    delay: float = 0.0  # seconds of one-way delay added
+    jitter: float = 0.0  # each datagram's delay is drawn in [delay - jitter, delay + jitter]
+    rate: float = 0.0  # bottleneck in bits per second (0: no cap)
+    burst: int = 3_000  # bytes the token bucket may save up
+    queue: float = 0.25  # seconds of queue at ``rate`` before drop-tail
+    reorder: bool = False
+    media_only: bool = True  # leave STUN and DTLS alone
+    seed: int = 1
+
+
+@dataclass
+class LinkStats:
+    """What a Link did: datagrams in, lost at random, dropped by the full queue, delivered."""
+
+    packets: int = 0
+    bytes: int = 0
+    lost: int = 0
+    overflow: int = 0
+    delivered: int = 0
+    delivered_bytes: int = 0
+    max_queue_delay: float = 0.0
+    history: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes) delivered
+
+
+def is_media(data: bytes) -> bool:
+    """Whether a datagram is SRTP or SRTCP (RFC 7983: first byte 128-191)."""
+    return bool(data) and 127 < data[0] < 192
+
+
+class Link:
+    """One direction of an impaired path, in the running event loop's time."""
+
+    def __init__(self, impairment: Impairment, deliver: Callable[[bytes, Any], None]) -> None:
+        self.impairment = impairment
+        self._deliver = deliver
+        self._rng = random.Random(impairment.seed)
+        self._free_at = 0.0  # when the bottleneck has sent everything queued so far
+        self._last_arrival = 0.0
+        self.stats = LinkStats()
+        self.record = False  # keep (time, bytes) of each delivery, to measure throughput
+
+    def set(self, **changes: Any) -> None:
+        """Change the impairment from now on (a cap lifted, loss starting)."""
+        for key, value in changes.items():
+            setattr(self.impairment, key, value)
+
+    def send(self, data: bytes, addr: Any) -> None:
+        """Take one datagram into the link."""
+        imp = self.impairment
+        if imp.media_only and not is_media(data):
+            self._deliver(data, addr)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += len(data)
+        if imp.loss and self._rng.random() < imp.loss:
+            stats.lost += 1
+            return
+        leave = now
+        if imp.rate > 0:
+            # token bucket: the link may run ahead of ``now`` by up to ``burst`` bytes' time
+            start = max(self._free_at, now - imp.burst * 8 / imp.rate)
+            leave = start + len(data) * 8 / imp.rate
+            if leave - now > imp.queue:
+                stats.overflow += 1
+                return
+            self._free_at = leave
+            stats.max_queue_delay = max(stats.max_queue_delay, leave - now)
+        arrival = leave + imp.delay
+        if imp.jitter:
+            arrival += self._rng.uniform(-imp.jitter, imp.jitter)
+        if not imp.reorder:
+            arrival = max(arrival, self._last_arrival)
+        self._last_arrival = arrival
+        if arrival <= now:
+            self._out(data, addr)
+        else:
+            loop.call_at(arrival, self._out, data, addr)
+
+    def _out(self, data: bytes, addr: Any) -> None:
+        stats = self.stats
+        stats.delivered += 1
+        stats.delivered_bytes += len(data)
+        if self.record:
+            stats.history.append((asyncio.get_running_loop().time(), len(data)))
+        try:
+            self._deliver(data, addr)
+        except Exception:  # a closed transport: the datagram is lost, as on a real link
+            pass
+
+    def throughput(self, seconds: float) -> float:
+        """Bits per second delivered over the last ``seconds`` (``record`` must be on)."""
+        now = asyncio.get_running_loop().time()
+        total = sum(n for t, n in self.stats.history if now - t <= seconds)
+        return total * 8 / seconds
+
+
+class _Transport:
+    """A datagram transport whose ``sendto`` goes through a Link (any loop: uvloop's transports
+    take no new attributes, so the transport is wrapped rather than patched)."""
+
+    def __init__(self, real: Any, protocol: Any, link: Link) -> None:
+        self._real = real
+        self._protocol = protocol
+        self._link = link
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self._link.send(data, (self._protocol, addr))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@dataclass
+class ImpairedPath:
+    """The two Links of one peer's connection: what it sends (``up``) and receives (``down``)."""
+
+    up: Link
+    down: Link
+
+
+def ice_connection(pc: Any) -> Any:
+    """The aioice Connection under an aiortc RTCPeerConnection (after negotiation)."""
+    for t in pc.getTransceivers():
+        dtls = t.receiver.transport or t.sender.transport
+        if dtls is not None:
+            return dtls.transport._connection
+    raise ValueError("this peer connection has no transport yet")
+
+
+def impair_connection(
+    connection: Any, up: Impairment | None = None, down: Impairment | None = None
+) -> ImpairedPath:
+    """Impair everything an aioice Connection sends (``up``) and receives (``down``).
+
+    Wraps each of its UDP protocols: their transport's ``sendto`` and their
+    ``datagram_received``, so the peer's own code (ICE, DTLS, SRTP, RTCP) runs unchanged.
+    """
+    protocols = [p for p in connection._protocols if p.transport is not None]
+    if not protocols:
+        raise ValueError("this connection has no socket")
+    sends: dict[int, Callable[[bytes, Any], None]] = {}
+    receives: dict[int, Callable[[bytes, Any], None]] = {}
+
+    def out(data: bytes, target: Any) -> None:
+        protocol, addr = target
+        sends[id(protocol)](data, addr)
+
+    def into(data: bytes, target: Any) -> None:
+        protocol, addr = target
+        receives[id(protocol)](data, addr)
+
+    up_link = Link(up or Impairment(), out)
+    down_link = Link(down or Impairment(seed=2), into)
+    for protocol in protocols:
+        sends[id(protocol)] = protocol.transport.sendto
+        receives[id(protocol)] = protocol.datagram_received
+        protocol.transport = _Transport(protocol.transport, protocol, up_link)
+
+        def datagram_received(data: bytes, addr: Any, _p: Any = protocol) -> None:
+            down_link.send(data, (_p, addr))
+
+        protocol.datagram_received = datagram_received
+    return ImpairedPath(up_link, down_link)
+
+
+def impair_peer(
+    pc: Any, up: Impairment | None = None, down: Impairment | None = None
+) -> ImpairedPath:
+    """``impair_connection`` for an aiortc RTCPeerConnection (a test client's)."""
+    return impair_connection(ice_connection(pc), up, down)
