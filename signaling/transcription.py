@@ -340,6 +340,20 @@ class TranscriptionService:
         self._save(t.transcript)
         logger.info("room %s: transcription off", room.name)
 
+    def delete(self, room: str, tid: str | None = None) -> int:
+        """Delete a room's transcript (every one without ``tid``), from memory and disk; a
+        transcription under way goes on with an empty transcript. How many were deleted."""
+        live = self.rooms.get(room)
+        count = self.store.delete(room, tid)
+        if live is not None and (tid is None or live.transcript.id == tid):
+            live.transcript.lines.clear()
+            for key in [k for k in self.summaries if k[0] == live.transcript.id]:
+                del self.summaries[key]
+            if live.active:
+                self.store.add(live.transcript)
+        logger.info("room %s: transcripts deleted: %d", room, count)
+        return count
+
     def is_shared(self, room: str, identity: str) -> bool:
         """Whether a participant's microphone is a shared room microphone."""
         if identity in self.shared.get(room, ()):
@@ -580,6 +594,17 @@ class TranscriptRequest:
         return cls(fmt, short_str(msg, "transcript", 64) or None)
 
 
+@dataclass(frozen=True)
+class DeleteTranscript:
+    """delete_transcript: delete the room's transcripts (or one: ``transcript``), hosts."""
+
+    id: str | None
+
+    @classmethod
+    def parse(cls, msg: dict) -> DeleteTranscript:
+        return cls(short_str(msg, "transcript", 64) or None)
+
+
 SERVICES: weakref.WeakKeyDictionary[SFU, TranscriptionService] = weakref.WeakKeyDictionary()
 
 
@@ -593,6 +618,13 @@ def _service(session: Any) -> TranscriptionService:
 def _may_control(session: Any) -> bool:
     grant = session.identity.grant
     return bool(grant.room_transcribe or grant.room_admin)
+
+
+def _may_get_notes(session: Any) -> bool:
+    """Hosts of the meeting (roomHost, roomAdmin) and whoever may turn transcription on get,
+    and delete, the room's transcript and notes."""
+    grant = session.identity.grant
+    return bool(grant.room_transcribe or grant.is_host)
 
 
 async def on_transcription(session: Any, req: TranscriptionRequest) -> proto.Reply:
@@ -625,8 +657,9 @@ async def on_transcription_state(session: Any, req: TranscriptionStateRequest) -
             "available": not service.unavailable,
             "error": service.unavailable,
             "can_control": _may_control(session),
-            "can_download": _may_control(session),
+            "can_download": _may_get_notes(session),
             "has_transcript": service.store.get(room.name) is not None,
+            "retention": service.settings.retention,
         },
     )
 
@@ -647,8 +680,8 @@ async def on_speech_language(session: Any, req: SpeechLanguage) -> proto.Reply:
 
 async def on_transcript(session: Any, req: TranscriptRequest) -> proto.Reply:
     service = _service(session)
-    if not _may_control(session):
-        raise sessions.PermissionDenied("the token does not grant roomTranscribe")
+    if not _may_get_notes(session):
+        raise sessions.PermissionDenied("only a host gets the notes (roomHost or roomTranscribe)")
     room = session._room()
     transcript = service.store.get(room.name, req.id)
     if transcript is None:
@@ -664,6 +697,19 @@ async def on_transcript(session: Any, req: TranscriptRequest) -> proto.Reply:
             "transcript": transcript.id,
         },
     )
+
+
+async def on_delete_transcript(session: Any, req: DeleteTranscript) -> proto.Reply:
+    service = _service(session)
+    if not _may_get_notes(session):
+        raise sessions.PermissionDenied(
+            "only a host deletes the notes (roomHost or roomTranscribe)"
+        )
+    room = session._room()
+    count = service.delete(room.name, req.id)
+    if not count:
+        raise ProtocolError("not_found", "this room has no transcript")
+    return proto.Reply("transcript_deleted", {"deleted": count})
 
 
 # -- admin API -------------------------------------------------------------------------------------
@@ -807,12 +853,7 @@ class TranscriptionAPI:
         a transcription under way goes on with an empty transcript)"""
         name = await self._grant(request)
         tid = request.query.get("id") or None
-        live = self.service.rooms.get(name)
-        count = self.service.store.delete(name, tid)
-        if live is not None and (tid is None or live.transcript.id == tid):
-            live.transcript.lines.clear()
-            if live.active:
-                self.service.store.add(live.transcript)
+        count = self.service.delete(name, tid)
         if not count:
             raise _error(404, "not_found", f"no transcript for room '{printable(name, 128)}'")
         return web.json_response({"deleted": count})
@@ -846,6 +887,7 @@ def setup(app: web.Application) -> None:
     )
     sessions.register_handler("speech_language", on_speech_language, SpeechLanguage)
     sessions.register_handler("transcript", on_transcript, TranscriptRequest)
+    sessions.register_handler("delete_transcript", on_delete_transcript, DeleteTranscript)
     api = AdminAPI(sfu, app[VERIFIER], app[CONFIG])
     app.router.add_routes(TranscriptionAPI(api, service).routes())
 

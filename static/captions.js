@@ -1,9 +1,11 @@
 // Live captions, the "transcription on" indicator, starting and stopping transcription, and
-// the meeting notes download (docs/notes.md, docs/protocol.md: caption,
-// transcription_status, transcription_state, transcription, transcript).
+// the meeting notes for hosts: downloaded as Markdown, WebVTT or JSON, or deleted
+// (docs/notes.md, docs/protocol.md: caption, transcription_status, transcription_state,
+// transcription, transcript, delete_transcript).
 //
 // setupCaptions(session) wires it to a Session (protocol.js); the elements are made here:
-// the indicator in the top bar, the captions over the stage, three entries in the More menu.
+// the indicator in the top bar, the captions over the stage, three entries in the More menu,
+// the meeting notes dialog.
 import { lang, t } from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
@@ -48,7 +50,8 @@ export class Captions {
     // More menu: captions on/off (each person's own choice), start/stop, notes
     this.toggle = menuButton('captions-toggle', 'captions', { role: 'switch' });
     this.control = menuButton('transcription-button', 'startTranscription');
-    this.download = menuButton('notes-button', 'downloadNotes');
+    this.download = menuButton('notes-button', 'meetingNotes');
+    this.buildNotes();
     const menu = $('more-menu');
     for (const b of [this.toggle, this.control, this.download]) menu?.append(b);
     // Settings: the language I speak, when it is not the meeting's
@@ -63,7 +66,60 @@ export class Captions {
     this.speech.addEventListener('change', () => this.setSpeech(this.speech.value));
     this.toggle.addEventListener('click', () => this.setWanted(!this.wanted));
     this.control.addEventListener('click', () => this.startStop());
-    this.download.addEventListener('click', () => this.downloadNotes());
+    this.download.addEventListener('click', () => this.openNotes());
+    this.render();
+  }
+
+  buildNotes() {
+    // the meeting notes dialog (hosts): three downloads, deleting, how long the server keeps them
+    this.notes = el('dialog', { id: 'notes-dialog', 'aria-labelledby': 'notes-title' });
+    const form = el('form', { method: 'dialog', class: 'dialog-body' });
+    form.append(el('h2', { id: 'notes-title' }, t('meetingNotes')));
+    this.notesKept = el('p', { id: 'notes-kept', class: 'note' });
+    form.append(this.notesKept);
+    for (const [format, key] of [['md', 'notesMd'], ['vtt', 'notesVtt'], ['json', 'notesJson']]) {
+      const b = el('button', { type: 'button', class: 'notes-download', 'data-format': format }, t(key));
+      b.addEventListener('click', () => this.downloadNotes(format));
+      form.append(b);
+    }
+    this.deleteButton = el('button', { type: 'button', id: 'notes-delete', class: 'danger' }, t('deleteNotes'));
+    this.deleteButton.addEventListener('click', () => this.deleteNotes());
+    this.notesStatus = el('p', { id: 'notes-status', role: 'status' });
+    const actions = el('div', { class: 'actions' });
+    actions.append(el('button', { value: 'close', class: 'primary' }, t('close')));
+    form.append(this.deleteButton, this.notesStatus, actions);
+    this.notes.append(form);
+    document.body.append(this.notes);
+  }
+
+  openNotes() {
+    $('more-menu').hidden = true;
+    $('more-button')?.setAttribute('aria-expanded', 'false');
+    const days = Math.round((this.state.retention || 0) / 86400);
+    this.notesKept.textContent = this.state.retention
+      ? t(days >= 1 ? 'notesKeptDays' : 'notesKeptHours', { n: days >= 1 ? days : Math.max(1, Math.round(this.state.retention / 3600)) })
+      : '';
+    this.confirmingDelete = false;
+    this.deleteButton.textContent = t('deleteNotes');
+    this.notesStatus.textContent = '';
+    this.notes.showModal();
+  }
+
+  async deleteNotes() {
+    if (!this.confirmingDelete) { // a second click deletes: nothing is lost by a slip
+      this.confirmingDelete = true;
+      this.deleteButton.textContent = t('confirmDeleteNotes');
+      return;
+    }
+    this.confirmingDelete = false;
+    this.deleteButton.textContent = t('deleteNotes');
+    try {
+      await this.session.signal.request({ type: 'delete_transcript' });
+      this.state = { ...this.state, has_transcript: this.state.active };
+      this.notesStatus.textContent = t('notesDeleted');
+    } catch (err) {
+      this.notesStatus.textContent = `${t('noTranscript')} ${err.message}`;
+    }
     this.render();
   }
 
@@ -156,11 +212,10 @@ export class Captions {
     }
   }
 
-  async downloadNotes() {
-    $('more-menu').hidden = true;
-    $('more-button')?.setAttribute('aria-expanded', 'false');
+  async downloadNotes(format = 'md') {
+    this.notesStatus.textContent = '';
     try {
-      const reply = await this.session.signal.request({ type: 'transcript', format: 'md' }, 90000);
+      const reply = await this.session.signal.request({ type: 'transcript', format }, 90000);
       const url = URL.createObjectURL(new Blob([reply.content], { type: `${reply.mime};charset=utf-8` }));
       const a = el('a', { href: url, download: reply.filename });
       document.body.append(a);
@@ -168,7 +223,7 @@ export class Captions {
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 10000);
     } catch (err) {
-      this.note(`${t('noTranscript')} ${err.message}`);
+      this.notesStatus.textContent = `${t('noTranscript')} ${err.message}`;
     }
   }
 

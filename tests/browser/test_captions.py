@@ -1,12 +1,13 @@
 """Live captions in the web client (Chromium): a host starts transcription from the More menu,
 everyone sees the "transcription on" indicator, an aiortc participant speaks (espeak-ng) and
 the page shows what she says under her name; captions can be turned off per person; the host
-downloads the meeting notes."""
+downloads the meeting notes (Markdown, WebVTT, JSON) and deletes them."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import threading
 import time
 import urllib.parse
@@ -19,6 +20,7 @@ from tests.browser.conftest import artefact, open_page
 from tests.support.server import ServerProcess
 from tests.support.speech import WavAudioTrack, need_espeak, read_wav, speak
 from visio_client import Client
+from visio_client.protocol import ServerError
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 ROOM = "captioned"
@@ -84,6 +86,16 @@ class Speaker:
             self.thread.join(5)
 
 
+async def host_request(url: str, msg: dict) -> dict:
+    """A request by a host who joins for it."""
+    host = Client(url, token("hana", "Hana", room_host=True))
+    await host.connect()
+    try:
+        return await host.request(msg)
+    finally:
+        await host.close()
+
+
 def test_captions_reach_the_page_with_the_speakers_name(captions_server, browser):
     clips = [read_wav(speak(text)) for text in SAID]
     query = urllib.parse.urlencode(
@@ -128,17 +140,57 @@ def test_captions_reach_the_page_with_the_speakers_name(captions_server, browser
         open_menu(page)
         page.click("#captions-toggle")
 
-        # the host downloads the notes
-        page.wait_for_function(
-            "() => document.querySelectorAll('#captions .caption[data-final=true]').length >= 1"
+        # the host stops transcription, downloads the notes in three formats, and deletes them
+        alice.run(
+            alice.client.wait_for(
+                lambda m: m.get("type") == "caption" and m["final"] and "Friday" in m["text"],
+                timeout=30,
+            ),
+            timeout=35,
         )
         open_menu(page)
-        with page.expect_download(timeout=30000) as download:
-            page.click("#notes-button")
-        notes = open(download.value.path(), encoding="utf-8").read()
-        assert download.value.suggested_filename.endswith(".md")
-        assert "**Alice** [00:00:" in notes and "## Key points" in notes
-        assert "Thursday morning" in notes
+        page.click("#transcription-button")
+        indicator.wait_for(state="hidden", timeout=30000)
+        open_menu(page)
+        page.click("#notes-button")
+        dialog = page.locator("#notes-dialog")
+        dialog.wait_for(state="visible")
+        assert dialog.locator("#notes-kept").inner_text() == (
+            "The server keeps them 7 days after the meeting."
+        )
+        got = {}
+        for fmt in ("md", "vtt", "json"):
+            with page.expect_download(timeout=30000) as download:
+                dialog.locator(f".notes-download[data-format={fmt}]").click()
+            assert download.value.suggested_filename.endswith(f".{fmt}")
+            got[fmt] = open(download.value.path(), encoding="utf-8").read()
+        artefact(page, "notes-dialog-Dana")
+        assert "**Alice** [00:00:" in got["md"] and "## Key points" in got["md"]
+        assert "Thursday morning" in got["md"]
+        assert got["vtt"].startswith("WEBVTT") and "<v Alice>" in got["vtt"], got["vtt"][:300]
+        lines = json.loads(got["json"])["lines"]
+        assert [line["speaker"] for line in lines] == ["Alice", "Alice"], lines
+        # a host of the meeting (roomHost) gets them too; a participant does not
+        reply = alice.run(
+            host_request(captions_server.url, {"type": "transcript", "format": "json"})
+        )
+        assert json.loads(reply["content"])["lines"] == lines
+        with pytest.raises(ServerError) as refused:
+            alice.run(alice.client.request({"type": "delete_transcript"}))
+        assert refused.value.code == "permission_denied"
+        # deleting takes a second click
+        delete = dialog.locator("#notes-delete")
+        delete.click()
+        assert delete.inner_text() == "Delete them for good?"
+        delete.click()
+        page.locator("#notes-status", has_text="Deleted from the server.").wait_for()
+        artefact(page, "notes-deleted-Dana")
+        dialog.locator("button[value=close]").click()
+        open_menu(page)
+        assert page.locator("#notes-button").is_hidden()
+        with pytest.raises(ServerError) as gone:
+            alice.run(host_request(captions_server.url, {"type": "transcript", "format": "md"}))
+        assert gone.value.code == "not_found"
     finally:
         alice.close()
         page.context.close()
