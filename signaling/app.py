@@ -30,6 +30,7 @@ from .auth import (
 from .config import Config, ConfigError
 from .features import SETUPS
 from .limits import PerKeyLimiter
+from .livekit_api import RoomService
 from .metrics import setup_metrics
 from .session import Session, SessionCounters
 from .webhooks import WebhookNotifier
@@ -237,6 +238,7 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
     app.router.add_get("/dev/token", dev_token)
     app.router.add_get("/dev/stats", stats_handler)
     app.router.add_routes(AdminAPI(app[SFU_KEY], app[VERIFIER], config).routes())
+    app.router.add_routes(RoomService(app[SFU_KEY], app[VERIFIER], config).routes())
     if config.webhook_urls:
         key, secret = next(iter(config.api_keys.items()))
         notifier = WebhookNotifier(config.webhook_urls, key, secret)

@@ -13,7 +13,7 @@ keep or send to another process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
@@ -43,6 +43,8 @@ class ParticipantInfo:
     name: str
     metadata: str
     tracks: tuple[TrackInfo, ...]
+    #: the application's key/value attributes (LiveKit's participant attributes)
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,9 @@ class Participant:
         self.identity = identity
         self.name = name
         self.metadata = metadata
+        #: the application's key/value attributes (LiveKit's participant attributes)
+        self.attributes: dict[str, str] = {}
+        self.joined_at = time.time()  # when this participant object was made (its join)
         self.permissions = permissions or Permissions()
         self._emit = emit
         self.stats = stats or Stats()
@@ -151,6 +154,7 @@ class Participant:
             self.name,
             self.metadata,
             tuple(t.info() for t in self.tracks.values()),
+            dict(self.attributes),
         )
 
     def ref(self) -> ParticipantRef:
@@ -221,12 +225,21 @@ class Participant:
                 self.emit(event)
         return track
 
-    def update(self, name: str | None = None, metadata: str | None = None) -> None:
-        """Change name or metadata; everyone (this participant included) is told."""
+    def update(
+        self,
+        name: str | None = None,
+        metadata: str | None = None,
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        """Change name, metadata or attributes (merged: a key set to "" is removed); everyone
+        (this participant included) is told."""
         if name is not None:
             self.name = name
         if metadata is not None:
             self.metadata = metadata
+        if attributes:
+            merged = {**self.attributes, **attributes}
+            self.attributes = {k: v for k, v in merged.items() if v != ""}
         event = ParticipantUpdated(self.info())
         self.emit(event)
         self._tell(event)

@@ -1,0 +1,107 @@
+"""visio-sfu's rooms, participants and tracks as LiveKit's protobuf models (livekit-protocol).
+
+Used by the RoomService (signaling/livekit_api.py) and LiveKit-format webhooks
+(signaling/livekit_webhooks.py): one place that maps visio_sfu's snapshots
+(``visio_sfu.events``) onto ``livekit.Room``, ``livekit.ParticipantInfo`` and ``livekit.TrackInfo``.
+"""
+
+from __future__ import annotations
+
+from livekit.protocol import models as lk
+
+from visio_sfu import Room
+from visio_sfu.events import ParticipantRef, RoomInfo, TrackInfo
+from visio_sfu.participant import Participant, Permissions
+
+SOURCES = {
+    "camera": lk.TrackSource.CAMERA,
+    "microphone": lk.TrackSource.MICROPHONE,
+    "screen_share": lk.TrackSource.SCREEN_SHARE,
+    "screen_share_audio": lk.TrackSource.SCREEN_SHARE_AUDIO,
+}
+SOURCE_NAMES = {value: name for name, value in SOURCES.items()}
+#: simulcast rids as LiveKit's qualities (by name: clients order them differently)
+QUALITIES = {"q": lk.VideoQuality.LOW, "h": lk.VideoQuality.MEDIUM, "f": lk.VideoQuality.HIGH}
+
+
+def track_proto(t: TrackInfo) -> lk.TrackInfo:
+    """A published track as ``livekit.TrackInfo``."""
+    info = lk.TrackInfo(
+        sid=t.sid,
+        type=lk.TrackType.VIDEO if t.kind == "video" else lk.TrackType.AUDIO,
+        name=t.name,
+        muted=t.muted,
+        width=t.width,
+        height=t.height,
+        simulcast=t.simulcast,
+        source=SOURCES.get(t.source, lk.TrackSource.UNKNOWN),
+        mime_type=t.mime,
+        mid=t.mid,
+    )
+    for rid in t.layers:
+        quality = QUALITIES.get(rid)
+        if quality is not None:
+            info.layers.add(quality=quality, rid=rid)
+    return info
+
+
+def permission_proto(p: Permissions) -> lk.ParticipantPermission:
+    """A participant's grants as ``livekit.ParticipantPermission``."""
+    sources = (
+        SOURCES.values()
+        if p.can_publish_sources is None
+        else (SOURCES[s] for s in p.can_publish_sources if s in SOURCES)
+    )
+    return lk.ParticipantPermission(
+        can_subscribe=p.can_subscribe,
+        can_publish=p.can_publish,
+        can_publish_data=p.can_publish_data,
+        can_publish_sources=list(sources) if p.can_publish_sources is not None else [],
+        hidden=p.hidden,
+    )
+
+
+def participant_proto(p: Participant, joined_at: float | None = None) -> lk.ParticipantInfo:
+    """A live participant as ``livekit.ParticipantInfo`` (state ACTIVE)."""
+    info = p.info()
+    out = lk.ParticipantInfo(
+        sid=info.sid,
+        identity=info.identity,
+        name=info.name,
+        metadata=info.metadata,
+        state=lk.ParticipantInfo.State.ACTIVE,
+        tracks=[track_proto(t) for t in info.tracks],
+        permission=permission_proto(p.permissions),
+        is_publisher=bool(info.tracks),
+        attributes=dict(info.attributes),
+    )
+    if joined_at is not None:
+        out.joined_at = int(joined_at)
+        out.joined_at_ms = int(joined_at * 1000)
+    return out
+
+
+def participant_ref_proto(p: ParticipantRef, state: int) -> lk.ParticipantInfo:
+    """Who, as ``livekit.ParticipantInfo`` (for webhooks: sid, identity, name, state)."""
+    return lk.ParticipantInfo(sid=p.sid, identity=p.identity, name=p.name, state=state)  # type: ignore[arg-type]
+
+
+def room_proto(room: Room) -> lk.Room:
+    """A live room as ``livekit.Room``."""
+    participants = list(room.participants.values())
+    return lk.Room(
+        sid=room.sid,
+        name=room.name,
+        empty_timeout=int(room.empty_timeout),
+        max_participants=room.max_participants,
+        creation_time=int(room.created_at),
+        creation_time_ms=int(room.created_at * 1000),
+        metadata=room.metadata,
+        num_participants=len(participants),
+        num_publishers=sum(1 for p in participants if p.tracks),
+    )
+
+
+def room_info_proto(r: RoomInfo) -> lk.Room:
+    """A room snapshot (lifecycle events) as ``livekit.Room``: sid, name, metadata."""
+    return lk.Room(sid=r.sid, name=r.name, metadata=r.metadata)

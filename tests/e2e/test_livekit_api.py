@@ -1,0 +1,254 @@
+"""LiveKit's RoomService over Twirp, driven by LiveKit's own server SDK (livekit-api)."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from livekit import api
+from livekit.protocol import room as lkroom
+
+from tests.support.inprocess import KEY, SECRET, LocalServer
+from tests.support.media import until
+from visio_client import Client
+from visio_client.media import PatternVideoTrack, ToneAudioTrack
+from visio_client.protocol import ServerError
+
+pytestmark = pytest.mark.timeout(120)
+TWIRP = "/twirp/livekit.RoomService"
+DENIED = "unauthenticated"  # LiveKit's answer to a missing grant
+INVALID = "invalid_argument"
+STATUSES = {DENIED: 401, "malformed": 400, "bad_route": 404, "not_found": 404, INVALID: 400}
+STATUSES["resource_exhausted"] = 429
+CreateRoom, Listing, Who = (
+    lkroom.CreateRoomRequest,
+    lkroom.ListParticipantsRequest,
+    lkroom.RoomParticipantIdentity,
+)
+
+
+def pb(cls, **fields) -> bytes:
+    """A request message's bytes."""
+    return cls(**fields).SerializeToString()
+
+
+def admin_token(room: str = "", **grants: object) -> str:
+    """A token as LiveKit's SDKs sign them for the server API (no identity)."""
+    return api.AccessToken(KEY, SECRET).with_grants(api.VideoGrants(room=room, **grants)).to_jwt()
+
+
+async def twirp(s: LocalServer, method: str, body: bytes, token: str | None, **headers: str):
+    """A raw Twirp call; returns (status, JSON or bytes)."""
+    headers.setdefault("Content-Type", "application/protobuf")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{s.url}{TWIRP}/{method}", data=body, headers=headers) as r,
+    ):
+        raw = await r.read()
+        is_json = r.content_type == "application/json"
+        return r.status, (await r.json()) if is_json else raw
+
+
+async def test_livekit_api_drives_a_room_of_visio_clients():
+    async with LocalServer() as s, api.LiveKitAPI(s.url, KEY, SECRET) as lk:
+        created = await lk.room.create_room(
+            api.CreateRoomRequest(name="board", metadata="agenda", max_participants=5)
+        )
+        assert created.name == "board" and created.sid.startswith("RM_")
+        assert created.metadata == "agenda" and created.max_participants == 5
+        again = await lk.room.create_room(api.CreateRoomRequest(name="board"))
+        assert again.sid == created.sid  # as on LiveKit: creating an existing room returns it
+        listing = await lk.room.list_rooms(api.ListRoomsRequest())
+        assert [r.name for r in listing.rooms] == ["board"]
+        none = await lk.room.list_rooms(api.ListRoomsRequest(names=["elsewhere"]))
+        assert list(none.rooms) == []
+
+        alice = Client(s.url, s.token("board", "alice", name="Alice"))
+        await alice.connect()
+        mic, cam = await alice.publish(
+            ToneAudioTrack(0), PatternVideoTrack(0), sources=["microphone", "camera"]
+        )
+        bob = Client(s.url, s.token("board", "bob"))
+        await bob.connect()
+        await until(lambda: len(bob.remote_tracks) == 2, what="bob receives alice")
+
+        people = await lk.room.list_participants(api.ListParticipantsRequest(room="board"))
+        assert sorted(p.identity for p in people.participants) == ["alice", "bob"]
+        a = next(p for p in people.participants if p.identity == "alice")
+        assert a.name == "Alice" and a.state == api.ParticipantInfo.State.ACTIVE
+        assert a.joined_at > 0 and a.is_publisher and a.permission.can_publish
+        sources = {t.sid: t.source for t in a.tracks}
+        assert sources == {
+            mic["sid"]: api.TrackSource.MICROPHONE,
+            cam["sid"]: api.TrackSource.CAMERA,
+        }
+        one = await lk.room.get_participant(
+            api.RoomParticipantIdentity(room="board", identity="bob")
+        )
+        assert one.identity == "bob" and not one.is_publisher
+
+        muted = await lk.room.mute_published_track(
+            api.MuteRoomTrackRequest(
+                room="board", identity="alice", track_sid=mic["sid"], muted=True
+            )
+        )
+        assert muted.track.sid == mic["sid"] and muted.track.muted
+        assert (await alice.wait_for("track_muted"))["track"] == mic["sid"]  # her client told
+        seen = await bob.wait_for(lambda m: m["type"] == "track_muted" and m["muted"])
+        assert seen["track"] == mic["sid"]
+
+        updated = await lk.room.update_participant(
+            api.UpdateParticipantRequest(
+                room="board",
+                identity="alice",
+                name="Alice B.",
+                metadata="chair",
+                attributes={"role": "host", "colour": "teal"},
+            )
+        )
+        assert updated.name == "Alice B." and updated.metadata == "chair"
+        assert dict(updated.attributes) == {"role": "host", "colour": "teal"}
+        told = await bob.wait_for("participant_updated")
+        assert told["participant"]["metadata"] == "chair"
+        # attributes merge; an empty value removes a key (LiveKit's rule)
+        updated = await lk.room.update_participant(
+            api.UpdateParticipantRequest(
+                room="board", identity="alice", attributes={"colour": "", "seat": "3"}
+            )
+        )
+        assert dict(updated.attributes) == {"role": "host", "seat": "3"}
+        assert updated.name == "Alice B."  # fields left empty are kept
+        # permission: no more camera; her camera is unpublished, everyone is told
+        updated = await lk.room.update_participant(
+            api.UpdateParticipantRequest(
+                room="board",
+                identity="alice",
+                permission=api.ParticipantPermission(
+                    can_subscribe=True,
+                    can_publish=True,
+                    can_publish_data=True,
+                    can_publish_sources=[api.TrackSource.MICROPHONE],
+                ),
+            )
+        )
+        assert list(updated.permission.can_publish_sources) == [api.TrackSource.MICROPHONE]
+        assert [t.sid for t in updated.tracks] == [mic["sid"]]
+        gone = await bob.wait_for("track_unpublished")
+        assert gone["track"] == cam["sid"]
+        with pytest.raises(ServerError) as refused:
+            await alice.request(
+                {"type": "add_track", "cid": "c2", "kind": "video", "source": "camera"}
+            )
+        assert refused.value.code == "permission_denied"
+
+        room = await lk.room.update_room_metadata(
+            api.UpdateRoomMetadataRequest(room="board", metadata="minutes")
+        )
+        assert room.metadata == "minutes" and room.num_participants == 2
+        assert (await bob.wait_for("room_updated"))["room"]["metadata"] == "minutes"
+
+        await lk.room.send_data(
+            api.SendDataRequest(
+                room="board",
+                data=b'{"text": "5 minutes"}',
+                topic="notice",
+                destination_identities=["bob"],
+            )
+        )
+        notice = await bob.wait_for("data")
+        assert notice["from"] is None and notice["topic"] == "notice"
+        assert notice["payload"] == {"text": "5 minutes"}
+        await lk.room.send_data(api.SendDataRequest(room="board", data=b"\xff\x00", topic="bin"))
+        binary = await alice.wait_for(lambda m: m["type"] == "data" and m["topic"] == "bin")
+        assert binary["payload"] == {"base64": "/wA="}
+        assert not any(m["type"] == "data" for m in alice.events if m.get("topic") == "notice")
+
+        await lk.room.remove_participant(api.RoomParticipantIdentity(room="board", identity="bob"))
+        assert (await bob.wait_for("leave"))["reason"] == "removed"
+        await until(lambda: bob.ws.closed, what="bob's socket closed")
+        people = await lk.room.list_participants(api.ListParticipantsRequest(room="board"))
+        assert [p.identity for p in people.participants] == ["alice"]
+        with pytest.raises(api.TwirpError) as err:
+            await lk.room.remove_participant(
+                api.RoomParticipantIdentity(room="board", identity="bob")
+            )
+        assert err.value.code == "not_found" and err.value.status == 404
+        with pytest.raises(api.TwirpError) as err:
+            await lk.room.mute_published_track(
+                api.MuteRoomTrackRequest(room="board", identity="alice", track_sid="TR_no")
+            )
+        assert err.value.code == "not_found"
+
+        await lk.room.delete_room(api.DeleteRoomRequest(room="board"))
+        assert (await alice.wait_for("leave"))["reason"] == "room_deleted"
+        assert s.sfu.room("board") is None
+        with pytest.raises(api.TwirpError) as err:
+            await lk.room.delete_room(api.DeleteRoomRequest(room="board"))
+        assert err.value.code == "not_found"
+        await alice.close()
+        await bob.close()
+
+
+async def test_twirp_refuses_bad_input_and_wrong_grants_as_livekit_does():
+    async with LocalServer(max_rooms=2) as s:
+        create = admin_token(room_create=True)
+        body = lkroom.CreateRoomRequest(name="r1").SerializeToString()
+        # JSON bodies work as well as protobuf; the answer comes in the request's encoding
+        status, room = await twirp(
+            s,
+            "CreateRoom",
+            b'{"name": "r2", "emptyTimeout": 30}',
+            create,
+            **{"Content-Type": "application/json"},
+        )
+        assert status == 200 and room["name"] == "r2" and room["empty_timeout"] == 30
+        status, raw = await twirp(s, "CreateRoom", body, create)
+        assert status == 200 and api.Room.FromString(raw).name == "r1"
+
+        r2_admin = admin_token("r2", room_admin=True)
+        r2_create = admin_token("r2", room_create=True)
+        r1_admin, JS = admin_token("r1", room_admin=True), {"Content-Type": "application/json"}
+        for method, payload, token, headers, code in [
+            ("CreateRoom", body, None, {}, "unauthenticated"),  # no token
+            ("CreateRoom", body, "not.a.jwt", {}, "unauthenticated"),
+            ("CreateRoom", body, admin_token(room_list=True), {}, "unauthenticated"),
+            ("ListRooms", b"", create, {}, "unauthenticated"),
+            ("CreateRoom", b"\xff\xff\xff", create, {}, "malformed"),
+            ("CreateRoom", b"\x0a\x05ab", create, {}, "malformed"),  # truncated field
+            ("CreateRoom", b'{"name": ', create, JS, "malformed"),
+            ("CreateRoom", b'{"name": 5}', create, JS, "malformed"),
+            ("CreateRoom", b'{"nope": 1}', create, JS, "malformed"),
+            ("CreateRoom", body, create, {"Content-Type": "text/plain"}, "bad_route"),
+            ("Explode", body, create, {}, "bad_route"),
+            ("CreateRoom", pb(CreateRoom, name="r3"), create, {}, "resource_exhausted"),
+            ("CreateRoom", pb(CreateRoom, name=""), create, {}, INVALID),
+            ("CreateRoom", pb(CreateRoom, name="x\n"), create, {}, "invalid_argument"),
+            # roomAdmin on another room, or roomCreate alone, does not administer r1
+            ("ListParticipants", pb(Listing, room="r1"), r2_admin, {}, DENIED),
+            ("ListParticipants", pb(Listing, room="r1"), create, {}, DENIED),
+            ("DeleteRoom", pb(lkroom.DeleteRoomRequest, room="r1"), r2_admin, {}, DENIED),
+            ("DeleteRoom", pb(lkroom.DeleteRoomRequest, room="r1"), r2_create, {}, DENIED),
+            ("GetParticipant", pb(Who, room="r1"), r1_admin, {}, "not_found"),
+            ("SendData", pb(lkroom.SendDataRequest, room="r1", data=b"x" * 20000), r1_admin, {},
+             "invalid_argument"),
+            ("UpdateRoomMetadata", pb(lkroom.UpdateRoomMetadataRequest, room="zz"),
+             admin_token("zz", room_admin=True), {}, "not_found"),
+        ]:  # fmt: skip
+            status, err = await twirp(s, method, payload, token, **headers)
+            assert isinstance(err, dict) and err["code"] == code, (method, payload, err)
+            assert status == STATUSES[code] and err["msg"], (method, err)
+        async with aiohttp.ClientSession() as http, http.get(f"{s.url}{TWIRP}/ListRooms") as r:
+            assert r.status == 404 and (await r.json())["code"] == "bad_route"
+        # a token from the visio-sfu CLI / admin API works too, scoped to its room
+        lister = s.token("r1", "ops", room_join=False, room_list=True)
+        status, raw = await twirp(s, "ListRooms", b"", lister)
+        assert status == 200 and [r.name for r in api.ListRoomsResponse.FromString(raw).rooms] == [
+            "r1"
+        ]
+        # a refused request changes nothing and the server goes on
+        assert sorted(s.sfu.rooms) == ["r1", "r2"]
+        status, _ = await twirp(
+            s, "DeleteRoom", lkroom.DeleteRoomRequest(room="r2").SerializeToString(), create
+        )
+        assert status == 200 and sorted(s.sfu.rooms) == ["r1"]
