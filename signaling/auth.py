@@ -250,6 +250,18 @@ class JwksCache:
             raise TokenError("token key id (kid) unknown to the identity provider")
         return key
 
+    async def sole_key(self, algorithm: str) -> jwt.PyJWK:
+        """The provider's one key for ``algorithm``, for a token that names no key id (an
+        OpenID Connect provider with a single key may leave ``kid`` out); TokenError if it
+        has none or several."""
+        if not self.keys or time.monotonic() >= self._expires:
+            if time.monotonic() >= self._failed_until:
+                await self._refresh()
+        found = [k for k in self.keys.values() if k.algorithm_name == algorithm]
+        if len(found) != 1:
+            raise TokenError("token has no key id (kid) and the provider has not one key for it")
+        return found[0]
+
     def _stale(self, key: jwt.PyJWK | None, now: float) -> jwt.PyJWK:
         if key is not None and now < self._expires + MAX_STALE:
             return key

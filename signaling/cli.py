@@ -32,6 +32,10 @@ ENV_HELP = """environment variables (overridden by options):
   VISIO_ALLOWED_ORIGINS         comma-separated browser Origins allowed to connect
   VISIO_RECORDINGS_DIR          where recordings go (default
                                 $XDG_DATA_HOME/visio-sfu/recordings, ~/.local/share/...)
+  VISIO_DATA_DIR                the server's own files: SQLite rooms database, session key
+                                (default $XDG_DATA_HOME/visio-sfu)
+  VISIO_DATABASE_URL            rooms database instead of SQLite (postgresql+asyncpg://...)
+  VISIO_OIDC_CLIENT_SECRET      the [oidc] client's secret (docs/identity.md)
 Without any API key configured, the server starts in development mode."""
 
 
@@ -83,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
         "--recordings-dir",
         metavar="DIR",
         help="where recordings go (default $XDG_DATA_HOME/visio-sfu/recordings)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the server's own files (default $XDG_DATA_HOME/visio-sfu)",
+    )
+    serve.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="rooms database when [oidc] is set (default: SQLite in the data directory)",
     )
 
     token = sub.add_parser(
@@ -185,6 +199,8 @@ def _serve(args: argparse.Namespace) -> int:
             "ice_addresses": args.ice_address,
             "public_url": args.public_url,
             "recordings_dir": args.recordings_dir,
+            "data_dir": args.data_dir,
+            "database_url": args.database_url,
         },
     )
     if config.dev:

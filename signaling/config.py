@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,14 @@ class Config:
     #: seconds a participant whose connection dropped is kept for its client to resume it
     #: (same sid, the others see no leave/join: docs/protocol.md); 0: no resuming
     resume_grace: int = 20
+    #: sign-in with an OpenID Connect provider, rooms people own, waiting room ([oidc] table;
+    #: docs/identity.md); empty: none of it, tokens only
+    oidc: dict = field(default_factory=dict)
+    #: the rooms' database (SQLAlchemy URL: postgresql+asyncpg://...); None: SQLite in data_dir
+    database_url: str | None = None
+    #: where the server keeps its own files (SQLite database, session key); None:
+    #: $XDG_DATA_HOME/visio-sfu
+    data_dir: str | None = None
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -58,6 +67,9 @@ class Config:
         shown["transcription"] = {
             k: "***" if k.endswith("api_key") else v for k, v in self.transcription.items()
         }
+        shown["oidc"] = {k: "***" if k.endswith("secret") else v for k, v in self.oidc.items()}
+        if self.database_url:
+            shown["database_url"] = re.sub(r"://[^@/]*@", "://***@", self.database_url)
         return f"Config({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
@@ -80,6 +92,8 @@ ENV = {
     "VISIO_WEBHOOK_URLS": "webhook_urls",
     "VISIO_RECORDINGS_DIR": "recordings_dir",
     "VISIO_RESUME_GRACE": "resume_grace",
+    "VISIO_DATABASE_URL": "database_url",
+    "VISIO_DATA_DIR": "data_dir",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -196,6 +210,11 @@ def load_config(
         values.setdefault("api_keys", {})[env["VISIO_API_KEY"]] = env["VISIO_API_SECRET"]
     if env.get("VISIO_KEYS"):
         values.setdefault("api_keys", {}).update(_parse_keys(env["VISIO_KEYS"]))
+    if env.get("VISIO_OIDC_CLIENT_SECRET"):  # kept out of the TOML file if one prefers
+        values["oidc"] = {
+            **values.get("oidc", {}),
+            "client_secret": env["VISIO_OIDC_CLIENT_SECRET"],
+        }
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value) if name != "api_keys" else value

@@ -11,8 +11,20 @@ from aiohttp import web
 
 from . import meeting, recording, transcription
 
+def identity_setup(app: web.Application) -> None:
+    """Sign-in, rooms people own, the waiting room (issue 16): only with an [oidc] table, so
+    that its libraries (the 'identity' extra) are imported only then."""
+    from .app import CONFIG
+
+    if app[CONFIG].oidc:
+        from . import identity
+
+        identity.setup(app)
+
+
 SETUPS: list[Callable[[web.Application], None]] = [
     meeting.setup,  # raised hands, reactions, host controls (issue 15)
     transcription.setup,  # transcription, live captions, meeting notes (issue 14)
     recording.setup,  # recording without re-encoding (issue 14)
+    identity_setup,  # sign-in, owned rooms, waiting room (issue 16)
 ]
