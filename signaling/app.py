@@ -31,6 +31,7 @@ from .config import Config, ConfigError
 from .features import SETUPS
 from .limits import PerKeyLimiter
 from .livekit_api import RoomService
+from .livekit_webhooks import LiveKitWebhookNotifier
 from .metrics import setup_metrics
 from .session import Session, SessionCounters
 from .webhooks import WebhookNotifier
@@ -241,7 +242,8 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
     app.router.add_routes(RoomService(app[SFU_KEY], app[VERIFIER], config).routes())
     if config.webhook_urls:
         key, secret = next(iter(config.api_keys.items()))
-        notifier = WebhookNotifier(config.webhook_urls, key, secret)
+        kind = LiveKitWebhookNotifier if config.webhook_format == "livekit" else WebhookNotifier
+        notifier = kind(config.webhook_urls, key, secret)
         app[SFU_KEY].listeners.append(notifier)
         app[WEBHOOKS] = notifier
     setup_metrics(app, app[SFU_KEY], app[COUNTERS], app.get(WEBHOOKS))

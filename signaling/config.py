@@ -14,6 +14,9 @@ DEV_API_KEY = "devkey"
 DEV_API_SECRET = "devsecret_change_me_0123456789abcdef"
 
 
+WEBHOOK_FORMATS = ("visio", "livekit")
+
+
 class ConfigError(Exception):
     """A configuration value that cannot be used; the message says which and why."""
 
@@ -38,6 +41,9 @@ class Config:
     joins_per_second: float = 5.0  # per client IP address
     allowed_origins: list[str] = field(default_factory=list)  # WebSocket Origin check
     webhook_urls: list[str] = field(default_factory=list)
+    #: the webhooks' body: "visio" (docs/api.md) or "livekit" (LiveKit's WebhookEvent,
+    #: docs/livekit.md)
+    webhook_format: str = "visio"
     #: trusted identity providers ([[idp]] tables: issuer, audience, jwks_url, ...)
     identity_providers: list[dict] = field(default_factory=list)
     log_level: str = "info"
@@ -90,6 +96,7 @@ ENV = {
     "VISIO_JOINS_PER_SECOND": "joins_per_second",
     "VISIO_ALLOWED_ORIGINS": "allowed_origins",
     "VISIO_WEBHOOK_URLS": "webhook_urls",
+    "VISIO_WEBHOOK_FORMAT": "webhook_format",
     "VISIO_RECORDINGS_DIR": "recordings_dir",
     "VISIO_RESUME_GRACE": "resume_grace",
     "VISIO_DATABASE_URL": "database_url",
@@ -219,6 +226,10 @@ def load_config(
         if value is not None:
             values[name] = _coerce(name, value) if name != "api_keys" else value
     config = Config(**values)
+    if config.webhook_format not in WEBHOOK_FORMATS:
+        raise ConfigError(
+            f"webhook_format: invalid value {config.webhook_format!r} (expected visio or livekit)"
+        )
     if config.public_url is not None:
         config.public_url = _check_public_url(config.public_url)
     for key, secret in config.api_keys.items():

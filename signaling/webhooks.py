@@ -80,17 +80,21 @@ class WebhookNotifier:
             self.dropped += 1
             return
         event = lifecycle.name
-        payload = {
-            "event": event,
-            "id": f"EV_{secrets.token_hex(8)}",
-            "createdAt": int(time.time()),
-            **webhook(lifecycle),
-        }
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = self.encode(lifecycle)
         for url in self.urls:
             task = asyncio.ensure_future(self._deliver(url, body, event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def encode(self, lifecycle: LifecycleEvent) -> bytes:
+        """The request body for an event: visio-sfu's JSON (docs/api.md, Webhooks)."""
+        payload = {
+            "event": lifecycle.name,
+            "id": f"EV_{secrets.token_hex(8)}",
+            "createdAt": int(time.time()),
+            **webhook(lifecycle),
+        }
+        return json.dumps(payload, separators=(",", ":")).encode()
 
     async def _deliver(self, url: str, body: bytes, event: str) -> None:
         if self._session is None or self._session.closed:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from aiohttp import web
 from livekit import api
 from livekit.protocol import room as lkroom
 
-from tests.support.inprocess import KEY, SECRET, LocalServer
+from tests.support.inprocess import KEY, SECRET, LocalServer, free_port
 from tests.support.media import until
 from visio_client import Client
 from visio_client.media import PatternVideoTrack, ToneAudioTrack
@@ -252,3 +253,83 @@ async def test_twirp_refuses_bad_input_and_wrong_grants_as_livekit_does():
             s, "DeleteRoom", lkroom.DeleteRoomRequest(room="r2").SerializeToString(), create
         )
         assert status == 200 and sorted(s.sfu.rooms) == ["r1"]
+
+
+class LiveKitReceiver:
+    """A webhook endpoint that checks every request with livekit-api's WebhookReceiver."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.receiver = api.WebhookReceiver(api.TokenVerifier(KEY, SECRET))
+        self.events: list[api.WebhookEvent] = []
+        self.refused: list[str] = []
+        self.raw: list[tuple[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = (await request.read()).decode()
+        auth = request.headers.get("Authorization", "")
+        self.raw.append((body, auth))
+        try:
+            self.events.append(self.receiver.receive(body, auth))
+        except Exception as exc:  # what a LiveKit application does: refuse the request
+            self.refused.append(str(exc))
+            return web.Response(status=401)
+        return web.Response(text="ok")
+
+    async def __aenter__(self) -> LiveKitReceiver:
+        app = web.Application()
+        app.router.add_post("/livekit", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+async def test_livekit_webhooks_verified_by_livekit_api():
+    async with LiveKitReceiver() as hook:
+        url = f"http://127.0.0.1:{hook.port}/livekit"
+        async with LocalServer(webhook_urls=[url], webhook_format="livekit") as s:
+            alice = Client(s.url, s.token("hooks", "alice", name="Alice"))
+            await alice.connect()
+            (cam,) = await alice.publish(PatternVideoTrack(0), sources=["camera"])
+            await alice.leave()
+            await until(lambda: len(hook.events) >= 5, what="five webhooks verified")
+        assert hook.refused == []
+        by_kind = {e.event: e for e in hook.events}
+        assert set(by_kind) >= {
+            "room_started",
+            "participant_joined",
+            "track_published",
+            "track_unpublished",
+            "participant_left",
+        }
+        assert all(e.room.name == "hooks" and e.room.sid.startswith("RM_") for e in hook.events)
+        assert all(e.id.startswith("EV_") and e.created_at > 0 for e in hook.events)
+        joined = by_kind["participant_joined"]
+        assert joined.participant.identity == "alice" and joined.participant.name == "Alice"
+        assert joined.participant.state == api.ParticipantInfo.State.ACTIVE
+        published = by_kind["track_published"]
+        assert published.track.sid == cam["sid"]
+        assert published.track.type == api.TrackType.VIDEO
+        assert published.track.source == api.TrackSource.CAMERA
+        left = by_kind["participant_left"]
+        assert left.participant.state == api.ParticipantInfo.State.DISCONNECTED
+        # a body altered on the way, or signed with another secret, is refused by the receiver
+        body, auth = hook.raw[0]
+        with pytest.raises(Exception, match="hash mismatch"):
+            hook.receiver.receive(body.replace("hooks", "other"), auth)
+        forged = api.AccessToken(KEY, "x" * 40).to_jwt()
+        with pytest.raises(Exception):  # noqa: B017 - pyjwt's InvalidSignatureError
+            hook.receiver.receive(body, forged)
+
+
+def test_webhook_format_setting():
+    from signaling.config import ConfigError, load_config
+
+    assert load_config(env={"VISIO_WEBHOOK_FORMAT": "livekit"}).webhook_format == "livekit"
+    assert load_config(env={}).webhook_format == "visio"
+    with pytest.raises(ConfigError, match="webhook_format"):
+        load_config(env={"VISIO_WEBHOOK_FORMAT": "xml"})
