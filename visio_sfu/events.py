@@ -155,6 +155,12 @@ class DataReceived(Event):
     topic: str
     payload: Any
     timestamp_ms: int
+    reliable: bool = True  # False: may be dropped on the way (LiveKit's lossy packets)
+    #: ``(format, bytes)``: the message as its sender's protocol encoded it (``("livekit",
+    #: <DataPacket>)``), forwarded as it is to clients of that protocol; None for JSON data
+    encoded: tuple[str, bytes] | None = None
+    #: only for clients that read ``encoded`` (``payload`` means nothing to the others)
+    encoded_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

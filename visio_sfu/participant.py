@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 QUALITIES = ("low", "medium", "high")
+#: the data channels the server opens on a subscribe connection: (label, reliable)
+DATA_CHANNELS = (("_reliable", True), ("_lossy", False))
 MAX_RESTARTS = 5  # subscriber connection restarts a participant may ask for ...
 RESTART_WINDOW = 60.0  # ... in this many seconds
 
@@ -91,7 +93,11 @@ class Participant:
         stats: Stats | None = None,
         max_tracks: int = 16,
         transport_factory: Callable[..., PeerTransport] = PeerTransport,
+        data_channels: bool = False,
     ) -> None:
+        """``data_channels``: the client speaks over SCTP data channels (LiveKit's clients):
+        its subscribe connection carries the server's ``_reliable`` and ``_lossy`` channels
+        from its first offer, and what the client sends on any channel goes to ``on_data``."""
         self.sid = new_sid("PA")
         self.identity = identity
         self.name = name
@@ -109,6 +115,10 @@ class Participant:
         self.room_name: str | None = None  # the room it is in (set by the room)
         #: its client is gone for now (Room.suspend): events for it are dropped
         self.suspended = False
+        self.data_channels = data_channels
+        #: ``(label, message)`` for each data-channel message from the client (set by its
+        #: signaling session, which knows the message format)
+        self.on_data: Callable[[str, bytes], None] | None = None
         self.publishing = self._new_publishing(max_tracks)
         self.subscriber: SubscribeConnection | None = None
         if self.permissions.can_subscribe:
@@ -130,6 +140,7 @@ class Participant:
             ),
             on_failed=self._failed,
             transport_factory=self._transport_factory,
+            on_data=self._data if self.data_channels else None,
         )
 
     def _new_subscriber(self, first_offer: int = 1) -> SubscribeConnection:
@@ -139,7 +150,28 @@ class Participant:
             self._failed,
             first_offer=first_offer,
             transport_factory=self._transport_factory,
+            data_channels=DATA_CHANNELS if self.data_channels else (),
+            on_data=self._data if self.data_channels else None,
         )
+
+    # -- data channels -------------------------------------------------------------------
+    def _data(self, label: str, data: bytes) -> None:
+        handler = self.on_data
+        if handler is not None and not self.closed and not self.suspended:
+            handler(label, data)
+
+    def send_data(self, label: str, data: bytes) -> bool:
+        """Send one message to this participant's client on its data channel ``label``: the
+        subscribe connection's, else the publish connection's; False if neither is open."""
+        if self.closed:
+            return False
+        sub = self.subscriber.transport if self.subscriber is not None else None
+        if sub is not None and label in sub.data_labels():
+            return sub.send_data(label, data)
+        pub = self.publishing.transport
+        if pub is not None and label in pub.data_labels():
+            return pub.send_data(label, data)
+        return False
 
     @property
     def tracks(self) -> dict[str, Publisher]:
@@ -318,6 +350,15 @@ class Participant:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
         logger.info("participant %s: subscriber connection restarted", self.sid)
+
+    def rebind(self, emit: Callable[[Event], None]) -> None:
+        """Serve a new signaling connection of this participant whose peer connections are
+        still up (LiveKit's resume): events go to ``emit`` from now on; connections, tracks
+        and subscriptions stay as they are."""
+        if self.closed:
+            raise TransportError("participant left")
+        self._emit = emit
+        self.suspended = False
 
     async def reconnect(
         self, emit: Callable[[Event], None], available: Callable[[], list[Publisher]]

@@ -63,8 +63,11 @@ class PublishConnection:
         on_unpublished: Callable[[Publisher], None],
         on_failed: Callable[[str], None],
         transport_factory: Callable[..., PeerTransport] = PeerTransport,
+        on_data: Callable[[str, bytes], None] | None = None,
     ) -> None:
+        """``on_data``: data-channel messages the client sends on this connection."""
         self.participant_sid = participant_sid
+        self._on_data = on_data
         self._may_publish = may_publish
         self._stats = stats
         self.max_tracks = max_tracks
@@ -117,8 +120,9 @@ class PublishConnection:
         if len([m for m in offered if m.kind in ("audio", "video")]) > self.max_tracks:
             raise TransportError(f"at most {self.max_tracks} media sections")
         if self.transport is None:
+            extra = {"on_data": self._on_data} if self._on_data is not None else {}
             self.transport = self._transport_factory(
-                on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_state
+                on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_state, **extra
             )
         simulcast = offered_simulcast(sdp)
         transport = self.transport
@@ -176,7 +180,9 @@ class PublishConnection:
                 width=req.width,
                 height=req.height,
                 cid=req.cid,
-                rids=simulcast[m.mid]["rids"] if m.mid in simulcast and m.kind == "video" else None,
+                rids=lowest_first(simulcast[m.mid]["rids"])
+                if m.mid in simulcast and m.kind == "video"
+                else None,
                 stats=self._stats,
                 rtx_payload_type=_rtx_for(neg.codecs, codec.payload_type),
             )
@@ -264,6 +270,19 @@ class PublishConnection:
         self.router.clear()
         if self.transport is not None:
             await self.transport.close()
+
+
+#: the rids browsers and LiveKit's SDKs give simulcast layers: quarter, half, full size
+RID_ORDER = {"q": 0, "h": 1, "f": 2}
+
+
+def lowest_first(rids: list[str]) -> list[str]:
+    """Simulcast rids lowest layer first. An offer lists them in the client's order (LiveKit's
+    Rust SDK ``f;h;q``, browsers ``q;h;f``): the well-known names are put in size order, any
+    other set stays in the offer's order."""
+    if len(set(rids)) == len(rids) and all(r in RID_ORDER for r in rids):
+        return sorted(rids, key=RID_ORDER.__getitem__)
+    return list(rids)
 
 
 def _rtx_for(codecs: list, payload_type: int) -> int | None:

@@ -161,8 +161,10 @@ class Room:
         permissions: Permissions | None = None,
         emit: Callable[[Event], None] | None = None,
         bypass_lock: bool = False,
+        data_channels: bool = False,
     ) -> Participant:
         """Add a new participant; an older session with the same identity is replaced.
+        ``data_channels``: see Participant.
 
         A locked room refuses newcomers (RoomLocked) unless ``bypass_lock`` (a host); someone
         already in the room, coming back from another window, is no newcomer."""
@@ -184,6 +186,7 @@ class Room:
             stats=self.counters,
             max_tracks=self.max_tracks,
             transport_factory=self._transport_factory,
+            data_channels=data_channels,
         )
         self.attach(p)
         return p
@@ -324,6 +327,18 @@ class Room:
             raise KeyError(p.sid)
         logger.info("room %s: %s resumed", self.name, p.sid)
 
+    def resume_signaling(self, p: Participant, emit: Callable[[Event], None]) -> None:
+        """Give ``p`` to a client whose signaling connection came back while its peer
+        connections stayed up (LiveKit's resume): same sid, same connections and tracks; the
+        others see nothing. KeyError if ``p`` is not in this room."""
+        if self.participants.get(p.sid) is not p:
+            raise KeyError(p.sid)
+        handle = self._suspended.pop(p.sid, None)
+        if handle is not None:
+            handle.cancel()
+        p.rebind(emit)
+        logger.info("room %s: %s resumed its signaling", self.name, p.sid)
+
     def schedule_removal(self, participant: Participant, reason: str) -> None:
         """Remove a participant from a synchronous callback (ICE failure)."""
         if participant.sid not in self.participants:
@@ -431,10 +446,20 @@ class Room:
         topic: str,
         payload: Any,
         to: list[str] | None = None,
+        reliable: bool = True,
+        encoded: tuple[str, bytes] | None = None,
+        encoded_only: bool = False,
     ) -> int:
-        """Deliver a data message to the others (or the identities in ``to``); returns count."""
+        """Deliver a data message to the others (or the identities in ``to``); returns count.
+        ``reliable``, ``encoded``, ``encoded_only``: see DataReceived."""
         event = DataReceived(
-            sender.ref() if sender is not None else None, topic, payload, int(time.time() * 1000)
+            sender.ref() if sender is not None else None,
+            topic,
+            payload,
+            int(time.time() * 1000),
+            reliable,
+            encoded,
+            encoded_only,
         )
         count = 0
         for p in self.participants.values():

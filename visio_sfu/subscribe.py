@@ -14,12 +14,16 @@ import logging
 import time
 from collections.abc import Callable
 
+from .bwe import SendSideEstimator, TransportStamper
 from .downtrack import DownTrack
 from .errors import TransportError
 from .events import Event, NegotiationFailed, OfferedTrack, SubscriberOffer
 from .munger import Munger
 from .publisher import Publisher
 from .rtp import rtcp
+from .rtp.extensions import ABS_SEND_TIME
+from .rtp.twcc import parse_feedback
+from .sdp import TRANSPORT_CC_URI, answered_extension, offer_transport_cc
 from .transport import PeerTransport, Slot
 
 logger = logging.getLogger(__name__)
@@ -38,14 +42,21 @@ class SubscribeConnection:
         on_failed: Callable[[str], None],
         first_offer: int = 1,
         transport_factory: Callable[..., PeerTransport] = PeerTransport,
+        data_channels: tuple[tuple[str, bool], ...] = (),
+        on_data: Callable[[str, bytes], None] | None = None,
     ) -> None:
         """``first_offer``: the number of the first offer id (``s<n>``); a restarted connection
         goes on counting, so a late answer to an offer of the old one is never taken for an
-        answer to the new one."""
+        answer to the new one. ``data_channels``: ``(label, reliable)`` of the channels this
+        connection opens before its first offer (which then never lacks an m-section);
+        ``on_data`` receives what the client sends on them."""
         self.participant_sid = participant_sid
         self._emit = emit
         self._on_failed = on_failed
-        self.transport = transport_factory(on_rtcp=self._on_rtcp, on_state=self._on_state)
+        extra = {"on_data": on_data} if on_data is not None else {}
+        self.transport = transport_factory(on_rtcp=self._on_rtcp, on_state=self._on_state, **extra)
+        if data_channels:
+            self.transport.open_data_channels(data_channels)
         self.downtracks: dict[str, DownTrack] = {}  # track sid -> DownTrack
         self._by_ssrc: dict[int, DownTrack] = {}
         self._slot: dict[str, Slot] = {}  # track sid -> transceiver
@@ -56,9 +67,14 @@ class SubscribeConnection:
         self._dirty = False
         self._task: asyncio.Task | None = None
         self._answer: tuple[str, asyncio.Future] | None = None
+        self._offer_sdp = ""  # the offer waiting for its answer
         self._offers = first_offer - 1
         self._early_candidates: list[dict | None] = []  # trickled before the first answer
         self.remb_bitrate: int | None = None
+        #: send-side estimate from transport-cc feedback, when the subscriber negotiated it
+        self.estimator = SendSideEstimator()
+        self.stamper = TransportStamper(self.estimator)
+        self.twcc_feedbacks = 0
         self.closed = False
         self.negotiations = 0
 
@@ -130,13 +146,14 @@ class SubscribeConnection:
 
     async def _negotiate_once(self) -> None:
         released, self._released = self._released, []
-        sdp = await self.transport.create_offer()
+        sdp = offer_transport_cc(await self.transport.create_offer())
         if self.closed:
             return  # abandoned meanwhile: this offer must never reach the client
         self._offers += 1
         offer_id = f"s{self._offers}"
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._answer = (offer_id, future)
+        self._offer_sdp = sdp
         tracks = []
         for sid, t in self._slot.items():
             if t.mid is None:
@@ -162,6 +179,7 @@ class SubscribeConnection:
             self._released = released + self._released
             return
         self.negotiations += 1
+        self.stamper.ext_id = answered_extension(answer, TRANSPORT_CC_URI) or 0
         early, self._early_candidates = self._early_candidates, []
         for candidate in early:
             try:
@@ -185,8 +203,23 @@ class SubscribeConnection:
                 dt.track.detach(dt)
                 continue
             dt.bind(media.ssrc, pt, media.extensions)
+            if not self.stamper.abs_id:
+                self.stamper.abs_id = media.extensions.get(ABS_SEND_TIME, 0)
+            dt.stamp = self.stamper.stamp
             self._by_ssrc[media.ssrc] = dt
             dt.track.attach(dt)
+
+    def offer(self) -> None:
+        """Make an offer now even if nothing changed (a LiveKit client waits for one, with the
+        data channels, right after joining)."""
+        self._schedule()
+
+    def pending_offer(self) -> tuple[str, str] | None:
+        """``(offer id, sdp)`` of the offer waiting for its answer, if any (to send it again
+        to a client that reconnected meanwhile)."""
+        if self._answer is None or self._answer[1].done():
+            return None
+        return self._answer[0], self._offer_sdp
 
     @property
     def offers_made(self) -> int:
@@ -258,6 +291,11 @@ class SubscribeConnection:
                     dt = self._by_ssrc.get(ssrc)
                     if dt is not None:
                         _keyframe_for(dt, now)
+            elif pt == rtcp.RTPFB and fmt == rtcp.TWCC:
+                feedback = parse_feedback(pkt)
+                if feedback is not None and self.stamper.ext_id:
+                    self.twcc_feedbacks += 1
+                    self.estimator.on_feedback(feedback[1], feedback[2], now)
             elif pt == rtcp.PSFB and fmt == rtcp.REMB:
                 remb = rtcp.parse_remb(pkt)
                 if remb is not None:
@@ -269,6 +307,14 @@ class SubscribeConnection:
                         dt.handle_report(block[1], block[4], block[5], block[6], now)
         for dt, seqs in nacked.items():
             dt.handle_nack(list(seqs), now)
+
+    @property
+    def bandwidth(self) -> int | None:
+        """What this subscriber can receive, in bits per second: the send-side estimate once
+        transport-cc feedback comes, else its REMB; None while neither is known."""
+        if self.twcc_feedbacks:
+            return int(self.estimator.estimate)
+        return self.remb_bitrate
 
     def _on_state(self, state: str) -> None:
         if state == "connected":

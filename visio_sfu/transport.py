@@ -51,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes], None]
+#: ``(label, message)`` for every message a data channel of the peer receives
+DataHandler = Callable[[str, bytes], None]
+#: the largest data-channel message accepted from a peer; longer ones are dropped
+MAX_DATA_MESSAGE = 64 * 1024
 
 #: DTLS ciphers: aiortc's ECDSA suites plus ECDHE-RSA ones, so that clients with RSA
 #: certificates (GStreamer's webrtcbin, WHIP tools) can complete the handshake.
@@ -288,6 +292,7 @@ class PeerTransport:
         on_rtcp: RtcpHandler | None = None,
         on_state: Callable[[str], None] | None = None,
         decrypt: bool = True,
+        on_data: DataHandler | None = None,
     ) -> None:
         install()
         self.pc = RTCPeerConnection(
@@ -305,6 +310,13 @@ class PeerTransport:
         # encrypted): load tools count packets without paying for decryption
         self.decrypt = decrypt
         self.pc.on("connectionstatechange", self._state_changed)
+        # data channels (SCTP): those the peer opens, and ours (open_data_channels), by label
+        self.on_data = on_data
+        self._channels: dict[str, Any] = {}
+        self._sctp_first = False  # our channels were made before any transceiver
+        self.data_dropped = 0  # messages too large, or sent while no channel was open
+        if on_data is not None:
+            self.pc.on("datachannel", self._channel_opened)
         PeerTransport.open_transports.add(self)
 
     # -- state ---------------------------------------------------------------------------
@@ -399,7 +411,12 @@ class PeerTransport:
         if _loopback_only and not _is_loopback(ice.ip):
             return  # our sockets are bound to loopback: that address is unreachable
         try:
-            await self.pc.addIceCandidate(ice)
+            if self._sctp_first and self.pc.sctp is not None:
+                # every section is bundled on the SCTP transport's: aiortc would add the
+                # candidate nowhere (see open_data_channels)
+                await self.pc.sctp.transport.transport.addRemoteCandidate(ice)
+            else:
+                await self.pc.addIceCandidate(ice)
         except Exception as exc:
             raise TransportError(f"candidate rejected: {type(exc).__name__}") from None
 
@@ -510,6 +527,66 @@ class PeerTransport:
             except Exception:
                 logger.exception("RTCP handler failed; packet dropped")
 
+    # -- data channels -------------------------------------------------------------------
+    def open_data_channels(self, labels: tuple[tuple[str, bool], ...]) -> None:
+        """Create our data channels, ``(label, reliable)`` each: reliable ones ordered, the
+        others unordered without retransmission. Call before the first offer.
+
+        aiortc with max-bundle and data channels made before any transceiver replaces the SCTP
+        transport's DTLS transport with itself when the answer is applied, then stops it, and
+        the connection never comes up; marking the SCTP transport bundled avoids that. Its
+        trickled candidates then go to its ICE transport directly (``add_ice_candidate``)."""
+        for label, reliable in labels:
+            if reliable:
+                channel = self.pc.createDataChannel(label, ordered=True)
+            else:
+                channel = self.pc.createDataChannel(label, ordered=False, maxRetransmits=0)
+            self._watch_channel(channel)
+        sctp = self.pc.sctp
+        if sctp is not None and not self.pc.getTransceivers():
+            sctp._bundled = True
+            self._sctp_first = True
+
+    def _channel_opened(self, channel: Any) -> None:
+        self._watch_channel(channel)
+
+    def _watch_channel(self, channel: Any) -> None:
+        label = str(channel.label)[:64]
+        if label not in self._channels or self._channels[label].readyState != "open":
+            self._channels[label] = channel
+
+        def on_message(message: bytes | str) -> None:
+            handler = self.on_data
+            if handler is None:
+                return
+            data = message.encode() if isinstance(message, str) else bytes(message)
+            if len(data) > MAX_DATA_MESSAGE:
+                self.data_dropped += 1
+                return
+            try:
+                handler(label, data)
+            except Exception:
+                logger.exception("data handler failed; message dropped")
+
+        channel.on("message", on_message)
+
+    def data_labels(self) -> list[str]:
+        """The labels of the data channels open now."""
+        return [k for k, c in self._channels.items() if c.readyState == "open"]
+
+    def send_data(self, label: str, data: bytes) -> bool:
+        """Send one message on the open data channel ``label``; False if there is none."""
+        channel = self._channels.get(label)
+        if channel is None or channel.readyState != "open" or self._closed:
+            self.data_dropped += 1
+            return False
+        try:
+            channel.send(data)
+        except Exception:
+            self.data_dropped += 1
+            return False
+        return True
+
     # -- introspection for benchmarks and tools -------------------------------------------
     @property
     def ready(self) -> bool:
@@ -609,6 +686,8 @@ class PeerTransport:
         PeerTransport.closed_errors["receive"] += self.receive_errors
         PeerTransport.closed_errors["send"] += self.send_errors
         self.on_rtp = self.on_rtcp = self.on_state = None
+        self.on_data = None
+        self._channels.clear()
         if self._dtls is not None:
             self._dtls.transport._connection._visio_media = None
         try:
