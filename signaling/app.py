@@ -264,8 +264,8 @@ async def _on_shutdown(app: web.Application) -> None:
         await app[WEBHOOKS].close()
 
 
-def run(config: Config) -> None:
-    """Run the server until interrupted, on uvloop when available."""
+def run(config: Config, app: web.Application | None = None, banner: str = "visio-sfu") -> None:
+    """Run the server (``app``, or a new one) until interrupted, on uvloop when available."""
     logging.basicConfig(
         level=getattr(logging, config.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -280,10 +280,10 @@ def run(config: Config) -> None:
         logger.warning("uvloop not available; using the default event loop")
     url = f"http://{config.host}:{config.port}"
     web.run_app(
-        create_app(config),
+        app if app is not None else create_app(config),
         host=config.host,
         port=config.port,
-        print=lambda _msg: print(f"visio-sfu listening on {url}", flush=True),
+        print=lambda _msg: print(f"{banner} listening on {url}", flush=True),
         access_log=None,
         shutdown_timeout=5,
     )

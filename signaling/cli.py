@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 
 from .auth import VideoGrant, mint_token, parse_duration
+from .cluster import cli as cluster_cli
 from .config import DEV_API_KEY, ConfigError, load_config
 
 ENV_HELP = """environment variables (overridden by options):
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the server",
         description="Run the SFU, its WebSocket signaling and the web client.",
-        epilog=ENV_HELP,
+        epilog=ENV_HELP + "\n\n" + cluster_cli.ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -98,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="rooms database when [oidc] is set (default: SQLite in the data directory)",
     )
+
+    cluster_cli.add_serve_arguments(serve)
+    cluster_cli.add_drain_command(sub)
 
     token = sub.add_parser(
         "token",
@@ -180,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rooms(args)
         if args.command == "recordings":
             return _recordings(args)
+        if args.command == "drain":
+            return cluster_cli.drain(args)
         return _token(args)
     except ConfigError as exc:
         print(f"visio-sfu: {exc}", file=sys.stderr)
@@ -208,10 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("visio-sfu: DEVELOPMENT MODE: anyone may join any room", flush=True)
         print(f"  API key:    {DEV_API_KEY}\n  API secret: {secret}", flush=True)
         print(f"  open:       http://{config.host}:{config.port}/r/demo?name=Alice", flush=True)
-    from .app import run
-
-    run(config)
-    return 0
+    return cluster_cli.serve(config, args)  # one process, or workers and a cluster
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -335,8 +335,14 @@ class Identity:
 
     async def verify_id_token(self, id_token: str, nonce: str, access_token: object) -> dict:
         """The ID token's claims once every check passed; SignInError says which failed."""
-        from authlib.jose.errors import JoseError
+        import warnings
+
         from authlib.oidc.core import CodeIDToken
+        from joserfc.errors import JoseError as RfcError  # Authlib's own (1.6 on)
+
+        with warnings.catch_warnings():  # authlib.jose: deprecated, still raised by older ones
+            warnings.simplefilter("ignore")
+            from authlib.jose.errors import JoseError
 
         await self.provider()
         assert self.jwks is not None
@@ -386,8 +392,8 @@ class Identity:
         checks = CodeIDToken(claims, header, params=params)
         try:
             checks.validate(leeway=30)
-        except JoseError as exc:
-            what = getattr(exc, "claim_name", "") or exc.error
+        except (JoseError, RfcError) as exc:
+            what = getattr(exc, "claim_name", "") or getattr(exc, "claim", "") or exc.error
             if what == "nonce":
                 raise SignInError(
                     "id_token_invalid", "the ID token's nonce does not match this sign-in"
@@ -477,7 +483,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         url, state = await ident.login_url(request, _safe_next(request.query.get("next")))
     except SignInError as exc:
         return _page(502, exc.code, str(exc))
-    response = web.HTTPFound(url)
+    response = web.Response(status=302, headers={"Location": url})
     response.set_cookie(
         LOGIN_COOKIE,
         ident.sign(state),
@@ -497,13 +503,11 @@ async def callback(request: web.Request) -> web.StreamResponse:
         user, next_path = await ident.finish(request)
     except SignInError as exc:
         logger.info("sign-in refused (%s): %s", exc.code, exc)
-        response = _page(400, exc.code, str(exc))
-        response.del_cookie(LOGIN_COOKIE, path="/auth/")
-        return response
+        return _page(400, exc.code, str(exc))
     assert ident.store is not None
     secret = await ident.store.create_session(user, ident.settings.session_ttl)
     logger.info("signed in: %s", printable(user.subject, 64))
-    response = web.HTTPFound(next_path)
+    response = web.Response(status=302, headers={"Location": next_path})
     response.del_cookie(LOGIN_COOKIE, path="/auth/")
     response.set_cookie(
         SESSION_COOKIE,

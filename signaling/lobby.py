@@ -17,7 +17,8 @@ import logging
 import secrets
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
@@ -48,9 +49,14 @@ class Waiter:
     signed_in: bool
     key: tuple[str, str]  # (room, user or address): what denials are counted against
     since_ms: int
-    decision: asyncio.Future = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    #: sends the decision and closes the socket (the socket's own handler keeps reading it)
+    deliver: Callable[[str], Awaitable[None]] | None = None
+    delivery: asyncio.Task | None = None
+
+    def decide(self, decision: str) -> None:
+        """Tell them (once): 'admitted', 'denied' or 'timeout'."""
+        if self.delivery is None and self.deliver is not None:
+            self.delivery = asyncio.ensure_future(self.deliver(decision))
 
     def to_json(self) -> dict:
         """What hosts see."""
@@ -127,8 +133,7 @@ class Lobby:
         chosen = list(room) if ids is None else [i for i in ids if i in room]
         for wid in chosen:
             waiter = room.pop(wid)
-            if not waiter.decision.done():
-                waiter.decision.set_result("admitted" if admit else "denied")
+            waiter.decide("admitted" if admit else "denied")
         if not room:
             self.waiting.pop(slug, None)
         if chosen:
@@ -232,15 +237,30 @@ async def lobby_socket(request: web.Request) -> web.StreamResponse:
             }
         )
         lobby.notify(slug, knock=waiter)
-        decision = await _await_decision(ws, waiter)
-        if decision == "admitted":
-            token = ident.media_token(room, identity, name, False, bool(user))
-            await ws.send_json({"type": "admitted", "token": token, "meeting": info})
-        elif decision == "denied":
-            wait = lobby.deny(waiter)
-            await ws.send_json({"type": "denied", "retry_after": wait})
-        elif decision == "timeout":
-            await ws.send_json({"type": "timeout", "message": "nobody let you in"})
+
+        async def deliver(decision: str) -> None:
+            if decision == "admitted":
+                token = ident.media_token(room, identity, name, False, bool(user))
+                message = {"type": "admitted", "token": token, "meeting": info}
+            elif decision == "denied":
+                message = {"type": "denied", "retry_after": lobby.deny(waiter)}
+            else:
+                message = {"type": "timeout", "message": "nobody let you in"}
+            try:
+                await ws.send_json(message)
+            except ConnectionError:
+                return
+            await ws.close()
+
+        waiter.deliver = deliver
+        timer = asyncio.get_running_loop().call_later(WAIT_LIMIT, waiter.decide, "timeout")
+        try:
+            async for _msg in ws:  # pings and anything else are ignored, until it closes
+                pass
+        finally:
+            timer.cancel()
+        if waiter.delivery is not None:
+            await waiter.delivery
         return ws
     finally:
         if waiter is not None:
@@ -251,23 +271,6 @@ async def lobby_socket(request: web.Request) -> web.StreamResponse:
                 lobby.notify(slug)
         if not ws.closed:
             await ws.close()
-
-
-async def _await_decision(ws: web.WebSocketResponse, waiter: Waiter) -> str:
-    """'admitted', 'denied', 'timeout' or 'left' (the socket closed)."""
-
-    async def read() -> None:
-        async for _msg in ws:  # pings and anything else are ignored
-            pass
-
-    reader = asyncio.ensure_future(read())
-    try:
-        done, _ = await asyncio.wait({reader, waiter.decision}, timeout=WAIT_LIMIT)
-        if waiter.decision in done:
-            return str(waiter.decision.result())
-        return "left" if reader in done else "timeout"
-    finally:
-        reader.cancel()
 
 
 # -- the hosts' messages (over /rtc) --------------------------------------------------------------

@@ -41,12 +41,21 @@ class RemoteTrack:
 class Client:
     """One participant: a signaling socket and two peer connections."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, reconnect: bool = False) -> None:
+        """``reconnect``: when the socket drops (a server stopped, drained or died), join
+        again by itself (resuming if the same server still holds us) and publish the same
+        tracks: docs/cluster.md."""
         self.url = url.rstrip("/")
         self.token = token
-        self.signal = SignalingConnection(self.url, token)
-        self.signal.on_message = self._on_message
-        self.signal.on_offer = self._on_offer
+        self.reconnect = reconnect
+        self.reconnects = 0  # successful reconnections
+        #: called after each successful reconnection, with its 'joined' message
+        self.on_reconnected: Callable[[dict], None] | None = None
+        self._published: list[tuple[MediaStreamTrack, str, bool]] = []
+        self._closed = False
+        self._reconnecting: asyncio.Task | None = None
+        self._name: str | None = None
+        self.signal = self._new_signal()
         # max-bundle: aiortc's default (balanced) leaves the second m-section of a kind on a
         # transport of its own when an offer brings several at once, and it never connects
         config = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
@@ -64,12 +73,78 @@ class Client:
         self.subscriber.on("track", self._on_track)
 
     # -- connection ------------------------------------------------------------------------
+    def _new_signal(self) -> SignalingConnection:
+        signal = SignalingConnection(self.url, self.token)
+        signal.on_message = self._on_message
+        signal.on_offer = self._on_offer
+        signal.on_close = self._on_socket_closed
+        return signal
+
+    def _on_socket_closed(self) -> None:
+        if not self.reconnect or self._closed or self.joined is None:
+            return
+        if self._reconnecting is not None and not self._reconnecting.done():
+            return
+        left = [e for e in self.signal.events if e.get("type") == "leave"]
+        if left and left[-1].get("reason") in ("replaced", "removed"):
+            return  # we were put out: do not come back
+        self._reconnecting = asyncio.ensure_future(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = 0.25
+        while not self._closed:
+            await asyncio.sleep(delay)
+            try:
+                joined = await self._rejoin()
+            except Exception as exc:
+                logger.info("reconnection failed (%s: %s); trying again", type(exc).__name__, exc)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.reconnects += 1
+            if self.on_reconnected is not None:
+                self.on_reconnected(joined)
+            return
+
+    async def _rejoin(self) -> dict:
+        """New socket, new peer connections, join (resuming if possible), publish again."""
+        old = (self.signal, self.publisher, self.subscriber)
+        self.signal = self._new_signal()
+        self.signal.on_close = None  # until joined: a failure here is retried by the loop
+        self.publisher = RTCPeerConnection(self._config)
+        self._replace_subscriber()  # a fresh one, no tracks (closes the old one)
+        self.subscriber_restarts -= 1  # not a restart the server made
+        await old[0].close(leave=False)
+        await old[1].close()
+        try:
+            await self.signal.connect()
+            msg: dict = {"type": "join"}
+            if self._name:
+                msg["name"] = self._name
+            resume = (self.joined or {}).get("resume")
+            if resume:
+                msg["resume"] = resume
+            joined = await self.request(msg)
+            self.joined = joined
+            tracks, self._published = self._published, []
+            if tracks:
+                for track, source, muted in tracks:
+                    await self._add_track(track, source, muted)
+                await self.negotiate_publisher()
+        except BaseException:
+            await self.signal.close(leave=False)
+            raise
+        self.signal.on_close = self._on_socket_closed
+        if not self.signal.open:  # dropped while we were joining
+            self._on_socket_closed()
+        return joined
+
     async def connect(
         self, name: str | None = None, room: str | None = None, resume: str | None = None
     ) -> dict:
         """Open the socket and join; returns the 'joined' message. ``resume``: the resume
         token of an earlier connection (its 'joined' has it) whose participant to take back."""
         try:
+            self._name = name
             await self.signal.connect()
             msg: dict = {"type": "join"}
             if name:
@@ -191,14 +266,18 @@ class Client:
         published = []
         for i, track in enumerate(tracks):
             source = (sources or [])[i] if sources and i < len(sources) else ""
-            request = {"type": "add_track", "cid": track.id, "kind": track.kind, "source": source}
-            if muted:
-                request["muted"] = True
-            reply = await self.request(request)
-            published.append(reply["track"])
-            self.publisher.addTransceiver(track, direction="sendonly")
+            published.append(await self._add_track(track, source, muted))
         await self.negotiate_publisher()
         return published
+
+    async def _add_track(self, track: MediaStreamTrack, source: str, muted: bool) -> dict:
+        request = {"type": "add_track", "cid": track.id, "kind": track.kind, "source": source}
+        if muted:
+            request["muted"] = True
+        reply = await self.request(request)
+        self.publisher.addTransceiver(track, direction="sendonly")
+        self._published.append((track, source, muted))
+        return reply["track"]
 
     async def negotiate_publisher(self) -> None:
         """Offer the publisher connection's current state to the server."""
@@ -218,6 +297,9 @@ class Client:
 
     async def close(self, leave: bool = False) -> None:
         """Close the socket and both peer connections."""
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         await self.signal.close(leave=leave)
         await self.publisher.close()
         await self.subscriber.close()

@@ -58,6 +58,8 @@ class SignalingConnection:
         self._waiters: list[tuple[Callable[[dict], bool], asyncio.Future]] = []
         self._tasks: set[asyncio.Task] = set()
         self.pings = 0
+        #: called once the socket has closed (by the server, the network, or close())
+        self.on_close: Callable[[], None] | None = None
 
     async def connect(self) -> None:
         """Open the WebSocket and start reading and pinging."""
@@ -157,6 +159,11 @@ class SignalingConnection:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ConnectionError("the server closed the connection"))
+        if self.on_close is not None:
+            try:
+                self.on_close()
+            except Exception:
+                logger.exception("on_close failed")
 
     async def _ping_loop(self) -> None:
         while self.open:

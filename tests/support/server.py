@@ -50,6 +50,8 @@ class ServerProcess:
             "127.0.0.1",
         ]
         args += extra or []
+        if "--workers" not in args:  # the CLI's default is one per core: tests say otherwise
+            args += ["--workers", "1"]
         if guard_file:
             cmd = [sys.executable, "-m", "tests.support.codec_guard", guard_file, *args]
         else:

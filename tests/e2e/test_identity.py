@@ -1,0 +1,467 @@
+"""Sign-in (OIDC), rooms people own, media tokens by policy, the waiting room: HTTP level.
+
+A real OpenID Connect provider (oidc-provider-mock, its own process) signs users in through its
+login form; the rooms tests run against SQLite and against a real PostgreSQL cluster started
+for the module. The ID token checks (issuer, audience, nonce, expiry) use a provider written
+here that signs real RS256 tokens with whatever claims the test wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import aiohttp
+import jwt
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from signaling.auth import TokenVerifier
+from signaling.identity import IDENTITY
+from tests.support.inprocess import KEY, SECRET, LocalServer, free_port
+from tests.support.oidc import OidcProvider
+from tests.support.postgres import PostgresCluster
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+USERS = {
+    "alice": {"name": "Alice Martin", "email": "alice@example.org"},
+    "bob": {"name": "Bob Durand", "email": "bob@example.org"},
+    "carol": {"name": "Carol Petit", "email": "carol@example.org"},
+}
+
+
+@pytest.fixture(scope="module")
+def provider():
+    p = OidcProvider(users=USERS)
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request):
+    """None (SQLite, the default: a file in the data directory), or a real PostgreSQL."""
+    if request.param == "sqlite":
+        yield None
+        return
+    cluster = PostgresCluster()
+    yield cluster.url
+    cluster.stop()
+
+
+def _server(provider, tmp_path_factory, database_url: str | None = None) -> LocalServer:
+    oidc = {"issuer": provider.issuer, "client_id": "visio", "client_secret": "s3cret-visio"}
+    data_dir = str(tmp_path_factory.mktemp("data"))
+    return LocalServer(oidc=oidc, data_dir=data_dir, database_url=database_url)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server(provider, tmp_path_factory):
+    """Rooms and sessions in SQLite (the default: a file in the data directory)."""
+    async with _server(provider, tmp_path_factory) as s:
+        yield s
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def rooms_server(provider, database, tmp_path_factory):
+    """The rooms tests run on SQLite and on PostgreSQL."""
+    async with _server(provider, tmp_path_factory, database) as s:
+        yield s
+
+
+def _client() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def sign_in(http: aiohttp.ClientSession, server, sub: str, next_path: str = "/") -> str:
+    """Through the provider's login form; returns where the server sent the browser."""
+    async with http.get(
+        f"{server.url}/auth/login", params={"next": next_path}, allow_redirects=False
+    ) as r:
+        assert r.status == 302, await r.text()
+        authorize = r.headers["Location"]
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
+    assert query["nonce"][0] and query["state"][0]
+    async with http.post(authorize, data={"sub": sub}, allow_redirects=False) as r:
+        assert r.status == 302, await r.text()
+        callback = r.headers["Location"]
+    async with http.get(callback, allow_redirects=False) as r:
+        assert r.status == 302, await r.text()
+        cookie = r.cookies["visio_session"]
+        assert cookie["httponly"] and cookie["samesite"] == "Lax" and not cookie["secure"]
+        return r.headers["Location"]
+
+
+async def call(http, method: str, url: str, body: object = None, **kw) -> tuple[int, dict]:
+    async with http.request(method, url, json=body, **kw) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_sign_in_and_owned_rooms(rooms_server):
+    server = rooms_server
+    async with _client() as alice, _client() as bob, _client() as guest:
+        assert await sign_in(alice, server, "alice", "/r/next-place") == "/r/next-place"
+        status, me = await call(alice, "GET", f"{server.url}/auth/me")
+        assert me["user"]["subject"] == "alice" and me["user"]["name"] == "Alice Martin"
+        assert me["user"]["email"] == "alice@example.org"
+        assert (await call(guest, "GET", f"{server.url}/auth/me"))[1]["user"] is None
+        status, body = await call(guest, "POST", f"{server.url}/api/meetings", {"name": "x"})
+        assert status == 401 and body["code"] == "not_signed_in"
+        status, room = await call(
+            alice, "POST", f"{server.url}/api/meetings", {"name": "Weekly", "access": "trusted"}
+        )
+        assert status == 201 and room["name"] == "Weekly" and room["access"] == "trusted"
+        slug = room["slug"]
+        assert len(slug) == 14 and slug.count("-") == 2
+        status, other = await call(
+            alice, "POST", f"{server.url}/api/meetings", {"name": "Board", "access": "restricted"}
+        )
+        assert other["slug"] != slug
+        status, mine = await call(alice, "GET", f"{server.url}/api/meetings")
+        assert [m["name"] for m in mine["meetings"]] == ["Board", "Weekly"]
+        url = f"{server.url}/api/meetings/{slug}"
+        status, room = await call(
+            alice, "PATCH", url, {"name": "Weekly sync", "hosts": ["Bob@Example.org"]}
+        )
+        assert status == 200 and room["name"] == "Weekly sync"
+        assert room["hosts"] == ["bob@example.org"]
+        status, room = await call(alice, "PATCH", url, {"access": "nobody"})
+        assert status == 400 and "access" in room["message"]
+        status, room = await call(alice, "PATCH", url, {"access": "public"})
+        assert status == 200 and room["access"] == "public" and room["hosts"] == ["bob@example.org"]
+        # bob is a host of it but does not own it: he cannot change or delete it
+        await sign_in(bob, server, "bob")
+        assert (await call(bob, "GET", f"{server.url}/api/meetings"))[1]["meetings"] == []
+        status, body = await call(bob, "PATCH", url, {"name": "mine now"})
+        assert status == 404 and body["code"] == "not_found"
+        assert (await call(bob, "DELETE", url))[0] == 404
+        # a browser on another site cannot act with alice's cookie
+        status, body = await call(alice, "DELETE", url, headers={"Origin": "http://evil.example"})
+        assert status == 403 and body["code"] == "bad_origin"
+        status, body = await call(alice, "DELETE", f"{server.url}/api/meetings/{other['slug']}")
+        assert status == 200
+        status, mine = await call(alice, "GET", f"{server.url}/api/meetings")
+        assert [m["slug"] for m in mine["meetings"]] == [slug]
+        # what was stored survives in the database: read it back through a fresh store
+        store = server.app[IDENTITY].store
+        assert (await store.room(slug)).hosts == ("bob@example.org",)
+
+
+async def test_media_tokens_follow_the_room_policy(rooms_server):
+    server = rooms_server
+    verifier = TokenVerifier({KEY: SECRET})
+    async with _client() as alice, _client() as bob, _client() as carol, _client() as guest:
+        for http, sub in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+            await sign_in(http, server, sub)
+        status, room = await call(
+            alice, "POST", f"{server.url}/api/meetings", {"name": "Policy", "access": "trusted"}
+        )
+        slug = room["slug"]
+        await call(
+            alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"invited": ["carol@example.org"]}
+        )
+        token_url = f"{server.url}/api/meetings/{slug}/token"
+
+        async def entry(http, name="Someone"):
+            status, body = await call(http, "POST", token_url, {"name": name})
+            if status == 200:
+                identity = verifier.verify(body["token"])
+                assert identity.grant.room == slug and identity.grant.room_join
+                return "host" if identity.grant.room_host else "enter", identity
+            assert status == 403 and body["code"] == "must_wait", body
+            return "wait", None
+
+        role, who = await entry(alice, "Alice")
+        assert role == "host" and who.identity == "u:alice" and who.name == "Alice"
+        assert (await entry(bob))[0] == "enter"  # trusted: signed-in users enter
+        assert (await entry(guest))[0] == "wait"  # ... guests wait
+        await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"access": "restricted"})
+        assert (await entry(bob))[0] == "wait"  # restricted: only invited users and hosts
+        assert (await entry(carol))[0] == "enter"
+        assert (await entry(guest))[0] == "wait"
+        await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"hosts": ["bob"]})
+        assert (await entry(bob))[0] == "host"  # a host by subject
+        await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"access": "public"})
+        role, who = await entry(guest, "Dana")
+        assert role == "enter" and who.identity.startswith("guest-") and who.name == "Dana"
+        status, body = await call(guest, "POST", f"{server.url}/api/meetings/nope/token", {})
+        assert status == 404
+
+
+async def _start_login(http, server) -> tuple[str, dict]:
+    async with http.get(f"{server.url}/auth/login", allow_redirects=False) as r:
+        authorize = r.headers["Location"]
+    async with http.post(authorize, data={"sub": "alice"}, allow_redirects=False) as r:
+        callback = r.headers["Location"]
+    return callback, {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+
+
+async def _refused(http, url: str) -> tuple[str, str]:
+    async with http.get(url, allow_redirects=False) as r:
+        assert r.status == 400
+        assert "visio_session" not in r.cookies
+        text = await r.text()
+    code = text.split('data-code="', 1)[1].split('"', 1)[0]
+    message = text.split("<p id=auth-error>", 1)[1].split("</p>", 1)[0]
+    return code, message
+
+
+async def test_tampered_state_and_replayed_code_are_refused(server):
+    async with _client() as http:
+        callback, query = await _start_login(http, server)
+        base = callback.split("?", 1)[0]
+        tampered = {**query, "state": query["state"][:-2] + "xy"}
+        code, message = await _refused(http, f"{base}?{urlencode(tampered)}")
+        assert code == "invalid_state" and "altered or already used" in message
+        # the real state was not consumed by the forgery: the sign-in completes
+        async with http.get(callback, allow_redirects=False) as r:
+            assert r.status == 302 and "visio_session" in r.cookies
+        # the same answer again: its state was used
+        code, message = await _refused(http, callback)
+        assert code == "invalid_state"
+        # the used code with a fresh state of this browser: the provider refuses it
+        fresh, fresh_query = await _start_login(http, server)
+        replay = {"code": query["code"], "state": fresh_query["state"]}
+        code, message = await _refused(http, f"{base}?{urlencode(replay)}")
+        assert code == "code_rejected" and "invalid_grant" in message
+    async with _client() as other:  # a state started by another browser (login CSRF)
+        _, query2 = await _start_login(other, server)
+    async with _client() as victim:
+        code, message = await _refused(victim, f"{base}?{urlencode(query2)}")
+        assert code == "invalid_state" and "not started by this browser" in message
+
+
+async def test_expired_or_forged_session_is_refused(rooms_server):
+    server = rooms_server
+    async with _client() as http:
+        await sign_in(http, server, "alice")
+        cookie = next(c for c in http.cookie_jar if c.key == "visio_session")
+        secret = cookie.value.rsplit(".", 1)[0]
+        assert (await call(http, "GET", f"{server.url}/api/meetings"))[0] == 200
+        await server.app[IDENTITY].store.expire_session(secret)
+        status, body = await call(http, "GET", f"{server.url}/api/meetings")
+        assert status == 401 and body["code"] == "not_signed_in"
+        assert (await call(http, "GET", f"{server.url}/auth/me"))[1]["user"] is None
+    async with _client() as http:
+        await sign_in(http, server, "alice")
+        cookie = next(c for c in http.cookie_jar if c.key == "visio_session")
+        forged = cookie.value[:-3] + ("abc" if not cookie.value.endswith("abc") else "abd")
+    async with _client() as fresh:
+        status, body = await call(
+            fresh, "GET", f"{server.url}/api/meetings", cookies={"visio_session": forged}
+        )
+        assert status == 401
+
+
+async def test_logout_ends_the_session_here_and_at_the_provider(server, provider):
+    async with _client() as http:
+        await sign_in(http, server, "alice")
+        status, body = await call(http, "POST", f"{server.url}/auth/logout")
+        assert status == 200
+        assert body["redirect"].startswith(provider.discovery["end_session_endpoint"] + "?")
+        query = parse_qs(urlsplit(body["redirect"]).query)
+        assert query["post_logout_redirect_uri"] == [f"{server.url}/"]
+        assert query["id_token_hint"][0].count(".") == 2
+        assert (await call(http, "GET", f"{server.url}/auth/me"))[1]["user"] is None
+
+
+# -- the waiting room ---------------------------------------------------------------------------
+async def _host_socket(http, server, token: str):
+    ws = await http.ws_connect(f"{server.url.replace('http', 'ws')}/rtc?access_token={token}")
+    await ws.send_json({"type": "join", "id": 1})
+    while True:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "joined":
+            return ws
+
+
+async def _next(ws, kind: str, timeout: float = 10, key: str = "") -> dict:
+    """The next message of type ``kind`` (with field ``key``), skipping others."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await ws.receive_json(timeout=max(0.1, deadline - time.monotonic()))
+        if msg.get("type") == kind and (not key or key in msg):
+            return msg
+
+
+async def test_waiting_room_admit_deny_and_no_retry_loop(server):
+    verifier = TokenVerifier({KEY: SECRET})
+    async with _client() as alice, _client() as guest, _client() as guest2:
+        await sign_in(alice, server, "alice")
+        status, room = await call(
+            alice, "POST", f"{server.url}/api/meetings", {"name": "Lobby", "access": "trusted"}
+        )
+        slug = room["slug"]
+        status, entry = await call(
+            alice, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Alice"}
+        )
+        host = await _host_socket(alice, server, entry["token"])
+        await host.send_json({"type": "lobby", "id": 2})
+        assert (await _next(host, "lobby"))["waiting"] == []
+        lobby_url = f"{server.url.replace('http', 'ws')}/lobby/{slug}"
+        # a guest knocks: the host is told at once, and admits them
+        g1 = await guest.ws_connect(lobby_url)
+        await g1.send_json({"type": "knock", "name": "Gabriel"})
+        waiting = await g1.receive_json(timeout=10)
+        assert waiting["type"] == "waiting" and waiting["hosts_present"] is True
+        knock = await _next(host, "lobby", key="knock")
+        assert knock["knock"]["name"] == "Gabriel" and knock["knock"]["signed_in"] is False
+        assert [w["name"] for w in knock["waiting"]] == ["Gabriel"]
+        await host.send_json({"type": "lobby_admit", "id": 3, "waiting": knock["knock"]["id"]})
+        admitted = await g1.receive_json(timeout=10)
+        assert admitted["type"] == "admitted"
+        identity = verifier.verify(admitted["token"])
+        assert identity.grant.room == slug and not identity.grant.room_host
+        assert identity.name == "Gabriel"
+        decided = await _next(host, "lobby_decided")
+        assert decided["admitted"] == [knock["knock"]["id"]]
+        # another guest is denied: told at once, no token, and cannot knock again for a while
+        g2 = await guest2.ws_connect(lobby_url)
+        await g2.send_json({"type": "knock", "name": "Mallory"})
+        await g2.receive_json(timeout=10)
+        knock = await _next(host, "lobby", key="knock")
+        await host.send_json({"type": "lobby_deny", "id": 4, "all": True})
+        denied = await g2.receive_json(timeout=10)
+        assert denied == {"type": "denied", "retry_after": 30}
+        assert "token" not in json.dumps(denied)
+        for _ in range(3):
+            g3 = await guest2.ws_connect(lobby_url)
+            await g3.send_json({"type": "knock", "name": "Mallory"})
+            again = await g3.receive_json(timeout=10)
+            assert again["type"] == "error" and again["code"] == "rate_limited"
+            assert 0 < again["retry_after"] <= 30
+            await g3.close()
+        # a signed-in user not invited to a restricted room waits (counted by subject, not by
+        # address); leaving takes them off the hosts' list
+        await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"access": "restricted"})
+        async with _client() as carol:
+            await sign_in(carol, server, "carol")
+            g4 = await carol.ws_connect(lobby_url)
+            await g4.send_json({"type": "knock", "name": "Carol"})
+            assert (await g4.receive_json(timeout=10))["type"] == "waiting"
+            knock = await _next(host, "lobby", key="knock")
+            assert knock["knock"]["signed_in"] is True and knock["knock"]["name"] == "Carol"
+            await g4.close()
+            assert (await _next(host, "lobby"))["waiting"] == []
+        await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"access": "trusted"})
+        # a participant who is not a host may not decide
+        async with _client() as bob:
+            await sign_in(bob, server, "bob")
+            status, entry = await call(
+                bob, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Bob"}
+            )
+            bob_ws = await _host_socket(bob, server, entry["token"])
+            await bob_ws.send_json({"type": "lobby_admit", "id": 5, "all": True})
+            error = await _next(bob_ws, "error")
+            assert error["code"] == "permission_denied"
+            await bob_ws.close()
+        await host.close()
+
+
+# -- ID token checks, against a provider whose tokens the test writes ---------------------------
+class FakeIssuer:
+    """Discovery, JWKS, authorize and token endpoints signing RS256 ID tokens with the claims
+    ``mode`` asks for: the real ones, or another issuer, audience, nonce, an expired token."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.mode = "good"
+        self.codes: dict[str, str] = {}  # code -> nonce
+        app = web.Application()
+        app.router.add_get("/.well-known/openid-configuration", self.discovery)
+        app.router.add_get("/jwks", self.jwks)
+        app.router.add_get("/authorize", self.authorize)
+        app.router.add_post("/token", self.token)
+        self.runner = web.AppRunner(app)
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "issuer": self.url,
+                "authorization_endpoint": f"{self.url}/authorize",
+                "token_endpoint": f"{self.url}/token",
+                "jwks_uri": f"{self.url}/jwks",
+            }
+        )
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        return web.json_response({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        code = f"code-{len(self.codes)}"
+        self.codes[code] = request.query["nonce"]
+        query = urlencode({"code": code, "state": request.query["state"]})
+        raise web.HTTPFound(f"{request.query['redirect_uri']}?{query}")
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        nonce = self.codes.pop(str(form["code"]))
+        now = int(time.time())
+        claims = {"iss": self.url, "aud": "visio", "sub": "zoe", "iat": now, "exp": now + 300}
+        claims["nonce"] = nonce
+        if self.mode == "issuer":
+            claims["iss"] = "http://127.0.0.1:1/another-issuer"
+        elif self.mode == "audience":
+            claims["aud"] = "another-client"
+        elif self.mode == "nonce":
+            claims["nonce"] = "not-the-nonce-of-this-sign-in"
+        elif self.mode == "expired":
+            claims["iat"], claims["exp"] = now - 7200, now - 3600
+        id_token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "k1"})
+        return web.json_response(
+            {"access_token": "at", "token_type": "Bearer", "id_token": id_token}
+        )
+
+
+async def test_id_token_checks(tmp_path):
+    issuer = FakeIssuer()
+    await issuer.start()
+    try:
+        async with LocalServer(
+            oidc={"issuer": issuer.url, "client_id": "visio"}, data_dir=str(tmp_path)
+        ) as server:
+            expected = {
+                "issuer": "the ID token comes from another issuer",
+                "audience": "the ID token was issued for another client (audience)",
+                "nonce": "the ID token's nonce does not match this sign-in",
+                "expired": "the ID token has expired",
+            }
+            for mode, message in expected.items():
+                issuer.mode = mode
+                async with _client() as http:
+                    async with http.get(f"{server.url}/auth/login") as r:
+                        assert r.status == 400  # redirects followed back to the callback
+                        text = await r.text()
+                    assert 'data-code="id_token_invalid"' in text, text
+                    assert message.replace("'", "&#x27;") in text, (mode, text)
+                    assert "visio_session" not in {c.key for c in http.cookie_jar}
+            issuer.mode = "good"
+            async with _client() as http:
+                async with http.get(f"{server.url}/auth/login?next=/x", allow_redirects=True) as r:
+                    assert str(r.url).endswith("/x")
+                me = await call(http, "GET", f"{server.url}/auth/me")
+                assert me[1]["user"]["subject"] == "zoe"
+    finally:
+        await issuer.runner.cleanup()
+
+
+async def test_without_oidc_nothing_changes():
+    async with LocalServer() as server, aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/auth/me") as r:
+            assert r.status == 404
+        async with http.get(f"{server.url}/api/meetings") as r:
+            assert r.status in (401, 404)
+        assert IDENTITY not in server.app
+        await asyncio.sleep(0)
