@@ -88,6 +88,8 @@ class Server:
                 "-m",
                 "signaling.cli",
                 "serve",
+                "--workers",  # one process: the figures here are per core (benchmarks/workers.py
+                "1",  # measures several)
                 "--port",
                 str(self.port),
                 "--ice-address",

@@ -17,6 +17,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v ip >/dev/null || need+=(iproute2)
     # known sentences spoken into WAV files for the transcription tests
     command -v espeak-ng >/dev/null || need+=(espeak-ng)
+    # the cluster tests' Redis (tests/support/redis.py: redis-server on a free port)
+    command -v redis-server >/dev/null || need+=(redis-server)
     # a throwaway PostgreSQL cluster for the rooms database tests (tests/support/postgres.py)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     # GStreamer's webrtcbin driven from the system python3 (tests/browser/test_gstreamer.py)
