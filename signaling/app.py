@@ -16,6 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from visio_sfu import SFU
 from visio_sfu.transport import set_ice_addresses
 
+from . import livekit
 from .api import AdminAPI
 from .auth import (
     MAX_TOKEN_BYTES,
@@ -123,6 +124,8 @@ def origin_allowed(request: web.Request, allowed: list[str], public_url: str | N
 
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
     """WebSocket /rtc?access_token=...: authenticate, then run a Session."""
+    if livekit.wants(request):  # a LiveKit SDK: protobuf frames (signaling/livekit)
+        return await livekit.rtc_handler(request)
     app = request.app
     config = app[CONFIG]
     if not origin_allowed(request, config.allowed_origins, config.public_url):

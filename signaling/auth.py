@@ -144,6 +144,8 @@ class Identity:
     api_key: str
     grant: VideoGrant
     expires_at: float
+    #: the token's ``attributes`` (LiveKit): key/value strings a front end reads
+    attributes: tuple[tuple[str, str], ...] = ()
 
 
 def mint_token(
@@ -468,7 +470,25 @@ class TokenVerifier:
             # printable: the identity is logged and shown; no line break or control character
             raise TokenError("claim 'sub' must be 1 to 128 printable characters")
         issuer = provider.issuer if provider is not None else claims["iss"]
-        return Identity(identity, name[:128], metadata[:4096], issuer, grant, claims["exp"])
+        attributes = _attributes(claims.get("attributes"))
+        return Identity(
+            identity, name[:128], metadata[:4096], issuer, grant, claims["exp"], attributes
+        )
+
+
+MAX_ATTRIBUTES = 64  # attributes in a token; keys of 128, values of 1024 characters at most
+
+
+def _attributes(claim: object) -> tuple[tuple[str, str], ...]:
+    """The ``attributes`` claim (string keys and values, LiveKit's); TokenError if malformed."""
+    if claim is None:
+        return ()
+    if not isinstance(claim, dict) or len(claim) > MAX_ATTRIBUTES:
+        raise TokenError(f"claim 'attributes' must be an object of at most {MAX_ATTRIBUTES} keys")
+    for key, value in claim.items():
+        if not isinstance(value, str) or len(key) > 128 or len(value) > 1024:
+            raise TokenError("claim 'attributes' must map short strings to strings")
+    return tuple(sorted(claim.items()))
 
 
 def _mapped_claims(provider: IdentityProvider, claims: dict) -> dict:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from . import meeting, recording, transcription
+from . import livekit, meeting, recording, transcription
 
 def identity_setup(app: web.Application) -> None:
     """Sign-in, rooms people own, the waiting room (issue 16): only with an [oidc] table, so
@@ -26,5 +26,6 @@ SETUPS: list[Callable[[web.Application], None]] = [
     meeting.setup,  # raised hands, reactions, host controls (issue 15)
     transcription.setup,  # transcription, live captions, meeting notes (issue 14)
     recording.setup,  # recording without re-encoding (issue 14)
+    livekit.setup,  # LiveKit's signaling protocol: /rtc/validate, /rtc/v1 (issue 18)
     identity_setup,  # sign-in, owned rooms, waiting room (issue 16)
 ]

@@ -27,7 +27,7 @@ from visio_sfu import (
     RoomLocked,
     TransportError,
 )
-from visio_sfu.events import Event
+from visio_sfu.events import DataReceived, Event
 from visio_sfu.room import Room
 
 from . import protocol as proto
@@ -90,6 +90,8 @@ class Session:
     # -- output ----------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
         """Queue one of the SFU's events for the client, as its wire message."""
+        if isinstance(event, DataReceived) and event.encoded_only:
+            return  # another protocol's data (LiveKit's), with no meaning here
         self.send(proto.to_wire(event))
 
     def send(self, event: dict) -> None:

@@ -364,7 +364,10 @@ class Publisher:
         layer.ssrc = ssrc
         layer.packets += 1
         layer.bytes += len(data)
-        layer._window_bytes += len(data)
+        if not (data[0] & 0x20 and data[-1] >= len(data) - off):
+            # a padding-only packet (a bandwidth probe: libwebrtc sends them on the media
+            # SSRC when RTX is not negotiated) is no part of the layer's bitrate
+            layer._window_bytes += len(data)
         layer.last_packet = now
         status = layer.stats.update(seq, ts, now, self.codec.clock_rate)
         if status == DUPLICATE:

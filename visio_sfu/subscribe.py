@@ -14,16 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from .bwe import SendSideEstimator, TransportStamper
 from .downtrack import DownTrack
 from .errors import TransportError
 from .events import Event, NegotiationFailed, OfferedTrack, SubscriberOffer
 from .munger import Munger
 from .publisher import Publisher
 from .rtp import rtcp
-from .rtp.extensions import ABS_SEND_TIME
-from .rtp.twcc import parse_feedback
-from .sdp import TRANSPORT_CC_URI, answered_extension, offer_transport_cc
 from .transport import PeerTransport, Slot
 
 logger = logging.getLogger(__name__)
@@ -71,10 +67,6 @@ class SubscribeConnection:
         self._offers = first_offer - 1
         self._early_candidates: list[dict | None] = []  # trickled before the first answer
         self.remb_bitrate: int | None = None
-        #: send-side estimate from transport-cc feedback, when the subscriber negotiated it
-        self.estimator = SendSideEstimator()
-        self.stamper = TransportStamper(self.estimator)
-        self.twcc_feedbacks = 0
         self.closed = False
         self.negotiations = 0
 
@@ -146,7 +138,7 @@ class SubscribeConnection:
 
     async def _negotiate_once(self) -> None:
         released, self._released = self._released, []
-        sdp = offer_transport_cc(await self.transport.create_offer())
+        sdp = await self.transport.create_offer()
         if self.closed:
             return  # abandoned meanwhile: this offer must never reach the client
         self._offers += 1
@@ -179,7 +171,6 @@ class SubscribeConnection:
             self._released = released + self._released
             return
         self.negotiations += 1
-        self.stamper.ext_id = answered_extension(answer, TRANSPORT_CC_URI) or 0
         early, self._early_candidates = self._early_candidates, []
         for candidate in early:
             try:
@@ -203,9 +194,6 @@ class SubscribeConnection:
                 dt.track.detach(dt)
                 continue
             dt.bind(media.ssrc, pt, media.extensions)
-            if not self.stamper.abs_id:
-                self.stamper.abs_id = media.extensions.get(ABS_SEND_TIME, 0)
-            dt.stamp = self.stamper.stamp
             self._by_ssrc[media.ssrc] = dt
             dt.track.attach(dt)
 
@@ -291,11 +279,6 @@ class SubscribeConnection:
                     dt = self._by_ssrc.get(ssrc)
                     if dt is not None:
                         _keyframe_for(dt, now)
-            elif pt == rtcp.RTPFB and fmt == rtcp.TWCC:
-                feedback = parse_feedback(pkt)
-                if feedback is not None and self.stamper.ext_id:
-                    self.twcc_feedbacks += 1
-                    self.estimator.on_feedback(feedback[1], feedback[2], now)
             elif pt == rtcp.PSFB and fmt == rtcp.REMB:
                 remb = rtcp.parse_remb(pkt)
                 if remb is not None:
@@ -307,14 +290,6 @@ class SubscribeConnection:
                         dt.handle_report(block[1], block[4], block[5], block[6], now)
         for dt, seqs in nacked.items():
             dt.handle_nack(list(seqs), now)
-
-    @property
-    def bandwidth(self) -> int | None:
-        """What this subscriber can receive, in bits per second: the send-side estimate once
-        transport-cc feedback comes, else its REMB; None while neither is known."""
-        if self.twcc_feedbacks:
-            return int(self.estimator.estimate)
-        return self.remb_bitrate
 
     def _on_state(self, state: str) -> None:
         if state == "connected":

@@ -1,0 +1,771 @@
+"""LiveKitSession: one LiveKit client (SDK) on one WebSocket of binary protobuf frames.
+
+Reads ``SignalRequest`` messages, drives the SFU through the same public API as the JSON
+session (signaling/session.py), and writes the SFU's events as ``SignalResponse`` messages;
+data packets travel on SCTP data channels (visio_sfu's ``data_channels``). LiveKit has no error
+reply: a request that cannot be served is logged and dropped (docs/livekit.md), and a client
+that keeps sending garbage is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from google.protobuf.message import DecodeError
+from livekit.protocol import models, rtc
+
+from visio_sfu import (
+    SFU,
+    Participant,
+    PermissionDenied,
+    Permissions,
+    RoomClosed,
+    RoomFull,
+    RoomLocked,
+    TransportError,
+)
+from visio_sfu import events as ev
+from visio_sfu.room import Room
+
+from ..auth import Identity
+from ..config import Config
+from ..limits import TokenBucket
+from . import convert
+
+logger = logging.getLogger(__name__)
+
+PING_INTERVAL = 10  # seconds between the clients' pings (JoinResponse.ping_interval)
+QUALITY_INTERVAL = 5.0  # seconds between connection quality updates
+MAX_BAD_FRAMES = 20  # undecodable frames a client may send before it is disconnected
+OUTBOX_LIMIT = 1024
+MAX_STREAMS = 32  # text streams a sender may have open at once (chunks kept for JSON readers)
+_DONE = object()
+
+
+class JoinRefused(Exception):
+    """The join cannot be served: ``reason`` is a visio-sfu reason (convert.REASONS)."""
+
+    def __init__(self, message: str, reason: str = "join_failure") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class LiveKitSession:
+    """Drives one participant from one LiveKit WebSocket (two peer connections, ``/rtc``)."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        identity: Identity,
+        sfu: SFU,
+        config: Config,
+        auto_subscribe: bool = True,
+    ) -> None:
+        self.ws = ws
+        self.identity = identity
+        self.sfu = sfu
+        self.config = config
+        self.auto_subscribe = auto_subscribe
+        self.participant: Participant | None = None
+        self._outbox: asyncio.Queue = asyncio.Queue()
+        self._writer: asyncio.Task | None = None
+        self._quality: asyncio.Task | None = None
+        self._closing = False
+        self._joined_sent = False
+        self._held: list[Any] = []  # events before the JoinResponse went out
+        self._versions: dict[str, int] = {}  # participant sid -> last version sent
+        self._sequence: dict[str, int] = {}  # sender sid -> last sequence of our packets
+        self._streams: dict[str, list] = {}  # text stream id -> [topic, chunks] (JSON view)
+        self._speaker: str | None = None
+        self._bad_frames = 0
+        rate = config.message_rate
+        self._bucket = TokenBucket(rate, max(2 * rate, 10))
+        self.close_reason = "disconnected"
+
+    # -- joining -------------------------------------------------------------------------
+    async def join(self) -> None:
+        """Join the token's room as a new participant; JoinRefused if that cannot be."""
+        ident = self.identity
+        grant = ident.grant
+        room = self.sfu.room(grant.room)
+        if room is None:
+            if not (self.config.auto_create_rooms or grant.room_create):
+                raise JoinRefused(f"room {grant.room!r} does not exist")
+            if self.config.max_rooms and len(self.sfu.rooms) >= self.config.max_rooms:
+                raise JoinRefused("the server has reached its room limit")
+            room = self.sfu.get_or_create_room(grant.room)
+        perms = Permissions(
+            can_publish=grant.can_publish,
+            can_subscribe=grant.can_subscribe,
+            can_publish_data=grant.can_publish_data,
+            hidden=grant.hidden,
+            can_publish_sources=grant.can_publish_sources,
+        )
+        try:
+            p = await room.join(
+                ident.identity,
+                ident.name or ident.identity,
+                ident.metadata,
+                perms,
+                emit=self.emit,
+                bypass_lock=grant.is_host,
+                data_channels=True,
+            )
+        except (RoomFull, RoomClosed, RoomLocked) as exc:
+            raise JoinRefused(str(exc) or type(exc).__name__) from None
+        p.attributes = dict(ident.attributes)
+        p.on_data = self._on_data
+        self.participant = p
+        self._send_join(room, p)
+        if p.subscriber is not None:
+            p.subscriber.offer()  # the client waits for it (subscriber_primary)
+
+    def resume(self, room: Room, p: Participant) -> None:
+        """Serve ``p`` again: its client's WebSocket dropped, its peer connections did not."""
+        room.resume_signaling(p, self.emit)
+        p.on_data = self._on_data
+        self.participant = p
+        self._joined_sent = True
+        self.send(
+            rtc.SignalResponse(
+                reconnect=rtc.ReconnectResponse(client_configuration=models.ClientConfiguration())
+            )
+        )
+        # what it missed while away: everyone as they are now, and an offer left unanswered
+        self.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=self._everyone())))
+        if p.subscriber is not None:
+            pending = p.subscriber.pending_offer()
+            if pending is not None:
+                self._send_offer(pending[0], pending[1])
+
+    def _send_join(self, room: Room, p: Participant) -> None:
+        join = rtc.JoinResponse(
+            room=convert.room(
+                room.info(), room.created_at, len(room.participants), room.empty_timeout
+            ),
+            participant=self._info_of(p),
+            other_participants=[self._info(o.info(), o) for o in room.visible(p)],
+            server_version=convert.SERVER_VERSION,
+            server_info=convert.server_info(),
+            subscriber_primary=p.subscriber is not None,
+            ping_interval=PING_INTERVAL,
+            ping_timeout=max(int(self.config.ping_timeout), PING_INTERVAL + 5),
+            client_configuration=models.ClientConfiguration(),
+        )
+        self.send(rtc.SignalResponse(join=join))
+        self._joined_sent = True
+        for item in self._held:
+            self._outbox.put_nowait(item)
+        self._held.clear()
+
+    # -- participants as LiveKit describes them -------------------------------------------
+    def _version(self, sid: str) -> int:
+        v = self._versions.get(sid, 0) + 1
+        self._versions[sid] = v
+        return v
+
+    def _room(self) -> Room | None:
+        p = self.participant
+        return self.sfu.room(p.room_name) if p is not None and p.room_name else None
+
+    def _info(
+        self, info: ev.ParticipantInfo, p: Participant | None = None
+    ) -> models.ParticipantInfo:
+        if p is None:
+            room = self._room()
+            p = room.participants.get(info.sid) if room is not None else None
+        perm = None
+        attributes = None
+        joined = 0.0
+        if p is not None:
+            perm = convert.permission_proto(p.permissions)
+            perm.can_update_metadata = p is self.participant and self._can_update()
+            attributes = p.attributes
+            joined = p.joined_at
+        return convert.participant_info(info, self._version(info.sid), joined, attributes, perm)
+
+    def _can_update(self) -> bool:
+        return self.identity.grant.can_update_own_metadata
+
+    def _info_of(self, p: Participant) -> models.ParticipantInfo:
+        return self._info(p.info(), p)
+
+    def _everyone(self) -> list[models.ParticipantInfo]:
+        room = self._room()
+        p = self.participant
+        if room is None or p is None:
+            return []
+        return [self._info_of(p)] + [self._info(o.info(), o) for o in room.visible(p)]
+
+    def _update_for(self, sid: str) -> rtc.SignalResponse | None:
+        room = self._room()
+        other = room.participants.get(sid) if room is not None else None
+        if other is None:
+            return None
+        return rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=[self._info_of(other)]))
+
+    # -- output ----------------------------------------------------------------------------
+    def emit(self, event: ev.Event) -> None:
+        """An SFU event for this client: data goes out on a data channel now; the rest is
+        queued and written as a SignalResponse (converted when written, so that it describes
+        the room as it is then)."""
+        if isinstance(event, ev.DataReceived):
+            self._deliver_data(event)
+            return
+        if not self._joined_sent:
+            self._held.append(event)
+            return
+        self._queue(event)
+
+    def send(self, message: rtc.SignalResponse) -> None:
+        """Queue a SignalResponse (never blocks)."""
+        self._queue(message)
+
+    def _queue(self, item: Any) -> None:
+        if self._closing:
+            return
+        if self._outbox.qsize() >= OUTBOX_LIMIT:
+            logger.warning("livekit session %s: client does not read; closing", self._who())
+            self._closing = True
+            self._outbox.put_nowait(_DONE)
+            return
+        self._outbox.put_nowait(item)
+
+    def _convert(self, event: Any) -> list[rtc.SignalResponse]:
+        p = self.participant
+        if isinstance(event, rtc.SignalResponse):
+            return [event]
+        if p is None:
+            return []
+        out: list[rtc.SignalResponse] = []
+        match event:
+            case ev.SubscriberOffer(offer_id, sdp, _tracks):
+                return [self._offer_message(offer_id, sdp)]
+            case ev.ParticipantJoined(info) | ev.ParticipantUpdated(info):
+                return [
+                    rtc.SignalResponse(
+                        update=rtc.ParticipantUpdate(participants=[self._info(info)])
+                    )
+                ]
+            case ev.ParticipantLeft(sid, identity, reason):
+                gone = models.ParticipantInfo(
+                    sid=sid,
+                    identity=identity,
+                    state=models.ParticipantInfo.State.DISCONNECTED,
+                    version=self._version(sid),
+                    disconnect_reason=convert.REASONS.get(reason, 0),
+                )
+                self._versions.pop(sid, None)
+                return [rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=[gone]))]
+            case ev.TrackPublished(sid, _track) | ev.TrackUnpublished(sid, _track, _):
+                if isinstance(event, ev.TrackUnpublished) and sid == p.sid:
+                    out.append(
+                        rtc.SignalResponse(
+                            track_unpublished=rtc.TrackUnpublishedResponse(
+                                track_sid=event.track_sid
+                            )
+                        )
+                    )
+                update = self._update_for(sid)
+                return out + ([update] if update is not None else [])
+            case ev.TrackMuted(sid, track_sid, muted):
+                if sid == p.sid:  # a host or administrator did it
+                    out.append(
+                        rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=track_sid, muted=muted))
+                    )
+                update = self._update_for(sid)
+                return out + ([update] if update is not None else [])
+            case ev.ActiveSpeakerChanged(sid):
+                return [self._speakers(sid)]
+            case ev.LayersWanted(track_sid, rids):
+                return self._qualities(track_sid, rids)
+            case ev.RoomUpdated(info):
+                room = self._room()
+                created = room.created_at if room is not None else time.time()
+                count = len(room.participants) if room is not None else 0
+                return [
+                    rtc.SignalResponse(
+                        room_update=rtc.RoomUpdate(
+                            room=convert.room(info, created, count, self.config.empty_timeout)
+                        )
+                    )
+                ]
+            case ev.Moved(_room, _participants):
+                return [
+                    rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=self._everyone()))
+                ]
+            case ev.Leave(reason):
+                self._closing = True
+                self.close_reason = reason
+                return [self._leave(reason)]
+            case ev.NegotiationFailed(offer_id, message):
+                logger.info(
+                    "livekit session %s: answer to %s refused: %s",
+                    self._who(),
+                    offer_id,
+                    message[:200],
+                )
+        return []
+
+    def _leave(self, reason: str) -> rtc.SignalResponse:
+        return leave_message(reason)
+
+    def _offer_message(self, offer_id: str, sdp: str) -> rtc.SignalResponse:
+        return rtc.SignalResponse(
+            offer=rtc.SessionDescription(
+                type="offer", sdp=convert.livekit_msid(sdp), id=convert.offer_number(offer_id)
+            )
+        )
+
+    def _send_offer(self, offer_id: str, sdp: str) -> None:
+        self.send(self._offer_message(offer_id, sdp))
+
+    def _speakers(self, sid: str | None) -> rtc.SignalResponse:
+        speakers = []
+        previous, self._speaker = self._speaker, sid
+        if previous is not None and previous != sid:
+            speakers.append(models.SpeakerInfo(sid=previous, level=0.0, active=False))
+        if sid is not None:
+            room = self._room()
+            owner = room.participants.get(sid) if room is not None else None
+            level = 0.0
+            if owner is not None:
+                dbov = min(
+                    (t.audio_level for t in owner.tracks.values() if t.kind == "audio"), default=127
+                )
+                level = 10 ** (-dbov / 20)
+            speakers.append(models.SpeakerInfo(sid=sid, level=level, active=True))
+        return rtc.SignalResponse(speakers_changed=rtc.SpeakersChanged(speakers=speakers))
+
+    def _qualities(self, track_sid: str, rids: tuple[str, ...]) -> list[rtc.SignalResponse]:
+        p = self.participant
+        track = p.tracks.get(track_sid) if p is not None else None
+        if track is None or not track.simulcast:
+            return []
+        all_rids = [layer.rid for layer in track.layers]
+        qualities = [
+            rtc.SubscribedQuality(quality=q, enabled=rid in rids)
+            for rid, q in zip(all_rids, convert.layer_qualities(all_rids), strict=True)
+        ]
+        codec = track.codec.mime.split("/")[-1].lower()
+        return [
+            rtc.SignalResponse(
+                subscribed_quality_update=rtc.SubscribedQualityUpdate(
+                    track_sid=track_sid,
+                    subscribed_qualities=qualities,
+                    subscribed_codecs=[rtc.SubscribedCodec(codec=codec, qualities=qualities)],
+                )
+            )
+        ]
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            if item is _DONE:
+                await self.ws.close()
+                return
+            try:
+                messages = self._convert(item)
+            except Exception:
+                logger.exception(
+                    "livekit session %s: could not convert %r", self._who(), type(item)
+                )
+                continue
+            for message in messages:
+                try:
+                    await self.ws.send_bytes(message.SerializeToString())
+                except (ConnectionError, RuntimeError):
+                    return
+                if message.WhichOneof("message") == "leave":
+                    await self.ws.close()
+                    return
+
+    async def _quality_loop(self) -> None:
+        """Connection quality of everyone in the room, from the loss their subscribers report
+        (receiver reports of each forwarded stream) every QUALITY_INTERVAL seconds."""
+        while not self._closing:
+            await asyncio.sleep(QUALITY_INTERVAL)
+            room = self._room()
+            if room is None:
+                continue
+            updates = []
+            for other in room.visible():
+                loss = 0.0
+                if other.subscriber is not None:
+                    losses = [dt.fraction_lost / 256 for dt in other.subscriber.downtracks.values()]
+                    loss = max(losses, default=0.0)
+                if loss < 0.02:
+                    quality, score = models.ConnectionQuality.EXCELLENT, 5.0 - 50 * loss
+                elif loss < 0.1:
+                    quality, score = models.ConnectionQuality.GOOD, 4.0 - 10 * loss
+                else:
+                    quality, score = models.ConnectionQuality.POOR, max(2.0 - 2 * loss, 1.0)
+                updates.append(
+                    rtc.ConnectionQualityInfo(
+                        participant_sid=other.sid, quality=quality, score=score
+                    )
+                )
+            self.send(
+                rtc.SignalResponse(connection_quality=rtc.ConnectionQualityUpdate(updates=updates))
+            )
+
+    def _who(self) -> str:
+        return self.participant.sid if self.participant else f"<{self.identity.identity}>"
+
+    # -- data packets -----------------------------------------------------------------------
+    def _on_data(self, label: str, data: bytes) -> None:
+        """A DataPacket from this client on one of its data channels: checked, stamped with
+        who sent it, and given to the room (the others' clients, either protocol)."""
+        p = self.participant
+        room = self._room()
+        if p is None or room is None or label not in ("_reliable", "_lossy"):
+            return  # _data_track (LiveKit's data tracks) is not supported
+        if not p.permissions.can_publish_data:
+            logger.info("livekit session %s: data refused (no canPublishData)", self._who())
+            return
+        if len(data) > self.config.max_data_bytes:
+            logger.info(
+                "livekit session %s: data packet of %d bytes dropped", self._who(), len(data)
+            )
+            return
+        packet = models.DataPacket()
+        try:
+            packet.ParseFromString(data)
+        except DecodeError:
+            return
+        kind = packet.WhichOneof("value")
+        if kind is None:
+            return
+        to = list(packet.destination_identities)
+        packet.participant_identity = p.identity
+        packet.participant_sid = p.sid
+        if kind == "user":
+            packet.user.participant_identity = p.identity
+            packet.user.participant_sid = p.sid
+            to = to or list(packet.user.destination_identities)
+        reliable = label == "_reliable"
+        view = convert.json_view(packet)
+        if view is None:
+            view = self._stream_view(packet)
+        topic, payload = view if view is not None else ("", None)
+        room.send_data(
+            p,
+            topic,
+            payload,
+            to or None,
+            reliable=reliable,
+            encoded=("livekit", packet.SerializeToString()),
+            encoded_only=view is None,
+        )
+
+    def _stream_view(self, packet: models.DataPacket) -> tuple[str, object] | None:
+        """Text streams on ``lk.chat`` sent in chunks: kept until their trailer, then the
+        whole text for JSON readers."""
+        kind = packet.WhichOneof("value")
+        if kind == "stream_header":
+            header = packet.stream_header
+            if header.topic == convert.LK_CHAT_TOPIC and header.HasField("text_header"):
+                if len(self._streams) >= MAX_STREAMS:
+                    self._streams.pop(next(iter(self._streams)))
+                self._streams[header.stream_id] = [0, []]
+        elif kind == "stream_chunk":
+            entry = self._streams.get(packet.stream_chunk.stream_id)
+            if entry is not None:
+                entry[0] += len(packet.stream_chunk.content)
+                if entry[0] > 4 * self.config.max_data_bytes:
+                    del self._streams[packet.stream_chunk.stream_id]
+                else:
+                    entry[1].append(packet.stream_chunk.content)
+        elif kind == "stream_trailer":
+            entry = self._streams.pop(packet.stream_trailer.stream_id, None)
+            if entry is not None:
+                text = b"".join(entry[1]).decode("utf-8", "replace")
+                return convert.CHAT_TOPIC, {"text": text, "id": packet.stream_trailer.stream_id}
+        return None
+
+    def _deliver_data(self, event: ev.DataReceived) -> None:
+        """Send another participant's data message to this client as DataPackets."""
+        p = self.participant
+        if p is None:
+            return
+        label = "_reliable" if event.reliable else "_lossy"
+        if event.encoded is not None and event.encoded[0] == "livekit":
+            p.send_data(label, event.encoded[1])
+            return
+        if event.encoded_only:
+            return
+        sid = event.sender.sid if event.sender is not None else ""
+        for packet in convert.packets_for_json_data(
+            event.sender, event.topic, event.payload, event.timestamp_ms
+        ):
+            seq = self._sequence.get(sid, 0) + 1
+            self._sequence[sid] = seq
+            packet.sequence = seq
+            packet.participant_sid = sid
+            p.send_data(label, packet.SerializeToString())
+
+    # -- input -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve the socket until it closes; then the participant is suspended (it may resume)
+        or removed."""
+        self._writer = asyncio.ensure_future(self._write_loop())
+        self._quality = asyncio.ensure_future(self._quality_loop())
+        silent = False
+        try:
+            while not self._closing:
+                try:
+                    msg = await self.ws.receive(timeout=self.config.ping_timeout)
+                except TimeoutError:
+                    silent = True
+                    break
+                if msg.type == WSMsgType.BINARY:
+                    if not self._bucket.take() >= 0:
+                        continue  # over the message rate: dropped
+                    if await self.handle(msg.data) == "leave":
+                        self.close_reason = "left"
+                        break
+                elif msg.type == WSMsgType.TEXT:
+                    self._bad_frame("a text frame")
+                else:  # CLOSE, CLOSING, CLOSED, ERROR (a frame too large among them)
+                    break
+        finally:
+            await self.close(self.close_reason, keep=not silent)
+
+    def _bad_frame(self, what: str) -> None:
+        self._bad_frames += 1
+        if self._bad_frames <= 3:
+            logger.info("livekit session %s: %s dropped", self._who(), what)
+        if self._bad_frames >= MAX_BAD_FRAMES:
+            logger.warning("livekit session %s: too many bad frames; disconnected", self._who())
+            self._closing = True
+
+    async def handle(self, data: bytes) -> str | None:
+        """Handle one SignalRequest frame; returns which request it was."""
+        request = rtc.SignalRequest()
+        try:
+            request.ParseFromString(data)
+        except DecodeError:
+            self._bad_frame("an undecodable frame")
+            return None
+        kind = request.WhichOneof("message")
+        handler = HANDLERS.get(kind or "")
+        if handler is None:
+            return kind  # not supported: ignored, as LiveKit has no error reply
+        try:
+            await handler(self, getattr(request, kind))
+        except (PermissionDenied, TransportError, KeyError, ValueError) as exc:
+            logger.info("livekit session %s: %s refused: %s", self._who(), kind, str(exc)[:300])
+        except Exception:
+            logger.exception("livekit session %s: %s failed", self._who(), kind)
+        return kind
+
+    def _p(self) -> Participant:
+        if self.participant is None:
+            raise PermissionDenied("not joined")
+        return self.participant
+
+    async def on_offer(self, req: rtc.SessionDescription) -> None:
+        p = self._p()
+        answer = await p.publish_offer(req.sdp)
+        self.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=[self._info_of(p)])))
+        self.send(
+            rtc.SignalResponse(answer=rtc.SessionDescription(type="answer", sdp=answer, id=req.id))
+        )
+
+    async def on_answer(self, req: rtc.SessionDescription) -> None:
+        p = self._p()
+        if p.subscriber is None:
+            raise PermissionDenied("not allowed to subscribe")
+        p.subscriber.on_answer(f"s{req.id}" if req.id else None, req.sdp)
+
+    async def on_trickle(self, req: rtc.TrickleRequest) -> None:
+        p = self._p()
+        try:
+            init = json.loads(req.candidateInit)
+        except ValueError:
+            raise ValueError("candidateInit is not JSON") from None
+        if not isinstance(init, dict):
+            raise ValueError("candidateInit is not an object")
+        target = "subscriber" if req.target == rtc.SignalTarget.SUBSCRIBER else "publisher"
+        if target == "publisher" and p.publishing.transport is None:
+            return  # before the first offer: learnt from connectivity checks instead
+        await p.add_ice_candidate(target, init)
+
+    async def on_add_track(self, req: rtc.AddTrackRequest) -> None:
+        p = self._p()
+        kind = "video" if req.type == models.TrackType.VIDEO else "audio"
+        source = convert.source_name(req.source, kind)
+        t = p.add_track(req.cid, kind, source, req.name[:128], req.width, req.height, req.muted)
+        layers = [layer for layer in req.layers if layer.quality != models.VideoQuality.OFF]
+        codec = next((c.codec for c in req.simulcast_codecs if c.codec), "")
+        mime = f"{kind}/{codec.upper() if codec.lower() == 'vp8' else codec}" if codec else ""
+        info = models.TrackInfo(
+            sid=t.sid,
+            type=req.type,
+            name=t.name,
+            muted=req.muted,
+            width=req.width,
+            height=req.height,
+            simulcast=len(layers) > 1,
+            source=req.source,
+            layers=layers,
+            mime_type=mime,
+            disable_dtx=req.disable_dtx,
+            stereo=req.stereo,
+            audio_features=req.audio_features,
+        )
+        self.send(
+            rtc.SignalResponse(track_published=rtc.TrackPublishedResponse(cid=req.cid, track=info))
+        )
+
+    async def on_mute(self, req: rtc.MuteTrackRequest) -> None:
+        p = self._p()
+        p.set_muted(req.sid, req.muted)
+        self.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=[self._info_of(p)])))
+
+    async def on_subscription(self, req: rtc.UpdateSubscription) -> None:
+        p = self._p()
+        room = self._room()
+        if room is None:
+            return
+        sids = list(req.track_sids) + [s for pt in req.participant_tracks for s in pt.track_sids]
+        for sid in sids[:64]:
+            try:
+                room.set_subscribed(p, sid, req.subscribe)
+            except KeyError:
+                logger.info("livekit session %s: no track %r to subscribe", self._who(), sid[:64])
+
+    async def on_track_setting(self, req: rtc.UpdateTrackSettings) -> None:
+        p = self._p()
+        quality = convert.QUALITY_NAMES.get(req.quality) if not req.width else None
+        for sid in list(req.track_sids)[:64]:
+            try:
+                p.set_track_settings(
+                    sid,
+                    visible=not req.disabled,
+                    max_height=req.height if req.height else 0,
+                    quality=quality or "high",
+                )
+            except KeyError:
+                pass  # not received (yet): LiveKit's clients send it early
+
+    async def on_leave(self, req: rtc.LeaveRequest) -> None:
+        return None
+
+    async def on_ping(self, req: int) -> None:
+        self.send(rtc.SignalResponse(pong=convert.now_ms()))
+
+    async def on_ping_req(self, req: rtc.Ping) -> None:
+        self.send(
+            rtc.SignalResponse(
+                pong_resp=rtc.Pong(last_ping_timestamp=req.timestamp, timestamp=convert.now_ms())
+            )
+        )
+
+    async def on_update_metadata(self, req: rtc.UpdateParticipantMetadata) -> None:
+        p = self._p()
+        if not self.identity.grant.can_update_own_metadata:
+            if req.request_id:
+                self.send(
+                    rtc.SignalResponse(
+                        request_response=rtc.RequestResponse(
+                            request_id=req.request_id,
+                            reason=rtc.RequestResponse.Reason.NOT_ALLOWED,
+                            message="the token does not grant canUpdateOwnMetadata",
+                        )
+                    )
+                )
+            return
+        attributes = {k[:128]: v[:1024] for k, v in list(req.attributes.items())[:64]}
+        p.update(
+            name=req.name[:128] or None,
+            metadata=req.metadata[:4096] or None,
+            attributes=attributes or None,
+        )
+        if req.request_id:
+            self.send(
+                rtc.SignalResponse(request_response=rtc.RequestResponse(request_id=req.request_id))
+            )
+
+    async def on_accepted(self, req: object) -> None:
+        """Requests accepted without effect: visio-sfu keeps no per-publisher subscription
+        permissions (everyone may receive everyone), and after a resume its connections are
+        the ones the client describes in sync_state."""
+        return None
+
+    # -- teardown ------------------------------------------------------------------------------
+    async def close(self, reason: str = "disconnected", keep: bool = True) -> None:
+        """Stop; a participant whose socket dropped (``reason`` disconnected) is suspended for
+        the resume grace, else removed."""
+        self._closing = True
+        p, self.participant = self.participant, None
+        if self._quality is not None:
+            self._quality.cancel()
+        if p is not None:
+            p.on_data = None
+            room = self.sfu.room(p.room_name) if p.room_name else None
+            grace = self.config.resume_grace
+            if (
+                reason == "disconnected"
+                and keep
+                and grace > 0
+                and room is not None
+                and room.participants.get(p.sid) is p
+            ):
+                room.suspend(p, grace)
+            else:
+                if room is not None:
+                    await room.remove(p, reason)
+                await p.close()
+        if self._writer is not None and not self._writer.done():
+            self._outbox.put_nowait(_DONE)
+            try:
+                await asyncio.wait_for(self._writer, 2)
+            except (TimeoutError, asyncio.CancelledError):
+                self._writer.cancel()
+        if not self.ws.closed:
+            await self.ws.close()
+
+
+def leave_message(
+    reason: str, action: int = rtc.LeaveRequest.Action.DISCONNECT
+) -> rtc.SignalResponse:
+    """A server-side leave: ``reason`` a visio-sfu reason (convert.REASONS)."""
+    return rtc.SignalResponse(
+        leave=rtc.LeaveRequest(
+            can_reconnect=False,
+            reason=convert.REASONS.get(reason, models.DisconnectReason.UNKNOWN_REASON),
+            action=action,
+        )
+    )
+
+
+HANDLERS: dict[str, Any] = {
+    "offer": LiveKitSession.on_offer,
+    "answer": LiveKitSession.on_answer,
+    "trickle": LiveKitSession.on_trickle,
+    "add_track": LiveKitSession.on_add_track,
+    "mute": LiveKitSession.on_mute,
+    "subscription": LiveKitSession.on_subscription,
+    "track_setting": LiveKitSession.on_track_setting,
+    "leave": LiveKitSession.on_leave,
+    "ping": LiveKitSession.on_ping,
+    "ping_req": LiveKitSession.on_ping_req,
+    "update_metadata": LiveKitSession.on_update_metadata,
+    "subscription_permission": LiveKitSession.on_accepted,
+    "sync_state": LiveKitSession.on_accepted,
+}
+
+
+def release(session: LiveKitSession, p: Participant) -> None:
+    """Another connection resumed ``p``: ``session`` lets go of it without removing it."""
+    if session.participant is p:
+        session.participant = None
+    if not session._closing:
+        session._closing = True
+        session._outbox.put_nowait(_DONE)
