@@ -12,6 +12,7 @@ import { BlurProcessor, blurSupported } from './blur.js';
 import { setupMeeting } from './meeting.js';
 import { setupCaptions } from './captions.js';
 import { setupRecording } from './recording.js';
+import { admission, setupIdentity, setupLobbyHost } from './identity.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -305,7 +306,7 @@ function showInvite() {
 }
 
 // ---------------------------------------------------------------- room ----------------------
-async function join(room, name) {
+async function join(room, name, admitted = {}) {
   localStorage.setItem('visio-name', name);
   state.room = room;
   if (location.pathname !== `/r/${encodeURIComponent(room)}`) {
@@ -316,7 +317,7 @@ async function join(room, name) {
   state.camMuted = $('lobby-cam').getAttribute('aria-checked') !== 'true';
   $('lobby').hidden = true; // at once: a second click cannot start a second join
   $('room').hidden = false;
-  $('room-title').textContent = room;
+  $('room-title').textContent = admitted.meeting?.name || room;
   updateControls();
   // the camera the lobby is opening, if it comes within 5 s (a permission prompt left open
   // must not hold the meeting); later, it is closed
@@ -330,8 +331,10 @@ async function join(room, name) {
   const session = new Session({
     wsUrl: `${proto}//${location.host}/rtc`,
     name,
+    videoCodec: params.get('codec') === 'vp9' ? 'vp9' : 'vp8', // ?codec=vp9: VP9 SVC camera
     getToken: async () => {
       if (params.get('token')) return params.get('token');
+      if (admitted.token) return admitted.token; // an owned room's (identity.js)
       const q = new URLSearchParams({ room, name, identity: identity() });
       if (params.get('host') === '1') q.set('host', '1'); // development mode: a host's token
       const r = await fetch(`/dev/token?${q}`);
@@ -387,6 +390,7 @@ function wire(session) {
   session.on('state', onSessionState);
   setupCaptions(session); // live captions, transcription, meeting notes (captions.js)
   setupRecording(session, { toast }); // the recording indicator and button (recording.js)
+  setupLobbyHost(session, { toast }); // a host's waiting room: who waits, admit, deny (identity.js)
   session.on('joined', (joined) => {
     for (const sid of [...state.participants.keys()]) if (sid !== 'self') removeParticipant(sid, { quiet: true });
     state.participants.get('self')?.tracks.clear();
@@ -1257,6 +1261,16 @@ function setSingleKeys(on) {
 }
 
 // ---------------------------------------------------------------- start ---------------------
+// an owned room lets one in now, after the waiting room, or not (identity.js); others: join
+let entering = false;
+function enter(room, name) {
+  if (entering) return;
+  entering = true;
+  admission(room, name).then((admitted) => { if (admitted) join(room, name, admitted); })
+    .catch((err) => { $('lobby-error').textContent = err.message; })
+    .finally(() => { entering = false; });
+}
+
 function main() {
   translate();
   state.view = localStorage.getItem('visio-view') === 'speaker' ? 'speaker' : 'grid';
@@ -1271,7 +1285,7 @@ function main() {
     ev.preventDefault();
     const room = $('room-input').value.trim();
     const name = $('name-input').value.trim();
-    if (room && name) join(room, name);
+    if (room && name) enter(room, name);
   });
   $('room-input').addEventListener('input', showInvite);
   $('name-input').addEventListener('input', showPreview);
@@ -1330,9 +1344,10 @@ function main() {
   });
   setInterval(() => pollStats().catch(() => {}), 1000);
   updateControls();
+  setupIdentity(); // sign-in and My meetings, when the server has them
   const autojoin = params.get('autojoin') === '1';
   startPreview().then(() => {
-    if (autojoin && pathRoom) join(pathRoom, $('name-input').value || identity());
+    if (autojoin && pathRoom) enter(pathRoom, $('name-input').value || identity());
   });
   if (!autojoin) (pathRoom ? $('name-input') : $('room-input')).focus();
 }

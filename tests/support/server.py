@@ -33,15 +33,17 @@ class ServerProcess:
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
         netns: str | None = None,
+        dev: bool = True,
     ) -> None:
         """``netns``: run the server inside this network namespace (tests/support/netns.py);
-        its URL then works only for clients in that namespace."""
+        its URL then works only for clients in that namespace. ``dev``: development mode
+        (/dev/token); without it, keys come from ``extra``'s --config."""
         self.netns = netns
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
             "serve",
-            "--dev",
+            *(["--dev"] if dev else []),
             "--host",
             "127.0.0.1",
             "--port",

@@ -1,0 +1,152 @@
+"""Sign-in, a room one owns and its waiting room, in real Chromium against a real OIDC provider.
+
+Alice signs in through the provider's login page, creates a ``trusted`` meeting in "My
+meetings" and joins it (its host). Bob signs in and enters directly. Gabriel, a guest, waits in
+the lobby with his preview; Alice's page chimes and shows him; she admits him and he sees and
+hears the meeting. Mallory, another guest, is denied: her page says so at once, she never gets a
+token nor any media, and knocking again at once is refused. The server runs without
+development mode (no /dev/token): tokens come only from the sign-in and the waiting room.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import artefact, open_page
+from tests.support.browser import REMOTE_MEDIA, poll, tile_of
+from tests.support.inprocess import KEY, SECRET
+from tests.support.oidc import OidcProvider
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.browser
+
+USERS = {
+    "alice": {"name": "Alice Martin", "email": "alice@example.org"},
+    "bob": {"name": "Bob Durand", "email": "bob@example.org"},
+}
+
+
+@pytest.fixture(scope="module")
+def provider():
+    p = OidcProvider(users=USERS)
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def server(provider, tmp_path_factory):
+    base = tmp_path_factory.mktemp("identity")
+    config = base / "visio.toml"
+    config.write_text(
+        f'[keys]\n{KEY} = "{SECRET}"\n'
+        f'[oidc]\nissuer = "{provider.issuer}"\nclient_id = "visio"\n'
+        'client_secret = "browser-test-secret"\n'
+    )
+    s = ServerProcess(dev=False, extra=["--config", str(config), "--data-dir", str(base)])
+    yield s
+    s.stop()
+
+
+def sign_in(page, sub: str) -> None:
+    """Through the provider's own login page."""
+    page.click("#sign-in")
+    page.wait_for_selector("input[name=sub]")
+    page.fill("input[name=sub]", sub)
+    page.click("button[type=submit]:has-text('Authorize')")
+    page.wait_for_selector("#signed-in", timeout=15000)
+
+
+def test_sign_in_own_room_and_waiting_room(server, browser):
+    alice = open_page(browser, f"{server.url}/", "alice")
+    assert alice.locator("#sign-in").is_visible()
+    assert alice.locator("#meetings").count() == 0  # nothing to own before signing in
+    sign_in(alice, "alice")
+    assert alice.locator("#signed-in").inner_text() == "Signed in as Alice Martin"
+    assert alice.input_value("#name-input") == "Alice Martin"
+    alice.fill("#meeting-name", "Team meeting")
+    alice.select_option("#meeting-access", "trusted")
+    artefact(alice, "identity-my-meetings")
+    alice.click("#create-meeting button[type=submit]")
+    alice.wait_for_url(f"{server.url}/r/*")
+    slug = alice.url.rsplit("/r/", 1)[1]
+    room_url = f"{server.url}/r/{slug}"
+    item = alice.locator(f"#meeting-list li[data-slug='{slug}']")
+    assert item.locator("input.name").input_value() == "Team meeting"
+    alice.click("#join-button")
+    alice.wait_for_selector("#room:not([hidden])")
+    assert alice.inner_text("#room-title") == "Team meeting"
+
+    # a second signed-in user enters the trusted room directly
+    bob = open_page(browser, room_url, "bob")
+    sign_in(bob, "bob")
+    assert bob.url == room_url  # back where he was
+    bob.click("#join-button")
+    bob.wait_for_selector("#room:not([hidden])")
+    assert bob.locator("#waiting").count() == 0
+    tile_of(alice, "Bob Durand").wait_for(timeout=15000)
+
+    # a guest waits with his preview and name; the host hears and sees it, and admits him
+    guest = open_page(browser, room_url, "gabriel")
+    guest.wait_for_selector("#sign-in")
+    poll(
+        guest,
+        "() => document.getElementById('lobby-heading').textContent",
+        lambda text: text == "Team meeting",
+        what="the meeting's name in the lobby",
+    )
+    guest.fill("#name-input", "Gabriel")
+    guest.click("#join-button")
+    guest.wait_for_selector("#waiting")
+    assert guest.locator("#lobby").is_visible() and guest.locator("#preview").is_visible()
+    card = alice.locator("#lobby-card")
+    card.wait_for(state="visible", timeout=10000)
+    assert "Gabriel" in card.inner_text() and "guest" in card.inner_text()
+    assert alice.get_attribute("#lobby-card", "data-chimes") == "1"
+    artefact(guest, "identity-guest-waiting")
+    artefact(alice, "identity-host-notified")
+    card.get_by_role("button", name="Admit Gabriel").click()
+    guest.wait_for_selector("#room:not([hidden])", timeout=15000)
+    card.wait_for(state="hidden")
+    seen = poll(
+        guest,
+        REMOTE_MEDIA,
+        lambda m: (
+            len([v for v in m["videos"] if v["w"] > 0 and v["remote"]]) >= 2 and m["audioBytes"] > 0
+        ),
+        what="admitted guest sees Alice and Bob",
+    )
+    assert seen["framesDecoded"] > 0
+    tile_of(alice, "Gabriel").wait_for(timeout=15000)
+
+    # another guest is denied: told at once, never a token, never any media
+    mallory = open_page(browser, room_url, "mallory")
+    mallory.wait_for_selector("#sign-in")
+    mallory.fill("#name-input", "Mallory")
+    mallory.click("#join-button")
+    mallory.wait_for_selector("#waiting")
+    card.wait_for(state="visible", timeout=10000)
+    assert alice.get_attribute("#lobby-card", "data-chimes") == "2"
+    card.get_by_role("button", name="Deny Mallory").click()
+    poll(
+        mallory,
+        "() => document.getElementById('lobby-error').textContent",
+        lambda text: "declined" in text,
+        what="the denied guest is told",
+    )
+    artefact(mallory, "identity-guest-denied")
+    mallory.click("#join-button")  # at once again: refused, no loop
+    poll(
+        mallory,
+        "() => document.getElementById('lobby-error').textContent",
+        lambda text: "ask again in" in text,
+        what="knocking again is refused",
+    )
+    assert card.is_hidden()  # no new knock reached the host
+    state = mallory.evaluate(
+        "() => ({room: !document.getElementById('room').hidden, session: !!window.visio.session,"
+        " videos: document.querySelectorAll('#room video').length})"
+    )
+    assert state == {"room": False, "session": False, "videos": 0}
+    assert tile_of(alice, "Mallory").count() == 0
+    for page in (alice, bob, guest, mallory):
+        page.context.close()
