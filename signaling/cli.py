@@ -11,7 +11,7 @@ import urllib.request
 
 from .auth import VideoGrant, mint_token, parse_duration
 from .cluster import cli as cluster_cli
-from .config import DEV_API_KEY, ConfigError, load_config
+from .config import DEV_API_KEY, Config, ConfigError, load_config
 
 ENV_HELP = """environment variables (overridden by options):
   VISIO_HOST, VISIO_PORT        where to listen
@@ -33,6 +33,10 @@ ENV_HELP = """environment variables (overridden by options):
   VISIO_ALLOWED_ORIGINS         comma-separated browser Origins allowed to connect
   VISIO_RECORDINGS_DIR          where recordings go (default
                                 $XDG_DATA_HOME/visio-sfu/recordings, ~/.local/share/...)
+  VISIO_TRANSCRIPTION_<SETTING>  any [transcription] setting (docs/notes.md), e.g.
+                                VISIO_TRANSCRIPTION_STORE_DIR, VISIO_TRANSCRIPTION_RETENTION=30d,
+                                VISIO_TRANSCRIPTION_LANGUAGE=en, VISIO_TRANSCRIPTION_ENABLED=0,
+                                VISIO_TRANSCRIPTION_HTTP_API_KEY (secrets out of the TOML file)
   VISIO_DATA_DIR                the server's own files: SQLite rooms database, session key
                                 (default $XDG_DATA_HOME/visio-sfu)
   VISIO_DATABASE_URL            rooms database instead of SQLite (postgresql+asyncpg://...)
@@ -89,6 +93,31 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where recordings go (default $XDG_DATA_HOME/visio-sfu/recordings)",
     )
+    notes = serve.add_argument_group("transcription ([transcription] table, docs/notes.md)")
+    notes.add_argument(
+        "--no-transcription",
+        dest="transcription_enabled",
+        action="store_const",
+        const=False,
+        help="no transcription or captions on this server",
+    )
+    notes.add_argument("--transcription-language", metavar="CODE", help="rooms' language (fr)")
+    notes.add_argument(
+        "--transcripts-dir",
+        metavar="DIR",
+        help="where transcripts are kept (default: in memory only)",
+    )
+    notes.add_argument(
+        "--transcript-retention",
+        metavar="DURATION",
+        help="how long a transcript is kept after its meeting (7d; e.g. 12h, 30d)",
+    )
+    notes.add_argument(
+        "--transcription-model-dir", metavar="DIR", help="a Whisper model (CTranslate2)"
+    )
+    notes.add_argument(
+        "--transcription-model-sha256", metavar="HEX", help="its model.bin's pinned sha256"
+    )
     serve.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -118,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--no-data", action="store_true", help="may not send data messages")
     token.add_argument(
         "--record", action="store_true", help="may start and stop recording (roomRecord)"
+    )
+    token.add_argument(
+        "--transcribe",
+        action="store_true",
+        help="may start and stop transcription and get the meeting notes (roomTranscribe)",
     )
     token.add_argument(
         "--host",
@@ -192,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _serve(args: argparse.Namespace) -> int:
-    config = load_config(
+def serve_config(args: argparse.Namespace) -> Config:
+    """The configuration ``visio-sfu serve`` runs with: TOML < VISIO_* < its options."""
+    return load_config(
         args.config,
         overrides={
             "host": args.host,
@@ -205,10 +240,26 @@ def _serve(args: argparse.Namespace) -> int:
             "ice_addresses": args.ice_address,
             "public_url": args.public_url,
             "recordings_dir": args.recordings_dir,
+            "transcription": {
+                name: value
+                for name, value in {
+                    "enabled": args.transcription_enabled,
+                    "language": args.transcription_language,
+                    "store_dir": args.transcripts_dir,
+                    "retention": args.transcript_retention,
+                    "model_dir": args.transcription_model_dir,
+                    "model_sha256": args.transcription_model_sha256,
+                }.items()
+                if value is not None
+            },
             "data_dir": args.data_dir,
             "database_url": args.database_url,
         },
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = serve_config(args)
     if config.dev:
         secret = config.api_keys[DEV_API_KEY]
         print("visio-sfu: DEVELOPMENT MODE: anyone may join any room", flush=True)
@@ -226,7 +277,7 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     key, secret = next(iter(config.api_keys.items()))
     grant = None
-    if args.record or args.host:
+    if args.record or args.host or args.transcribe:
         grant = VideoGrant(
             room=args.room,
             room_join=True,
@@ -234,6 +285,7 @@ def _token(args: argparse.Namespace) -> int:
             can_subscribe=not args.no_subscribe,
             can_publish_data=not args.no_data,
             room_record=args.record,
+            room_transcribe=args.transcribe,
             room_host=args.host,
         )
     print(

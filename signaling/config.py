@@ -222,8 +222,13 @@ def load_config(
             **values.get("oidc", {}),
             "client_secret": env["VISIO_OIDC_CLIENT_SECRET"],
         }
+    for var, text in env.items():  # any [transcription] setting: VISIO_TRANSCRIPTION_<NAME>
+        if var.startswith("VISIO_TRANSCRIPTION_") and len(var) > 20:
+            values["transcription"] = {**values.get("transcription", {}), var[20:].lower(): text}
     for name, value in (overrides or {}).items():
-        if value is not None:
+        if name == "transcription":  # options add to the table, setting by setting
+            values[name] = {**values.get(name, {}), **(value or {})}
+        elif value is not None:
             values[name] = _coerce(name, value) if name != "api_keys" else value
     config = Config(**values)
     if config.webhook_format not in WEBHOOK_FORMATS:

@@ -98,13 +98,19 @@ class Settings:
 
     @classmethod
     def from_config(cls, table: dict) -> Settings:
-        """Read and check the table; ConfigError says what is wrong."""
+        """Read and check the table (TOML values, or text from VISIO_TRANSCRIPTION_* variables
+        and command-line options); ConfigError says what is wrong."""
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         for name, value in table.items():
             if name not in known:
-                raise ConfigError(f"[transcription]: unknown setting '{name}'")
+                raise ConfigError(
+                    f"[transcription]: unknown setting '{name}' "
+                    f"(or VISIO_TRANSCRIPTION_{name.upper()}; docs/notes.md lists them)"
+                )
             kind = known[name].type
+            if isinstance(value, str) and kind != "str" and name != "retention":
+                value = _from_text(name, str(kind), value)
             if name == "retention" and isinstance(value, str):
                 try:
                     value = parse_duration(value)
@@ -128,6 +134,27 @@ class Settings:
         if settings.backend == "http" and not settings.http_url.startswith(("http://", "https://")):
             raise ConfigError("[transcription] http_url: an http(s):// URL is required")
         return settings
+
+
+def _from_text(name: str, kind: str, text: str) -> Any:
+    """A setting given as text (an environment variable): bool, int, float or a list."""
+    word = text.strip()
+    try:
+        if kind == "bool":
+            if word.lower() in ("1", "true", "yes", "on"):
+                return True
+            if word.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(word)
+        if kind == "int":
+            return int(word)
+        if kind == "float":
+            return float(word)
+        if kind == "list[str]":
+            return [x.strip() for x in word.split(",") if x.strip()]
+    except ValueError:
+        pass
+    raise ConfigError(f"[transcription] {name}: invalid value {text!r} ({kind})")
 
 
 class TranscriptionError(Exception):

@@ -11,6 +11,7 @@ import time
 import wave
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from signaling.transcription import TRANSCRIPTION
@@ -18,6 +19,7 @@ from tests.support.inprocess import LocalServer, free_port
 from tests.support.media import until
 from tests.support.speech import RATE, WavAudioTrack, read_wav, speak
 from visio_client import Client
+from visio_client.protocol import ServerError
 from visio_sfu.asr import pool as pool_module
 
 
@@ -215,3 +217,107 @@ def test_transcripts_are_deleted_after_their_retention(tmp_path):
     assert store.purge(now + 7200, keep={"live"}) == 1  # a transcription under way stays
     assert [t.id for t in store.list("a b/c")] == ["live"]
     assert len(list(tmp_path.glob("*/*.json"))) == 1
+
+
+def test_the_transcription_settings_from_toml_env_and_options(tmp_path, monkeypatch):
+    """Like every setting: the TOML [transcription] table < VISIO_TRANSCRIPTION_<SETTING> <
+    visio-sfu serve's options, setting by setting; bad text is refused with its name."""
+    from signaling.cli import _parser, serve_config
+    from signaling.config import ConfigError, load_config
+    from signaling.transcription import Settings
+
+    toml = tmp_path / "visio.toml"
+    toml.write_text(
+        '[transcription]\nlanguage = "en"\nstore_dir = "/toml"\nretention = "2d"\nworkers = 2\n'
+    )
+    for name in [n for n in __import__("os").environ if n.startswith("VISIO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("VISIO_TRANSCRIPTION_STORE_DIR", "/env")
+    monkeypatch.setenv("VISIO_TRANSCRIPTION_RETENTION", "12h")
+    monkeypatch.setenv("VISIO_TRANSCRIPTION_CAPTIONS", "off")
+    monkeypatch.setenv("VISIO_TRANSCRIPTION_AUTO_START", "board-*, team-*")
+    monkeypatch.setenv("VISIO_TRANSCRIPTION_HTTP_API_KEY", "sk-secret")
+    s = Settings.from_config(
+        serve_config(_parser().parse_args(["serve", "--config", str(toml)])).transcription
+    )
+    assert (s.language, s.store_dir, s.retention, s.workers) == ("en", "/env", 43200, 2)
+    assert s.captions is False and s.auto_start == ["board-*", "team-*"] and s.enabled
+    assert s.http_api_key == "sk-secret"
+    options = [
+        "serve",
+        "--config",
+        str(toml),
+        "--transcripts-dir",
+        "/opt",
+        "--transcript-retention",
+        "30d",
+        "--transcription-language",
+        "fr",
+        "--no-transcription",
+        "--transcription-model-dir",
+        "/models/small",
+        "--transcription-model-sha256",
+        "ab" * 32,
+    ]
+    config = serve_config(_parser().parse_args(options))
+    s = Settings.from_config(config.transcription)
+    assert (s.store_dir, s.retention, s.language, s.enabled) == ("/opt", 30 * 86400, "fr", False)
+    assert (s.model_dir, s.model_sha256, s.workers, s.captions) == (
+        "/models/small",
+        "ab" * 32,
+        2,
+        False,
+    )
+    assert "sk-secret" not in repr(config)
+    for var, value, said in [
+        ("VISIO_TRANSCRIPTION_WORKERS", "two", "workers: invalid value 'two'"),
+        ("VISIO_TRANSCRIPTION_CAPTIONS", "maybe", "captions: invalid value"),
+        ("VISIO_TRANSCRIPTION_RETENTION", "forever", "retention"),
+        ("VISIO_TRANSCRIPTION_MODELDIR", "/x", "VISIO_TRANSCRIPTION_MODELDIR"),
+    ]:
+        with pytest.raises(ConfigError, match=said):
+            Settings.from_config(load_config(env={var: value}).transcription)
+
+
+def test_token_transcribe_flag(tmp_path, capsys):
+    import jwt
+
+    from signaling import cli
+
+    toml = tmp_path / "visio.toml"
+    toml.write_text('[keys]\nk = "a-secret-of-at-least-thirty-two-characters"\n')
+    args = ["token", "--config", str(toml), "--room", "r", "--identity", "a", "--transcribe"]
+    assert cli.main(args) == 0
+    token = capsys.readouterr().out.strip()
+    video = jwt.decode(token, "a-secret-of-at-least-thirty-two-characters", algorithms=["HS256"])[
+        "video"
+    ]
+    assert video["roomTranscribe"] is True and video["roomRecord"] is False
+    assert video["room"] == "r" and video["canPublish"] is True
+
+
+async def test_without_the_notes_extra_it_says_how_to_add_a_model(monkeypatch):
+    """The default install has no model: transcription is unavailable, says how to add one,
+    and the meeting goes on."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "faster_whisper" else real(name, *a),
+    )
+    async with LocalServer() as server:
+        room = "plain"
+        host = Client(server.url, server.token(room, "host", "Host", room_transcribe=True))
+        try:
+            await host.connect()
+            state = await host.request({"type": "transcription_state"})
+            assert not state["available"] and not state["active"]
+            assert "pip install 'visio-sfu[notes]'" in state["error"], state
+            with pytest.raises(ServerError) as refused:
+                await host.request({"type": "transcription", "active": True})
+            assert refused.value.code == "unavailable" and "visio-sfu[notes]" in str(refused.value)
+            assert len(server.sfu.room(room).participants) == 1  # the meeting goes on
+        finally:
+            await host.close()
