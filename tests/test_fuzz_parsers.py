@@ -224,3 +224,78 @@ def test_grant_reader_only_raises_token_errors(claims):
         VideoGrant.from_claims(claims)
     except TokenError:
         pass
+
+
+# -- LiveKit's protobuf signaling (signaling/livekit) -------------------------------------------
+def _livekit_frames() -> list[bytes]:
+    from livekit.protocol import models, rtc
+
+    return [
+        rtc.SignalRequest(ping_req=rtc.Ping(timestamp=1, rtt=2)).SerializeToString(),
+        rtc.SignalRequest(ping=5).SerializeToString(),
+        rtc.SignalRequest(
+            offer=rtc.SessionDescription(type="offer", sdp="v=0\r\nm=video 9 UDP 96\r\n", id=3)
+        ).SerializeToString(),
+        rtc.SignalRequest(
+            trickle=rtc.TrickleRequest(candidateInit='{"candidate":"x"}', target=1)
+        ).SerializeToString(),
+        rtc.SignalRequest(
+            add_track=rtc.AddTrackRequest(cid="c", type=models.TrackType.VIDEO, width=9)
+        ).SerializeToString(),
+        rtc.SignalRequest(
+            track_setting=rtc.UpdateTrackSettings(track_sids=["TR_x"])
+        ).SerializeToString(),
+    ]
+
+
+def _data_packets() -> list[bytes]:
+    from livekit.protocol import models
+
+    return [
+        models.DataPacket(
+            user=models.UserPacket(payload=b'{"a":1}', topic="chat")
+        ).SerializeToString(),
+        models.DataPacket(
+            stream_header=models.DataStream.Header(
+                stream_id="s",
+                topic="lk.chat",
+                inline_content=b"hi",
+                text_header=models.DataStream.TextHeader(),
+            )
+        ).SerializeToString(),
+        models.DataPacket(
+            chat_message=models.ChatMessage(id="1", message="yo")
+        ).SerializeToString(),
+    ]
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), *(mutated(f) for f in _livekit_frames())))
+@with_corpus("livekit")
+def test_livekit_signal_reader_never_raises(data: bytes):
+    """Any frame: handled or dropped, never an exception (a session not yet joined)."""
+    import asyncio
+
+    from signaling.config import Config
+    from signaling.livekit.session import LiveKitSession
+
+    class _NoSocket:
+        closed = False
+
+    from signaling.auth import Identity
+
+    who = Identity("fuzz", "", "", "key", VideoGrant(room="r", room_join=True), 0.0)
+    session = LiveKitSession(_NoSocket(), who, None, Config())  # type: ignore[arg-type]
+    asyncio.run(session.handle(data))
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), *(mutated(p) for p in _data_packets())))
+@with_corpus("lkdata")
+def test_livekit_data_packet_reader_never_raises(data: bytes):
+    """A data-channel message: read as a DataPacket or refused, and its JSON view made."""
+    from signaling.livekit import convert
+
+    packet = convert.read_data_packet(data)
+    if packet is not None:
+        convert.json_view(packet)

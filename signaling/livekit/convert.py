@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Iterable
 
+from google.protobuf.message import DecodeError
 from livekit.protocol import models
 
 from visio_sfu import events as ev
@@ -162,6 +163,16 @@ def now_ms() -> int:
 # -- data packets ---------------------------------------------------------------------------
 CHAT_TOPIC = "chat"  # the web client's chat (docs/protocol.md, data)
 LK_CHAT_TOPIC = "lk.chat"  # LiveKit's chat, as text streams
+
+
+def read_data_packet(data: bytes) -> models.DataPacket | None:
+    """A data-channel message as a DataPacket, or None if it is not one."""
+    packet = models.DataPacket()
+    try:
+        packet.ParseFromString(data)
+    except DecodeError:
+        return None
+    return packet
 
 
 def json_view(packet: models.DataPacket) -> tuple[str, object] | None:

@@ -433,10 +433,8 @@ class LiveKitSession:
                 "livekit session %s: data packet of %d bytes dropped", self._who(), len(data)
             )
             return
-        packet = models.DataPacket()
-        try:
-            packet.ParseFromString(data)
-        except DecodeError:
+        packet = convert.read_data_packet(data)
+        if packet is None:
             return
         kind = packet.WhichOneof("value")
         if kind is None:
@@ -543,6 +541,7 @@ class LiveKitSession:
         if self._bad_frames >= MAX_BAD_FRAMES:
             logger.warning("livekit session %s: too many bad frames; disconnected", self._who())
             self._closing = True
+            self.close_reason = "bad_input"  # removed, not kept for a resume
 
     async def handle(self, data: bytes) -> str | None:
         """Handle one SignalRequest frame; returns which request it was."""

@@ -1,0 +1,120 @@
+"""Bad input on LiveKit's signaling (signaling/livekit), from a raw protobuf WebSocket client:
+malformed protobuf, unknown message types, text frames, oversized frames, a bad token, a resume
+with a token for another room. Each is refused as LiveKit does (no error reply: dropped, or
+the socket closed; 401 text at /rtc/validate; leave with RECONNECT for a resume it cannot
+serve) and the server, the session and other rooms go on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from livekit.protocol import models, rtc
+
+from tests.support.inprocess import KEY, SECRET, LocalServer
+from tests.support.lkdrive import livekit_token
+
+QUERY = "protocol=16&sdk=js&version=2.23.0&auto_subscribe=1"
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5.0):
+    """The next SignalResponse of this kind (others skipped)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        assert left > 0, f"no {kind} in {timeout}s"
+        msg = await ws.receive(timeout=left)
+        assert msg.type == aiohttp.WSMsgType.BINARY, (msg.type, msg.data)
+        response = rtc.SignalResponse()
+        response.ParseFromString(msg.data)
+        if response.WhichOneof("message") == kind:
+            return getattr(response, kind)
+
+
+async def _ping(ws: aiohttp.ClientWebSocketResponse, ts: int) -> None:
+    await ws.send_bytes(rtc.SignalRequest(ping_req=rtc.Ping(timestamp=ts)).SerializeToString())
+    pong = await _next(ws, "pong_resp")
+    assert pong.last_ping_timestamp == ts
+
+
+async def test_livekit_bad_input_is_refused_and_harmless():
+    async with LocalServer(max_message_bytes=64 * 1024) as server, aiohttp.ClientSession() as http:
+        ws_url = server.url.replace("http://", "ws://")
+
+        def token(identity: str, room: str) -> str:
+            return livekit_token(KEY, SECRET, identity, room)
+
+        # /rtc/validate and the single-connection paths, as the SDKs probe them
+        async with http.get(f"{server.url}/rtc/validate?access_token=nope") as r:
+            assert r.status == 401 and "invalid token" in await r.text()
+        good = token("alice", "r1")
+        async with http.get(f"{server.url}/rtc/validate?access_token={good}") as r:
+            assert r.status == 200
+        for path in ("/rtc/v1", "/rtc/v1/validate"):
+            async with http.get(f"{server.url}{path}?access_token={good}") as r:
+                assert r.status == 404
+        async with http.get(f"{server.url}/rtc?{QUERY}&access_token=forged.token.x") as r:
+            assert r.status == 401 and "invalid token" in await r.text()
+
+        alice = await http.ws_connect(
+            f"{ws_url}/rtc?{QUERY}", headers={"Authorization": f"Bearer {good}"}
+        )
+        join = await _next(alice, "join")
+        assert join.participant.identity == "alice" and join.room.name == "r1"
+        assert join.ping_interval > 0 and join.ping_timeout > 0 and join.server_version
+        offer = await _next(alice, "offer")
+        assert "m=application" in offer.sdp  # the data channels
+        # another room, with a participant of its own
+        bob = await http.ws_connect(f"{ws_url}/rtc?{QUERY}&access_token={token('bob', 'r2')}")
+        await _next(bob, "join")
+
+        # malformed protobuf, an unknown field, an empty frame, a text frame: dropped
+        await alice.send_bytes(b"\xff\xff\xff\xff")
+        await alice.send_bytes(b"\x82")
+        await alice.send_bytes(b"\xf8\x07\x01")  # field 127 (unknown), varint: no message set
+        await alice.send_bytes(b"")
+        await alice.send_str('{"type": "join"}')
+        unknown = rtc.SignalRequest(simulate=rtc.SimulateScenario(node_failure=True))
+        await alice.send_bytes(unknown.SerializeToString())  # a known type it ignores
+        bad_trickle = rtc.SignalRequest(trickle=rtc.TrickleRequest(candidateInit="{not json"))
+        await alice.send_bytes(bad_trickle.SerializeToString())
+        await _ping(alice, 42)  # still served
+        room = server.sfu.room("r1")
+        assert room is not None and len(room.participants) == 1
+
+        # a resume with a token for another room does not get alice's participant
+        sid = join.participant.sid
+        thief = await http.ws_connect(
+            f"{ws_url}/rtc?{QUERY}&reconnect=1&sid={sid}&access_token={token('alice', 'r2')}"
+        )
+        leave = await _next(thief, "leave")
+        assert leave.action == rtc.LeaveRequest.Action.RECONNECT
+        assert leave.reason == models.DisconnectReason.STATE_MISMATCH
+        await thief.close()
+        assert room.participants[sid].identity == "alice"
+        await _ping(alice, 43)
+
+        # an oversized frame closes that socket (1009), nothing else
+        await alice.send_bytes(b"\x00" * (server.config.max_message_bytes + 1))
+        msg = await alice.receive(timeout=5)
+        while msg.type == aiohttp.WSMsgType.BINARY:
+            msg = await alice.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert alice.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        await _ping(bob, 44)  # the other room is unaffected
+
+        # a flood of garbage ends only that connection
+        carol = await http.ws_connect(f"{ws_url}/rtc?{QUERY}&access_token={token('carol', 'r2')}")
+        await _next(carol, "join")
+        for _ in range(30):
+            await carol.send_bytes(b"\xff\xff")
+        msg = await carol.receive(timeout=5)
+        while msg.type == aiohttp.WSMsgType.BINARY:
+            msg = await carol.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await _ping(bob, 45)
+        r2 = server.sfu.room("r2")
+        assert r2 is not None and [p.identity for p in r2.participants.values()] == ["bob"]
+        async with http.get(f"{server.url}/healthz") as r:
+            assert r.status == 200
+        await bob.close()
