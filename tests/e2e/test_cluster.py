@@ -14,8 +14,11 @@ import time
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from signaling.auth import VideoGrant, mint_token
+from signaling.config import DEV_API_KEY, DEV_API_SECRET
+from signaling.webhooks import verify
 from tests.support.balancer import Balancer
 from tests.support.media import until
 from tests.support.redis import RedisServer
@@ -258,8 +261,22 @@ async def test_node_killed(nodes, redis_server):
 
 async def test_two_workers():
     """``--workers 2``: two rooms land on two workers, and both forward; /metrics says so per
-    worker, and the admin API lists both rooms."""
-    server = ServerProcess(extra=["--workers", "2"])
+    worker, the admin API lists both rooms and reaches each, webhooks come from both."""
+    hooks: list[dict] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        hooks.append(verify(body, request.headers["Authorization"], {DEV_API_KEY: DEV_API_SECRET}))
+        return web.Response()
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", receive)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    hook_env = {"VISIO_WEBHOOK_URLS": f"http://127.0.0.1:{hook_port}/hook"}
+    server = ServerProcess(extra=["--workers", "2"], env=hook_env)
     clients = []
     try:
         pairs = []
@@ -284,8 +301,15 @@ async def test_two_workers():
             {("w-one", 0), ("w-two", 1)},
             {("w-one", 1), ("w-two", 0)},
         ), body
+        for room, users in (("w-one", {"user11", "user12"}), ("w-two", {"user13", "user14"})):
+            path = f"/api/rooms/{room}/participants"
+            status, body = await api(server.url, admin_token(server), "GET", path)
+            assert status == 200 and {p["identity"] for p in body["participants"]} == users
+        started = {h["room"]["name"] for h in hooks if h["event"] == "room_started"}
+        assert started == {"w-one", "w-two"}, hooks
     finally:
         for client, frames in clients:
             frames.stop()
             await client.leave()
         server.stop()
+        await runner.cleanup()
