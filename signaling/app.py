@@ -177,8 +177,11 @@ async def dev_token(request: web.Request) -> web.Response:
     identity = request.query.get("identity", "")[:128] or f"guest-{secrets.token_hex(4)}"
     key, secret = next(iter(config.api_keys.items()))
     grant = None
-    if request.query.get("host") == "1":  # a meeting host (roomHost): anyone, in development
-        grant = VideoGrant(room=room, room_join=True, room_host=True)
+    if request.query.get("host") == "1":  # a meeting host: anyone, in development; one who
+        # may also record and transcribe, so that every control of the web client can be tried
+        grant = VideoGrant(
+            room=room, room_join=True, room_host=True, room_record=True, room_transcribe=True
+        )
     token = mint_token(key, secret, identity, room, name=name, grant=grant)
     return web.json_response({"token": token, "identity": identity, "room": room})
 

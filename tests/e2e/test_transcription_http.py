@@ -321,3 +321,21 @@ async def test_without_the_notes_extra_it_says_how_to_add_a_model(monkeypatch):
             assert len(server.sfu.room(room).participants) == 1  # the meeting goes on
         finally:
             await host.close()
+
+
+async def test_a_development_host_may_record_and_transcribe():
+    """In development mode a room link with &host=1 makes a host who may try every control of
+    the web client: recording and transcription too; a guest may not."""
+    import jwt
+
+    from signaling.config import DEV_API_SECRET
+
+    async with LocalServer(dev=True) as server, aiohttp.ClientSession() as http:
+        grants = {}
+        for query in ("room=r&host=1", "room=r"):
+            async with http.get(f"{server.url}/dev/token?{query}") as r:
+                token = (await r.json())["token"]
+            grants[query] = jwt.decode(token, DEV_API_SECRET, algorithms=["HS256"])["video"]
+    host, guest = grants["room=r&host=1"], grants["room=r"]
+    assert host["roomHost"] and host["roomRecord"] and host["roomTranscribe"], host
+    assert not any(guest.get(k) for k in ("roomHost", "roomRecord", "roomTranscribe")), guest
