@@ -43,6 +43,8 @@ python -m pip install -q --disable-pip-version-check --root-user-action=ignore -
 # puppeteer-core drives Debian's firefox-esr (tests/browser/test_firefox.py): no browser download
 if command -v npm >/dev/null; then
     (cd tests/browser/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
+    # LiveKit's browser SDK, unmodified, for tests/browser/test_livekit_client.py
+    (cd tests/browser/livekit && npm ci --no-audit --no-fund)
 fi
 
 python -m ruff check .

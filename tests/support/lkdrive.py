@@ -102,3 +102,62 @@ class LiveKitPeers:
             await asyncio.sleep(0.3)
         brief = {n: {k: v for k, v in s.items() if k != "data"} for n, s in stats.items()}
         raise AssertionError(f"not seen in {timeout}s: {what}\n{json.dumps(brief)[:3000]}")
+
+
+class SyncLiveKitPeers:
+    """LiveKitPeers for synchronous tests (Playwright's sync API)."""
+
+    def __init__(self, url: str) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.livekit_peers", url.replace("http://", "ws://")],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def cmd(self, cmd: str, **args: object) -> dict:
+        """Send a command and wait for its answer; raise if it failed."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the LiveKit peers process ended ({self.proc.poll()})")
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise AssertionError(f"{cmd} failed: {answer.get('error')}")
+        return answer
+
+    def stats(self) -> dict:
+        """Every peer's counters."""
+        return self.cmd("stats")["peers"]
+
+    def until(self, check: Callable[[dict], bool], timeout: float = 30, what: str = "") -> dict:
+        """Poll stats until ``check(stats)`` holds."""
+        deadline = time.monotonic() + timeout
+        stats: dict = {}
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            try:
+                if check(stats):
+                    return stats
+            except (KeyError, TypeError):
+                pass
+            time.sleep(0.3)
+        brief = {n: {k: v for k, v in s.items() if k != "data"} for n, s in stats.items()}
+        raise AssertionError(f"not seen in {timeout}s: {what}\n{json.dumps(brief)[:3000]}")
+
+    def close(self) -> None:
+        """Disconnect the peers and end the process."""
+        try:
+            self.cmd("quit")
+        except Exception:
+            pass
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,158 @@
+"""LiveKit's browser SDK (livekit-client 2.23.0 from npm, unmodified, tests/browser/livekit/) in
+Chromium on visio-sfu: two pages and one Python SDK participant. Video and audio both ways,
+simulcast layers chosen by tile size (adaptive stream: a large tile gets the 640x360 layer, a
+small one the 320x180 layer), chat over lk.chat text streams; and the SDK's v1 probe falls
+back to /rtc. A visio-sfu web client page joins the same room: it sees the LiveKit pages'
+cameras and chats with them."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import artefact, open_page
+from tests.support.browser import poll
+from tests.support.lkdrive import SyncLiveKitPeers
+from tests.support.server import ServerProcess
+
+HERE = Path(__file__).resolve().parent / "livekit"
+UMD = HERE / "node_modules" / "livekit-client" / "dist" / "livekit-client.umd.js"
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def pages_origin():
+    """tests/browser/livekit/ over HTTP on a port of its own: an app's origin, not the server's."""
+    if not UMD.exists():
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed (scripts/test.sh installs it)")
+        pytest.fail("livekit-client is not installed: npm ci in tests/browser/livekit")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HERE))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def lk_server():
+    s = ServerProcess(env={"VISIO_ALLOWED_ORIGINS": "*"})
+    yield s
+    s.stop()
+
+
+def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
+    room = "lkweb"
+    ws_url = lk_server.url.replace("http://", "ws://")
+    python = SyncLiveKitPeers(lk_server.url)
+    big = open_page(browser, f"{pages_origin}/index.html", "big")
+    small = open_page(browser, f"{pages_origin}/index.html", "small")
+    try:
+        big_sid = big.evaluate(
+            "([u, t]) => join(u, t, [640, 360])", [ws_url, lk_server.token(room, "big", "Big")]
+        )
+        small_sid = small.evaluate(
+            "([u, t]) => join(u, t, [160, 90])", [ws_url, lk_server.token(room, "small", "Small")]
+        )
+        assert big_sid.startswith("PA_") and small_sid.startswith("PA_")
+        python.cmd(
+            "join",
+            name="py",
+            token=lk_server.token(room, "py", "Py"),
+            video=True,
+            audio=True,
+            text_topic="lk.chat",
+        )
+        # video both ways: each page sees the other page and the Python participant
+        videos = "() => state.videos"
+        seen_big = poll(
+            big,
+            videos,
+            lambda v: (
+                v.get("small", {}).get("frames", 0) > 30 and v.get("py", {}).get("frames", 0) > 30
+            ),
+            40,
+            "video at the big page",
+        )
+        seen_small = poll(
+            small,
+            videos,
+            lambda v: (
+                v.get("big", {}).get("frames", 0) > 30 and v.get("py", {}).get("frames", 0) > 30
+            ),
+            40,
+            "video at the small page",
+        )
+        python.until(
+            lambda s: (
+                s["py"]["video"].get("big", 0) > 20
+                and s["py"]["video"].get("small", 0) > 20
+                and s["py"]["audio"].get("big", 0) > 50
+                and s["py"]["audio"].get("small", 0) > 50
+            ),
+            30,
+            "the pages' video and audio at the Python participant",
+        )
+        # audio both ways: bytes keep arriving on every received microphone
+        first = poll(big, "() => audioBytes()", lambda a: len(a) == 2, 20, "audio tracks")
+        poll(
+            big,
+            "() => audioBytes()",
+            lambda a: all(a[k] > first[k] + 1000 for k in first),
+            20,
+            "audio flowing to the big page",
+        )
+        # adaptive stream: the large tile gets the 640x360 layer, the small tile 320x180
+        poll(
+            big,
+            videos,
+            lambda v: v["small"]["height"] == 360,
+            30,
+            "the 360p layer in a 640x360 tile",
+        )
+        poll(
+            small,
+            videos,
+            lambda v: v["big"]["height"] == 180,
+            30,
+            "the 180p layer in a 160x90 tile",
+        )
+        artefact(big, "livekit-client-big")
+        artefact(small, "livekit-client-small")
+        del seen_big, seen_small
+        # chat: page -> page and Python, Python -> pages
+        big.evaluate("() => say('hello from the big page')")
+        poll(
+            small,
+            "() => state.texts",
+            lambda t: {"from": "big", "text": "hello from the big page"} in t,
+            10,
+            "chat at the small page",
+        )
+        python.until(
+            lambda s: any(t["text"] == "hello from the big page" for t in s["py"]["texts"]),
+            10,
+            "chat at the Python participant",
+        )
+        python.cmd("text", name="py", text="hello from python", topic="lk.chat")
+        for page in (big, small):
+            poll(
+                page,
+                "() => state.texts",
+                lambda t: {"from": "py", "text": "hello from python"} in t,
+                10,
+                "Python's chat at a page",
+            )
+        assert big.evaluate("() => state.errors") == []
+    finally:
+        python.close()
+        for page in (big, small):
+            page.context.close()
