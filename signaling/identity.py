@@ -38,8 +38,11 @@ import aiohttp
 import jwt
 from aiohttp import web
 
+from visio_sfu.events import ParticipantEntered
+
 from .auth import IdentityProvider, JwksCache, TokenError, VideoGrant, mint_token, printable
 from .config import Config, ConfigError
+from .limits import PerKeyLimiter
 from .store import ACCESS_LEVELS, OwnedRoom, Store, User, database_url, default_data_dir
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ LOGIN_TTL = 600  # seconds a sign-in may take at the provider
 MAX_PENDING = 10000  # sign-ins under way at once (older ones are forgotten)
 MAX_DOCUMENT_BYTES = 256 * 1024  # discovery document, token response
 MAX_NAME = 128
+TOKEN_TTL = 6 * 3600  # seconds a media token minted here lasts
 
 IDENTITY = web.AppKey("identity", "Identity")
 
@@ -165,6 +169,16 @@ class Identity:
         self.discovery: dict | None = None
         self.jwks: JwksCache | None = None
         self._discovery_lock = asyncio.Lock()
+        #: sign-ins started and tokens asked for, per address: a flood of /auth/login cannot
+        #: push others' sign-ins out, nor can meeting addresses be guessed in bulk
+        self.limiter = PerKeyLimiter(2.0, 20)
+        #: meetings deleted lately (slug -> until when, monotonic): someone still holding a
+        #: token for one (6 h) who reconnects finds it closed again at once
+        self.deleted: dict[str, float] = {}
+
+    def allow(self, request: web.Request) -> bool:
+        """Whether this address may start a sign-in or ask for a token now."""
+        return self.limiter.allow(request.remote or "?")
 
     # -- signed values ------------------------------------------------------------------------
     def sign(self, value: str) -> str:
@@ -430,14 +444,16 @@ class Identity:
     ) -> str:
         """A token for the SFU: join ``room`` (as a host when ``host``), 6 hours."""
         key, secret = next(iter(self.config.api_keys.items()))
-        grant = VideoGrant(room=room.slug, room_join=True, room_host=host)
+        # hosts get roomCreate (this room only, docs/api.md): with auto_create_rooms off, the
+        # meeting starts when a host arrives
+        grant = VideoGrant(room=room.slug, room_join=True, room_host=host, room_create=host)
         metadata = json.dumps({"signed_in": signed_in})
         return mint_token(
             key,
             secret,
             identity,
             room.slug,
-            ttl=6 * 3600,
+            ttl=TOKEN_TTL,
             name=name,
             grant=grant,
             metadata=metadata,
@@ -479,6 +495,8 @@ def _clean_name(value: object, default: str = "") -> str:
 async def login(request: web.Request) -> web.StreamResponse:
     """GET /auth/login?next=/r/slug: off to the provider."""
     ident = request.app[IDENTITY]
+    if not ident.allow(request):
+        return _page(429, "rate_limited", "too many sign-ins from this address: wait a moment")
     try:
         url, state = await ident.login_url(request, _safe_next(request.query.get("next")))
     except SignInError as exc:
@@ -677,6 +695,10 @@ async def delete_meeting(request: web.Request) -> web.Response:
     assert store is not None
     if not await store.delete_room(slug, user.subject):
         return _error(404, "not_found", "no such meeting of yours")
+    ident = request.app[IDENTITY]
+    now = time.monotonic()
+    ident.deleted = {k: v for k, v in ident.deleted.items() if v > now}
+    ident.deleted[slug] = now + TOKEN_TTL + 60
     room = request.app[SFU_KEY].room(slug)
     if room is not None:
         await request.app[SFU_KEY].delete_room(slug)
@@ -690,6 +712,8 @@ async def meeting_token(request: web.Request) -> web.Response:
         return _error(403, "bad_origin", "cross-site request refused")
     ident = request.app[IDENTITY]
     assert ident.store is not None
+    if not ident.allow(request):
+        return _error(429, "rate_limited", "too many requests from this address: wait a moment")
     body = await _body(request)
     room = await ident.store.room(request.match_info["slug"])
     if room is None:
@@ -761,8 +785,19 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/meetings/{slug}/token", meeting_token)
     app.router.add_get("/api/meetings/{slug}/info", meeting_info)
     from . import lobby
+    from .app import SFU_KEY
 
     lobby.setup(app, ident)
+    sfu = app[SFU_KEY]
+
+    def closed_again(event: object) -> None:
+        """Someone entering a deleted meeting (with a token minted before) closes it."""
+        if isinstance(event, ParticipantEntered):
+            until = ident.deleted.get(event.room.name)
+            if until is not None and time.monotonic() < until:
+                asyncio.ensure_future(sfu.delete_room(event.room.name))
+
+    sfu.listeners.append(closed_again)
 
 
 async def _purge_hourly(store: Store) -> None:

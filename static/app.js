@@ -12,7 +12,7 @@ import { BlurProcessor, blurSupported } from './blur.js';
 import { setupMeeting } from './meeting.js';
 import { setupCaptions } from './captions.js';
 import { setupRecording } from './recording.js';
-import { admission, setupIdentity, setupLobbyHost } from './identity.js';
+import { admission, setupIdentity, setupLobbyHost, tr } from './identity.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -432,7 +432,10 @@ function wire(session) {
     }
     addChat(m.from?.name || m.from?.identity, m.payload?.text, m.ts);
   });
-  session.on('leave', (m) => { if (m.reason === 'replaced') ended(t('replaced')); });
+  session.on('leave', (m) => {
+    if (m.reason === 'replaced') ended(t('replaced'));
+    if (m.reason === 'room_deleted') ended(tr('meetingDeleted')); // its owner deleted it
+  });
   session.on('failed', () => ended(t('mediaFailed')));
   session.on('active_speaker', (m) => {
     state.serverSpeaker = true;

@@ -22,6 +22,7 @@ const STRINGS = {
     timeout: 'Nobody let you in. Try again later.', lobbyError: 'The waiting room failed: {why}',
     lobbyTitle: 'Waiting to join', admit: 'Admit', deny: 'Deny', admitAll: 'Admit all', denyAll: 'Deny all',
     knocked: '{name} is waiting to join', guest: 'guest', signedIn: 'signed in',
+    meetingDeleted: 'This meeting was deleted by its owner.',
   },
   fr: {
     signIn: 'Se connecter', signOut: 'Se d\u00e9connecter', signedInAs: 'Connect\u00e9 : {name}', myMeetings: 'Mes r\u00e9unions',
@@ -35,6 +36,7 @@ const STRINGS = {
     timeout: 'Personne ne vous a fait entrer. R\u00e9essayez plus tard.', lobbyError: 'La salle d\u2019attente a \u00e9chou\u00e9 : {why}',
     lobbyTitle: 'En attente', admit: 'Admettre', deny: 'Refuser', admitAll: 'Tout admettre', denyAll: 'Tout refuser',
     knocked: '{name} attend pour entrer', guest: 'invit\u00e9', signedIn: 'connect\u00e9',
+    meetingDeleted: 'Cette r\u00e9union a \u00e9t\u00e9 supprim\u00e9e par son organisateur.',
   },
 };
 
@@ -181,8 +183,11 @@ function meetingItem(m, refresh) {
   const row = el('div', { class: 'row' });
   row.append(name, access, open, copy, del);
   const people = el('div', { class: 'row people' });
-  people.append(hosts);
-  people.append(invited);
+  for (const [input, label] of [[hosts, tr('hosts')], [invited, tr('invited')]]) {
+    const field = el('label', { class: 'field' });
+    field.append(el('span', {}, label), input);
+    people.append(field);
+  }
   li.append(row, el('code', { class: 'slug' }, m.slug), people, note);
   return li;
 }

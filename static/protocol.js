@@ -193,7 +193,7 @@ export class Session extends Emitter {
       return;
     }
     if (msg.type === 'leave') {
-      if (msg.reason === 'replaced' || msg.reason === 'removed') this.closedByUser = true;
+      if (['replaced', 'removed', 'room_deleted'].includes(msg.reason)) this.closedByUser = true;
       this.emit('leave', msg);
       return;
     }

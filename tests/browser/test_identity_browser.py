@@ -148,5 +148,40 @@ def test_sign_in_own_room_and_waiting_room(server, browser):
     )
     assert state == {"room": False, "session": False, "videos": 0}
     assert tile_of(alice, "Mallory").count() == 0
+
+    # the owner manages it in My meetings: rename, access, delete (which ends the meeting)
+    manage = alice.context.new_page()
+    manage.goto(f"{server.url}/")
+    item = manage.locator(f"#meeting-list li[data-slug='{slug}']")
+    item.wait_for(timeout=10000)
+    item.locator("input.name").fill("Team sync")
+    item.locator("input.name").press("Tab")
+    poll(
+        manage,
+        f"() => document.querySelector(\"li[data-slug='{slug}']\").dataset.saved",
+        lambda v: v == "yes",
+        what="the new name saved",
+    )
+    item.locator("select.access").select_option("restricted")
+    item.locator("input.invited").fill("carol@example.org, Dan@Example.org")
+    item.locator("input.invited").press("Tab")
+    artefact(manage, "identity-my-meetings-list")
+    mine = poll(
+        manage,
+        "async () => (await (await fetch('/api/meetings')).json()).meetings",
+        lambda ms: ms and ms[0]["invited"] == ["carol@example.org", "dan@example.org"],
+        what="the changes stored",
+    )
+    assert mine[0]["name"] == "Team sync" and mine[0]["access"] == "restricted"
+    item.locator("button.delete").click()
+    item.locator("button.delete").click()  # the second click confirms
+    manage.locator("#meeting-list li.empty").wait_for(timeout=10000)
+    poll(
+        bob,
+        "() => !document.getElementById('room').hidden",
+        lambda v: v is False,
+        what="the deleted meeting ends for those in it",
+        timeout=15,
+    )
     for page in (alice, bob, guest, mallory):
         page.context.close()

@@ -465,3 +465,57 @@ async def test_without_oidc_nothing_changes():
             assert r.status in (401, 404)
         assert IDENTITY not in server.app
         await asyncio.sleep(0)
+
+
+async def test_cookies_redirects_and_limits(provider, tmp_path):
+    """Served as https://visio.example.org (public_url): Secure cookies and that callback;
+    ``next`` stays on this site; a flood of sign-ins from one address is cut short."""
+    oidc = {"issuer": provider.issuer, "client_id": "visio"}
+    async with (
+        LocalServer(
+            oidc=oidc, data_dir=str(tmp_path), public_url="https://visio.example.org"
+        ) as server,
+        _client() as http,
+    ):
+        async with http.get(f"{server.url}/auth/login?next=/r/abc", allow_redirects=False) as r:
+            assert r.status == 302
+            assert r.cookies["visio_login"]["secure"] and r.cookies["visio_login"]["httponly"]
+            query = parse_qs(urlsplit(r.headers["Location"]).query)
+            assert query["redirect_uri"] == ["https://visio.example.org/auth/callback"]
+            assert "client_secret" not in query
+        ident = server.app[IDENTITY]
+        for bad in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+            async with http.get(
+                f"{server.url}/auth/login", params={"next": bad}, allow_redirects=False
+            ) as r:
+                state = parse_qs(urlsplit(r.headers["Location"]).query)["state"][0]
+                assert ident.pending[state].next_path == "/"
+        statuses = []
+        for _ in range(30):
+            async with http.get(f"{server.url}/auth/login", allow_redirects=False) as r:
+                statuses.append(r.status)
+        assert 429 in statuses and statuses[0] == 302
+
+
+async def test_deleting_a_meeting_ends_it_for_good(server):
+    async with _client() as alice:
+        await sign_in(alice, server, "alice")
+        status, room = await call(
+            alice, "POST", f"{server.url}/api/meetings", {"name": "Brief", "access": "public"}
+        )
+        slug = room["slug"]
+        status, entry = await call(
+            alice, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Alice"}
+        )
+        ws = await _host_socket(alice, server, entry["token"])
+        assert (await call(alice, "DELETE", f"{server.url}/api/meetings/{slug}"))[0] == 200
+        assert (await _next(ws, "leave"))["reason"] == "room_deleted"
+        await ws.close()
+        # the token is still valid for hours: coming back closes the meeting again at once
+        ws = await _host_socket(alice, server, entry["token"])
+        assert (await _next(ws, "leave"))["reason"] == "room_deleted"
+        await ws.close()
+        status, body = await call(
+            alice, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Alice"}
+        )
+        assert status == 404
