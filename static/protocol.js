@@ -10,6 +10,19 @@ export const SIMULCAST = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
 ];
 
+// Camera as VP9 with scalable video coding instead (videoCodec 'vp9'): one stream, three
+// spatial and three temporal layers (L3T3_KEY); the SFU drops what a subscriber does not need.
+export const VP9_SVC = [{ scalabilityMode: 'L3T3_KEY', maxBitrate: 1700000 }];
+
+// Codec preferences with one codec first (by MIME type), the others after it: a server that
+// cannot take it answers with the next one (VP8).
+export function preferCodec(kind, mime) {
+  const codecs = globalThis.RTCRtpSender?.getCapabilities?.(kind)?.codecs || [];
+  const first = codecs.filter((c) => c.mimeType.toLowerCase() === mime.toLowerCase()
+    && (!/vp9/i.test(mime) || !c.sdpFmtpLine || /profile-id=0/.test(c.sdpFmtpLine)));
+  return first.length ? [...first, ...codecs.filter((c) => !first.includes(c))] : null;
+}
+
 export class Emitter {
   constructor() { this.handlers = new Map(); }
   on(type, fn) {
@@ -94,9 +107,10 @@ export class SignalClient extends Emitter {
 //   refused {code, message}: the room would not take us (room_locked); no reconnecting
 // A reconnection resumes the same participant (the resume token of the last 'joined').
 export class Session extends Emitter {
-  constructor({ wsUrl, getToken, name }) {
+  constructor({ wsUrl, getToken, name, videoCodec = 'vp8' }) {
     super();
     this.wsUrl = wsUrl;
+    this.videoCodec = videoCodec; // the camera's: 'vp8' (simulcast) or 'vp9' (SVC)
     this.getToken = getToken;
     this.name = name;
     this.local = new Map(); // source -> {track, stream, sid, transceiver}
@@ -340,13 +354,16 @@ export class Session extends Emitter {
       width: track.getSettings?.().width || 0, height: track.getSettings?.().height || 0,
     });
     const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
-    if (track.kind === 'video' && source === 'camera') init.sendEncodings = SIMULCAST;
+    const svc = track.kind === 'video' && source === 'camera' && this.videoCodec === 'vp9';
+    if (track.kind === 'video' && source === 'camera') init.sendEncodings = svc ? VP9_SVC : SIMULCAST;
     if (track.kind === 'video' && source === 'screen_share') {
       init.sendEncodings = [{ maxBitrate: 2500000 }];
       track.contentHint = 'detail';
     }
     track.enabled = !muted;
     const transceiver = this.publisher.addTransceiver(track, init);
+    const preferred = svc ? preferCodec('video', 'video/VP9') : null;
+    if (preferred) transceiver.setCodecPreferences(preferred);
     this.local.set(source, { track, stream, source, sid: reply.track.sid, transceiver });
     await this.negotiatePublisher();
     const item = this.local.get(source);

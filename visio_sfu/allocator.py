@@ -27,6 +27,13 @@ UP_HOLD = 4.0  # seconds a subscriber waits, after going down a layer, before go
 
 def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
     """What each layer costs to forward (0: not available to this subscriber)."""
+    if track.svc:  # spatial layers in one stream: each costs itself and those below it
+        rates, total = [], 0.0
+        for i, spatial in enumerate(track.spatial[:MAX_LAYERS]):
+            total += spatial.bitrate
+            live = i <= max_layer and now - spatial.last_packet <= LIVE_WITHIN
+            rates.append(max(total, 1.0) if live else 0.0)
+        return rates + [0.0] * (MAX_LAYERS - len(rates))
     if not track.simulcast:
         return [1.0, 0.0, 0.0]  # one stream: never held back by bandwidth
     rates = []

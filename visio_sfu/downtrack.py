@@ -15,12 +15,13 @@ from collections.abc import Callable
 from struct import unpack_from
 from typing import TYPE_CHECKING
 
-from .forwarder import FORWARD, SWITCH, Forwarder
+from .forwarder import FORWARD, SWITCH, Forwarder, SvcForwarder
 from .munger import Munger
 from .rtp import rtcp
 from .rtp.codecs import vp8_descriptor, vp8_rewrite
 from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
 from .rtp.header import build_ext_table, payload_offset, rewrite_extensions, rewrite_header
+from .rtp.vp9 import E_BIT
 from .stats import DropReason, new_drops
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ _SEND_FAILED = int(DropReason.SEND_FAILED)
 _NACK_DUPLICATE = int(DropReason.NACK_DUPLICATE)
 _NACK_BUDGET = int(DropReason.NACK_BUDGET)
 _NACK_MISSING = int(DropReason.NACK_MISSING)
+_INVALID = int(DropReason.INVALID)
+SVC_SEQ_RING = 1024  # outgoing -> source sequence numbers remembered (VP9 SVC, for NACKs)
 
 #: a packet is resent at most once per round trip (this long while no RTT is measured)
 DEFAULT_RTT = 0.1
@@ -43,6 +46,8 @@ MIN_RESEND_INTERVAL = 0.02
 RETRANSMIT_SHARE = 0.5
 RETRANSMIT_FLOOR = 4_000  # bytes per second: enough to repair an audio track
 BUDGET_SECONDS = 1.0
+
+MAX_SVC_LAYER = 2  # the highest spatial layer of a VP9 SVC track a subscriber may get
 
 #: extensions that only mean something on the publisher's connection: never forwarded
 PUBLISHER_ONLY_EXTENSIONS = frozenset({SDES_MID, RID, REPAIRED_RID})
@@ -76,12 +81,20 @@ class DownTrack:
         self.payload_type = 0
         self.ext_table: bytes | None = None
         self.munger = Munger(track.codec.clock_rate)
-        self.forwarder = Forwarder(track.kind == "video")
+        #: a VP9 SVC track: layers are chosen inside its one stream, and dropped packets leave
+        #: no gap, so outgoing sequence numbers map to source ones through a ring (NACKs)
+        self._svc = track.svc
+        self.forwarder: Forwarder | SvcForwarder = (
+            SvcForwarder() if self._svc else Forwarder(track.kind == "video")
+        )
+        self._svc_seqs = [-1] * SVC_SEQ_RING if self._svc else []
         self.bound = False  # negotiated: ssrc, payload type and extensions known
         # what the subscriber asked for (subscription control and adaptive stream)
         self.visible = True
         self.max_height = 0  # 0 = no limit
-        self.max_layer = len(track.layers) - 1
+        #: the highest layer this track has (simulcast, or spatial in VP9 SVC)
+        self.top_layer = MAX_SVC_LAYER if self._svc else len(track.layers) - 1
+        self.max_layer = self.top_layer
         self.went_down_at = float("-inf")  # when bandwidth last made the allocator go down
         self._vp8 = track.simulcast and track.codec.mime.lower() == "video/vp8"
         self._vp8_switch = True
@@ -141,12 +154,12 @@ class DownTrack:
         """Start again from a keyframe (new transport path, unmute, publisher change)."""
         layer = self.forwarder.restart()
         if layer >= 0:
-            self.track.request_keyframe(layer=layer)
+            self.track.request_keyframe(layer=0 if self._svc else layer)
 
     def set_target(self, layer: int, now: float | None = None) -> None:
         """Forward ``layer`` from its next keyframe on (-1: pause now)."""
         if self.forwarder.set_target(layer):
-            self.track.request_keyframe(now, layer)
+            self.track.request_keyframe(now, 0 if self._svc else layer)
 
     # -- hot path ----------------------------------------------------------------------
     def write(
@@ -156,7 +169,11 @@ class DownTrack:
         if not self.bound:
             self.drops[_NOT_BOUND] += 1
             return
+        if self._svc:
+            self._write_svc(data, ssrc, seq, ts, key, now)
+            return
         fwd = self.forwarder
+        assert isinstance(fwd, Forwarder)
         decision = fwd.decide(layer, key)
         if fwd.keyframe_wanted >= 0:
             self.track.request_keyframe(now, fwd.keyframe_wanted)  # throttled by the track
@@ -183,6 +200,53 @@ class DownTrack:
             self.drops[_SEND_FAILED] += 1
             if fwd.video and self.packets == 0:
                 fwd.current = -1  # transport not up yet: start again at a keyframe
+
+    def _write_svc(self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float) -> None:
+        """write() for a VP9 SVC track: drop what is above the chosen layers (leaving no gap
+        in the outgoing numbering) and mark the end of each picture at the highest spatial
+        layer forwarded."""
+        fwd = self.forwarder
+        assert isinstance(fwd, SvcForwarder)
+        d = self.track.vp9  # the publisher parsed this packet's descriptor before fanning out
+        if d is None:
+            self.drops[_INVALID] += 1
+            return
+        decision = fwd.decide_svc(d[0], d[1], d[2], d[3], key)
+        if fwd.keyframe_wanted >= 0:
+            self.track.request_keyframe(now, 0)  # one stream: its keyframe serves every layer
+            fwd.keyframe_wanted = -1
+        if decision < FORWARD:
+            self.drops[decision] += 1
+            self.munger.drop(ssrc, seq)
+            return
+        out = self.munger.translate(ssrc, seq, ts, now)
+        if out is None:
+            self.drops[_MUNGER_REJECT] += 1
+            return
+        buf = bytearray(data)
+        rewrite_header(buf, self.payload_type, out[0], out[1], self.ssrc)
+        marker = 0
+        if d[0] & E_BIT and d[1] == fwd.current:
+            marker = 0x80  # the last packet of the picture as this subscriber gets it
+            buf[1] |= 0x80
+        # what a NACK needs: the source packet, and the marker it went out with
+        self._svc_seqs[out[0] % SVC_SEQ_RING] = (out[0] << 24) | (marker << 16) | seq
+        if self.ext_table is not None:
+            rewrite_extensions(buf, self.ext_table)
+        if self._send(buf):
+            self.packets += 1
+            self.bytes += len(buf)
+        else:
+            self.drops[_SEND_FAILED] += 1
+            if self.packets == 0:
+                fwd.current = -1  # transport not up yet: start again at a keyframe
+
+    def _source_seq(self, out_seq: int) -> int | None:
+        """The publisher's sequence number behind one we sent, if still known."""
+        if not self._svc:
+            return self.munger.source_seq(out_seq)
+        entry = self._svc_seqs[out_seq % SVC_SEQ_RING]
+        return entry & 0xFFFF if entry >= 0 and entry >> 24 == out_seq else None
 
     def _munge_vp8(self, buf: bytearray) -> None:
         """Keep VP8 picture id and TL0PICIDX continuous across layer switches."""
@@ -216,7 +280,7 @@ class DownTrack:
         current = self.forwarder.current
         if current < 0:
             return 0
-        layer = self.track.layers[current]
+        layer = self.track.layers[0 if self._svc else current]
         rate = max(layer.bitrate / 8 * RETRANSMIT_SHARE, RETRANSMIT_FLOOR)
         if self._budget_at is None:
             self._budget = rate * BUDGET_SECONDS  # the first NACK finds one second saved
@@ -240,7 +304,7 @@ class DownTrack:
             if last is not None and now - last < interval:
                 drops[_NACK_DUPLICATE] += 1
                 continue
-            src_seq = self.munger.source_seq(out_seq)
+            src_seq = self._source_seq(out_seq)
             data = cache.get(src_seq, now) if src_seq is not None else None
             if data is None:
                 drops[_NACK_MISSING] += 1
@@ -257,6 +321,8 @@ class DownTrack:
                 rewrite_extensions(buf, self.ext_table)
             if self._vp8:
                 self._munge_vp8(buf)
+            if self._svc and self._svc_seqs[out_seq % SVC_SEQ_RING] & 0x800000:
+                buf[1] |= 0x80  # as when it was first sent
             if self._send(buf):
                 sent += 1
             else:
@@ -281,7 +347,7 @@ class DownTrack:
         """An RTCP sender report for this stream, mapping our RTP time to wall clock."""
         if not self.bound or not self.munger.started:
             return None
-        src = self.track.source_time(now, max(self.current_layer, 0))
+        src = self.track.source_time(now, 0 if self._svc else max(self.current_layer, 0))
         if src is not None:
             ntp, rtp_ts = src[0], self.munger.rtp_time(src[1])
         else:

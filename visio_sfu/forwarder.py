@@ -81,3 +81,92 @@ class Forwarder:
     def waiting(self) -> bool:
         """A video that forwards nothing until a keyframe comes."""
         return self.video and self.current < 0
+
+
+_B_BIT = 0x08  # VP9 descriptor: start of a layer frame
+_U_BIT = 0x10  # VP9 layer byte: switching-up point
+
+
+class SvcForwarder:
+    """The layer state of one DownTrack of a VP9 SVC track (one stream, several spatial and
+    temporal layers inside, RFC 9628), and its per-packet decision.
+
+    ``current`` and ``target`` are spatial layers, so that the LayerSelector chooses among them
+    as among simulcast layers. A packet of a higher spatial layer than ``current``, or of a
+    higher temporal layer than ``temporal``, is dropped. Switches happen where a picture starts
+    (the first packet of its spatial layer 0): down at once (lower layers never depend on upper
+    ones), up only at a keyframe (``L3T3_KEY``: upper layers are predicted from lower ones
+    only there). Temporal layers go down at any picture and up at a keyframe or a switching-up
+    point (U).
+    """
+
+    __slots__ = (
+        "video",
+        "current",
+        "target",
+        "temporal",
+        "temporal_target",
+        "keyframe_wanted",
+        "switches",
+        "starts",
+    )
+
+    def __init__(self) -> None:
+        self.video = True
+        self.current = -1
+        self.target = 0
+        self.temporal = 7  # highest temporal layer forwarded now
+        self.temporal_target = 7
+        self.keyframe_wanted = -1
+        self.switches = 0
+        self.starts = 0
+
+    def decide_svc(self, flags: int, sid: int, tid: int, switch_up: bool, key: bool) -> int:
+        """FORWARD or the DropReason of a packet of spatial layer ``sid``, temporal ``tid``."""
+        target = self.target
+        if target < 0:
+            self.current = -1
+            return PAUSED
+        current = self.current
+        if sid == 0 and flags & _B_BIT:  # a picture starts: where layers may change
+            if current != target:
+                if target < current:
+                    self.switches += 1
+                    self.current = current = target
+                elif key:
+                    if current < 0:
+                        self.starts += 1
+                    else:
+                        self.switches += 1
+                    self.current = current = target
+                else:
+                    self.keyframe_wanted = target
+            t_target = self.temporal_target
+            if t_target < self.temporal or (t_target > self.temporal and (key or switch_up)):
+                self.temporal = t_target
+        if current < 0:
+            return WAITING_KEYFRAME
+        if sid > current or tid > self.temporal:
+            return OTHER_LAYER
+        return FORWARD
+
+    def set_target(self, layer: int) -> bool:
+        """Forward spatial ``layer`` from the next picture (down) or keyframe (up); -1 pauses
+        now. True if a keyframe is wanted now."""
+        if layer == self.target:
+            return False
+        self.target = layer
+        if layer < 0:
+            self.current = -1
+            return False
+        return layer > self.current
+
+    def restart(self) -> int:
+        """Start again from a keyframe; returns the spatial layer whose keyframe is wanted."""
+        self.current = -1
+        return self.target
+
+    @property
+    def waiting(self) -> bool:
+        """Forwards nothing until a keyframe comes."""
+        return self.current < 0

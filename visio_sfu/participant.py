@@ -298,7 +298,7 @@ class Participant:
         if max_height is not None:
             dt.max_height = max_height
         if quality is not None:
-            dt.max_layer = min(QUALITIES.index(quality), len(dt.track.layers) - 1)
+            dt.max_layer = min(QUALITIES.index(quality), dt.top_layer)
 
     async def restart_subscriber(self, available: Callable[[], list[Publisher]]) -> None:
         """Replace the subscribe connection with a fresh one that carries the same tracks,

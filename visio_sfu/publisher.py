@@ -21,6 +21,7 @@ from .rtp import rtcp
 from .rtp.codecs import h264_is_keyframe, vp8_is_keyframe
 from .rtp.extensions import AUDIO_LEVEL
 from .rtp.header import find_extension, payload_offset
+from .rtp.vp9 import vp9_is_keyframe, vp9_layers
 from .stats import DropReason, Stats, new_drops
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: spatial layers of a VP9 SVC track the SFU chooses among (L3T3_KEY: three)
+MAX_SPATIAL = 3
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between two PLIs to one publisher track
 #: repairing loss between a publisher and the server: a gap is asked for again (NACK) every
 #: NACK_INTERVAL, at most NACK_TRIES times and for at most NACK_GIVE_UP seconds; a jump larger
@@ -68,6 +71,8 @@ def keyframe_detector(mime: str) -> Callable[[memoryview], bool] | None:
         return vp8_is_keyframe
     if mime == "video/h264":
         return h264_is_keyframe
+    if mime == "video/vp9":
+        return vp9_is_keyframe
     return None
 
 
@@ -221,6 +226,28 @@ class Layer:
         self._window_start = now
 
 
+class SpatialLayer:
+    """Rate of one spatial layer inside a VP9 SVC stream."""
+
+    __slots__ = ("window_bytes", "window_start", "bitrate", "last_packet")
+
+    def __init__(self) -> None:
+        self.window_bytes = 0
+        self.window_start = 0.0
+        self.bitrate = 0.0  # bits per second, smoothed
+        self.last_packet = 0.0
+
+    def update_rate(self, now: float) -> None:
+        """Fold the bytes received since the last call into the smoothed bitrate."""
+        elapsed = now - self.window_start
+        if elapsed <= 0:
+            return
+        rate = self.window_bytes * 8 / elapsed
+        self.bitrate = rate if self.bitrate == 0 else 0.5 * self.bitrate + 0.5 * rate
+        self.window_bytes = 0
+        self.window_start = now
+
+
 class Publisher:
     """A published track: its layers (one unless simulcast) and the DownTracks fed from them."""
 
@@ -260,6 +287,12 @@ class Publisher:
         self.muted = False
         self.layers = [Layer(i, rid, kind) for i, rid in enumerate(rids or [""])]
         self.simulcast = len(self.layers) > 1
+        #: VP9 in one stream: its spatial layers (SVC) are chosen per subscriber from the
+        #: payload descriptor; ``vp9`` is the descriptor of the packet being fanned out
+        #: (vp9_layers), which the DownTracks read instead of parsing it again
+        self.svc = codec.mime.lower() == "video/vp9" and not self.simulcast
+        self.vp9: tuple[int, int, int, bool] | None = None
+        self.spatial = [SpatialLayer() for _ in range(MAX_SPATIAL)] if self.svc else []
         self.sinks: list[Sink] = []  # fed on the hot path, in order of attachment
         self.is_keyframe = keyframe_detector(codec.mime)
         self.audio_level_id = extensions.get(AUDIO_LEVEL, 0) if kind == "audio" else 0
@@ -325,10 +358,19 @@ class Publisher:
         """The first layer's retransmission cache (non-simulcast tracks have only it)."""
         return self.layers[0].cache
 
+    @property
+    def layer_count(self) -> int:
+        """Layers a subscriber can be given: simulcast layers, or the spatial layers seen of
+        a VP9 SVC track (at most MAX_SPATIAL)."""
+        if self.svc:
+            return max((i + 1 for i, s in enumerate(self.spatial) if s.last_packet), default=1)
+        return len(self.layers)
+
     def layer_heights(self) -> list[int]:
-        """Frame height of each layer: simulcast layers halve the size each step down."""
+        """Frame height of each layer: simulcast (or spatial) layers halve the size each step
+        down."""
         top = self.height or 720
-        n = len(self.layers)
+        n = self.layer_count
         return [max(top >> (n - 1 - i), 1) for i in range(n)]
 
     def info(self) -> TrackInfo:
@@ -382,6 +424,12 @@ class Publisher:
                 if key:
                     self.keyframes += 1
                     layer.last_keyframe = now
+        if self.svc:
+            self.vp9 = d = vp9_layers(memoryview(data)[off:])
+            if d is not None and d[1] < MAX_SPATIAL:
+                spatial = self.spatial[d[1]]
+                spatial.window_bytes += len(data)
+                spatial.last_packet = now
         elif self.audio_level_id:
             level = find_extension(data, self.audio_level_id)
             if level is not None and len(level):
@@ -489,6 +537,8 @@ class Publisher:
         """Refresh every layer's bitrate (called by the room's timer)."""
         for layer in self.layers:
             layer.update_rate(now)
+        for spatial in self.spatial:
+            spatial.update_rate(now)
 
     def close(self) -> None:
         """Stop forwarding: close every sink; this track's counters go to the SFU's totals."""

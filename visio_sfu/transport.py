@@ -13,6 +13,7 @@ through the hooked path.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import logging
 import secrets
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
+import aiortc.rtcpeerconnection
 from aioice.ice import StunProtocol
 from aiortc import (
     RTCBundlePolicy,
@@ -38,7 +40,11 @@ from aiortc.rtcdtlstransport import (
     SRTP_AES128_CM_SHA1_80,
     SRTP_PROFILES,
 )
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
+    RTCRtpCodecCapability,
+    RTCRtpCodecParameters,
+)
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import candidate_from_sdp
 from pylibsrtp._binding import ffi as _srtp_ffi
@@ -63,6 +69,72 @@ DTLS_CIPHERS = (
     b"ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
     b"ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-SHA"
 )
+
+
+#: Codecs the SFU's connections negotiate beside aiortc's own: VP9 (profile 0), which the SFU
+#: forwards as bytes (spatial and temporal layers chosen per subscriber: forwarder.SvcForwarder)
+#: and aiortc never has to encode or decode. Only inside a PeerTransport's negotiation calls
+#: (a ContextVar), so an aiortc client in the same process never offers or accepts it.
+_FEEDBACK = [RTCRtcpFeedback("nack"), RTCRtcpFeedback("nack", "pli"), RTCRtcpFeedback("goog-remb")]
+SFU_CODECS: dict[str, list[RTCRtpCodecParameters]] = {
+    "video": [
+        RTCRtpCodecParameters(
+            mimeType="video/VP9",
+            clockRate=90000,
+            payloadType=103,
+            rtcpFeedback=_FEEDBACK,
+            parameters={"profile-id": "0"},
+        ),
+        RTCRtpCodecParameters(
+            mimeType="video/rtx", clockRate=90000, payloadType=104, parameters={"apt": 103}
+        ),
+    ]
+}
+_negotiating = contextvars.ContextVar("visio_sfu_negotiating", default=False)
+
+
+class _Codecs(dict):
+    """aiortc's codec table as its RTCPeerConnection reads it: with SFU_CODECS added while a
+    PeerTransport negotiates."""
+
+    def __getitem__(self, kind: str) -> list[RTCRtpCodecParameters]:
+        codecs = super().__getitem__(kind)
+        if _negotiating.get() and kind in SFU_CODECS:
+            return codecs + SFU_CODECS[kind]
+        return codecs
+
+
+def _profile_ids(sdp: str) -> dict[int, str]:
+    """VP9 payload types of an SDP and their profile-id ("0" when absent)."""
+    vp9: dict[int, str] = {}
+    for line in sdp.splitlines():
+        if line.startswith("a=rtpmap:") and " VP9/" in line.upper():
+            head = line[9:].split(" ", 1)[0]
+            if head.isdigit():
+                vp9.setdefault(int(head), "0")
+    for line in sdp.splitlines():
+        if line.startswith("a=fmtp:"):
+            head, _, params = line[7:].partition(" ")
+            if head.isdigit() and int(head) in vp9:
+                for item in params.split(";"):
+                    key, _, value = item.strip().partition("=")
+                    if key == "profile-id":
+                        vp9[int(head)] = value.strip()
+    return vp9
+
+
+def _keep_vp9_profile_0(pc: RTCPeerConnection, offer_sdp: str) -> None:
+    """Drop from the negotiated codecs the VP9 payload types of other profiles (aiortc
+    matches VP9 by name only), and their RTX."""
+    other = {pt for pt, profile in _profile_ids(offer_sdp).items() if profile != "0"}
+    if not other:
+        return
+    for t in pc.getTransceivers():
+        t._codecs = [
+            c
+            for c in t._codecs
+            if c.payloadType not in other and (c.parameters or {}).get("apt") not in other
+        ]
 
 
 #: SRTP profiles in our order of preference: AES-GCM costs about 1.5 µs to protect a 1200-byte
@@ -159,6 +231,8 @@ def install() -> None:
     whose connection has no PeerTransport goes the usual way."""
     if StunProtocol.datagram_received is not _datagram_received:
         setattr(StunProtocol, "datagram_received", _datagram_received)  # noqa: B010
+    if not isinstance(aiortc.rtcpeerconnection.CODECS, _Codecs):
+        aiortc.rtcpeerconnection.CODECS = _Codecs(aiortc.rtcpeerconnection.CODECS)
 
 
 def installed() -> bool:
@@ -242,6 +316,19 @@ def _describe(t: RTCRtpTransceiver) -> NegotiatedMedia:
 
 def _set_codec(transceiver: RTCRtpTransceiver, codec: Codec | None) -> None:
     if codec is None:
+        return
+    extra = next(
+        (
+            c
+            for c in SFU_CODECS.get(transceiver.kind, [])
+            if c.mimeType.lower() == codec.mime.lower()
+        ),
+        None,
+    )
+    if extra is not None:
+        transceiver._preferred_codecs = [
+            RTCRtpCodecCapability(extra.mimeType, extra.clockRate, parameters=extra.parameters)
+        ]
         return
     caps = RTCRtpSender.getCapabilities(transceiver.kind).codecs
     best: RTCRtpCodecCapability | None = None
@@ -332,8 +419,10 @@ class PeerTransport:
     # -- negotiation -----------------------------------------------------------------------
     async def answer(self, offer_sdp: str) -> str:
         """Apply a remote offer and return our answer (the publisher connection)."""
+        token = _negotiating.set(True)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            _keep_vp9_profile_0(self.pc, offer_sdp)
             self._hook_all()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
@@ -341,23 +430,33 @@ class PeerTransport:
             raise TransportError(f"offer rejected: {exc}") from None
         except Exception as exc:  # aiortc's InternalError, InvalidStateError...
             raise TransportError(f"offer rejected: {type(exc).__name__}: {exc}") from None
+        finally:
+            _negotiating.reset(token)
         self._hook_all()
         return self.pc.localDescription.sdp
 
     async def receive_offer(self, offer_sdp: str) -> list[Slot]:
         """Apply a remote offer whose m-sections we will send on (a WHEP player's); returns
         them in order, to be given a direction and a track before ``make_answer``."""
+        token = _negotiating.set(True)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            _keep_vp9_profile_0(self.pc, offer_sdp)
         except Exception as exc:  # aiortc raises ValueError, KeyError, InternalError...
             raise TransportError(f"offer rejected: {type(exc).__name__}: {exc}") from None
+        finally:
+            _negotiating.reset(token)
         self._hook_all()
         return [Slot(t) for t in self.pc.getTransceivers()]
 
     async def make_answer(self) -> str:
         """Create and apply our answer to the remote offer applied by ``receive_offer``."""
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
+        token = _negotiating.set(True)
+        try:
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        finally:
+            _negotiating.reset(token)
         self._hook_all()
         return self.pc.localDescription.sdp
 
@@ -371,8 +470,12 @@ class PeerTransport:
 
     async def create_offer(self) -> str:
         """Create and apply a local offer (the subscriber connection)."""
-        offer = await self.pc.createOffer()
-        await self.pc.setLocalDescription(offer)
+        token = _negotiating.set(True)
+        try:
+            offer = await self.pc.createOffer()
+            await self.pc.setLocalDescription(offer)
+        finally:
+            _negotiating.reset(token)
         self._hook_all()
         return self.pc.localDescription.sdp
 
@@ -383,10 +486,13 @@ class PeerTransport:
 
     async def apply_answer(self, answer_sdp: str) -> None:
         """Apply the remote answer to our offer."""
+        token = _negotiating.set(True)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except Exception as exc:
             raise TransportError(f"answer rejected: {type(exc).__name__}: {exc}") from None
+        finally:
+            _negotiating.reset(token)
         self._hook_all()
 
     async def add_ice_candidate(self, candidate: dict | None) -> None:
