@@ -11,7 +11,7 @@ from ..app import CONFIG, SFU_KEY
 from . import internal
 from .load import LoadMeter
 
-HOP = "visio_hop"  # request key: the internal hop ("node", "worker") or None
+HOP = web.RequestKey("visio_hop", object)  # the internal hop ("node", "worker") or None
 KEY = web.AppKey("cluster_key", str)
 METER = web.AppKey("load_meter", LoadMeter)
 

@@ -225,7 +225,11 @@ class Front:
             assert self.http is not None
             try:
                 return await relay_websocket(
-                    request, self.http, ws_url + request.path_qs, self._headers(target, request)
+                    request,
+                    self.http,
+                    ws_url + request.path_qs,
+                    self._headers(target, request),
+                    max_msg_size=4 * app[CONFIG].max_message_bytes,
                 )
             except Unreachable as exc:
                 logger.warning("room %s: its owner did not answer (%s)", room, exc)

@@ -49,7 +49,7 @@ def headers(key: str, hop: str, request: web.Request | None = None) -> dict[str,
     original request's Authorization and WebSocket sub-protocols."""
     out = {HEADER: header_value(key, hop)}
     if request is not None:
-        remote = request.get("visio_client_ip") or request.remote or "?"
+        remote = request.remote or "?"
         out[FORWARDED_FOR] = remote
         for name in ("Authorization", "Content-Type"):
             if name in request.headers:

@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - serve without --redis needs no Redis c
     class RedisError(Exception):  # type: ignore[no-redef]
         """Stands for redis.exceptions.RedisError when redis-py is not installed."""
 
+
 from .load import score
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,8 @@ class RedisNode:
         self._recent: list[tuple[float, str]] = []  # (when, node id) placements made here
         self.connected = False
         self.placements = 0
+        self._beats = 0
+        self._missing: dict[str, float] = {}  # room placed here but not held: since when
 
     def key(self, node_id: str) -> str:
         """The node's heartbeat key."""
@@ -189,6 +192,21 @@ class RedisNode:
             await self._reclaim()
             await self._publish("node_up", url=self.url)
         await self._reap()
+        self._beats += 1
+        if self._beats % 5 == 0:
+            await self._forget_unused()
+
+    async def _forget_unused(self, after: float = 30.0) -> None:
+        """Release rooms placed on this node that nobody came to (or that closed while Redis
+        was unreachable): held by no worker for ``after`` seconds."""
+        now = time.monotonic()
+        held = set(self.load().get("rooms", []))
+        placed = await self.redis.smembers(f"{self.key(self.id)}:rooms")
+        self._missing = {r: self._missing.get(r, now) for r in placed if r not in held}
+        for room, since in list(self._missing.items()):
+            if now - since >= after:
+                del self._missing[room]
+                await self.release(room)
 
     async def _heartbeat(self) -> None:
         while True:

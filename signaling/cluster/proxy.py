@@ -41,6 +41,7 @@ async def relay_websocket(
     url: str,
     headers: dict[str, str],
     connect_timeout: float = 5.0,
+    max_msg_size: int = 4 * 1024 * 1024,
 ) -> web.StreamResponse:
     """Open ``url`` (a ws:// URL with the same path and query) and relay frames both ways
     until either side closes. Unreachable if the upstream does not answer: the caller may
@@ -65,7 +66,9 @@ async def relay_websocket(
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise Unreachable(f"{url}: {type(exc).__name__}") from None
     ws = web.WebSocketResponse(
-        max_msg_size=0, heartbeat=None, protocols=[upstream.protocol] if upstream.protocol else ()
+        max_msg_size=max_msg_size,  # the owner applies its own limit; this bounds the relay
+        heartbeat=None,
+        protocols=[upstream.protocol] if upstream.protocol else (),
     )
     if not ws.can_prepare(request).ok:
         await upstream.close()

@@ -286,8 +286,12 @@ async def test_two_workers():
             clients += [first, second]
             pairs += [(first[1], j), (second[1], i)]
         await flowing(pairs, time.monotonic() - 30, 30, "media in both rooms")
-        health = server.get("/healthz")
-        assert sorted(w["rooms"] for w in health["workers"]) == [1, 1], health
+        # each worker reports its rooms every second
+        await until(
+            lambda: sorted(w["rooms"] for w in server.get("/healthz")["workers"]) == [1, 1],
+            10,
+            what=f"one room per worker; log: {server.output(1500)}",
+        )
         metrics = server._fetch("/metrics").decode()
         for worker in ("0", "1"):
             line = next(
