@@ -18,6 +18,13 @@ from tests.support.lkdrive import LiveKitPeers, livekit_token  # noqa: E402
 pytestmark = pytest.mark.timeout(150)
 
 
+async def _until(check, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.1)
+
+
 def _frames(stats: dict, who: str, frm: str, kind: str = "video") -> int:
     return stats[who][kind].get(frm, 0)
 
@@ -67,6 +74,18 @@ async def test_three_livekit_sdk_participants(caplog):
         bob_video = next(t for t in bob.tracks.values() if t.kind == "video")
         assert [layer.rid for layer in bob_video.layers] == ["q", "h", "f"]  # lowest first
 
+        # manual subscription (UpdateSubscription): bob stops receiving carol's video, then
+        # takes it again
+        carol_video = next(
+            t.sid for t in room.participants[sids["carol"]].tracks.values() if t.kind == "video"
+        )
+        await lk.cmd("subscribe", name="bob", identity="carol", kind="video", subscribed=False)
+        await _until(lambda: carol_video not in bob.subscriber.downtracks, "bob unsubscribed")
+        await lk.cmd("subscribe", name="bob", identity="carol", kind="video", subscribed=True)
+        await _until(lambda: carol_video in bob.subscriber.downtracks, "bob subscribed again")
+        seen = _frames(await lk.stats(), "bob", "carol")
+        await lk.until(lambda s: _frames(s, "bob", "carol") > seen + 10, 20, "carol's video again")
+
         # data: reliable and lossy user packets, to everyone and to one identity; chat
         await lk.cmd("data", name="alice", payload="hello all", reliable=True, topic="chat")
         await lk.cmd("data", name="bob", payload="lossy hi", reliable=False, topic="lossy")
@@ -111,6 +130,16 @@ async def test_three_livekit_sdk_participants(caplog):
         await lk.until(
             lambda s: ["carol", "audio", False] in s["bob"]["muted"], 10, "carol's unmute"
         )
+
+        # speakers (everyone plays a tone) and connection quality, from the server
+        stats = await lk.until(
+            lambda s: (
+                any(s["alice"]["speakers"]) and set(s["alice"]["quality"]) >= {"bob", "carol"}
+            ),
+            15,
+            "active speakers and connection quality",
+        )
+        assert set(stats["alice"]["quality"].values()) <= {"QUALITY_EXCELLENT", "QUALITY_GOOD"}
 
         # the server cuts alice's WebSocket: her SDK resumes with the same sid and tracks
         session = lk_signaling.SESSIONS[sids["alice"]]

@@ -13,6 +13,7 @@ Commands (``{"cmd": ..., ...}``):
   packets and text received, mute events, departures, reconnections, its sid
 - ``data`` name, payload, reliable, topic, [to]; ``text`` name, text, topic
 - ``mute`` name, kind ("audio"/"video"), muted
+- ``subscribe`` name, identity, kind, subscribed: manual subscription to someone's track
 - ``leave`` name; ``quit``
 """
 
@@ -51,6 +52,16 @@ class Peer:
         self.room.on("track_unmuted", lambda p, pub: self._mute(p, pub, False))
         self.room.on("participant_disconnected", lambda p: self.gone.append(p.identity))
         self.room.on("reconnected", self._reconnected)
+        self.speakers: list[list[str]] = []
+        self.quality: dict[str, str] = {}
+        self.room.on(
+            "active_speakers_changed",
+            lambda speakers: self.speakers.append([p.identity for p in speakers]),
+        )
+        self.room.on(
+            "connection_quality_changed",
+            lambda p, q: self.quality.__setitem__(p.identity, rtc.ConnectionQuality(q).name),
+        )
 
     def _mute(self, participant, publication, muted: bool) -> None:
         kind = "audio" if publication.kind == rtc.TrackKind.KIND_AUDIO else "video"
@@ -103,6 +114,8 @@ class Peer:
             "muted": self.muted,
             "gone": self.gone,
             "reconnected": self.reconnected,
+            "speakers": self.speakers[-20:],
+            "quality": self.quality,
             "remote": sorted(p.identity for p in self.room.remote_participants.values()),
             "published": sorted(self.tracks),
             "attributes": {
@@ -203,6 +216,17 @@ async def main(url: str) -> None:
                     track.mute()
                 else:
                     track.unmute()
+                say({"ok": True})
+            elif cmd["cmd"] == "subscribe":  # name, identity, kind, subscribed
+                remote = next(
+                    p
+                    for p in peers[name].room.remote_participants.values()
+                    if p.identity == cmd["identity"]
+                )
+                for pub in remote.track_publications.values():
+                    kind = "audio" if pub.kind == rtc.TrackKind.KIND_AUDIO else "video"
+                    if kind == cmd["kind"]:
+                        pub.set_subscribed(cmd["subscribed"])
                 say({"ok": True})
             elif cmd["cmd"] == "leave":
                 await peers.pop(name).room.disconnect()
