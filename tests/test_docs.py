@@ -6,6 +6,7 @@ from pathlib import Path
 
 from signaling import recording, transcription
 from signaling.api import AdminAPI
+from signaling.cluster import front as cluster_front
 from signaling.metrics import LoopLag, SFUCollector
 from signaling.session import HANDLERS
 from visio_sfu import SFU
@@ -19,6 +20,7 @@ def test_openapi_lists_exactly_the_api_routes():
     routes = {(r.method, r.path) for r in AdminAPI(None, None, None).routes()}
     routes |= {(r.method, r.path) for r in recording.api_routes()}  # features' own routes
     routes |= {(r.method, r.path) for r in transcription.api_routes()}
+    routes |= {(r.method, r.path) for r in cluster_front.api_routes()}
     assert documented == routes
 
 

@@ -499,13 +499,18 @@ async def drain_handler(request: web.Request) -> web.Response:
     )
 
 
+def api_routes() -> list[web.RouteDef]:
+    """The admin API's routes of this module (docs/api.md, "Workers and clusters")."""
+    return [web.post("/api/node/drain", drain_handler)]
+
+
 def install_front(app: web.Application, settings: Settings) -> Front:
     """Make ``app`` (built by create_app) route rooms to workers and nodes."""
     install_backend(app)
     front = Front(app, settings)
     app[FRONT] = front
     app.middlewares.append(route)
-    app.router.add_post("/api/node/drain", drain_handler)
+    app.router.add_routes(api_routes())
     app.on_startup.append(front.startup)
     app.on_cleanup.append(front.cleanup)
     return front
