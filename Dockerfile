@@ -11,7 +11,12 @@ COPY visio_sfu ./visio_sfu
 COPY signaling ./signaling
 COPY visio_client ./visio_client
 COPY static ./static
-RUN pip install . && useradd --system --uid 10001 --home /nonexistent visio
+# the identity extra: sign-in with an OpenID Connect provider, meetings people own
+# (docs/identity.md); its SQLite database and cookie key live in the /data volume
+RUN pip install '.[identity]' && useradd --system --uid 10001 --home /nonexistent visio \
+    && mkdir -p /data && chown visio /data
+ENV VISIO_DATA_DIR=/data
+VOLUME /data
 
 USER visio
 EXPOSE 7880

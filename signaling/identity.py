@@ -492,6 +492,23 @@ def _clean_name(value: object, default: str = "") -> str:
     return text if text and text.isprintable() else default
 
 
+def _redirect(
+    request: web.Request, location: str, cookie: str, value: str, max_age: int, path: str
+) -> web.Response:
+    """A 302 to ``location`` setting a cookie: HttpOnly, SameSite=Lax, Secure over TLS."""
+    response = web.Response(status=302, headers={"Location": location})
+    response.set_cookie(
+        cookie,
+        value,
+        max_age=max_age,
+        path=path,
+        httponly=True,
+        secure=request.app[IDENTITY].secure(request),
+        samesite="Lax",
+    )
+    return response
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     """GET /auth/login?next=/r/slug: off to the provider."""
     ident = request.app[IDENTITY]
@@ -501,17 +518,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         url, state = await ident.login_url(request, _safe_next(request.query.get("next")))
     except SignInError as exc:
         return _page(502, exc.code, str(exc))
-    response = web.Response(status=302, headers={"Location": url})
-    response.set_cookie(
-        LOGIN_COOKIE,
-        ident.sign(state),
-        max_age=LOGIN_TTL,
-        path="/auth/",
-        httponly=True,
-        secure=ident.secure(request),
-        samesite="Lax",
-    )
-    return response
+    return _redirect(request, url, LOGIN_COOKIE, ident.sign(state), LOGIN_TTL, "/auth/")
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
@@ -525,17 +532,10 @@ async def callback(request: web.Request) -> web.StreamResponse:
     assert ident.store is not None
     secret = await ident.store.create_session(user, ident.settings.session_ttl)
     logger.info("signed in: %s", printable(user.subject, 64))
-    response = web.Response(status=302, headers={"Location": next_path})
-    response.del_cookie(LOGIN_COOKIE, path="/auth/")
-    response.set_cookie(
-        SESSION_COOKIE,
-        ident.sign(secret),
-        max_age=ident.settings.session_ttl,
-        path="/",
-        httponly=True,
-        secure=ident.secure(request),
-        samesite="Lax",
+    response = _redirect(
+        request, next_path, SESSION_COOKIE, ident.sign(secret), ident.settings.session_ttl, "/"
     )
+    response.del_cookie(LOGIN_COOKIE, path="/auth/")
     return response
 
 

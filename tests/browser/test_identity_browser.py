@@ -15,15 +15,10 @@ import pytest
 from tests.browser.conftest import artefact, open_page
 from tests.support.browser import REMOTE_MEDIA, poll, tile_of
 from tests.support.inprocess import KEY, SECRET
-from tests.support.oidc import OidcProvider
+from tests.support.oidc import USERS, OidcProvider
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.browser
-
-USERS = {
-    "alice": {"name": "Alice Martin", "email": "alice@example.org"},
-    "bob": {"name": "Bob Durand", "email": "bob@example.org"},
-}
 
 
 @pytest.fixture(scope="module")

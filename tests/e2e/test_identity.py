@@ -23,16 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from signaling.auth import TokenVerifier
 from signaling.identity import IDENTITY
 from tests.support.inprocess import KEY, SECRET, LocalServer, free_port
-from tests.support.oidc import OidcProvider
+from tests.support.oidc import USERS, OidcProvider
 from tests.support.postgres import PostgresCluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-USERS = {
-    "alice": {"name": "Alice Martin", "email": "alice@example.org"},
-    "bob": {"name": "Bob Durand", "email": "bob@example.org"},
-    "carol": {"name": "Carol Petit", "email": "carol@example.org"},
-}
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +265,18 @@ async def test_logout_ends_the_session_here_and_at_the_provider(server, provider
 
 
 # -- the waiting room ---------------------------------------------------------------------------
+async def _hosting(http, server, name: str, access: str) -> tuple[str, str]:
+    """A new meeting of the signed-in ``http`` and its owner's media token."""
+    status, room = await call(
+        http, "POST", f"{server.url}/api/meetings", {"name": name, "access": access}
+    )
+    assert status == 201
+    status, entry = await call(
+        http, "POST", f"{server.url}/api/meetings/{room['slug']}/token", {"name": "Owner"}
+    )
+    return room["slug"], entry["token"]
+
+
 async def _host_socket(http, server, token: str):
     ws = await http.ws_connect(f"{server.url.replace('http', 'ws')}/rtc?access_token={token}")
     await ws.send_json({"type": "join", "id": 1})
@@ -293,14 +299,8 @@ async def test_waiting_room_admit_deny_and_no_retry_loop(server):
     verifier = TokenVerifier({KEY: SECRET})
     async with _client() as alice, _client() as guest, _client() as guest2:
         await sign_in(alice, server, "alice")
-        status, room = await call(
-            alice, "POST", f"{server.url}/api/meetings", {"name": "Lobby", "access": "trusted"}
-        )
-        slug = room["slug"]
-        status, entry = await call(
-            alice, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Alice"}
-        )
-        host = await _host_socket(alice, server, entry["token"])
+        slug, token = await _hosting(alice, server, "Lobby", "trusted")
+        host = await _host_socket(alice, server, token)
         await host.send_json({"type": "lobby", "id": 2})
         assert (await _next(host, "lobby"))["waiting"] == []
         lobby_url = f"{server.url.replace('http', 'ws')}/lobby/{slug}"
@@ -500,19 +500,13 @@ async def test_cookies_redirects_and_limits(provider, tmp_path):
 async def test_deleting_a_meeting_ends_it_for_good(server):
     async with _client() as alice:
         await sign_in(alice, server, "alice")
-        status, room = await call(
-            alice, "POST", f"{server.url}/api/meetings", {"name": "Brief", "access": "public"}
-        )
-        slug = room["slug"]
-        status, entry = await call(
-            alice, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Alice"}
-        )
-        ws = await _host_socket(alice, server, entry["token"])
+        slug, token = await _hosting(alice, server, "Brief", "public")
+        ws = await _host_socket(alice, server, token)
         assert (await call(alice, "DELETE", f"{server.url}/api/meetings/{slug}"))[0] == 200
         assert (await _next(ws, "leave"))["reason"] == "room_deleted"
         await ws.close()
         # the token is still valid for hours: coming back closes the meeting again at once
-        ws = await _host_socket(alice, server, entry["token"])
+        ws = await _host_socket(alice, server, token)
         assert (await _next(ws, "leave"))["reason"] == "room_deleted"
         await ws.close()
         status, body = await call(

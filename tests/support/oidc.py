@@ -11,6 +11,13 @@ import urllib.request
 
 from tests.support.inprocess import free_port
 
+#: users the provider knows beforehand (its login form also takes any other subject)
+USERS = {
+    "alice": {"name": "Alice Martin", "email": "alice@example.org"},
+    "bob": {"name": "Bob Durand", "email": "bob@example.org"},
+    "carol": {"name": "Carol Petit", "email": "carol@example.org"},
+}
+
 
 class OidcProvider:
     """``python -m oidc_provider_mock`` on a free port; ``issuer`` is its URL."""
