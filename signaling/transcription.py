@@ -24,7 +24,7 @@ import weakref
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aiohttp
 from aiohttp import web
@@ -167,13 +167,18 @@ class TranscriptionError(Exception):
 
 class TranscriptStore:
     """Transcripts by room: in memory, and as JSON files under ``directory`` if set; each is
-    deleted ``retention`` seconds after its last line."""
+    deleted ``retention`` seconds after its last line.
+
+    Several processes of one server (``visio-sfu serve --workers``) share the directory: what
+    one saved or deleted is seen by the others when they next look at that room's transcripts
+    (an administrator asking after the meeting reaches any of them)."""
 
     def __init__(self, directory: str, retention: int) -> None:
         self.directory = Path(directory) if directory else None
         self.retention = retention
         self.items: dict[str, dict[str, Transcript]] = {}  # room -> id -> transcript
         self.touched: dict[str, float] = {}  # id -> epoch of its last change
+        self.on_disk: set[str] = set()  # ids read from or written to the directory
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -184,14 +189,38 @@ class TranscriptStore:
 
     def _load(self) -> None:
         assert self.directory is not None
-        for path in self.directory.glob("*/*.json"):
+        for folder in self.directory.iterdir():
+            if folder.is_dir():
+                self._refresh(unquote(folder.name))
+
+    def _refresh(self, room: str) -> None:
+        """Bring this room's transcripts in step with the directory: those another process
+        saved are read, those it deleted are forgotten."""
+        if self.directory is None:
+            return
+        folder = self.directory / quote(room, safe="")
+        known = self.items.get(room, {})
+        files = {path.stem: path for path in folder.glob("*.json")} if folder.is_dir() else {}
+        for tid in [tid for tid in known if tid in self.on_disk and tid not in files]:
+            del known[tid]  # deleted by another process (or past its retention there)
+            self.on_disk.discard(tid)
+            self.touched.pop(tid, None)
+        for tid, path in files.items():
+            if tid in known:
+                continue
             try:
                 t = Transcript.from_json(json.loads(path.read_text()))
+                mtime = path.stat().st_mtime
             except (OSError, ValueError, TypeError) as exc:
                 logger.warning("transcript %s unreadable: %s", path, exc)
                 continue
-            self.items.setdefault(t.room, {})[t.id] = t
-            self.touched[t.id] = path.stat().st_mtime
+            if t.room != room or t.id != tid:
+                continue
+            self.items.setdefault(room, {})[tid] = t
+            self.touched[tid] = mtime
+            self.on_disk.add(tid)
+        if room in self.items and not self.items[room]:
+            del self.items[room]
 
     def add(self, transcript: Transcript) -> None:
         self.items.setdefault(transcript.room, {})[transcript.id] = transcript
@@ -199,7 +228,7 @@ class TranscriptStore:
 
     def save(self, transcript: Transcript) -> None:
         """Write it to disk (if the store has a directory)."""
-        self.touched[transcript.id] = time.time()
+        self.add(transcript)
         if self.directory is None:
             return
         path = self._file(transcript)
@@ -207,8 +236,10 @@ class TranscriptStore:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(transcript.to_json(), ensure_ascii=False))
         tmp.replace(path)
+        self.on_disk.add(transcript.id)
 
     def list(self, room: str) -> list[Transcript]:
+        self._refresh(room)
         return sorted(self.items.get(room, {}).values(), key=lambda t: t.started_at)
 
     def get(self, room: str, tid: str | None = None) -> Transcript | None:
@@ -224,6 +255,7 @@ class TranscriptStore:
         for t in victims:
             self.items[room].pop(t.id, None)
             self.touched.pop(t.id, None)
+            self.on_disk.discard(t.id)
             if self.directory is not None:
                 self._file(t).unlink(missing_ok=True)
         if room in self.items and not self.items[room]:
@@ -232,6 +264,8 @@ class TranscriptStore:
 
     def purge(self, now: float, keep: set[str]) -> int:
         """Delete transcripts untouched for ``retention`` seconds (but those in ``keep``)."""
+        if self.directory is not None:
+            self._load()  # those the other processes saved, too
         count = 0
         for room in list(self.items):
             for t in list(self.items[room].values()):

@@ -138,6 +138,32 @@ async def test_http_backend_and_summary_endpoint(tmp_path):
     assert "Alice: I heard" in chat["body"]["messages"][-1]["content"]
 
 
+def test_processes_sharing_the_directory_see_each_others_transcripts(tmp_path):
+    """visio-sfu serve runs several worker processes: what one saved (the meeting's) is found
+    by another (the one an administrator's request reaches), and a deletion is seen by all."""
+    from signaling.transcription import TranscriptStore
+    from visio_sfu.transcript import Line, Transcript
+
+    one = TranscriptStore(str(tmp_path), retention=3600)
+    other = TranscriptStore(str(tmp_path), retention=3600)  # started before the meeting
+    meeting = Transcript("board room", id="t1")
+    meeting.add(Line("1", "PA_1", "ann", "Ann", 0.0, 1.0, "the budget is approved", "en"))
+    one.add(meeting)
+    assert other.get("board room") is None
+    one.save(meeting)
+    found = other.get("board room")
+    assert found is not None and found.lines[0].text == "the budget is approved"
+    assert [t.id for t in other.list("board room")] == ["t1"]
+    assert other.delete("board room") == 1
+    assert one.get("board room") is None and one.list("board room") == []
+    assert not list(tmp_path.glob("*/*.json"))
+    # past its retention, deleted by whichever process purges first
+    late = Transcript("late", id="t2")
+    one.save(late)
+    assert other.purge(time.time() + 7200, keep=set()) == 1
+    assert one.list("late") == []
+
+
 def say(track: WavAudioTrack, clip, after: float = 0.5) -> None:
     """Have a microphone already playing say ``clip`` ``after`` seconds from now."""
     track.script.append(((track.samples + track._offset) / RATE + after, clip))
