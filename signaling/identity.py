@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "visio_session"
 LOGIN_COOKIE = "visio_login"
+#: a guest's own id (signed, a day): the waiting room counts denials per guest, not only per
+#: address, so that guests behind one NAT or proxy are not held back by another's denial
+GUEST_COOKIE = "visio_guest"
 LOGIN_TTL = 600  # seconds a sign-in may take at the provider
 MAX_PENDING = 10000  # sign-ins under way at once (older ones are forgotten)
 MAX_DOCUMENT_BYTES = 256 * 1024  # discovery document, token response
@@ -725,10 +728,21 @@ async def meeting_token(request: web.Request) -> web.Response:
         return _error(400, "bad_request", "name: 1 to 128 printable characters")
     info = {"slug": room.slug, "name": room.name, "access": room.access}
     if role == "wait":
-        return web.json_response(
+        response = web.json_response(
             {"code": "must_wait", "message": "wait for a host to let you in", "meeting": info},
             status=403,
         )
+        if user is None and ident.unsign(request.cookies.get(GUEST_COOKIE)) is None:
+            response.set_cookie(
+                GUEST_COOKIE,
+                ident.sign(secrets.token_urlsafe(16)),
+                max_age=86400,
+                path="/",
+                httponly=True,
+                secure=ident.secure(request),
+                samesite="Lax",
+            )
+        return response
     token = ident.media_token(room, ident.identity_of(user), name, role == "host", bool(user))
     return web.json_response({"token": token, "host": role == "host", "meeting": info})
 

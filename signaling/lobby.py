@@ -37,6 +37,7 @@ WAIT_LIMIT = 15 * 60  # seconds someone may wait before the lobby gives up
 MAX_WAITING = 100  # people waiting per room
 MAX_RETRY_AFTER = 3600  # the longest wait after denials
 KNOCK_TIMEOUT = 10  # seconds a lobby socket has to knock
+ADDRESS_DENIALS = 3  # guests denied from one address before the address itself waits
 
 
 @dataclass
@@ -47,7 +48,9 @@ class Waiter:
     name: str
     identity: str
     signed_in: bool
-    key: tuple[str, str]  # (room, user or address): what denials are counted against
+    #: what denials are counted against: (room, the person: signed-in user, else the guest's
+    #: cookie, else the address) and, for guests, (room, their address)
+    keys: tuple[tuple[str, str], ...]
     since_ms: int
     #: sends the decision and closes the socket (the socket's own handler keeps reading it)
     deliver: Callable[[str], Awaitable[None]] | None = None
@@ -107,22 +110,30 @@ class Lobby:
         for session in self.hosts(slug):
             session.send(event)
 
-    def retry_after(self, key: tuple[str, str]) -> int:
-        """Seconds before ``key`` may knock again (0: now)."""
-        found = self.denials.get(key)
-        if found is None:
-            return 0
-        left = found.until - time.monotonic()
+    def retry_after(self, keys: tuple[tuple[str, str], ...]) -> int:
+        """Seconds before someone known by ``keys`` may knock again (0: now)."""
+        now = time.monotonic()
+        left = max((self.denials[k].until - now for k in keys if k in self.denials), default=0)
         return max(0, int(left + 0.999))
 
     def deny(self, waiter: Waiter) -> int:
-        """Record a denial; the seconds before the next knock."""
-        found = self.denials.setdefault(waiter.key, Denials())
-        found.count += 1
-        wait = min(self.ident.settings.lobby_retry_after * 2 ** (found.count - 1), MAX_RETRY_AFTER)
-        found.until = time.monotonic() + wait
+        """Record a denial; the seconds before this person's next knock. The person's wait
+        doubles at each denial; an address (guests behind one NAT or proxy share it) is held
+        back too once ADDRESS_DENIALS of its guests were denied: clearing one's cookies does
+        not make a loop either."""
+        retry = self.ident.settings.lobby_retry_after
+        now = time.monotonic()
+        wait = 0
+        for i, key in enumerate(waiter.keys):
+            found = self.denials.setdefault(key, Denials())
+            found.count += 1
+            if i == 0:
+                wait = min(retry * 2 ** (found.count - 1), MAX_RETRY_AFTER)
+                found.until = now + wait
+            elif found.count >= ADDRESS_DENIALS:
+                held = min(retry * 2 ** (found.count - ADDRESS_DENIALS), MAX_RETRY_AFTER)
+                found.until = now + held
         if len(self.denials) > 100_000:  # forget the oldest that may knock again
-            now = time.monotonic()
             for key in [k for k, d in self.denials.items() if d.until < now][:50_000]:
                 del self.denials[key]
         return wait
@@ -154,7 +165,7 @@ def _lobby_of(session: Session) -> Lobby:
 async def lobby_socket(request: web.Request) -> web.StreamResponse:
     """GET /lobby/{slug} (WebSocket): knock, wait, hear the hosts' decision."""
     from .app import JOIN_LIMITER, SFU_KEY
-    from .identity import _clean_name, _same_origin
+    from .identity import GUEST_COOKIE, _clean_name, _same_origin
 
     slug = request.match_info["slug"]
     lobby = _LOBBIES[request.app[SFU_KEY]]
@@ -201,8 +212,13 @@ async def lobby_socket(request: web.Request) -> web.StreamResponse:
             token = ident.media_token(room, identity, name, role == "host", bool(user))
             await ws.send_json({"type": "admitted", "token": token, "meeting": info})
             return ws
-        key = (slug, user.subject if user else f"ip:{request.remote}")
-        wait = lobby.retry_after(key)
+        address = (slug, f"ip:{request.remote}")
+        if user is not None:
+            keys: tuple[tuple[str, str], ...] = ((slug, f"user:{user.subject}"),)
+        else:
+            guest = ident.unsign(request.cookies.get(GUEST_COOKIE))
+            keys = ((slug, f"guest:{guest}"), address) if guest else (address,)
+        wait = lobby.retry_after(keys)
         if wait:
             await ws.send_json(
                 {
@@ -224,7 +240,7 @@ async def lobby_socket(request: web.Request) -> web.StreamResponse:
             name,
             identity,
             user is not None,
-            key,
+            keys,
             int(time.time() * 1000),
         )
         queue[waiter.id] = waiter

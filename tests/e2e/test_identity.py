@@ -304,10 +304,19 @@ async def test_waiting_room_admit_deny_and_no_retry_loop(server):
         await host.send_json({"type": "lobby", "id": 2})
         assert (await _next(host, "lobby"))["waiting"] == []
         lobby_url = f"{server.url.replace('http', 'ws')}/lobby/{slug}"
+
+        async def knock_as(http, name: str):
+            """As the web client does: ask for a token (must_wait), then knock."""
+            status, body = await call(
+                http, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": name}
+            )
+            assert status == 403 and body["code"] == "must_wait"
+            ws = await http.ws_connect(lobby_url)
+            await ws.send_json({"type": "knock", "name": name})
+            return ws, await ws.receive_json(timeout=10)
+
         # a guest knocks: the host is told at once, and admits them
-        g1 = await guest.ws_connect(lobby_url)
-        await g1.send_json({"type": "knock", "name": "Gabriel"})
-        waiting = await g1.receive_json(timeout=10)
+        g1, waiting = await knock_as(guest, "Gabriel")
         assert waiting["type"] == "waiting" and waiting["hosts_present"] is True
         knock = await _next(host, "lobby", key="knock")
         assert knock["knock"]["name"] == "Gabriel" and knock["knock"]["signed_in"] is False
@@ -321,21 +330,30 @@ async def test_waiting_room_admit_deny_and_no_retry_loop(server):
         decided = await _next(host, "lobby_decided")
         assert decided["admitted"] == [knock["knock"]["id"]]
         # another guest is denied: told at once, no token, and cannot knock again for a while
-        g2 = await guest2.ws_connect(lobby_url)
-        await g2.send_json({"type": "knock", "name": "Mallory"})
-        await g2.receive_json(timeout=10)
+        g2, waiting = await knock_as(guest2, "Mallory")
+        assert waiting["type"] == "waiting"
         knock = await _next(host, "lobby", key="knock")
         await host.send_json({"type": "lobby_deny", "id": 4, "all": True})
         denied = await g2.receive_json(timeout=10)
         assert denied == {"type": "denied", "retry_after": 30}
         assert "token" not in json.dumps(denied)
         for _ in range(3):
-            g3 = await guest2.ws_connect(lobby_url)
-            await g3.send_json({"type": "knock", "name": "Mallory"})
-            again = await g3.receive_json(timeout=10)
+            g3, again = await knock_as(guest2, "Mallory")
             assert again["type"] == "error" and again["code"] == "rate_limited"
             assert 0 < again["retry_after"] <= 30
             await g3.close()
+        # other guests from the same address (one NAT) still knock; once three of them were
+        # denied, the address waits too: clearing one's cookies is no way round
+        for n in range(2):
+            async with _client() as other:
+                ws, waiting = await knock_as(other, f"Neighbour {n}")
+                assert waiting["type"] == "waiting"
+                knock = await _next(host, "lobby", key="knock")
+                await host.send_json({"type": "lobby_deny", "waiting": knock["knock"]["id"]})
+                assert (await ws.receive_json(timeout=10))["type"] == "denied"
+        async with _client() as fresh:
+            ws, again = await knock_as(fresh, "Mallory again")
+            assert again["type"] == "error" and again["code"] == "rate_limited"
         # a signed-in user not invited to a restricted room waits (counted by subject, not by
         # address); leaving takes them off the hosts' list
         await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"access": "restricted"})
