@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import urllib.error
-import urllib.request
 
 from ..auth import VideoGrant, mint_token
 from ..config import Config, ConfigError, load_config
@@ -129,24 +126,11 @@ def serve(config: Config, args: argparse.Namespace) -> int:
 
 def drain(args: argparse.Namespace) -> int:
     """POST /api/node/drain with an administrator's token."""
+    from ..cli import _call  # the admin API client of the other commands
+
     config = load_config(args.config)
     key, secret = next(iter(config.api_keys.items()))
     grant = VideoGrant(room="*", room_admin=True)
     token = mint_token(key, secret, "visio-sfu-cli", "*", ttl=60, grant=grant)
     body = {} if args.timeout is None else {"timeout": args.timeout}
-    request = urllib.request.Request(
-        args.url.rstrip("/") + "/api/node/drain",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            print(json.dumps(json.loads(response.read()), indent=2))
-            return 0
-    except urllib.error.HTTPError as exc:
-        print(f"visio-sfu: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"visio-sfu: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
+    return _call(args.url, token, "POST", "/api/node/drain", body)

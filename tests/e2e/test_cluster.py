@@ -8,9 +8,12 @@ all, then the drain test removes one node and the kill test another."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import aiohttp
 import pytest
@@ -117,6 +120,17 @@ async def flowing(pairs, since: float, timeout: float, what: str) -> float:
         what=what,
     )
     return time.monotonic() - since
+
+
+def health_status(node: ServerProcess) -> int | None:
+    """/healthz's HTTP status (None: nothing answers)."""
+    try:
+        with urllib.request.urlopen(f"{node.url}/healthz", timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
 
 def owner_of(redis_server: RedisServer, room: str) -> str | None:
@@ -276,7 +290,7 @@ async def test_two_workers():
     hook_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     hook_env = {"VISIO_WEBHOOK_URLS": f"http://127.0.0.1:{hook_port}/hook"}
-    server = ServerProcess(extra=["--workers", "2"], env=hook_env)
+    server = ServerProcess(extra=["--workers", "2", "--drain-timeout", "2"], env=hook_env)
     clients = []
     try:
         pairs = []
@@ -311,6 +325,12 @@ async def test_two_workers():
             assert status == 200 and {p["identity"] for p in body["participants"]} == users
         started = {h["room"]["name"] for h in hooks if h["event"] == "room_started"}
         assert started == {"w-one", "w-two"}, hooks
+        # SIGTERM drains: /healthz says so (503) while meetings may end, then everything stops
+        server.proc.send_signal(signal.SIGTERM)
+        await until(lambda: health_status(server) == 503, 5, what="draining")
+        await until(lambda: server.proc.poll() is not None, 30, what="the server exits")
+        assert server.proc.returncode == 0
+        assert "worker 0 exited" not in server.output(None)  # stopped, not crashed
     finally:
         for client, frames in clients:
             frames.stop()
