@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 import time
+import zlib
 from collections.abc import Iterable
 
 from google.protobuf.message import DecodeError
@@ -141,7 +142,7 @@ def server_info() -> models.ServerInfo:
     )
 
 
-_MSID = re.compile(r"^a=msid:(PA_[0-9A-Za-z_-]+) (TR_[0-9A-Za-z_-]+)\s*$", re.MULTILINE)
+_MSID = re.compile(r"^a=msid:(PA_[0-9A-Za-z_-]+) (TR_[0-9A-Za-z_-]+)(?=\r?$)", re.MULTILINE)
 
 
 def livekit_msid(sdp: str) -> str:
@@ -193,9 +194,29 @@ def json_view(packet: models.DataPacket) -> tuple[str, object] | None:
     if kind == "stream_header":
         header = packet.stream_header
         if header.topic == LK_CHAT_TOPIC and header.inline_content:
-            text = header.inline_content.decode("utf-8", "replace")
-            return CHAT_TOPIC, {"text": text, "id": header.stream_id}
+            data = inflate(header.inline_content, header.compression, MAX_TEXT)
+            if data is not None:
+                text = data.decode("utf-8", "replace")
+                return CHAT_TOPIC, {"text": text, "id": header.stream_id}
     return None
+
+
+MAX_TEXT = 64 * 1024  # the longest inflated text shown to JSON clients
+
+
+def inflate(data: bytes, compression: int, limit: int) -> bytes | None:
+    """A text stream's bytes as sent: raw deflate when ``compression`` says so (LiveKit's
+    DEFLATE_RAW), at most ``limit`` bytes once inflated; None if they cannot be read."""
+    if compression == models.DataStream.CompressionType.NONE:
+        return data
+    if compression != models.DataStream.CompressionType.DEFLATE_RAW:
+        return None
+    inflater = zlib.decompressobj(-15)
+    try:
+        out = inflater.decompress(data, limit)
+    except zlib.error:
+        return None
+    return None if inflater.unconsumed_tail else out
 
 
 def payload_view(topic: str, data: bytes) -> object:

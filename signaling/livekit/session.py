@@ -470,7 +470,7 @@ class LiveKitSession:
             if header.topic == convert.LK_CHAT_TOPIC and header.HasField("text_header"):
                 if len(self._streams) >= MAX_STREAMS:
                     self._streams.pop(next(iter(self._streams)))
-                self._streams[header.stream_id] = [0, []]
+                self._streams[header.stream_id] = [0, [], header.compression]
         elif kind == "stream_chunk":
             entry = self._streams.get(packet.stream_chunk.stream_id)
             if entry is not None:
@@ -482,7 +482,10 @@ class LiveKitSession:
         elif kind == "stream_trailer":
             entry = self._streams.pop(packet.stream_trailer.stream_id, None)
             if entry is not None:
-                text = b"".join(entry[1]).decode("utf-8", "replace")
+                data = convert.inflate(b"".join(entry[1]), entry[2], 4 * self.config.max_data_bytes)
+                if data is None:
+                    return None
+                text = data.decode("utf-8", "replace")
                 return convert.CHAT_TOPIC, {"text": text, "id": packet.stream_trailer.stream_id}
         return None
 
