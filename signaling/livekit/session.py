@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -86,6 +87,7 @@ class LiveKitSession:
         rate = config.message_rate
         self._bucket = TokenBucket(rate, max(2 * rate, 10))
         self.close_reason = "disconnected"
+        self.sent: Counter[str] = Counter()  # SignalResponses written, by kind
 
     # -- joining -------------------------------------------------------------------------
     async def join(self) -> None:
@@ -381,7 +383,9 @@ class LiveKitSession:
                     await self.ws.send_bytes(message.SerializeToString())
                 except (ConnectionError, RuntimeError):
                     return
-                if message.WhichOneof("message") == "leave":
+                kind = message.WhichOneof("message") or ""
+                self.sent[kind] += 1
+                if kind == "leave":
                     await self.ws.close()
                     return
 

@@ -6,6 +6,7 @@ its tracks. The SDK runs in a process of its own (tests/support/livekit_peers.py
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -73,6 +74,22 @@ async def test_three_livekit_sdk_participants(caplog):
         bob = room.participants[sids["bob"]]
         bob_video = next(t for t in bob.tracks.values() if t.kind == "video")
         assert [layer.rid for layer in bob_video.layers] == ["q", "h", "f"]  # lowest first
+
+        # dynacast: bob is told which of his layers someone receives (subscribed_quality_update)
+        bob_session = lk_signaling.SESSIONS[sids["bob"]]
+        await _until(
+            lambda: bob_session.sent["subscribed_quality_update"] >= 1, "a quality update", 15
+        )
+        # ... and his SDK stops sending a layer nobody receives, sends it again when needed
+        off = [layer for layer in bob_video.layers if layer.rid not in bob_video.active_rids]
+        for layer in off:
+            await _until(
+                lambda layer=layer: (
+                    time.monotonic() - layer.last_packet > 1.5 or layer.rid in bob_video.active_rids
+                ),
+                f"bob's SDK stops sending layer {layer.rid}",
+                10,
+            )
 
         # manual subscription (UpdateSubscription): bob stops receiving carol's video, then
         # takes it again

@@ -173,7 +173,9 @@ async def main(url: str) -> None:
                 topic = cmd.get("text_topic")
                 if topic:
                     peer.room.register_text_stream_handler(topic, peer.on_text)
-                await peer.room.connect(url, cmd["token"], rtc.RoomOptions(auto_subscribe=True))
+                await peer.room.connect(
+                    url, cmd["token"], rtc.RoomOptions(auto_subscribe=True, dynacast=True)
+                )
                 if cmd.get("video"):
                     w, h = cmd.get("size", [W, H])
                     source = rtc.VideoSource(w, h)
