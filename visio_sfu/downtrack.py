@@ -16,7 +16,7 @@ from struct import unpack_from
 from typing import TYPE_CHECKING
 
 from .forwarder import FORWARD, SWITCH, Forwarder, SvcForwarder
-from .munger import Munger
+from .munger import Munger, seq_diff
 from .rtp import rtcp
 from .rtp.codecs import vp8_descriptor, vp8_rewrite
 from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
@@ -37,6 +37,8 @@ _NACK_BUDGET = int(DropReason.NACK_BUDGET)
 _NACK_MISSING = int(DropReason.NACK_MISSING)
 _INVALID = int(DropReason.INVALID)
 SVC_SEQ_RING = 1024  # outgoing -> source sequence numbers remembered (VP9 SVC, for NACKs)
+MAX_SVC_HOLE = 64  # a larger gap in a VP9 SVC stream is not waited for (a keyframe will come)
+PADDING = bytes((0, 0, 0, 4))  # an RTP padding-only payload: four octets, the last its count
 
 #: a packet is resent at most once per round trip (this long while no RTT is measured)
 DEFAULT_RTT = 0.1
@@ -88,6 +90,7 @@ class DownTrack:
             SvcForwarder() if self._svc else Forwarder(track.kind == "video")
         )
         self._svc_seqs = [-1] * SVC_SEQ_RING if self._svc else []
+        self._svc_missing: dict[int, int] = {}  # source seq of a gap -> outgoing seq kept
         self.bound = False  # negotiated: ssrc, payload type and extensions known
         # what the subscriber asked for (subscription control and adaptive stream)
         self.visible = True
@@ -211,6 +214,20 @@ class DownTrack:
         if d is None:
             self.drops[_INVALID] += 1
             return
+        munger = self.munger
+        if munger.source != ssrc:
+            self._svc_missing.clear()
+        elif munger.started:
+            ahead = seq_diff(seq, munger.highest_src_seq)
+            if ahead <= 0:  # late: a retransmission of what the publisher lost on its way
+                self._write_svc_late(data, seq, ts, d, now)
+                return
+            if 1 < ahead <= MAX_SVC_HOLE:  # a gap: keep outgoing numbers for what is missing
+                for k in range(1, ahead):
+                    src = (munger.highest_src_seq + k) & 0xFFFF
+                    self._svc_missing[src] = (src + munger.seq_offset) & 0xFFFF
+                while len(self._svc_missing) > 4 * MAX_SVC_HOLE:
+                    del self._svc_missing[next(iter(self._svc_missing))]
         decision = fwd.decide_svc(d[0], d[1], d[2], d[3], key)
         if fwd.keyframe_wanted >= 0:
             self.track.request_keyframe(now, 0)  # one stream: its keyframe serves every layer
@@ -240,6 +257,37 @@ class DownTrack:
             self.drops[_SEND_FAILED] += 1
             if self.packets == 0:
                 fwd.current = -1  # transport not up yet: start again at a keyframe
+
+    def _write_svc_late(
+        self, data: bytes, seq: int, ts: int, d: tuple[int, int, int, bool], now: float
+    ) -> None:
+        """A VP9 SVC packet that fills a gap: sent with the outgoing number kept for it, or,
+        when its layer is not forwarded, as a padding-only packet with that number, so that
+        the subscriber sees no loss (it does not change the layer state: its picture is old)."""
+        out_seq = self._svc_missing.pop(seq, None)
+        if out_seq is None:
+            self.drops[_MUNGER_REJECT] += 1  # older than the gaps we know, or sent already
+            return
+        fwd = self.forwarder
+        assert isinstance(fwd, SvcForwarder)
+        off = payload_offset(data)
+        if 0 <= fwd.current and d[1] <= fwd.current and d[2] <= fwd.temporal:
+            buf = bytearray(data)
+            marker = 0x80 if d[0] & E_BIT and d[1] == fwd.current else 0
+            self._svc_seqs[out_seq % SVC_SEQ_RING] = (out_seq << 24) | (marker << 16) | seq
+        else:
+            buf = bytearray(data[:off]) + PADDING  # header (and extensions) kept
+            buf[0] |= 0x20
+            marker = 0
+        rewrite_header(buf, self.payload_type, out_seq, self.munger.rtp_time(ts), self.ssrc)
+        buf[1] = (buf[1] & 0x7F) | marker
+        if self.ext_table is not None:
+            rewrite_extensions(buf, self.ext_table)
+        if self._send(buf):
+            self.packets += 1
+            self.bytes += len(buf)
+        else:
+            self.drops[_SEND_FAILED] += 1
 
     def _source_seq(self, out_seq: int) -> int | None:
         """The publisher's sequence number behind one we sent, if still known."""

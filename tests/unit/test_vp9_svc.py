@@ -168,3 +168,38 @@ def test_downtrack_switches_and_answers_nacks_with_the_right_packets():
     assert [p[12:] for p in resent] == [out[3][12:], out[13][12:], out[21][12:]]
     # with the marker they first had: none mid-picture, at the end of the layer sent then
     assert [p[1] & 0x80 for p in resent] == [0, 0x80, 0x80]
+
+
+def test_packets_lost_upstream_and_retransmitted_late_fill_their_place():
+    """What the publisher resends late goes out with the number kept for it; a late packet of
+    a layer not forwarded goes out as padding, so the subscriber sees no loss either way."""
+    track = vp9_track()
+    out: list[bytes] = []
+    dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
+    track.attach(dt)
+    dt.bind(0xBEEF, 100, {})
+    dt.set_target(1)
+    pictures = Picture(track)
+    pictures.send(key=True)
+    held: list[bytes] = []
+    feed = track.on_rtp
+    # the next picture loses its 2nd (sid 0) and 5th (sid 2) packets on the way
+    track.on_rtp = lambda data, now, layer=None: (
+        held.append(data) if pictures.seq - 1000 in (7, 10) else feed(data, now, layer)
+    )
+    pictures.send()
+    track.on_rtp = feed
+    pictures.send()
+    assert len(held) == 2 and len(out) == 4 + 3 + 4
+    for data in held:  # the retransmissions arrive
+        feed(data, pictures.now)
+    assert len(out) == 13
+    seqs = sorted(int.from_bytes(p[2:4], "big") for p in out)
+    assert all(seq_diff(b, a) == 1 for a, b in zip(seqs, seqs[1:], strict=False)), seqs
+    late_media, late_padding = out[-2], out[-1]
+    assert late_media[12:] == held[0][12:]  # the sid 0 packet, as it was
+    assert late_padding[0] & 0x20 and len(late_padding) == 12 + 4  # padding only
+    assert late_padding[1] & 0x80 == 0
+    assert dt.drops[5] == 0  # munger_reject: nothing refused
+    feed(held[0], pictures.now)  # a second copy: refused
+    assert len(out) == 13

@@ -1,0 +1,105 @@
+"""VP9 SVC in Chromium: the web client publishes its camera as VP9 with three spatial and three
+temporal layers in one stream (L3T3_KEY, ?codec=vp9); the SFU forwards VP9 on bytes and gives a
+small tile and a large view different spatial layers; both play without freezing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import artefact, open_page
+from tests.support.browser import poll
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+INBOUND = """async () => {
+  const s = window.visio.session;
+  let width = 0, height = 0, frames = 0, freezes = 0, codec = '', extra = {};
+  if (s && s.subscriber) {
+    const stats = await s.subscriber.getStats();
+    stats.forEach(x => {  // the VP9 camera only (the other pages send VP8 cameras)
+      const c = x.type === 'inbound-rtp' && x.kind === 'video' && stats.get(x.codecId);
+      if (c && c.mimeType === 'video/VP9') {
+        width = x.frameWidth || 0; height = x.frameHeight || 0; codec = c.mimeType;
+        frames = x.framesDecoded || 0; freezes = x.freezeCount || 0;
+        extra = {recv: x.framesReceived, dropped: x.framesDropped, lost: x.packetsLost,
+                 nack: x.nackCount, pli: x.pliCount, keys: x.keyFramesDecoded,
+                 frozen: x.totalFreezesDuration, fps: x.framesPerSecond};
+      }
+    });
+  }
+  return {width, height, frames, freezes, codec, extra};
+}"""
+
+OUTBOUND = """async () => {
+  const s = window.visio.session;
+  const out = [];
+  if (s && s.publisher) {
+    const stats = await s.publisher.getStats();
+    stats.forEach(x => {
+      if (x.type === 'outbound-rtp' && x.kind === 'video') {
+        const c = stats.get(x.codecId);
+        out.push({codec: c ? c.mimeType : '', mode: x.scalabilityMode || '',
+                  w: x.frameWidth || 0, sent: x.framesSent || 0, fps: x.framesPerSecond,
+                  why: x.qualityLimitationReason, keys: x.keyFramesEncoded, pli: x.pliCount,
+                  nack: x.nackCount});
+      }
+    });
+  }
+  return out;
+}"""
+
+
+def test_vp9_svc_small_tile_and_large_view_get_different_spatial_layers(server, browser):
+    url = f"{server.url}/r/svc?autojoin=1&lang=en&name="
+    publisher = open_page(browser, url + "Pub&codec=vp9", "Pub")
+    small = open_page(browser, url + "Small", "Small")
+    large = open_page(browser, url + "Large", "Large")
+    pages = (publisher, small, large)
+    try:
+        large.set_viewport_size({"width": 1280, "height": 1400})
+        small.set_viewport_size({"width": 1280, "height": 720})
+        sent = poll(
+            publisher,
+            OUTBOUND,
+            lambda r: any(x["codec"] == "video/VP9" and x["sent"] > 10 for x in r),
+            timeout=40,
+            what="the camera sent as VP9",
+        )
+        for page in (small, large):
+            poll(page, INBOUND, lambda r: r["frames"] > 10, what="VP9 video decoded")
+            # the viewers' own cameras off: three encoders on two cores starve the decoders
+            page.locator("#cam-button .text", has_text="Stop video").wait_for(timeout=10000)
+            page.click("#cam-button")
+        large.locator("#grid .tile", has=large.locator(".name", has_text="Pub")).dblclick()
+        seen = poll(
+            large,
+            INBOUND,
+            lambda r: r["width"] >= 640,
+            timeout=60,
+            what=f"the large view gets the top spatial layer (publisher sends {sent})",
+        )
+        small_seen = poll(small, INBOUND, lambda r: 0 < r["width"] <= 320, what="a lower layer")
+        print("vp9 svc: publisher", sent, "small", small_seen, "large", seen)
+        assert seen["codec"] == small_seen["codec"] == "video/VP9", (seen, small_seen)
+        # both keep playing: frames decoded all along (no stall of a second and a half), and
+        # never a keyframe request from a decoder (what a stream the SFU broke would cause).
+        # Chromium's own freeze count is printed, not asserted: on a 2-core machine shared
+        # with other test runs, its decoders freeze now and then whatever the codec
+        samples: dict[str, list[dict]] = {"small": [], "large": []}
+        for _ in range(10):
+            for page, name in ((small, "small"), (large, "large")):
+                samples[name].append(page.evaluate(INBOUND))
+            large.wait_for_timeout(500)
+        for name, seen_ in samples.items():
+            first, last = seen_[0], seen_[-1]
+            print(f"vp9 svc: {name} {first} -> {last}")
+            frames = [x["frames"] for x in seen_]
+            assert all(b > a for a, b in zip(frames, frames[3:], strict=False)), (name, frames)
+            assert last["extra"]["pli"] == first["extra"]["pli"], (name, first, last)
+            assert last["frames"] - first["frames"] > 20, (name, first, last)
+        assert small.evaluate(INBOUND)["width"] < large.evaluate(INBOUND)["width"]
+        artefact(large, "vp9-svc-large")
+        artefact(small, "vp9-svc-small")
+    finally:
+        for page in pages:
+            page.context.close()
