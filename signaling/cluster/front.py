@@ -454,7 +454,8 @@ async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
     if hop == internal.WORKER:
         return await handler(request)
     path = request.path
-    if path == "/rtc" or path.startswith("/rtc/"):
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+    if upgrade and (path == "/rtc" or path.startswith("/rtc/")):
         return await front.route_rtc(request, handler, hop)
     if path == "/api/rooms":
         if request.method == "GET":
