@@ -512,6 +512,14 @@ def _redirect(
     return response
 
 
+def display_name(user: User | None, asked: object) -> str:
+    """The name others see: a signed-in user's is the provider's (no one passes for someone
+    else), a guest's the one they typed ('' if unusable)."""
+    if user is not None and user.name:
+        return _clean_name(user.name, user.subject[:MAX_NAME])
+    return _clean_name(asked, "")
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     """GET /auth/login?next=/r/slug: off to the provider."""
     ident = request.app[IDENTITY]
@@ -723,7 +731,7 @@ async def meeting_token(request: web.Request) -> web.Response:
         return _error(404, "not_found", "no such meeting")
     user, _ = await ident.user(request)
     role = ident.role(room, user)
-    name = _clean_name(body.get("name"), user.name if user else "")
+    name = display_name(user, body.get("name"))
     if not name:
         return _error(400, "bad_request", "name: 1 to 128 printable characters")
     info = {"slug": room.slug, "name": room.name, "access": room.access}

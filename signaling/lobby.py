@@ -165,7 +165,7 @@ def _lobby_of(session: Session) -> Lobby:
 async def lobby_socket(request: web.Request) -> web.StreamResponse:
     """GET /lobby/{slug} (WebSocket): knock, wait, hear the hosts' decision."""
     from .app import JOIN_LIMITER, SFU_KEY
-    from .identity import GUEST_COOKIE, _clean_name, _same_origin
+    from .identity import GUEST_COOKIE, _same_origin, display_name
 
     slug = request.match_info["slug"]
     lobby = _LOBBIES[request.app[SFU_KEY]]
@@ -201,7 +201,7 @@ async def lobby_socket(request: web.Request) -> web.StreamResponse:
             await ws.send_json({"type": "error", "code": "not_found", "message": "no such meeting"})
             return ws
         user, _ = await ident.user(request)
-        name = _clean_name(knock.get("name"), user.name if user else "")
+        name = display_name(user, knock.get("name"))
         if not name:
             await ws.send_json({"type": "error", "code": "bad_request", "message": "say your name"})
             return ws

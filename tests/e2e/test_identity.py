@@ -170,8 +170,8 @@ async def test_media_tokens_follow_the_room_policy(rooms_server):
             assert status == 403 and body["code"] == "must_wait", body
             return "wait", None
 
-        role, who = await entry(alice, "Alice")
-        assert role == "host" and who.identity == "u:alice" and who.name == "Alice"
+        role, who = await entry(alice, "The Boss")  # signed in: the provider's name is kept
+        assert role == "host" and who.identity == "u:alice" and who.name == "Alice Martin"
         assert (await entry(bob))[0] == "enter"  # trusted: signed-in users enter
         assert (await entry(guest))[0] == "wait"  # ... guests wait
         await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"access": "restricted"})
@@ -281,12 +281,12 @@ async def _host_socket(http, server, token: str):
     ws = await http.ws_connect(f"{server.url.replace('http', 'ws')}/rtc?access_token={token}")
     await ws.send_json({"type": "join", "id": 1})
     while True:
-        msg = await ws.receive_json(timeout=10)
+        msg = await ws.receive_json(timeout=20)
         if msg["type"] == "joined":
             return ws
 
 
-async def _next(ws, kind: str, timeout: float = 10, key: str = "") -> dict:
+async def _next(ws, kind: str, timeout: float = 20, key: str = "") -> dict:
     """The next message of type ``kind`` (with field ``key``), skipping others."""
     deadline = time.monotonic() + timeout
     while True:
@@ -313,7 +313,7 @@ async def test_waiting_room_admit_deny_and_no_retry_loop(server):
             assert status == 403 and body["code"] == "must_wait"
             ws = await http.ws_connect(lobby_url)
             await ws.send_json({"type": "knock", "name": name})
-            return ws, await ws.receive_json(timeout=10)
+            return ws, await ws.receive_json(timeout=20)
 
         # a guest knocks: the host is told at once, and admits them
         g1, waiting = await knock_as(guest, "Gabriel")
@@ -322,7 +322,7 @@ async def test_waiting_room_admit_deny_and_no_retry_loop(server):
         assert knock["knock"]["name"] == "Gabriel" and knock["knock"]["signed_in"] is False
         assert [w["name"] for w in knock["waiting"]] == ["Gabriel"]
         await host.send_json({"type": "lobby_admit", "id": 3, "waiting": knock["knock"]["id"]})
-        admitted = await g1.receive_json(timeout=10)
+        admitted = await g1.receive_json(timeout=20)
         assert admitted["type"] == "admitted"
         identity = verifier.verify(admitted["token"])
         assert identity.grant.room == slug and not identity.grant.room_host
@@ -334,7 +334,7 @@ async def test_waiting_room_admit_deny_and_no_retry_loop(server):
         assert waiting["type"] == "waiting"
         knock = await _next(host, "lobby", key="knock")
         await host.send_json({"type": "lobby_deny", "id": 4, "all": True})
-        denied = await g2.receive_json(timeout=10)
+        denied = await g2.receive_json(timeout=20)
         assert denied == {"type": "denied", "retry_after": 30}
         assert "token" not in json.dumps(denied)
         for _ in range(3):
@@ -350,7 +350,7 @@ async def test_waiting_room_admit_deny_and_no_retry_loop(server):
                 assert waiting["type"] == "waiting"
                 knock = await _next(host, "lobby", key="knock")
                 await host.send_json({"type": "lobby_deny", "waiting": knock["knock"]["id"]})
-                assert (await ws.receive_json(timeout=10))["type"] == "denied"
+                assert (await ws.receive_json(timeout=20))["type"] == "denied"
         async with _client() as fresh:
             ws, again = await knock_as(fresh, "Mallory again")
             assert again["type"] == "error" and again["code"] == "rate_limited"
@@ -361,9 +361,10 @@ async def test_waiting_room_admit_deny_and_no_retry_loop(server):
             await sign_in(carol, server, "carol")
             g4 = await carol.ws_connect(lobby_url)
             await g4.send_json({"type": "knock", "name": "Carol"})
-            assert (await g4.receive_json(timeout=10))["type"] == "waiting"
+            assert (await g4.receive_json(timeout=20))["type"] == "waiting"
             knock = await _next(host, "lobby", key="knock")
-            assert knock["knock"]["signed_in"] is True and knock["knock"]["name"] == "Carol"
+            assert knock["knock"]["signed_in"] is True
+            assert knock["knock"]["name"] == "Carol Petit"  # the provider's name
             await g4.close()
             assert (await _next(host, "lobby"))["waiting"] == []
         await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"access": "trusted"})
