@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import artefact, open_page
-from tests.support.browser import poll
+from tests.support.browser import REMOTE_MEDIA, poll
 from tests.support.lkdrive import SyncLiveKitPeers
 from tests.support.server import ServerProcess
 
@@ -55,6 +55,7 @@ def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
     python = SyncLiveKitPeers(lk_server.url)
     big = open_page(browser, f"{pages_origin}/index.html", "big")
     small = open_page(browser, f"{pages_origin}/index.html", "small")
+    pages = [big, small]
     try:
         big_sid = big.evaluate(
             "([u, t]) => join(u, t, [640, 360])", [ws_url, lk_server.token(room, "big", "Big")]
@@ -152,7 +153,55 @@ def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
                 "Python's chat at a page",
             )
         assert big.evaluate("() => state.errors") == []
+
+        # visio-sfu's own web client (JSON protocol) joins the same room
+        web = open_page(browser, f"{lk_server.url}/r/{room}?name=Web&autojoin=1&lang=en", "web")
+        pages.append(web)
+        poll(
+            web,
+            REMOTE_MEDIA,
+            lambda r: (
+                len([v for v in r["videos"] if v["w"] > 0 and v["ready"] >= 2]) == 3
+                and r["audios"] == 3
+            ),
+            40,
+            "the web client sees and hears the three LiveKit participants",
+        )
+        web_id = web.evaluate("() => window.visio.session.identity || null") or None
+        poll(  # (at the small page: the big page's third 640x360 tile is off screen, paused)
+            small,
+            videos,
+            lambda v: any(k not in ("big", "py") and v[k]["frames"] > 20 for k in v),
+            30,
+            "the web client's camera at a LiveKit page",
+        )
+        python.until(
+            lambda s: (
+                any(k not in ("big", "small") and n > 20 for k, n in s["py"]["video"].items())
+                and any(k not in ("big", "small") and n > 50 for k, n in s["py"]["audio"].items())
+            ),
+            30,
+            "the web client's camera and microphone at the Python participant",
+        )
+        # chat between the web client and the LiveKit clients
+        web.click("#chat-button")
+        web.fill("#chat-input", "hello from the web client")
+        web.press("#chat-input", "Enter")
+        for page in (big, small):
+            poll(
+                page,
+                "() => state.texts.map(t => t.text)",
+                lambda t: "hello from the web client" in t,
+                10,
+                "the web client's chat at a LiveKit page",
+            )
+        big.evaluate("() => say('hello web client')")
+        item = web.locator("#chat-log li", has_text="hello web client")
+        item.wait_for(timeout=10000)
+        assert item.locator(".who").inner_text() == "Big"
+        artefact(web, "livekit-client-web")
+        del web_id
     finally:
         python.close()
-        for page in (big, small):
+        for page in pages:
             page.context.close()
