@@ -16,8 +16,6 @@ API (signaling/api.py) does.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,7 +33,8 @@ from visio_sfu.participant import Participant
 from .api import in_scope
 from .auth import Identity, TokenError, TokenVerifier, printable
 from .config import Config
-from .livekit_models import SOURCE_NAMES, participant_proto, room_proto, track_proto
+from .livekit import convert
+from .livekit_models import SOURCE_NAMES, permission_proto
 
 logger = logging.getLogger(__name__)
 
@@ -261,13 +260,13 @@ class RoomService:
     async def list_participants(self, ident: Identity | None, req: Any) -> Message:
         """ListParticipants: everyone in the room (hidden ones too, as on LiveKit)."""
         room = self._admin(ident, req.room)
-        people = [participant_proto(p, p.joined_at) for p in list(room.participants.values())]
+        people = [participant_proto(p) for p in list(room.participants.values())]
         return lkroom.ListParticipantsResponse(participants=people)
 
     async def get_participant(self, ident: Identity | None, req: Any) -> Message:
         """GetParticipant: one participant by identity."""
         p = self._participant(self._admin(ident, req.room), req.identity)
-        return participant_proto(p, p.joined_at)
+        return participant_proto(p)
 
     async def remove_participant(self, ident: Identity | None, req: Any) -> Message:
         """RemoveParticipant: disconnected with reason removed (it may join again)."""
@@ -284,7 +283,7 @@ class RoomService:
             track = p.set_muted(req.track_sid, req.muted, by_server=True)
         except KeyError:
             raise TwirpError("not_found", "track not found") from None
-        return lkroom.MuteRoomTrackResponse(track=track_proto(track.info()))
+        return lkroom.MuteRoomTrackResponse(track=convert.track_info(track.info()))
 
     async def update_participant(self, ident: Identity | None, req: Any) -> Message:
         """UpdateParticipant: name, metadata, attributes (merged; "" removes a key) and
@@ -304,7 +303,7 @@ class RoomService:
         if req.HasField("permission"):
             self._set_permission(p, req.permission)
         p.update(name=req.name or None, metadata=req.metadata or None, attributes=attributes)
-        return participant_proto(p, p.joined_at)
+        return participant_proto(p)
 
     @staticmethod
     def _set_permission(p: Participant, perm: lk.ParticipantPermission) -> None:
@@ -349,18 +348,32 @@ class RoomService:
                 to.append(target.identity)
         if (req.destination_identities or req.destination_sids) and not to:
             return lkroom.SendDataResponse()  # nobody of those is here: delivered to no one
-        room.send_data(None, req.topic, json_view(bytes(req.data)), to or None)
+        data = bytes(req.data)
+        packet = lk.DataPacket(
+            kind=req.kind,
+            destination_identities=to,
+            user=lk.UserPacket(payload=data, topic=req.topic, destination_identities=to),
+        )
+        room.send_data(
+            None,
+            req.topic,
+            convert.payload_view(req.topic, data),  # for clients of the JSON protocol
+            to or None,
+            reliable=req.kind == lk.DataPacket.Kind.RELIABLE,
+            encoded=("livekit", packet.SerializeToString()),  # LiveKit clients: as it is
+        )
         return lkroom.SendDataResponse()
 
 
-def json_view(data: bytes) -> Any:
-    """Data bytes as a JSON value for the JSON protocol's ``data`` (its payloads are JSON):
-    UTF-8 JSON as that value, other UTF-8 text as a string, else ``{"base64": ...}``."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(data).decode("ascii")}
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def participant_proto(p: Participant) -> lk.ParticipantInfo:
+    """A live participant as ``livekit.ParticipantInfo``, with its permission."""
+    return convert.participant_info(p.info(), 1, p.joined_at, perm=permission_proto(p.permissions))
+
+
+def room_proto(room: Room) -> lk.Room:
+    """A live room as ``livekit.Room``."""
+    participants = list(room.participants.values())
+    out = convert.room(room.info(), room.created_at, len(participants), room.empty_timeout)
+    out.max_participants = room.max_participants
+    out.num_publishers = sum(1 for p in participants if p.tracks)
+    return out

@@ -1,17 +1,15 @@
-"""visio-sfu's rooms, participants and tracks as LiveKit's protobuf models (livekit-protocol).
-
-Used by the RoomService (signaling/livekit_api.py) and LiveKit-format webhooks
-(signaling/livekit_webhooks.py): one place that maps visio_sfu's snapshots
-(``visio_sfu.events``) onto ``livekit.Room``, ``livekit.ParticipantInfo`` and ``livekit.TrackInfo``.
+"""The basic mappings of visio-sfu's values onto LiveKit's protobuf models (livekit-protocol):
+sources, qualities, a track, a permission, a participant or room snapshot. Shared by the
+signaling (signaling/livekit/convert.py builds on them), the RoomService
+(signaling/livekit_api.py) and LiveKit-format webhooks (signaling/livekit_webhooks.py).
 """
 
 from __future__ import annotations
 
 from livekit.protocol import models as lk
 
-from visio_sfu import Room
 from visio_sfu.events import ParticipantRef, RoomInfo, TrackInfo
-from visio_sfu.participant import Participant, Permissions
+from visio_sfu.participant import Permissions
 
 SOURCES = {
     "camera": lk.TrackSource.CAMERA,
@@ -61,45 +59,9 @@ def permission_proto(p: Permissions) -> lk.ParticipantPermission:
     )
 
 
-def participant_proto(p: Participant, joined_at: float | None = None) -> lk.ParticipantInfo:
-    """A live participant as ``livekit.ParticipantInfo`` (state ACTIVE)."""
-    info = p.info()
-    out = lk.ParticipantInfo(
-        sid=info.sid,
-        identity=info.identity,
-        name=info.name,
-        metadata=info.metadata,
-        state=lk.ParticipantInfo.State.ACTIVE,
-        tracks=[track_proto(t) for t in info.tracks],
-        permission=permission_proto(p.permissions),
-        is_publisher=bool(info.tracks),
-        attributes=dict(info.attributes),
-    )
-    if joined_at is not None:
-        out.joined_at = int(joined_at)
-        out.joined_at_ms = int(joined_at * 1000)
-    return out
-
-
 def participant_ref_proto(p: ParticipantRef, state: int) -> lk.ParticipantInfo:
     """Who, as ``livekit.ParticipantInfo`` (for webhooks: sid, identity, name, state)."""
     return lk.ParticipantInfo(sid=p.sid, identity=p.identity, name=p.name, state=state)  # type: ignore[arg-type]
-
-
-def room_proto(room: Room) -> lk.Room:
-    """A live room as ``livekit.Room``."""
-    participants = list(room.participants.values())
-    return lk.Room(
-        sid=room.sid,
-        name=room.name,
-        empty_timeout=int(room.empty_timeout),
-        max_participants=room.max_participants,
-        creation_time=int(room.created_at),
-        creation_time_ms=int(room.created_at * 1000),
-        metadata=room.metadata,
-        num_participants=len(participants),
-        num_publishers=sum(1 for p in participants if p.tracks),
-    )
 
 
 def room_info_proto(r: RoomInfo) -> lk.Room:

@@ -19,7 +19,8 @@ from livekit.protocol.webhook import WebhookEvent
 
 from visio_sfu import events as ev
 
-from .livekit_models import participant_ref_proto, room_info_proto, track_proto
+from .livekit import convert
+from .livekit_models import participant_ref_proto, room_info_proto
 from .webhooks import WebhookNotifier
 
 
@@ -37,7 +38,7 @@ def livekit_event(lifecycle: ev.LifecycleEvent) -> WebhookEvent:
         state = lk.ParticipantInfo.State.DISCONNECTED if gone else lk.ParticipantInfo.State.ACTIVE
         out.participant.CopyFrom(participant_ref_proto(who, state))
     if isinstance(lifecycle, ev.TrackAdded | ev.TrackRemoved):
-        out.track.CopyFrom(track_proto(lifecycle.track))
+        out.track.CopyFrom(convert.track_info(lifecycle.track))
     return out
 
 

@@ -333,3 +333,52 @@ def test_webhook_format_setting():
     assert load_config(env={}).webhook_format == "visio"
     with pytest.raises(ConfigError, match="webhook_format"):
         load_config(env={"VISIO_WEBHOOK_FORMAT": "xml"})
+
+
+async def test_livekit_api_on_a_livekit_sdk_participant():
+    """The RoomService on a participant that speaks LiveKit's protocol (the Python SDK, real
+    libwebrtc): listed with its tracks and token attributes, data from the server arrives as
+    LiveKit data packets byte for byte, a server mute reaches the others, removal disconnects it."""
+    from tests.support.lkdrive import LiveKitPeers, livekit_token
+
+    async with (
+        LocalServer() as s,
+        LiveKitPeers(s.url) as peers,
+        api.LiveKitAPI(s.url, KEY, SECRET) as lk,
+    ):
+        web = Client(s.url, s.token("mixed", "web"))
+        await web.connect()
+        token = livekit_token(KEY, SECRET, "lk", "mixed", name="LK", attributes={"role": "guest"})
+        await peers.cmd("join", name="lk", token=token, video=True, audio=True)
+        await until(lambda: len(web.remote_tracks) == 2, what="web receives the SDK's tracks")
+        people = await lk.room.list_participants(api.ListParticipantsRequest(room="mixed"))
+        sdk = next(p for p in people.participants if p.identity == "lk")
+        assert sdk.name == "LK" and dict(sdk.attributes) == {"role": "guest"}
+        sources = sorted(api.TrackSource.Name(t.source) for t in sdk.tracks)
+        assert sources == ["CAMERA", "MICROPHONE"]
+        payload = "from the server, à tous".encode()
+        await lk.room.send_data(
+            api.SendDataRequest(
+                room="mixed",
+                data=payload,
+                topic="notice",
+                kind=api.DataPacket.Kind.LOSSY,
+                destination_identities=["lk"],
+            )
+        )
+        stats = await peers.until(lambda st: st["lk"]["data"], 10, "the server's data packet")
+        (got,) = stats["lk"]["data"]
+        assert got["payload"] == payload.decode() and got["topic"] == "notice"
+        assert got["from"] is None and got["reliable"] is False
+        audio = next(t for t in sdk.tracks if t.source == api.TrackSource.MICROPHONE)
+        await lk.room.mute_published_track(
+            api.MuteRoomTrackRequest(room="mixed", identity="lk", track_sid=audio.sid, muted=True)
+        )
+        muted = await web.wait_for(lambda m: m["type"] == "track_muted" and m["muted"])
+        assert muted["track"] == audio.sid
+        await lk.room.remove_participant(api.RoomParticipantIdentity(room="mixed", identity="lk"))
+        await peers.until(lambda st: st["lk"]["sid"] is None, 15, "the SDK disconnected")
+        left = await web.wait_for("participant_left")
+        assert left["participant"]["identity"] == "lk" and left["reason"] == "removed"
+        assert not any(m["type"] == "data" for m in web.events)  # not for the JSON client
+        await web.close()
