@@ -30,6 +30,7 @@ from visio_sfu.events import LifecycleEvent, RoomFinished
 from ..api import in_scope
 from ..app import CONFIG, JOIN_LIMITER, SFU_KEY, VERIFIER, origin_allowed
 from ..auth import TokenError
+from ..lobby import route_lobby
 from . import internal
 from .backend import HOP, KEY, Handler, install_backend
 from .node import NoNode, RedisNode
@@ -381,7 +382,14 @@ class Front:
         }
         if self.pool is not None:
             body["workers"] = [
-                {"worker": w.index, "alive": w.alive, "rooms": len(w.rooms), "pps": w.pps}
+                {
+                    "worker": w.index,
+                    "alive": w.alive,
+                    "pid": w.process.pid if w.process is not None else None,
+                    "rooms": len(w.rooms),
+                    "pps": w.pps,
+                    "restarts": w.restarts,
+                }
                 for w in self.pool.workers
             ]
         if self.node is not None:
@@ -457,6 +465,8 @@ async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
     upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
     if upgrade and (path == "/rtc" or path.startswith("/rtc/")):
         return await front.route_rtc(request, handler, hop)
+    if upgrade and path.startswith("/lobby/"):  # a meeting's waiting room (signaling/lobby.py)
+        return await route_lobby(front, request, handler, hop)
     if path == "/api/rooms":
         if request.method == "GET":
             return await front.list_rooms(request, handler, hop)
