@@ -26,6 +26,10 @@ async def _until(check, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.1)
 
 
+def room_tracks(server: LocalServer, sid: str) -> list:
+    return list(server.sfu.room("lk-room").participants[sid].tracks.values())
+
+
 def _frames(stats: dict, who: str, frm: str, kind: str = "video") -> int:
     return stats[who][kind].get(frm, 0)
 
@@ -53,6 +57,7 @@ async def test_three_livekit_sdk_participants(caplog):
                 token=token(name),
                 video=True,
                 audio=True,
+                share=i == 2,  # carol shares her screen too
                 simulcast=i == 1,  # bob: simulcast, offered f;h;q by the Rust SDK
                 size=[960, 540] if i == 1 else [320, 240],
                 text_topic="lk.chat",
@@ -69,6 +74,13 @@ async def test_three_livekit_sdk_participants(caplog):
             )
 
         stats = await lk.until(everyone_sees_everyone, 45, "video and audio between all three")
+        await lk.until(
+            lambda s: s["alice"]["video"].get("carol:screen", 0) >= 10, 20, "carol's screen"
+        )
+        shared = [t for t in room_tracks(server, sids["carol"]) if t.source == "screen_share"]
+        assert len(shared) == 1 and shared[0].kind == "video"
+        # the token's canPublishSources, as the SDK reads them (1 camera, 2 mic, 3 screen)
+        assert stats["alice"]["sources"] == [1, 2, 3]
         assert stats["alice"]["attributes"]["bob"] == {"role": "bob-role"}  # token attributes
         room = server.sfu.room("lk-room")
         bob = room.participants[sids["bob"]]

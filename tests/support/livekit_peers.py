@@ -8,7 +8,7 @@ abort from taking pytest with it.
 
 Commands (``{"cmd": ..., ...}``):
 - ``join`` name, token, [video] (publish a camera, 320x240 unless ``size``, ``simulcast``),
-  [audio], [text_topic]
+  [audio], [share] (a screen share too), [text_topic]
 - ``stats``: per participant, video frames and audio frames received from each identity, data
   packets and text received, mute events, departures, reconnections, its sid
 - ``data`` name, payload, reliable, topic, [to]; ``text`` name, text, topic
@@ -72,6 +72,8 @@ class Peer:
 
     def _subscribed(self, track, publication, participant) -> None:
         who = participant.identity
+        if publication.source == rtc.TrackSource.SOURCE_SCREENSHARE:
+            who += ":screen"
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             self.tasks.append(asyncio.ensure_future(self._read_video(track, who)))
         else:
@@ -117,6 +119,11 @@ class Peer:
             "speakers": self.speakers[-20:],
             "quality": self.quality,
             "remote": sorted(p.identity for p in self.room.remote_participants.values()),
+            "sources": (
+                sorted(self.room.local_participant.permissions.can_publish_sources)
+                if self.room.isconnected()
+                else []
+            ),
             "published": sorted(self.tracks),
             "attributes": {
                 p.identity: dict(p.attributes) for p in self.room.remote_participants.values()
@@ -188,6 +195,15 @@ async def main(url: str) -> None:
                     pub = await peer.room.local_participant.publish_track(track, opts)
                     peer.tracks["video"] = pub
                     loops.append(asyncio.ensure_future(video_loop(source, 40 * len(peers), w, h)))
+                if cmd.get("share"):  # a screen share: a second, small video track
+                    source = rtc.VideoSource(W, H)
+                    track = rtc.LocalVideoTrack.create_video_track(f"{name}-screen", source)
+                    opts = rtc.TrackPublishOptions(
+                        source=rtc.TrackSource.SOURCE_SCREENSHARE, simulcast=False
+                    )
+                    pub = await peer.room.local_participant.publish_track(track, opts)
+                    peer.tracks["screen"] = pub
+                    loops.append(asyncio.ensure_future(video_loop(source, 250)))
                 if cmd.get("audio"):
                     source = rtc.AudioSource(48000, 1)
                     track = rtc.LocalAudioTrack.create_audio_track(f"{name}-mic", source)
