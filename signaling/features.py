@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from . import livekit, meeting, recording, transcription
+from . import breakout, livekit, meeting, recording, transcription
+
 
 def identity_setup(app: web.Application) -> None:
     """Sign-in, rooms people own, the waiting room (issue 16): only with an [oidc] table, so
@@ -28,4 +29,5 @@ SETUPS: list[Callable[[web.Application], None]] = [
     recording.setup,  # recording without re-encoding (issue 14)
     livekit.setup,  # LiveKit's signaling protocol: /rtc/validate, /rtc/v1 (issue 18)
     identity_setup,  # sign-in, owned rooms, waiting room (issue 16)
+    breakout.setup,  # breakout rooms (issue 16)
 ]

@@ -14,7 +14,9 @@ token gets the same participant back (Room.resume: same sid, fresh peer connecti
   found dead (that connection is then closed, code 4004).
 
 Otherwise the join is an ordinary one (``"resumed": false``). A token is forgotten when its
-participant leaves, so it lives at most as long as the participant plus its grace.
+participant leaves, so it lives at most as long as the participant plus its grace. A participant
+moved to a breakout room (signaling/breakout.py) is resumed where it is now: the token follows
+it (the access token still names the meeting's room).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from visio_sfu import SFU, Participant, Permissions, Room, TransportError
-from visio_sfu.events import LifecycleEvent, ParticipantExited
+from visio_sfu.events import LifecycleEvent, ParticipantEntered, ParticipantExited
 
 if TYPE_CHECKING:
     from .session import Session
@@ -39,8 +41,9 @@ logger = logging.getLogger(__name__)
 class _Entry:
     secret: str
     identity: str
-    room: str
+    room: str  # the room its access token names
     session: weakref.ref[Session] | None  # the connection serving it now (None: suspended)
+    now: str = ""  # the room it is in now, when moved (breakout rooms)
 
 
 class Resumes:
@@ -53,7 +56,9 @@ class Resumes:
     def issue(self, session: Session, p: Participant, room: str) -> str:
         """A new token for ``p`` (served by ``session``); any older one stops working."""
         secret = secrets.token_urlsafe(24)
-        self._entries[p.sid] = _Entry(secret, p.identity, room, weakref.ref(session))
+        self._entries[p.sid] = _Entry(
+            secret, p.identity, room, weakref.ref(session), p.room_name or room
+        )
         return f"{p.sid}.{secret}"
 
     def let_go(self, sid: str) -> None:
@@ -62,9 +67,10 @@ class Resumes:
         if entry is not None:
             entry.session = None
 
-    def claim(self, token: str, identity: str, room: str) -> tuple[str, Session | None] | None:
-        """The sid ``token`` names, and the session holding that participant now, if the token
-        is valid for ``identity`` in ``room``; the token is then used up."""
+    def claim(self, token: str, identity: str, room: str) -> tuple[str, Session | None, str] | None:
+        """The sid ``token`` names, the session holding that participant now and the room it
+        is in now, if the token is valid for ``identity`` in ``room``; the token is then used
+        up."""
         sid, _, secret = token.partition(".")
         entry = self._entries.get(sid)
         if entry is None or not hmac.compare_digest(entry.secret.encode(), secret.encode()):
@@ -72,11 +78,15 @@ class Resumes:
         if entry.identity != identity or entry.room != room:
             return None
         del self._entries[sid]
-        return sid, entry.session() if entry.session is not None else None
+        return sid, entry.session() if entry.session is not None else None, entry.now or room
 
     def _on_event(self, event: LifecycleEvent) -> None:
-        if isinstance(event, ParticipantExited):
+        if isinstance(event, ParticipantExited) and event.reason != "moved":
             self._entries.pop(event.participant.sid, None)
+        elif isinstance(event, ParticipantEntered):
+            entry = self._entries.get(event.participant.sid)
+            if entry is not None:
+                entry.now = event.room.name
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,10 +106,13 @@ def registry(sfu: SFU) -> Resumes:
 async def take_over(
     session: Session, room: Room, token: str, permissions: Permissions
 ) -> Participant | None:
-    """Give ``session`` the participant ``token`` names in ``room``, or None (an ordinary join
-    follows): see the module's documentation for the conditions."""
+    """Give ``session`` the participant ``token`` names in ``room`` (or in the breakout room
+    it was moved to), or None (an ordinary join follows): see the module's documentation for
+    the conditions."""
     identity = session.identity.identity
     claimed = registry(session.sfu).claim(token, identity, room.name)
+    if claimed is not None:
+        room = session.sfu.room(claimed[2]) or room
     p = room.participants.get(claimed[0]) if claimed is not None else None
     if claimed is None or p is None or p.identity != identity or p.permissions != permissions:
         logger.info("session <%s>: resume refused", identity)

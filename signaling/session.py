@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -270,6 +271,8 @@ class Session:
             if self.config.max_rooms and len(self.sfu.rooms) >= self.config.max_rooms:
                 raise ProtocolError("room_full", "the server has reached its room limit")
             room = self.sfu.get_or_create_room(grant.room)
+        for guard in JOIN_GUARDS:  # a feature's rule (a breakout room is entered by a move)
+            guard(self, room)
         perms = Permissions(
             can_publish=grant.can_publish,
             can_subscribe=grant.can_subscribe,
@@ -282,11 +285,12 @@ class Session:
             back = await resume.take_over(self, room, req.resume, perms)
             if back is not None:  # the same participant, on this connection from now on
                 self.participant = back
+                here = self.sfu.room(back.room_name or "") or room  # moved: a breakout room
                 return proto.joined(
-                    room.info(),
+                    here.info(),
                     back.info(),
                     back.permissions,
-                    [o.info() for o in room.visible(back)],
+                    [o.info() for o in here.visible(back)],
                     resume=resumes.issue(self, back, room.name),
                     resumed=True,
                 )
@@ -447,6 +451,10 @@ HANDLERS: dict[str, Any] = {
     "ping": Session.on_ping,
     "leave": Session.on_leave,
 }
+
+
+#: checks a feature makes before a join enters ``room`` (raise ProtocolError to refuse)
+JOIN_GUARDS: list[Callable[[Session, Room], None]] = []
 
 
 def register_handler(kind: str, handler: Any, request: type | None = None) -> None:

@@ -65,12 +65,14 @@ class Client:
         self._restarting = False  # waiting for a fresh subscriber connection
         self.subscriber_restarts = 0
         self.joined: dict | None = None
+        #: the room we are in and who else is there (a move to a breakout room changes both)
+        self.room: dict | None = None
+        self.participants: dict[str, dict] = {}  # sid -> participant (docs/protocol.md)
+        #: the tracks received now: those of the latest subscriber offer applied
         self.remote_tracks: list[RemoteTrack] = []
         self.on_track: Callable[[RemoteTrack], None] | None = None
         self.on_message: Callable[[dict], None] | None = None
-        self._mids: dict[str, dict] = {}
         self._negotiation = asyncio.Lock()
-        self.subscriber.on("track", self._on_track)
 
     # -- connection ------------------------------------------------------------------------
     def _new_signal(self) -> SignalingConnection:
@@ -157,6 +159,8 @@ class Client:
         except BaseException:
             await self.close()
             raise
+        self.room = self.joined["room"]
+        self.participants = {p["sid"]: p for p in self.joined.get("participants", [])}
         return self.joined
 
     @property
@@ -184,8 +188,16 @@ class Client:
     def _on_message(self, msg: dict) -> None:
         if self.on_message is not None:
             self.on_message(msg)
-        if msg.get("type") == "subscriber_restarted":
+        kind = msg.get("type")
+        if kind == "subscriber_restarted":
             self._replace_subscriber()  # before the next offer, which is for the new one
+        elif kind == "moved":  # a breakout room (or back): same connections, other people
+            self.room = msg.get("room")
+            self.participants = {p["sid"]: p for p in msg.get("participants", [])}
+        elif kind == "participant_joined":
+            self.participants[msg["participant"]["sid"]] = msg["participant"]
+        elif kind == "participant_left":
+            self.participants.pop(msg["participant"]["sid"], None)
 
     def _on_offer(self, msg: dict) -> None:
         if not self._restarting:  # else: made for the connection being replaced
@@ -196,9 +208,8 @@ class Client:
             async with self._negotiation:
                 if pc is not self.subscriber:
                     return  # replaced meanwhile
-                for t in msg.get("tracks", []):
-                    self._mids[t["mid"]] = t
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+                self._sync_tracks(pc, msg.get("tracks", []))
                 answer = await pc.createAnswer()
                 await pc.setLocalDescription(answer)
                 if pc is not self.subscriber:
@@ -235,28 +246,38 @@ class Client:
     def _replace_subscriber(self) -> None:
         old = self.subscriber
         self.subscriber = RTCPeerConnection(self._config)
-        self.subscriber.on("track", self._on_track)
-        self._mids.clear()
         self.remote_tracks = []
         self._restarting = False
         self.subscriber_restarts += 1
         asyncio.ensure_future(old.close())
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        mid = next(
-            (t.mid for t in self.subscriber.getTransceivers() if t.receiver.track is track), None
-        )
-        info = self._mids.get(mid or "", {})
-        remote = RemoteTrack(
-            track,
-            info.get("track", ""),
-            info.get("participant", ""),
-            track.kind,
-            info.get("source", ""),
-        )
-        self.remote_tracks.append(remote)
-        if self.on_track is not None:
-            self.on_track(remote)
+    def _sync_tracks(self, pc: RTCPeerConnection, offered: list[dict]) -> None:
+        """``remote_tracks`` becomes what this offer carries: a track missing from it is gone,
+        and an m-section the server reuses (aiortc keeps its receiver's track object) now
+        carries another participant's track (docs/protocol.md, subscriber offer)."""
+        by_mid = {t.mid: t for t in pc.getTransceivers()}
+        before = {(r.track_sid, id(r.track)): r for r in self.remote_tracks}
+        now, new = [], []
+        for info in offered:
+            transceiver = by_mid.get(info.get("mid"))
+            track = transceiver.receiver.track if transceiver is not None else None
+            if track is None:
+                continue
+            remote = before.get((info.get("track", ""), id(track)))
+            if remote is None:
+                remote = RemoteTrack(
+                    track,
+                    info.get("track", ""),
+                    info.get("participant", ""),
+                    track.kind,
+                    info.get("source", ""),
+                )
+                new.append(remote)
+            now.append(remote)
+        self.remote_tracks = now
+        for remote in new:
+            if self.on_track is not None:
+                self.on_track(remote)
 
     # -- publishing ------------------------------------------------------------------------
     async def publish(

@@ -66,6 +66,12 @@ class Munger:
         if not self.started:
             self.last_seq = (next_seq - 1) & 0xFFFF
 
+    def new_epoch(self) -> None:
+        """The next packet starts a new epoch, following the last one sent, even from the same
+        source: a transceiver reused for a track it carried before (a participant moved to a
+        breakout room and back) must not show what it did not send meanwhile as a loss."""
+        self.source = None
+
     def translate(self, source: int, seq: int, ts: int, now: float) -> tuple[int, int] | None:
         """Outgoing (seq, ts) for a source packet, or None if it must be dropped (too old)."""
         if source != self.source:

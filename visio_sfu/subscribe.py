@@ -80,6 +80,7 @@ class SubscribeConnection:
         munger = self._mungers.get(id(transceiver))
         dt = DownTrack(track, self.transport.send_rtp, self.participant_sid)
         if munger is not None:
+            munger.new_epoch()  # continuous with what it sent last, whatever it carried
             dt.munger = munger
         self._mungers[id(transceiver)] = dt.munger
         self.downtracks[track.sid] = dt
@@ -138,6 +139,10 @@ class SubscribeConnection:
 
     async def _negotiate_once(self) -> None:
         released, self._released = self._released, []
+        # the tracks this offer carries: a track added from here on (even on a transceiver
+        # reused, which has a mid already) is bound after the answer to the next offer, not
+        # this one's, where its section is inactive (the client would drop what it is sent)
+        offered = {sid: t for sid, t in self._slot.items()}
         sdp = await self.transport.create_offer()
         if self.closed:
             return  # abandoned meanwhile: this offer must never reach the client
@@ -148,7 +153,7 @@ class SubscribeConnection:
         self._offer_sdp = sdp
         tracks = []
         for sid, t in self._slot.items():
-            if t.mid is None:
+            if t.mid is None or offered.get(sid) is not t:
                 continue  # added while the offer was made: it is in the next one
             track = self.downtracks[sid].track
             tracks.append(OfferedTrack(t.mid, sid, track.participant_sid, track.kind, track.source))
@@ -178,12 +183,13 @@ class SubscribeConnection:
             except TransportError as exc:
                 logger.info("subscriber %s: candidate dropped: %s", self.participant_sid, exc)
         self._free.extend(t for t in released if t not in self._slot.values())
-        self._bind_pending()
+        self._bind_pending(offered)
 
-    def _bind_pending(self) -> None:
+    def _bind_pending(self, offered: dict[str, Slot] | None = None) -> None:
+        """Bind the DownTracks the answered offer carried (``offered``; None: every one)."""
         for sid, dt in list(self._to_bind.items()):
             t = self._slot.get(sid)
-            if t is None or t.mid is None:
+            if t is None or t.mid is None or (offered is not None and offered.get(sid) is not t):
                 continue
             media = t.describe()
             mime = dt.track.codec.mime.lower()

@@ -65,3 +65,17 @@ def test_source_seq_maps_back_for_nack():
     for i, (seq, _ts) in enumerate(outs):
         assert m.source_seq(seq) == 1000 + i
     assert m.source_seq((outs[-1][0] + 1) & 0xFFFF) is None  # never sent
+
+
+def test_a_new_epoch_from_the_same_source_leaves_no_gap():
+    """A transceiver reused for a track it carried before (breakout rooms: moved out and back)
+    goes on from its last packet: the source packets it did not forward meanwhile are no loss
+    (a subscriber would ask for them, and stall, since they are not its stream)."""
+    m = make()
+    last = m.translate(7, 1000, 90000, 0.0)
+    m.new_epoch()  # 2 s later, 30 source packets on, from a keyframe
+    first = m.translate(7, 1030, 90000 + 180000, 2.0)
+    assert first[0] == (last[0] + 1) & 0xFFFF
+    assert (first[1] - last[1]) & 0xFFFFFFFF == 180000
+    assert m.source_seq(last[0]) is None  # a NACK for the old epoch is not answered
+    assert m.source_seq(first[0]) == 1030
