@@ -41,12 +41,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_front() -> None:
+    """Linux: this worker is killed when its front dies (kill -9 included): its clients'
+    sockets went with the front, and nothing else would ever stop it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the front stops its workers itself
+        return
+    if os.getppid() == 1:  # the front died before prctl
+        os._exit(1)
+
+
 def worker_main(config: Config, index: int) -> None:
     """A worker process: the ordinary app, on 127.0.0.1, answering internal requests."""
     from ..app import create_app, run
     from .backend import install_backend
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the front decides when workers stop
+    _die_with_front()
     os.environ["VISIO_WORKER"] = str(index)
     app = create_app(config)
     install_backend(app)

@@ -46,6 +46,8 @@ def nodes(redis_server):
     try:
         for name in ("a", "b", "c"):
             extra = ["--redis", redis_server.url, "--node-id", name, "--heartbeat-ttl", TTL]
+            if name == "c":  # a node with workers: the cluster routes to it, it to a worker
+                extra += ["--workers", "2"]
             started.append(ServerProcess(extra=[*extra, "--drain-timeout", "1"]))
         yield {name: node for name, node in zip("abc", started, strict=True)}
     finally:
