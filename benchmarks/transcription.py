@@ -1,7 +1,8 @@
 """What transcription costs: CPU per speaking participant, caption latency, and the forwarding
-path with an audio tap attached.
+path with and without transcription running.
 
     python -m benchmarks.transcription [--seconds 40] [--speakers 1] [--packets 3000]
+        [--rounds 5] [--rate 0] [--subscribers 10] [--skip-recognition]
 
 1. Recognition: espeak-ng says English sentences (1.2 s pauses between them, as people
    speak); their Opus RTP is fed in real time to a real WorkerPool (one worker process, the
@@ -10,11 +11,17 @@ path with an audio tap attached.
    every second) and without (final lines only), and the latency from the end of each sentence
    to its final line (which includes the 0.5 s of silence that ends an utterance), and to the
    first partial from the start of speech.
-2. Forwarding: real PeerTransports over DTLS-SRTP on 127.0.0.1, an Opus track forwarded to
-   ``--subscribers`` subscribers (the whole path: datagram in, unprotect, Publisher, every
-   DownTrack, protect, send), CPU per received packet without and with an AudioTap attached,
-   alternating runs; and the transcriber's hand-over (AudioTap.take, every 100 ms) per packet,
-   which runs on the event loop but off the per-packet path.
+2. Forwarding: real PeerTransports over DTLS-SRTP on 127.0.0.1, a speaking Opus track
+   (espeak-ng sentences) forwarded to ``--subscribers`` subscribers (the whole path: datagram
+   in, unprotect, Publisher, every DownTrack, protect, send) in a burst, or at ``--rate``
+   packets a second (50: as one person speaks; paced rounds are far noisier), rounds in turn:
+   nothing attached; an AudioTap alone; transcription running (a real Transcriber on a
+   stand-in room: its tap, its hand-over every 100 ms on the event loop, the worker process
+   recognising with live captions at the same moment). CPU of
+   the event loop's thread per received packet while it forwards (``time.thread_time`` around
+   each batch of five: the loop's other work and sleeps excluded), and of the whole server
+   process (the hand-over, the result reader thread included); the worker's own CPU; and the
+   hand-over (AudioTap.take) per packet alone. Compare figures within one run.
 """
 
 from __future__ import annotations
@@ -172,18 +179,71 @@ async def recognition(seconds: float, speakers: int, captions: bool) -> dict[str
     }
 
 
-async def forwarding(subscribers: int, count: int, rounds: int = 5) -> dict[str, float]:
-    """Whole forwarding path per received Opus packet, without and with an AudioTap."""
+class _Person:
+    """What the Transcriber reads of a participant."""
+
+    sid, identity, name = "PA_pub", "speaker", "Speaker"
+
+
+class _Room:
+    """What the Transcriber reads of a room: one participant and their microphone."""
+
+    name, sid = "bench", "RM_bench"
+
+    def __init__(self, track: object) -> None:
+        self.person = _Person()
+        self.participants = {self.person.sid: self.person}
+        self.track = track
+        self.track_watchers: list = []
+        self.captions = 0
+
+    def watch_tracks(self, watcher) -> None:
+        self.track_watchers.append(watcher)
+        watcher(self.person, self.track)
+
+    def broadcast(self, event: object, exclude: object = None) -> None:
+        self.captions += 1
+
+
+def speech_packets(seconds: float) -> list[bytes]:
+    """Opus packets (20 ms) of espeak-ng sentences with 1.2 s pauses, ``seconds`` long."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = [espeak(text, tmp) for text in SENTENCES]
+    gap = np.zeros(int(1.2 * RATE), np.int16)
+    parts, total, i = [], 0, 0
+    while total < seconds * RATE:
+        parts += [clips[i % len(clips)], gap]
+        total += len(clips[i % len(clips)]) + len(gap)
+        i += 1
+    return opus(np.concatenate(parts))
+
+
+async def forwarding(
+    subscribers: int,
+    count: int,
+    rounds: int = 9,
+    rate: float = 0.0,
+    transcribe: bool = True,
+) -> dict[str, float]:
+    """The whole forwarding path per received Opus packet (speech), in turn: nothing attached;
+    an AudioTap alone; transcription running (a real Transcriber: its tap, its hand-over every
+    100 ms on the event loop, a worker process recognising with live captions)."""
     from benchmarks.peers import connected_pair
+    from visio_sfu.asr.backends import BackendSpec
+    from visio_sfu.asr.model import base_model_dir, default_cache_dir
+    from visio_sfu.asr.pool import WorkerPool
     from visio_sfu.audiotap import AudioTap
     from visio_sfu.downtrack import DownTrack
     from visio_sfu.publisher import Codec, Publisher
     from visio_sfu.rtp.header import build_rtp
+    from visio_sfu.transcriber import Transcriber
     from visio_sfu.transport import set_ice_addresses
 
     set_ice_addresses(["127.0.0.1"])
+    speech = speech_packets(max(count / 50, 10))
     publisher, server_in = await connected_pair("audio")
     pairs = [await connected_pair("audio") for _ in range(subscribers)]
+    pool = None
     try:
         track = Publisher(
             "TR_audio",
@@ -205,49 +265,117 @@ async def forwarding(subscribers: int, count: int, rounds: int = 5) -> dict[str,
             client.stop_receiving()
         tx = publisher.srtp_tx()
         feed = server_in.datagram_entry()
-        payload = bytes(range(90))  # a typical 20 ms Opus frame at ~32 kbit/s
+        modes = ["none", "tap"]
+        room = _Room(track)
+        transcriber = None
+        worker_pid = 0
+        if transcribe:
+            spec = BackendSpec(
+                "whisper", model_dir=str(base_model_dir(default_cache_dir())), threads=1
+            )
+            pool = WorkerPool(spec, workers=1)
+            await pool.start()
+            worker_pid = pool._workers[0].process.pid or 0
+            transcriber = Transcriber(room, pool, "en")  # type: ignore[arg-type]
+            modes.append("transcribing")
         seq = 0
-        runs: dict[str, list[float]] = {"without tap": [], "with tap": []}
-        tap = AudioTap(limit=count + 10)
-        takes = []
-        for r in range(rounds * 2):
-            with_tap = r % 2 == 1
-            if with_tap:
+        loop_runs: dict[str, list[float]] = {m: [] for m in modes}
+        all_runs: dict[str, list[float]] = {m: [] for m in modes}
+        takes: list[float] = []
+        worker_cpu = worker_wall = 0.0
+        for r in range(rounds * len(modes)):
+            mode = modes[r % len(modes)]
+            tap = None
+            if mode == "tap":
+                tap = AudioTap(limit=count + 10)
                 track.attach(tap)
-            else:
-                track.detach(tap)
+            elif mode == "transcribing":
+                assert transcriber is not None
+                transcriber.start()  # attaches its own tap to the track
+                # 10 s of speech first (not counted): the worker is recognising when the
+                # measured packets come
+                for _ in range(500):
+                    payload = speech[seq % len(speech)]
+                    feed(tx.protect(build_rtp(111, seq & 0xFFFF, seq * 960, 4242, payload)))
+                    seq += 1
+                await asyncio.sleep(0.3)
             datagrams = []
             for _ in range(count):
+                payload = speech[seq % len(speech)]
                 datagrams.append(tx.protect(build_rtp(111, seq & 0xFFFF, seq * 960, 4242, payload)))
                 seq += 1
             received = track.packets
-            start = time.process_time()
-            for d in datagrams:
-                feed(d)
-            while track.packets < received + count and time.process_time() - start < 30:
+            await asyncio.sleep(0.05)
+            all0, wall0 = time.process_time(), time.monotonic()
+            if mode == "transcribing":
+                cpu0 = process_cpu(worker_pid)
+            loop_cpu = 0.0  # the loop thread's CPU while it forwards (not while it sleeps)
+            for start in range(0, count, 5):  # five packets at a time, then the loop runs
+                if rate:
+                    delay = wall0 + start / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                else:
+                    await asyncio.sleep(0)
+                t0 = time.thread_time()
+                for d in datagrams[start : start + 5]:
+                    feed(d)  # unprotect, Publisher, every DownTrack, every send: synchronous
+                loop_cpu += time.thread_time() - t0
+            while track.packets < received + count and time.process_time() - all0 < 30:
                 await asyncio.sleep(0)
-            runs["with tap" if with_tap else "without tap"].append(
-                (time.process_time() - start) / count * 1e6
-            )
-            if with_tap:
-                n = len(tap.packets)
-                t = time.process_time()
+            loop_runs[mode].append(loop_cpu / count * 1e6)
+            all_runs[mode].append((time.process_time() - all0) / count * 1e6)
+            if mode == "transcribing":
+                worker_cpu += process_cpu(worker_pid) - cpu0
+                worker_wall += time.monotonic() - wall0
+            if tap is not None:
+                track.detach(tap)
+                n, t = len(tap.packets), time.process_time()
                 while tap.packets:  # the Transcriber's hand-over, 5 packets at a time
                     kept, tap.packets = tap.packets, tap.packets[5:]
                     tap.packets, rest = kept[:5], kept[5:]
                     tap.take()
                     tap.packets = rest
                 takes.append((time.process_time() - t) / max(n, 1) * 1e6)
-        without = statistics.median(runs["without tap"])
-        with_ = statistics.median(runs["with tap"])
-        return {
-            "forwarded per packet": float(subscribers),
-            "without tap, µs per received packet": without,
-            "with tap, µs per received packet": with_,
-            "change %": (with_ - without) / without * 100,
-            "hand-over (take), µs per packet": statistics.median(takes),
+            if mode == "transcribing":
+                assert transcriber is not None
+                # everything heard is recognised before the next round: the other rounds run
+                # with an idle worker
+                await transcriber.stop(drain=180)
+        loop = {m: statistics.median(v) for m, v in loop_runs.items()}
+        least = {m: min(v) for m, v in loop_runs.items()}  # the least disturbed round
+        whole = {m: statistics.median(v) for m, v in all_runs.items()}
+        base = loop["none"]
+        out = {
+            "forwarded to": float(subscribers),
+            "packets a second": float(rate),
+            "loop thread, nothing attached, µs": base,
+            "loop thread, tap attached, µs": loop["tap"],
+            "  change %": (loop["tap"] - base) / base * 100,
         }
+        if transcriber is not None:
+            out |= {
+                "loop thread, transcription running, µs": loop["transcribing"],
+                "  change % ": (loop["transcribing"] - base) / base * 100,
+                "whole process, nothing attached, µs": whole["none"],
+                "whole process, transcription running, µs": whole["transcribing"],
+                "  change %  ": (whole["transcribing"] - whole["none"]) / whole["none"] * 100,
+                "worker process while measured, cores": worker_cpu / max(worker_wall, 1e-9),
+                "lines recognised (all rounds)": float(len(transcriber.transcript.lines)),
+                "captions sent (all rounds)": float(room.captions),
+            }
+        out["least disturbed round: nothing attached, µs"] = least["none"]
+        out["least disturbed round: tap attached, µs"] = least["tap"]
+        if transcriber is not None:
+            out["least disturbed round: transcription running, µs"] = least["transcribing"]
+        out["rounds' spread, nothing attached, %"] = (
+            (max(loop_runs["none"]) - min(loop_runs["none"])) / base * 100
+        )
+        out["hand-over (take), µs per packet"] = statistics.median(takes)
+        return out
     finally:
+        if pool is not None:
+            await pool.close()
         for a, b in [(publisher, server_in), *pairs]:
             await a.close()
             await b.close()
@@ -258,7 +386,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="speech fed per run")
     parser.add_argument("--speakers", type=int, default=1, help="speaking at once, one worker")
     parser.add_argument("--subscribers", type=int, default=10)
-    parser.add_argument("--packets", type=int, default=3000)
+    parser.add_argument("--packets", type=int, default=3000, help="per forwarding round")
+    parser.add_argument("--rounds", type=int, default=9, help="forwarding rounds of each kind")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="packets a second (0: a burst; 50: one speaker)"
+    )
     parser.add_argument("--skip-recognition", action="store_true")
     args = parser.parse_args()
     try:
@@ -267,10 +399,14 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    figures = asyncio.run(forwarding(args.subscribers, args.packets))
-    print(f"forwarding path, an Opus track to {args.subscribers} subscribers:")
+    figures = asyncio.run(forwarding(args.subscribers, args.packets, args.rounds, args.rate))
+    print(
+        f"forwarding path, a speaking Opus track to {args.subscribers} subscribers, "
+        f"µs of CPU per received packet (medians of {args.rounds} rounds of each kind, "
+        "taken in turn):"
+    )
     for name, value in figures.items():
-        print(f"  {name:40s} {value:8.2f}")
+        print(f"  {name:44s} {value:9.2f}")
     if args.skip_recognition:
         return
     for captions in (False, True):

@@ -31,10 +31,16 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+NICENESS = 5  # added to the worker's nice value: the server's event loop is scheduled first
+
 
 def serve(inbox: Any, outbox: Any, spec: Any) -> None:
     """The worker's main loop (the target of its process)."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # never any network access for models
+    try:  # when the CPU is short, forwarding media comes before recognising it
+        os.nice(NICENESS)
+    except OSError:
+        pass
     os.environ.setdefault("OMP_NUM_THREADS", str(max(getattr(spec, "threads", 1), 1)))
     from .backends import build_backend
     from .stream import AudioStream, OpusDecoder, StreamingVad
