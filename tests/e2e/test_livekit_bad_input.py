@@ -79,6 +79,20 @@ async def test_livekit_bad_input_is_refused_and_harmless():
         bad_trickle = rtc.SignalRequest(trickle=rtc.TrickleRequest(candidateInit="{not json"))
         await alice.send_bytes(bad_trickle.SerializeToString())
         await _ping(alice, 42)  # still served
+        await alice.send_bytes(rtc.SignalRequest(ping=77).SerializeToString())  # legacy ping
+        assert await _next(alice, "pong") > 0
+
+        # participant versions only grow, for every update a client gets
+        dave = await http.ws_connect(f"{ws_url}/rtc?{QUERY}&access_token={token('dave', 'r1')}")
+        await _next(dave, "join")
+        joined = await _next(alice, "update")
+        await dave.send_bytes(rtc.SignalRequest(leave=rtc.LeaveRequest()).SerializeToString())
+        left = await _next(alice, "update")
+        (before,), (after,) = joined.participants, left.participants
+        assert before.identity == after.identity == "dave"
+        assert after.state == models.ParticipantInfo.State.DISCONNECTED
+        assert after.version > before.version > 0
+        await dave.close()
         room = server.sfu.room("r1")
         assert room is not None and len(room.participants) == 1
 
