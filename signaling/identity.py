@@ -126,20 +126,32 @@ class OidcSettings:
 
 
 def _load_key(config: Config, settings: OidcSettings) -> bytes:
-    """The key that signs cookies: configured, or made once and kept in the data directory."""
+    """The key that signs cookies: configured, or made once and kept in the data directory.
+    Made atomically (a complete file linked into place): the front and its workers
+    (--workers), starting together, all read the one that won."""
     if settings.session_secret:
         return settings.session_secret.encode()
     path = Path(config.data_dir) if config.data_dir else default_data_dir()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_file = path / "session.key"
-    try:
-        return bytes.fromhex(key_file.read_text().strip())
-    except (OSError, ValueError):
-        key = secrets.token_bytes(32)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if not key_file.exists():
+        temp = path / f".session.key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(key.hex())
-        return key
+            f.write(secrets.token_bytes(32).hex())
+        try:
+            os.link(temp, key_file)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            temp.unlink()
+    try:
+        key = bytes.fromhex(key_file.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{key_file}: unreadable cookie key ({exc}); delete it") from None
+    if len(key) < 16:
+        raise ConfigError(f"{key_file}: cookie key too short; delete it")
+    return key
 
 
 @dataclass

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -360,3 +360,39 @@ def setup(app: web.Application, ident: Identity) -> None:
     register_handler("lobby", on_lobby, LobbyList)
     register_handler("lobby_admit", on_admit, LobbyDecision)
     register_handler("lobby_deny", on_deny, LobbyDecision)
+
+
+async def route_lobby(front: Any, request: web.Request, handler: Any, hop: str | None) -> Any:
+    """With workers or a cluster (signaling/cluster/front.py): the waiting room of a meeting
+    lives with the meeting, in the process that holds its room (where its hosts' sessions
+    are), so the lobby socket is relayed there like /rtc, with the browser's cookies (who is
+    signed in, the guest's id). The Origin is checked here, as rtc does."""
+    from .app import CONFIG, JOIN_LIMITER, origin_allowed
+    from .cluster.front import LOCAL
+    from .cluster.node import NoNode
+    from .cluster.proxy import Unreachable, relay_websocket
+
+    slug = request.path.removeprefix("/lobby/")
+    if not slug or "/" in slug or len(slug) > 128:
+        return await handler(request)
+    config = request.app[CONFIG]
+    if not origin_allowed(request, config.allowed_origins, config.public_url):
+        return web.json_response({"code": "bad_origin", "message": "cross-site"}, status=403)
+    if hop is None and not request.app[JOIN_LIMITER].allow(request.remote or "?"):
+        return web.json_response({"code": "rate_limited", "message": "too many"}, status=429)
+    for _attempt in range(3):
+        try:
+            target = await front.resolve(slug, True, hop)
+        except NoNode as exc:
+            return web.json_response({"code": "unavailable", "message": str(exc)}, status=503)
+        if target is None or target is LOCAL:
+            return await handler(request)
+        headers = front._headers(target, request)
+        if "Cookie" in request.headers:
+            headers["Cookie"] = request.headers["Cookie"]
+        url = target.url.replace("http://", "ws://").replace("https://", "wss://")
+        try:
+            return await relay_websocket(request, front.http, url + request.path_qs, headers)
+        except Unreachable:
+            await front._unreachable(target)
+    return web.json_response({"code": "unavailable", "message": "try again"}, status=503)

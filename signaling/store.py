@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import secrets
 import time
 from dataclasses import dataclass
@@ -181,9 +182,18 @@ class Store:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def start(self) -> None:
-        """Bring the schema up to date (Alembic migrations), then purge expired sessions."""
-        async with self.engine.begin() as connection:
-            await connection.run_sync(_migrate)
+        """Bring the schema up to date (Alembic migrations), then purge expired sessions.
+        Processes starting together (--workers) may race to migrate: the losers' transaction
+        fails (the table exists, the database is locked), and trying again finds it done."""
+        for attempt in range(10):
+            try:
+                async with self.engine.begin() as connection:
+                    await connection.run_sync(_migrate)
+                break
+            except Exception:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(0.2 + 0.3 * random.random())
         await self.purge_sessions()
 
     async def close(self) -> None:

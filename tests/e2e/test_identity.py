@@ -25,6 +25,7 @@ from signaling.identity import IDENTITY
 from tests.support.inprocess import KEY, SECRET, LocalServer, free_port
 from tests.support.oidc import USERS, OidcProvider
 from tests.support.postgres import PostgresCluster
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -532,3 +533,55 @@ async def test_deleting_a_meeting_ends_it_for_good(server):
             alice, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Alice"}
         )
         assert status == 404
+
+
+@pytest.fixture(scope="module")
+def workers_server(provider, tmp_path_factory):
+    """``serve --workers 2``: meetings live in worker processes behind the front."""
+    base = tmp_path_factory.mktemp("workers")
+    config = base / "visio.toml"
+    config.write_text(
+        f'[keys]\n{KEY} = "{SECRET}"\n[oidc]\nissuer = "{provider.issuer}"\nclient_id = "visio"\n'
+        'client_secret = "workers-secret"\n'
+    )
+    s = ServerProcess(
+        dev=False, extra=["--config", str(config), "--data-dir", str(base), "--workers", "2"]
+    )
+    yield s
+    s.stop()
+
+
+async def test_waiting_room_with_workers(workers_server):
+    """The lobby socket is relayed to the worker holding the meeting, where its hosts are;
+    the front and both workers share the cookie key and the database."""
+    server = workers_server
+    async with _client() as alice, _client() as bob, _client() as guest:
+        await sign_in(alice, server, "alice")
+        slug, token = await _hosting(alice, server, "Workers", "restricted")
+        host = await _host_socket(alice, server, token)
+        # a signed-in user (the cookie reaches the worker: bob is known there) and a guest
+        await sign_in(bob, server, "bob")
+        ws_url = f"{server.url.replace('http', 'ws')}/lobby/{slug}"
+        for http, name in ((bob, "Bob Durand"), (guest, "Gabriel")):
+            status, body = await call(
+                http, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": name}
+            )
+            assert status == 403 and body["code"] == "must_wait"
+        waiting = {}
+        for http, name in ((bob, "Bob Durand"), (guest, "Gabriel")):
+            ws = await http.ws_connect(ws_url)
+            await ws.send_json({"type": "knock", "name": name})
+            assert (await ws.receive_json(timeout=20))["type"] == "waiting"
+            knock = await _next(host, "lobby", key="knock")
+            assert knock["knock"]["name"] == name
+            assert knock["knock"]["signed_in"] is (name == "Bob Durand")
+            waiting[name] = ws
+        await host.send_json({"type": "lobby_admit", "id": 9, "all": True})
+        for name, ws in waiting.items():
+            admitted = await ws.receive_json(timeout=20)
+            assert admitted["type"] == "admitted", (name, admitted)
+            joined = await _host_socket(guest, server, admitted["token"])
+            who = await _next(host, "participant_joined")
+            assert who["participant"]["name"] == name
+            await joined.close()
+        await host.close()
