@@ -31,7 +31,6 @@ from ..api import in_scope
 from ..app import CONFIG, JOIN_LIMITER, SFU_KEY, VERIFIER, origin_allowed
 from ..auth import TokenError
 from ..lobby import route_lobby
-from ..lobby import route_lobby
 from . import internal
 from .backend import HOP, KEY, Handler, install_backend
 from .node import NoNode, RedisNode
@@ -466,8 +465,6 @@ async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
     upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
     if upgrade and (path == "/rtc" or path.startswith("/rtc/")):
         return await front.route_rtc(request, handler, hop)
-    if upgrade and path.startswith("/lobby/"):  # a meeting's waiting room (signaling/lobby.py)
-        return await route_lobby(front, request, handler, hop)
     if upgrade and path.startswith("/lobby/"):  # a meeting's waiting room (signaling/lobby.py)
         return await route_lobby(front, request, handler, hop)
     if path == "/api/rooms":
