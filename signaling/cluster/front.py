@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from visio_sfu.events import LifecycleEvent, RoomFinished
+from visio_sfu.events import LifecycleEvent, RoomFinished, RoomStarted
 
 from ..api import in_scope
 from ..app import CONFIG, JOIN_LIMITER, SFU_KEY, VERIFIER, origin_allowed
@@ -133,9 +133,17 @@ class Front:
         if self.node is not None:
             self._spawn(self.node.release(room))
 
+    def _claim(self, room: str) -> None:
+        """A room was made here without being placed (a breakout room, a worker's own admin
+        request): say so in Redis, so that whoever joins it is sent here."""
+        if self.node is not None:
+            self._spawn(self.node.claim(room))
+
     def _on_event(self, event: LifecycleEvent) -> None:
         if isinstance(event, RoomFinished):
             self._release(event.room.name)
+        elif isinstance(event, RoomStarted):
+            self._claim(event.room.name)
 
     def _evict(self, room: str) -> None:
         """Redis gave ``room`` to another node: close it here (its people reconnect)."""
@@ -434,6 +442,7 @@ class Front:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3))
         if self.pool is not None:
             self.pool.on_forget = self._release
+            self.pool.on_new = self._claim
             await self.pool.start(self.http)
         else:
             app[SFU_KEY].listeners.append(self._on_event)

@@ -344,6 +344,19 @@ class RedisNode:
             await asyncio.sleep(0.25)
         return False
 
+    async def claim(self, room: str) -> None:
+        """A room made here without a placement: it is ours unless another live node holds
+        it already (then the two would split a meeting: said in the log)."""
+        try:
+            owner = await self._place(
+                keys=[self.room_key(room)], args=[self.id, PREFIX + "node:", room]
+            )
+        except (RedisError, OSError) as exc:  # claimed again at the next registration
+            logger.info("room %s: not claimed (Redis: %s)", room, type(exc).__name__)
+            return
+        if owner != self.id:
+            logger.warning("room %s was made here but node %s holds it", room, owner)
+
     async def release(self, room: str) -> None:
         """The room closed here: forget its placement (if it is still ours)."""
         try:

@@ -103,6 +103,8 @@ class WorkerPool:
         self.draining = False
         #: called with a room the pool forgot (closed on its worker, or its worker died)
         self.on_forget: Callable[[str], None] | None = None
+        #: called with a room a worker made that the pool did not place (a breakout room)
+        self.on_new: Callable[[str], None] | None = None
         self._ctx = multiprocessing.get_context("spawn")
         self._task: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -149,6 +151,10 @@ class WorkerPool:
                 worker.rooms = set(load.get("rooms", []))
                 worker.participants = int(load.get("participants", 0))
                 worker.pps = float(load.get("pps", 0.0))
+                for room in worker.rooms - self.placed.keys():
+                    self.placed[room] = (worker.index, time.monotonic())
+                    if self.on_new is not None:
+                        self.on_new(room)
 
         await asyncio.gather(*(one(w) for w in self.workers))
         now = time.monotonic()

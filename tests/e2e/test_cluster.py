@@ -21,7 +21,8 @@ import pytest
 from aiohttp import web
 
 from signaling.auth import VideoGrant, mint_token
-from signaling.config import DEV_API_KEY, DEV_API_SECRET
+from signaling.cluster import internal
+from signaling.config import DEV_API_KEY, DEV_API_SECRET, load_config
 from signaling.webhooks import verify
 from tests.support.balancer import Balancer
 from tests.support.media import until
@@ -163,6 +164,16 @@ async def test_one_room_through_two_nodes(nodes, redis_server):
             rooms = [r for r in body["rooms"] if r["name"] == "cross"]
             assert len(rooms) == 1 and rooms[0]["participants"] == 2, body
             assert rooms[0]["node"] == owner
+        # a room a node makes by itself (as breakout rooms are) is claimed in Redis
+        config = load_config(env={}, overrides={"dev": True})
+        made_here = internal.headers(internal.cluster_key(config), internal.WORKER)
+        made_here["Authorization"] = f"Bearer {admin_token(a)}"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{a.url}/api/rooms", json={"name": "made-on-a"}, headers=made_here) as r,
+        ):
+            assert r.status == 201
+        await until(lambda: owner_of(redis_server, "made-on-a") == "a", 5, what="claimed")
         # acting on the room from a node that does not hold it reaches its owner
         other = b if owner == "a" else a
         path = "/api/rooms/cross/participants"
