@@ -65,6 +65,45 @@ STATUS = {
     "dataloss": 500,
 }
 CONTENT_TYPES = {"application/protobuf": "protobuf", "application/json": "json"}
+#: each method's request message
+REQUESTS: dict[str, type[Message]] = {
+    "CreateRoom": lkroom.CreateRoomRequest,
+    "ListRooms": lkroom.ListRoomsRequest,
+    "DeleteRoom": lkroom.DeleteRoomRequest,
+    "ListParticipants": lkroom.ListParticipantsRequest,
+    "GetParticipant": lkroom.RoomParticipantIdentity,
+    "RemoveParticipant": lkroom.RoomParticipantIdentity,
+    "MutePublishedTrack": lkroom.MuteRoomTrackRequest,
+    "UpdateParticipant": lkroom.UpdateParticipantRequest,
+    "UpdateSubscriptions": lkroom.UpdateSubscriptionsRequest,
+    "UpdateRoomMetadata": lkroom.UpdateRoomMetadataRequest,
+    "SendData": lkroom.SendDataRequest,
+}
+
+
+def decode(cls: type[Message], body: bytes, encoding: str) -> Message:
+    """A request message from its protobuf or JSON body; TwirpError malformed if it is not."""
+    message = cls()
+    try:
+        if encoding == "json":
+            json_format.Parse(body.decode("utf-8") or "{}", message)
+        else:
+            message.ParseFromString(body)
+    except (json_format.ParseError, DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        what = "json" if encoding == "json" else "protobuf"
+        detail = printable(str(exc), 120)
+        raise TwirpError(
+            "malformed", f"the {what} request could not be decoded: {detail}"
+        ) from None
+    return message
+
+
+def encode(reply: Message, encoding: str) -> web.Response:
+    """A reply in the request's encoding."""
+    if encoding == "json":
+        text = json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=None)
+        return web.Response(text=text, content_type="application/json")
+    return web.Response(body=reply.SerializeToString(), content_type="application/protobuf")
 
 
 class TwirpError(Exception):
@@ -96,19 +135,20 @@ class RoomService:
         self.verifier = verifier
         self.config = config
         #: method name -> (request message class, handler)
-        self.methods: dict[str, tuple[type[Message], Handler]] = {
-            "CreateRoom": (lkroom.CreateRoomRequest, self.create_room),
-            "ListRooms": (lkroom.ListRoomsRequest, self.list_rooms),
-            "DeleteRoom": (lkroom.DeleteRoomRequest, self.delete_room),
-            "ListParticipants": (lkroom.ListParticipantsRequest, self.list_participants),
-            "GetParticipant": (lkroom.RoomParticipantIdentity, self.get_participant),
-            "RemoveParticipant": (lkroom.RoomParticipantIdentity, self.remove_participant),
-            "MutePublishedTrack": (lkroom.MuteRoomTrackRequest, self.mute_published_track),
-            "UpdateParticipant": (lkroom.UpdateParticipantRequest, self.update_participant),
-            "UpdateSubscriptions": (lkroom.UpdateSubscriptionsRequest, self.update_subscriptions),
-            "UpdateRoomMetadata": (lkroom.UpdateRoomMetadataRequest, self.update_room_metadata),
-            "SendData": (lkroom.SendDataRequest, self.send_data),
+        handlers: dict[str, Handler] = {
+            "CreateRoom": self.create_room,
+            "ListRooms": self.list_rooms,
+            "DeleteRoom": self.delete_room,
+            "ListParticipants": self.list_participants,
+            "GetParticipant": self.get_participant,
+            "RemoveParticipant": self.remove_participant,
+            "MutePublishedTrack": self.mute_published_track,
+            "UpdateParticipant": self.update_participant,
+            "UpdateSubscriptions": self.update_subscriptions,
+            "UpdateRoomMetadata": self.update_room_metadata,
+            "SendData": self.send_data,
         }
+        self.methods = {name: (REQUESTS[name], fn) for name, fn in handlers.items()}
 
     def routes(self) -> list[web.RouteDef]:
         """The service's route: every method under one path (Twirp answers bad routes)."""
@@ -133,10 +173,7 @@ class RoomService:
             reply = await entry[1](ident, message)
         except TwirpError as exc:
             return exc.response()
-        if encoding == "json":
-            text = json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=None)
-            return web.Response(text=text, content_type="application/json")
-        return web.Response(body=reply.SerializeToString(), content_type="application/protobuf")
+        return encode(reply, encoding)
 
     async def _auth(self, request: web.Request) -> Identity | None:
         """The request's token, verified (401 unauthenticated if it is not valid); None when
@@ -157,22 +194,13 @@ class RoomService:
     async def _read(request: web.Request, cls: type[Message], encoding: str) -> Message:
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise TwirpError("malformed", f"request body larger than {MAX_BODY} bytes")
-        body = await request.content.read(MAX_BODY + 1)
+        try:
+            body = await request.read()  # cached: a cluster front may have read it already
+        except web.HTTPRequestEntityTooLarge:
+            body = b"x" * (MAX_BODY + 1)
         if len(body) > MAX_BODY:
             raise TwirpError("malformed", f"request body larger than {MAX_BODY} bytes")
-        message = cls()
-        try:
-            if encoding == "json":
-                json_format.Parse(body.decode("utf-8") or "{}", message)
-            else:
-                message.ParseFromString(body)
-        except (json_format.ParseError, DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            what = "json" if encoding == "json" else "protobuf"
-            detail = printable(str(exc), 120)
-            raise TwirpError(
-                "malformed", f"the {what} request could not be decoded: {detail}"
-            ) from None
-        return message
+        return decode(cls, body, encoding)
 
     # -- grants and lookups --------------------------------------------------------------------
     @staticmethod

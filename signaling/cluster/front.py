@@ -31,7 +31,7 @@ from ..api import in_scope
 from ..app import CONFIG, JOIN_LIMITER, SFU_KEY, VERIFIER, origin_allowed
 from ..auth import TokenError
 from ..lobby import route_lobby
-from . import internal
+from . import internal, twirp
 from .backend import HOP, KEY, Handler, install_backend
 from .node import NoNode, RedisNode
 from .proxy import Unreachable, fetch_json, relay_http, relay_websocket
@@ -288,6 +288,23 @@ class Front:
             return await handler(request)
         return await self.route_room(request, handler, hop, name, create=True)
 
+    async def listing_targets(self, hop: str | None) -> list[Target]:
+        """Where rooms are listed besides here: every live worker and, for an outside request
+        (``hop`` None), every other node."""
+        targets: list[Target] = []
+        if self.pool is not None:
+            targets += [
+                Target(w.url, internal.WORKER, worker=w.index) for w in self.pool.workers if w.alive
+            ]
+        if self.node is not None and hop is None:
+            with contextlib.suppress(Exception):
+                targets += [
+                    Target(n.url, internal.NODE, node=n.id)
+                    for n in await self.node.nodes()
+                    if n.id != self.node.id
+                ]
+        return targets
+
     async def list_rooms(
         self, request: web.Request, handler: Handler, hop: str | None
     ) -> web.StreamResponse:
@@ -301,18 +318,7 @@ class Front:
         if node_id is not None:
             for room in rooms:
                 room["node"] = node_id
-        targets: list[Target] = []
-        if self.pool is not None:
-            targets += [
-                Target(w.url, internal.WORKER, worker=w.index) for w in self.pool.workers if w.alive
-            ]
-        if self.node is not None and hop is None:
-            with contextlib.suppress(Exception):
-                targets += [
-                    Target(n.url, internal.NODE, node=n.id)
-                    for n in await self.node.nodes()
-                    if n.id != self.node.id
-                ]
+        targets = await self.listing_targets(hop)
         assert self.http is not None
         unreachable = []
 
@@ -484,6 +490,8 @@ async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
     room = request.match_info.get("room")
     if path.startswith("/api/rooms/") and room:
         return await front.route_room(request, handler, hop, room, create=False)
+    if path.startswith(twirp.PREFIX):  # LiveKit's RoomService: the room is in the body
+        return await twirp.route(front, request, handler, hop)
     if path == "/metrics" and front.pool is not None:
         return await front.metrics()
     if path == "/healthz":

@@ -382,3 +382,52 @@ async def test_livekit_api_on_a_livekit_sdk_participant():
         assert left["participant"]["identity"] == "lk" and left["reason"] == "removed"
         assert not any(m["type"] == "data" for m in web.events)  # not for the JSON client
         await web.close()
+
+
+async def test_livekit_api_with_workers():
+    """``--workers 2``: the RoomService names its room in the body, and the front relays each
+    call to the worker that holds the room; ListRooms merges every worker's rooms."""
+    from tests.support.server import ServerProcess
+
+    server = ServerProcess(extra=["--workers", "2", "--drain-timeout", "1"])
+    clients = []
+    try:
+        key, secret = server.dev_credentials()
+        async with api.LiveKitAPI(server.url, key, secret) as lk:
+            for room in ("lk-a", "lk-b"):
+                await lk.room.create_room(api.CreateRoomRequest(name=room, metadata=room))
+                client = Client(server.url, server.token(room, f"in-{room}"))
+                await client.connect()
+                clients.append(client)
+            await until(
+                lambda: sorted(w["rooms"] for w in server.get("/healthz")["workers"]) == [1, 1],
+                10,
+                what="one room per worker",
+            )
+            listing = await lk.room.list_rooms(api.ListRoomsRequest())
+            assert [(r.name, r.metadata, r.num_participants) for r in listing.rooms] == [
+                ("lk-a", "lk-a", 1),
+                ("lk-b", "lk-b", 1),
+            ]
+            for room in ("lk-a", "lk-b"):
+                people = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+                assert [p.identity for p in people.participants] == [f"in-{room}"]
+            await lk.room.update_room_metadata(
+                api.UpdateRoomMetadataRequest(room="lk-b", metadata="moved on")
+            )
+            assert (await clients[1].wait_for("room_updated"))["room"]["metadata"] == "moved on"
+            await lk.room.remove_participant(
+                api.RoomParticipantIdentity(room="lk-a", identity="in-lk-a")
+            )
+            assert (await clients[0].wait_for("leave"))["reason"] == "removed"
+            with pytest.raises(api.TwirpError) as err:
+                await lk.room.get_participant(
+                    api.RoomParticipantIdentity(room="nowhere", identity="x")
+                )
+            assert err.value.code == "not_found"
+            await lk.room.delete_room(api.DeleteRoomRequest(room="lk-b"))
+            assert (await clients[1].wait_for("leave"))["reason"] == "room_deleted"
+    finally:
+        for client in clients:
+            await client.close()
+        server.stop()
