@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from benchmarks.peers import connected_pair
 from visio_sfu import transport
+from visio_sfu.bwe import SendSideEstimator, TransportStamper
 from visio_sfu.downtrack import DownTrack
 from visio_sfu.publisher import Codec, Publisher
 from visio_sfu.rtp.header import build_rtp
@@ -94,6 +95,17 @@ async def measure(subscribers: int, count: int) -> dict[str, float]:
         figures["DownTrack.write, no I/O"] = per_call(
             lambda i: quiet.write(plain[i], 1234, i, (i // 4) * 3000, i == 0, 0.0), count
         )
+        # the same with transport-cc: a transport-wide number written into each packet
+        # (the element appended to its extension block) and its send time recorded
+        stamped = DownTrack(track, lambda b: True, "PA_twcc")
+        stamped.bind(9998, 96, {})
+        stamper = TransportStamper(SendSideEstimator(), ext_id=5)
+        stamped.stamp = stamper.stamp
+        figures["DownTrack.write + transport-cc, no I/O"] = per_call(
+            lambda i: stamped.write(plain[i], 1234, i, (i // 4) * 3000, i == 0, 0.0), count
+        )
+        bufs = [bytearray(p) for p in plain[: count * 3]]
+        figures["TransportStamper.stamp"] = per_call(lambda i: stamper.stamp(bufs[i], 1.0), count)
         out = pairs[0][0]
         own = [bytearray(p) for p in packets(count * 3, ssrc=777)]  # a stream of its own
         figures["PeerTransport.send_rtp"] = per_call(lambda i: out.send_rtp(own[i]), count)

@@ -181,9 +181,28 @@ class SFUCollector(Collector):
             "layer switches made for a subscriber of a video track",
             labels=labels,
         )
+        freezes = CounterMetricFamily(
+            "visio_downtrack_freezes",
+            "times a subscriber got no packet of a video for over 0.5 s while its publisher "
+            "sent (a layer switch waiting for its keyframe, loss, a congested path)",
+            labels=labels,
+        )
+        freeze_time = CounterMetricFamily(
+            "visio_downtrack_freeze_seconds",
+            "time those freezes lasted",
+            labels=labels,
+        )
+        resent = CounterMetricFamily(
+            "visio_downtrack_retransmits",
+            "packets resent to a subscriber after its NACKs (on its RTX stream when negotiated)",
+            labels=labels,
+        )
         on_layer: dict[str, int] = {}
         for entry in self.sfu.layers():
             values = [entry["room"], entry["subscriber"], entry["track"]]
+            freezes.add_metric(values, entry["freezes"])
+            freeze_time.add_metric(values, entry["freeze_seconds"])
+            resent.add_metric(values, entry["retransmits"])
             layer.add_metric(values, entry["layer"])
             target.add_metric(values, entry["target"])
             switches.add_metric(values, entry["switches"])
@@ -198,7 +217,61 @@ class SFUCollector(Collector):
             by_layer.add_metric([key], on_layer.pop(key, 0))
         for key, count in sorted(on_layer.items()):
             by_layer.add_metric([key], count)
-        yield from (layer, target, switches, by_layer)
+        yield from (layer, target, switches, by_layer, freezes, freeze_time, resent)
+        yield from self._bandwidths()
+
+    def _bandwidths(self) -> Iterator:
+        """Per subscriber: the bandwidth estimate layers are chosen with, and its source."""
+        labels = ["room", "subscriber"]
+        estimate = GaugeMetricFamily(
+            "visio_subscriber_bandwidth_bps",
+            "bandwidth estimate of a subscriber's connection, bits per second (source: twcc = "
+            "send-side from transport-cc feedback, remb = the subscriber's own)",
+            labels=[*labels, "source"],
+        )
+        feedbacks = CounterMetricFamily(
+            "visio_subscriber_twcc_feedback",
+            "transport-cc feedback packets received from a subscriber",
+            labels=labels,
+        )
+        overuses = CounterMetricFamily(
+            "visio_subscriber_overuse",
+            "times the send-side estimator saw a queue building toward a subscriber",
+            labels=labels,
+        )
+        loss = GaugeMetricFamily(
+            "visio_subscriber_loss_ratio",
+            "share of packets a subscriber reported lost in its last transport-cc window",
+            labels=labels,
+        )
+        wanted = GaugeMetricFamily(
+            "visio_subscriber_wanted_bps",
+            "what the layers a subscriber's views allow would cost, bits per second (probing "
+            "aims for it)",
+            labels=labels,
+        )
+        probes = CounterMetricFamily(
+            "visio_subscriber_probes",
+            "probe clusters sent to a subscriber (result: sent, succeeded)",
+            labels=[*labels, "result"],
+        )
+        probe_packets = CounterMetricFamily(
+            "visio_subscriber_probe_packets",
+            "packets resent to a subscriber to probe its path",
+            labels=labels,
+        )
+        for entry in self.sfu.bandwidths():
+            values = [entry["room"], entry["subscriber"]]
+            wanted.add_metric(values, entry["wanted"])
+            probes.add_metric([*values, "sent"], entry["probes"])
+            probes.add_metric([*values, "succeeded"], entry["probes_succeeded"])
+            probe_packets.add_metric(values, entry["probe_packets"])
+            if entry["bandwidth"] is not None:
+                estimate.add_metric([*values, entry["source"]], entry["bandwidth"])
+            feedbacks.add_metric(values, entry["feedbacks"])
+            overuses.add_metric(values, entry["overuses"])
+            loss.add_metric(values, entry["loss"])
+        yield from (estimate, feedbacks, overuses, loss, wanted, probes, probe_packets)
 
 
 def setup_metrics(

@@ -60,7 +60,7 @@ def allocate(
         if p.subscriber is None:
             continue
         index = len(budgets)
-        budgets.append(float(p.subscriber.remb_bitrate or UNKNOWN_BUDGET))
+        budgets.append(float(p.subscriber.bandwidth or UNKNOWN_BUDGET))
         for dt in p.subscriber.downtracks.values():
             if dt.track.kind == "video" and dt.bound:
                 pairs.append(dt)
@@ -90,6 +90,17 @@ def allocate(
     )
     # the layers size and quality allow: going below them is bandwidth's doing
     allowed = size_caps(rates, heights, wanted).tolist()
+    # what each subscriber would receive with no bandwidth limit: what probing aims for
+    wants = [0.0] * len(budgets)
+    for i, cap in enumerate(allowed):
+        if cap >= 0:
+            wants[subs[i]] += float(rates[i, cap])
+    index = 0
+    for p in participants:
+        if p.subscriber is None:
+            continue
+        p.subscriber.wanted_bitrate = wants[index]
+        index += 1
     changes = []
     for dt, target, cap in zip(pairs, targets.tolist(), allowed, strict=True):
         if target != dt.target_layer:

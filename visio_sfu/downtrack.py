@@ -11,6 +11,7 @@ for its stream.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from struct import unpack_from
 from typing import TYPE_CHECKING
@@ -51,6 +52,9 @@ BUDGET_SECONDS = 1.0
 
 MAX_SVC_LAYER = 2  # the highest spatial layer of a VP9 SVC track a subscriber may get
 
+RECENT = 32  # packets kept for probing
+FREEZE = 0.5  # seconds without a forwarded video packet that count as a freeze
+
 #: extensions that only mean something on the publisher's connection: never forwarded
 PUBLISHER_ONLY_EXTENSIONS = frozenset({SDES_MID, RID, REPAIRED_RID})
 
@@ -81,6 +85,9 @@ class DownTrack:
         self._send = send_rtp
         self.ssrc = 0
         self.payload_type = 0
+        self.rtx_ssrc = 0  # 0: no RTX stream, retransmissions go on the media stream
+        self.rtx_payload_type = 0
+        self._rtx_seq = 0
         self.ext_table: bytes | None = None
         self.munger = Munger(track.codec.clock_rate)
         #: a VP9 SVC track: layers are chosen inside its one stream, and dropped packets leave
@@ -119,6 +126,16 @@ class DownTrack:
         self.fraction_lost = 0
         self.jitter = 0
         self.closed = False
+        #: writes the connection's transport-wide sequence number into each packet just
+        #: before it leaves (SubscribeConnection sets it when transport-cc was negotiated)
+        self.stamp: Callable[[bytearray, float], None] | None = None
+        #: the last packets sent, resent on the RTX stream to probe the path (duplicates the
+        #: receiver discards, but their transport-wide numbers are counted)
+        self.recent: deque[bytearray] = deque(maxlen=RECENT)
+        self.freezes = 0  # a video gap over FREEZE seconds while the publisher sent
+        self.freeze_seconds = 0.0
+        self._last_out = 0.0  # when a packet was last forwarded (video)
+        self._last_in = 0.0  # when the publisher's last packet came (forwarded or not)
 
     # -- layer state (the Forwarder's) -------------------------------------------------
     @property
@@ -145,10 +162,20 @@ class DownTrack:
         """True while waiting for a keyframe to start (or restart) forwarding."""
         return self.forwarder.waiting
 
-    def bind(self, ssrc: int, payload_type: int, extensions: dict[str, int]) -> None:
-        """Set what the subscriber's connection negotiated for this track."""
+    def bind(
+        self,
+        ssrc: int,
+        payload_type: int,
+        extensions: dict[str, int],
+        rtx_ssrc: int = 0,
+        rtx_payload_type: int = 0,
+    ) -> None:
+        """Set what the subscriber's connection negotiated for this track (with its RTX
+        stream, if any: retransmissions then go there, RFC 4588)."""
         self.ssrc = ssrc
         self.payload_type = payload_type
+        self.rtx_ssrc = rtx_ssrc if rtx_payload_type else 0
+        self.rtx_payload_type = rtx_payload_type
         self.ext_table = extension_table(self.track.extensions, extensions)
         self.bound = True
         self.restart()
@@ -177,6 +204,7 @@ class DownTrack:
             return
         fwd = self.forwarder
         assert isinstance(fwd, Forwarder)
+        arrived_before, self._last_in = self._last_in, now
         decision = fwd.decide(layer, key)
         if fwd.keyframe_wanted >= 0:
             self.track.request_keyframe(now, fwd.keyframe_wanted)  # throttled by the track
@@ -196,6 +224,16 @@ class DownTrack:
             rewrite_extensions(buf, self.ext_table)
         if self._vp8:
             self._munge_vp8(buf)
+        if self.stamp is not None:
+            self.stamp(buf, now)
+            self.recent.append(buf)
+        if fwd.video:
+            # a freeze: nothing forwarded for FREEZE while the publisher's packets kept coming
+            gap = now - self._last_out
+            if gap > FREEZE and now - arrived_before < FREEZE and self._last_out > 0:
+                self.freezes += 1
+                self.freeze_seconds += gap
+            self._last_out = now
         if self._send(buf):
             self.packets += 1
             self.bytes += len(buf)
@@ -250,6 +288,9 @@ class DownTrack:
         self._svc_seqs[out[0] % SVC_SEQ_RING] = (out[0] << 24) | (marker << 16) | seq
         if self.ext_table is not None:
             rewrite_extensions(buf, self.ext_table)
+        if self.stamp is not None:
+            self.stamp(buf, now)
+            self.recent.append(buf)
         if self._send(buf):
             self.packets += 1
             self.bytes += len(buf)
@@ -283,6 +324,9 @@ class DownTrack:
         buf[1] = (buf[1] & 0x7F) | marker
         if self.ext_table is not None:
             rewrite_extensions(buf, self.ext_table)
+        if self.stamp is not None:
+            self.stamp(buf, now)
+            self.recent.append(buf)
         if self._send(buf):
             self.packets += 1
             self.bytes += len(buf)
@@ -371,12 +415,30 @@ class DownTrack:
                 self._munge_vp8(buf)
             if self._svc and self._svc_seqs[out_seq % SVC_SEQ_RING] & 0x800000:
                 buf[1] |= 0x80  # as when it was first sent
+            if self.rtx_ssrc:
+                buf = self.rtx_packet(buf)
+            if self.stamp is not None:
+                self.stamp(buf, now)
             if self._send(buf):
                 sent += 1
             else:
                 drops[_SEND_FAILED] += 1
         self.retransmits += sent
         return sent
+
+    def rtx_packet(self, buf: bytearray) -> bytearray:
+        """A packet already sent (as it was sent) wrapped for the RTX stream (RFC 4588): its
+        sequence number in front of its payload, the RTX payload type, SSRC and numbering."""
+        off = payload_offset(buf)
+        if off < 0:
+            off = len(buf)
+        out = bytearray(buf[:off])
+        out += buf[2:4]  # the original sequence number
+        out += memoryview(buf)[off:]
+        self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        ts = unpack_from("!I", buf, 4)[0]
+        rewrite_header(out, self.rtx_payload_type, self._rtx_seq, ts, self.rtx_ssrc)
+        return out
 
     def handle_report(
         self, fraction_lost: int, jitter: int, lsr: int = 0, dlsr: int = 0, now: float = 0.0
@@ -419,6 +481,9 @@ class DownTrack:
             "layer": self.current_layer,
             "target": self.target_layer,
             "switches": self.switches,
+            "freezes": self.freezes,
+            "freeze_seconds": self.freeze_seconds,
+            "retransmits": self.retransmits,
         }
 
     def retire(self) -> None:

@@ -31,6 +31,14 @@ class NegotiatedMedia:
     codecs: list[Codec]
     extensions: dict[str, int]  # uri -> id
     ssrc: int = 0  # our sending SSRC (subscriber side)
+    rtx_ssrc: int = 0  # our RTX SSRC (subscriber side), 0 if RTX was not negotiated
+
+    def rtx_payload_type(self, payload_type: int) -> int:
+        """The RTX payload type negotiated for ``payload_type`` (its apt), or 0."""
+        for c in self.codecs:
+            if c.is_rtx and str((c.parameters or {}).get("apt")) == str(payload_type):
+                return c.payload_type
+        return 0
 
     def media_codec(self) -> Codec | None:
         """The first codec that is not RTX: the one the remote side sends."""

@@ -20,7 +20,13 @@ from .router import RtpRouter
 from .rtp import rtcp
 from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
 from .rtp.header import unwrap_rtx
-from .sdp import OfferedMedia, accept_simulcast, offered_simulcast, parse_offer
+from .sdp import (
+    OfferedMedia,
+    accept_simulcast,
+    keep_opus_options,
+    offered_simulcast,
+    parse_offer,
+)
 from .stats import DropReason, Stats
 from .transport import PeerTransport
 
@@ -134,7 +140,7 @@ class PublishConnection:
             self.router.rid_ext_id = spec["extensions"][RID]
             self.router.rrid_ext_id = spec["extensions"].get(REPAIRED_RID, 0)
         self._sync_tracks(offered, simulcast)
-        return accept_simulcast(answer, simulcast)
+        return keep_opus_options(sdp, accept_simulcast(answer, simulcast))
 
     def _sync_tracks(self, offered: list[OfferedMedia], simulcast: dict[str, dict]) -> None:
         assert self.transport is not None

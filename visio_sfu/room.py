@@ -162,9 +162,10 @@ class Room:
         emit: Callable[[Event], None] | None = None,
         bypass_lock: bool = False,
         data_channels: bool = False,
+        auto_subscribe: bool = True,
     ) -> Participant:
         """Add a new participant; an older session with the same identity is replaced.
-        ``data_channels``: see Participant.
+        ``data_channels``, ``auto_subscribe``: see Participant.
 
         A locked room refuses newcomers (RoomLocked) unless ``bypass_lock`` (a host); someone
         already in the room, coming back from another window, is no newcomer."""
@@ -187,6 +188,7 @@ class Room:
             max_tracks=self.max_tracks,
             transport_factory=self._transport_factory,
             data_channels=data_channels,
+            auto_subscribe=auto_subscribe,
         )
         self.attach(p)
         return p
@@ -249,13 +251,14 @@ class Room:
         return p
 
     def subscribe_to_others(self, p: Participant) -> None:
-        """Have ``p`` receive every track the others publish."""
-        if p.subscriber is None:
+        """Have ``p`` receive every track the others publish (that their owners let it)."""
+        if p.subscriber is None or not p.auto_subscribe:
             return
         for other in self.participants.values():
             if other is not p:
                 for track in other.tracks.values():
-                    p.subscriber.add(track)
+                    if other.allows(p.identity, track.sid):
+                        p.subscriber.add(track)
 
     def by_identity(self, identity: str) -> Participant | None:
         """The participant with this identity, if present."""
@@ -389,8 +392,25 @@ class Room:
 
     def _subscribe_others(self, owner: Participant, track: Publisher) -> None:
         for other in self.participants.values():
-            if other is not owner and other.subscriber is not None:
+            if (
+                other is not owner
+                and other.subscriber is not None
+                and other.auto_subscribe
+                and owner.allows(other.identity, track.sid)
+            ):
                 other.subscriber.add(track)
+
+    def apply_receivers(self, owner: Participant) -> None:
+        """``owner.receivers`` changed: those no longer allowed stop receiving its tracks,
+        those allowed again (and subscribing by themselves) receive them."""
+        for other in self.participants.values():
+            if other is owner or other.subscriber is None:
+                continue
+            for track in owner.tracks.values():
+                if not owner.allows(other.identity, track.sid):
+                    other.subscriber.remove(track.sid)
+                elif other.auto_subscribe and track.sid not in other.subscriber.downtracks:
+                    other.subscriber.add(track)
 
     def _unsubscribe_all(self, track: Publisher) -> None:
         self._unsubscribe_sid(track.sid)
@@ -408,6 +428,9 @@ class Room:
         track = self.find_track(track_sid)
         if track is None or track.participant_sid == p.sid:
             raise KeyError(track_sid)
+        owner = self.participants.get(track.participant_sid)
+        if subscribed and owner is not None and not owner.allows(p.identity, track_sid):
+            raise PermissionDenied(f"{owner.identity} does not let you receive {track_sid}")
         if subscribed:
             p.subscriber.add(track)
         else:
@@ -516,6 +539,9 @@ class Room:
             self.active_speaker = owner
             self.broadcast(ActiveSpeakerChanged(owner))
         allocate(list(self.participants.values()), owner, now)
+        for p in list(self.participants.values()):
+            if p.subscriber is not None:
+                p.subscriber.probe(now)
         for track in tracks:
             rids = dynacast(track, now)
             publisher = self.participants.get(track.participant_sid)
@@ -593,6 +619,32 @@ class Room:
             "repaired": sum(t.repaired for t in tracks),
             "drops": drops,
         }
+
+    def bandwidths(self) -> list[dict]:
+        """Per subscriber: the bandwidth the allocator uses (send-side estimate from
+        transport-cc feedback, else REMB) and the estimator's figures."""
+        out = []
+        for p in self.participants.values():
+            sub = p.subscriber
+            if sub is None:
+                continue
+            est = sub.estimator
+            out.append(
+                {
+                    "room": self.name,
+                    "subscriber": p.sid,
+                    "source": "twcc" if sub.twcc_feedbacks else "remb",
+                    "bandwidth": sub.bandwidth,
+                    "feedbacks": sub.twcc_feedbacks,
+                    "overuses": est.overuses,
+                    "wanted": sub.wanted_bitrate,
+                    "probes": est.probes,
+                    "probes_succeeded": est.probes_succeeded,
+                    "probe_packets": sub.probe_packets,
+                    "loss": est.loss_fraction,
+                }
+            )
+        return out
 
     def layers(self) -> list[dict]:
         """Per video DownTrack: the layer forwarded, the layer chosen, the switches made."""

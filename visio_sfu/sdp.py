@@ -170,3 +170,128 @@ def accept_simulcast(answer_sdp: str, simulcast: dict[str, dict]) -> str:
         section.extend(f"a=rid:{rid} recv" for rid in spec["rids"])
         section.append("a=simulcast:recv " + ";".join(spec["rids"]))
     return "\r\n".join(line for part in parts for line in part) + "\r\n"
+
+
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+def _extmap_ids(lines: list[str]) -> dict[str, int]:
+    """uri -> id of a section's ``a=extmap`` lines."""
+    out: dict[str, int] = {}
+    for line in lines:
+        value = _attribute(line, "extmap")
+        if value is None:
+            continue
+        parts = value.split()
+        head = parts[0].split("/")[0] if parts else ""
+        if len(parts) >= 2 and head.isdigit():
+            out[parts[1]] = int(head)
+    return out
+
+
+#: the id our subscriber offers give transport-cc: one that aiortc never uses (it numbers its
+#: own extensions from 1 as sections of a new kind appear), so that no later offer of the same
+#: connection remaps it (Firefox refuses an offer that does)
+TRANSPORT_CC_ID = 8
+
+
+def offer_transport_cc(sdp: str, ext_id: int = TRANSPORT_CC_ID) -> str:
+    """Our subscriber offer with the transport-cc header extension (id ``ext_id``, for the
+    whole bundle) and its feedback added to every active audio and video section (aiortc
+    offers neither). Unchanged if a section already uses that id."""
+    parts = sections(sdp)
+    used = {i for part in parts[1:] for i in _extmap_ids(part).values()}
+    free = ext_id
+    if free in used or any(TRANSPORT_CC_URI in _extmap_ids(p) for p in parts[1:]):
+        return sdp
+    out = list(parts[0])
+    for part in parts[1:]:
+        kind = part[0][2:].split(" ", 1)[0]
+        if kind not in ("audio", "video") or part[0].split()[1] == "0":
+            out += part
+            continue
+        pts = [
+            v.split()[0]
+            for v in (_attribute(line, "rtpmap") for line in part)
+            if v and not v.split()[-1].lower().startswith(("rtx/", "red/", "ulpfec/"))
+        ]
+        extra = [f"a=extmap:{free} {TRANSPORT_CC_URI}"] + [
+            f"a=rtcp-fb:{pt} transport-cc" for pt in pts
+        ]
+        # after the section's last extmap (or its last a= line before the first rtpmap)
+        at = max((k for k, line in enumerate(part) if line.startswith("a=extmap:")), default=0)
+        out += part[: at + 1] + extra + part[at + 1 :]
+    return "\r\n".join(out) + "\r\n"
+
+
+def answered_extension(sdp: str, uri: str) -> int | None:
+    """The id an answer gives header extension ``uri`` (in any section), or None."""
+    for part in sections(sdp)[1:]:
+        found = _extmap_ids(part).get(uri)
+        if found is not None:
+            return found
+    return None
+
+
+#: Opus options a sender only uses when the receiver's description asks for them (RFC 7587)
+OPUS_OPTIONS = ("useinbandfec", "usedtx")
+
+
+def _opus_payload_types(lines: list[str]) -> list[str]:
+    return [
+        v.split()[0]
+        for v in (_attribute(line, "rtpmap") for line in lines)
+        if v and len(v.split()) > 1 and v.split()[1].lower().startswith("opus/")
+    ]
+
+
+def _with_fmtp(lines: list[str], options: dict[str, str]) -> list[str]:
+    """A section's lines with ``options`` added to each Opus payload type's a=fmtp (one made
+    after its a=rtpmap if there is none); options already there are left as they are."""
+    out = list(lines)
+    for pt in _opus_payload_types(out):
+        at = next((k for k, line in enumerate(out) if line.startswith(f"a=fmtp:{pt} ")), None)
+        if at is None:
+            rtpmap = next(k for k, line in enumerate(out) if line.startswith(f"a=rtpmap:{pt} "))
+            out.insert(
+                rtpmap + 1, f"a=fmtp:{pt} " + ";".join(f"{k}={v}" for k, v in options.items())
+            )
+            continue
+        head, _, params = out[at].partition(" ")
+        have = {p.split("=", 1)[0].strip().lower() for p in params.split(";") if p.strip()}
+        extra = [f"{k}={v}" for k, v in options.items() if k not in have]
+        if extra:
+            out[at] = head + " " + ";".join([params.strip(), *extra] if params.strip() else extra)
+    return out
+
+
+def keep_opus_options(offer_sdp: str, answer_sdp: str) -> str:
+    """Our answer to a publisher, with the Opus in-band FEC and DTX its offer asked for: aiortc
+    answers Opus with no a=fmtp, and a browser's encoder then sends neither (no FEC to repair
+    a lost packet, and silence sent in full)."""
+    offered = sections(offer_sdp)[1:]
+    parts = sections(answer_sdp)
+    out = list(parts[0])
+    for index, part in enumerate(parts[1:]):
+        options: dict[str, str] = {}
+        if index < len(offered):
+            for line in offered[index]:
+                value = _attribute(line, "fmtp")
+                if value is None or value.split()[0] not in _opus_payload_types(offered[index]):
+                    continue
+                for param in value.partition(" ")[2].split(";"):
+                    key, _, val = param.strip().partition("=")
+                    if key.lower() in OPUS_OPTIONS and val.strip() == "1":
+                        options[key.lower()] = "1"
+        out += _with_fmtp(part, options) if options else part
+    return "\r\n".join(out) + "\r\n"
+
+
+def offer_opus_fec(sdp: str) -> str:
+    """Our subscriber offer saying that we (as its sender) may carry Opus in-band FEC: what a
+    publisher sends is forwarded as it is, FEC included, and the receiver decodes it."""
+    parts = sections(sdp)
+    out = list(parts[0])
+    for part in parts[1:]:
+        out += _with_fmtp(part, {"minptime": "10", "useinbandfec": "1"})
+    return "\r\n".join(out) + "\r\n"

@@ -133,6 +133,11 @@ class SFU:
         (-1: none yet), the one chosen for it, and how often it switched (see Room.layers)."""
         return [entry for room in self.rooms.values() for entry in room.layers()]
 
+    def bandwidths(self) -> list[dict]:
+        """Per subscriber in every room: its bandwidth estimate and where it comes from (see
+        Room.bandwidths)."""
+        return [entry for room in self.rooms.values() for entry in room.bandwidths()]
+
     @staticmethod
     def leak_check() -> dict:
         """Objects still in memory after a garbage collection (tests and debugging)."""

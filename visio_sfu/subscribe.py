@@ -14,17 +14,24 @@ import logging
 import time
 from collections.abc import Callable
 
+from .bwe import SendSideEstimator, TransportStamper
 from .downtrack import DownTrack
 from .errors import TransportError
 from .events import Event, NegotiationFailed, OfferedTrack, SubscriberOffer
 from .munger import Munger
 from .publisher import Publisher
 from .rtp import rtcp
+from .rtp.twcc import parse_feedback
+from .sdp import TRANSPORT_CC_URI, answered_extension, offer_opus_fec, offer_transport_cc
 from .transport import PeerTransport, Slot
 
 logger = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 20.0
+PROBE_INTERVAL = 2.0  # seconds between probes (after a failed one: PROBE_BACKOFF)
+PROBE_BACKOFF = 6.0
+PROBE_DURATION = 0.1  # a probe cluster is sent over this long ...
+PROBE_STEPS = 5  # ... in this many bursts
 MAX_NACKED = 2048  # sequence numbers taken from one compound RTCP packet, per track
 
 
@@ -67,6 +74,13 @@ class SubscribeConnection:
         self._offers = first_offer - 1
         self._early_candidates: list[dict | None] = []  # trickled before the first answer
         self.remb_bitrate: int | None = None
+        #: send-side estimate from transport-cc feedback, when the subscriber negotiated it
+        self.estimator = SendSideEstimator()
+        self.stamper = TransportStamper(self.estimator)
+        self.twcc_feedbacks = 0
+        self.wanted_bitrate = 0.0  # what the layers its views allow would cost (allocator)
+        self._next_probe = 0.0
+        self.probe_packets = 0
         self.closed = False
         self.negotiations = 0
 
@@ -143,7 +157,7 @@ class SubscribeConnection:
         # reused, which has a mid already) is bound after the answer to the next offer, not
         # this one's, where its section is inactive (the client would drop what it is sent)
         offered = {sid: t for sid, t in self._slot.items()}
-        sdp = await self.transport.create_offer()
+        sdp = offer_opus_fec(offer_transport_cc(await self.transport.create_offer()))
         if self.closed:
             return  # abandoned meanwhile: this offer must never reach the client
         self._offers += 1
@@ -176,6 +190,7 @@ class SubscribeConnection:
             self._released = released + self._released
             return
         self.negotiations += 1
+        self.stamper.ext_id = answered_extension(answer, TRANSPORT_CC_URI) or 0
         early, self._early_candidates = self._early_candidates, []
         for candidate in early:
             try:
@@ -199,7 +214,9 @@ class SubscribeConnection:
                 logger.info("subscriber %s cannot receive %s", self.participant_sid, mime)
                 dt.track.detach(dt)
                 continue
-            dt.bind(media.ssrc, pt, media.extensions)
+            dt.bind(media.ssrc, pt, media.extensions, media.rtx_ssrc, media.rtx_payload_type(pt))
+            if self.stamper.ext_id:
+                dt.stamp = self.stamper.stamp
             self._by_ssrc[media.ssrc] = dt
             dt.track.attach(dt)
 
@@ -285,6 +302,11 @@ class SubscribeConnection:
                     dt = self._by_ssrc.get(ssrc)
                     if dt is not None:
                         _keyframe_for(dt, now)
+            elif pt == rtcp.RTPFB and fmt == rtcp.TWCC:
+                feedback = parse_feedback(pkt)
+                if feedback is not None and self.stamper.ext_id:
+                    self.twcc_feedbacks += 1
+                    self.estimator.on_feedback(feedback[1], feedback[2], now)
             elif pt == rtcp.PSFB and fmt == rtcp.REMB:
                 remb = rtcp.parse_remb(pkt)
                 if remb is not None:
@@ -296,6 +318,67 @@ class SubscribeConnection:
                         dt.handle_report(block[1], block[4], block[5], block[6], now)
         for dt, seqs in nacked.items():
             dt.handle_nack(list(seqs), now)
+
+    def probe(self, now: float) -> float | None:
+        """Probe the path upward when the estimate is below what this subscriber's views want:
+        a cluster of recent packets resent at up to twice the estimate over 100 ms (duplicates
+        its receiver discards, each with a transport-wide number); the feedback about them says
+        whether the path carried that rate, and only then may the estimate, and the layers,
+        go up. Returns the cluster's target rate, or None if no probe was sent."""
+        est = self.estimator
+        if (
+            not self.stamper.ext_id
+            or not self.twcc_feedbacks
+            or est.probing
+            or now < self._next_probe
+            or (est.probes and est.last_probe is None and now < self._next_probe + PROBE_BACKOFF)
+            or est.state == "overuse"
+            or est.loss_fraction > 0.05
+            or est.estimate >= 0.95 * self.wanted_bitrate
+        ):
+            return None
+        recent = [
+            (dt, b)
+            for dt in self.downtracks.values()
+            if dt.track.kind == "video" and dt.rtx_ssrc
+            for b in dt.recent
+        ]
+        if len(recent) < 4:
+            return None  # probes are RTX of recent packets: none without an RTX stream
+        target = min(2 * est.estimate, 1.2 * self.wanted_bitrate)
+        size = sum(len(b) for _, b in recent) / len(recent)
+        extra = max(target - est.acked_rate, target / 2)  # what the probe packets add
+        count = max(int(extra * PROBE_DURATION / 8 / size), 10)
+        self._next_probe = now + PROBE_INTERVAL
+        est.probe_start(self.stamper.seq, target, now)
+        packets = [recent[k % len(recent)] for k in range(count)]
+        per_step = -(-count // PROBE_STEPS)
+        loop = asyncio.get_running_loop()
+        for step in range(PROBE_STEPS):
+            part = packets[step * per_step : (step + 1) * per_step]
+            last = step == PROBE_STEPS - 1
+            loop.call_later(step * PROBE_DURATION / PROBE_STEPS, self._send_probe, part, last)
+        return target
+
+    def _send_probe(self, packets: list[tuple[DownTrack, bytearray]], last: bool) -> None:
+        if self.closed:
+            return
+        now = time.monotonic()
+        for dt, sent in packets:
+            buf = dt.rtx_packet(sent)
+            self.stamper.stamp(buf, now)
+            if self.transport.send_rtp(buf):
+                self.probe_packets += 1
+        if last:
+            self.estimator.probe_end(self.stamper.seq)
+
+    @property
+    def bandwidth(self) -> int | None:
+        """What this subscriber can receive, in bits per second: the send-side estimate once
+        transport-cc feedback comes, else its REMB; None while neither is known."""
+        if self.twcc_feedbacks:
+            return int(self.estimator.estimate)
+        return self.remb_bitrate
 
     def _on_state(self, state: str) -> None:
         if state == "connected":

@@ -311,6 +311,9 @@ def _describe(t: RTCRtpTransceiver) -> NegotiatedMedia:
         codecs=[_codec(c) for c in t._codecs],
         extensions={e.uri: e.id for e in t._headerExtensions},
         ssrc=t.sender._ssrc,
+        rtx_ssrc=t.sender._rtx_ssrc
+        if any(c.mimeType.lower().endswith("/rtx") for c in t._codecs)
+        else 0,
     )
 
 
@@ -347,7 +350,10 @@ def _set_codec(transceiver: RTCRtpTransceiver, codec: Codec | None) -> None:
         best = cap
         break
     if best is not None:
-        transceiver.setCodecPreferences([best])
+        # video with its retransmission format (RFC 4588): resends and probes go on the RTX
+        # stream, where a receiver's SRTP replay check and jitter buffer take them
+        rtx = next((c for c in caps if c.mimeType.lower().endswith("/rtx")), None)
+        transceiver.setCodecPreferences([best] if rtx is None else [best, rtx])
 
 
 class PeerTransport:

@@ -3,6 +3,8 @@ video pinned large; each receives the layer its view needs (different frame widt
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.browser.conftest import artefact, open_page
@@ -64,4 +66,59 @@ def test_small_tile_and_large_view_get_different_layers(server, browser):
         artefact(small, "simulcast-small")
     finally:
         for page in (publisher, small, large):
+            page.context.close()
+
+
+TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+def subscriber_metrics(server) -> dict[str, dict[str, float]]:
+    """visio_subscriber_* samples by subscriber sid: {name[source]: value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(server._fetch("/metrics").decode()):
+        for sample in family.samples:
+            if sample.name.startswith("visio_subscriber_"):
+                extra = sample.labels.get("source") or sample.labels.get("result")
+                key = sample.name + (f"[{extra}]" if extra else "")
+                if "subscriber" in sample.labels:
+                    out.setdefault(sample.labels["subscriber"], {})[key] = sample.value
+    return out
+
+
+def test_chromium_negotiates_transport_cc_and_its_feedback_drives_the_estimate(server, browser):
+    """The server's subscriber offer carries transport-cc (aiortc offers none); Chromium accepts
+    it, numbers come on every packet, its feedback reaches the send-side estimator, and the
+    estimate (not REMB) is what layers are chosen with: a large view still gets the top layer."""
+    url = f"{server.url}/r/twcc?autojoin=1&lang=en&name="
+    publisher = open_page(browser, url + "Pub", "Pub")
+    viewer = open_page(browser, url + "View", "View")
+    try:
+        viewer.set_viewport_size({"width": 1280, "height": 1400})
+        poll(viewer, INBOUND, lambda r: r["frames"] > 10, what="video decoded")
+        answer = viewer.evaluate("() => window.visio.session.subscriber.localDescription.sdp")
+        assert TWCC_URI in answer, "Chromium's answer dropped transport-cc"
+        assert "transport-cc" in viewer.evaluate(
+            "() => window.visio.session.subscriber.remoteDescription.sdp"
+        )
+        viewer.locator("#grid .tile", has=viewer.locator(".name", has_text="Pub")).dblclick()
+        sid = viewer.evaluate("() => window.visio.session.me.sid")
+        seen = poll(viewer, INBOUND, lambda r: r["width"] > 320, timeout=60, what="top layer")
+        deadline = time.monotonic() + 20
+        mine: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            mine = subscriber_metrics(server).get(sid, {})
+            if mine.get("visio_subscriber_twcc_feedback_total", 0) > 20:
+                break
+            time.sleep(0.5)
+        print("transport-cc: viewer", sid, seen, mine)
+        assert mine.get("visio_subscriber_twcc_feedback_total", 0) > 20, mine
+        # the send-side estimate is the one layers are chosen with (REMB is the fallback), and
+        # it does not hold back the layers the large view wants
+        estimate = mine.get("visio_subscriber_bandwidth_bps[twcc]", 0)
+        assert estimate >= min(mine["visio_subscriber_wanted_bps"], 1_000_000), mine
+        assert mine.get("visio_subscriber_loss_ratio", 1) < 0.05, mine
+    finally:
+        for page in (publisher, viewer):
             page.context.close()

@@ -20,7 +20,7 @@ def subscriber_of(track, remb: float | None):
     dt = DownTrack(track, lambda b: True, "PB")
     dt.bind(0xBEEF, 100, {})
     track.attach(dt)
-    sub = SimpleNamespace(remb_bitrate=remb, downtracks={track.sid: dt})
+    sub = SimpleNamespace(bandwidth=remb, downtracks={track.sid: dt})
     return SimpleNamespace(subscriber=sub), dt
 
 
@@ -48,7 +48,7 @@ def test_an_estimate_wandering_ten_percent_around_a_boundary_switches_rarely():
         participant, dt = subscriber_of(track, remb=None)
         now, switches, last = 100.0, [], None
         for _ in range(int(30 / ROUND)):  # 30 s
-            participant.subscriber.remb_bitrate = boundary * rng.uniform(0.9, 1.1)
+            participant.subscriber.bandwidth = boundary * rng.uniform(0.9, 1.1)
             live(track, now)
             allocate([participant], None, now)
             if last is not None and dt.target_layer != last:
@@ -67,12 +67,12 @@ def test_after_going_down_a_subscriber_waits_before_going_up():
     live(track, now)
     allocate([participant], None, now)
     assert dt.target_layer == 2
-    participant.subscriber.remb_bitrate = 700_000  # congestion: down to h at once
+    participant.subscriber.bandwidth = 700_000  # congestion: down to h at once
     now += ROUND
     live(track, now)
     allocate([participant], None, now)
     assert dt.target_layer == 1
-    participant.subscriber.remb_bitrate = 10_000_000  # back at once: held for a while
+    participant.subscriber.bandwidth = 10_000_000  # back at once: held for a while
     while now < 100.0 + ROUND + UP_HOLD - ROUND:
         now += ROUND
         live(track, now)

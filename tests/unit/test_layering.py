@@ -10,6 +10,7 @@ CORE = Path(__file__).resolve().parents[2] / "visio_sfu"
 #: no I/O, no event loop: arrays and bytes in, values out
 PURE = {
     "allocator",
+    "bwe",
     "delay",
     "errors",
     "events",
@@ -28,6 +29,7 @@ PURE = {
     "rtp.extensions",
     "rtp.header",
     "rtp.rtcp",
+    "rtp.twcc",
 }
 WEBRTC_STACK = {"aiortc", "aioice", "pylibsrtp"}
 

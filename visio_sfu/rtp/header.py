@@ -187,3 +187,72 @@ def unwrap_rtx(buf: bytes | bytearray, payload_type: int, ssrc: int) -> bytearra
     ts = (buf[4] << 24) | (buf[5] << 16) | (buf[6] << 8) | buf[7]
     rewrite_header(out, payload_type, osn, ts, ssrc)
     return out
+
+
+def set_extension(buf: bytearray, ext_id: int, value: bytes) -> bool:
+    """Write header-extension element ``ext_id`` = ``value`` in place: over the element if the
+    packet has it with that length, else in the block's trailing padding, else growing the
+    block (the packet grows by 4 or 8 bytes). One-byte form for a packet without extensions.
+    False, and ``buf`` unchanged, if the packet is not valid RTP or the id does not fit."""
+    n = len(buf)
+    size = len(value)
+    if n < 12 or not 0 < size <= 16:
+        return False
+    off = 12 + 4 * (buf[0] & 0x0F)
+    if not buf[0] & 0x10:
+        if off > n or not 0 < ext_id < 15:
+            return False
+        body = bytes([(ext_id << 4) | (size - 1)]) + value
+        body += bytes(-len(body) % 4)
+        buf[off:off] = pack("!HH", 0xBEDE, len(body) // 4) + body
+        buf[0] |= 0x10
+        return True
+    if off + 4 > n:
+        return False
+    profile = (buf[off] << 8) | buf[off + 1]
+    words = (buf[off + 2] << 8) | buf[off + 3]
+    start = off + 4
+    end = start + 4 * words
+    if end > n:
+        return False
+    if profile == 0xBEDE:
+        if not 0 < ext_id < 15:
+            return False
+        head, element = 1, bytes([(ext_id << 4) | (size - 1)])
+    elif profile & 0xFFF0 == 0x1000:
+        if not 0 < ext_id < 256:
+            return False
+        head, element = 2, bytes([ext_id, size])
+    else:
+        return False
+    i = last = start
+    while i < end:
+        eid = buf[i]
+        if eid == 0:
+            i += 1
+            continue
+        if head == 1:
+            eid, length = eid >> 4, (eid & 0x0F) + 1
+            if eid == 15:
+                return False
+        else:
+            if i + 1 >= end:
+                return False
+            length = buf[i + 1]
+        if i + head + length > end:
+            return False
+        if eid == ext_id:
+            if length == size:
+                buf[i + head : i + head + size] = value
+                return True
+            buf[i : i + head + length] = bytes(head + length)  # another length: written anew
+        else:
+            last = i + head + length
+        i += head + length
+    need = head + size - (end - last)
+    if need > 0:
+        grow = (need + 3) // 4 * 4
+        buf[end:end] = bytes(grow)
+        pack_into("!H", buf, off + 2, words + grow // 4)
+    buf[last : last + head + size] = element + value
+    return True

@@ -1,0 +1,169 @@
+"""The send-side estimator (visio_sfu/bwe.py) on feedback sequences recorded from a simulated
+bottleneck (a FIFO link of a given capacity, 20 ms each way, drop-tail at 300 ms of queue,
+random loss), and the transport-cc feedback format (visio_sfu/rtp/twcc.py) it reads.
+
+The sender is closed-loop, as the SFU is: it sends at what the estimate allows of what it
+wants (2.5 Mbit/s), in 1200-byte packets, and probes above the estimate (a 100 ms cluster at
+twice it) every second while the estimate is below what it wants. Feedback every 100 ms.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from visio_sfu.bwe import SendSideEstimator
+from visio_sfu.rtp import rtcp
+from visio_sfu.rtp.twcc import build_feedback, parse_feedback
+
+PACKET = 1200
+WANT = 2_500_000
+
+
+class Sim:
+    """A sender, a bottleneck and a receiver sending feedback, in simulated time."""
+
+    def __init__(self, capacity: float, loss: float = 0.0, seed: int = 1) -> None:
+        self.bwe = SendSideEstimator()
+        self.capacity = capacity
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.t = 0.0
+        self.seq = 0
+        self.free_at = 0.0
+        self.pending: list[tuple[int, float | None]] = []  # (seq, arrival) since last feedback
+        self.next_feedback = 0.1
+        self.next_probe = 1.0
+        self.sent_bits = 0.0
+        self.history: list[tuple[float, float]] = []  # (time, estimate)
+        self.fb_count = 0
+
+    def _send(self, now: float) -> None:
+        seq = self.seq
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.bwe.on_sent(seq, PACKET, now)
+        arrival: float | None = None
+        if self.rng.random() >= self.loss:
+            leave = max(self.free_at, now) + PACKET * 8 / self.capacity
+            if leave - now <= 0.3:
+                self.free_at = leave
+                arrival = leave + 0.02
+        self.pending.append((seq, arrival))
+
+    def run(self, seconds: float, step: float = 0.002) -> None:
+        end = self.t + seconds
+        while self.t < end:
+            now = self.t
+            rate = min(self.bwe.estimate, WANT)
+            self.sent_bits += rate * step
+            while self.sent_bits >= PACKET * 8:
+                self.sent_bits -= PACKET * 8
+                self._send(now)
+            if now >= self.next_probe and not self.bwe.probing:
+                self.next_probe = now + 1.0
+                if self.bwe.estimate < 0.95 * WANT and self.bwe.state != "overuse":
+                    target = min(2 * self.bwe.estimate, WANT)
+                    count = max(int(target * 0.1 / (PACKET * 8)), 5)
+                    first = self.seq
+                    for k in range(count):
+                        self._send(now + k * 0.1 / count)
+                    self.bwe.probe_sent(first, count, target, now)
+            if now >= self.next_feedback:
+                self.next_feedback = now + 0.1
+                self._feedback(now + 0.02)
+            self.history.append((now, self.bwe.estimate))
+            self.t += step
+
+    def _feedback(self, now: float) -> None:
+        # only what has arrived by now (or is lost for good) is reported, as a receiver does
+        ready = [(s, a) for s, a in self.pending if a is None or a <= now - 0.02]
+        if not ready:
+            return
+        self.pending = self.pending[len(ready) :]
+        # through the wire format, as a browser's feedback comes
+        self.fb_count += 1
+        arrivals = [a if a is not None else None for _, a in ready]
+        pkt = build_feedback(1, 2, ready[0][0], arrivals, self.fb_count & 0xFF)
+        (_pt, fmt, view), *_ = rtcp.iter_rtcp(pkt)
+        assert fmt == rtcp.TWCC
+        parsed = parse_feedback(view)
+        assert parsed is not None
+        self.bwe.on_feedback(parsed[1], parsed[2], now)
+
+    def estimate_over(self, start: float, end: float) -> tuple[float, float]:
+        values = [e for t, e in self.history if start <= t <= end]
+        return min(values), max(values)
+
+
+def test_feedback_round_trips_through_the_wire_format():
+    arrivals = [10.0, 10.0005, None, 10.2, 9.9, None, 10.25]  # late, early (negative delta)
+    pkt = build_feedback(7, 8, 65533, arrivals, 5)
+    assert rtcp.media_ssrc(pkt) == 8
+    fb_count, seqs, got = parse_feedback(pkt)
+    assert fb_count == 5
+    assert seqs == [65533, 65534, 65535, 0, 1, 2, 3]  # wraps
+    for want, have in zip(arrivals, got, strict=True):
+        assert (want is None) == (have is None)
+        if want is not None:
+            assert have == pytest.approx(want - arrivals[0] + got[0], abs=3e-4)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", bytes(19), bytes(20), b"\x8f\xcd\x00\x04" + bytes(12) + b"\x00\x05" + bytes(4)],
+)
+def test_garbage_feedback_is_refused(garbage):
+    assert parse_feedback(garbage) is None
+
+
+def test_truncated_feedback_is_refused():
+    pkt = build_feedback(1, 2, 0, [1.0 + k * 0.001 for k in range(30)])
+    assert parse_feedback(pkt[:24]) is None
+
+
+def test_steady_link_with_room_to_spare():
+    sim = Sim(capacity=10_000_000)
+    sim.run(12)
+    low, high = sim.estimate_over(6, 12)
+    assert low >= 2_000_000, (low, high)  # reaches what it wants, through probes
+    assert sim.bwe.overuses == 0
+    assert sim.bwe.probes_succeeded >= 1
+
+
+def test_step_down_to_300_kbits():
+    sim = Sim(capacity=10_000_000)
+    sim.run(8)
+    sim.capacity = 300_000
+    sim.run(3)
+    low, high = sim.estimate_over(10, 11)
+    assert high <= 400_000, (low, high)  # below the 400 kbit/s layer within 2 s
+    assert sim.bwe.overuses >= 1
+    sim.run(8)
+    low, high = sim.estimate_over(14, 19)
+    assert 100_000 <= low and high <= 450_000, (low, high)  # near the link (dips to 0.85 of it)
+
+
+def test_step_up_after_a_cap():
+    sim = Sim(capacity=300_000)
+    sim.run(8)
+    assert sim.estimate_over(6, 8)[1] <= 450_000
+    sim.capacity = 10_000_000
+    sim.run(10)
+    up = next(t for t, e in sim.history if t >= 8 and e >= 1_500_000)
+    assert up - 8 <= 6, up  # the 1.5 Mbit/s layer fits again within 6 s, found by probes
+    assert sim.bwe.probes_succeeded >= 1
+
+
+def test_loss_burst_lowers_the_estimate_then_it_recovers():
+    sim = Sim(capacity=10_000_000)
+    sim.run(8)
+    before = sim.estimate_over(7, 8)[0]
+    sim.loss = 0.3
+    sim.run(2)
+    during = sim.estimate_over(9.5, 10)[1]
+    assert during <= 0.6 * before, (before, during)
+    assert sim.bwe.loss_fraction > 0.1
+    sim.loss = 0.0
+    sim.run(10)
+    assert sim.estimate_over(19, 20)[0] >= 0.8 * before

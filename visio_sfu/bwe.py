@@ -1,0 +1,327 @@
+"""Send-side bandwidth estimation from transport-cc feedback (GCC-like, per subscriber connection).
+
+Every packet the SFU sends to a subscriber that negotiated transport-cc carries a transport-wide
+sequence number; ``on_sent`` records when it left and its size (two array stores: the hot path's
+share). The subscriber's feedback says which arrived and when; ``on_feedback`` then runs, on
+the RTCP path, the two halves of Google's congestion control design
+(draft-ietf-rmcat-gcc-02), vectorised with numpy where a batch allows it:
+
+- delay-based: packets are grouped by send time (5 ms bursts); the change in one-way delay
+  between groups is accumulated, smoothed, and a trend line fitted over the last 20 groups. A
+  slope above an adaptive threshold is overuse (a queue is building: the estimate falls to
+  0.85 of the rate that got through), below it underuse (hold), else the estimate increases:
+  8 % a second far from the last congestion point, additively near it;
+- loss-based: more than 10 % lost lowers the estimate by half the loss, under 2 % lets it rise.
+
+The estimate is the smaller of the two. It never runs more than 1.5 times above what the
+subscriber acknowledged receiving (plus a margin), unless a probe (``on_probe``) showed more:
+a receiver can only prove bandwidth that was sent to it.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import numpy as np
+
+from .rtp.header import set_extension
+
+GROUP = 0.005  # seconds: packets sent within this span form one group
+WINDOW = 20  # groups in the trend line
+SMOOTHING = 0.9
+TREND_GAIN = 4.0
+THRESHOLD_INITIAL = 12.5  # ms
+THRESHOLD_UP, THRESHOLD_DOWN = 0.0087, 0.039
+OVERUSE_TIME = 0.01  # seconds of overuse before it counts
+BETA = 0.85
+INCREASE_PER_SECOND = 1.08
+ACKED_WINDOW = 0.5  # seconds of arrivals over which the acknowledged rate is measured
+LOSS_HIGH, LOSS_LOW = 0.10, 0.02
+LOSS_MIN_PACKETS = 20
+
+
+class SendSideEstimator:
+    """A bandwidth estimate for one subscriber connection, from its transport-cc feedback."""
+
+    def __init__(
+        self, initial: float = 1_000_000, minimum: float = 50_000, maximum: float = 20_000_000
+    ) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.delay_rate = initial
+        self.loss_rate = maximum
+        self._sent = array("d", bytes(8 * 65536))  # send time per transport sequence number
+        self._size = array("H", bytes(2 * 65536))
+        self._view_sent = np.frombuffer(self._sent, dtype=np.float64)
+        self._view_size = np.frombuffer(self._size, dtype=np.uint16)
+        # delay-based state
+        self._prev_group: tuple[float, float] | None = None  # (send, arrival) of the last group
+        self._acc = 0.0
+        self._smoothed = 0.0
+        self._points: list[tuple[float, float]] = []  # (arrival ms, smoothed delay ms)
+        self._deltas = 0
+        self._threshold = THRESHOLD_INITIAL
+        self._threshold_at: float | None = None
+        self._overuse_since: float | None = None
+        self.state = "normal"  # normal, overuse, underuse
+        self._last_update: float | None = None
+        self._last_decrease = float("-inf")
+        self._capacity: float | None = None  # acked rate at the last overuses (moving mean)
+        self._capacity_var = 0.0
+        # acknowledged rate
+        self._acked: list[tuple[float, int]] = []  # (arrival, bytes) of the last ACKED_WINDOW
+        self.acked_rate = 0.0
+        self._probed: tuple[float, float] | None = None  # (rate, when) of the last good probe
+        # loss-based state
+        self._lost = 0
+        self._counted = 0
+        self.loss_fraction = 0.0
+        # probes: clusters of packets sent faster than the estimate; what arrived of them
+        self._arrival = np.full(65536, np.nan)
+        self._reported = np.zeros(65536, dtype=bool)
+        self._cluster: tuple[int, int, float, float] | None = None  # first, count, target, at
+        self._pending: tuple[int, float, float] | None = None  # a cluster being sent
+        self.probes = 0
+        self.probes_succeeded = 0
+        self.last_probe: float | None = None  # rate the last probe showed (None: failed)
+        # figures
+        self.feedbacks = 0
+        self.overuses = 0
+
+    @property
+    def estimate(self) -> float:
+        """The bandwidth estimate in bits per second."""
+        return max(self.minimum, min(self.delay_rate, self.loss_rate, self.maximum))
+
+    # -- hot path ----------------------------------------------------------------------
+    def on_sent(self, seq: int, size: int, now: float) -> None:
+        """A packet with transport-wide sequence number ``seq`` left now."""
+        self._sent[seq] = now
+        self._size[seq] = size if size < 65536 else 65535
+
+    # -- feedback ----------------------------------------------------------------------
+    def on_feedback(self, seqs: list[int], arrivals: list[float | None], now: float) -> None:
+        """One transport-cc feedback: which sequence numbers arrived, and when (receiver clock,
+        seconds; None = lost)."""
+        if not seqs:
+            return
+        self.feedbacks += 1
+        seq = np.asarray(seqs, dtype=np.int64) & 0xFFFF
+        arr = np.array([np.nan if a is None else a for a in arrivals], dtype=np.float64)
+        sent = self._view_sent[seq]
+        size = self._view_size[seq].astype(np.int64)
+        known = (sent > 0) & (now - sent < 10.0)  # ours, and not from a previous wrap
+        if not known.any():
+            return
+        seq, arr, sent, size = seq[known], arr[known], sent[known], size[known]
+        self._arrival[seq] = arr
+        self._reported[seq] = True
+        received = ~np.isnan(arr)
+        self._loss(int((~received).sum()), len(arr))
+        if received.any():
+            self._acknowledge(arr[received], size[received])
+            self._delay(sent[received], arr[received], now)
+        self._control(now)
+        if self._cluster is not None:
+            self._check_probe(now)
+
+    def _loss(self, lost: int, total: int) -> None:
+        self._lost += lost
+        self._counted += total
+        if self._counted < LOSS_MIN_PACKETS:
+            return
+        fraction = self._lost / self._counted
+        self._lost = self._counted = 0
+        self.loss_fraction = fraction
+        if fraction > LOSS_HIGH:
+            self.loss_rate = max(self.minimum, self.estimate * (1 - 0.5 * fraction))
+        elif fraction < LOSS_LOW:
+            self.loss_rate = self.maximum  # loss says nothing against the delay estimate
+
+    def _acknowledge(self, arrival: np.ndarray, size: np.ndarray) -> None:
+        self._acked.extend(zip(arrival.tolist(), size.tolist(), strict=True))
+        latest = max(t for t, _ in self._acked[-len(arrival) :])
+        self._acked = [(t, n) for t, n in self._acked if latest - t <= ACKED_WINDOW]
+        if len(self._acked) >= 2:
+            span = max(latest - min(t for t, _ in self._acked), 0.1)
+            self.acked_rate = sum(n for _, n in self._acked) * 8 / span
+
+    def _delay(self, sent: np.ndarray, arrival: np.ndarray, now: float) -> None:
+        order = np.argsort(sent, kind="stable")
+        sent, arrival = sent[order], arrival[order]
+        # group by 5 ms of send time: each group's last send and its latest arrival
+        group = np.floor((sent - sent[0]) / GROUP).astype(np.int64)
+        last = np.flatnonzero(np.diff(group, append=group[-1] + 1))
+        first = np.concatenate(([0], last[:-1] + 1))
+        g_sent = sent[last]
+        g_arrival = np.maximum.reduceat(arrival, first)
+        if self._prev_group is not None and g_sent[0] - self._prev_group[0] < GROUP:
+            g_sent, g_arrival = g_sent[1:], g_arrival[1:]  # the same group as last time's end
+        if len(g_sent) == 0:
+            return
+        if self._prev_group is not None:
+            g_sent = np.concatenate(([self._prev_group[0]], g_sent))
+            g_arrival = np.concatenate(([self._prev_group[1]], g_arrival))
+        self._prev_group = (float(g_sent[-1]), float(g_arrival[-1]))
+        if len(g_sent) < 2:
+            return
+        variation = (np.diff(g_arrival) - np.diff(g_sent)) * 1000.0  # ms
+        for delta, at in zip(variation.tolist(), (g_arrival[1:] * 1000.0).tolist(), strict=True):
+            self._trend(delta, at, now)
+
+    def _trend(self, delta_ms: float, arrival_ms: float, now: float) -> None:
+        self._deltas += 1
+        self._acc += delta_ms
+        self._smoothed = SMOOTHING * self._smoothed + (1 - SMOOTHING) * self._acc
+        points = self._points
+        points.append((arrival_ms, self._smoothed))
+        if len(points) > WINDOW:
+            del points[0]
+        if len(points) < WINDOW:
+            return
+        x = np.array([p[0] for p in points])
+        y = np.array([p[1] for p in points])
+        x -= x.mean()
+        denominator = float((x * x).sum())
+        slope = float((x * (y - y.mean())).sum()) / denominator if denominator > 0 else 0.0
+        trend = min(self._deltas, 60) * slope * TREND_GAIN
+        self._detect(trend, now)
+
+    def _detect(self, trend: float, now: float) -> None:
+        if trend > self._threshold:
+            if self._overuse_since is None:
+                self._overuse_since = now
+            if now - self._overuse_since >= OVERUSE_TIME or self.state == "overuse":
+                self.state = "overuse"
+        elif trend < -self._threshold:
+            self._overuse_since = None
+            self.state = "underuse"
+        else:
+            self._overuse_since = None
+            self.state = "normal"
+        # the threshold follows the trend slowly (and fast down), so that a competing flow's
+        # steady delay does not starve us (gcc-02, section 5.4)
+        if self._threshold_at is not None and abs(trend) < self._threshold + 15:
+            k = THRESHOLD_DOWN if abs(trend) < self._threshold else THRESHOLD_UP
+            dt = min(now - self._threshold_at, 0.1) * 1000
+            self._threshold += k * (abs(trend) - self._threshold) * dt
+            self._threshold = min(max(self._threshold, 6.0), 600.0)
+        self._threshold_at = now
+
+    def _control(self, now: float) -> None:
+        dt = 0.0 if self._last_update is None else min(now - self._last_update, 1.0)
+        self._last_update = now
+        acked = self.acked_rate
+        if self.state == "overuse":
+            if now - self._last_decrease > 0.2 and acked > 0:
+                self.overuses += 1
+                self._last_decrease = now
+                self.delay_rate = min(self.delay_rate, BETA * acked)
+                if self._capacity is None:
+                    self._capacity = acked
+                else:
+                    diff = acked - self._capacity
+                    self._capacity += 0.05 * diff
+                    self._capacity_var = 0.95 * self._capacity_var + 0.05 * diff * diff
+        elif self.state == "normal":
+            before = self.delay_rate
+            near = (
+                self._capacity is not None
+                and abs(acked - self._capacity) < 3 * max(self._capacity_var**0.5, 0.05 * acked)
+                and acked > 0
+            )
+            if near:
+                grown = before + max(1000.0, 1200 * 8 / 0.2 * dt * 0.5)
+            else:
+                grown = before * INCREASE_PER_SECOND**dt
+                if self._capacity is not None and acked > self._capacity + 3 * max(
+                    self._capacity_var**0.5, 0.05 * self._capacity
+                ):
+                    self._capacity = None  # the link changed: forget the old congestion point
+            # it grows only up to what was shown to get through (1.5 times what arrives, or a
+            # probe's rate); a sender using less than the estimate does not lower it
+            ceiling = 1.5 * acked + 10_000 if acked > 0 else grown
+            if self._probed is not None and now - self._probed[1] < 5.0:
+                ceiling = max(ceiling, self._probed[0])
+            # what arrives with no queue building is bandwidth the path has shown
+            self.delay_rate = max(before, min(grown, ceiling), acked)
+        self.delay_rate = min(max(self.delay_rate, self.minimum), self.maximum)
+
+    # -- probing -----------------------------------------------------------------------
+    def probe_start(self, first: int, target: float, now: float) -> None:
+        """A probe cluster starts with transport sequence number ``first``: packets from it
+        on (media and probe packets alike) go out at ``target`` bits per second in all."""
+        self._reported[(first + np.arange(4096)) & 0xFFFF] = False
+        self._pending = (first, target, now)
+        self.probes += 1
+
+    def probe_end(self, end: int) -> None:
+        """The cluster ended before sequence number ``end``; its feedback decides."""
+        if self._pending is None:
+            return
+        first, target, at = self._pending
+        self._pending = None
+        count = (end - first) & 0xFFFF
+        if 2 <= count <= 4096:
+            self._cluster = (first, count, target, at)
+
+    def probe_sent(self, first: int, count: int, target: float, now: float) -> None:
+        """``probe_start`` and ``probe_end`` at once: ``count`` packets from ``first``."""
+        self.probe_start(first, target, now)
+        self.probe_end((first + count) & 0xFFFF)
+
+    @property
+    def probing(self) -> bool:
+        """Whether a probe cluster is being sent or awaits its feedback."""
+        return self._cluster is not None or self._pending is not None
+
+    def _check_probe(self, now: float) -> None:
+        assert self._cluster is not None
+        first, count, target, at = self._cluster
+        idx = (first + np.arange(count)) & 0xFFFF
+        if not self._reported[idx[-1]] and now - at < 1.0:
+            return  # its last packet is not reported yet
+        self._cluster = None
+        arrival = self._arrival[idx]
+        got = ~np.isnan(arrival) & self._reported[idx]
+        self.last_probe = None
+        if got.sum() < max(0.8 * count, 2):
+            return  # lost: not a result
+        sent = self._view_sent[idx][got]
+        size = self._view_size[idx][got].astype(np.int64)
+        arrival = arrival[got]
+        payload = float(size[1:].sum()) * 8
+        send_rate = payload / max(float(sent[-1] - sent[0]), 1e-3)
+        recv_rate = payload / max(float(arrival.max() - arrival.min()), 1e-3)
+        rate = min(send_rate, recv_rate)
+        if rate >= 0.8 * target or recv_rate >= 0.95 * send_rate:
+            self.probes_succeeded += 1
+            self.last_probe = rate
+            self.on_probe(rate, now)
+
+    def on_probe(self, rate: float, now: float) -> None:
+        """A probe delivered ``rate`` bits per second: the estimate may go that high."""
+        self._probed = (rate, now)
+        if self.state != "overuse":
+            self.delay_rate = max(self.delay_rate, min(rate, self.maximum))
+
+
+class TransportStamper:
+    """Numbers every packet one subscriber connection sends: the transport-cc extension,
+    written on the bytes just before they leave, and the estimator told of it."""
+
+    __slots__ = ("ext_id", "seq", "estimator")
+
+    def __init__(self, estimator: SendSideEstimator, ext_id: int = 0) -> None:
+        self.estimator = estimator
+        self.ext_id = ext_id  # 0: not negotiated, nothing written
+        self.seq = 0
+
+    def stamp(self, buf: bytearray, now: float) -> None:
+        """Write the next transport-wide sequence number into a packet about to be sent."""
+        ext_id = self.ext_id
+        if ext_id:
+            seq = self.seq
+            if set_extension(buf, ext_id, seq.to_bytes(2, "big")):
+                self.estimator.on_sent(seq, len(buf), now)
+                self.seq = (seq + 1) & 0xFFFF
