@@ -94,10 +94,13 @@ class Participant:
         max_tracks: int = 16,
         transport_factory: Callable[..., PeerTransport] = PeerTransport,
         data_channels: bool = False,
+        auto_subscribe: bool = True,
     ) -> None:
         """``data_channels``: the client speaks over SCTP data channels (LiveKit's clients):
         its subscribe connection carries the server's ``_reliable`` and ``_lossy`` channels
-        from its first offer, and what the client sends on any channel goes to ``on_data``."""
+        from its first offer, and what the client sends on any channel goes to ``on_data``.
+        ``auto_subscribe``: receive the others' tracks without asking (else only those asked
+        for, Room.set_subscribed: LiveKit's autoSubscribe off)."""
         self.sid = new_sid("PA")
         self.identity = identity
         self.name = name
@@ -116,6 +119,10 @@ class Participant:
         #: its client is gone for now (Room.suspend): events for it are dropped
         self.suspended = False
         self.data_channels = data_channels
+        self.auto_subscribe = auto_subscribe
+        #: who may receive this participant's tracks: ``(identity, track sid) -> allowed``;
+        #: None lets everyone (LiveKit's subscription permissions; Room.apply_receivers)
+        self.receivers: Callable[[str, str], bool] | None = None
         #: ``(label, message)`` for each data-channel message from the client (set by its
         #: signaling session, which knows the message format)
         self.on_data: Callable[[str, bytes], None] | None = None
@@ -153,6 +160,10 @@ class Participant:
             data_channels=DATA_CHANNELS if self.data_channels else (),
             on_data=self._data if self.data_channels else None,
         )
+
+    def allows(self, identity: str, track_sid: str) -> bool:
+        """Whether the participant ``identity`` may receive this participant's track."""
+        return self.receivers is None or self.receivers(identity, track_sid)
 
     # -- data channels -------------------------------------------------------------------
     def _data(self, label: str, data: bytes) -> None:

@@ -117,6 +117,7 @@ class LiveKitSession:
                 emit=self.emit,
                 bypass_lock=grant.is_host,
                 data_channels=True,
+                auto_subscribe=self.auto_subscribe,
             )
         except (RoomFull, RoomClosed, RoomLocked) as exc:
             raise JoinRefused(str(exc) or type(exc).__name__) from None
@@ -698,10 +699,38 @@ class LiveKitSession:
                 rtc.SignalResponse(request_response=rtc.RequestResponse(request_id=req.request_id))
             )
 
+    async def on_subscription_permission(self, req: rtc.SubscriptionPermission) -> None:
+        """Who may receive this participant's tracks: everyone, or the identities listed
+        (all their tracks, or the track sids given); the others stop receiving them."""
+        p = self._p()
+        room = self._room()
+        if req.all_participants:
+            p.receivers = None
+        else:
+            allowed: dict[str, set[str] | None] = {}
+            for perm in list(req.track_permissions)[:256]:
+                who = perm.participant_identity or next(
+                    (
+                        o.identity
+                        for o in (room.participants.values() if room else ())
+                        if o.sid == perm.participant_sid
+                    ),
+                    "",
+                )
+                if who:
+                    allowed[who] = None if perm.all_tracks else set(perm.track_sids)
+
+            def receivers(identity: str, track_sid: str) -> bool:
+                tracks = allowed.get(identity, set())
+                return tracks is None or track_sid in tracks
+
+            p.receivers = receivers
+        if room is not None:
+            room.apply_receivers(p)
+
     async def on_accepted(self, req: object) -> None:
-        """Requests accepted without effect: visio-sfu keeps no per-publisher subscription
-        permissions (everyone may receive everyone), and after a resume its connections are
-        the ones the client describes in sync_state."""
+        """sync_state, accepted without effect: after a resume the server's connections are
+        the ones the client describes."""
         return None
 
     # -- teardown ------------------------------------------------------------------------------
@@ -763,7 +792,7 @@ HANDLERS: dict[str, Any] = {
     "ping": LiveKitSession.on_ping,
     "ping_req": LiveKitSession.on_ping_req,
     "update_metadata": LiveKitSession.on_update_metadata,
-    "subscription_permission": LiveKitSession.on_accepted,
+    "subscription_permission": LiveKitSession.on_subscription_permission,
     "sync_state": LiveKitSession.on_accepted,
 }
 

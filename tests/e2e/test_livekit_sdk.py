@@ -115,6 +115,21 @@ async def test_three_livekit_sdk_participants(caplog):
         seen = _frames(await lk.stats(), "bob", "carol")
         await lk.until(lambda s: _frames(s, "bob", "carol") > seen + 10, 20, "carol's video again")
 
+        # subscription permissions: alice lets only bob receive her tracks, then everyone
+        alice_tracks = {t.sid for t in room_tracks(server, sids["alice"])}
+        carol = room.participants[sids["carol"]]
+        await lk.cmd("permit", name="alice", identities=["bob"])
+        await _until(
+            lambda: not alice_tracks & set(carol.subscriber.downtracks), "carol loses alice's"
+        )
+        assert alice_tracks <= set(bob.subscriber.downtracks)
+        await lk.cmd("permit", name="alice", identities=None)
+        await _until(
+            lambda: alice_tracks <= set(carol.subscriber.downtracks), "carol gets alice's again"
+        )
+        seen = _frames(await lk.stats(), "carol", "alice")
+        await lk.until(lambda s: _frames(s, "carol", "alice") > seen + 10, 20, "alice's again")
+
         # data: reliable and lossy user packets, to everyone and to one identity; chat
         await lk.cmd("data", name="alice", payload="hello all", reliable=True, topic="chat")
         await lk.cmd("data", name="bob", payload="lossy hi", reliable=False, topic="lossy")

@@ -14,6 +14,7 @@ Commands (``{"cmd": ..., ...}``):
 - ``data`` name, payload, reliable, topic, [to]; ``text`` name, text, topic
 - ``mute`` name, kind ("audio"/"video"), muted
 - ``subscribe`` name, identity, kind, subscribed: manual subscription to someone's track
+- ``permit`` name, identities (None: everyone): who may receive its tracks
 - ``leave`` name; ``quit``
 """
 
@@ -245,6 +246,16 @@ async def main(url: str) -> None:
                     kind = "audio" if pub.kind == rtc.TrackKind.KIND_AUDIO else "video"
                     if kind == cmd["kind"]:
                         pub.set_subscribed(cmd["subscribed"])
+                say({"ok": True})
+            elif cmd["cmd"] == "permit":  # name, [identities]: who may receive its tracks
+                allowed = cmd.get("identities")
+                peers[name].room.local_participant.set_track_subscription_permissions(
+                    allow_all_participants=allowed is None,
+                    participant_permissions=[
+                        rtc.ParticipantTrackPermission(participant_identity=i, allow_all=True)
+                        for i in allowed or []
+                    ],
+                )
                 say({"ok": True})
             elif cmd["cmd"] == "leave":
                 await peers.pop(name).room.disconnect()
