@@ -142,7 +142,9 @@ export class Session extends Emitter {
     const signal = new SignalClient(`${this.wsUrl}?access_token=${encodeURIComponent(token)}`);
     this.signal = signal;
     signal.on('message', (msg) => this.onMessage(msg));
-    signal.on('close', () => this.onDisconnect('socket closed'));
+    // 1012 (service restart): the room's server stopped or died and the one we reach relays
+    // for it (docs/cluster.md): come back at once, the room is placed again meanwhile
+    signal.on('close', (ev) => this.onDisconnect('socket closed', ev && ev.code === 1012));
     await signal.open();
     let joined;
     try {
@@ -460,7 +462,7 @@ export class Session extends Emitter {
     return this.signal.request({ type: 'data', topic, payload });
   }
 
-  onDisconnect(reason) {
+  onDisconnect(reason, restart = false) {
     if (this.closedByUser || this.reconnecting) return;
     this.reconnecting = true;
     console.warn('visio: disconnected:', reason);
@@ -468,7 +470,7 @@ export class Session extends Emitter {
     for (const info of this.remote.values()) this.emit('track_removed', { info });
     this.remote.clear();
     this.setState('reconnecting');
-    const delay = Math.min(1000 * 2 ** this.attempt, 10000);
+    const delay = restart && !this.attempt ? 200 : Math.min(1000 * 2 ** this.attempt, 10000);
     this.attempt += 1;
     setTimeout(async () => {
       this.reconnecting = false;

@@ -90,6 +90,9 @@ class Client:
         left = [e for e in self.signal.events if e.get("type") == "leave"]
         if left and left[-1].get("reason") in ("replaced", "removed"):
             return  # we were put out: do not come back
+        ws = self.signal.ws
+        if ws is not None and ws.close_code in (4001, 4004, 4029):
+            return  # room full, resumed by another connection, flooding: coming back is wrong
         self._reconnecting = asyncio.ensure_future(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
