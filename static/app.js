@@ -12,6 +12,7 @@ import { BlurProcessor, blurSupported } from './blur.js';
 import { setupMeeting } from './meeting.js';
 import { setupCaptions } from './captions.js';
 import { setupRecording } from './recording.js';
+import { setupBreakout } from './breakout.js';
 import { admission, setupIdentity, setupLobbyHost, tr } from './identity.js';
 
 const $ = (id) => document.getElementById(id);
@@ -391,8 +392,14 @@ function wire(session) {
   setupCaptions(session); // live captions, transcription, meeting notes (captions.js)
   setupRecording(session, { toast }); // the recording indicator and button (recording.js)
   setupLobbyHost(session, { toast }); // a host's waiting room: who waits, admit, deny (identity.js)
-  session.on('joined', (joined) => {
+  setupBreakout(session, { toast }); // breakout rooms (breakout.js)
+  const others = (list) => { // the people of the room we are in (joined, or moved: breakout rooms)
     for (const sid of [...state.participants.keys()]) if (sid !== 'self') removeParticipant(sid, { quiet: true });
+    for (const p of list) addParticipant(p, { quiet: true });
+  };
+  session.on('moved', (m) => { others(m.participants || []); renderList(); layout(); });
+  session.on('joined', (joined) => {
+    others([]);
     state.participants.get('self')?.tracks.clear();
     for (const p of joined.participants) addParticipant(p, { quiet: true });
     const self = state.participants.get('self') || addSelfTile(); // listed even without media

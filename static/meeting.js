@@ -364,6 +364,15 @@ function onHostStopped({ source, track }) {
 }
 
 // ---------------------------------------------------------------- wiring ----------------------
+async function refreshMeeting(session) {
+  const m = await session.signal.request({ type: 'meeting' });
+  meeting.ready = true;
+  meeting.host = Boolean(m.host);
+  setLocked(Boolean(m.locked), false);
+  showFeatures();
+  setHands(m.hands || []);
+}
+
 export function setupMeeting(session, ctx) {
   meeting.ctx = ctx;
   meeting.session = session;
@@ -374,18 +383,15 @@ export function setupMeeting(session, ctx) {
   session.on('joined', async (joined) => {
     setLocked(Boolean(joined.room?.locked), false);
     try {
-      const m = await session.signal.request({ type: 'meeting' });
-      meeting.ready = true;
-      meeting.host = Boolean(m.host);
-      setLocked(Boolean(m.locked), false);
-      showFeatures();
-      setHands(m.hands || []);
+      await refreshMeeting(session);
     } catch (err) {
       meeting.ready = false; // a server without these features: they stay hidden
       showFeatures();
       console.info('visio: no meeting features on this server', err.message);
     }
   });
+  // moved to a breakout room (or back): that room's hands and lock
+  session.on('moved', () => { if (meeting.ready) refreshMeeting(session).catch(() => {}); });
   session.on('participant_joined', () => renderHands());
   // what a host may do to someone follows what they publish
   session.on('track_published', () => ctx.renderList());
