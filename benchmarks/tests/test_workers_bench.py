@@ -18,8 +18,8 @@ def test_every_setup_runs(tmp_path: Path):
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (scripts/test.sh installs it)")
     args = workers.parser().parse_args(
-        ["fanout", "--start", "1", "--step", "1", "--max", "1", "--duration", "1"]
-        + ["--warmup", "1", "--out", str(tmp_path)]
+        ["fanout", "--start", "1", "--step", "1", "--max", "1", "--duration", "0.5", "--retry", "0"]
+        + ["--warmup", "0.5", "--out", str(tmp_path)]
     )
     report = asyncio.run(workers.main_async(args))
     for setup in workers.SETUPS:
