@@ -38,6 +38,7 @@ import aiohttp
 import jwt
 from aiohttp import web
 
+from visio_sfu import SFU
 from visio_sfu.events import ParticipantEntered
 
 from .auth import IdentityProvider, JwksCache, TokenError, VideoGrant, mint_token, printable
@@ -187,9 +188,6 @@ class Identity:
         #: sign-ins started and tokens asked for, per address: a flood of /auth/login cannot
         #: push others' sign-ins out, nor can meeting addresses be guessed in bulk
         self.limiter = PerKeyLimiter(2.0, 20)
-        #: meetings deleted lately (slug -> until when, monotonic): someone still holding a
-        #: token for one (6 h) who reconnects finds it closed again at once
-        self.deleted: dict[str, float] = {}
 
     def allow(self, request: web.Request) -> bool:
         """Whether this address may start a sign-in or ask for a token now."""
@@ -462,7 +460,8 @@ class Identity:
         # hosts get roomCreate (this room only, docs/api.md): with auto_create_rooms off, the
         # meeting starts when a host arrives
         grant = VideoGrant(room=room.slug, room_join=True, room_host=host, room_create=host)
-        metadata = json.dumps({"signed_in": signed_in})
+        # "meeting": the SFU room is an owned meeting's (closed_again checks it still is)
+        metadata = json.dumps({"signed_in": signed_in, "meeting": room.slug})
         return mint_token(
             key,
             secret,
@@ -718,14 +717,38 @@ async def delete_meeting(request: web.Request) -> web.Response:
     assert store is not None
     if not await store.delete_room(slug, user.subject):
         return _error(404, "not_found", "no such meeting of yours")
-    ident = request.app[IDENTITY]
-    now = time.monotonic()
-    ident.deleted = {k: v for k, v in ident.deleted.items() if v > now}
-    ident.deleted[slug] = now + TOKEN_TTL + 60
-    room = request.app[SFU_KEY].room(slug)
-    if room is not None:
+    if request.app[SFU_KEY].room(slug) is not None:
         await request.app[SFU_KEY].delete_room(slug)
+    else:  # with workers or nodes, another process may hold it: through the admin API
+        await _delete_elsewhere(request, slug)
     return web.json_response({"deleted": slug})
+
+
+async def _delete_elsewhere(request: web.Request, slug: str) -> None:
+    """DELETE /api/rooms/{slug} on this server's own port, which the front relays to the
+    process holding the room (signaling/cluster); 404 (nobody in it) is fine."""
+    try:
+        from .cluster.front import FRONT
+    except ImportError:  # the cluster's libraries are not installed: no front either
+        return
+    if FRONT not in request.app:
+        return
+    config = request.app[IDENTITY].config
+    key, secret = next(iter(config.api_keys.items()))
+    grant = VideoGrant(room=slug, room_admin=True)
+    token = mint_token(key, secret, "visio-sfu-identity", slug, ttl=60, grant=grant)
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    url = f"http://{host}:{config.port}/api/rooms/{slug}"
+    try:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.delete(url, headers={"Authorization": f"Bearer {token}"}) as response,
+        ):
+            if response.status not in (200, 204, 404):
+                logger.warning("meeting %s deleted, its room not closed: %s", slug, response.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("meeting %s deleted, its room not closed: %s", slug, printable(exc))
 
 
 async def meeting_token(request: web.Request) -> web.Response:
@@ -825,13 +848,29 @@ def setup(app: web.Application) -> None:
     sfu = app[SFU_KEY]
 
     def closed_again(event: object) -> None:
-        """Someone entering a deleted meeting (with a token minted before) closes it."""
-        if isinstance(event, ParticipantEntered):
-            until = ident.deleted.get(event.room.name)
-            if until is not None and time.monotonic() < until:
-                asyncio.ensure_future(sfu.delete_room(event.room.name))
+        """Someone entering a meeting's room with a token minted before the meeting was
+        deleted (tokens last 6 h) closes it again: its metadata names the meeting, and the
+        database no longer has it. Works in whichever process holds the room."""
+        if not isinstance(event, ParticipantEntered):
+            return
+        room = sfu.room(event.room.name)
+        p = room.participants.get(event.participant.sid) if room is not None else None
+        try:
+            meeting = json.loads(p.metadata).get("meeting") if p is not None else None
+        except (ValueError, AttributeError):
+            meeting = None
+        if meeting == event.room.name and ident.store is not None:
+            asyncio.ensure_future(_close_if_deleted(ident.store, sfu, meeting))
 
     sfu.listeners.append(closed_again)
+
+
+async def _close_if_deleted(store: Store, sfu: SFU, slug: str) -> None:
+    try:
+        if await store.room(slug) is None:
+            await sfu.delete_room(slug)
+    except Exception:  # a database away for a moment: the meeting goes on
+        logger.exception("checking meeting %s failed", slug)
 
 
 async def _purge_hourly(store: Store) -> None:

@@ -584,4 +584,10 @@ async def test_waiting_room_with_workers(workers_server):
             who = await _next(host, "participant_joined")
             assert who["participant"]["name"] == name
             await joined.close()
+        # deleting the meeting (at the front) closes its room (in a worker) for good
+        assert (await call(alice, "DELETE", f"{server.url}/api/meetings/{slug}"))[0] == 200
+        assert (await _next(host, "leave"))["reason"] == "room_deleted"
         await host.close()
+        again = await _host_socket(alice, server, token)
+        assert (await _next(again, "leave"))["reason"] == "room_deleted"
+        await again.close()
