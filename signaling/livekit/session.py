@@ -530,7 +530,12 @@ class LiveKitSession:
                     silent = True
                     break
                 if msg.type == WSMsgType.BINARY:
-                    if not self._bucket.take() >= 0:
+                    left = self._bucket.take()
+                    if left <= -self._bucket.burst:  # a flood: disconnected
+                        logger.warning("livekit session %s: flooding; disconnected", self._who())
+                        self.close_reason = "bad_input"
+                        break
+                    if left < 0:
                         continue  # over the message rate: dropped
                     if await self.handle(msg.data) == "leave":
                         self.close_reason = "left"
@@ -758,6 +763,8 @@ class LiveKitSession:
                     await room.remove(p, reason)
                 await p.close()
         if self._writer is not None and not self._writer.done():
+            if reason not in ("disconnected", "left"):  # the server's doing: say why
+                self._outbox.put_nowait(leave_message(reason))
             self._outbox.put_nowait(_DONE)
             try:
                 await asyncio.wait_for(self._writer, 2)

@@ -131,4 +131,12 @@ async def test_livekit_bad_input_is_refused_and_harmless():
         assert r2 is not None and [p.identity for p in r2.participants.values()] == ["bob"]
         async with http.get(f"{server.url}/healthz") as r:
             assert r.status == 200
+        # the server shutting down tells the client why (it does not try to resume)
+        from signaling import livekit as lk_signaling
+
+        bob_sid = next(iter(r2.participants))
+        await lk_signaling.SESSIONS[bob_sid].close("server_shutdown")
+        leave = await _next(bob, "leave")
+        assert leave.reason == models.DisconnectReason.SERVER_SHUTDOWN
+        assert not leave.can_reconnect
         await bob.close()
