@@ -75,6 +75,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env() -> dict[str, str]:
+    """The environment of a visio-sfu server under load: the load's key, no rate limits."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "VISIO_KEYS": f"{KEY}:{SECRET}",
+        "VISIO_JOINS_PER_SECOND": "10000",
+        "VISIO_MESSAGE_RATE": "10000",
+        "VISIO_PING_TIMEOUT": "3600",
+        "VISIO_MAX_TRACKS": "64",
+        "VISIO_LOG_LEVEL": "warning",
+    }
+    env.pop("VISIO_API_KEY", None)
+    return env
+
+
 class Server:
     """A server process started for the run, pinned to ``core``; reads its CPU time."""
 
@@ -107,17 +123,7 @@ class Server:
             raise ValueError(f"unknown server {kind!r} (visio, naive or janus)")
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "VISIO_KEYS": f"{KEY}:{SECRET}",
-            "VISIO_JOINS_PER_SECOND": "10000",
-            "VISIO_MESSAGE_RATE": "10000",
-            "VISIO_PING_TIMEOUT": "3600",
-            "VISIO_MAX_TRACKS": "64",
-            "VISIO_LOG_LEVEL": "warning",
-        }
-        env.pop("VISIO_API_KEY", None)
+        env = server_env()
         self.log = open(
             Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{kind}-{self.port}.log", "w"
         )

@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.load import KEY, SECRET, TICK, Run, free_port, loss
+from benchmarks.load import KEY, SECRET, TICK, Run, free_port, loss, server_env
 from benchmarks.media import Clip, audio_clip, video_clip
 from benchmarks.targets import VisioTarget
 from visio_sfu.transport import set_ice_addresses
@@ -73,17 +73,7 @@ class Deployment:
         self.procs: list[subprocess.Popen] = []
         self.redis: subprocess.Popen | None = None
         self.tmp = tempfile.mkdtemp(prefix="bench-workers-")
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "VISIO_KEYS": f"{KEY}:{SECRET}",
-            "VISIO_JOINS_PER_SECOND": "10000",
-            "VISIO_MESSAGE_RATE": "10000",
-            "VISIO_PING_TIMEOUT": "3600",
-            "VISIO_LOG_LEVEL": "warning",
-            "VISIO_TRANSCRIPTION_ENABLED": "0",
-        }
-        env.pop("VISIO_API_KEY", None)
+        env = {**server_env(), "VISIO_TRANSCRIPTION_ENABLED": "0"}
         base = [sys.executable, "-m", "signaling.cli", "serve", "--ice-address", "127.0.0.1"]
         if setup == "2-nodes":
             binary = shutil.which("redis-server")
