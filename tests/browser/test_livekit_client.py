@@ -126,6 +126,15 @@ def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
             30,
             "the 180p layer in a 160x90 tile",
         )
+        # the small page's signal WebSocket drops: the SDK resumes (same sid) and media goes on
+        small.evaluate("() => dropSignal()")
+        poll(small, "() => state.reconnected", lambda n: n >= 1, 20, "the small page resumed")
+        assert small.evaluate("() => sid()") == small_sid
+        assert small.evaluate("() => state.disconnected") == 0
+        frames = small.evaluate("() => state.videos.big.frames")
+        poll(small, videos, lambda v: v["big"]["frames"] > frames + 20, 20, "video after resume")
+        frames = big.evaluate("() => state.videos.small.frames")
+        poll(big, videos, lambda v: v["small"]["frames"] > frames + 20, 20, "its camera after")
         artefact(big, "livekit-client-big")
         artefact(small, "livekit-client-small")
         del seen_big, seen_small
