@@ -43,6 +43,7 @@ from visio_sfu.events import (
     RoomFinished,
 )
 
+from .meeting import NoFields  # breakout_end, breakout_state: no fields either
 from .protocol import ProtocolError, Reply, register_event, short_str
 from .session import JOIN_GUARDS, Session, register_handler
 
@@ -458,15 +459,6 @@ class BroadcastRequest:
         if not text:
             raise ProtocolError("bad_request", "field 'text' is empty")
         return cls(text)
-
-
-@dataclass(frozen=True)
-class NoFields:
-    """breakout_end, breakout_state."""
-
-    @classmethod
-    def parse(cls, msg: dict) -> NoFields:
-        return cls()
 
 
 # -- handlers ----------------------------------------------------------------------------------

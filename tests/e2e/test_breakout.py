@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from signaling.auth import VideoGrant, mint_token
+from tests.e2e.test_meeting_controls import refused, sid, signal
 from tests.support.inprocess import LocalServer
 from tests.support.media import until
 from tests.support.server import ServerProcess
-from visio_client import Client, ServerError
+from visio_client import Client
 from visio_client.media import (
     PatternVideoTrack,
     ToneAudioTrack,
@@ -64,25 +65,6 @@ async def media_client(
         sources=["camera", "microphone"],
     )
     return client
-
-
-async def signal(s: LocalServer, room: str, identity: str, **grant: object) -> SignalingConnection:
-    """A participant without media: it joins and keeps every message."""
-    conn = SignalingConnection(s.url, s.token(room, identity, identity.title(), **grant))
-    await conn.connect()
-    conn.joined = await conn.request({"type": "join"})  # type: ignore[attr-defined]
-    return conn
-
-
-def sid(conn) -> str:
-    joined = conn.joined
-    return joined["participant"]["sid"]
-
-
-async def refused(conn, msg: dict, code: str) -> None:
-    with pytest.raises(ServerError) as info:
-        await conn.request(msg)
-    assert info.value.code == code, info.value
 
 
 def senders(client: Client) -> set[str]:
