@@ -14,9 +14,7 @@ import pytest
 
 from tests.browser.conftest import artefact, open_page
 from tests.support.browser import REMOTE_MEDIA, poll, tile_of
-from tests.support.inprocess import KEY, SECRET
-from tests.support.oidc import USERS, OidcProvider
-from tests.support.server import ServerProcess
+from tests.support.oidc import USERS, OidcProvider, serve_signed_in
 
 pytestmark = pytest.mark.browser
 
@@ -30,14 +28,7 @@ def provider():
 
 @pytest.fixture(scope="module")
 def server(provider, tmp_path_factory):
-    base = tmp_path_factory.mktemp("identity")
-    config = base / "visio.toml"
-    config.write_text(
-        f'[keys]\n{KEY} = "{SECRET}"\n'
-        f'[oidc]\nissuer = "{provider.issuer}"\nclient_id = "visio"\n'
-        'client_secret = "browser-test-secret"\n'
-    )
-    s = ServerProcess(dev=False, extra=["--config", str(config), "--data-dir", str(base)])
+    s = serve_signed_in(provider, tmp_path_factory.mktemp("identity"))
     yield s
     s.stop()
 

@@ -23,9 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from signaling.auth import TokenVerifier
 from signaling.identity import IDENTITY
 from tests.support.inprocess import KEY, SECRET, LocalServer, free_port
-from tests.support.oidc import USERS, OidcProvider
+from tests.support.oidc import USERS, OidcProvider, serve_signed_in
 from tests.support.postgres import PostgresCluster
-from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -538,15 +537,7 @@ async def test_deleting_a_meeting_ends_it_for_good(server):
 @pytest.fixture(scope="module")
 def workers_server(provider, tmp_path_factory):
     """``serve --workers 2``: meetings live in worker processes behind the front."""
-    base = tmp_path_factory.mktemp("workers")
-    config = base / "visio.toml"
-    config.write_text(
-        f'[keys]\n{KEY} = "{SECRET}"\n[oidc]\nissuer = "{provider.issuer}"\nclient_id = "visio"\n'
-        'client_secret = "workers-secret"\n'
-    )
-    s = ServerProcess(
-        dev=False, extra=["--config", str(config), "--data-dir", str(base), "--workers", "2"]
-    )
+    s = serve_signed_in(provider, tmp_path_factory.mktemp("workers"), "--workers", "2")
     yield s
     s.stop()
 

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
-from tests.support.inprocess import free_port
+from tests.support.inprocess import KEY, SECRET, free_port
+from tests.support.server import ServerProcess
 
 #: users the provider knows beforehand (its login form also takes any other subject)
 USERS = {
@@ -17,6 +19,19 @@ USERS = {
     "bob": {"name": "Bob Durand", "email": "bob@example.org"},
     "carol": {"name": "Carol Petit", "email": "carol@example.org"},
 }
+
+
+def serve_signed_in(provider: OidcProvider, base: Path, *options: str) -> ServerProcess:
+    """``visio-sfu serve`` without development mode, signing in with ``provider``: an API key
+    for the tokens it mints, an [oidc] table, its data in ``base``."""
+    config = base / "visio.toml"
+    config.write_text(
+        f'[keys]\n{KEY} = "{SECRET}"\n[oidc]\nissuer = "{provider.issuer}"\n'
+        'client_id = "visio"\nclient_secret = "test-client-secret"\n'
+    )
+    return ServerProcess(
+        dev=False, extra=["--config", str(config), "--data-dir", str(base), *options]
+    )
 
 
 class OidcProvider:
