@@ -230,11 +230,13 @@ class Participant:
         width: int = 0,
         height: int = 0,
         muted: bool = False,
+        codec: str = "",
     ) -> TrackRequest:
         """Announce a track the next publisher offer will carry (matched by msid = cid);
         ``muted``: it is published muted (a client republishing a muted microphone after a
-        reconnection: nobody ever receives it unmuted)."""
-        return self.publishing.add_track(cid, kind, source, name, width, height, muted)
+        reconnection: nobody ever receives it unmuted); ``codec``: the MIME type it should be
+        sent in (``video/VP9``) when the offer has it."""
+        return self.publishing.add_track(cid, kind, source, name, width, height, muted, codec)
 
     async def publish_offer(self, sdp: str) -> str:
         """Negotiate the publish connection from the client's offer; returns the answer SDP."""

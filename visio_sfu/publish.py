@@ -54,6 +54,10 @@ class TrackRequest:
     width: int = 0
     height: int = 0
     muted: bool = False  # published muted
+    #: the codec the client wants it sent in (``video/VP9``): first in our answer for its
+    #: m-section, if offered; "" keeps the offer's order (LiveKit clients rely on the server
+    #: for this: livekit-client offers VP8 first even when it publishes VP9)
+    codec: str = ""
 
 
 class PublishConnection:
@@ -98,9 +102,10 @@ class PublishConnection:
         width: int = 0,
         height: int = 0,
         muted: bool = False,
+        codec: str = "",
     ) -> TrackRequest:
         """Announce a track the next offer will carry (matched by msid = cid); ``muted``: it
-        is published muted."""
+        is published muted; ``codec``: the MIME type it should be sent in, if offered."""
         if not self._may_publish(None):
             raise PermissionDenied("not allowed to publish")
         if kind not in ("audio", "video"):
@@ -112,7 +117,7 @@ class PublishConnection:
             raise PermissionDenied(f"not allowed to publish {source}")
         if len(self.tracks) + len(self.requests) >= self.max_tracks:
             raise ValueError(f"at most {self.max_tracks} tracks per participant")
-        req = TrackRequest(new_sid("TR"), cid, kind, source, name, width, height, muted)
+        req = TrackRequest(new_sid("TR"), cid, kind, source, name, width, height, muted, codec)
         self.requests[cid] = req
         return req
 
@@ -132,7 +137,12 @@ class PublishConnection:
             )
         simulcast = offered_simulcast(sdp)
         transport = self.transport
-        answer = await transport.answer(sdp)
+        prefer = {
+            m.mid: req.codec
+            for m in offered
+            if (req := self.requests.get(m.msid_track)) is not None and req.codec
+        }
+        answer = await (transport.answer(sdp, prefer) if prefer else transport.answer(sdp))
         if self.closed:  # left meanwhile: close() may have run before the transport existed
             await transport.close()
             raise TransportError("participant left")

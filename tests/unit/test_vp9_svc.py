@@ -203,3 +203,52 @@ def test_packets_lost_upstream_and_retransmitted_late_fill_their_place():
     assert dt.drops[5] == 0  # munger_reject: nothing refused
     feed(held[0], pictures.now)  # a second copy: refused
     assert len(out) == 13
+
+
+def _with_vp9(sdp: str) -> str:
+    """An aiortc offer as a browser writes it: VP9 profiles 0 and 2 after VP8 and H.264."""
+    out = []
+    for line in sdp.splitlines():
+        if line.startswith("m=video"):
+            line += " 110 111 112"
+        out.append(line)
+        if line.startswith("a=rtpmap:97 VP8"):
+            out += [
+                "a=rtpmap:110 VP9/90000",
+                "a=fmtp:110 profile-id=0",
+                "a=rtpmap:111 rtx/90000",
+                "a=fmtp:111 apt=110",
+                "a=rtpmap:112 VP9/90000",
+                "a=fmtp:112 profile-id=2",
+            ]
+    return "\r\n".join(out) + "\r\n"
+
+
+@pytest.mark.parametrize("codec", ["", "video/VP9"])
+async def test_the_codec_a_track_asks_for_comes_first_in_the_answer(codec):
+    """A LiveKit client publishing VP9 offers VP8 first and relies on the server to answer VP9
+    first; a track announced with codec video/VP9 gets that, one announced without keeps the
+    offer's order. VP9 profile 2 is never accepted."""
+    from aiortc import RTCPeerConnection
+
+    from visio_client.media import PatternVideoTrack
+    from visio_sfu.participant import Participant
+
+    client = RTCPeerConnection()
+    p = Participant("alice")
+    try:
+        track = PatternVideoTrack(0)
+        client.addTransceiver(track, direction="sendonly")
+        await client.setLocalDescription(await client.createOffer())
+        p.add_track(track.id, "video", "camera", codec=codec)
+        answer = await p.publish_offer(_with_vp9(client.localDescription.sdp))
+        m_line = next(x for x in answer.splitlines() if x.startswith("m=video"))
+        first = m_line.split()[3]
+        assert ("VP9/90000" in answer) and "a=rtpmap:112" not in answer
+        assert first == ("110" if codec else "97"), m_line
+        (published,) = p.tracks.values()
+        assert published.codec.mime.lower() == (codec or "video/VP8").lower()
+        assert published.svc == bool(codec)
+    finally:
+        await p.close()
+        await client.close()
