@@ -185,6 +185,18 @@ async def test_three_livekit_sdk_participants(caplog):
         )
         assert set(stats["alice"]["quality"].values()) <= {"QUALITY_EXCELLENT", "QUALITY_GOOD"}
 
+        # a host or administrator mutes bob's microphone: his SDK is told (mute), all see it
+        bob_mic = next(t.sid for t in bob.tracks.values() if t.kind == "audio")
+        bob.set_muted(bob_mic, True, by_server=True)
+        await lk.until(
+            lambda s: (
+                ["bob", "audio", True] in s["bob"]["muted"]
+                and ["bob", "audio", True] in s["carol"]["muted"]
+            ),
+            10,
+            "bob's microphone muted by the server, at bob and carol",
+        )
+
         # the server cuts alice's WebSocket: her SDK resumes with the same sid and tracks
         session = lk_signaling.SESSIONS[sids["alice"]]
         before = await lk.stats()
