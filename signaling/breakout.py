@@ -13,9 +13,9 @@ the person. The meeting's room and its breakout rooms stay open while the breako
 Everyone in the meeting (the main room and every breakout room) receives ``breakout`` with
 the rooms, who is where, where they are, the room a host assigned them and the time left;
 at the end (a host's ``breakout_end``, or the timer) everyone is brought back to the main
-room and the breakout rooms close. A host is a participant whose token grants ``roomHost``
-(or ``roomAdmin``); others may only go back and forth between the main room (when the host
-allows it) and the breakout room they were assigned.
+room and the breakout rooms close; they close too when everyone has left the meeting. A host is
+a participant whose token grants ``roomHost`` (or ``roomAdmin``); others may only go back and
+forth between the main room (when the host allows it) and the breakout room they were assigned.
 """
 
 from __future__ import annotations
@@ -310,6 +310,13 @@ class Breakouts:
         room = self.sfu.room(event.room.name)  # type: ignore[attr-defined]
         if isinstance(event, ParticipantEntered | ParticipantExited):
             breakout.changed()
+        if (
+            isinstance(event, ParticipantExited)
+            and event.reason != "moved"
+            and not any(r.participants for r in breakout.all_rooms())
+        ):
+            breakout.end("empty")  # everyone left: nothing must stay open for nobody
+            return
         if (
             isinstance(event, ParticipantEntered)
             and room is breakout.main

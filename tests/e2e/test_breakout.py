@@ -306,8 +306,14 @@ async def test_bad_requests_and_direct_joins_are_refused():
         told = await ann.wait_for(lambda m: m.get("type") == "breakout" and m["remaining"])
         assert told["ends_at"] == timed["ends_at"]
         await host.request({"type": "breakout_end"})
-        for c in (host, ann, intruder):
-            await c.close()
+        await intruder.close()
+        # everyone leaves while breakout rooms are open: they close, nothing stays for nobody
+        await host.request({"type": "breakout_start", "count": 2, "assign": "random"})
+        assert len(s.sfu.rooms) == 3
+        await ann.close()
+        await host.close()
+        await until(lambda: list(s.sfu.rooms) == ["bad"], what="the breakout rooms closed")
+        assert not s.sfu.rooms["bad"].kept  # the main room closes after its empty timeout
 
 
 async def test_someone_moved_who_drops_or_rejoins_lands_in_their_breakout_room():
