@@ -4,8 +4,10 @@ Alice signs in through the provider's login page, creates a ``trusted`` meeting 
 meetings" and joins it (its host). Bob signs in and enters directly. Gabriel, a guest, waits in
 the lobby with his preview; Alice's page chimes and shows him; she admits him and he sees and
 hears the meeting. Mallory, another guest, is denied: her page says so at once, she never gets a
-token nor any media, and knocking again at once is refused. The server runs without
-development mode (no /dev/token): tokens come only from the sign-in and the waiting room.
+token nor any media, and knocking again at once is refused. Then Alice renames the meeting,
+makes it restricted, invites people, deletes it (Bob's meeting ends), and signs out, at the
+provider too. The server runs without development mode (no /dev/token): tokens come only from
+the sign-in and the waiting room.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def sign_in(page, sub: str) -> None:
     page.wait_for_selector("#signed-in", timeout=30000)
 
 
-def test_sign_in_own_room_and_waiting_room(server, browser):
+def test_sign_in_own_room_and_waiting_room(server, browser, provider):
     alice = open_page(browser, f"{server.url}/", "alice")
     assert alice.locator("#sign-in").is_visible()
     assert alice.locator("#meetings").count() == 0  # nothing to own before signing in
@@ -168,5 +170,12 @@ def test_sign_in_own_room_and_waiting_room(server, browser):
         lambda v: v is False,
         what="the deleted meeting ends for those in it",
     )
+    # signing out ends the session here and at the provider (RP-initiated), then comes back
+    manage.click("#sign-out")
+    manage.wait_for_url(f"{provider.issuer}/oauth2/end_session?*")
+    manage.click("button:has-text('End session')")
+    manage.wait_for_url(f"{server.url}/")
+    manage.wait_for_selector("#sign-in")
+    assert manage.evaluate("async () => (await (await fetch('/auth/me')).json()).user") is None
     for page in (alice, bob, guest, mallory):
         page.context.close()
