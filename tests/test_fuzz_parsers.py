@@ -29,6 +29,7 @@ from visio_sfu.rtp.header import (
     payload_offset,
     rewrite_extensions,
 )
+from visio_sfu.rtp.vp9 import vp9_is_keyframe, vp9_layers
 from visio_sfu.sdp import offered_simulcast, parse_offer
 from visio_sfu.transport import TransportError
 
@@ -299,3 +300,49 @@ def test_livekit_data_packet_reader_never_raises(data: bytes):
     packet = convert.read_data_packet(data)
     if packet is not None:
         convert.json_view(packet)
+
+
+VALID_VP9 = build_rtp(
+    98, 7, 3000, 4321, bytes([0xA8, 0x80, 0x05, (1 << 5) | (1 << 1), 0]) + bytes(40)
+)
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.binary(max_size=120), mutated(VALID_VP9)), max_size=30))
+@with_corpus("vp9")
+def test_vp9_svc_forwarding_never_raises(datas: list[bytes]):
+    """VP9 SVC (visio_sfu/rtp/vp9.py and the SvcForwarder): any packets, subscribers at every
+    spatial layer; what goes out is RTP with our SSRC and payload type, NACKs answered."""
+    track = Publisher(
+        "TR", "PA", "video", "camera", "0", Codec("video/VP9", 90000, 98), {}, lambda b: True, 7
+    )
+    sent: list[bytes] = []
+    for layer in (0, 1, 2):
+        dt = DownTrack(track, lambda b: sent.append(bytes(b)) or True, f"P{layer}")
+        dt.bind(0xABCD, 100, {})
+        dt.set_target(layer)
+        track.attach(dt)
+    for i, data in enumerate(datas):
+        vp9_is_keyframe(data)
+        vp9_layers(data)
+        track.on_rtp(data, i * 0.01)
+    for out in sent:
+        assert payload_offset(out) >= 0
+        assert out[1] & 0x7F == 100 and out[8:12] == (0xABCD).to_bytes(4, "big")
+    for dt in track.downtracks:
+        dt.handle_nack(list(range(0, 65536, 4099)), 1.0)
+
+
+@FUZZ
+@given(st.binary(max_size=200), st.sampled_from(["protobuf", "json"]))
+@with_corpus("twirp")
+def test_twirp_decoder_only_raises_twirp_errors(body: bytes, encoding: str):
+    """LiveKit's RoomService requests (signaling/livekit_api.py): any body, any method, either
+    encoding: a message or TwirpError malformed."""
+    from signaling.livekit_api import REQUESTS, TwirpError, decode
+
+    for cls in REQUESTS.values():
+        try:
+            decode(cls, body, encoding)
+        except TwirpError as exc:
+            assert exc.code == "malformed"
