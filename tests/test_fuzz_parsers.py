@@ -309,7 +309,6 @@ VALID_VP9 = build_rtp(
 
 @FUZZ
 @given(st.lists(st.one_of(st.binary(max_size=120), mutated(VALID_VP9)), max_size=30))
-@with_corpus("vp9")
 def test_vp9_svc_forwarding_never_raises(datas: list[bytes]):
     """VP9 SVC (visio_sfu/rtp/vp9.py and the SvcForwarder): any packets, subscribers at every
     spatial layer; what goes out is RTP with our SSRC and payload type, NACKs answered."""
@@ -335,7 +334,6 @@ def test_vp9_svc_forwarding_never_raises(datas: list[bytes]):
 
 @FUZZ
 @given(st.binary(max_size=200), st.sampled_from(["protobuf", "json"]))
-@with_corpus("twirp")
 def test_twirp_decoder_only_raises_twirp_errors(body: bytes, encoding: str):
     """LiveKit's RoomService requests (signaling/livekit_api.py): any body, any method, either
     encoding: a message or TwirpError malformed."""
