@@ -22,6 +22,7 @@ UNKNOWN_BUDGET = 50_000_000  # no bandwidth estimate from the subscriber yet: no
 NOMINAL_BITRATES = (150_000, 500_000, 1_500_000)  # a layer switched off keeps a nominal cost
 DYNACAST_HOLD = 5.0  # seconds a layer stays on after the last subscriber stops needing it
 LIVE_WITHIN = 1.0  # a layer that sent nothing for this long is not live
+RAMP_FLOOR = 0.5  # share of a layer's nominal cost it is counted at, at least
 UP_HOLD = 4.0  # seconds a subscriber waits, after going down a layer, before going up again
 
 
@@ -41,7 +42,9 @@ def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
         if i > max_layer:
             rates.append(0.0)
         elif now - layer.last_packet <= LIVE_WITHIN:
-            rates.append(max(layer.bitrate, 1.0))
+            # a layer just (re)started measures low while its encoder ramps up: never count
+            # it below half its nominal cost, or a subscriber goes up to it on a tight link
+            rates.append(max(layer.bitrate, RAMP_FLOOR * NOMINAL_BITRATES[min(i, 2)], 1.0))
         elif layer.rid not in track.active_rids:  # switched off by us: can come back
             rates.append(float(layer.known_bitrate or NOMINAL_BITRATES[min(i, 2)]))
         else:
