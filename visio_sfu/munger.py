@@ -34,6 +34,7 @@ class Munger:
         "last_time",
         "highest_src_seq",
         "epoch_first_seq",
+        "epoch_first_ts",
         "started",
     )
 
@@ -48,6 +49,7 @@ class Munger:
         self.last_time = 0.0  # when the last packet went out
         self.highest_src_seq = 0
         self.epoch_first_seq = 0  # first outgoing seq of the current source
+        self.epoch_first_ts = 0  # and its outgoing timestamp
         self.started = False
 
     def switch(self, source: int, seq: int, ts: int, now: float) -> None:
@@ -63,6 +65,7 @@ class Munger:
         self.source = source
         self.highest_src_seq = (seq - 1) & 0xFFFF
         self.epoch_first_seq = next_seq
+        self.epoch_first_ts = (ts + self.ts_offset) & 0xFFFFFFFF
         if not self.started:
             self.last_seq = (next_seq - 1) & 0xFFFF
 

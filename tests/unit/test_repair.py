@@ -174,3 +174,42 @@ def test_build_nack_is_exact():
     seqs = [5, 6, 21, 22, 40, 65535, 0]
     assert sorted(set(rtcp.parse_nack(rtcp.build_nack(1, 2, seqs)))) == sorted(seqs)
     assert rtcp.build_nack(1, 2, [])[:4] == pack("!BBH", 0x81, 205, 2)
+
+
+def test_a_nack_before_the_epoch_of_a_reused_transceiver_is_answered_with_padding():
+    """A transceiver reused (breakout rooms: a participant moved and back) goes on from the
+    last number it sent; if the subscriber missed the end of the old stream, nothing is left to
+    resend: a padding-only packet fills each hole (aiortc's jitter buffer would otherwise wait
+    for it for seconds), with the new epoch's first timestamp. Older numbers stay refused."""
+    old, new = vp8_track(), vp8_track()
+    out: list[bytes] = []
+    send_out = lambda b: out.append(bytes(b)) or True  # noqa: E731
+    first = DownTrack(old, send_out, "PB")
+    old.attach(first)
+    first.bind(7, 100, {})
+    for i in range(10):
+        old.on_rtp(
+            build_rtp(96, 500 + i, 3000 * i, 111, vp8_payload(i, 1, i == 0)), i / 30, old.layers[0]
+        )
+    last = int.from_bytes(out[-1][2:4], "big")
+    old.detach(first)
+    second = DownTrack(new, send_out, "PB")  # the same transceiver: the same munger
+    second.munger = first.munger
+    second.munger.new_epoch()
+    new.attach(second)
+    second.bind(7, 100, {})
+    out.clear()
+    new.on_rtp(build_rtp(96, 9000, 777, 222, vp8_payload(1, 1, True)), 1.0, new.layers[0])
+    assert int.from_bytes(out[0][2:4], "big") == (last + 1) & 0xFFFF
+    epoch_ts = int.from_bytes(out[0][4:8], "big")
+    out.clear()
+    assert second.handle_nack([(last - 1) & 0xFFFF, last], 1.1) == 0  # nothing resent ...
+    assert len(out) == 2 and second.drops[DropReason.NACK_MISSING] == 0  # ... padding instead
+    for packet, seq in zip(out, [(last - 1) & 0xFFFF, last], strict=True):
+        assert packet[0] == 0xA0 and len(packet) == 16 and packet[-1] == 4  # padding only
+        assert int.from_bytes(packet[2:4], "big") == seq
+        assert int.from_bytes(packet[4:8], "big") == epoch_ts
+        assert int.from_bytes(packet[8:12], "big") == 7 and packet[1] & 0x7F == 100
+    out.clear()
+    second.handle_nack([(last - 600) & 0xFFFF], 1.2)  # far before: refused, counted
+    assert out == [] and second.drops[DropReason.NACK_MISSING] == 1
