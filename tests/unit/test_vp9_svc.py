@@ -37,6 +37,16 @@ def vp9_track() -> Publisher:
     )  # fmt: skip
 
 
+def subscribed() -> tuple[Publisher, DownTrack, list[bytes]]:
+    """A VP9 track, one bound subscriber of it, and what that subscriber is sent."""
+    track = vp9_track()
+    out: list[bytes] = []
+    dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
+    track.attach(dt)
+    dt.bind(0xBEEF, 100, {})
+    return track, dt, out
+
+
 class Picture:
     """Feeds a track L3T3-like pictures: each picture has three spatial layers, two packets
     each; the marker is on the very last packet (sid 2), as Chrome sends them."""
@@ -137,11 +147,7 @@ def test_downtrack_forwards_the_chosen_spatial_layer_with_continuous_numbering(t
 
 
 def test_downtrack_switches_and_answers_nacks_with_the_right_packets():
-    track = vp9_track()
-    out: list[bytes] = []
-    dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
-    track.attach(dt)
-    dt.bind(0xBEEF, 100, {})
+    track, dt, out = subscribed()
     dt.set_target(2)
     pictures = Picture(track)
     pictures.send(key=True)
@@ -173,11 +179,7 @@ def test_downtrack_switches_and_answers_nacks_with_the_right_packets():
 def test_packets_lost_upstream_and_retransmitted_late_fill_their_place():
     """What the publisher resends late goes out with the number kept for it; a late packet of
     a layer not forwarded goes out as padding, so the subscriber sees no loss either way."""
-    track = vp9_track()
-    out: list[bytes] = []
-    dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
-    track.attach(dt)
-    dt.bind(0xBEEF, 100, {})
+    track, dt, out = subscribed()
     dt.set_target(1)
     pictures = Picture(track)
     pictures.send(key=True)
