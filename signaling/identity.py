@@ -500,10 +500,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 def _clean_name(value: object, default: str = "") -> str:
+    """A name of 1 to MAX_NAME printable characters (spaces folded), else ``default``."""
     if not isinstance(value, str):
         return default
-    text = " ".join(value.split())[:MAX_NAME]
-    return text if text and text.isprintable() else default
+    text = " ".join(value.split())
+    return text if text and len(text) <= MAX_NAME and text.isprintable() else default
 
 
 def _redirect(

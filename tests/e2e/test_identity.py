@@ -582,3 +582,54 @@ async def test_waiting_room_with_workers(workers_server):
         again = await _host_socket(alice, server, token)
         assert (await _next(again, "leave"))["reason"] == "room_deleted"
         await again.close()
+
+
+async def test_bad_input_gets_clear_errors(server):
+    """Malformed requests to the meetings API and the lobby: a clear error, nothing breaks."""
+    async with _client() as alice, _client() as guest:
+        await sign_in(alice, server, "alice")
+        url = f"{server.url}/api/meetings"
+        async with alice.post(
+            url, data=b"{not json", headers={"Content-Type": "application/json"}
+        ) as r:
+            assert r.status == 400 and (await r.json())["code"] == "bad_json"
+        for body, says in (
+            ({"name": ""}, "name"),
+            ({"name": "x" * 129}, "name"),
+            ({"name": "bell\x07"}, "name"),
+            ({"name": "ok", "access": "everyone"}, "access"),
+            ([1, 2], "JSON object"),
+        ):
+            status, answer = await call(alice, "POST", url, body)
+            assert status == 400 and says in answer["message"], (body, answer)
+        slug, token = await _hosting(alice, server, "Edge", "trusted")
+        for body, says in (
+            ({"hosts": 5}, "hosts"),
+            ({"invited": ["ok@example.org", "bad\x00one"]}, "invited"),
+            ({"name": None}, "name"),
+        ):
+            status, answer = await call(alice, "PATCH", f"{url}/{slug}", body)
+            assert status == 400 and says in answer["message"], (body, answer)
+        lobby_url = f"{server.url.replace('http', 'ws')}/lobby/{slug}"
+        for message, code in (
+            ("not json", "bad_request"),
+            (json.dumps({"type": "hello"}), "bad_request"),
+            (json.dumps({"type": "knock", "name": "\u202e\u0000"}), "bad_request"),
+        ):
+            ws = await guest.ws_connect(lobby_url)
+            await ws.send_str(message)
+            answer = await ws.receive_json(timeout=20)
+            assert answer["type"] == "error" and answer["code"] == code, (message, answer)
+            await ws.close()
+        ws = await guest.ws_connect(f"{server.url.replace('http', 'ws')}/lobby/no-such-room")
+        await ws.send_json({"type": "knock", "name": "Eve"})
+        assert (await ws.receive_json(timeout=20))["code"] == "not_found"
+        await ws.close()
+        host = await _host_socket(alice, server, token)
+        await host.send_json({"type": "lobby_admit", "id": 7})
+        assert (await _next(host, "error"))["code"] == "bad_request"
+        await host.send_json({"type": "lobby_deny", "id": 8, "waiting": "W_nobody"})
+        assert (await _next(host, "error"))["code"] == "not_found"
+        await host.send_json({"type": "lobby_admit", "id": 9, "all": "yes"})
+        assert (await _next(host, "error"))["code"] == "bad_request"
+        await host.close()
