@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import artefact, open_page
+from tests.browser.test_room_layout import screenshot  # also the README's, on demand
 from tests.support.browser import REMOTE_MEDIA, poll, tile_of
 from tests.support.oidc import USERS, OidcProvider, serve_signed_in
 
@@ -90,8 +91,8 @@ def test_sign_in_own_room_and_waiting_room(server, browser, provider):
     card.wait_for(state="visible", timeout=30000)
     assert "Gabriel" in card.inner_text() and "guest" in card.inner_text()
     assert alice.get_attribute("#lobby-card", "data-chimes") == "1"
-    artefact(guest, "identity-guest-waiting")
-    artefact(alice, "identity-host-notified")
+    screenshot(guest, "identity-guest-waiting")
+    screenshot(alice, "identity-host-notified")
     card.get_by_role("button", name="Admit Gabriel").click()
     guest.wait_for_selector("#room:not([hidden])", timeout=30000)
     card.wait_for(state="hidden")
@@ -153,7 +154,7 @@ def test_sign_in_own_room_and_waiting_room(server, browser, provider):
     item.locator("select.access").select_option("restricted")
     item.locator("input.invited").fill("carol@example.org, Dan@Example.org")
     item.locator("input.invited").press("Tab")
-    artefact(manage, "identity-my-meetings-list")
+    screenshot(manage, "identity-my-meetings-list")
     mine = poll(
         manage,
         "async () => (await (await fetch('/api/meetings')).json()).meetings",
