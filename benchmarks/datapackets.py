@@ -131,7 +131,9 @@ async def main(receivers: int = 4, count: int = 500, size: int = 200) -> None:
     base = await direct(count, size)
     served = await through_server(receivers, count, size)
     print(f"{size}-byte user packets, {count} sent, {receivers} receivers")
-    print(f"direct, peer to peer:   {base['cpu_us']:7.1f} us CPU per packet, {base['per_s']:7.0f}/s")
+    print(
+        f"direct, peer to peer:   {base['cpu_us']:7.1f} us CPU per packet, {base['per_s']:7.0f}/s"
+    )
     print(
         f"through visio-sfu:      {served['cpu_us']:7.1f} us CPU per delivered packet, "
         f"{served['per_s']:7.0f}/s"
