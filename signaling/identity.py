@@ -201,8 +201,8 @@ class Identity:
 
     def unsign(self, signed: str | None) -> str | None:
         """The value of a signed string, or None if it was not signed here."""
-        if not signed or "." not in signed or len(signed) > 400:
-            return None
+        if not signed or "." not in signed or len(signed) > 400 or not signed.isascii():
+            return None  # (compare_digest takes ASCII text only)
         value, _, mac = signed.rpartition(".")
         good = hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:43]
         return value if hmac.compare_digest(mac, good) else None
