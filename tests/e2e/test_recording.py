@@ -53,15 +53,52 @@ async def wait_closed(server: LocalServer, recording_id: str) -> dict:
     return json.loads((service.directory / recording_id / "manifest.json").read_text())
 
 
+class LoopStalls:
+    """How long this process's event loop stood still (a 20 ms timer more than 0.1 s late):
+    the server and the aiortc participants share it, so on an overloaded machine the media
+    they make falls behind the wall clock (and catches up in a burst) by as much. A file may
+    then differ from the call's wall-clock length by that much, and no more."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.02)
+            late = time.monotonic() - t - 0.02
+            if late > 0.1:
+                self.total += late
+
+    def stop(self) -> float:
+        self.task.cancel()
+        if self.total:
+            print(f"the event loop stood still {self.total:.2f} s in all")
+        return self.total
+
+
 def check_file(
-    path: Path, call: float, colour: int | None = None, tone: int | None = None, note=None
+    path: Path,
+    call: float,
+    colour: int | None = None,
+    tone: int | None = None,
+    note=None,
+    stalled: float = 0.0,
 ):
-    """The file decodes without error, lasts as long as the call, carries the publisher's
-    colour or tone; returns what decode_all found."""
+    """The file decodes without error, lasts as long as the call (within 5 %, and the time the
+    test's event loop stood still), carries the publisher's colour or tone; returns what
+    decode_all found."""
     info = decode_all(path)
     assert info["errors"] == [], (path.name, info["errors"])
     assert info["frames"] > 0, path.name
-    assert abs(info["duration"] - call) <= 0.05 * call, (path.name, info["duration"], call, note)
+    assert abs(info["duration"] - call) <= 0.05 * call + stalled, (
+        path.name,
+        info["duration"],
+        call,
+        stalled,
+        note,
+    )
     with av.open(str(path)) as container:
         stream = container.streams[0]
         if colour is not None:
@@ -79,6 +116,7 @@ def check_file(
 
 async def test_a_meeting_is_recorded_as_received(tmp_path):
     async with LocalServer(recordings_dir=str(tmp_path)) as server:
+        stalls = LoopStalls()
         alice = await join(server, "rec", "alice", 0, room_record=True)
         bob = await join(server, "rec", "bob", 1)
         await until(lambda: len(bob.remote_tracks) == 2, what="bob receives alice")
@@ -90,7 +128,9 @@ async def test_a_meeting_is_recorded_as_received(tmp_path):
 
         state = await alice.request({"type": "recording_state"})
         assert state["recording"] is None and state["can_record"] is True
+        asked = time.monotonic()  # the recording starts between asked and answered
         answer = await alice.request({"type": "start_recording"})
+        answered = time.monotonic()
         recording = answer["recording"]
         assert answer["type"] == "recording_state" and recording["id"].startswith("RC_")
         assert recording["by"]["identity"] == "alice"
@@ -108,10 +148,13 @@ async def test_a_meeting_is_recorded_as_received(tmp_path):
         kinds = [m["type"] for m in carol.events]
         assert kinds.index("joined") < kinds.index("recording_started")
 
-        t0 = time.monotonic()
-        await asyncio.sleep(CALL)
+        # the call lasts CALL seconds from the start's answer (carol's join, which may take a
+        # while on a busy machine, is part of it)
+        await asyncio.sleep(max(CALL - (time.monotonic() - answered), 0))
+        stop_asked = time.monotonic()
         stopped_answer = await alice.request({"type": "stop_recording"})
-        call = time.monotonic() - t0
+        stop_answered = time.monotonic()
+        stalled = stalls.stop()
         assert stopped_answer["recording"] is None
         stopped = await bob.wait_for("recording_stopped")
         assert stopped["reason"] == "stopped" and stopped["by"]["identity"] == "alice"
@@ -120,7 +163,14 @@ async def test_a_meeting_is_recorded_as_received(tmp_path):
         assert manifest["room"] == "rec" and manifest["status"] == "complete"
         assert manifest["started_by"]["identity"] == "alice"
         assert manifest["stop_reason"] == "stopped"
-        assert abs(manifest["duration"] - call) < 0.5
+        # the server's duration lies within what this test saw (each request's round trip)
+        shortest, longest = stop_asked - answered, stop_answered - asked
+        assert shortest - 0.05 <= manifest["duration"] <= longest + 0.05, (
+            manifest["duration"],
+            shortest,
+            longest,
+        )
+        call = manifest["duration"]
         people = {p["identity"]: p for p in manifest["participants"]}
         assert set(people) == {"alice", "bob", "carol"}
         assert people["bob"]["name"] == "Bob" and people["carol"]["joined"] > 0
@@ -128,11 +178,17 @@ async def test_a_meeting_is_recorded_as_received(tmp_path):
         assert set(tracks) == {(w, k) for w in ("alice", "bob") for k in ("audio", "video")}
         folder = tmp_path / recording["id"]
         for (who, kind), t in tracks.items():
+            print("DEBUG", who, kind, {k: v for k, v in t.items() if k not in ("file", "mime")})
+        print(
+            "DEBUG manifest",
+            {k: v for k, v in manifest.items() if k not in ("tracks", "participants")},
+        )
+        for (who, kind), t in tracks.items():
             assert t["status"] == "complete", t
             assert t["source"] == ("camera" if kind == "video" else "microphone")
             assert t["file"].endswith(".webm" if kind == "video" else ".ogg")
-            assert 0 <= t["start"] < 0.5, t
-            assert abs(t["end"] - manifest["duration"]) < 0.5, t
+            assert 0 <= t["start"] < 0.5 + stalled, (t, stalled)
+            assert abs(t["end"] - manifest["duration"]) < 0.5 + stalled, (t, stalled)
             assert t["lost"] == 0 and t["dropped"] == 0, t
             index = 0 if who == "alice" else 1
             info = check_file(
@@ -141,13 +197,16 @@ async def test_a_meeting_is_recorded_as_received(tmp_path):
                 colour=index if kind == "video" else None,
                 tone=index if kind == "audio" else None,
                 note=t,
+                stalled=stalled,
             )
             print(who, kind, "start", t["start"], "end", t["end"], "file", info["duration"])
             if kind == "video":
                 assert info["sizes"] == {(640, 480)} and t["width"] == 640
-                assert info["frames"] >= 15 * manifest["duration"], info  # at 30 fps sent
+                # at 30 fps sent
+                assert info["frames"] >= 15 * (manifest["duration"] - stalled), info
             else:
-                assert abs(info["samples"] / 48000 - manifest["duration"]) < 0.05 * call
+                samples = info["samples"] / 48000
+                assert abs(samples - manifest["duration"]) < 0.05 * call + stalled, info
         for c in (alice, bob, carol):
             await c.close()
 
