@@ -150,19 +150,22 @@ async def point(
     target.metrics_url = None  # type: ignore[assignment] # workers' samples carry a label
     run = Run(target, video, audio, dep.cpu_seconds)
     try:
-        for r in range(args.rooms):
-            room = f"{args.scenario}-{size}-{r}"
-            if args.scenario == "fanout":
-                await run.publish(room, f"pub{r}", True, True, False)
-                for i in range(size):
-                    await run.subscribe(room, f"sub{r}-{i}")
-            else:
-                for i in range(size):
-                    await run.publish(room, f"p{r}-{i}", True, True, True)
+        await _fill(args, run, size)
         await run.wait_connected(60)
         run.start()
         await asyncio.sleep(args.warmup)
         out = await run.measure(args.duration, f"{dep.setup} {size}", bar=False)
+    except Exception as exc:  # a refused join or a peer that never connected: not carried
+        print(f"  {dep.setup} at {size}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+        return {
+            "size": size,
+            "carried": False,
+            "error": str(exc)[:200],
+            "packets_per_s": 0.0,
+            "loss_pct": 100.0,
+            "server_cores_used": 0.0,
+            "pps_per_server_core": None,
+        }
     finally:
         await run.close()
     cores_used = (out.get("server_cpu_pct") or 0.0) / 100
@@ -171,6 +174,19 @@ async def point(
     out["pps_per_server_core"] = out["packets_per_s"] / cores_used if cores_used else None
     out["carried"] = loss(out) < args.max_loss and (out.get("delivered_pct") or 0) >= 95
     return out
+
+
+async def _fill(args: argparse.Namespace, run: Run, size: int) -> None:
+    """Join ``--rooms`` rooms of ``size`` subscribers (participants)."""
+    for r in range(args.rooms):
+        room = f"{args.scenario}-{size}-{r}"
+        if args.scenario == "fanout":
+            await run.publish(room, f"pub{r}", True, True, False)
+            for i in range(size):
+                await run.subscribe(room, f"sub{r}-{i}")
+        else:
+            for i in range(size):
+                await run.publish(room, f"p{r}-{i}", True, True, True)
 
 
 async def ramp(args: argparse.Namespace, setup: str, video: Clip, audio: Clip) -> dict:
@@ -182,9 +198,6 @@ async def ramp(args: argparse.Namespace, setup: str, video: Clip, audio: Clip) -
         while size <= args.max:
             p = await point(args, dep, size, video, audio)
             points.append(p)
-            if not p["carried"] and not retried and args.retry:
-                retried = True  # a shared machine stalls now and then: measure it again
-                continue
             print(
                 f"  {setup:9s} {args.rooms} rooms x {size:3d}: {p['packets_per_s']:8.0f} pkt/s  "
                 f"loss {loss(p):5.2f} %  delivered {p.get('delivered_pct') or 0:5.1f} %  "
@@ -193,6 +206,9 @@ async def ramp(args: argparse.Namespace, setup: str, video: Clip, audio: Clip) -
                 f"{'' if p['carried'] else '  (not carried)'}",
                 flush=True,
             )
+            if not p["carried"] and not retried and args.retry:
+                retried = True  # a shared machine stalls now and then: measure it again
+                continue
             if not p["carried"]:
                 break
             size, retried = size + args.step, False

@@ -40,7 +40,8 @@ async def relay_websocket(
     http: aiohttp.ClientSession,
     url: str,
     headers: dict[str, str],
-    connect_timeout: float = 5.0,
+    connect_timeout: float = 15.0,  # a refusal (a dead process) comes at once; a busy one may
+    # take seconds to answer an upgrade: waiting beats closing on its participants
     max_msg_size: int = 4 * 1024 * 1024,
 ) -> web.StreamResponse:
     """Open ``url`` (a ws:// URL with the same path and query) and relay frames both ways
