@@ -16,6 +16,7 @@ API (signaling/api.py) does.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -116,7 +117,12 @@ class TwirpError(Exception):
 
     def response(self) -> web.Response:
         """The HTTP response: Twirp's status for the code, ``{"code", "msg"}``."""
-        return web.json_response({"code": self.code, "msg": self.msg}, status=STATUS[self.code])
+        body = json.dumps({"code": self.code, "msg": self.msg}).encode()
+        # exactly application/json, no charset: livekit-server-sdk reads the code and message
+        # only when the Content-Type is that string (as Twirp's Go server writes it)
+        return web.Response(
+            body=body, status=STATUS[self.code], headers={"Content-Type": "application/json"}
+        )
 
 
 def _denied() -> TwirpError:
