@@ -59,7 +59,7 @@ async def _client(sfu: SFU, config: Config, name: str) -> tuple:
 
     room = sfu.get_or_create_room("bench")
     p = await room.join(name, emit=emit, data_channels=True)
-    session.participant = p
+    session.participant = session._data_of = p
     p.on_data = session._on_data
     session._joined_sent = True  # (no JoinResponse: no WebSocket here)
     p.subscriber.offer()  # the first offer, with the data channels

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from .errors import PermissionDenied, RestartRefused, TransportError
 from .events import (
     ConnectionFailed,
+    DataReceived,
     Event,
     ParticipantInfo,
     ParticipantRef,
@@ -168,7 +169,7 @@ class Participant:
     # -- data channels -------------------------------------------------------------------
     def _data(self, label: str, data: bytes) -> None:
         handler = self.on_data
-        if handler is not None and not self.closed and not self.suspended:
+        if handler is not None and not self.closed:  # suspended too: the channels are up
             handler(label, data)
 
     def send_data(self, label: str, data: bytes) -> bool:
@@ -205,8 +206,12 @@ class Participant:
         return ParticipantRef(self.sid, self.identity, self.name)
 
     def emit(self, event: Event) -> None:
-        """Send an event to this participant's client (the signaling session); never raises."""
-        if self._emit is not None and not self.closed and not self.suspended:
+        """Send an event to this participant's client (the signaling session); never raises.
+        While suspended, only data for a client with data channels goes out (they outlive
+        its signaling connection)."""
+        if self.suspended and not (self.data_channels and isinstance(event, DataReceived)):
+            return
+        if self._emit is not None and not self.closed:
             try:
                 self._emit(event)
             except Exception:

@@ -73,6 +73,9 @@ class LiveKitSession:
         self.config = config
         self.auto_subscribe = auto_subscribe
         self.participant: Participant | None = None
+        #: the participant whose data channels this session serves: kept after the socket
+        #: closes, while the participant waits for a resume (its channels stay up)
+        self._data_of: Participant | None = None
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._quality: asyncio.Task | None = None
@@ -122,8 +125,8 @@ class LiveKitSession:
         except (RoomFull, RoomClosed, RoomLocked) as exc:
             raise JoinRefused(str(exc) or type(exc).__name__) from None
         p.attributes = dict(ident.attributes)
+        self.participant = self._data_of = p
         p.on_data = self._on_data
-        self.participant = p
         self._send_join(room, p)
         if p.subscriber is not None:
             p.subscriber.offer()  # the client waits for it (subscriber_primary)
@@ -131,8 +134,8 @@ class LiveKitSession:
     def resume(self, room: Room, p: Participant) -> None:
         """Serve ``p`` again: its client's WebSocket dropped, its peer connections did not."""
         room.resume_signaling(p, self.emit)
+        self.participant = self._data_of = p
         p.on_data = self._on_data
-        self.participant = p
         self._joined_sent = True
         self.send(
             rtc.SignalResponse(
@@ -426,8 +429,8 @@ class LiveKitSession:
     def _on_data(self, label: str, data: bytes) -> None:
         """A DataPacket from this client on one of its data channels: checked, stamped with
         who sent it, and given to the room (the others' clients, either protocol)."""
-        p = self.participant
-        room = self._room()
+        p = self._data_of  # (also while the WebSocket is down: the data channels are up)
+        room = self.sfu.room(p.room_name) if p is not None and p.room_name else None
         if p is None or room is None or label not in ("_reliable", "_lossy"):
             return  # _data_track (LiveKit's data tracks) is not supported
         if not p.permissions.can_publish_data:
@@ -496,7 +499,7 @@ class LiveKitSession:
 
     def _deliver_data(self, event: ev.DataReceived) -> None:
         """Send another participant's data message to this client as DataPackets."""
-        p = self.participant
+        p = self._data_of
         if p is None:
             return
         label = "_reliable" if event.reliable else "_lossy"
@@ -747,7 +750,6 @@ class LiveKitSession:
         if self._quality is not None:
             self._quality.cancel()
         if p is not None:
-            p.on_data = None
             room = self.sfu.room(p.room_name) if p.room_name else None
             grace = self.config.resume_grace
             if (
@@ -757,8 +759,10 @@ class LiveKitSession:
                 and room is not None
                 and room.participants.get(p.sid) is p
             ):
-                room.suspend(p, grace)
+                room.suspend(p, grace)  # its data channels go on meanwhile (on_data kept)
             else:
+                p.on_data = None
+                self._data_of = None
                 if room is not None:
                     await room.remove(p, reason)
                 await p.close()
@@ -808,6 +812,8 @@ def release(session: LiveKitSession, p: Participant) -> None:
     """Another connection resumed ``p``: ``session`` lets go of it without removing it."""
     if session.participant is p:
         session.participant = None
+    if session._data_of is p:
+        session._data_of = None
     if not session._closing:
         session._closing = True
         session._outbox.put_nowait(_DONE)

@@ -51,8 +51,12 @@ class FakeTransport:
         on_rtcp: Callable | None = None,
         on_state: Callable[[str], None] | None = None,
         decrypt: bool = True,
+        on_data: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.on_rtp, self.on_rtcp, self.on_state = on_rtp, on_rtcp, on_state
+        self.on_data = on_data  # the peer's data-channel messages (tests call it)
+        self.channels: list[str] = []  # data channel labels, "open" at once
+        self.data: list[tuple[str, bytes]] = []  # data-channel messages sent
         self.slots: list[FakeSlot] = []
         self.offers: list[str] = []
         self.answers: list[str] = []
@@ -63,6 +67,18 @@ class FakeTransport:
         self.closed = False
         self.receive_errors = self.send_errors = 0
         FakeTransport.instances.append(self)
+
+    def open_data_channels(self, labels: tuple[tuple[str, bool], ...]) -> None:
+        self.channels += [label for label, _reliable in labels]
+
+    def data_labels(self) -> list[str]:
+        return list(self.channels)
+
+    def send_data(self, label: str, data: bytes) -> bool:
+        if label not in self.channels or self.closed:
+            return False
+        self.data.append((label, data))
+        return True
 
     def add_slot(self, kind: str, codec: Codec | None) -> FakeSlot:
         slot = FakeSlot(kind, codec)

@@ -17,6 +17,9 @@ from visio_sfu.events import DataReceived
 class _NoSocket:
     closed = False
 
+    async def close(self) -> None:
+        self.closed = True
+
 
 async def test_data_packets_into_the_room():
     sfu = SFU(transport_factory=FakeTransport)
@@ -28,7 +31,7 @@ async def test_data_packets_into_the_room():
     config = Config()
     who = Identity("alice", "", "", "key", VideoGrant(room="r", room_join=True), 0.0)
     session = LiveKitSession(_NoSocket(), who, sfu, config)  # type: ignore[arg-type]
-    session.participant = alice
+    session.participant = session._data_of = alice
 
     def got(name: str) -> list[DataReceived]:
         out = [e for e in inbox[name] if isinstance(e, DataReceived)]
@@ -72,4 +75,36 @@ async def test_data_packets_into_the_room():
     alice.permissions = Permissions(can_publish_data=False)
     session._on_data("_reliable", forged.SerializeToString())
     assert got("bob") == [] and got("carol") == []
+    await sfu.close()
+
+
+async def test_data_goes_on_while_the_websocket_is_down():
+    """A suspended LiveKit participant (its WebSocket dropped, its peer connections up) still
+    sends and receives data packets; a JSON participant's events stay held."""
+    sfu = SFU(transport_factory=FakeTransport)
+    room = sfu.get_or_create_room("r")
+    config = Config()
+    sessions = {}
+    for name in ("alice", "bob"):
+        who = Identity(name, "", "", "key", VideoGrant(room="r", room_join=True), 0.0)
+        session = sessions[name] = LiveKitSession(_NoSocket(), who, sfu, config)  # type: ignore[arg-type]
+        session._send_join = lambda room, p: None  # no WebSocket here
+        await session.join()
+    alice, bob = (sessions[n].participant for n in ("alice", "bob"))
+    web_inbox: list = []
+    await room.join("web", emit=web_inbox.append)
+    await sessions["bob"].close("disconnected")  # bob's socket drops: kept for a resume
+    assert room.is_suspended(bob) and bob.suspended
+
+    packet = models.DataPacket(user=models.UserPacket(payload=b"to bob", topic="t"))
+    alice.on_data("_reliable", packet.SerializeToString())
+    ((label, data),) = bob.subscriber.transport.data
+    assert label == "_reliable" and models.DataPacket.FromString(data).user.payload == b"to bob"
+
+    reply = models.DataPacket(user=models.UserPacket(payload=b"from bob", topic="t"))
+    bob.publishing.transport = None  # (what bob's client sends arrives on any of its channels)
+    bob.on_data("_reliable", reply.SerializeToString())
+    ((label, data),) = alice.subscriber.transport.data
+    assert models.DataPacket.FromString(data).participant_identity == "bob"
+    assert [e.payload for e in web_inbox if isinstance(e, DataReceived)] == ["to bob", "from bob"]
     await sfu.close()
