@@ -634,3 +634,40 @@ async def test_bad_input_gets_clear_errors(server):
         await host.send_json({"type": "lobby_admit", "id": 9, "all": "yes"})
         assert (await _next(host, "error"))["code"] == "bad_request"
         await host.close()
+
+
+async def test_a_session_ends_after_session_ttl(provider, tmp_path):
+    oidc = {"issuer": provider.issuer, "client_id": "visio", "client_secret": "s", "session_ttl": 1}
+    async with LocalServer(oidc=oidc, data_dir=str(tmp_path)) as server, _client() as http:
+        await sign_in(http, server, "bob")
+        assert (await call(http, "GET", f"{server.url}/auth/me"))[1]["user"]["subject"] == "bob"
+        cookie = {
+            "visio_session": next(c.value for c in http.cookie_jar if c.key == "visio_session")
+        }
+        async with _client() as now:
+            status, _ = await call(now, "GET", f"{server.url}/api/meetings", cookies=cookie)
+            assert status == 200
+        await asyncio.sleep(1.2)
+        async with _client() as later:  # the cookie sent all the same: the server refuses it
+            status, body = await call(later, "GET", f"{server.url}/api/meetings", cookies=cookie)
+            assert status == 401 and body["code"] == "not_signed_in"
+            me = await call(later, "GET", f"{server.url}/auth/me", cookies=cookie)
+            assert me[1]["user"] is None
+
+
+async def test_a_guest_who_comes_early_is_shown_to_the_host_who_joins(server):
+    async with _client() as alice, _client() as guest:
+        await sign_in(alice, server, "alice")
+        slug, token = await _hosting(alice, server, "Early", "trusted")
+        await call(guest, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Early"})
+        ws = await guest.ws_connect(f"{server.url.replace('http', 'ws')}/lobby/{slug}")
+        await ws.send_json({"type": "knock", "name": "Early bird"})
+        waiting = await ws.receive_json(timeout=20)
+        assert waiting["type"] == "waiting" and waiting["hosts_present"] is False
+        host = await _host_socket(alice, server, token)
+        await host.send_json({"type": "lobby", "id": 2})
+        listed = await _next(host, "lobby")
+        assert [w["name"] for w in listed["waiting"]] == ["Early bird"]
+        await host.send_json({"type": "lobby_admit", "id": 3, "waiting": waiting["id"]})
+        assert (await ws.receive_json(timeout=20))["type"] == "admitted"
+        await host.close()
