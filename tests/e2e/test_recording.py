@@ -71,11 +71,13 @@ class LoopStalls:
             if late > 0.1:
                 self.total += late
 
-    def stop(self) -> float:
+    def stop(self, most: float = 3.0) -> float:
+        """The time it stood still, counted up to ``most``: a test process that stood still
+        longer than that on an overloaded machine may fail (the message says so)."""
         self.task.cancel()
         if self.total:
             print(f"the event loop stood still {self.total:.2f} s in all")
-        return self.total
+        return min(self.total, most)
 
 
 def check_file(
@@ -116,7 +118,6 @@ def check_file(
 
 async def test_a_meeting_is_recorded_as_received(tmp_path):
     async with LocalServer(recordings_dir=str(tmp_path)) as server:
-        stalls = LoopStalls()
         alice = await join(server, "rec", "alice", 0, room_record=True)
         bob = await join(server, "rec", "bob", 1)
         await until(lambda: len(bob.remote_tracks) == 2, what="bob receives alice")
@@ -124,6 +125,7 @@ async def test_a_meeting_is_recorded_as_received(tmp_path):
         # a video file starts at a keyframe, asked for when the recording starts; the server
         # asks a publisher at most every 0.5 s, and bob's subscription just did: started at
         # once, the cameras' files would begin up to 0.5 s late (5 % of this call)
+        stalls = LoopStalls()  # from a second before the recording to its end
         await asyncio.sleep(1)
 
         state = await alice.request({"type": "recording_state"})
@@ -177,12 +179,6 @@ async def test_a_meeting_is_recorded_as_received(tmp_path):
         tracks = {(t["identity"], t["kind"]): t for t in manifest["tracks"]}
         assert set(tracks) == {(w, k) for w in ("alice", "bob") for k in ("audio", "video")}
         folder = tmp_path / recording["id"]
-        for (who, kind), t in tracks.items():
-            print("DEBUG", who, kind, {k: v for k, v in t.items() if k not in ("file", "mime")})
-        print(
-            "DEBUG manifest",
-            {k: v for k, v in manifest.items() if k not in ("tracks", "participants")},
-        )
         for (who, kind), t in tracks.items():
             assert t["status"] == "complete", t
             assert t["source"] == ("camera" if kind == "video" else "microphone")
