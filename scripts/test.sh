@@ -45,6 +45,8 @@ if command -v npm >/dev/null; then
     (cd tests/browser/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
     # LiveKit's browser SDK, unmodified, for tests/browser/test_livekit_client.py
     (cd tests/browser/livekit && npm ci --no-audit --no-fund)
+    # LiveKit's Node server SDK, unmodified, for tests/e2e/test_livekit_api.py (RoomService)
+    (cd tests/e2e/livekit_node && npm ci --no-audit --no-fund)
 fi
 
 python -m ruff check .

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 import time
+from pathlib import Path
 
 import aiohttp
 import jwt
@@ -443,3 +447,41 @@ async def test_livekit_api_with_workers():
         for client in clients:
             await client.close()
         server.stop()
+
+
+NODE_DIR = Path(__file__).resolve().parent / "livekit_node"
+
+
+async def test_livekit_server_sdk_for_node():
+    """LiveKit's Node server SDK (livekit-server-sdk from npm, unmodified; JSON bodies, tokens
+    without 'sub') drives a room with a visio_client participant in it."""
+    if not (NODE_DIR / "node_modules" / "livekit-server-sdk").exists():
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed (scripts/test.sh installs it)")
+        pytest.fail("livekit-server-sdk is not installed: npm ci in tests/e2e/livekit_node")
+    async with LocalServer() as s:
+        web = Client(s.url, s.token("node-room", "web"))
+        await web.connect()
+        sid = s.sfu.room("node-room").sid
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "node", "drive.mjs", s.url, KEY, SECRET, "node-room",
+                cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            output, _ = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, output.decode()
+            seen = json.loads(output.decode().strip().splitlines()[-1])
+            # the room was there (the participant's join made it): CreateRoom returns it
+            assert seen["created"]["name"] == "node-room"
+            assert seen["created"]["sid"] == sid
+            assert seen["listed"] == [["node-room", 1]] and seen["participants"] == ["web"]
+            assert seen["meta"] == "m2"
+            assert seen["updated"] == {"metadata": "from node", "attributes": {"team": "blue"}}
+            assert seen["missing"]["code"] == "not_found" and seen["missing"]["status"] == 404
+            assert seen["after"] == []
+            data = await web.wait_for("data")
+            assert data["topic"] == "node" and data["payload"] == {"hello": "node"}
+            assert (await web.wait_for("room_updated"))["room"]["metadata"] == "m2"
+            assert (await web.wait_for("leave"))["reason"] == "removed"
+        finally:
+            await web.close()
