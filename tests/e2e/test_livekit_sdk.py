@@ -224,6 +224,21 @@ async def test_three_livekit_sdk_participants(caplog):
             "data after the resume",
         )
 
+        # carol stops sharing her screen (unpublish: her next offer drops the section)
+        await lk.cmd("unpublish", name="carol", kind="screen")
+        await lk.until(
+            lambda s: (
+                "carol:carol-screen" in s["alice"]["unpublished"]
+                and "carol:carol-screen" in s["bob"]["unpublished"]
+            ),
+            15,
+            "carol's screen share unpublished, at alice and bob",
+        )
+        await _until(
+            lambda: not any(t.source == "screen_share" for t in room_tracks(server, sids["carol"])),
+            "the server dropped carol's screen share",
+        )
+
         # a departure
         await lk.cmd("leave", name="carol")
         await lk.until(

@@ -15,6 +15,7 @@ Commands (``{"cmd": ..., ...}``):
 - ``mute`` name, kind ("audio"/"video"), muted
 - ``subscribe`` name, identity, kind, subscribed: manual subscription to someone's track
 - ``permit`` name, identities (None: everyone): who may receive its tracks
+- ``unpublish`` name, kind ("video", "audio", "screen")
 - ``leave`` name; ``quit``
 """
 
@@ -53,6 +54,11 @@ class Peer:
         self.room.on("track_unmuted", lambda p, pub: self._mute(p, pub, False))
         self.room.on("participant_disconnected", lambda p: self.gone.append(p.identity))
         self.room.on("reconnected", self._reconnected)
+        self.unpublished: list[str] = []
+        self.room.on(
+            "track_unpublished",
+            lambda pub, p: self.unpublished.append(f"{p.identity}:{pub.name}"),
+        )
         self.speakers: list[list[str]] = []
         self.quality: dict[str, str] = {}
         self.room.on(
@@ -117,6 +123,7 @@ class Peer:
             "muted": self.muted,
             "gone": self.gone,
             "reconnected": self.reconnected,
+            "unpublished": self.unpublished,
             "speakers": self.speakers[-20:],
             "quality": self.quality,
             "remote": sorted(p.identity for p in self.room.remote_participants.values()),
@@ -256,6 +263,10 @@ async def main(url: str) -> None:
                         for i in allowed or []
                     ],
                 )
+                say({"ok": True})
+            elif cmd["cmd"] == "unpublish":  # name, kind
+                pub = peers[name].tracks.pop(cmd["kind"])
+                await peers[name].room.local_participant.unpublish_track(pub.sid)
                 say({"ok": True})
             elif cmd["cmd"] == "leave":
                 await peers.pop(name).room.disconnect()
