@@ -8,6 +8,7 @@ all, then the drain test removes one node and the kill test another."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from signaling.auth import VideoGrant, mint_token
@@ -271,6 +273,8 @@ async def test_node_killed(nodes, redis_server):
     try:
         await flowing([(alice_frames, 8), (bob_frames, 7)], time.monotonic() - 30, 20, "media")
         owner = owner_of(redis_server, "killed")
+        events = aioredis.Redis(port=redis_server.port, decode_responses=True).pubsub()
+        await events.subscribe("visio:events")
         killed = time.monotonic()
         alive[owner].proc.kill()
         took = await flowing(
@@ -279,6 +283,22 @@ async def test_node_killed(nodes, redis_server):
         print(f"media again {took:.1f} s after kill -9")
         new_owner = owner_of(redis_server, "killed")
         assert new_owner in alive and new_owner != owner
+        # the survivors said so on the events channel (docs/cluster.md)
+        notices = []
+        for _ in range(50):  # what arrived meanwhile (the first read is the subscription)
+            msg = await events.get_message(ignore_subscribe_messages=True, timeout=0.05)
+            if msg is not None:
+                notices.append(json.loads(msg["data"]))
+        await events.aclose()
+        assert any(n["event"] == "node_dead" and n["dead"] == owner for n in notices), notices
+        # placed again by the reaper, or before it by the first survivor a participant reached
+        assert any(
+            "killed" in n.get("rooms", [])
+            if n["event"] == "node_dead"
+            else n.get("room") == "killed"
+            for n in notices
+            if n["event"] in ("node_dead", "room_moved")
+        ), notices
     finally:
         alice_frames.stop()
         bob_frames.stop()
