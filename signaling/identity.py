@@ -49,7 +49,15 @@ from .store import ACCESS_LEVELS, OwnedRoom, Store, User, database_url, default_
 logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "visio_session"
-LOGIN_COOKIE = "visio_login"
+LOGIN_COOKIE = "visio_login"  # + "_" and the start of the state: one per sign-in under way
+
+
+def login_cookie(state: str) -> str:
+    """The cookie binding the sign-in ``state`` to this browser (two tabs signing in at once
+    each have theirs)."""
+    return f"{LOGIN_COOKIE}_{state[:12]}"
+
+
 #: a guest's own id (signed, a day): the waiting room counts denials per guest, not only per
 #: address, so that guests behind one NAT or proxy are not held back by another's denial
 GUEST_COOKIE = "visio_guest"
@@ -316,7 +324,7 @@ class Identity:
         code = query.get("code", "")
         if not state or not code:
             raise SignInError("invalid_request", "the answer lacks state or code")
-        bound = self.unsign(request.cookies.get(LOGIN_COOKIE))
+        bound = self.unsign(request.cookies.get(login_cookie(state)))
         pending = self.pending.pop(state, None)
         if pending is None:
             raise SignInError(
@@ -541,7 +549,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         url, state = await ident.login_url(request, _safe_next(request.query.get("next")))
     except SignInError as exc:
         return _page(502, exc.code, str(exc))
-    return _redirect(request, url, LOGIN_COOKIE, ident.sign(state), LOGIN_TTL, "/auth/")
+    return _redirect(request, url, login_cookie(state), ident.sign(state), LOGIN_TTL, "/auth/")
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
@@ -558,7 +566,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     response = _redirect(
         request, next_path, SESSION_COOKIE, ident.sign(secret), ident.settings.session_ttl, "/"
     )
-    response.del_cookie(LOGIN_COOKIE, path="/auth/")
+    response.del_cookie(login_cookie(request.query.get("state", "")), path="/auth/")
     return response
 
 
