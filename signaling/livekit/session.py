@@ -36,6 +36,8 @@ from visio_sfu.room import Room
 from ..auth import Identity
 from ..config import Config
 from ..limits import TokenBucket
+from ..protocol import ProtocolError
+from ..session import JOIN_GUARDS
 from . import convert
 
 logger = logging.getLogger(__name__)
@@ -104,6 +106,11 @@ class LiveKitSession:
             if self.config.max_rooms and len(self.sfu.rooms) >= self.config.max_rooms:
                 raise JoinRefused("the server has reached its room limit")
             room = self.sfu.get_or_create_room(grant.room)
+        for guard in JOIN_GUARDS:  # the features' rules (a breakout room is entered by a move)
+            try:
+                guard(self, room)  # type: ignore[arg-type]  # they read .sfu, .identity
+            except ProtocolError as exc:
+                raise JoinRefused(exc.message) from None
         perms = Permissions(
             can_publish=grant.can_publish,
             can_subscribe=grant.can_subscribe,

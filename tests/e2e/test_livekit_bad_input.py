@@ -131,6 +131,27 @@ async def test_livekit_bad_input_is_refused_and_harmless():
         assert r2 is not None and [p.identity for p in r2.participants.values()] == ["bob"]
         async with http.get(f"{server.url}/healthz") as r:
             assert r.status == 200
+        # a feature's join rule (breakout rooms: entered only by a move) holds for LiveKit too
+        from signaling.protocol import ProtocolError
+        from signaling.session import JOIN_GUARDS
+
+        def closed_door(session, room) -> None:
+            if room.name == "closed-door":
+                raise ProtocolError("not_found", "entered only when a host moves you")
+
+        JOIN_GUARDS.append(closed_door)
+        try:
+            refused = await http.ws_connect(
+                f"{ws_url}/rtc?{QUERY}&access_token={token('erin', 'closed-door')}"
+            )
+            leave = await _next(refused, "leave")
+            assert leave.reason == models.DisconnectReason.JOIN_FAILURE
+            await refused.close()
+        finally:
+            JOIN_GUARDS.remove(closed_door)
+        room3 = server.sfu.room("closed-door")
+        assert room3 is None or not room3.participants
+
         # the server shutting down tells the client why (it does not try to resume)
         from signaling import livekit as lk_signaling
 
