@@ -51,8 +51,9 @@ export class Breakout {
 
   // ---------------------------------------------------------------- elements ----------------
   build() {
-    this.box = el('section', { id: 'breakout-box', class: 'breakout-box', hidden: '' });
-    const heading = el('h3', { id: 'breakout-heading' }, t('breakoutRooms'));
+    // folded until used: the list of people stays in view below it
+    this.box = el('details', { id: 'breakout-box', class: 'breakout-box', hidden: '' });
+    const heading = el('summary', { id: 'breakout-heading' }, t('breakoutRooms'));
     this.setup = this.buildSetup();
     this.rooms = el('div', { id: 'breakout-rooms', class: 'breakout-rooms' });
     this.tools = this.buildTools();
@@ -187,6 +188,8 @@ export class Breakout {
     const s = this.state;
     const shown = this.available && (this.host || s.active);
     this.box.hidden = !shown;
+    if (s.active && !this.wasActive) this.box.open = true; // the rooms just opened: show them
+    this.wasActive = Boolean(s.active);
     this.setup.hidden = !(this.host && !s.active);
     this.tools.hidden = !(this.host && s.active);
     this.renderRooms();

@@ -203,6 +203,7 @@ def test_breakout_rooms_in_the_web_client(server, browser):
         assert hana.evaluate("() => window.visioBreakout.host") is True
         assert not pages["Alice"].locator("#breakout-setup").is_visible()
         hana.click("#people-button")
+        hana.click("#breakout-box > summary")  # folded until used
         hana.fill("#breakout-count", "2")
         hana.select_option("#breakout-assign", "manual")
         hana.fill("#breakout-minutes", "10")
