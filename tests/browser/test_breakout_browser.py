@@ -1,12 +1,12 @@
-"""Breakout rooms in real Chromium pages (issue 16): Hana, a host, opens two rooms from the
-People panel and assigns people with the list next to their names; Alice and Xavier (an aiortc
+"""Breakout rooms in real Chromium pages (issue 16): Hana, a host, opens two rooms from the People
+panel and assigns people with the list next to their names; Alice and Xavier (an aiortc
 participant whose camera is red and whose tone is 440 Hz) go to Room 1, Bob to Room 2, and Hana
-joins Room 2. Each page then plays only its room's media (Alice's page shows Xavier's red video,
-Bob's Hana's), over the same RTCPeerConnection objects: ICE never starts again (no new or
-checking state, the same selected candidate pair). The moved see "You are in Room 1" with the
-time left (Bob's page in French; room names are the host's), and a way back; the host writes
-to every room, closes the rooms, and everyone is back with everyone. Screenshots:
-test-artifacts/breakout-*.png."""
+joins Room 2. Each page then plays only its room's media (Alice's page shows Xavier's red video
+and plays his 440 Hz tone, Bob's Hana's), over the same RTCPeerConnection objects: ICE never
+starts again (no new or checking state, the same selected candidate pair). The moved see "You
+are in Room 1" with the time left (Bob's page in French; room names are the host's), and a way
+back; the host writes to every room, closes the rooms, and everyone is back with everyone.
+Screenshots: test-artifacts/breakout-*.png."""
 
 from __future__ import annotations
 
@@ -91,6 +91,25 @@ MEDIA = """async () => {
 BANNER = """() => {
   const b = document.getElementById('breakout-banner');
   return b && !b.hidden ? b.textContent : '';
+}"""
+
+
+# the strongest frequency (Hz) in what the page plays from a participant's microphone
+TONE = """async (sid) => {
+  const tile = document.querySelector(`#grid .tile[data-participant="${sid}"]`);
+  const stream = tile && tile.querySelector('audio').srcObject;
+  if (!stream) return null;
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 8192;
+  ctx.createMediaStreamSource(stream).connect(analyser);
+  await new Promise(r => setTimeout(r, 600));
+  const bins = new Float32Array(analyser.frequencyBinCount);
+  analyser.getFloatFrequencyData(bins);
+  let best = 0;
+  for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+  await ctx.close();
+  return best * ctx.sampleRate / analyser.fftSize;
 }"""
 
 
@@ -242,6 +261,8 @@ def test_breakout_rooms_in_the_web_client(server, browser):
             timeout=30, what="Alice keeps receiving Xavier",
         )  # fmt: skip
         assert red(later[sids["Xavier"]]["colour"])
+        tone = pages["Alice"].evaluate(TONE, sids["Xavier"])
+        assert tone is not None and abs(tone - 440) < 20, f"Alice hears {tone} Hz, not Xavier's 440"
         # where everyone is, with the time left and a way back
         poll(
             pages["Alice"],
