@@ -48,6 +48,8 @@ MAX_BAD_FRAMES = 20  # undecodable frames a client may send before it is disconn
 OUTBOX_LIMIT = 1024
 MAX_STREAMS = 32  # text streams a sender may have open at once (chunks kept for JSON readers)
 _DONE = object()
+#: LiveKit's codec names (AddTrackRequest.simulcast_codecs) as MIME subtypes
+VIDEO_CODECS = {"vp8": "VP8", "vp9": "VP9", "h264": "H264", "av1": "AV1"}
 
 
 class JoinRefused(Exception):
@@ -622,10 +624,14 @@ class LiveKitSession:
         p = self._p()
         kind = "video" if req.type == models.TrackType.VIDEO else "audio"
         source = convert.source_name(req.source, kind)
-        t = p.add_track(req.cid, kind, source, req.name[:128], req.width, req.height, req.muted)
+        # the codec it wants to publish in (the first of simulcast_codecs; the others are
+        # backup codecs): put first in our answer, as LiveKit's server does (VP9 SVC needs it)
+        codec = next((c.codec for c in req.simulcast_codecs if c.codec), "").lower()
+        mime = f"{kind}/{VIDEO_CODECS[codec]}" if kind == "video" and codec in VIDEO_CODECS else ""
+        t = p.add_track(
+            req.cid, kind, source, req.name[:128], req.width, req.height, req.muted, codec=mime
+        )
         layers = [layer for layer in req.layers if layer.quality != models.VideoQuality.OFF]
-        codec = next((c.codec for c in req.simulcast_codecs if c.codec), "")
-        mime = f"{kind}/{codec.upper() if codec.lower() == 'vp8' else codec}" if codec else ""
         info = models.TrackInfo(
             sid=t.sid,
             type=req.type,

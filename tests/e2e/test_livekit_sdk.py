@@ -58,6 +58,7 @@ async def test_three_livekit_sdk_participants(caplog):
                 video=True,
                 audio=True,
                 share=i == 2,  # carol shares her screen too
+                codec="vp9" if i == 0 else "vp8",  # alice: VP9 (SVC), as LiveKit apps often do
                 simulcast=i == 1,  # bob: simulcast, offered f;h;q by the Rust SDK
                 size=[960, 540] if i == 1 else [320, 240],
                 text_topic="lk.chat",
@@ -84,6 +85,10 @@ async def test_three_livekit_sdk_participants(caplog):
         assert stats["alice"]["attributes"]["bob"] == {"role": "bob-role"}  # token attributes
         room = server.sfu.room("lk-room")
         bob = room.participants[sids["bob"]]
+        alice_video = next(
+            t for t in room.participants[sids["alice"]].tracks.values() if t.kind == "video"
+        )
+        assert alice_video.codec.mime == "video/VP9"  # the codec her AddTrackRequest named
         bob_video = next(t for t in bob.tracks.values() if t.kind == "video")
         assert [layer.rid for layer in bob_video.layers] == ["q", "h", "f"]  # lowest first
 

@@ -8,7 +8,7 @@ abort from taking pytest with it.
 
 Commands (``{"cmd": ..., ...}``):
 - ``join`` name, token, [video] (publish a camera, 320x240 unless ``size``, ``simulcast``),
-  [audio], [share] (a screen share too), [text_topic]
+  [audio], [share] (a screen share too), [text_topic], [codec] (vp8 or vp9)
 - ``stats``: per participant, video frames and audio frames received from each identity, data
   packets and text received, mute events, departures, reconnections, its sid
 - ``data`` name, payload, reliable, topic, [to]; ``text`` name, text, topic
@@ -198,7 +198,7 @@ async def main(url: str) -> None:
                     opts = rtc.TrackPublishOptions(
                         source=rtc.TrackSource.SOURCE_CAMERA,
                         simulcast=bool(cmd.get("simulcast")),
-                        video_codec=rtc.VideoCodec.VP8,
+                        video_codec=getattr(rtc.VideoCodec, cmd.get("codec", "vp8").upper()),
                     )
                     pub = await peer.room.local_participant.publish_track(track, opts)
                     peer.tracks["video"] = pub
