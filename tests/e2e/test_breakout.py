@@ -371,3 +371,42 @@ async def test_someone_moved_who_drops_or_rejoins_lands_in_their_breakout_room()
         assert len(sub.participants) == 2
         for c in (host, ben, again):
             await c.close()
+
+
+async def test_recording_and_hands_follow_the_room_one_is_in(tmp_path):
+    """The main room is recorded: someone moved to a breakout room is told where they are is
+    not (recording_state), and told again that it is when brought back (recording_started,
+    ongoing); a raised hand is lowered when its owner moves, and the breakout room's queue is
+    its own."""
+    async with LocalServer(recordings_dir=str(tmp_path)) as s:
+        host = await signal(s, "rec", "host", room_host=True, room_record=True)
+        ann = await signal(s, "rec", "ann")
+        ben = await signal(s, "rec", "ben")
+        await host.request({"type": "start_recording"})
+        await ann.wait_for("recording_started")
+        await ann.request({"type": "raise_hand"})
+        await host.request(
+            {"type": "breakout_start", "rooms": [{"participants": [sid(ann), sid(ben)]}]}
+        )
+        await ann.wait_for("moved")
+        assert (await ann.request({"type": "recording_state"}))["recording"] is None
+        assert (await host.request({"type": "recording_state"}))["recording"] is not None
+        lowered = await host.wait_for(lambda m: m.get("type") == "hands" and not m["raised"])
+        assert lowered["participant"] == sid(ann) and lowered["hands"] == []
+        assert (await ann.request({"type": "meeting"}))["hands"] == []
+        await ben.request({"type": "raise_hand"})
+        hands = await ann.wait_for(
+            lambda m: m.get("type") == "hands" and m["raised"] and m["participant"] == sid(ben)
+        )
+        assert [h["participant"] for h in hands["hands"]] == [sid(ben)]
+        assert (await host.request({"type": "meeting"}))["hands"] == []  # not the main room's
+        seen = len(ann.events)
+        await host.request({"type": "breakout_end"})
+        back = await ann.wait_for(
+            lambda m: m.get("type") == "recording_started" and ann.events.index(m) >= seen
+        )
+        assert back["ongoing"] is True
+        assert (await ann.request({"type": "recording_state"}))["recording"] is not None
+        await host.request({"type": "stop_recording"})
+        for c in (host, ann, ben):
+            await c.close()
