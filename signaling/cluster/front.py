@@ -29,7 +29,7 @@ from visio_sfu.events import LifecycleEvent, RoomFinished, RoomStarted
 
 from ..api import in_scope
 from ..app import CONFIG, JOIN_LIMITER, SFU_KEY, VERIFIER, origin_allowed
-from ..auth import TokenError
+from ..auth import TokenError, printable
 from ..lobby import route_lobby
 from . import internal, twirp
 from .backend import HOP, KEY, Handler, install_backend
@@ -241,7 +241,7 @@ class Front:
                     max_msg_size=4 * app[CONFIG].max_message_bytes,
                 )
             except Unreachable as exc:
-                logger.warning("room %s: its owner did not answer (%s)", room, exc)
+                logger.warning("room %s: its owner did not answer (%s)", printable(room), exc)
                 await self._unreachable(target)
         return _json(503, "unavailable", "the room's server cannot be reached; try again")
 

@@ -24,6 +24,11 @@ RECONNECT = 1012  # "service restart": reconnect (RFC 6455 registry)
 _OWN_CODES = range(4000, 5000)
 
 
+def _where(url: str) -> str:
+    """A URL without its query string: an access token travels there, and logs never show one."""
+    return url.split("?", 1)[0]
+
+
 class Unreachable(Exception):
     """The owning process did not answer (refused, reset, timed out)."""
 
@@ -59,13 +64,13 @@ async def relay_websocket(
         )
     except aiohttp.WSServerHandshakeError as exc:
         if exc.status in (502, 503, 504):
-            raise Unreachable(f"{url}: HTTP {exc.status}") from None
+            raise Unreachable(f"{_where(url)}: HTTP {exc.status}") from None
         return web.json_response(
             {"code": "refused", "message": f"refused by the room's server (HTTP {exc.status})"},
             status=exc.status,
         )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise Unreachable(f"{url}: {type(exc).__name__}") from None
+        raise Unreachable(f"{_where(url)}: {type(exc).__name__}") from None
     ws = web.WebSocketResponse(
         max_msg_size=max_msg_size,  # the owner applies its own limit; this bounds the relay
         heartbeat=None,
@@ -101,7 +106,7 @@ async def relay_websocket(
         done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
-                logger.info("relay to %s ended: %r", url, task.exception())
+                logger.info("relay to %s ended: %r", _where(url), task.exception())
     finally:
         for task in tasks:
             task.cancel()
@@ -146,7 +151,7 @@ async def relay_http(
                 charset=answer.charset,
             )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise Unreachable(f"{url}: {type(exc).__name__}") from None
+        raise Unreachable(f"{_where(url)}: {type(exc).__name__}") from None
 
 
 async def fetch_json(
@@ -168,4 +173,4 @@ async def fetch_json(
             except ValueError:
                 return answer.status, None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise Unreachable(f"{url}: {type(exc).__name__}") from None
+        raise Unreachable(f"{_where(url)}: {type(exc).__name__}") from None

@@ -51,7 +51,7 @@ def nodes(redis_server):
             extra = ["--redis", redis_server.url, "--node-id", name, "--heartbeat-ttl", TTL]
             if name == "c":  # a node with workers: the cluster routes to it, it to a worker
                 extra += ["--workers", "2"]
-            started.append(ServerProcess(extra=[*extra, "--drain-timeout", "1"]))
+            started.append(ServerProcess(extra=[*extra, "--drain-timeout", "1"], start_timeout=90))
         yield {name: node for name, node in zip("abc", started, strict=True)}
     finally:
         for node in started:
@@ -324,7 +324,9 @@ async def test_two_workers():
     hook_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     hook_env = {"VISIO_WEBHOOK_URLS": f"http://127.0.0.1:{hook_port}/hook"}
-    server = ServerProcess(extra=["--workers", "2", "--drain-timeout", "2"], env=hook_env)
+    server = ServerProcess(
+        extra=["--workers", "2", "--drain-timeout", "2"], env=hook_env, start_timeout=90
+    )
     clients = []
     try:
         pairs = []
@@ -369,8 +371,14 @@ async def test_two_workers():
         await flowing(pairs, killed, 15, "media in both rooms after a worker died")
         assert clients[0][0].reconnects >= 1 and clients[1][0].reconnects >= 1
         assert clients[2][0].reconnects == 0  # the other room's people saw nothing
-        restarted = {w["worker"]: w["restarts"] for w in server.get("/healthz")["workers"]}
-        assert restarted[worker] == 1, restarted
+        await until(
+            lambda: (
+                {w["worker"]: w["restarts"] for w in server.get("/healthz")["workers"]}
+                == {worker: 1, 1 - worker: 0}
+            ),
+            10,
+            what="the killed worker started again",
+        )
         # SIGTERM drains: /healthz says so (503) while meetings may end, then everything stops
         server.proc.send_signal(signal.SIGTERM)
         await until(lambda: health_status(server) == 503, 5, what="draining")

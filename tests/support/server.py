@@ -34,10 +34,12 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         netns: str | None = None,
         dev: bool = True,
+        start_timeout: float = 30.0,
     ) -> None:
         """``netns``: run the server inside this network namespace (tests/support/netns.py);
         its URL then works only for clients in that namespace. ``dev``: development mode
-        (/dev/token); without it, keys come from ``extra``'s --config."""
+        (/dev/token); without it, keys come from ``extra``'s --config. ``start_timeout``:
+        seconds it may take to answer (a front waits for its workers)."""
         self.netns = netns
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,7 +69,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
         )
-        deadline = time.time() + 30
+        deadline = time.time() + start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
