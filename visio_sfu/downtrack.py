@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from struct import unpack_from
+from struct import pack, unpack_from
 from typing import TYPE_CHECKING
 
 from .forwarder import FORWARD, SWITCH, Forwarder, SvcForwarder
@@ -44,6 +44,10 @@ PADDING = bytes((0, 0, 0, 4))  # an RTP padding-only payload: four octets, the l
 #: a packet is resent at most once per round trip (this long while no RTT is measured)
 DEFAULT_RTT = 0.1
 MIN_RESEND_INTERVAL = 0.02
+#: a NACK for one of the last this many sequence numbers before the current epoch (what the
+#: transceiver carried before: another track, or this one before a move) is answered with
+#: padding, since nothing is left to resend (see DownTrack._fill_gap)
+GAP_FILL = 512
 #: retransmissions may cost this share of the layer's own rate (bytes), with a floor, and
 #: save up at most BUDGET_SECONDS of it: a subscriber NACKing everything gets a bounded copy
 RETRANSMIT_SHARE = 0.5
@@ -356,6 +360,19 @@ class DownTrack:
         vp8_rewrite(buf, off, out_pid, out_tl0)
 
     # -- feedback ----------------------------------------------------------------------
+    def _fill_gap(self, out_seq: int) -> bool:
+        """Answer a NACK for a sequence number sent before the current epoch (the end of what
+        this transceiver carried before it was reused, which the subscriber missed) with a
+        padding-only packet: nothing is left to resend, and a receiver that waits for every
+        number (aiortc's jitter buffer) would stall for seconds; browsers count padding as a
+        number received. Its timestamp is the epoch's first, so it joins no earlier frame."""
+        m = self.munger
+        if not self.bound or not 0 < seq_diff(m.epoch_first_seq, out_seq) <= GAP_FILL:
+            return False
+        pt = self.payload_type & 0x7F
+        header = pack("!BBHII", 0xA0, pt, out_seq, m.epoch_first_ts, self.ssrc)  # P bit set
+        return self._send(bytearray(header + b"\x00\x00\x00\x04"))  # 4 bytes of padding
+
     def handle_nack(self, seqs: list[int], now: float) -> int:
         """Resend the packets a subscriber reports lost, from the cache; returns how many.
 
@@ -394,6 +411,9 @@ class DownTrack:
             src_seq = self._source_seq(out_seq)
             data = cache.get(src_seq, now) if src_seq is not None else None
             if data is None:
+                if self._fill_gap(out_seq):
+                    resent[out_seq] = now
+                    continue
                 drops[_NACK_MISSING] += 1
                 continue
             if len(data) > self._budget:
