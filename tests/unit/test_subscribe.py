@@ -149,3 +149,30 @@ async def test_a_clients_offer_is_answered_with_the_tracks_it_can_take():
     with pytest.raises(TransportError):
         await sub.answer(offer, [v])  # only once, before any offer of its own
     await sub.close()
+
+
+async def test_a_reused_slot_is_bound_by_the_answer_to_the_offer_that_carries_it():
+    """Breakout rooms: a track given a slot that was negotiated before (it has a mid) while an
+    offer is out, where that slot is still inactive, is bound only after the answer to the next
+    offer: bound earlier, it would send what the client drops; reusing the slot's munger starts
+    a new epoch (no hole in the numbering for what it did not send meanwhile)."""
+    client = Client()
+    sub = connection(client)
+    sub.add(track("A"))
+    first = await client.offer()
+    await answered(sub, first)
+    sub.remove("A")  # the slot is released ...
+    second = await client.offer()
+    await answered(sub, second)  # ... and free once that is answered
+    sub.add(track("X", "audio"))  # something else to offer: an offer goes out ...
+    third = await client.offer()
+    c = track("C")
+    dt = sub.add(c)  # ... and C takes the free slot (mid "0") while it waits
+    assert [t.track_sid for t in third.tracks] == ["X"], "C is not in this offer"
+    await answered(sub, third)
+    assert not dt.bound, "bound by the answer to an offer where its section is inactive"
+    fourth = await client.offer()
+    assert {t.track_sid: t.mid for t in fourth.tracks}["C"] == "0"
+    await answered(sub, fourth)
+    assert dt.bound
+    await sub.close()
