@@ -36,6 +36,19 @@ def livekit_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def _holds(check: Callable[[dict], bool], stats: dict) -> bool:
+    """``check(stats)``, a peer or counter not there yet counting as False."""
+    try:
+        return bool(check(stats))
+    except (KeyError, TypeError):
+        return False
+
+
+def _not_seen(timeout: float, what: str, stats: dict) -> AssertionError:
+    brief = {n: {k: v for k, v in s.items() if k != "data"} for n, s in stats.items()}
+    return AssertionError(f"not seen in {timeout}s: {what}\n{json.dumps(brief)[:3000]}")
+
+
 class LiveKitPeers:
     """The peers process; ``await cmd(...)`` sends one command and returns its answer."""
 
@@ -94,14 +107,10 @@ class LiveKitPeers:
         stats: dict = {}
         while time.monotonic() < deadline:
             stats = await self.stats()
-            try:
-                if check(stats):
-                    return stats
-            except (KeyError, TypeError):
-                pass
+            if _holds(check, stats):
+                return stats
             await asyncio.sleep(0.3)
-        brief = {n: {k: v for k, v in s.items() if k != "data"} for n, s in stats.items()}
-        raise AssertionError(f"not seen in {timeout}s: {what}\n{json.dumps(brief)[:3000]}")
+        raise _not_seen(timeout, what, stats)
 
 
 class SyncLiveKitPeers:
@@ -141,14 +150,10 @@ class SyncLiveKitPeers:
         stats: dict = {}
         while time.monotonic() < deadline:
             stats = self.stats()
-            try:
-                if check(stats):
-                    return stats
-            except (KeyError, TypeError):
-                pass
+            if _holds(check, stats):
+                return stats
             time.sleep(0.3)
-        brief = {n: {k: v for k, v in s.items() if k != "data"} for n, s in stats.items()}
-        raise AssertionError(f"not seen in {timeout}s: {what}\n{json.dumps(brief)[:3000]}")
+        raise _not_seen(timeout, what, stats)
 
     def close(self) -> None:
         """Disconnect the peers and end the process."""
