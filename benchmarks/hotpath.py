@@ -22,8 +22,10 @@ from collections.abc import Callable
 from benchmarks.peers import connected_pair
 from visio_sfu import transport
 from visio_sfu.bwe import SendSideEstimator, TransportStamper
-from visio_sfu.downtrack import DownTrack
+from visio_sfu.downtrack import DownTrack, extension_table
 from visio_sfu.publisher import Codec, Publisher
+from visio_sfu.rtp.extensions import ABS_SEND_TIME as ABS
+from visio_sfu.rtp.extensions import SDES_MID as MID
 from visio_sfu.rtp.header import build_rtp
 from visio_sfu.transport import set_ice_addresses
 
@@ -105,7 +107,30 @@ async def measure(subscribers: int, count: int) -> dict[str, float]:
             lambda i: stamped.write(plain[i], 1234, i, (i // 4) * 3000, i == 0, 0.0), count
         )
         bufs = [bytearray(p) for p in plain[: count * 3]]
-        figures["TransportStamper.stamp"] = per_call(lambda i: stamper.stamp(bufs[i], 1.0), count)
+        figures["TransportStamper.stamp, no ext block"] = per_call(
+            lambda i: stamper.stamp(bufs[i], 1.0), count
+        )
+        # as from Chromium: mid and abs-send-time, both dropped for a transport-cc subscriber,
+        # so that the number takes their place without the packet growing
+        chrome_like = [
+            build_rtp(
+                96, i & 0xFFFF, (i // 4) * 3000, 1234, bytes(1150), i % 4 == 3, {1: b"0", 3: b"abc"}
+            )
+            for i in range(count * 3)
+        ]
+        plain_dt = DownTrack(track, lambda b: True, "PA_plain2")
+        plain_dt.bind(9997, 96, {})
+        plain_dt.ext_table = extension_table({MID: 1, ABS: 3}, {MID: 1, ABS: 3})  # mid dropped
+        figures["DownTrack.write, Chromium-like, no I/O"] = per_call(
+            lambda i: plain_dt.write(chrome_like[i], 1234, i, (i // 4) * 3000, i == 0, 0.0), count
+        )
+        twcc_dt = DownTrack(track, lambda b: True, "PA_twcc2")
+        twcc_dt.bind(9996, 96, {})
+        twcc_dt.ext_table = extension_table({MID: 1, ABS: 3}, {MID: 1})  # abs-send-time too
+        twcc_dt.stamp = TransportStamper(SendSideEstimator(), ext_id=8).stamp
+        figures["DownTrack.write + transport-cc, Chromium-like"] = per_call(
+            lambda i: twcc_dt.write(chrome_like[i], 1234, i, (i // 4) * 3000, i == 0, 0.0), count
+        )
         out = pairs[0][0]
         own = [bytearray(p) for p in packets(count * 3, ssrc=777)]  # a stream of its own
         figures["PeerTransport.send_rtp"] = per_call(lambda i: out.send_rtp(own[i]), count)

@@ -32,7 +32,7 @@ SMOOTHING = 0.9
 TREND_GAIN = 4.0
 THRESHOLD_INITIAL = 12.5  # ms
 THRESHOLD_UP, THRESHOLD_DOWN = 0.0087, 0.039
-OVERUSE_TIME = 0.01  # seconds of overuse before it counts
+OVERUSE_TIME = 0.1  # seconds of overuse (receiver clock) before it counts
 BETA = 0.85
 INCREASE_PER_SECOND = 1.08
 ACKED_WINDOW = 0.5  # seconds of arrivals over which the acknowledged rate is measured
@@ -62,7 +62,9 @@ class SendSideEstimator:
         self._deltas = 0
         self._threshold = THRESHOLD_INITIAL
         self._threshold_at: float | None = None
-        self._overuse_since: float | None = None
+        self._over_time = 0.0
+        self._over_count = 0
+        self._prev_trend = 0.0
         self.state = "normal"  # normal, overuse, underuse
         self._last_update: float | None = None
         self._last_decrease = float("-inf")
@@ -120,7 +122,7 @@ class SendSideEstimator:
         self._loss(int((~received).sum()), len(arr))
         if received.any():
             self._acknowledge(arr[received], size[received])
-            self._delay(sent[received], arr[received], now)
+            self._delay(sent[received], arr[received])
         self._control(now)
         if self._cluster is not None:
             self._check_probe(now)
@@ -146,7 +148,7 @@ class SendSideEstimator:
             span = max(latest - min(t for t, _ in self._acked), 0.1)
             self.acked_rate = sum(n for _, n in self._acked) * 8 / span
 
-    def _delay(self, sent: np.ndarray, arrival: np.ndarray, now: float) -> None:
+    def _delay(self, sent: np.ndarray, arrival: np.ndarray) -> None:
         order = np.argsort(sent, kind="stable")
         sent, arrival = sent[order], arrival[order]
         # group by 5 ms of send time: each group's last send and its latest arrival
@@ -162,14 +164,24 @@ class SendSideEstimator:
         if self._prev_group is not None:
             g_sent = np.concatenate(([self._prev_group[0]], g_sent))
             g_arrival = np.concatenate(([self._prev_group[1]], g_arrival))
-        self._prev_group = (float(g_sent[-1]), float(g_arrival[-1]))
         if len(g_sent) < 2:
+            self._prev_group = (float(g_sent[-1]), float(g_arrival[-1]))
             return
-        variation = (np.diff(g_arrival) - np.diff(g_sent)) * 1000.0  # ms
-        for delta, at in zip(variation.tolist(), (g_arrival[1:] * 1000.0).tolist(), strict=True):
-            self._trend(delta, at, now)
+        # a group that arrives within 5 ms of the previous one and sooner than it was sent
+        # after it is the same burst (a queue or a radio releasing packets at once), not a
+        # delay change: it joins the previous group (gcc-02, section 5.2)
+        prev_sent, prev_arrival = float(g_sent[0]), float(g_arrival[0])
+        for s_t, a_t in zip(g_sent[1:].tolist(), g_arrival[1:].tolist(), strict=True):
+            arrival_delta = a_t - prev_arrival
+            send_delta = s_t - prev_sent
+            if arrival_delta < GROUP and arrival_delta - send_delta < 0:
+                prev_sent, prev_arrival = s_t, a_t
+                continue
+            self._trend((arrival_delta - send_delta) * 1000.0, a_t * 1000.0)
+            prev_sent, prev_arrival = s_t, a_t
+        self._prev_group = (prev_sent, prev_arrival)
 
-    def _trend(self, delta_ms: float, arrival_ms: float, now: float) -> None:
+    def _trend(self, delta_ms: float, arrival_ms: float) -> None:
         self._deltas += 1
         self._acc += delta_ms
         self._smoothed = SMOOTHING * self._smoothed + (1 - SMOOTHING) * self._acc
@@ -185,28 +197,42 @@ class SendSideEstimator:
         denominator = float((x * x).sum())
         slope = float((x * (y - y.mean())).sum()) / denominator if denominator > 0 else 0.0
         trend = min(self._deltas, 60) * slope * TREND_GAIN
-        self._detect(trend, now)
+        self._detect(trend, arrival_ms / 1000.0)
 
-    def _detect(self, trend: float, now: float) -> None:
+    def _detect(self, trend: float, at: float) -> None:
+        """One trend value, at a group's arrival time (receiver clock, seconds)."""
+        dt = 0.0 if self._threshold_at is None else min(max(at - self._threshold_at, 0.0), 0.1)
+        self._threshold_at = at
         if trend > self._threshold:
-            if self._overuse_since is None:
-                self._overuse_since = now
-            if now - self._overuse_since >= OVERUSE_TIME or self.state == "overuse":
+            # overuse: above the threshold for OVERUSE_TIME, over two values at least, and
+            # not falling (a jitter spike comes down at once, a queue keeps growing)
+            self._over_time += dt
+            self._over_count += 1
+            if (
+                self._over_time >= OVERUSE_TIME
+                and self._over_count > 1
+                and trend >= self._prev_trend
+            ):
+                self._over_time = 0.0
+                self._over_count = 0
                 self.state = "overuse"
         elif trend < -self._threshold:
-            self._overuse_since = None
+            self._over_time = 0.0
+            self._over_count = 0
             self.state = "underuse"
         else:
-            self._overuse_since = None
+            self._over_time = 0.0
+            self._over_count = 0
             self.state = "normal"
+        self._prev_trend = trend
         # the threshold follows the trend slowly (and fast down), so that a competing flow's
-        # steady delay does not starve us (gcc-02, section 5.4)
-        if self._threshold_at is not None and abs(trend) < self._threshold + 15:
-            k = THRESHOLD_DOWN if abs(trend) < self._threshold else THRESHOLD_UP
-            dt = min(now - self._threshold_at, 0.1) * 1000
-            self._threshold += k * (abs(trend) - self._threshold) * dt
-            self._threshold = min(max(self._threshold, 6.0), 600.0)
-        self._threshold_at = now
+        # steady delay or a jittery path does not starve us (gcc-02, section 5.4)
+        # gcc-02 leaves values over threshold + 15 out, as spikes; a jittery path is nothing
+        # but such values, and it would see overuse forever: they count, clipped
+        magnitude = min(abs(trend), 2 * self._threshold + 15)
+        k = THRESHOLD_DOWN if magnitude < self._threshold else THRESHOLD_UP
+        self._threshold += k * (magnitude - self._threshold) * dt * 1000
+        self._threshold = min(max(self._threshold, 6.0), 600.0)
 
     def _control(self, now: float) -> None:
         dt = 0.0 if self._last_update is None else min(now - self._last_update, 1.0)
@@ -310,18 +336,28 @@ class TransportStamper:
     """Numbers every packet one subscriber connection sends: the transport-cc extension,
     written on the bytes just before they leave, and the estimator told of it."""
 
-    __slots__ = ("ext_id", "seq", "estimator")
+    __slots__ = ("ext_id", "seq", "estimator", "_sent", "_size")
 
     def __init__(self, estimator: SendSideEstimator, ext_id: int = 0) -> None:
         self.estimator = estimator
         self.ext_id = ext_id  # 0: not negotiated, nothing written
         self.seq = 0
+        self._sent = estimator._sent  # the estimator's record, written without a call
+        self._size = estimator._size
 
-    def stamp(self, buf: bytearray, now: float) -> None:
-        """Write the next transport-wide sequence number into a packet about to be sent."""
+    def stamp(self, buf: bytearray, now: float, hole: int = -1) -> None:
+        """Write the next transport-wide sequence number into a packet about to be sent;
+        ``hole``: where an element dropped for this subscriber left three zero bytes or more
+        in a one-byte block (rewrite_extensions says), written there without a search."""
         ext_id = self.ext_id
         if ext_id:
             seq = self.seq
-            if set_extension(buf, ext_id, seq.to_bytes(2, "big")):
-                self.estimator.on_sent(seq, len(buf), now)
-                self.seq = (seq + 1) & 0xFFFF
+            if hole >= 0 and ext_id < 15:
+                buf[hole] = (ext_id << 4) | 1
+                buf[hole + 1] = seq >> 8
+                buf[hole + 2] = seq & 0xFF
+            elif not set_extension(buf, ext_id, seq.to_bytes(2, "big")):
+                return
+            self._sent[seq] = now
+            self._size[seq] = len(buf)
+            self.seq = (seq + 1) & 0xFFFF

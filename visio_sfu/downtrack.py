@@ -132,12 +132,13 @@ class DownTrack:
         self.closed = False
         #: writes the connection's transport-wide sequence number into each packet just
         #: before it leaves (SubscribeConnection sets it when transport-cc was negotiated)
-        self.stamp: Callable[[bytearray, float], None] | None = None
+        self.stamp: Callable[[bytearray, float, int], None] | None = None
         #: the last packets sent, resent on the RTX stream to probe the path (duplicates the
         #: receiver discards, but their transport-wide numbers are counted)
         self.recent: deque[bytearray] = deque(maxlen=RECENT)
         self.freezes = 0  # a video gap over FREEZE seconds while the publisher sent
         self.freeze_seconds = 0.0
+        self.freeze_log: deque[tuple[float, float]] = deque(maxlen=32)  # (end, seconds)
         self._last_out = 0.0  # when a packet was last forwarded (video)
         self._last_in = 0.0  # when the publisher's last packet came (forwarded or not)
 
@@ -224,12 +225,13 @@ class DownTrack:
             return
         buf = bytearray(data)
         rewrite_header(buf, self.payload_type, out[0], out[1], self.ssrc)
+        hole = -1
         if self.ext_table is not None:
-            rewrite_extensions(buf, self.ext_table)
+            hole = rewrite_extensions(buf, self.ext_table)
         if self._vp8:
             self._munge_vp8(buf)
         if self.stamp is not None:
-            self.stamp(buf, now)
+            self.stamp(buf, now, hole)
             self.recent.append(buf)
         if fwd.video:
             # a freeze: nothing forwarded for FREEZE while the publisher's packets kept coming
@@ -237,6 +239,7 @@ class DownTrack:
             if gap > FREEZE and now - arrived_before < FREEZE and self._last_out > 0:
                 self.freezes += 1
                 self.freeze_seconds += gap
+                self.freeze_log.append((now, gap))
             self._last_out = now
         if self._send(buf):
             self.packets += 1
@@ -320,10 +323,11 @@ class DownTrack:
 
     def _send_svc(self, buf: bytearray, now: float) -> bool:
         """Extensions, transport-wide number, send, count: the end of both VP9 SVC paths."""
+        hole = -1
         if self.ext_table is not None:
-            rewrite_extensions(buf, self.ext_table)
+            hole = rewrite_extensions(buf, self.ext_table)
         if self.stamp is not None:
-            self.stamp(buf, now)
+            self.stamp(buf, now, hole)
             self.recent.append(buf)
         if self._send(buf):
             self.packets += 1
@@ -424,8 +428,9 @@ class DownTrack:
             buf = bytearray(data)
             ts = unpack_from("!I", data, 4)[0]
             rewrite_header(buf, self.payload_type, out_seq, self.munger.rtp_time(ts), self.ssrc)
+            hole = -1
             if self.ext_table is not None:
-                rewrite_extensions(buf, self.ext_table)
+                hole = rewrite_extensions(buf, self.ext_table)
             if self._vp8:
                 self._munge_vp8(buf)
             if self._svc and self._svc_seqs[out_seq % SVC_SEQ_RING] & 0x800000:
@@ -433,7 +438,7 @@ class DownTrack:
             if self.rtx_ssrc:
                 buf = self.rtx_packet(buf)
             if self.stamp is not None:
-                self.stamp(buf, now)
+                self.stamp(buf, now, hole)
             if self._send(buf):
                 sent += 1
             else:

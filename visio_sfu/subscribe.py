@@ -21,6 +21,7 @@ from .events import Event, NegotiationFailed, OfferedTrack, SubscriberOffer
 from .munger import Munger
 from .publisher import Publisher
 from .rtp import rtcp
+from .rtp.extensions import ABS_SEND_TIME
 from .rtp.twcc import parse_feedback
 from .sdp import TRANSPORT_CC_URI, answered_extension, offer_opus_fec, offer_transport_cc
 from .transport import PeerTransport, Slot
@@ -214,7 +215,13 @@ class SubscribeConnection:
                 logger.info("subscriber %s cannot receive %s", self.participant_sid, mime)
                 dt.track.detach(dt)
                 continue
-            dt.bind(media.ssrc, pt, media.extensions, media.rtx_ssrc, media.rtx_payload_type(pt))
+            extensions = dict(media.extensions)
+            if self.stamper.ext_id:
+                # with transport-cc the receiver has no use for abs-send-time (its REMB): the
+                # element is dropped, and its four bytes take the transport-wide number
+                extensions.pop(ABS_SEND_TIME, None)
+            rtx_pt = media.rtx_payload_type(pt)
+            dt.bind(media.ssrc, pt, extensions, media.rtx_ssrc, rtx_pt)
             if self.stamper.ext_id:
                 dt.stamp = self.stamper.stamp
             self._by_ssrc[media.ssrc] = dt

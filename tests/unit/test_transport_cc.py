@@ -125,3 +125,33 @@ def test_feedback_through_rtcp_reaches_the_estimator():
     parsed = parse_feedback(view)
     estimator.on_feedback(parsed[1], parsed[2], estimator._sent[9] + 0.05)
     assert estimator.feedbacks == 1 and estimator.acked_rate > 0
+
+
+def test_set_extension_reuses_a_dropped_element_and_keeps_every_other():
+    import random
+
+    from visio_sfu.rtp.header import build_ext_table, rewrite_extensions
+
+    # a Chromium-like video packet: mid and abs-send-time; the subscriber with transport-cc
+    # gets neither, and the number takes their place: the packet does not grow
+    packet = bytearray(build_rtp(96, 1, 2, 3, b"payload", extensions={1: b"0", 3: b"abc"}))
+    rewrite_extensions(packet, build_ext_table({1: 0, 3: 0}))
+    size = len(packet)
+    assert set_extension(packet, 8, b"\x12\x34") and len(packet) == size
+    assert bytes(find_extension(packet, 8)) == b"\x12\x34"
+    rng = random.Random(5)
+    for _ in range(500):
+        elements = {
+            eid: bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+            for eid in rng.sample(range(1, 8), rng.randint(0, 4))
+        }
+        payload = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
+        buf = bytearray(build_rtp(96, 1, 2, 3, payload, extensions=elements or None))
+        dropped = {e for e in elements if rng.random() < 0.5}
+        rewrite_extensions(buf, build_ext_table({e: (0 if e in dropped else e) for e in elements}))
+        assert set_extension(buf, 9, b"\xab\xcd")
+        assert bytes(find_extension(buf, 9)) == b"\xab\xcd"
+        for e, data in elements.items():
+            found = find_extension(buf, e)
+            assert (found is None) if e in dropped else bytes(found) == data
+        assert bytes(buf[payload_offset(buf) :]) == payload

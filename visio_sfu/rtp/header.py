@@ -105,11 +105,15 @@ def build_ext_table(mapping: dict[int, int]) -> bytes:
     return bytes(table)
 
 
-def rewrite_extensions(buf: bytearray, table: bytes) -> None:
-    """Map header-extension ids in place; elements mapped to 0 become padding (zeroed)."""
+def rewrite_extensions(buf: bytearray, table: bytes) -> int:
+    """Map header-extension ids in place; elements mapped to 0 become padding (zeroed).
+
+    Returns where the first element it dropped of three bytes or more began, in a one-byte
+    block (room for a two-byte element written there), or -1."""
     block = _extension_block(buf)
+    hole = -1
     if block is None:
-        return
+        return hole
     profile, i, end = block
     if profile == 0xBEDE:
         while i < end:
@@ -119,10 +123,12 @@ def rewrite_extensions(buf: bytearray, table: bytes) -> None:
                 continue
             eid, length = b >> 4, (b & 0x0F) + 1
             if eid == 15 or i + 1 + length > end:
-                return
+                return hole
             new = table[eid]
             if new == 0 or new > 14:
                 buf[i : i + 1 + length] = bytes(1 + length)
+                if hole < 0 and length >= 2:
+                    hole = i
             else:
                 buf[i] = (new << 4) | (b & 0x0F)
             i += 1 + length
@@ -133,16 +139,17 @@ def rewrite_extensions(buf: bytearray, table: bytes) -> None:
                 i += 1
                 continue
             if i + 1 >= end:
-                return
+                return hole
             length = buf[i + 1]
             if i + 2 + length > end:
-                return
+                return hole
             new = table[eid]
             if new == 0:
                 buf[i : i + 2 + length] = bytes(2 + length)
             else:
                 buf[i] = new
             i += 2 + length
+    return hole
 
 
 def build_rtp(
@@ -226,11 +233,20 @@ def set_extension(buf: bytearray, ext_id: int, value: bytes) -> bool:
     else:
         return False
     i = last = start
+    need = head + size
+    hole = -1  # the first run of padding long enough for the element
+    run_at = run = 0
     while i < end:
         eid = buf[i]
         if eid == 0:
+            if run == 0:
+                run_at = i
+            run += 1
+            if run == need and hole < 0:
+                hole = run_at
             i += 1
             continue
+        run = 0
         if head == 1:
             eid, length = eid >> 4, (eid & 0x0F) + 1
             if eid == 15:
@@ -249,10 +265,15 @@ def set_extension(buf: bytearray, ext_id: int, value: bytes) -> bool:
         else:
             last = i + head + length
         i += head + length
-    need = head + size - (end - last)
-    if need > 0:
-        grow = (need + 3) // 4 * 4
+    if hole >= 0 and (hole + need <= last or end - last >= need):
+        # padding inside the block (an element dropped for this subscriber) or at its end
+        at = hole if hole + need <= last else last
+        buf[at : at + need] = element + value
+        return True
+    missing = need - (end - last)
+    if missing > 0:
+        grow = (missing + 3) // 4 * 4
         buf[end:end] = bytes(grow)
         pack_into("!H", buf, off + 2, words + grow // 4)
-    buf[last : last + head + size] = element + value
+    buf[last : last + need] = element + value
     return True
