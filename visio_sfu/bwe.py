@@ -361,3 +361,33 @@ class TransportStamper:
             self._sent[seq] = now
             self._size[seq] = len(buf)
             self.seq = (seq + 1) & 0xFFFF
+
+
+class PublisherRate:
+    """The bandwidth told to a publisher (REMB), from what arrives from it.
+
+    aiortc's receive path is bypassed, so nobody estimates the publisher's uplink; a constant
+    left a publisher on a lossy link sending at full rate into the loss. Loss-based, once a
+    receiver-report interval: more than 10 % lost sets it to what arrives less half the loss;
+    under 2 % it rises 8 % a second, and never stays below 1.5 times what arrives (the
+    publisher must be free to add a layer); the ceiling is what the server lets any publisher
+    use.
+    """
+
+    def __init__(self, maximum: float = 4_000_000, minimum: float = 150_000) -> None:
+        self.maximum = maximum
+        self.minimum = minimum
+        self.rate = maximum
+        self._at: float | None = None
+
+    def update(self, ingress: float, fraction_lost: float, now: float) -> int:
+        """One interval: ``ingress`` bits per second received from the publisher, the worst
+        ``fraction_lost`` (0-1) of its streams. Returns the REMB to send, bits per second."""
+        dt = 0.0 if self._at is None else min(max(now - self._at, 0.0), 2.0)
+        self._at = now
+        if fraction_lost > LOSS_HIGH and ingress > 0:
+            self.rate = min(self.rate, ingress) * (1 - 0.5 * fraction_lost)
+        elif fraction_lost < LOSS_LOW:
+            self.rate = max(self.rate * INCREASE_PER_SECOND**dt, 1.5 * ingress)
+        self.rate = min(max(self.rate, self.minimum), self.maximum)
+        return int(self.rate)

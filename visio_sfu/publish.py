@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .bwe import PublisherRate
 from .errors import PermissionDenied, TransportError
 from .publisher import Publisher
 from .router import RtpRouter
@@ -33,7 +34,7 @@ from .transport import PeerTransport
 logger = logging.getLogger(__name__)
 
 SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
-#: the bandwidth we let a publisher use (REMB); the adaptive layer refines it later
+#: the most bandwidth we let a publisher use (REMB); less when its uplink loses (PublisherRate)
 DEFAULT_PUBLISH_BITRATE = 4_000_000
 
 
@@ -89,6 +90,7 @@ class PublishConnection:
         self.requests: dict[str, TrackRequest] = {}  # cid -> announced track
         self.router = RtpRouter()
         self.rtcp_ssrc = secrets.randbits(32) or 1
+        self.rate = PublisherRate(DEFAULT_PUBLISH_BITRATE)  # what its REMB says
         self.transport: PeerTransport | None = None
         self.closed = False
 
@@ -263,8 +265,11 @@ class PublishConnection:
         if not blocks:
             return
         ssrcs = [b[0] for b in blocks]
+        ingress = sum(layer.bitrate for t in self.tracks.values() for layer in t.layers)
+        lost = max(b[1] for b in blocks) / 256
+        remb = self.rate.update(ingress, lost, time.monotonic())
         packet = rtcp.build_rr(self.rtcp_ssrc, blocks[:31]) + rtcp.build_remb(
-            self.rtcp_ssrc, DEFAULT_PUBLISH_BITRATE, ssrcs
+            self.rtcp_ssrc, remb, ssrcs
         )
         transport.send_rtcp(packet)
 

@@ -185,3 +185,18 @@ def test_jitter_is_not_congestion():
     sim.run(15)
     low, high = sim.estimate_over(10, 15)
     assert low >= 1_500_000, (low, high, sim.bwe.overuses)
+
+
+def test_publisher_rate_follows_heavy_upstream_loss_and_recovers():
+    from visio_sfu.bwe import PublisherRate
+
+    rate = PublisherRate(4_000_000)
+    assert rate.update(2_000_000, 0.0, 0.0) == 4_000_000  # no loss: the ceiling
+    assert rate.update(2_000_000, 0.05, 1.0) == 4_000_000  # repaired-level loss: unchanged
+    lowered = rate.update(2_000_000, 0.25, 2.0)
+    assert lowered == int(2_000_000 * 0.875)  # what arrives, less half the loss
+    assert rate.update(1_500_000, 0.2, 3.0) < lowered  # still losing: lower again
+    after = [rate.update(1_000_000, 0.0, 4.0 + k) for k in range(20)]
+    assert after[0] >= 1_500_000  # 1.5 x what arrives at once: room to add a layer
+    assert after[-1] == 4_000_000  # back to the ceiling
+    assert PublisherRate(4_000_000).update(10_000, 0.9, 0.0) == 150_000  # the floor
