@@ -3,6 +3,7 @@ video pinned large; each receives the layer its view needs (different frame widt
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -102,6 +103,13 @@ def test_chromium_negotiates_transport_cc_and_its_feedback_drives_the_estimate(s
         assert "transport-cc" in viewer.evaluate(
             "() => window.visio.session.subscriber.remoteDescription.sdp"
         )
+        # Opus in-band FEC and DTX, which Chromium offers, are kept in our answer (aiortc's
+        # has no a=fmtp for Opus: Chromium then sends neither)
+        published = publisher.evaluate("() => window.visio.session.publisher.remoteDescription.sdp")
+        opus = re.search(r"a=rtpmap:(\d+) opus/", published)
+        assert opus, published
+        fmtp = re.search(rf"a=fmtp:{opus[1]} (.*)", published)
+        assert fmtp and "useinbandfec=1" in fmtp[1], published
         viewer.locator("#grid .tile", has=viewer.locator(".name", has_text="Pub")).dblclick()
         sid = viewer.evaluate("() => window.visio.session.me.sid")
         seen = poll(viewer, INBOUND, lambda r: r["width"] > 320, timeout=60, what="top layer")
