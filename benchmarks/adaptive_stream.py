@@ -30,7 +30,7 @@ class Person:
     class _Sub:
         def __init__(self) -> None:
             self.downtracks: dict[str, DownTrack] = {}
-            self.remb_bitrate = 20_000_000
+            self.bandwidth = 20_000_000
 
     def __init__(self, sid: str) -> None:
         self.sid = sid
