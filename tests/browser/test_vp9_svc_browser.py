@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import artefact, open_page
+from tests.browser.test_livekit_client import lk_server, pages_origin  # noqa: F401 (fixtures)
 from tests.support.browser import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -104,3 +105,58 @@ def test_vp9_svc_small_tile_and_large_view_get_different_spatial_layers(server, 
     finally:
         for page in pages:
             page.context.close()
+
+
+def test_livekit_client_vp9_svc_to_a_small_and_a_large_tile(browser, lk_server, pages_origin):  # noqa: F811
+    """livekit-client publishes its camera as VP9 L3T3_KEY with a VP8 backup codec (what LiveKit
+    front ends do); two livekit-client viewers, a small tile and a large one, each receive VP9
+    at a different spatial layer and keep playing."""
+    room = "lkvp9"
+    ws_url = lk_server.url.replace("http://", "ws://")
+    page = f"{pages_origin}/vp9.html"
+    publisher = open_page(browser, page, "lk-pub")
+    small = open_page(browser, page, "lk-small")
+    large = open_page(browser, page, "lk-large")
+    pages = (publisher, small, large)
+    join = "([u, t, tile, publish]) => join(u, t, tile, publish)"
+    try:
+        for p, who, tile, publish in (
+            (small, "small", [160, 90], False),
+            (large, "large", [1280, 720], False),
+            (publisher, "pub", [160, 90], True),
+        ):
+            sid = p.evaluate(join, [ws_url, lk_server.token(room, who, who), tile, publish])
+            assert sid.startswith("PA_")
+        sent = poll(
+            publisher,
+            "() => sent()",
+            lambda r: any(x["codec"] == "video/VP9" and x["sent"] > 10 for x in r),
+            timeout=40,
+            what="livekit-client sends VP9",
+        )
+        got_large = poll(
+            large, "() => received()", lambda r: r and r["width"] >= 640, timeout=60,
+            what=f"the large tile gets a high spatial layer (publisher sends {sent})",
+        )  # fmt: skip
+        got_small = poll(
+            small, "() => received()", lambda r: r and 0 < r["width"] <= 320, timeout=30,
+            what="the small tile gets a low spatial layer",
+        )  # fmt: skip
+        print("livekit vp9 svc: publisher", sent, "small", got_small, "large", got_large)
+        assert got_small["codec"] == got_large["codec"] == "video/VP9"
+        assert any(x["mode"].startswith("L3T3") for x in sent), sent
+        samples = {"small": [], "large": []}
+        for _ in range(8):
+            for p, name in ((small, "small"), (large, "large")):
+                samples[name].append(p.evaluate("() => received()"))
+            large.wait_for_timeout(500)
+        for name, seen in samples.items():
+            frames = [x["frames"] for x in seen]
+            print(f"livekit vp9 svc: {name} {seen[0]} -> {seen[-1]}")
+            assert all(b > a for a, b in zip(frames, frames[3:], strict=False)), (name, frames)
+            assert seen[-1]["pli"] == seen[0]["pli"], (name, seen[0], seen[-1])
+        artefact(large, "livekit-vp9-large")
+        artefact(small, "livekit-vp9-small")
+    finally:
+        for p in pages:
+            p.context.close()
