@@ -7,12 +7,13 @@ Real PeerTransports over DTLS-SRTP on 127.0.0.1 (as benchmarks/hotpath.py): a VP
 datagrams to the server's UDP protocol object, forwarded through Publisher -> DownTrack ->
 PeerTransport to every subscriber's socket, ``--rate`` packets a second (0: as fast as
 possible, a burst). Rounds take turns: no recording; a RecordingSink attached and nothing else
-(its queue is emptied after the round); a Recorder, whose sink is attached and whose writer
-thread writes the WebM file to a temporary directory meanwhile. Prints, per received packet, the
-CPU of the event loop's thread while it forwards the datagrams (``time.thread_time`` around each
-batch of ten: the forwarding path itself, the writer thread and the loop's sleeps excluded) and
-of the whole process (the writer thread included), medians of the rounds; and
-RecordingSink.write alone. Compare figures within one run: the machine is shared.
+(its queue is emptied after the round); a Recorder, whose sink is attached, whose feeder thread
+hands the packets to its writer process every 20 ms, and whose writer process writes the WebM
+file to a temporary directory meanwhile. Prints, per received packet, the CPU of the event
+loop's thread while it forwards the datagrams (``time.thread_time`` around each batch of ten:
+the forwarding path itself, the feeder thread and the loop's sleeps excluded), of the whole
+server process (the feeder thread included) and of the writer process, medians of the rounds;
+and RecordingSink.write alone. Compare figures within one run: the machine is shared.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ async def measure(
         modes = ("none", "sink", "recorder")
         loop_runs: dict[str, list[float]] = {m: [] for m in modes}
         all_runs: dict[str, list[float]] = {m: [] for m in modes}
+        writer_runs: list[float] = []
         recorders = []
         for r in range(rounds * len(modes)):
             mode = modes[r % len(modes)]
@@ -152,8 +154,11 @@ async def measure(
             while track.packets < received + count and time.process_time() - all0 < 30:
                 await asyncio.sleep(0)
             if recorder is not None:
+                assert await recorder.wait_ready(30) is None  # its writer process runs
                 recorder.stop()
-                await recorder.wait_closed(30)  # the writer's work on these packets, counted
+                await recorder.wait_closed(30)  # the feeder's work on these packets, counted
+                writer = recorder.writer_cpu - recorder.writer_startup_cpu
+                writer_runs.append(writer / count * 1e6)
             all_cpu = time.process_time() - all0
             if sink_only is not None:
                 track.detach(sink_only)
@@ -178,8 +183,9 @@ async def measure(
             "rounds' spread without recording, %": (
                 (max(loop_runs["none"]) - min(loop_runs["none"])) / base * 100
             ),
-            "whole process, recording (writer incl.)": whole["recorder"],
-            "writer thread, per packet": whole["recorder"] - loop["recorder"],
+            "whole process, recording (feeder incl.)": whole["recorder"],
+            "feeder thread, per packet": whole["recorder"] - loop["recorder"],
+            "writer process, per packet (start-up excl.)": statistics.median(writer_runs),
             "RecordingSink.write alone": sink_write,
             "frames written (all rounds)": float(frames),
         }

@@ -3,9 +3,12 @@
 A :class:`Recorder` watches a room's tracks (``Room.watch_tracks``) and attaches a
 :class:`RecordingSink` to each: on the forwarding path the sink only appends the packet to a
 bounded queue (when the queue is full the packet is dropped and counted: the forwarding path
-never waits for a disk). One writer thread per recording drains the queues, runs a small
-jitter buffer per stream (reorders by sequence number, gives up lost packets after a while),
-reassembles video frames and writes each track with PyAV's muxers:
+never waits for a disk). Each recording has a writer process of its own (multiprocessing,
+spawn): a feeder thread of the server's process hands it the queued packets every 20 ms, in one
+message, and it runs a small jitter buffer per stream (reorders by sequence number, gives up
+lost packets after a while), reassembles video frames and writes each track with PyAV's
+muxers (a writer thread in the server's process took the GIL from the event loop and cost the
+forwarding path 4 to 27 % more in bursts; ``benchmarks/recording.py`` measures both):
 
 - Opus → Ogg; gaps (a muted microphone, DTX, loss) are filled with Opus silence frames, so the
   file plays for as long as the track was recorded;
@@ -28,9 +31,11 @@ import errno
 import functools
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 from collections import deque
@@ -38,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
+from multiprocessing.connection import Connection
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
@@ -65,7 +71,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 4096  # packets a track's sink holds for the writer; beyond, dropped and counted
-POLL_INTERVAL = 0.02  # the writer thread drains the queues this often (seconds)
+POLL_INTERVAL = 0.02  # the feeder thread hands the queues to the writer process this often (s)
+FINISH_TIMEOUT = 60.0  # how long a stopped recording's writer process has to close its files
 AUDIO_LATENCY = 0.2  # how long a missing audio packet is waited for
 VIDEO_LATENCY = 0.5  # ... a missing video packet (the server NACKs the publisher for it)
 KEYFRAME_INTERVAL = 1.0  # the writer asks a track for a keyframe at most this often ...
@@ -109,7 +116,8 @@ class RecordingStopped(Event):
 # -- the forwarding path's side -----------------------------------------------------------------
 class RecordingSink:
     """A Publisher sink: each packet is appended to a bounded queue, nothing more (the
-    forwarding path calls it). The writer thread takes the packets from the queue."""
+    forwarding path calls it). The recorder's feeder thread takes the packets from the queue
+    and hands them to the writer process."""
 
     def __init__(self, limit: int = QUEUE_LIMIT) -> None:
         self.queue: deque[tuple[bytes, int, int, float, int]] = deque()
@@ -132,7 +140,7 @@ class RecordingSink:
         self.closed = True
 
 
-# -- the writer thread's side -------------------------------------------------------------------
+# -- the writer process's side ------------------------------------------------------------------
 class _Unwrap32:
     """Extends 32-bit RTP timestamps, which wrap, to a monotonic count."""
 
@@ -153,21 +161,19 @@ class _Unwrap32:
 
 
 class _TrackWriter:
-    """Writes one track: drains its sink, reorders, writes; runs on the writer thread only."""
+    """Writes one track: drains its inbox, reorders, writes; runs in the writer process."""
 
     latency = VIDEO_LATENCY
     kind = "video"
 
     def __init__(
         self,
-        entry: dict[str, Any],
-        sink: RecordingSink,
+        sink: _Inbox,
         path: Path,
         t0: float,
         clock_rate: int,
         request_keyframe: Callable[[int], None],
     ) -> None:
-        self.entry = entry  # this track's entry in the manifest (under the recorder's lock)
         self.sink = sink
         self.path = path
         self.t0 = t0
@@ -491,6 +497,127 @@ WRITERS: dict[str, tuple[type[_TrackWriter], str]] = {
 }
 
 
+class _Inbox:
+    """A track's packets in the writer process, as the feeder thread sent them (what a
+    RecordingSink holds in the server's process)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[bytes, int, int, float, int]] = deque()
+        self.closed = False  # the track ended: nothing more comes
+        self.dropped = 0  # the sink's count, in the server's process
+
+
+@dataclass(frozen=True, slots=True)
+class _TrackSpec:
+    """What the writer process needs to write a track (sent once, when the track starts)."""
+
+    key: str  # the file's name (unique in the recording)
+    mime: str  # lower case: a key of WRITERS
+    path: str
+    t0: float  # the recording's start (time.monotonic: one clock for both processes)
+    clock_rate: int
+    channels: int = 2
+
+
+def _track_report(writer: _TrackWriter) -> dict[str, Any]:
+    """What the manifest says of a finished track, sent back to the server's process."""
+    return {
+        "stats": writer.stats(),
+        "file": writer.path.name if writer.opened else None,
+        "written": writer.written,
+    }
+
+
+def writer_process(conn: Connection) -> None:
+    """The writer process's main: writes the tracks the feeder thread describes and feeds,
+    until told to stop (or the server's process is gone). Replies, on the same connection:
+    ``("ready", cpu seconds)`` first, ``("opened", key, file)``, ``("keyframe", key, layer)``,
+    ``("done", key, status, note, report)`` and last ``("finished", failure or None, cpu
+    seconds)``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the server stops us, files closed
+    writers: dict[str, _TrackWriter] = {}
+    inboxes: dict[str, _Inbox] = {}
+
+    def ask(key: str, layer: int) -> None:
+        conn.send(("keyframe", key, layer))
+
+    failure: str | None = None
+    try:
+        conn.send(("ready", time.process_time()))
+        stopping = False
+        while not stopping and failure is None:
+            message = conn.recv()
+            if message[0] == "open":
+                spec: _TrackSpec = message[1]
+                cls = WRITERS[spec.mime][0]
+                extra: dict[str, Any] = {"channels": spec.channels} if cls is _OpusWriter else {}
+                inbox = inboxes[spec.key] = _Inbox()
+                writers[spec.key] = cls(
+                    inbox,
+                    Path(spec.path),
+                    spec.t0,
+                    spec.clock_rate,
+                    functools.partial(ask, spec.key),
+                    **extra,
+                )
+                continue
+            if message[0] == "stop":
+                stopping = True
+            else:  # ("feed", [(key, packets, closed, dropped), ...])
+                for key, packets, closed, dropped in message[1]:
+                    fed = inboxes.get(key)
+                    if fed is not None:
+                        fed.queue.extend(packets)
+                        fed.closed = fed.closed or closed
+                        fed.dropped = dropped
+            now = time.monotonic()
+            for key, writer in list(writers.items()):
+                opened = writer.opened
+                try:
+                    if writer.feed(now):
+                        writer.finish()
+                        del writers[key]
+                        conn.send(("done", key, "complete", "", _track_report(writer)))
+                        continue
+                except OSError as exc:
+                    failure = describe_os_error(exc)
+                    break
+                except Exception as exc:  # a bug, or media the muxer refuses: this track only
+                    logger.exception("recording: track %s failed", writer.path.name)
+                    writer.abandon()
+                    del writers[key]
+                    note = f"{type(exc).__name__}: {exc}"[:300]
+                    conn.send(("done", key, "failed", note, _track_report(writer)))
+                    continue
+                if writer.opened and not opened:
+                    conn.send(("opened", key, writer.path.name))
+        for key, writer in writers.items():
+            if failure is None:
+                try:
+                    writer.finish()
+                    conn.send(("done", key, "complete", "", _track_report(writer)))
+                    continue
+                except OSError as exc:
+                    failure = describe_os_error(exc)
+            writer.abandon()
+            conn.send(("done", key, "failed", failure or "", _track_report(writer)))
+        conn.send(("finished", failure, time.process_time()))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        for writer in writers.values():  # the server's process is gone: close what we can
+            try:
+                writer.finish()
+            except Exception:  # noqa: BLE001 - nobody left to tell
+                writer.abandon()
+    except Exception as exc:  # a bug: say so (the recording stops with it)
+        logger.exception("recording: the writer process failed")
+        for writer in writers.values():
+            writer.abandon()
+        try:
+            conn.send(("finished", f"internal error: {type(exc).__name__}: {exc}"[:300], 0.0))
+        except OSError:
+            pass
+
+
 def _safe_name(text: str, limit: int = 40) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:limit] or "participant"
 
@@ -549,7 +676,7 @@ class Recorder:
         self.stop_reason = ""
         self.error: str | None = None
         self.sinks: dict[str, tuple[Publisher, RecordingSink]] = {}  # by track sid
-        self._lock = threading.Lock()  # guards the manifest (loop thread and writer thread)
+        self._lock = threading.Lock()  # guards the manifest (loop thread and feeder thread)
         self.manifest: dict[str, Any] = {
             "version": 1,
             "id": self.id,
@@ -567,9 +694,16 @@ class Recorder:
             "participants": [],
             "tracks": [],
         }
-        self._incoming: SimpleQueue[_TrackWriter] = SimpleQueue()
+        #: tracks to write, for the feeder thread: (what the writer needs, its sink, the
+        #: manifest's entry, the publisher)
+        self._incoming: SimpleQueue[tuple[_TrackSpec, RecordingSink, dict, Publisher]] = (
+            SimpleQueue()
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"recorder-{self.id}", daemon=True)
+        self.process: multiprocessing.process.BaseProcess | None = None  # the writer process
+        self.writer_cpu = 0.0  # CPU seconds the writer process used (known once it finished)
+        self.writer_startup_cpu = 0.0  # ... of which starting (imports: PyAV, numpy)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Future[str | None] | None = None
         self._participants: dict[str, dict[str, Any]] = {}
@@ -582,7 +716,7 @@ class Recorder:
 
     def start(self) -> None:
         """Tell the room, attach a sink to every track (those published later too) and start
-        the writer thread."""
+        the feeder thread (which starts the writer process)."""
         self._loop = asyncio.get_running_loop()
         self._ready = self._loop.create_future()
         self.started_at = time.time()
@@ -604,7 +738,8 @@ class Recorder:
         self.room.watch_tracks(self._on_track)
 
     async def wait_ready(self, timeout: float = 5.0) -> str | None:
-        """None once the recording's directory and manifest are written; else why not."""
+        """None once the recording's directory and manifest are written and its writer process
+        runs; else why not."""
         if self._ready is None:
             return "not started"
         try:
@@ -678,26 +813,27 @@ class Recorder:
             )
             return
         sink = RecordingSink(self.queue_limit)
-        extra: dict[str, Any] = {}
-        if writer_cls is _OpusWriter:
-            extra["channels"] = publisher.codec.channels or 2
-        writer = writer_cls(
-            entry,
-            sink,
-            self.directory / name,
+        spec = _TrackSpec(
+            name,  # unique: the same track, moved out and back, gets a new file
+            mime,
+            str(self._track_path(name)),
             self.t0,
             publisher.codec.clock_rate,
-            functools.partial(self._ask_keyframe, publisher),
-            **extra,
+            publisher.codec.channels or 2,
         )
         self.sinks[publisher.sid] = (publisher, sink)
-        self._incoming.put(writer)
+        self._incoming.put((spec, sink, entry, publisher))
         publisher.attach(sink)
         if publisher.kind == "video":
             publisher.request_keyframe()  # a new video sink starts at a keyframe
 
+    def _track_path(self, name: str) -> Path:
+        """Where a track's file is written."""
+        return self.directory / name
+
     def _ask_keyframe(self, publisher: Publisher, layer: int) -> None:
-        """From the writer thread: ask the publisher for a keyframe, on the loop's thread."""
+        """From the feeder thread (the writer asked): ask the publisher for a keyframe, on the
+        loop's thread."""
         loop = self._loop
         if loop is None or self.stopped:
             return
@@ -713,7 +849,7 @@ class Recorder:
     def stop(
         self, by: ParticipantRef | None = None, reason: str = "stopped", message: str = ""
     ) -> bool:
-        """Stop recording (the writer thread finishes the files); False if already stopped."""
+        """Stop recording (the writer process finishes the files); False if already stopped."""
         if self.stopped:
             return False
         self.stopped = True
@@ -750,7 +886,7 @@ class Recorder:
         return True
 
     async def wait_closed(self, timeout: float | None = None) -> bool:
-        """Wait for the writer thread to finish the files; False on timeout."""
+        """Wait for the writer process to finish the files; False on timeout."""
         if self._thread.ident is None:
             return True
         await asyncio.to_thread(self._thread.join, timeout)
@@ -767,14 +903,37 @@ class Recorder:
         with self._lock:
             return summarize(self.manifest)
 
-    # -- the writer thread ---------------------------------------------------------------
+    # -- the feeder thread -----------------------------------------------------------------
     def _run(self) -> None:
         try:
             self._work()
         except Exception as exc:  # a bug: say so, and stop rather than record nothing quietly
-            logger.exception("recording %s: the writer failed", self.id)
+            logger.exception("recording %s: the feeder failed", self.id)
             self._signal(self._set_ready, f"internal error: {type(exc).__name__}")
             self._fail(f"internal error: {type(exc).__name__}: {exc}"[:300])
+        finally:
+            self._end_process()
+
+    def _start_process(self) -> Connection:
+        """Start the writer process; returns this side of its connection."""
+        ctx = multiprocessing.get_context("spawn")  # nothing of the server's state is copied
+        mine, theirs = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=writer_process, args=(theirs,), name=f"visio-recorder-{self.id}", daemon=True
+        )
+        self.process.start()
+        theirs.close()  # ours only: its end of file tells us the process died
+        return mine
+
+    def _end_process(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        process.join(FINISH_TIMEOUT if process.exitcode is None else 0)
+        if process.exitcode is None:
+            logger.error("recording %s: the writer process did not end; killed", self.id)
+            process.kill()
+            process.join(5)
 
     def _work(self) -> None:
         try:
@@ -785,59 +944,101 @@ class Recorder:
             self._signal(self._set_ready, message)
             self._fail(message)
             return
-        self._signal(self._set_ready, None)
-        writers: list[_TrackWriter] = []
+        try:
+            conn = self._start_process()
+        except (OSError, RuntimeError) as exc:
+            message = f"the recording's writer process could not start: {exc}"[:300]
+            self._signal(self._set_ready, message)
+            self._fail(message)
+            return
+        tracks: dict[str, tuple[RecordingSink, dict[str, Any], Publisher]] = {}
+        ended: set[str] = set()  # tracks whose end was sent
+        done: set[str] = set()  # tracks the writer finished
         failure: str | None = None
-        while failure is None:
-            stopping = self._stop.is_set()
-            dirty = False
-            while True:
-                try:
-                    writers.append(self._incoming.get_nowait())
-                except Empty:
-                    break
-            now = time.monotonic()
-            for writer in list(writers):
-                opened = writer.opened
-                try:
-                    if writer.feed(now):
-                        writer.finish()
-                        writers.remove(writer)
-                        self._track_done(writer, "complete")
+        finished = False
+        try:
+            deadline: float | None = None
+            while not finished:
+                stopping = self._stop.is_set()
+                while True:
+                    try:
+                        spec, sink, entry, publisher = self._incoming.get_nowait()
+                    except Empty:
+                        break
+                    tracks[spec.key] = (sink, entry, publisher)
+                    if deadline is None:
+                        conn.send(("open", spec))
+                if deadline is None:
+                    batch = []
+                    for key, (sink, _entry, _publisher) in tracks.items():
+                        if key in ended:
+                            continue
+                        closed = sink.closed  # read first: nothing is queued after close()
+                        queue = sink.queue
+                        packets = [queue.popleft() for _ in range(len(queue))]
+                        if closed:
+                            ended.add(key)
+                        if packets or closed:
+                            batch.append((key, packets, closed, sink.dropped))
+                    conn.send(("feed", batch))
+                    if stopping:
+                        conn.send(("stop",))
+                        deadline = time.monotonic() + FINISH_TIMEOUT
+                next_feed = time.monotonic() + POLL_INTERVAL
+                dirty = False
+                while not finished:  # replies until the next feed (or the end)
+                    wait = (deadline if deadline is not None else next_feed) - time.monotonic()
+                    if not conn.poll(max(wait, 0.0)):
+                        if deadline is not None:
+                            failure = failure or "the writer process did not finish in time"
+                            finished = True
+                        break
+                    message = conn.recv()
+                    what = message[0]
+                    if what == "ready":  # the files can be written: say the recording runs
+                        self.writer_startup_cpu = message[1]
+                        self._signal(self._set_ready, None)
+                    elif what == "opened":
+                        entry = tracks[message[1]][1]
+                        with self._lock:
+                            entry["file"] = message[2]
+                            entry["status"] = "recording"
                         dirty = True
-                except OSError as exc:
-                    failure = describe_os_error(exc)
+                    elif what == "keyframe":
+                        self._ask_keyframe(tracks[message[1]][2], message[2])
+                    elif what == "done":
+                        key, status, note, report = message[1:]
+                        done.add(key)
+                        self._track_done(tracks[key][1], status, note, report)
+                        dirty = True
+                    elif what == "finished":
+                        failure, self.writer_cpu = message[1], message[2]
+                        finished = True
+                if dirty and not finished:
+                    try:
+                        self._write_manifest()
+                    except OSError as exc:
+                        failure = describe_os_error(exc)
+                        break
+                if failure is not None and not finished and deadline is None:
                     break
-                except Exception as exc:  # a bug, or media the muxer refuses: this track only
-                    logger.exception("recording %s: track %s failed", self.id, writer.path.name)
-                    writer.abandon()
-                    writers.remove(writer)
-                    self._track_done(writer, "failed", f"{type(exc).__name__}: {exc}"[:300])
-                    dirty = True
-                    continue
-                if writer.opened and not opened:
-                    with self._lock:
-                        writer.entry["file"] = writer.path.name
-                        writer.entry["status"] = "recording"
-                    dirty = True
-            if failure is None and dirty:
-                try:
-                    self._write_manifest()
-                except OSError as exc:
-                    failure = describe_os_error(exc)
-            if failure is not None or stopping:
-                break
-            self._stop.wait(POLL_INTERVAL)
-        for writer in writers:
-            if failure is None:
-                try:
-                    writer.finish()
-                    self._track_done(writer, "complete")
-                    continue
-                except OSError as exc:
-                    failure = describe_os_error(exc)
-            writer.abandon()
-            self._track_done(writer, "failed", failure or "")
+        except (EOFError, OSError):  # the pipe broke: the writer process died
+            process = self.process
+            if process is not None:
+                process.join(1)
+            code = None if process is None else process.exitcode
+            failure = f"the recording's writer process ended unexpectedly (exit code {code})"
+        if not finished:
+            try:
+                conn.send(("stop",))  # a manifest that cannot be written: close what is open
+            except OSError:
+                pass
+        conn.close()
+        for key, (_sink, entry, _publisher) in tracks.items():
+            if key not in done:
+                with self._lock:
+                    entry["status"] = "failed"
+                    entry["note"] = failure or "not finished"
         with self._lock:
             self.manifest["status"] = "failed" if failure else "complete"
             if failure:
@@ -847,18 +1048,20 @@ class Recorder:
         except OSError as exc:
             failure = failure or describe_os_error(exc)
         if failure:
+            self._signal(self._set_ready, failure)  # if it never was ready
             self._fail(failure)
 
-    def _track_done(self, writer: _TrackWriter, status: str, note: str = "") -> None:
+    def _track_done(
+        self, entry: dict[str, Any], status: str, note: str, report: dict[str, Any]
+    ) -> None:
         with self._lock:
-            entry = writer.entry
-            entry.update(writer.stats())
-            if writer.opened:
-                entry["file"] = writer.path.name
-            entry["status"] = status if writer.written or status == "failed" else "empty"
+            entry.update(report["stats"])
+            if report["file"]:
+                entry["file"] = report["file"]
+            entry["status"] = status if report["written"] or status == "failed" else "empty"
             if note:
                 entry["note"] = note
-            elif not writer.written:
+            elif not report["written"]:
                 entry["note"] = "nothing was received to write (no keyframe, or no packet)"
 
     def _write_manifest(self) -> None:
@@ -884,7 +1087,7 @@ class Recorder:
             self._ready.set_result(error)
 
     def _fail(self, message: str) -> None:
-        """From the writer thread: a write failed; stop, on the loop's thread."""
+        """From the feeder thread: a write failed; stop, on the loop's thread."""
         self.error = message
         with self._lock:
             self.manifest["error"] = message

@@ -395,13 +395,12 @@ async def test_a_full_disk_stops_the_recording_and_the_meeting_goes_on(
     """The video file is written to /dev/full (every write: ENOSPC) while the rest is on a
     real disk: the recording stops with 'no space left on device', told to everyone."""
     caplog.set_level(logging.ERROR, logger="visio_sfu.recording")
-    real_open = core_recording._VP8Writer._open
+    real_path = core_recording.Recorder._track_path
 
-    def open_full(self):
-        self.path = Path("/dev/full")
-        real_open(self)
+    def path_full(self, name):  # the writer process writes the camera there
+        return Path("/dev/full") if name.endswith(".webm") else real_path(self, name)
 
-    monkeypatch.setattr(core_recording._VP8Writer, "_open", open_full)
+    monkeypatch.setattr(core_recording.Recorder, "_track_path", path_full)
     async with LocalServer(recordings_dir=str(tmp_path)) as server:
         alice = await join(server, "disk", "alice", 0, room_record=True)
         bob = await join(server, "disk", "bob", 1)
@@ -418,7 +417,7 @@ async def test_a_full_disk_stops_the_recording_and_the_meeting_goes_on(
         video = next(t for t in bob.remote_tracks if t.kind == "video")
         await check_video(video, 0)  # the meeting goes on
         # and recording can start again (on a disk with room)
-        monkeypatch.setattr(core_recording._VP8Writer, "_open", real_open)
+        monkeypatch.setattr(core_recording.Recorder, "_track_path", real_path)
         again = await alice.request({"type": "start_recording"})
         assert again["type"] == "recording_state" and again["recording"]["id"] != manifest["id"]
         await asyncio.sleep(2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 
 import av
@@ -89,7 +90,7 @@ def track(sid: str, kind: str, mime: str, rids=None, source=None) -> Publisher:
 
 async def play(streams, past: float = 30.0):
     """Feed (publisher, layer, packets) in send-time order, with arrival times in the past
-    (so that gaps are given up at once), yielding to the writer thread now and then."""
+    (so that gaps are given up at once), yielding to the feeder thread now and then."""
     base = time.monotonic() - past
     events = sorted(
         (
@@ -298,3 +299,45 @@ async def test_recordings_on_disk(tmp_path):
     assert delete_recording(tmp_path, recorder.id)
     assert list_recordings(tmp_path) == [] and (tmp_path / "stray").exists()
     assert json.dumps(manifest)  # plain JSON
+
+
+async def test_a_writer_process_that_dies_stops_the_recording_and_says_so(tmp_path):
+    """The files are written by a process of their own; killed (out of memory, a crash in a
+    native library), the recording stops with reason error and says why, the manifest says
+    failed, and the sinks leave the forwarding path."""
+    alice = Person("alice")
+    room = Room(alice)
+    cam = track("TR_c", "video", "video/VP8")
+    room.publish(alice, cam)
+    recorder = Recorder(room, tmp_path, alice.ref())
+    recorder.start()
+    assert await recorder.wait_ready() is None
+    assert recorder.process is not None and recorder.process.pid != os.getpid()
+    await play([(cam, 0, video_packets("vp8", encode_video("vp8", 30)))])
+    recorder.process.kill()
+    assert await recorder.wait_closed(20)
+    for _ in range(100):  # the stop is scheduled on the event loop
+        if len(room.events) == 2:
+            break
+        await asyncio.sleep(0.02)
+    stopped = room.events[-1]
+    assert isinstance(stopped, RecordingStopped) and stopped.reason == "error", room.events
+    assert "writer process ended unexpectedly" in stopped.message, stopped
+    manifest = read_manifest(tmp_path, recorder.id)
+    assert manifest["status"] == "failed" and "unexpectedly" in manifest["error"], manifest
+    assert manifest["tracks"][0]["status"] == "failed", manifest["tracks"]
+    assert not cam.sinks and not recorder.active
+
+
+async def test_the_writer_is_another_process(tmp_path):
+    """The forwarding path's process does not run the muxers: the writer's CPU is its own."""
+    alice = Person("alice")
+    room = Room(alice)
+    cam = track("TR_w", "video", "video/VP8")
+    room.publish(alice, cam)
+    _recorder, manifest = await record(
+        room, tmp_path, [(cam, 0, video_packets("vp8", encode_video("vp8", 60, noise=True)))]
+    )
+    assert manifest["tracks"][0]["frames"] == 60
+    assert _recorder.process is not None and _recorder.process.exitcode == 0
+    assert _recorder.writer_cpu > 0
