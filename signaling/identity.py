@@ -466,8 +466,16 @@ class Identity:
         """A token for the SFU: join ``room`` (as a host when ``host``), 6 hours."""
         key, secret = next(iter(self.config.api_keys.items()))
         # hosts get roomCreate (this room only, docs/api.md): with auto_create_rooms off, the
-        # meeting starts when a host arrives
-        grant = VideoGrant(room=room.slug, room_join=True, room_host=host, room_create=host)
+        # meeting starts when a host arrives; and they may record and transcribe their meeting
+        # (everyone in it is told: docs/notes.md)
+        grant = VideoGrant(
+            room=room.slug,
+            room_join=True,
+            room_host=host,
+            room_create=host,
+            room_record=host,
+            room_transcribe=host,
+        )
         # "meeting": the SFU room is an owned meeting's (closed_again checks it still is)
         metadata = json.dumps({"signed_in": signed_in, "meeting": room.slug})
         return mint_token(

@@ -172,7 +172,11 @@ async def test_media_tokens_follow_the_room_policy(rooms_server):
 
         role, who = await entry(alice, "The Boss")  # signed in: the provider's name is kept
         assert role == "host" and who.identity == "u:alice" and who.name == "Alice Martin"
-        assert (await entry(bob))[0] == "enter"  # trusted: signed-in users enter
+        # a host records and transcribes the meeting (issue 14's controls in the web client)
+        assert who.grant.room_record and who.grant.room_transcribe
+        role, who = await entry(bob)
+        assert role == "enter"  # trusted: signed-in users enter
+        assert not (who.grant.room_record or who.grant.room_transcribe)  # not a host
         assert (await entry(guest))[0] == "wait"  # ... guests wait
         await call(alice, "PATCH", f"{server.url}/api/meetings/{slug}", {"access": "restricted"})
         assert (await entry(bob))[0] == "wait"  # restricted: only invited users and hosts
