@@ -50,6 +50,7 @@ const state = {
   outbox: null,
   seenMessages: new Set(),
   lobbyErrors: { video: null, audio: null },
+  captionBox: null, // the live captions' band (captions.js): the tiles are laid out above it
 };
 window.visio = state; // read-only hook for tests and debugging
 
@@ -389,7 +390,9 @@ async function join(room, name, admitted = {}) {
 
 function wire(session) {
   session.on('state', onSessionState);
-  setupCaptions(session); // live captions, transcription, meeting notes (captions.js)
+  const captions = setupCaptions(session); // live captions, transcription, meeting notes (captions.js)
+  state.captionBox = captions.box;
+  new ResizeObserver(() => layout()).observe(captions.box); // shown, hidden, a line more or less
   setupRecording(session, { toast }); // the recording indicator and button (recording.js)
   setupLobbyHost(session, { toast }); // a host's waiting room: who waits, admit, deny (identity.js)
   setupBreakout(session, { toast }); // breakout rooms (breakout.js)
@@ -702,10 +705,17 @@ function place(node, box) {
   node.classList.toggle('small', box.w < 200);
 }
 
+// The live captions' band at the bottom of the stage (captions.js), while it is shown: the
+// tiles are laid out above it, so that captions never cover anyone's name label
+function captionBand() {
+  const band = state.captionBox;
+  return band && !band.hidden ? band.offsetHeight + 8 : 0;
+}
+
 function layout() {
   const area = $('stage-area');
   const width = area.clientWidth;
-  const height = area.clientHeight;
+  const height = area.clientHeight - captionBand();
   if (!width || !height) return;
   const shares = [...$('stage').querySelectorAll('.tile.screen')];
   const people = state.order.map((sid) => state.participants.get(sid)).filter(Boolean);

@@ -45,7 +45,7 @@ export class Captions {
     this.indicator.append(el('span', { class: 'dot', 'aria-hidden': 'true' }), el('span', {}, t('transcriptionOn')));
     const bar = document.querySelector('#room .bar');
     bar?.insertBefore(this.indicator, bar.querySelector('.spacer'));
-    // the captions, over the bottom of the stage
+    // the captions, at the bottom of the stage, below the tiles
     this.box = el('div', { id: 'captions', class: 'captions', 'aria-live': 'polite', hidden: '' });
     $('stage-area')?.append(this.box);
     // More menu: captions on/off (each person's own choice), start/stop, notes
@@ -151,7 +151,9 @@ export class Captions {
   render() {
     const { active, available, can_control: canControl, can_download: canDownload } = this.state;
     this.indicator.hidden = !active;
-    this.box.hidden = !(active && this.wanted) || this.lines.size === 0;
+    // a band below the tiles while captions are on (app.js lays the tiles out above it), kept
+    // between sentences so that the tiles do not move each time someone speaks
+    this.box.hidden = !(active && this.wanted);
     this.toggle.hidden = !active && this.lines.size === 0;
     this.toggle.setAttribute('aria-checked', String(this.wanted));
     this.control.hidden = !(canControl && (available || active));

@@ -53,6 +53,22 @@ def captions_server(tmp_path_factory):
     server.stop()
 
 
+#: how many tiles' name labels a caption covers, and whether a tile reaches into the band
+COVERED = """() => {
+  const rects = (sel) => [...document.querySelectorAll(sel)]
+    .filter((e) => e.offsetParent).map((e) => e.getBoundingClientRect());
+  const captions = rects('#captions .caption');
+  const band = document.getElementById('captions').getBoundingClientRect();
+  const meet = (a, b) =>
+    a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  return {
+    labels: rects('.tile .label').filter((l) => captions.some((c) => meet(l, c))).length,
+    tiles: rects('.tile').filter((t) => t.bottom > band.top + 1).length,
+    captions: captions.length,
+  };
+}"""
+
+
 def open_menu(page) -> None:
     if page.locator("#more-menu").is_hidden():
         page.click("#more-button")
@@ -128,6 +144,10 @@ def test_captions_reach_the_page_with_the_speakers_name(captions_server, browser
         final.wait_for(state="visible", timeout=20000)
         final_seen = time.monotonic() - started
         print(f"first caption {partial_seen:.1f} s after Alice started, final {final_seen:.1f} s")
+        # the captions are in a band below the tiles: they never cover a name label
+        page.wait_for_timeout(500)  # the tiles' move (0.2 s) when the band appeared
+        covered = page.evaluate(COVERED)
+        assert covered["labels"] == 0 and covered["tiles"] == 0 and covered["captions"], covered
         artefact(page, "captions-Dana")
         assert "quarterly budget review" in final.locator(".text").inner_text().lower()
 
