@@ -446,6 +446,13 @@ class Identity:
         user = await self.store.session_user(secret)
         return (user, secret) if user is not None else (None, None)
 
+    async def meeting_name(self, slug: str) -> str | None:
+        """The name of the meeting whose room is ``slug`` (None: not a meeting people own)."""
+        if self.store is None:
+            return None
+        room = await self.store.room(slug)
+        return room.name if room is not None else None
+
     # -- rooms' policy ------------------------------------------------------------------------
     @staticmethod
     def role(room: OwnedRoom, user: User | None) -> str:
@@ -835,6 +842,10 @@ def setup(app: web.Application) -> None:
     settings = OidcSettings.from_table(config.oidc)
     ident = Identity(config, settings)
     app[IDENTITY] = ident
+    from .transcription import TRANSCRIPTION
+
+    if TRANSCRIPTION in app:  # the meeting notes are titled with the meeting's name
+        app[TRANSCRIPTION].titles = ident.meeting_name
     data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
     url = database_url(config.database_url, data_dir)
 

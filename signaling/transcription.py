@@ -20,7 +20,9 @@ import json
 import logging
 import re
 import time
+import unicodedata
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -294,6 +296,8 @@ class TranscriptionService:
         self._tasks: set[asyncio.Task] = set()
         self._purger: asyncio.Task | None = None
         self.checking: asyncio.Future | None = None  # the start-up check of the model
+        #: room name -> the meeting's name (set by signaling/identity.py when rooms are owned)
+        self.titles: Callable[[str], Awaitable[str | None]] | None = None
 
     # -- start-up ------------------------------------------------------------------------------
     async def check(self) -> None:
@@ -354,6 +358,16 @@ class TranscriptionService:
             return self.pool
 
     # -- rooms -----------------------------------------------------------------------------------
+    async def _title(self, room: str) -> str:
+        """The meeting's name for the notes (a room people own, signaling/identity.py), or ''."""
+        if self.titles is None:
+            return ""
+        try:
+            return await self.titles(room) or ""
+        except Exception:  # the notes fall back on the room's name
+            logger.warning("room %s: the meeting's name could not be read", printable(room))
+            return ""
+
     def active(self, room: str) -> Transcriber | None:
         t = self.rooms.get(room)
         return t if t is not None and t.active else None
@@ -373,7 +387,11 @@ class TranscriptionService:
                 current.start()
             room.broadcast(current.status(by))
             return current
-        transcript = Transcript(room.name, id=_transcript_id(room))
+        title = await self._title(room.name)
+        current = self.rooms.get(room.name)
+        if current is not None and current.room is room:  # started meanwhile
+            return current
+        transcript = Transcript(room.name, id=_transcript_id(room), title=title)
         self.store.add(transcript)
         t = Transcriber(
             room,
@@ -486,7 +504,7 @@ class TranscriptionService:
 
     async def export(self, transcript: Transcript, fmt: str, notes: bool) -> tuple[str, str]:
         """(content, file name) of a transcript in a format: md, vtt or json."""
-        stem = f"{_safe_name(transcript.room)}-{transcript.id}"
+        stem = f"{_safe_name(transcript.title or transcript.room)}-{transcript.id}"
         if fmt == "vtt":
             return to_webvtt(transcript), f"{stem}.vtt"
         made = await self.notes(transcript) if notes else None
@@ -526,7 +544,9 @@ def _transcript_id(room: Room) -> str:
 
 
 def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:64] or "room"
+    """A file name's stem from a room's or meeting's name: ASCII (accents dropped), no spaces."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", plain).strip("_")[:64] or "room"
 
 
 async def summarise(transcript: Transcript, settings: Settings) -> str:

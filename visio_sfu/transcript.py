@@ -74,6 +74,7 @@ class Transcript:
     lines: list[Line] = field(default_factory=list)
     id: str = ""
     languages: set[str] = field(default_factory=set)
+    title: str = ""  # the meeting's name when it has one ("Weekly review"); else the room's
 
     def add(self, line: Line) -> tuple[bool, str | None]:
         """Add a final line. Returns (kept, replaced): ``kept`` is False when the line is a
@@ -113,6 +114,7 @@ class Transcript:
         return {
             "id": self.id,
             "room": self.room,
+            "title": self.title,
             "started_at": self.started_at,
             "languages": sorted(self.languages),
             "speakers": self.speakers(),
@@ -127,6 +129,7 @@ class Transcript:
             started_at=float(data.get("started_at", 0.0)),
             id=str(data.get("id", "")),
             languages=set(data.get("languages", [])),
+            title=str(data.get("title", "")),
         )
         for item in data.get("lines", []):
             out.lines.append(Line(**{k: v for k, v in item.items() if k in Line.__slots__}))
@@ -173,7 +176,7 @@ def to_markdown(transcript: Transcript, notes: Notes | None = None) -> str:
     """Markdown meeting notes: summary (if any), key points, action items, then the
     transcript (speaker, time, text)."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(transcript.started_at))
-    out = [f"# Meeting notes: {_md(transcript.room)}", "", f"{when}"]
+    out = [f"# Meeting notes: {_md(transcript.title or transcript.room)}", "", f"{when}"]
     speakers = transcript.speakers()
     if speakers:
         out.append(f"Participants who spoke: {', '.join(_md(s) for s in speakers)}")

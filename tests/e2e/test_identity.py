@@ -22,9 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from signaling.auth import TokenVerifier
 from signaling.identity import IDENTITY
+from signaling.transcription import TRANSCRIPTION
 from tests.support.inprocess import KEY, SECRET, LocalServer, free_port
 from tests.support.oidc import USERS, OidcProvider, serve_signed_in
 from tests.support.postgres import PostgresCluster
+from visio_sfu.transcript import Transcript
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -551,6 +553,21 @@ async def test_deleting_a_meeting_ends_it_for_good(server):
             alice, "POST", f"{server.url}/api/meetings/{slug}/token", {"name": "Alice"}
         )
         assert status == 404
+
+
+async def test_the_meeting_notes_are_titled_with_the_meetings_name(server):
+    """Not with its unguessable address: "Meeting notes: Revue d'équipe", Revue_d_equipe-….md"""
+    service = server.app[TRANSCRIPTION]
+    async with _client() as alice:
+        await sign_in(alice, server, "alice")
+        slug, _token = await _hosting(alice, server, "Revue d'équipe", "trusted")
+        title = await service._title(slug)
+        assert title == "Revue d'équipe"
+        assert await service._title("not-a-meeting") == ""  # a room nobody owns: its name
+        notes = Transcript(slug, id="TX_1", title=title)
+        content, filename = await service.export(notes, "md", notes=False)
+        assert content.startswith("# Meeting notes: Revue d'équipe\n"), content
+        assert filename == "Revue_d_equipe-TX_1.md"
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,11 @@ def test_exports_name_the_speaker_and_time_and_escape_text():
     back = Transcript.from_json(json.loads(json.dumps(t.to_json())))
     assert [x.public() for x in back.lines] == [x.public() for x in t.lines]  # no level
     assert back.room == "board <room>"
+    # a meeting people own is titled with its name, in the notes and the exported JSON
+    assert md.startswith("# Meeting notes: board \\<room\\>\n")
+    t.title = "Revue *hebdo*"
+    assert to_markdown(t).startswith("# Meeting notes: Revue \\*hebdo\\*\n")
+    assert Transcript.from_json(json.loads(json.dumps(t.to_json()))).title == "Revue *hebdo*"
     assert t.to_json()["speakers"] == ["Alice", "Bob"]
     assert "level" not in t.to_json()["lines"][0]
 
