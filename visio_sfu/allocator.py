@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .layers import Selection, select, size_caps
+from .layers import UP_MARGIN, Selection, select, size_caps
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -93,11 +93,14 @@ def allocate(
     )
     # the layers size and quality allow: going below them is bandwidth's doing
     allowed = size_caps(rates, heights, wanted).tolist()
-    # what each subscriber would receive with no bandwidth limit: what probing aims for
+    # what each subscriber needs to receive them with no bandwidth limit: what probing aims
+    # for. A layer above the one it gets needs its rate and the margin for going up (select):
+    # probes that stopped at its bare rate left an estimate just under the margin for good
     wants = [0.0] * len(budgets)
     for i, cap in enumerate(allowed):
         if cap >= 0:
-            wants[subs[i]] += float(rates[i, cap])
+            up = UP_MARGIN if targets[i] < cap else 1.0
+            wants[subs[i]] += float(rates[i, cap]) * up
     index = 0
     for p in participants:
         if p.subscriber is None:

@@ -10,7 +10,10 @@ the RTCP path, the two halves of Google's congestion control design
   between groups is accumulated, smoothed, and a trend line fitted over the last 20 groups. A
   slope above an adaptive threshold is overuse (a queue is building: the estimate falls to
   0.85 of the rate that got through), below it underuse (hold), else the estimate increases:
-  8 % a second far from the last congestion point, additively near it;
+  8 % a second far from the last congestion point, additively near it. Overuse also needs
+  the median one-way delay of the last 0.5 s to stand 20 ms above the lowest such median of
+  the last 5 s and 10 ms above its value 0.5 s before (a queue growing): jitter tilts the
+  trend line as much as a queue does, but leaves the median where it was;
 - loss-based: more than 10 % lost lowers the estimate by half the loss, under 2 % lets it rise.
 
 The estimate is the smaller of the two. It never runs more than 1.5 times above what the
@@ -38,6 +41,10 @@ INCREASE_PER_SECOND = 1.08
 ACKED_WINDOW = 0.5  # seconds of arrivals over which the acknowledged rate is measured
 LOSS_HIGH, LOSS_LOW = 0.10, 0.02
 LOSS_MIN_PACKETS = 20
+QUEUE_RECENT = 0.5  # seconds (send time) of received packets whose median delay is "now"
+QUEUE_BASE = 5.0  # seconds over which the lowest of those medians is the path's own delay
+QUEUE_MARGIN = 20.0  # ms: a median this far above it is a queue; less may be jitter
+QUEUE_GROWTH = 10.0  # ms: and this far above the median QUEUE_RECENT s before: growing
 
 
 class SendSideEstimator:
@@ -66,6 +73,12 @@ class SendSideEstimator:
         self._over_count = 0
         self._prev_trend = 0.0
         self.state = "normal"  # normal, overuse, underuse
+        # queue evidence: one-way delay (arrival - send, offset unknown) of recent packets
+        self._delay_sent = np.zeros(0)
+        self._delay_value = np.zeros(0)
+        self._medians: list[tuple[float, float]] = []  # (send time, median delay in ms)
+        self.queue_ms = 0.0  # median delay of the last QUEUE_RECENT s above the path's own
+        self.queue_growth = 0.0  # ... and above the median QUEUE_RECENT s earlier
         self._last_update: float | None = None
         self._last_decrease = float("-inf")
         self._capacity: float | None = None  # acked rate at the last overuses (moving mean)
@@ -151,6 +164,7 @@ class SendSideEstimator:
     def _delay(self, sent: np.ndarray, arrival: np.ndarray) -> None:
         order = np.argsort(sent, kind="stable")
         sent, arrival = sent[order], arrival[order]
+        self._queue(sent, arrival)
         # group by 5 ms of send time: each group's last send and its latest arrival
         group = np.floor((sent - sent[0]) / GROUP).astype(np.int64)
         last = np.flatnonzero(np.diff(group, append=group[-1] + 1))
@@ -181,6 +195,28 @@ class SendSideEstimator:
             prev_sent, prev_arrival = s_t, a_t
         self._prev_group = (prev_sent, prev_arrival)
 
+    def _queue(self, sent: np.ndarray, arrival: np.ndarray) -> None:
+        """How far the median one-way delay of the last QUEUE_RECENT s of packets stands above
+        the lowest such median of the last QUEUE_BASE s (``queue_ms``).
+
+        A queue building at a bottleneck lifts the delay of most packets; jitter, even 30 ms
+        of it kept in order, moves single packets and leaves the median where it was. The
+        trend line alone cannot tell them apart (it sees a slope either way), so overuse needs
+        this evidence too. The median is robust to the bursts a video frame makes."""
+        newest = float(sent[-1])
+        keep = self._delay_sent > newest - QUEUE_RECENT
+        self._delay_sent = np.concatenate((self._delay_sent[keep], sent))
+        self._delay_value = np.concatenate((self._delay_value[keep], arrival - sent))
+        recent = self._delay_sent > newest - QUEUE_RECENT
+        median = float(np.median(self._delay_value[recent])) * 1000.0
+        medians = self._medians
+        medians.append((newest, median))
+        while medians and medians[0][0] < newest - QUEUE_BASE:
+            del medians[0]
+        self.queue_ms = median - min(m for _, m in medians)
+        before = next((m for t, m in reversed(medians) if t <= newest - QUEUE_RECENT), median)
+        self.queue_growth = median - before
+
     def _trend(self, delta_ms: float, arrival_ms: float) -> None:
         self._deltas += 1
         self._acc += delta_ms
@@ -203,9 +239,14 @@ class SendSideEstimator:
         """One trend value, at a group's arrival time (receiver clock, seconds)."""
         dt = 0.0 if self._threshold_at is None else min(max(at - self._threshold_at, 0.0), 0.1)
         self._threshold_at = at
-        if trend > self._threshold:
+        if (
+            trend > self._threshold
+            and self.queue_ms > QUEUE_MARGIN
+            and self.queue_growth > QUEUE_GROWTH
+        ):
             # overuse: above the threshold for OVERUSE_TIME, over two values at least, and
-            # not falling (a jitter spike comes down at once, a queue keeps growing)
+            # not falling (a jitter spike comes down at once, a queue keeps growing), with
+            # the median delay lifted (a queue, not jitter)
             self._over_time += dt
             self._over_count += 1
             if (

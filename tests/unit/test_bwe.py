@@ -9,7 +9,10 @@ twice it) every second while the estimate is below what it wants. Feedback every
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +203,64 @@ def test_publisher_rate_follows_heavy_upstream_loss_and_recovers():
     assert after[0] >= 1_500_000  # 1.5 x what arrives at once: room to add a layer
     assert after[-1] == 4_000_000  # back to the ceiling
     assert PublisherRate(4_000_000).update(10_000, 0.9, 0.0) == 150_000  # the floor
+
+
+# -- recorded from Chromium -------------------------------------------------------------
+# What the estimator of a Chromium viewer's connection was given in a run of
+# tests/browser/test_impairment_browser.py with VISIO_RECORD_TWCC set (the feedback as parsed,
+# the send time and size of each packet it covers, the probe clusters, and when an impairment
+# started): the web client's simulcast camera viewed large, through 100 ms + 30 ms of jitter
+# each way, and through a 300 kbit/s bottleneck then lifted. Replayed open-loop: the sending
+# rates are the recorded ones, the estimator's decisions are made again.
+RECORDED = Path(__file__).parent / "recorded"
+
+
+def replay(name: str) -> tuple[SendSideEstimator, list[tuple[float, float, int]], dict]:
+    """Replay a recording; returns the estimator, (time, estimate, overuses) after each
+    feedback, and when each mark was (same clock)."""
+    with gzip.open(RECORDED / name, "rt") as f:
+        events = json.load(f)
+    bwe = SendSideEstimator()
+    trace, marks = [], {}
+    for event in events:
+        if event[0] == "fb":
+            _, now, seqs, arrivals, sent, sizes = event
+            for seq, at, size in zip(seqs, sent, sizes, strict=True):
+                bwe._sent[seq & 0xFFFF] = at
+                bwe._size[seq & 0xFFFF] = size
+            bwe.on_feedback(seqs, arrivals, now)
+            trace.append((now, bwe.estimate, bwe.overuses))
+        elif event[0] == "ps":
+            bwe.probe_start(event[2], event[3], event[1])
+        elif event[0] == "pe":
+            bwe.probe_end(event[2])
+        else:
+            marks[event[2]] = event[1]
+    return bwe, trace, marks
+
+
+def test_recorded_chromium_jitter_is_not_congestion():
+    """30 ms of jitter on 100 ms each way, packets in order: the trend line sees slopes, but
+    the median delay does not climb; at most the 100 ms step at its start counts as a queue.
+    Before the median's evidence was required: 36 overuses, the estimate 260-1190 kbit/s."""
+    bwe, trace, marks = replay("twcc_chromium_jitter.json.gz")
+    start = marks["jitter"]
+    assert bwe.overuses <= 2, bwe.overuses
+    late = [e for t, e, _ in trace if t >= start + 6]
+    assert min(late) >= 1_500_000, min(late)  # probes found room for the top layer
+
+
+def test_recorded_chromium_cap_then_lifted():
+    """A 300 kbit/s bottleneck (drop-tail at 250 ms): below 400 kbit/s within 2 s and under
+    the 640x360 layer while it lasts; lifted: no overuse from the bursts of a free path, the
+    1.5 Mbit/s layer fits again within 10 s (probes)."""
+    bwe, trace, marks = replay("twcc_chromium_cap.json.gz")
+    cap, lifted = marks["cap"], marks["lifted"]
+    capped = [e for t, e, _ in trace if cap + 2 <= t <= lifted]
+    assert max(capped) <= 450_000, max(capped)
+    assert next(e for t, e, _ in trace if t >= cap + 2) <= 400_000
+    at_lift = next(o for t, _, o in trace if t >= lifted)
+    assert at_lift >= 2  # the bottleneck was seen
+    assert bwe.overuses == at_lift  # none once it is gone
+    up = next(t for t, e, _ in trace if t >= lifted and e >= 1_500_000)
+    assert up - lifted <= 10, up - lifted
