@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import urllib.error
@@ -265,7 +266,21 @@ def _serve(args: argparse.Namespace) -> int:
         print("visio-sfu: DEVELOPMENT MODE: anyone may join any room", flush=True)
         print(f"  API key:    {DEV_API_KEY}\n  API secret: {secret}", flush=True)
         print(f"  open:       http://{config.host}:{config.port}/r/demo?name=Alice", flush=True)
-    return cluster_cli.serve(config, args)  # one process, or workers and a cluster
+    try:
+        return cluster_cli.serve(config, args)  # one process, or workers and a cluster
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        reason = {
+            errno.EADDRINUSE: "the address is in use (another server runs there?)",
+            errno.EACCES: "permission denied (ports below 1024 need privileges)",
+        }.get(exc.errno, "no such address on this machine")
+        print(
+            f"visio-sfu: cannot listen on {config.host}:{config.port}: {reason}; "
+            "choose another with --host/--port",
+            file=sys.stderr,
+        )
+        return 2
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -176,3 +176,28 @@ def test_rooms_cli_drives_the_admin_api(capsys):
         assert main(["rooms", "--url", server.url, "delete", "board"]) == 1
     finally:
         server.stop()
+
+
+def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path):
+    """A new user's second `visio-sfu serve` (or a port another program holds): a clear line,
+    exit status 2, and no worker process left behind."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    try:
+        for workers in ("2",):  # the default on a machine with two cores or more
+            done = subprocess.run(
+                [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
+                + ["--workers", workers, "--data-dir", str(tmp_path)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in done.stderr
+            assert "Traceback" not in done.stderr, done.stderr
+    finally:
+        held.close()
