@@ -17,7 +17,9 @@ path with and without transcription running.
    packets a second (50: as one person speaks; paced rounds are far noisier), rounds in turn:
    nothing attached; an AudioTap alone; transcription running (a real Transcriber on a
    stand-in room: its tap, its hand-over every 100 ms on the event loop, the worker process
-   recognising with live captions at the same moment). CPU of
+   recognising with live captions at the same moment); transcription and recording running
+   (a real Recorder too: its sink, its feeder thread, its writer process writing the Ogg
+   file). CPU of
    the event loop's thread per received packet while it forwards (``time.thread_time`` around
    each batch of five: the loop's other work and sleeps excluded), and of the whole server
    process (the hand-over, the result reader thread included); the worker's own CPU; and the
@@ -180,9 +182,17 @@ async def recognition(seconds: float, speakers: int, captions: bool) -> dict[str
 
 
 class _Person:
-    """What the Transcriber reads of a participant."""
+    """What the Transcriber and the Recorder read of a participant."""
+
+    class permissions:  # noqa: N801 - as a Participant has it
+        hidden = False
 
     sid, identity, name = "PA_pub", "speaker", "Speaker"
+
+    def ref(self):
+        from visio_sfu.events import ParticipantRef
+
+        return ParticipantRef(self.sid, self.identity, self.name)
 
 
 class _Room:
@@ -196,6 +206,9 @@ class _Room:
         self.track = track
         self.track_watchers: list = []
         self.captions = 0
+
+    def visible(self) -> list:
+        return [self.person]
 
     def watch_tracks(self, watcher) -> None:
         self.track_watchers.append(watcher)
@@ -227,7 +240,8 @@ async def forwarding(
 ) -> dict[str, float]:
     """The whole forwarding path per received Opus packet (speech), in turn: nothing attached;
     an AudioTap alone; transcription running (a real Transcriber: its tap, its hand-over every
-    100 ms on the event loop, a worker process recognising with live captions)."""
+    100 ms on the event loop, a worker process recognising with live captions); transcription
+    and a recording (a real Recorder: its sink, feeder thread and writer process) running."""
     from benchmarks.peers import connected_pair
     from visio_sfu.asr.backends import BackendSpec
     from visio_sfu.asr.model import base_model_dir, default_cache_dir
@@ -235,6 +249,7 @@ async def forwarding(
     from visio_sfu.audiotap import AudioTap
     from visio_sfu.downtrack import DownTrack
     from visio_sfu.publisher import Codec, Publisher
+    from visio_sfu.recording import Recorder
     from visio_sfu.rtp.header import build_rtp
     from visio_sfu.transcriber import Transcriber
     from visio_sfu.transport import set_ice_addresses
@@ -244,6 +259,7 @@ async def forwarding(
     publisher, server_in = await connected_pair("audio")
     pairs = [await connected_pair("audio") for _ in range(subscribers)]
     pool = None
+    directory = tempfile.TemporaryDirectory(prefix="visio-bench-")
     try:
         track = Publisher(
             "TR_audio",
@@ -277,7 +293,7 @@ async def forwarding(
             await pool.start()
             worker_pid = pool._workers[0].process.pid or 0
             transcriber = Transcriber(room, pool, "en")  # type: ignore[arg-type]
-            modes.append("transcribing")
+            modes += ["transcribing", "both"]
         seq = 0
         loop_runs: dict[str, list[float]] = {m: [] for m in modes}
         all_runs: dict[str, list[float]] = {m: [] for m in modes}
@@ -285,13 +301,17 @@ async def forwarding(
         worker_cpu = worker_wall = 0.0
         for r in range(rounds * len(modes)):
             mode = modes[r % len(modes)]
-            tap = None
+            tap = recorder = None
             if mode == "tap":
                 tap = AudioTap(limit=count + 10)
                 track.attach(tap)
-            elif mode == "transcribing":
+            elif mode in ("transcribing", "both"):
                 assert transcriber is not None
                 transcriber.start()  # attaches its own tap to the track
+                if mode == "both":
+                    recorder = Recorder(room, directory.name)  # type: ignore[arg-type]
+                    recorder.start()
+                    assert await recorder.wait_ready(30) is None
                 # 10 s of speech first (not counted): the worker is recognising when the
                 # measured packets come
                 for _ in range(500):
@@ -307,7 +327,7 @@ async def forwarding(
             received = track.packets
             await asyncio.sleep(0.05)
             all0, wall0 = time.process_time(), time.monotonic()
-            if mode == "transcribing":
+            if mode in ("transcribing", "both"):
                 cpu0 = process_cpu(worker_pid)
             loop_cpu = 0.0  # the loop thread's CPU while it forwards (not while it sleeps)
             for start in range(0, count, 5):  # five packets at a time, then the loop runs
@@ -325,7 +345,7 @@ async def forwarding(
                 await asyncio.sleep(0)
             loop_runs[mode].append(loop_cpu / count * 1e6)
             all_runs[mode].append((time.process_time() - all0) / count * 1e6)
-            if mode == "transcribing":
+            if mode in ("transcribing", "both"):
                 worker_cpu += process_cpu(worker_pid) - cpu0
                 worker_wall += time.monotonic() - wall0
             if tap is not None:
@@ -337,7 +357,11 @@ async def forwarding(
                     tap.take()
                     tap.packets = rest
                 takes.append((time.process_time() - t) / max(n, 1) * 1e6)
-            if mode == "transcribing":
+            if recorder is not None:
+                recorder.stop()
+                assert await recorder.wait_closed(30)
+                assert recorder.manifest["tracks"][0]["status"] == "complete"
+            if mode in ("transcribing", "both"):
                 assert transcriber is not None
                 # everything heard is recognised before the next round: the other rounds run
                 # with an idle worker
@@ -357,9 +381,13 @@ async def forwarding(
             out |= {
                 "loop thread, transcription running, µs": loop["transcribing"],
                 "  change % ": (loop["transcribing"] - base) / base * 100,
+                "loop thread, transcription and recording, µs": loop["both"],
+                "  change %   ": (loop["both"] - base) / base * 100,
                 "whole process, nothing attached, µs": whole["none"],
                 "whole process, transcription running, µs": whole["transcribing"],
                 "  change %  ": (whole["transcribing"] - whole["none"]) / whole["none"] * 100,
+                "whole process, transcription and recording, µs": whole["both"],
+                "  change %    ": (whole["both"] - whole["none"]) / whole["none"] * 100,
                 "worker process while measured, cores": worker_cpu / max(worker_wall, 1e-9),
                 "lines recognised (all rounds)": float(len(transcriber.transcript.lines)),
                 "captions sent (all rounds)": float(room.captions),
@@ -368,6 +396,7 @@ async def forwarding(
         out["least disturbed round: tap attached, µs"] = least["tap"]
         if transcriber is not None:
             out["least disturbed round: transcription running, µs"] = least["transcribing"]
+            out["least disturbed round: transcription and recording, µs"] = least["both"]
         out["rounds' spread, nothing attached, %"] = (
             (max(loop_runs["none"]) - min(loop_runs["none"])) / base * 100
         )
@@ -376,6 +405,7 @@ async def forwarding(
     finally:
         if pool is not None:
             await pool.close()
+        directory.cleanup()
         for a, b in [(publisher, server_in), *pairs]:
             await a.close()
             await b.close()

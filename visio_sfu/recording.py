@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 4096  # packets a track's sink holds for the writer; beyond, dropped and counted
 POLL_INTERVAL = 0.02  # the feeder thread hands the queues to the writer process this often (s)
+NICENESS = 5  # added to the writer process's nice value: when the CPU is short, forwarding first
 FINISH_TIMEOUT = 60.0  # how long a stopped recording's writer process has to close its files
 AUDIO_LATENCY = 0.2  # how long a missing audio packet is waited for
 VIDEO_LATENCY = 0.5  # ... a missing video packet (the server NACKs the publisher for it)
@@ -535,6 +536,10 @@ def writer_process(conn: Connection) -> None:
     ``("done", key, status, note, report)`` and last ``("finished", failure or None, cpu
     seconds)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the server stops us, files closed
+    try:
+        os.nice(NICENESS)  # its queues absorb a writer that falls behind; a late packet does not
+    except OSError:
+        pass
     writers: dict[str, _TrackWriter] = {}
     inboxes: dict[str, _Inbox] = {}
 

@@ -14,3 +14,4 @@ async def test_forwarding_with_and_without_transcription_runs():
     assert figures["loop thread, nothing attached, µs"] > 0
     assert figures["loop thread, tap attached, µs"] > 0
     assert figures["loop thread, transcription running, µs"] > 0
+    assert figures["loop thread, transcription and recording, µs"] > 0
