@@ -405,7 +405,11 @@ function wire(session) {
     others([]);
     state.participants.get('self')?.tracks.clear();
     for (const p of joined.participants) addParticipant(p, { quiet: true });
+    // the name the others see: the token's (a signed-in user's is the provider's), which may
+    // not be the one typed in the lobby
+    session.name = joined.participant.name || session.name;
     const self = state.participants.get('self') || addSelfTile(); // listed even without media
+    renameSelf(self, session.name);
     self.serverSid = joined.participant.sid; // info.sid stays 'self': isMuted and pins use it
     renderList();
     layout();
@@ -568,6 +572,17 @@ function addSelfTile() {
   updateFlags(p);
   renderList();
   return p;
+}
+
+function renameSelf(p, name) {
+  const shown = `${name} (${t('you')})`;
+  if (p.info.name === shown) return;
+  p.info.name = shown;
+  p.nameEl.textContent = shown;
+  const circle = p.avatar.querySelector('span');
+  circle.textContent = initials(shown);
+  circle.style.setProperty('--c', avatarColour(shown));
+  updateFlags(p);
 }
 
 function removeParticipant(sid, { quiet = false } = {}) {

@@ -121,6 +121,8 @@ def test_captions_reach_the_page_with_the_speakers_name(captions_server, browser
     alice = Speaker(captions_server.url)
     try:
         page.locator("#room").wait_for(state="visible", timeout=15000)
+        # her own tile bears the name the others see: the token's, not a made-up one
+        page.locator(".tile.self .label .name", has_text="Dana (you)").wait_for(timeout=15000)
         assert page.locator("#transcribing").is_hidden()
         page.click("#more-button")
         start = page.locator("#transcription-button")
