@@ -13,7 +13,7 @@ import { setupMeeting } from './meeting.js';
 import { setupCaptions } from './captions.js';
 import { setupRecording } from './recording.js';
 import { setupBreakout } from './breakout.js';
-import { admission, setupIdentity, setupLobbyHost, tr } from './identity.js';
+import { admission, newOwnedMeeting, setupIdentity, setupLobbyHost, tr } from './identity.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -294,6 +294,7 @@ function lobbyToggleMic() {
 }
 
 function newMeeting() {
+  if (newOwnedMeeting()) return; // meetings are created signed in, in My meetings (identity.js)
   const room = newMeetingName();
   $('room-input').value = room;
   showInvite();

@@ -23,6 +23,8 @@ const STRINGS = {
     lobbyTitle: 'Waiting to join', admit: 'Admit', deny: 'Deny', admitAll: 'Admit all', denyAll: 'Deny all',
     knocked: '{name} is waiting to join', guest: 'guest', signedIn: 'signed in',
     meetingDeleted: 'This meeting was deleted by its owner.',
+    noMeeting: 'There is no meeting at this address. Check the link, or create a meeting in My meetings.',
+    noMeetingSignIn: 'There is no meeting at this address. Check the link, or sign in to create a meeting.',
   },
   fr: {
     signIn: 'Se connecter', signOut: 'Se d\u00e9connecter', signedInAs: 'Connect\u00e9 : {name}', myMeetings: 'Mes r\u00e9unions',
@@ -37,6 +39,8 @@ const STRINGS = {
     lobbyTitle: 'En attente', admit: 'Admettre', deny: 'Refuser', admitAll: 'Tout admettre', denyAll: 'Tout refuser',
     knocked: '{name} attend pour entrer', guest: 'invit\u00e9', signedIn: 'connect\u00e9',
     meetingDeleted: 'Cette r\u00e9union a \u00e9t\u00e9 supprim\u00e9e par son organisateur.',
+    noMeeting: 'Aucune r\u00e9union \u00e0 cette adresse. V\u00e9rifiez le lien, ou cr\u00e9ez une r\u00e9union dans Mes r\u00e9unions.',
+    noMeetingSignIn: 'Aucune r\u00e9union \u00e0 cette adresse. V\u00e9rifiez le lien, ou connectez-vous pour cr\u00e9er une r\u00e9union.',
   },
 };
 
@@ -63,7 +67,9 @@ async function api(method, path, body) {
   return { status: r.status, data };
 }
 
-export const account = { enabled: false, user: null };
+// devTokens: the server gives a token for any room (development mode); otherwise only its
+// meetings (and links carrying a token) can be entered
+export const account = { enabled: false, user: null, devTokens: true };
 let ready = Promise.resolve(account); // setupIdentity's answer, awaited by admission
 
 // -- the lobby page: account bar and "My meetings" ----------------------------------------------
@@ -85,6 +91,7 @@ async function start() {
   }
   account.enabled = true;
   account.user = me.user;
+  account.devTokens = Boolean(me.dev_tokens);
   const lobby = document.getElementById('lobby');
   const slug = decodeURIComponent((location.pathname.match(/^\/r\/([^/]+)/) || [])[1] || '');
   if (slug) { // an owned meeting's name as the lobby's heading
@@ -192,12 +199,29 @@ function meetingItem(m, refresh) {
   return li;
 }
 
+// "New meeting" in the lobby, on a server where meetings are created by signing in: the form of
+// My meetings (signed in), or the sign-in. False: a made-up room name will do (tokens as before).
+export function newOwnedMeeting() {
+  if (!account.enabled || account.devTokens) return false;
+  const panel = document.getElementById('meetings');
+  if (account.user && panel) {
+    panel.open = true;
+    document.getElementById('meeting-name')?.focus();
+  } else {
+    location.href = `/auth/login?next=${encodeURIComponent('/')}`;
+  }
+  return true;
+}
+
 // -- entering an owned room: directly, or through the waiting room -----------------------------
 export async function admission(room, name, { onWaiting = () => {} } = {}) {
   await ready;
   if (!account.enabled) return {};
   const { status, data } = await api('POST', `/api/meetings/${encodeURIComponent(room)}/token`, { name });
-  if (status === 404) return {}; // not a room this server owns: tokens as before
+  if (status === 404) { // not a room this server owns: tokens as before, if there are any
+    if (account.devTokens || new URLSearchParams(location.search).get('token')) return {};
+    throw new Error(tr(account.user ? 'noMeeting' : 'noMeetingSignIn'));
+  }
   if (status === 200) return { token: data.token, meeting: data.meeting, host: data.host };
   if (status !== 403 || data.code !== 'must_wait') throw new Error(data.message || `HTTP ${status}`);
   return waitInLobby(room, name, onWaiting);

@@ -46,12 +46,36 @@ def sign_in(page, sub: str) -> None:
 
 
 def test_sign_in_own_room_and_waiting_room(server, browser, provider):
+    # an address that is no meeting: said in the lobby (no room without a token to enter it)
+    lost = open_page(browser, f"{server.url}/r/no-such-meeting", "lost")
+    lost.wait_for_selector("#sign-in")
+    lost.fill("#name-input", "Lost")
+    lost.click("#join-button")
+    poll(
+        lost,
+        "() => document.getElementById('lobby-error').textContent",
+        lambda text: text.startswith("There is no meeting at this address."),
+        what="no meeting at this address",
+    )
+    assert lost.locator("#lobby").is_visible() and lost.locator("#room").is_hidden()
+    lost.context.close()
+
     alice = open_page(browser, f"{server.url}/", "alice")
     assert alice.locator("#sign-in").is_visible()
     assert alice.locator("#meetings").count() == 0  # nothing to own before signing in
+    alice.click("#new-meeting")  # meetings are made signed in: to the provider
+    alice.wait_for_selector("input[name=sub]")
+    alice.go_back()
     sign_in(alice, "alice")
     assert alice.locator("#signed-in").inner_text() == "Signed in as Alice Martin"
     assert alice.input_value("#name-input") == "Alice Martin"
+    alice.click("#new-meeting")  # signed in: the form of My meetings
+    poll(
+        alice,
+        "() => document.activeElement.id",
+        lambda focused: focused == "meeting-name",
+        what="New meeting leads to My meetings' form",
+    )
     alice.fill("#meeting-name", "Team meeting")
     alice.select_option("#meeting-access", "trusted")
     artefact(alice, "identity-my-meetings")

@@ -105,6 +105,7 @@ async def test_sign_in_and_owned_rooms(rooms_server):
         status, me = await call(alice, "GET", f"{server.url}/auth/me")
         assert me["user"]["subject"] == "alice" and me["user"]["name"] == "Alice Martin"
         assert me["user"]["email"] == "alice@example.org"
+        assert me["dev_tokens"] is False  # only meetings (or token links) can be entered
         assert (await call(guest, "GET", f"{server.url}/auth/me"))[1]["user"] is None
         status, body = await call(guest, "POST", f"{server.url}/api/meetings", {"name": "x"})
         assert status == 401 and body["code"] == "not_signed_in"
