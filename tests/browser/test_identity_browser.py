@@ -97,6 +97,16 @@ def test_sign_in_own_room_and_waiting_room(server, browser, provider):
     bob.wait_for_selector("#room:not([hidden])")
     assert bob.locator("#waiting").count() == 0
     tile_of(alice, "Bob Durand").wait_for(timeout=30000)
+    # the host may record and transcribe her meeting; Bob, not a host, may not
+    alice.locator("#record-button").wait_for(timeout=10000)
+    alice.click("#more-button")
+    alice.locator("#transcription-button").wait_for(timeout=10000)
+    alice.click("#more-button")
+    bob.click("#more-button")
+    bob.locator("#captions-toggle").wait_for(state="attached")
+    assert bob.locator("#record-button").is_hidden()
+    assert bob.locator("#transcription-button").is_hidden()
+    bob.click("#more-button")
 
     # a guest waits with his preview and name; the host hears and sees it, and admits him
     guest = open_page(browser, room_url, "gabriel")
