@@ -3,8 +3,9 @@
 Alice signs in through the provider's login page, creates a ``trusted`` meeting in "My
 meetings" and joins it (its host). Bob signs in and enters directly. Gabriel, a guest, waits in
 the lobby with his preview; Alice's page chimes and shows him; she admits him and he sees and
-hears the meeting. Mallory, another guest, is denied: her page says so at once, she never gets a
-token nor any media, and knocking again at once is refused. Then Alice renames the meeting,
+hears the meeting. Mallory and Oscar, two more guests, are denied together ("Deny all"): their
+pages say so at once, they never get a token nor any media, and knocking again at once is
+refused. Then Alice renames the meeting,
 makes it restricted, invites people, deletes it (Bob's meeting ends), and signs out, at the
 provider too. The server runs without development mode (no /dev/token): tokens come only from
 the sign-in and the waiting room.
@@ -141,21 +142,28 @@ def test_sign_in_own_room_and_waiting_room(server, browser, provider):
     assert seen["framesDecoded"] > 0
     tile_of(alice, "Gabriel").wait_for(timeout=30000)
 
-    # another guest is denied: told at once, never a token, never any media
-    mallory = open_page(browser, room_url, "mallory")
-    mallory.wait_for_selector("#sign-in")
-    mallory.fill("#name-input", "Mallory")
-    mallory.click("#join-button")
-    mallory.wait_for_selector("#waiting")
+    # two more guests are denied at once ("Deny all"): told at once, never a token nor media
+    knocking = {}
+    for name in ("Mallory", "Oscar"):
+        page = knocking[name] = open_page(browser, room_url, name.lower())
+        page.wait_for_selector("#sign-in")
+        page.fill("#name-input", name)
+        page.click("#join-button")
+        page.wait_for_selector("#waiting")
+    mallory, oscar = knocking["Mallory"], knocking["Oscar"]
     card.wait_for(state="visible", timeout=30000)
-    assert alice.get_attribute("#lobby-card", "data-chimes") == "2"
-    card.get_by_role("button", name="Deny Mallory").click()
-    poll(
-        mallory,
-        "() => document.getElementById('lobby-error').textContent",
-        lambda text: "declined" in text,
-        what="the denied guest is told",
-    )
+    card.get_by_role("button", name="Deny Oscar").wait_for(timeout=30000)
+    assert alice.get_attribute("#lobby-card", "data-chimes") == "3"
+    artefact(alice, "identity-host-two-waiting")
+    card.locator("#deny-all").click()
+    for page in (mallory, oscar):
+        poll(
+            page,
+            "() => document.getElementById('lobby-error').textContent",
+            lambda text: "declined" in text,
+            what="the denied guest is told",
+        )
+    oscar.context.close()
     artefact(mallory, "identity-guest-denied")
     mallory.click("#join-button")  # at once again: refused, no loop
     poll(
