@@ -188,6 +188,16 @@ class SubscriberOffer(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SectionsWanted(Event):
+    """To a client on a single connection (it makes every offer): offer again, with this many
+    more receive-only audio and video m-sections, so that the answer can carry the tracks it
+    must receive (LiveKit's ``media_sections_requirement``; 0 and 0: just offer again)."""
+
+    num_audios: int
+    num_videos: int
+
+
+@dataclass(frozen=True, slots=True)
 class NegotiationFailed(Event):
     """The server could not apply the client's answer to one of its offers."""
 

@@ -30,6 +30,7 @@ from .events import (
 )
 from .publish import SOURCES, PublishConnection, TrackRequest, new_sid
 from .publisher import Publisher
+from .sdp import keep_rid_extensions
 from .stats import Stats
 from .subscribe import SubscribeConnection
 from .transport import PeerTransport
@@ -96,12 +97,16 @@ class Participant:
         transport_factory: Callable[..., PeerTransport] = PeerTransport,
         data_channels: bool = False,
         auto_subscribe: bool = True,
+        single_pc: bool = False,
     ) -> None:
         """``data_channels``: the client speaks over SCTP data channels (LiveKit's clients):
         its subscribe connection carries the server's ``_reliable`` and ``_lossy`` channels
         from its first offer, and what the client sends on any channel goes to ``on_data``.
         ``auto_subscribe``: receive the others' tracks without asking (else only those asked
-        for, Room.set_subscribed: LiveKit's autoSubscribe off)."""
+        for, Room.set_subscribed: LiveKit's autoSubscribe off).
+        ``single_pc``: one peer connection carries what the client sends and what it
+        receives (LiveKit's ``/rtc/v1``): the client makes every offer (``single_offer``),
+        with receive-only sections the answer fills; the data channels are the client's."""
         self.sid = new_sid("PA")
         self.identity = identity
         self.name = name
@@ -127,6 +132,13 @@ class Participant:
         #: ``(label, message)`` for each data-channel message from the client (set by its
         #: signaling session, which knows the message format)
         self.on_data: Callable[[str, bytes], None] | None = None
+        #: the one peer connection of a ``single_pc`` participant (else None)
+        self.single: PeerTransport | None = None
+        if single_pc:
+            extra = {"on_data": self._data} if data_channels else {}
+            self.single = transport_factory(
+                on_rtcp=self._single_rtcp, on_state=self._single_state, **extra
+            )
         self.publishing = self._new_publishing(max_tracks)
         self.subscriber: SubscribeConnection | None = None
         if self.permissions.can_subscribe:
@@ -149,6 +161,7 @@ class Participant:
             on_failed=self._failed,
             transport_factory=self._transport_factory,
             on_data=self._data if self.data_channels else None,
+            transport=self.single,
         )
 
     def _new_subscriber(self, first_offer: int = 1) -> SubscribeConnection:
@@ -158,9 +171,53 @@ class Participant:
             self._failed,
             first_offer=first_offer,
             transport_factory=self._transport_factory,
-            data_channels=DATA_CHANNELS if self.data_channels else (),
+            data_channels=DATA_CHANNELS if self.data_channels and self.single is None else (),
             on_data=self._data if self.data_channels else None,
+            transport=self.single,
         )
+
+    # -- one peer connection (single_pc) -----------------------------------------------------
+    def _single_rtcp(self, data: bytes) -> None:
+        """RTCP on the one connection: sender reports concern what the client publishes,
+        feedback (NACK, PLI, receiver reports, transport-cc, REMB) what it receives; each side
+        reads what is its own."""
+        self.publishing.handle_rtcp(data)
+        if self.subscriber is not None:
+            self.subscriber.handle_rtcp(data)
+
+    def _single_state(self, state: str) -> None:
+        if self.subscriber is not None:
+            self.subscriber.handle_state(state)
+        elif state == "failed":
+            self._failed("ice_failed")
+
+    async def single_offer(self, sdp: str) -> tuple[str, dict[str, str]]:
+        """Answer an offer of a ``single_pc`` client: its sending sections publish tracks (as
+        ``publish_offer``), its receive-only ones carry the tracks it receives. Returns the
+        answer SDP and which track each receiving section carries (mid -> track sid)."""
+        transport = self.single
+        if transport is None:
+            raise TransportError("this participant has two connections")
+        if self.closed:
+            raise TransportError("participant left")
+        offered, prefer = self.publishing.read_offer(sdp, receiving=True)
+        receiving = {m.mid for m in offered if m.kind in ("audio", "video") and not m.sending}
+        slots = await transport.receive_offer(sdp, prefer)
+        sub = self.subscriber
+        try:
+            if sub is not None:
+                sub.fill(slots, receiving)
+            answer = await transport.make_answer()
+        finally:
+            if sub is not None:
+                sub._filling = False
+        if self.closed:
+            raise TransportError("participant left")
+        answer = keep_rid_extensions(sdp, self.publishing.answered(sdp, offered, answer))
+        if sub is None:
+            return answer, {}
+        sub.answered(answer)
+        return answer, sub.mid_to_track()
 
     def allows(self, identity: str, track_sid: str) -> bool:
         """Whether the participant ``identity`` may receive this participant's track."""
@@ -338,6 +395,8 @@ class Participant:
             raise PermissionDenied("not allowed to subscribe")
         if self.closed:
             raise TransportError("participant left")
+        if self.single is not None:
+            raise TransportError("one peer connection: the client renegotiates it itself")
         now = time.monotonic()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
         if len(self._restarts) >= MAX_RESTARTS:
@@ -389,6 +448,8 @@ class Participant:
         (nothing is awaited after it is made, as in ``restart_subscriber``)."""
         if self.closed:
             raise TransportError("participant left")
+        if self.single is not None:
+            raise TransportError("one peer connection: rejoin, or resume (rebind)")
         self.suspended = True  # nothing of the old connections reaches the new client
         old = self.publishing
         for sid in list(old.tracks):
@@ -404,7 +465,13 @@ class Participant:
 
     # -- trickle and teardown ------------------------------------------------------------
     async def add_ice_candidate(self, target: str, candidate: dict | None) -> None:
-        """A trickled client candidate for the publisher or subscriber connection."""
+        """A trickled client candidate for the publisher or subscriber connection (the one
+        connection of a ``single_pc`` participant, whichever the target)."""
+        if self.single is not None:
+            if target not in ("publisher", "subscriber"):
+                raise ValueError("target must be 'publisher' or 'subscriber'")
+            await self.single.add_ice_candidate(candidate)
+            return
         if target == "publisher":
             await self.publishing.add_ice_candidate(candidate)
         elif target == "subscriber":
@@ -427,5 +494,7 @@ class Participant:
         await self.publishing.close()  # its tracks retire before it awaits its transport
         if self.subscriber is not None:
             await self.subscriber.close()
+        if self.single is not None:
+            await self.single.close()  # (closed already if it had a subscriber)
         for task in list(self._closing):
             await task

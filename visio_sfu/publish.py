@@ -34,6 +34,8 @@ from .transport import PeerTransport
 logger = logging.getLogger(__name__)
 
 SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
+#: m-sections a single-connection client may offer, those it receives on included
+MAX_SECTIONS = 256
 #: the most bandwidth we let a publisher use (REMB); less when its uplink loses (PublisherRate)
 DEFAULT_PUBLISH_BITRATE = 4_000_000
 
@@ -75,8 +77,12 @@ class PublishConnection:
         on_failed: Callable[[str], None],
         transport_factory: Callable[..., PeerTransport] = PeerTransport,
         on_data: Callable[[str, bytes], None] | None = None,
+        transport: PeerTransport | None = None,
     ) -> None:
-        """``on_data``: data-channel messages the client sends on this connection."""
+        """``on_data``: data-channel messages the client sends on this connection.
+        ``transport``: a connection shared with the participant's receiving side (a client on
+        one peer connection: Participant ``single_pc``); its RTP comes here, its RTCP and state
+        are the owner's to hand on (``handle_rtcp``, ``handle_state``)."""
         self.participant_sid = participant_sid
         self._on_data = on_data
         self._may_publish = may_publish
@@ -91,7 +97,10 @@ class PublishConnection:
         self.router = RtpRouter()
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.rate = PublisherRate(DEFAULT_PUBLISH_BITRATE)  # what its REMB says
-        self.transport: PeerTransport | None = None
+        self.transport: PeerTransport | None = transport
+        self.shared = transport is not None
+        if transport is not None:
+            transport.on_rtp = self._on_rtp
         self.closed = False
 
     # -- announcing and negotiating ------------------------------------------------------
@@ -125,29 +134,49 @@ class PublishConnection:
 
     async def offer(self, sdp: str) -> str:
         """Apply the client's offer; returns our answer. Publishes and unpublishes tracks."""
-        if not self._may_publish(None):
-            raise PermissionDenied("not allowed to publish")
-        if self.closed:
-            raise TransportError("participant left")
-        offered = parse_offer(sdp)
-        if len([m for m in offered if m.kind in ("audio", "video")]) > self.max_tracks:
-            raise TransportError(f"at most {self.max_tracks} media sections")
+        offered, prefer = self.read_offer(sdp)
         if self.transport is None:
             extra = {"on_data": self._on_data} if self._on_data is not None else {}
             self.transport = self._transport_factory(
                 on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_state, **extra
             )
-        simulcast = offered_simulcast(sdp)
         transport = self.transport
+        answer = await (transport.answer(sdp, prefer) if prefer else transport.answer(sdp))
+        if self.closed:  # left meanwhile: close() may have run before the transport existed
+            await transport.close()
+            raise TransportError("participant left")
+        return self.answered(sdp, offered, answer)
+
+    def read_offer(
+        self, sdp: str, receiving: bool = False
+    ) -> tuple[list[OfferedMedia], dict[str, str]]:
+        """Check a client offer before it is applied: its m-sections, and the codec to put
+        first for the tracks announced with one (mid -> MIME type). ``receiving``: the offer
+        also has sections the client receives on (one peer connection): only those it sends
+        on count against ``max_tracks``."""
+        if self.closed:
+            raise TransportError("participant left")
+        offered = parse_offer(sdp)
+        media = [m for m in offered if m.kind in ("audio", "video")]
+        if receiving:
+            if len(media) > MAX_SECTIONS:
+                raise TransportError(f"at most {MAX_SECTIONS} media sections")
+            media = [m for m in media if m.sending]
+        if len(media) > self.max_tracks:
+            raise TransportError(f"at most {self.max_tracks} media sections")
+        if (media or not receiving) and not self._may_publish(None):
+            raise PermissionDenied("not allowed to publish")
         prefer = {
             m.mid: req.codec
             for m in offered
             if (req := self.requests.get(m.msid_track)) is not None and req.codec
         }
-        answer = await (transport.answer(sdp, prefer) if prefer else transport.answer(sdp))
-        if self.closed:  # left meanwhile: close() may have run before the transport existed
-            await transport.close()
-            raise TransportError("participant left")
+        return offered, prefer
+
+    def answered(self, sdp: str, offered: list[OfferedMedia], answer: str) -> str:
+        """Our answer to ``sdp`` was made: publish and unpublish the tracks it sends, and
+        return the answer completed (simulcast accepted, Opus options kept)."""
+        simulcast = offered_simulcast(sdp)
         for spec in simulcast.values():
             self.router.rid_ext_id = spec["extensions"][RID]
             self.router.rrid_ext_id = spec["extensions"].get(REPAIRED_RID, 0)
@@ -256,6 +285,11 @@ class PublishConnection:
         if state == "failed":
             self._on_failed("ice_failed")
 
+    def handle_rtcp(self, data: bytes) -> None:
+        """A compound RTCP packet from the client, on a transport shared with the receiving
+        side (which reads the same packet for what concerns it)."""
+        self._on_rtcp(data)
+
     def send_feedback(self) -> None:
         """Receiver report and REMB to the client, so that its encoder can adapt."""
         transport = self.transport
@@ -289,7 +323,7 @@ class PublishConnection:
         self._stats.retired_drops[DropReason.UNKNOWN_SSRC] += self.router.unknown
         self.router.unknown = 0
         self.router.clear()
-        if self.transport is not None:
+        if self.transport is not None and not self.shared:
             await self.transport.close()
 
 

@@ -163,9 +163,10 @@ class Room:
         bypass_lock: bool = False,
         data_channels: bool = False,
         auto_subscribe: bool = True,
+        single_pc: bool = False,
     ) -> Participant:
         """Add a new participant; an older session with the same identity is replaced.
-        ``data_channels``, ``auto_subscribe``: see Participant.
+        ``data_channels``, ``auto_subscribe``, ``single_pc``: see Participant.
 
         A locked room refuses newcomers (RoomLocked) unless ``bypass_lock`` (a host); someone
         already in the room, coming back from another window, is no newcomer."""
@@ -189,6 +190,7 @@ class Room:
             transport_factory=self._transport_factory,
             data_channels=data_channels,
             auto_subscribe=auto_subscribe,
+            single_pc=single_pc,
         )
         self.attach(p)
         return p

@@ -172,6 +172,35 @@ def accept_simulcast(answer_sdp: str, simulcast: dict[str, dict]) -> str:
     return "\r\n".join(line for part in parts for line in part) + "\r\n"
 
 
+RID_URIS = (
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+)
+
+
+def keep_rid_extensions(offer_sdp: str, answer_sdp: str) -> str:
+    """Amend an answer to accept the rid header extensions in every video section that
+    offers them (aiortc accepts them only with simulcast). A client on one connection
+    (LiveKit's /rtc/v1) offers receive-only video sections first: were the extensions refused
+    there, Chromium could negotiate no simulcast on that bundle afterwards ("negotiates
+    simulcast but does not negotiate the RID RTP header extension")."""
+    offered: dict[str, dict[str, int]] = {}
+    for section in sections(offer_sdp)[1:]:
+        mid = next((line[6:].strip() for line in section if line.startswith("a=mid:")), "")
+        offered[mid] = _extmap_ids(section)
+    parts = sections(answer_sdp)
+    for section in parts[1:]:
+        if not section or not section[0].startswith("m=video"):
+            continue
+        mid = next((line[6:].strip() for line in section if line.startswith("a=mid:")), "")
+        have = _extmap_ids(section)
+        for uri in RID_URIS:
+            ext_id = offered.get(mid, {}).get(uri)
+            if ext_id is not None and uri not in have:
+                section.append(f"a=extmap:{ext_id} {uri}")
+    return "\r\n".join(line for part in parts for line in part) + "\r\n"
+
+
 TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 

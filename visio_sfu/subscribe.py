@@ -17,7 +17,7 @@ from collections.abc import Callable
 from .bwe import SendSideEstimator, TransportStamper
 from .downtrack import DownTrack
 from .errors import TransportError
-from .events import Event, NegotiationFailed, OfferedTrack, SubscriberOffer
+from .events import Event, NegotiationFailed, OfferedTrack, SectionsWanted, SubscriberOffer
 from .munger import Munger
 from .publisher import Publisher
 from .rtp import rtcp
@@ -29,8 +29,9 @@ from .transport import PeerTransport, Slot
 logger = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 20.0
-PROBE_INTERVAL = 2.0  # seconds between probes (after a failed one: PROBE_BACKOFF)
-PROBE_BACKOFF = 6.0
+PROBE_INTERVAL = 2.0  # seconds between probes (after a failed one: PROBE_BACKOFF more)
+PROBE_BACKOFF = 3.0
+PROBE_AGAIN = 0.3  # after a successful one, if still below what is wanted: the next at once
 PROBE_DURATION = 0.1  # a probe cluster is sent over this long ...
 PROBE_STEPS = 5  # ... in this many bursts
 MAX_NACKED = 2048  # sequence numbers taken from one compound RTCP packet, per track
@@ -48,26 +49,40 @@ class SubscribeConnection:
         transport_factory: Callable[..., PeerTransport] = PeerTransport,
         data_channels: tuple[tuple[str, bool], ...] = (),
         on_data: Callable[[str, bytes], None] | None = None,
+        transport: PeerTransport | None = None,
     ) -> None:
         """``first_offer``: the number of the first offer id (``s<n>``); a restarted connection
         goes on counting, so a late answer to an offer of the old one is never taken for an
         answer to the new one. ``data_channels``: ``(label, reliable)`` of the channels this
         connection opens before its first offer (which then never lacks an m-section);
-        ``on_data`` receives what the client sends on them."""
+        ``on_data`` receives what the client sends on them.
+
+        ``transport``: the participant's one peer connection, shared with its publishing side
+        (Participant ``single_pc``, LiveKit's ``/rtc/v1``): the client makes every offer, with
+        receive-only m-sections this side fills (``fill`` then ``answered``); when a track to
+        receive finds none free, a ``SectionsWanted`` event asks the client for more. The
+        owner hands on the connection's RTCP and state (``handle_rtcp``, ``handle_state``)."""
         self.participant_sid = participant_sid
         self._emit = emit
         self._on_failed = on_failed
-        extra = {"on_data": on_data} if on_data is not None else {}
-        self.transport = transport_factory(on_rtcp=self._on_rtcp, on_state=self._on_state, **extra)
-        if data_channels:
-            self.transport.open_data_channels(data_channels)
+        #: the client offers (one shared peer connection); else this side does
+        self.client_offers = transport is not None
+        if transport is not None:
+            self.transport = transport
+        else:
+            extra = {"on_data": on_data} if on_data is not None else {}
+            self.transport = transport_factory(
+                on_rtcp=self._on_rtcp, on_state=self._on_state, **extra
+            )
+            if data_channels:
+                self.transport.open_data_channels(data_channels)
         self.downtracks: dict[str, DownTrack] = {}  # track sid -> DownTrack
         self._by_ssrc: dict[int, DownTrack] = {}
         self._slot: dict[str, Slot] = {}  # track sid -> transceiver
         self._to_bind: dict[str, DownTrack] = {}
         self._released: list[Slot] = []  # inactive in the offer being made
         self._free: list[Slot] = []  # inactive and negotiated: reusable
-        self._mungers: dict[int, Munger] = {}  # transceiver id -> its munger
+        self._mungers: dict[int | str, Munger] = {}  # transceiver id (client_offers: mid) -> munger
         self._dirty = False
         self._task: asyncio.Task | None = None
         self._answer: tuple[str, asyncio.Future] | None = None
@@ -84,6 +99,13 @@ class SubscribeConnection:
         self.probe_packets = 0
         self.closed = False
         self.negotiations = 0
+        # client_offers: sections asked for since its last offer, free ones after our last
+        # answer (inactive, reusable), whether a new offer was asked for, an answer being made
+        self._asked = {"audio": 0, "video": 0}
+        self._spare = {"audio": 0, "video": 0}
+        self._wanted = False
+        self._filling = False
+        self._want_soon = False
 
     # -- subscriptions -------------------------------------------------------------------
     def add(self, track: Publisher) -> DownTrack:
@@ -91,6 +113,13 @@ class SubscribeConnection:
         existing = self.downtracks.get(track.sid)
         if existing is not None:
             return existing
+        if self.client_offers:  # placed in a section of the client's next offer (fill)
+            dt = DownTrack(track, self.transport.send_rtp, self.participant_sid)
+            self.downtracks[track.sid] = dt
+            self._to_bind[track.sid] = dt
+            track.attach(dt)
+            self._schedule()
+            return dt
         transceiver = self._take_transceiver(track)
         munger = self._mungers.get(id(transceiver))
         dt = DownTrack(track, self.transport.send_rtp, self.participant_sid)
@@ -117,7 +146,8 @@ class SubscribeConnection:
             transceiver.direction = "inactive"
             transceiver.release_msid()
             self._released.append(transceiver)
-            self._schedule()
+            if not self.client_offers:  # (else inactive in the answer to its next offer)
+                self._schedule()
 
     def _take_transceiver(self, track: Publisher) -> Slot:
         for t in self._free:
@@ -133,6 +163,11 @@ class SubscribeConnection:
 
     # -- negotiation ---------------------------------------------------------------------
     def _schedule(self) -> None:
+        if self.client_offers:
+            if not self._want_soon and not self.closed:
+                self._want_soon = True  # tracks added together: one request
+                asyncio.get_running_loop().call_soon(self._want)
+            return
         self._dirty = True
         if self._task is None and not self.closed:
             self._task = asyncio.ensure_future(self._negotiate())
@@ -227,9 +262,108 @@ class SubscribeConnection:
             self._by_ssrc[media.ssrc] = dt
             dt.track.attach(dt)
 
+    # -- a client that makes every offer (one peer connection) ----------------------------
+    def fill(self, slots: list[Slot], receiving: set[str]) -> None:
+        """Before our answer to a client offer (``slots``: its m-sections, ``receiving``: the
+        mids of those it receives on): the tracks already placed keep their sections, those
+        removed since are inactive in this answer (reusable in the next), and the tracks
+        waiting take the free sections of their kind."""
+        if self.closed:
+            raise TransportError("the subscriber connection is closed")
+        self._filling = True
+        self._asked = {"audio": 0, "video": 0}
+        self._wanted = False
+        by_mid = {s.mid: s for s in slots if s.mid is not None}
+        taken = {t.mid for t in self._released}
+        self._released = []
+        for mid in taken:
+            slot = by_mid.get(mid or "")
+            if slot is not None:
+                slot.direction = "inactive"
+                slot.release_msid()
+        for sid, old in list(self._slot.items()):
+            slot = by_mid.get(old.mid or "")
+            if slot is not None:
+                slot.direction = "sendonly"
+                slot.set_msid(self.downtracks[sid].track.participant_sid, sid)
+                self._slot[sid] = slot
+                taken.add(slot.mid)
+        free = [by_mid[mid] for mid in by_mid if mid in receiving and mid not in taken]
+        for slot in free:
+            if slot.direction != "inactive":
+                slot.direction = "inactive"
+                slot.release_msid()
+        for sid, dt in self._to_bind.items():
+            if sid in self._slot:
+                continue
+            slot = next((s for s in free if s.kind == dt.track.kind), None)
+            if slot is None:
+                continue
+            free.remove(slot)
+            slot.direction = "sendonly"
+            slot.set_msid(dt.track.participant_sid, sid)
+            munger = self._mungers.get(slot.mid or "")
+            if munger is not None:
+                munger.new_epoch()  # continuous with what this section sent last
+                dt.munger = munger
+            self._mungers[slot.mid or ""] = dt.munger
+            self._slot[sid] = slot
+        spare = {"audio": 0, "video": 0}
+        for slot in free:
+            spare[slot.kind] = spare.get(slot.kind, 0) + 1
+        for mid in taken:
+            slot = by_mid.get(mid or "")
+            if slot is not None and slot.direction == "inactive":
+                spare[slot.kind] = spare.get(slot.kind, 0) + 1  # free after this answer
+        self._spare = spare
+
+    def answered(self, answer_sdp: str) -> None:
+        """Our answer to the client's offer (after ``fill``) is made: the tracks it carries
+        are bound and sent from now on; those still without a section ask for more."""
+        self._filling = False
+        if self.closed:
+            return
+        self.negotiations += 1
+        self.stamper.ext_id = answered_extension(answer_sdp, TRANSPORT_CC_URI) or 0
+        self._bind_pending()
+        self._want()
+
+    def mid_to_track(self) -> dict[str, str]:
+        """Which track each section carries (mid -> track sid), as answered last."""
+        return {t.mid: sid for sid, t in self._slot.items() if t.mid is not None}
+
+    def _want(self) -> None:
+        """Ask the client for an offer (and sections) when tracks wait for a section."""
+        self._want_soon = False
+        if self.closed or self._filling or not self.negotiations:
+            return  # (the answer being made, or the first one, places them or asks)
+        waiting = {"audio": 0, "video": 0}
+        for sid, dt in self._to_bind.items():
+            if sid not in self._slot:
+                waiting[dt.track.kind] += 1
+        if not any(waiting.values()):
+            return
+        extra = {k: max(0, n - self._spare.get(k, 0) - self._asked[k]) for k, n in waiting.items()}
+        if self._wanted and not any(extra.values()):
+            return  # an offer was asked for already, with room enough
+        for k, n in extra.items():
+            self._asked[k] += n
+        self._wanted = True
+        self._emit(SectionsWanted(extra["audio"], extra["video"]))
+
+    def handle_rtcp(self, data: bytes) -> None:
+        """A compound RTCP packet from the client on a shared connection (see __init__)."""
+        self._on_rtcp(data)
+
+    def handle_state(self, state: str) -> None:
+        """The shared connection's state changed (see __init__)."""
+        self._on_state(state)
+
     def offer(self) -> None:
         """Make an offer now even if nothing changed (a LiveKit client waits for one, with the
         data channels, right after joining)."""
+        if self.client_offers:
+            raise TransportError("the client makes the offers on this connection")
         self._schedule()
 
     def pending_offer(self) -> tuple[str, str] | None:
@@ -333,15 +467,18 @@ class SubscribeConnection:
         whether the path carried that rate, and only then may the estimate, and the layers,
         go up. Returns the cluster's target rate, or None if no probe was sent."""
         est = self.estimator
+        # probes go on doubling while they succeed (a lifted cap is found in a few of them);
+        # a failed one waits PROBE_BACKOFF more, a path that is full is not pushed often
+        succeeded = bool(est.probes) and est.last_probe is not None
         if (
             not self.stamper.ext_id
             or not self.twcc_feedbacks
             or est.probing
-            or now < self._next_probe
+            or now < self._next_probe - (PROBE_INTERVAL - PROBE_AGAIN if succeeded else 0.0)
             or (est.probes and est.last_probe is None and now < self._next_probe + PROBE_BACKOFF)
             or est.state == "overuse"
             or est.loss_fraction > 0.05
-            or est.estimate >= 0.95 * self.wanted_bitrate
+            or est.estimate >= self.wanted_bitrate  # the allocator counts its margin
         ):
             return None
         recent = [

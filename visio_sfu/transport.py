@@ -137,6 +137,54 @@ def _keep_vp9_profile_0(pc: RTCPeerConnection, offer_sdp: str) -> None:
         ]
 
 
+def _offered_formats(sdp: str) -> dict[str, dict[int, str]]:
+    """Each m-section's payload types and their codec names (lower case), by mid."""
+    out: dict[str, dict[int, str]] = {}
+    formats: dict[int, str] = {}
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            formats = {}
+        elif line.startswith("a=mid:"):
+            out[line[6:].strip()] = formats
+        elif line.startswith("a=rtpmap:"):
+            head, _, rest = line[9:].partition(" ")
+            if head.isdigit():
+                formats[int(head)] = rest.split("/", 1)[0].strip().lower()
+    return out
+
+
+def _keep_offered_formats(pc: RTCPeerConnection, offer_sdp: str) -> None:
+    """Keep only the negotiated codecs whose payload type the offer gives that codec.
+
+    aiortc keeps its own payload type for a codec the offer numbers below 96 (Chromium gives
+    newer formats 35-63): such a codec would reach the answer under a number the offer gives
+    another codec (seen: VP9 as 103, the offer's H.264 RTX), and the browser rejects the
+    answer ("Duplicate payload type with conflicting codec name"). Those are dropped, and
+    the RTX of a dropped codec with them."""
+    offered = _offered_formats(offer_sdp)
+    for t in pc.getTransceivers():
+        formats = offered.get(t.mid or "")
+        if formats is None:
+            continue
+        kept: list = []
+        seen: set[int] = set()
+        for c in t._codecs:
+            pt = c.payloadType
+            if pt is None or pt in seen:
+                continue
+            name = formats.get(pt)
+            if name != c.mimeType.split("/")[-1].lower() and (name is not None or pt >= 96):
+                continue  # (a static payload type may come without its a=rtpmap)
+            kept.append(c)
+            seen.add(pt)
+        t._codecs = [
+            c
+            for c in kept
+            if not c.mimeType.lower().endswith("/rtx")
+            or int((c.parameters or {}).get("apt", -1)) in seen
+        ]
+
+
 def _prefer_codecs(pc: RTCPeerConnection, prefer: dict[str, str]) -> None:
     """Move a codec (and its RTX) first in the negotiated codecs of some m-sections."""
     for t in pc.getTransceivers():
@@ -441,6 +489,7 @@ class PeerTransport:
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             _keep_vp9_profile_0(self.pc, offer_sdp)
+            _keep_offered_formats(self.pc, offer_sdp)
             if prefer:
                 _prefer_codecs(self.pc, prefer)
             self._hook_all()
@@ -455,13 +504,19 @@ class PeerTransport:
         self._hook_all()
         return self.pc.localDescription.sdp
 
-    async def receive_offer(self, offer_sdp: str) -> list[Slot]:
-        """Apply a remote offer whose m-sections we will send on (a WHEP player's); returns
-        them in order, to be given a direction and a track before ``make_answer``."""
+    async def receive_offer(
+        self, offer_sdp: str, prefer: dict[str, str] | None = None
+    ) -> list[Slot]:
+        """Apply a remote offer whose m-sections we will send on (a WHEP player's, or a
+        single-connection client's); returns them in order, to be given a direction and a
+        track before ``make_answer``. ``prefer``: as for ``answer``."""
         token = _negotiating.set(True)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             _keep_vp9_profile_0(self.pc, offer_sdp)
+            _keep_offered_formats(self.pc, offer_sdp)
+            if prefer:
+                _prefer_codecs(self.pc, prefer)
         except Exception as exc:  # aiortc raises ValueError, KeyError, InternalError...
             raise TransportError(f"offer rejected: {type(exc).__name__}: {exc}") from None
         finally:
@@ -475,6 +530,8 @@ class PeerTransport:
         try:
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
+        except Exception as exc:  # aiortc's InternalError, InvalidStateError...
+            raise TransportError(f"offer rejected: {type(exc).__name__}: {exc}") from None
         finally:
             _negotiating.reset(token)
         self._hook_all()
