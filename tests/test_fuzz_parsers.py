@@ -302,6 +302,43 @@ def test_livekit_data_packet_reader_never_raises(data: bytes):
         convert.json_view(packet)
 
 
+def _join_requests() -> list[bytes]:
+    """WrappedJoinRequests as /rtc/v1 carries them (before base64url): gzip and not."""
+    import gzip
+
+    from livekit.protocol import models, rtc
+
+    join = rtc.JoinRequest(
+        client_info=models.ClientInfo(sdk=models.ClientInfo.SDK.JS, protocol=17),
+        publisher_offer=rtc.SessionDescription(type="offer", sdp="v=0\r\n", id=1),
+        reconnect=True,
+        participant_sid="PA_x",
+    ).SerializeToString()
+    gz = rtc.WrappedJoinRequest.Compression.GZIP
+    return [
+        rtc.WrappedJoinRequest(
+            compression=gz, join_request=gzip.compress(join)
+        ).SerializeToString(),
+        rtc.WrappedJoinRequest(join_request=join).SerializeToString(),
+    ]
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), *(mutated(w) for w in _join_requests())))
+def test_livekit_join_request_reader_only_raises_value_errors(data: bytes):
+    """A /rtc/v1 join_request (any bytes, base64url-encoded, padded or not): a JoinRequest
+    or ValueError (answered 400 with its text)."""
+    import base64
+
+    from signaling.livekit import read_join_request
+
+    for raw in (base64.urlsafe_b64encode(data).decode(), data.decode("latin-1")):
+        try:
+            read_join_request(raw.rstrip("="))
+        except ValueError:
+            pass
+
+
 VALID_VP9 = build_rtp(
     98, 7, 3000, 4321, bytes([0xA8, 0x80, 0x05, (1 << 5) | (1 << 1), 0]) + bytes(40)
 )

@@ -70,12 +70,17 @@ class LiveKitSession:
         sfu: SFU,
         config: Config,
         auto_subscribe: bool = True,
+        single_pc: bool = False,
     ) -> None:
+        """``single_pc``: LiveKit's ``/rtc/v1``: one peer connection, the client makes every
+        offer (``on_offer`` answers with ``mid_to_track_id``) and is asked to offer again
+        (``media_sections_requirement``) when it must receive a track."""
         self.ws = ws
         self.identity = identity
         self.sfu = sfu
         self.config = config
         self.auto_subscribe = auto_subscribe
+        self.single_pc = single_pc
         self.participant: Participant | None = None
         #: the participant whose data channels this session serves: kept after the socket
         #: closes, while the participant waits for a resume (its channels stay up)
@@ -130,6 +135,7 @@ class LiveKitSession:
                 bypass_lock=grant.is_host,
                 data_channels=True,
                 auto_subscribe=self.auto_subscribe,
+                single_pc=self.single_pc,
             )
         except (RoomFull, RoomClosed, RoomLocked) as exc:
             raise JoinRefused(str(exc) or type(exc).__name__) from None
@@ -137,7 +143,7 @@ class LiveKitSession:
         self.participant = self._data_of = p
         p.on_data = self._on_data
         self._send_join(room, p)
-        if p.subscriber is not None:
+        if p.subscriber is not None and not self.single_pc:
             p.subscriber.offer()  # the client waits for it (subscriber_primary)
 
     def resume(self, room: Room, p: Participant) -> None:
@@ -153,7 +159,7 @@ class LiveKitSession:
         )
         # what it missed while away: everyone as they are now, and an offer left unanswered
         self.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=self._everyone())))
-        if p.subscriber is not None:
+        if p.subscriber is not None and not self.single_pc:
             pending = p.subscriber.pending_offer()
             if pending is not None:
                 self._send_offer(pending[0], pending[1])
@@ -167,7 +173,8 @@ class LiveKitSession:
             other_participants=[self._info(o.info(), o) for o in room.visible(p)],
             server_version=convert.SERVER_VERSION,
             server_info=convert.server_info(),
-            subscriber_primary=p.subscriber is not None,
+            # one connection (v1): the client's publisher connection is the primary one
+            subscriber_primary=p.subscriber is not None and not self.single_pc,
             ping_interval=PING_INTERVAL,
             ping_timeout=max(int(self.config.ping_timeout), PING_INTERVAL + 5),
             client_configuration=models.ClientConfiguration(),
@@ -261,6 +268,20 @@ class LiveKitSession:
         match event:
             case ev.SubscriberOffer(offer_id, sdp, _tracks):
                 return [self._offer_message(offer_id, sdp)]
+            case ev.SectionsWanted(audios, videos):
+                logger.info(
+                    "livekit session %s: media_sections_requirement %d audio, %d video",
+                    self._who(),
+                    audios,
+                    videos,
+                )
+                return [
+                    rtc.SignalResponse(
+                        media_sections_requirement=rtc.MediaSectionsRequirement(
+                            num_audios=audios, num_videos=videos
+                        )
+                    )
+                ]
             case ev.ParticipantJoined(info) | ev.ParticipantUpdated(info):
                 return [
                     rtc.SignalResponse(
@@ -595,14 +616,35 @@ class LiveKitSession:
 
     async def on_offer(self, req: rtc.SessionDescription) -> None:
         p = self._p()
-        answer = await p.publish_offer(req.sdp)
+        mids: dict[str, str] = {}
+        if self.single_pc:  # its one connection: what it sends and what it receives
+            answer, mids = await p.single_offer(req.sdp)
+            answer = convert.livekit_msid(answer)
+        else:
+            answer = await p.publish_offer(req.sdp)
         self.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=[self._info_of(p)])))
         self.send(
-            rtc.SignalResponse(answer=rtc.SessionDescription(type="answer", sdp=answer, id=req.id))
+            rtc.SignalResponse(
+                answer=rtc.SessionDescription(
+                    type="answer", sdp=answer, id=req.id, mid_to_track_id=mids
+                )
+            )
         )
+
+    async def on_offer_safely(self, req: rtc.SessionDescription) -> None:
+        """``on_offer`` for the offer of a v1 join request: a refused offer is logged (the
+        client gets no answer and gives up on its connection), as ``handle`` does."""
+        try:
+            await self.on_offer(req)
+        except (PermissionDenied, TransportError, KeyError, ValueError) as exc:
+            logger.info("livekit session %s: join offer refused: %s", self._who(), str(exc)[:300])
+        except Exception:
+            logger.exception("livekit session %s: join offer failed", self._who())
 
     async def on_answer(self, req: rtc.SessionDescription) -> None:
         p = self._p()
+        if self.single_pc:
+            raise PermissionDenied("one peer connection: the server makes no offer to answer")
         if p.subscriber is None:
             raise PermissionDenied("not allowed to subscribe")
         p.subscriber.on_answer(f"s{req.id}" if req.id else None, req.sdp)

@@ -1,9 +1,12 @@
 """LiveKit's browser SDK (livekit-client 2.23.0 from npm, unmodified, tests/browser/livekit/) in
-Chromium on visio-sfu: two pages and one Python SDK participant. Video and audio both ways,
-simulcast layers chosen by tile size (adaptive stream: a large tile gets the 640x360 layer, a
-small one the 320x180 layer), chat over lk.chat text streams; and the SDK's v1 probe falls
-back to /rtc. A visio-sfu web client page joins the same room: it sees the LiveKit pages'
-cameras and chats with them."""
+Chromium on visio-sfu: two pages and one Python SDK participant.
+
+On two peer connections (/rtc, the pages set ``singlePeerConnection: false``): video and audio
+both ways, simulcast layers chosen by tile size (adaptive stream: a large tile gets the 640x360
+layer, a small one the 320x180 layer), a resume, chat over lk.chat text streams; a visio-sfu
+web client page joins the same room: it sees the LiveKit pages' cameras and chats with them.
+
+On one peer connection (/rtc/v1, the SDK's default): see test_livekit_client_single_pc."""
 
 from __future__ import annotations
 
@@ -58,10 +61,12 @@ def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
     pages = [big, small]
     try:
         big_sid = big.evaluate(
-            "([u, t]) => join(u, t, [640, 360])", [ws_url, lk_server.token(room, "big", "Big")]
+            "([u, t]) => join(u, t, [640, 360], true)",
+            [ws_url, lk_server.token(room, "big", "Big")],
         )
         small_sid = small.evaluate(
-            "([u, t]) => join(u, t, [160, 90])", [ws_url, lk_server.token(room, "small", "Small")]
+            "([u, t]) => join(u, t, [160, 90], true)",
+            [ws_url, lk_server.token(room, "small", "Small")],
         )
         assert big_sid.startswith("PA_") and small_sid.startswith("PA_")
         python.cmd(
@@ -210,6 +215,154 @@ def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
         assert item.locator(".who").inner_text() == "Big"
         artefact(web, "livekit-client-web")
         del web_id
+    finally:
+        python.close()
+        for page in pages:
+            page.context.close()
+
+
+def _console(page, name: str, into: list[str]) -> None:
+    """Keep what a page logs that says a negotiation or the connection went wrong."""
+
+    def seen(msg) -> None:
+        if msg.type in ("error", "warning"):
+            into.append(f"[{name}] {msg.type}: {msg.text}")
+
+    page.on("console", seen)
+
+
+def test_livekit_client_single_pc(browser, lk_server, pages_origin):
+    """livekit-client on one peer connection (/rtc/v1, its default), two pages and a Python
+    SDK participant (which the server sends to /rtc): video and audio both ways, data and chat
+    both ways; a page that joins later is received by those already there (their client must
+    offer again with a section for it: media_sections_requirement); a page leaves (the others
+    see it go) and another joins after it. The server served each page on v1 (its log; no
+    fallback in the pages' console), and Chromium accepted every answer."""
+    room = "lkv1"
+    ws_url = lk_server.url.replace("http://", "ws://")
+    python = SyncLiveKitPeers(lk_server.url)
+    console: list[str] = []
+    pages = []
+
+    def page_joins(name: str, tile: list[int]):
+        page = open_page(browser, f"{pages_origin}/index.html", name)
+        _console(page, name, console)
+        pages.append(page)
+        sid = page.evaluate(
+            "([u, t, s]) => join(u, t, s)", [ws_url, lk_server.token(room, name, name), tile]
+        )
+        assert sid.startswith("PA_")
+        return page
+
+    videos = "() => state.videos"
+
+    def sees(page, who: list[str], what: str, frames: int = 20) -> None:
+        poll(
+            page,
+            videos,
+            lambda v: all(v.get(w, {}).get("frames", 0) > frames for w in who),
+            40,
+            what,
+        )
+
+    try:
+        ann = page_joins("ann", [320, 180])
+        python.cmd(
+            "join", name="pyv", token=lk_server.token(room, "pyv", "Pyv"), video=True, audio=True
+        )
+        ben = page_joins("ben", [320, 180])  # later: ann's client offers again for it
+        sees(ann, ["ben", "pyv"], "ben's and the Python camera at ann (one connection)")
+        sees(ben, ["ann", "pyv"], "ann's and the Python camera at ben (one connection)")
+        python.until(
+            lambda s: all(
+                s["pyv"]["video"].get(w, 0) > 20 and s["pyv"]["audio"].get(w, 0) > 50
+                for w in ("ann", "ben")
+            ),
+            30,
+            "the v1 pages' video and audio at the Python participant",
+        )
+        for page in (ann, ben):  # audio both ways: bytes keep arriving on both microphones
+            first = poll(page, "() => audioBytes()", lambda a: len(a) == 2, 20, "audio tracks")
+            poll(
+                page,
+                "() => audioBytes()",
+                lambda a, first=first: all(a[k] > first[k] + 1000 for k in first),
+                20,
+                "audio flowing to a v1 page",
+            )
+        # data packets and chat on the client's own channels, both ways
+        ann.evaluate("() => sendData('ping from ann', 'game')")
+        poll(
+            ben,
+            "() => state.data",
+            lambda d: {"from": "ann", "topic": "game", "text": "ping from ann"} in d,
+            10,
+            "ann's data packet at ben",
+        )
+        python.until(
+            lambda s: any(d["payload"] == "ping from ann" for d in s["pyv"]["data"]),
+            10,
+            "ann's data packet at the Python participant",
+        )
+        python.cmd("data", name="pyv", payload="ping from python", topic="game")
+        for page in (ann, ben):
+            poll(
+                page,
+                "() => state.data",
+                lambda d: {"from": "pyv", "topic": "game", "text": "ping from python"} in d,
+                10,
+                "the Python data packet at a v1 page",
+            )
+        ben.evaluate("() => say('hello from ben')")
+        poll(
+            ann,
+            "() => state.texts",
+            lambda t: {"from": "ben", "text": "hello from ben"} in t,
+            10,
+            "ben's chat at ann",
+        )
+        # ben's signal WebSocket drops: it resumes on /rtc/v1 (same sid), media goes on
+        ben_sid = ben.evaluate("() => sid()")
+        ben.evaluate("() => dropSignal()")
+        poll(ben, "() => state.reconnected", lambda n: n >= 1, 20, "ben resumed")
+        assert ben.evaluate("() => sid()") == ben_sid
+        frames = ben.evaluate("() => state.videos.ann.frames")
+        poll(ben, videos, lambda v: v["ann"]["frames"] > frames + 20, 20, "video after resume")
+        # ann leaves; cat joins after: three participants again, all received
+        ann.evaluate("() => leave()")
+        poll(ben, "() => state.left", lambda left: "ann" in left, 15, "ben sees ann leave")
+        python.until(lambda s: "ann" not in s["pyv"]["remote"], 15, "ann gone for Python")
+        cat = page_joins("cat", [320, 180])
+        sees(cat, ["ben", "pyv"], "ben's and the Python camera at cat, who came after")
+        frames = ben.evaluate("() => state.videos.pyv.frames")
+        sees(ben, ["cat"], "cat's camera at ben")
+        poll(ben, videos, lambda v: v["pyv"]["frames"] > frames + 20, 20, "Python video goes on")
+        python.until(
+            lambda s: s["pyv"]["video"].get("cat", 0) > 20 and s["pyv"]["audio"].get("cat", 0) > 50,
+            30,
+            "cat's video and audio at the Python participant",
+        )
+        artefact(ben, "livekit-client-v1-ben")
+        artefact(cat, "livekit-client-v1-cat")
+        for page in (ben, cat):
+            assert page.evaluate("() => state.errors") == []
+            assert page.evaluate("() => state.disconnected") == 0
+        # each page was served on /rtc/v1, none fell back; Chromium took every answer
+        log = lk_server.output(None)
+        for name in ("ann", "ben", "cat"):
+            assert f"LiveKit v1 (one peer connection): {name} joined" in log, name
+        assert "pyv joined" not in log  # the Python SDK (Rust) is sent to /rtc
+        assert f"LiveKit v1 (one peer connection): {ben_sid} resumed" in log
+        assert "media_sections_requirement" in log  # the server asked for offers
+        bad = [
+            line
+            for line in console
+            if "Failed to set remote" in line
+            or "v1 RTC path not found" in line
+            or "Initial connection failed" in line
+            or "could not establish" in line
+        ]
+        assert bad == [], bad
     finally:
         python.close()
         for page in pages:

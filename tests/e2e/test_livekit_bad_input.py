@@ -7,6 +7,8 @@ serve) and the server, the session and other rooms go on."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 
 import aiohttp
 from livekit.protocol import models, rtc
@@ -31,6 +33,28 @@ async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float =
             return getattr(response, kind)
 
 
+def _join_request(
+    sdk: int = models.ClientInfo.SDK.JS,
+    reconnect: bool = False,
+    sid: str = "",
+    gzipped: bool = True,
+    inner: bytes | None = None,
+) -> str:
+    """A /rtc/v1 join_request as livekit-client writes it (base64url, no padding)."""
+    join = rtc.JoinRequest(
+        client_info=models.ClientInfo(sdk=sdk, version="2.23.0", protocol=17),
+        connection_settings=rtc.ConnectionSettings(auto_subscribe=True),
+        reconnect=reconnect,
+        participant_sid=sid,
+    )
+    data = join.SerializeToString() if inner is None else inner
+    wrapped = rtc.WrappedJoinRequest(
+        compression=rtc.WrappedJoinRequest.Compression.GZIP if gzipped else 0,
+        join_request=gzip.compress(data) if gzipped and inner is None else data,
+    )
+    return base64.urlsafe_b64encode(wrapped.SerializeToString()).decode().rstrip("=")
+
+
 async def _ping(ws: aiohttp.ClientWebSocketResponse, ts: int) -> None:
     await ws.send_bytes(rtc.SignalRequest(ping_req=rtc.Ping(timestamp=ts)).SerializeToString())
     pong = await _next(ws, "pong_resp")
@@ -50,9 +74,9 @@ async def test_livekit_bad_input_is_refused_and_harmless():
         good = token("alice", "r1")
         async with http.get(f"{server.url}/rtc/validate?access_token={good}") as r:
             assert r.status == 200
-        for path in ("/rtc/v1", "/rtc/v1/validate"):
+        for path in ("/rtc/v1", "/rtc/v1/validate"):  # no join_request
             async with http.get(f"{server.url}{path}?access_token={good}") as r:
-                assert r.status == 404
+                assert r.status == 400 and "invalid join request" in await r.text()
         async with http.get(f"{server.url}/rtc?{QUERY}&access_token=forged.token.x") as r:
             assert r.status == 401 and "invalid token" in await r.text()
 
@@ -160,4 +184,77 @@ async def test_livekit_bad_input_is_refused_and_harmless():
         leave = await _next(bob, "leave")
         assert leave.reason == models.DisconnectReason.SERVER_SHUTDOWN
         assert not leave.can_reconnect
+        await bob.close()
+
+
+async def test_livekit_v1_bad_join_requests_are_refused_and_harmless():
+    """/rtc/v1 (one peer connection): a join_request that is not base64url, not gzip, not a
+    WrappedJoinRequest or holds no JoinRequest, or inflates beyond the limit, is refused
+    with 400 and the reason (at /rtc/v1 and at /rtc/v1/validate, where livekit-client reads
+    it); an SDK not served on v1 gets 404 (it falls back to /rtc); a bad token 401; a v1
+    resume with a token for another room, or of a participant on two connections, gets
+    leave{RECONNECT}; a garbage offer is dropped; and the server and its rooms go on."""
+    async with LocalServer() as server, aiohttp.ClientSession() as http:
+        ws_url = server.url.replace("http://", "ws://")
+        good = livekit_token(KEY, SECRET, "alice", "r1")
+
+        async def refused(join_request: str, status: int, reason: str, token: str = good) -> None:
+            for path in ("/rtc/v1", "/rtc/v1/validate"):
+                url = f"{server.url}{path}?access_token={token}&join_request={join_request}"
+                async with http.get(url) as r:
+                    text = await r.text()
+                    assert r.status == status and reason in text, (path, r.status, text)
+
+        bad_wrapped = base64.urlsafe_b64encode(b"\xff\xff\xff").decode()
+        garbage_join = _join_request(gzipped=False, inner=b"\xff\xff\xff")
+        not_gzip = _join_request(inner=b"this is not gzip")
+        bomb = _join_request(inner=gzip.compress(b"\x00" * 1_000_000))  # ~1 KiB sent
+        await refused("!!!not-base64!!!", 400, "not base64url")
+        await refused(bad_wrapped, 400, "not a WrappedJoinRequest")
+        await refused(not_gzip, 400, "not gzip")
+        await refused(garbage_join, 400, "does not hold a JoinRequest")
+        await refused(bomb, 400, "too large")
+        await refused(_join_request(sdk=models.ClientInfo.SDK.PYTHON), 404, "use /rtc")
+        await refused(_join_request(), 401, "invalid token", token="forged.token.x")
+        url = f"{server.url}/rtc/v1/validate?access_token={good}&join_request={_join_request()}"
+        async with http.get(url) as r:
+            assert r.status == 200
+
+        # a v1 join (no offer with it: the client offers after, as Firefox does)
+        alice = await http.ws_connect(
+            f"{ws_url}/rtc/v1?access_token={good}&join_request={_join_request()}"
+        )
+        join = await _next(alice, "join")
+        assert join.participant.identity == "alice" and not join.subscriber_primary
+        offer = rtc.SessionDescription(type="offer", sdp="v=0\r\nm=garbage\r\n", id=1)
+        await alice.send_bytes(rtc.SignalRequest(offer=offer).SerializeToString())
+        answer = rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=1)
+        await alice.send_bytes(rtc.SignalRequest(answer=answer).SerializeToString())
+        await _ping(alice, 1)  # refused, dropped: still served
+        # a participant on two connections elsewhere
+        bob_token = livekit_token(KEY, SECRET, "bob", "r2")
+        bob = await http.ws_connect(f"{ws_url}/rtc?{QUERY}&access_token={bob_token}")
+        bob_join = await _next(bob, "join")
+
+        # resumes that cannot be served: alice's sid with a token for another room, and bob's
+        # (two connections) on /rtc/v1
+        sid = join.participant.sid
+        for token, who in (
+            (livekit_token(KEY, SECRET, "alice", "r2"), sid),
+            (bob_token, bob_join.participant.sid),
+        ):
+            jr = _join_request(reconnect=True, sid=who)
+            thief = await http.ws_connect(f"{ws_url}/rtc/v1?access_token={token}&join_request={jr}")
+            leave = await _next(thief, "leave")
+            assert leave.action == rtc.LeaveRequest.Action.RECONNECT
+            assert leave.reason == models.DisconnectReason.STATE_MISMATCH
+            await thief.close()
+        room = server.sfu.room("r1")
+        assert room is not None and room.participants[sid].identity == "alice"
+        assert room.participants[sid].single is not None
+        await _ping(alice, 2)
+        await _ping(bob, 3)
+        async with http.get(f"{server.url}/healthz") as r:
+            assert r.status == 200
+        await alice.close()
         await bob.close()
