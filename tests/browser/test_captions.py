@@ -69,6 +69,9 @@ COVERED = """() => {
 }"""
 
 
+TOGGLE = "document.getElementById('captions-toggle')"
+
+
 def open_menu(page) -> None:
     if page.locator("#more-menu").is_hidden():
         page.click("#more-button")
@@ -155,8 +158,13 @@ def test_captions_reach_the_page_with_the_speakers_name(captions_server, browser
 
         # captions off for Dana only: the box goes, the indicator stays
         open_menu(page)
+        mark = f"() => getComputedStyle({TOGGLE}, '::after').content"
+        assert page.evaluate(mark) == '"✓"'  # on: a check mark, not the colour alone
         page.click("#captions-toggle")
         assert page.get_attribute("#captions-toggle", "aria-checked") == "false"
+        open_menu(page)
+        assert page.evaluate(mark) == "none"
+        page.click("#more-button")  # closed again
         page.wait_for_timeout(7000)  # Alice's second sentence comes meanwhile
         assert page.locator("#captions").is_hidden() and indicator.is_visible()
         open_menu(page)
