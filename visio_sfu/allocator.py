@@ -46,7 +46,9 @@ def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
             # it below half its nominal cost, or a subscriber goes up to it on a tight link
             rates.append(max(layer.bitrate, RAMP_FLOOR * NOMINAL_BITRATES[min(i, 2)], 1.0))
         elif layer.rid not in track.active_rids:  # switched off by us: can come back
-            rates.append(float(layer.known_bitrate or NOMINAL_BITRATES[min(i, 2)]))
+            # at what it cost while it ran, and, as a live one, half its nominal cost at least
+            nominal = NOMINAL_BITRATES[min(i, 2)]
+            rates.append(max(float(layer.known_bitrate or nominal), RAMP_FLOOR * nominal))
         else:
             rates.append(0.0)  # the publisher does not send it
     return rates + [0.0] * (MAX_LAYERS - len(rates))

@@ -218,7 +218,9 @@ class Layer:
             return
         rate = self._window_bytes * 8 / elapsed
         self.bitrate = rate if self.bitrate == 0 else 0.5 * self.bitrate + 0.5 * rate
-        if self.bitrate > 0:
+        if rate > 0:
+            # what it costs while it flows: not the smoothed rate decaying after it stopped
+            # (a 1.5 Mbit/s layer was remembered at 50 kbit/s and chosen on a 300 kbit/s link)
             self.known_bitrate = self.bitrate
         if now - self.last_packet > 1.0:
             self.bitrate = 0.0  # a layer that stopped (dynacast, or the publisher's choice)

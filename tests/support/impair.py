@@ -15,8 +15,13 @@ Jitter keeps packets in order by default (a FIFO queue's delay varies, its order
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import random
-from collections.abc import Callable
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,3 +204,130 @@ def impair_peer(
 ) -> ImpairedPath:
     """``impair_connection`` for an aiortc RTCPeerConnection (a test client's)."""
     return impair_connection(ice_connection(pc), up, down)
+
+
+# -- two network namespaces joined by a link --------------------------------------------
+# The server's side and a client's side, each a namespace the test creates and removes, joined
+# by a veth pair: what crosses it is what one client sends and receives, and the kernel's
+# ``tbf`` on the server's end caps that client's downlink (this kernel has tbf, no netem).
+# The server runs in the test's own event loop (for the userspace impairment above on its
+# sockets), so the test's thread enters the server's namespace (setns) while it runs.
+
+SERVER_ADDRESS = "198.18.17.1"  # RFC 2544 benchmarking range, routed nowhere
+CLIENT_ADDRESS = "198.18.17.2"
+CLONE_NEWNET = 0x40000000
+
+
+@dataclass
+class Namespaces:
+    """The server's and the client's namespace, and the server's end of the link."""
+
+    server: str
+    client: str
+    device: str = "imp-s"
+
+    def cap(self, rate: float, queue: float = 0.25, burst: int = 3_000) -> None:
+        """Cap what the server sends the client to ``rate`` bits per second (tbf: a token
+        bucket of ``burst`` bytes, drop-tail past ``queue`` seconds of backlog)."""
+        latency = f"{int(queue * 1000)}ms"
+        _ip_netns(
+            self.server,
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            self.device,
+            "root",
+            "tbf",
+            "rate",
+            f"{int(rate)}bit",
+            "burst",
+            str(burst),
+            "latency",
+            latency,
+        )
+
+    def lift(self) -> None:
+        """Remove the cap."""
+        _ip_netns(self.server, "tc", "qdisc", "del", "dev", self.device, "root")
+
+    def dropped(self) -> int:
+        """Packets the cap dropped so far (tbf's statistics; 0 without a cap)."""
+        out = _ip_netns(self.server, "tc", "-s", "qdisc", "show", "dev", self.device)
+        found = re.search(r"dropped (\d+)", out)
+        return int(found.group(1)) if found else 0
+
+
+def _ip_netns(namespace: str, *cmd: str) -> str:
+    done = subprocess.run(
+        ["ip", "netns", "exec", namespace, *cmd], capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def linked_namespaces(prefix: str) -> Iterator[Namespaces]:
+    """Create the two namespaces (``<prefix>-s``, ``<prefix>-c``) and the link between them;
+    remove them afterwards."""
+    ns = Namespaces(f"{prefix}-s", f"{prefix}-c")
+    peer = "imp-c"
+    try:
+        for name in (ns.server, ns.client):
+            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "ip",
+                "-n",
+                ns.server,
+                "link",
+                "add",
+                ns.device,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer,
+                "netns",
+                ns.client,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        for name, dev, address in (
+            (ns.server, ns.device, SERVER_ADDRESS),
+            (ns.client, peer, CLIENT_ADDRESS),
+        ):
+            ip = ["ip", "-n", name]
+            subprocess.run([*ip, "addr", "add", f"{address}/24", "dev", dev], check=True)
+            for link in ("lo", dev):
+                subprocess.run([*ip, "link", "set", link, "up"], check=True)
+            # Chromium gathers nothing without a default route; it leads into the link only
+            subprocess.run([*ip, "route", "add", "default", "dev", dev], check=True)
+        yield ns
+    finally:
+        for name in (ns.server, ns.client):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@contextmanager
+def entered(namespace: str) -> Iterator[None]:
+    """Move the calling thread into ``namespace`` (sockets it opens meanwhile belong there, and
+    stay there), and back afterwards."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/var/run/netns/{namespace}", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)

@@ -24,17 +24,20 @@ def free_port() -> int:
 class LocalServer:
     """create_app() served on 127.0.0.1 inside the test's event loop."""
 
-    def __init__(self, **settings: object) -> None:
+    def __init__(self, host: str = "127.0.0.1", **settings: object) -> None:
+        """``host``: the address it serves and gathers ICE candidates on (another than
+        127.0.0.1 in a network namespace the test made: tests/support/impair.py)."""
         settings.setdefault("api_keys", {KEY: SECRET})
-        settings.setdefault("ice_addresses", ["127.0.0.1"])
+        settings.setdefault("ice_addresses", [host])
+        self.host = host
         self.config: Config = load_config(env={}, overrides={"port": free_port(), **settings})
-        self.url = f"http://127.0.0.1:{self.config.port}"
+        self.url = f"http://{host}:{self.config.port}"
         self.app = create_app(self.config)
         self.runner = web.AppRunner(self.app)
 
     async def __aenter__(self) -> LocalServer:
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.config.port).start()
+        await web.TCPSite(self.runner, self.host, self.config.port).start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -161,3 +161,31 @@ def test_an_estimate_at_what_the_subscriber_wants_takes_it_up():
     allocate([participant], None, now)
     assert dt.target_layer == 2
     assert participant.subscriber.wanted_bitrate == RATES[2]  # on it: its rate keeps it
+
+
+def test_a_layer_switched_off_is_not_taken_for_a_cheap_one():
+    """A 1.5 Mbit/s layer dynacast switched off keeps the rate it had while it ran: its
+    smoothed rate decaying after the last packet (a 50 kbit/s tail) is not what it costs. A
+    viewer behind 300 kbit/s was moved to 1280x720 for it, and the link overflowed."""
+    track = simulcast_track()
+    top = track.layers[2]
+    now = 100.0
+    for _ in range(20):  # 1.5 Mbit/s for 5 s
+        top._window_bytes += int(1_500_000 / 8 * ROUND)
+        top.last_packet = now
+        now += ROUND
+        top.update_rate(now)
+    for _ in range(8):  # switched off: nothing more
+        now += ROUND
+        top.update_rate(now)
+    assert top.bitrate == 0.0
+    assert top.known_bitrate >= 1_000_000, top.known_bitrate
+    track.active_rids = ["q", "h"]
+    participant, dt = subscriber_of(track, remb=300_000)
+    for _ in range(8):
+        for layer, rate in zip(track.layers[:2], RATES, strict=False):
+            layer.bitrate = layer.known_bitrate = rate
+            layer.last_packet = now
+        allocate([participant], None, now)
+        assert dt.target_layer == 0, dt.target_layer
+        now += ROUND
