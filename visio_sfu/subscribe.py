@@ -146,7 +146,9 @@ class SubscribeConnection:
             transceiver.direction = "inactive"
             transceiver.release_msid()
             self._released.append(transceiver)
-            if not self.client_offers:  # (else inactive in the answer to its next offer)
+            if self.client_offers:  # its next offer frees the section (answered inactive)
+                self._ask_soon()
+            else:
                 self._schedule()
 
     def _take_transceiver(self, track: Publisher) -> Slot:
@@ -164,9 +166,7 @@ class SubscribeConnection:
     # -- negotiation ---------------------------------------------------------------------
     def _schedule(self) -> None:
         if self.client_offers:
-            if not self._want_soon and not self.closed:
-                self._want_soon = True  # tracks added together: one request
-                asyncio.get_running_loop().call_soon(self._want)
+            self._ask_soon()
             return
         self._dirty = True
         if self._task is None and not self.closed:
@@ -332,8 +332,17 @@ class SubscribeConnection:
         """Which track each section carries (mid -> track sid), as answered last."""
         return {t.mid: sid for sid, t in self._slot.items() if t.mid is not None}
 
+    def _ask_soon(self) -> None:
+        """``_want`` once the changes of this turn of the event loop are made (one request
+        for tracks added or removed together)."""
+        if not self._want_soon and not self.closed:
+            self._want_soon = True
+            asyncio.get_running_loop().call_soon(self._want)
+
     def _want(self) -> None:
-        """Ask the client for an offer (and sections) when tracks wait for a section."""
+        """Ask the client for an offer when tracks wait for a section (with more sections if
+        there are not enough free ones), or when sections were released: answered inactive
+        in its next offer, they are free for the next tracks."""
         self._want_soon = False
         if self.closed or self._filling or not self.negotiations:
             return  # (the answer being made, or the first one, places them or asks)
@@ -341,7 +350,7 @@ class SubscribeConnection:
         for sid, dt in self._to_bind.items():
             if sid not in self._slot:
                 waiting[dt.track.kind] += 1
-        if not any(waiting.values()):
+        if not any(waiting.values()) and not self._released:
             return
         extra = {k: max(0, n - self._spare.get(k, 0) - self._asked[k]) for k, n in waiting.items()}
         if self._wanted and not any(extra.values()):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -233,10 +234,11 @@ def _console(page, name: str, into: list[str]) -> None:
 
 def test_livekit_client_single_pc(browser, lk_server, pages_origin):
     """livekit-client on one peer connection (/rtc/v1, its default), two pages and a Python
-    SDK participant (which the server sends to /rtc): video and audio both ways, data and chat
-    both ways; a page that joins later is received by those already there (their client must
-    offer again with a section for it: media_sections_requirement); a page leaves (the others
-    see it go) and another joins after it. The server served each page on v1 (its log; no
+    SDK participant with a camera and a screen share (the server sends it to /rtc): video and
+    audio both ways, data and chat both ways, a resume; a page that joins later is received by
+    those already there (their client must offer again, with a section more where it has no
+    free one: media_sections_requirement); a page leaves (the others see it go) and another
+    joins after it, in the sections it left. The server served each page on v1 (its log; no
     fallback in the pages' console), and Chromium accepted every answer."""
     room = "lkv1"
     ws_url = lk_server.url.replace("http://", "ws://")
@@ -268,7 +270,12 @@ def test_livekit_client_single_pc(browser, lk_server, pages_origin):
     try:
         ann = page_joins("ann", [320, 180])
         python.cmd(
-            "join", name="pyv", token=lk_server.token(room, "pyv", "Pyv"), video=True, audio=True
+            "join",
+            name="pyv",
+            token=lk_server.token(room, "pyv", "Pyv"),
+            video=True,
+            audio=True,
+            share=True,  # a second video track
         )
         ben = page_joins("ben", [320, 180])  # later: ann's client offers again for it
         sees(ann, ["ben", "pyv"], "ben's and the Python camera at ann (one connection)")
@@ -328,32 +335,44 @@ def test_livekit_client_single_pc(browser, lk_server, pages_origin):
         assert ben.evaluate("() => sid()") == ben_sid
         frames = ben.evaluate("() => state.videos.ann.frames")
         poll(ben, videos, lambda v: v["ann"]["frames"] > frames + 20, 20, "video after resume")
-        # ann leaves; cat joins after: three participants again, all received
-        ann.evaluate("() => leave()")
-        poll(ben, "() => state.left", lambda left: "ann" in left, 15, "ben sees ann leave")
-        python.until(lambda s: "ann" not in s["pyv"]["remote"], 15, "ann gone for Python")
+        # cat joins: ben now receives four videos (ann, the Python camera and screen share,
+        # cat) where its client offered three sections: the server asks for one more
         cat = page_joins("cat", [320, 180])
-        sees(cat, ["ben", "pyv"], "ben's and the Python camera at cat, who came after")
-        frames = ben.evaluate("() => state.videos.pyv.frames")
-        sees(ben, ["cat"], "cat's camera at ben")
-        poll(ben, videos, lambda v: v["pyv"]["frames"] > frames + 20, 20, "Python video goes on")
+        sees(ben, ["cat"], "cat's camera at ben, in a section its client added")
+        sees(cat, ["ann", "ben", "pyv"], "the others' cameras at cat")
+        # ann leaves; dan joins after her: three pages again, all received
+        ann.evaluate("() => leave()")
+        for page in (ben, cat):
+            poll(page, "() => state.left", lambda left: "ann" in left, 15, "ann seen leaving")
+        python.until(lambda s: "ann" not in s["pyv"]["remote"], 15, "ann gone for Python")
+        dan = page_joins("dan", [320, 180])
+        sees(dan, ["ben", "cat", "pyv"], "the others' cameras at dan, who came after")
+        for page in (ben, cat):
+            sees(page, ["dan"], "dan's camera at a page already there")
+        frames = ben.evaluate("() => state.videos.cat.frames")
+        poll(ben, videos, lambda v: v["cat"]["frames"] > frames + 20, 20, "cat's video goes on")
         python.until(
-            lambda s: s["pyv"]["video"].get("cat", 0) > 20 and s["pyv"]["audio"].get("cat", 0) > 50,
+            lambda s: all(
+                s["pyv"]["video"].get(w, 0) > 20 and s["pyv"]["audio"].get(w, 0) > 50
+                for w in ("cat", "dan")
+            ),
             30,
-            "cat's video and audio at the Python participant",
+            "cat's and dan's video and audio at the Python participant",
         )
         artefact(ben, "livekit-client-v1-ben")
-        artefact(cat, "livekit-client-v1-cat")
-        for page in (ben, cat):
+        artefact(dan, "livekit-client-v1-dan")
+        for page in (ben, cat, dan):
             assert page.evaluate("() => state.errors") == []
             assert page.evaluate("() => state.disconnected") == 0
         # each page was served on /rtc/v1, none fell back; Chromium took every answer
         log = lk_server.output(None)
-        for name in ("ann", "ben", "cat"):
+        for name in ("ann", "ben", "cat", "dan"):
             assert f"LiveKit v1 (one peer connection): {name} joined" in log, name
         assert "pyv joined" not in log  # the Python SDK (Rust) is sent to /rtc
         assert f"LiveKit v1 (one peer connection): {ben_sid} resumed" in log
-        assert "media_sections_requirement" in log  # the server asked for offers
+        # the server asked for offers, and once for a section more (at ben, for cat)
+        assert "media_sections_requirement 0 audio, 0 video" in log
+        assert re.search(r"media_sections_requirement \d+ audio, [1-9]\d* video", log)
         bad = [
             line
             for line in console

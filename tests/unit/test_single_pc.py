@@ -74,6 +74,17 @@ async def test_receive_sections_are_filled_asked_for_and_reused():
     sub.answered("")
     assert sub.mid_to_track()["1"] == "E" and dt_e.bound and dt_e.munger is munger
     assert offer[1].msid == ("PA_E", "E")
+
+    # a track removed alone: the client is asked to offer again, which frees its section
+    events.clear()
+    sub.remove("C")
+    await asyncio.sleep(0)
+    assert events == [SectionsWanted(0, 0)]
+    offer = sections("audio", "video", "video", "video")
+    sub.fill(offer, {"0", "1", "2", "3"})
+    sub.answered("")
+    assert offer[2].direction == "inactive" and "2" not in sub.mid_to_track()
+    assert events == [SectionsWanted(0, 0)]  # nothing more to ask
     await sub.close()
 
 
