@@ -27,6 +27,7 @@ class VisioTarget:
         self.http: aiohttp.ClientSession | None = None
         self.connections: list[SignalingConnection] = []
         self.errors: list[str] = []
+        self.closed = False
 
     async def join(
         self,
@@ -50,10 +51,14 @@ class VisioTarget:
 
         async def answer(msg: dict) -> None:
             assert subscriber is not None
-            sdp = await subscriber.answer(msg["sdp"])
-            await signal.send(
-                {"type": "answer", "target": "subscriber", "id": msg["id"], "sdp": sdp}
-            )
+            try:
+                sdp = await subscriber.answer(msg["sdp"])
+                await signal.send(
+                    {"type": "answer", "target": "subscriber", "id": msg["id"], "sdp": sdp}
+                )
+            except Exception as exc:  # an offer that crossed close(): nothing left to answer
+                if not self.closed:
+                    self.errors.append(f"{name}: answer failed: {type(exc).__name__}: {exc}")
 
         def on_message(msg: dict) -> None:
             if msg.get("type") == "error" and msg.get("id") is None:
@@ -81,6 +86,7 @@ class VisioTarget:
 
     async def close(self) -> None:
         """Leave and close every socket."""
+        self.closed = True
         for signal in self.connections:
             try:
                 await signal.close()
