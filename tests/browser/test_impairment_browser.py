@@ -81,8 +81,11 @@ OUTBOUND = """async () => {
 INBOUND = """async () => {
   const s = window.visio.session;
   const out = {width: 0, frames: 0, fps: 0, freezes: 0, freezeTime: 0, received: 0, lost: 0,
-               rtx: 0};
+               rtx: 0, audio: 0, audioLost: 0};
   if (s && s.subscriber) (await s.subscriber.getStats()).forEach(x => {
+    if (x.type === 'inbound-rtp' && x.kind === 'audio') {
+      out.audio += x.packetsReceived || 0; out.audioLost += x.packetsLost || 0;
+    }
     if (x.type === 'inbound-rtp' && x.kind === 'video') {
       out.width = Math.max(out.width, x.frameWidth || 0);
       out.frames += x.framesDecoded || 0; out.fps += x.framesPerSecond || 0;
@@ -233,6 +236,8 @@ async def window(m: Meeting, seconds: float) -> dict:
     repaired = max(last["rtx"] - first["rtx"] - probes, 0)
     lost = max(last["lost"] - first["lost"] - repaired, 0)
     layers = [layer for _, layer in trace]
+    audio = last["audio"] - first["audio"]
+    audio_lost = max(last["audioLost"] - first["audioLost"], 0)
     return {
         "fps": (last["frames"] - first["frames"]) / seconds,
         "freezes": last["freezes"] - first["freezes"],
@@ -245,6 +250,8 @@ async def window(m: Meeting, seconds: float) -> dict:
         "repaired": repaired,
         "probes": probes,
         "server_freezes": server_freezes(sub, began),
+        "audio_packets": audio,
+        "audio_loss": audio_lost / max(audio + audio_lost, 1),
         "trace (kbit/s, layer)": trace,
     }
 
@@ -261,7 +268,8 @@ async def test_unimpaired_reference(meeting: Meeting):
 
 async def test_viewer_behind_a_300_kbit_cap_then_lifted(meeting: Meeting):
     """tbf at 300 kbit/s (250 ms of queue) on the viewer's downlink: the low layers at the
-    full frame rate with no freeze over 1 s; lifted: the top layer within 10 s, and kept."""
+    full frame rate with no freeze over 1 s, the audio whole; lifted: the top layer within
+    10 s, and kept."""
     m = meeting
     reference = await window(m, 2)
     m.mark("cap")
@@ -293,6 +301,7 @@ async def test_viewer_behind_a_300_kbit_cap_then_lifted(meeting: Meeting):
     if m.judged:
         assert capped["fps"] >= 0.75 * reference["fps"], (reference, capped)  # full rate
         assert max(capped["server_freezes"], default=0) < 1.0, capped
+        assert capped["audio_loss"] < 0.01, capped  # audio is not held back for video
         assert after["top_share"] >= 0.8, after  # and it stays there
 
 

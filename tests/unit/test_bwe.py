@@ -206,12 +206,14 @@ def test_publisher_rate_follows_heavy_upstream_loss_and_recovers():
 
 
 # -- recorded from Chromium -------------------------------------------------------------
-# What the estimator of a Chromium viewer's connection was given in a run of
-# tests/browser/test_impairment_browser.py with VISIO_RECORD_TWCC set (the feedback as parsed,
-# the send time and size of each packet it covers, the probe clusters, and when an impairment
-# started): the web client's simulcast camera viewed large, through 100 ms + 30 ms of jitter
-# each way, and through a 300 kbit/s bottleneck then lifted. Replayed open-loop: the sending
-# rates are the recorded ones, the estimator's decisions are made again.
+# What the estimator of a Chromium viewer's connection was given (the feedback as parsed, the
+# send time and size of each packet it covers, the probe clusters, and when an impairment
+# started), in the meeting of tests/browser/test_impairment_browser.py: the web client's
+# simulcast camera viewed large, through 100 ms + 30 ms of jitter each way (userspace), and
+# through a 300 kbit/s bottleneck (userspace, 250 ms drop-tail) then lifted. Recorded on
+# 127.0.0.1 with the estimator before the median's evidence; that test's VISIO_RECORD_TWCC
+# records the same again. Replayed open-loop: the sending rates are the recorded ones, the
+# estimator's decisions are made again.
 RECORDED = Path(__file__).parent / "recorded"
 
 
