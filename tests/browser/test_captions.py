@@ -186,7 +186,8 @@ def test_captions_reach_the_page_with_the_speakers_name(captions_server, browser
         dialog = page.locator("#notes-dialog")
         dialog.wait_for(state="visible")
         assert dialog.locator("#notes-kept").inner_text() == (
-            "The server keeps them 7 days after the meeting."
+            "The server keeps them 7 days after the meeting: come back to this meeting to"
+            " download them."
         )
         got = {}
         for fmt in ("md", "vtt", "json"):

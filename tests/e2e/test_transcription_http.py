@@ -138,6 +138,32 @@ async def test_http_backend_and_summary_endpoint(tmp_path):
     assert "Alice: I heard" in chat["body"]["messages"][-1]["content"]
 
 
+async def test_a_host_who_comes_back_after_the_meeting_gets_its_notes():
+    """The notes dialog says "come back to this meeting to download them": the meeting ended
+    (everyone left, the room closed), a host who joins it again finds its transcript."""
+    clip = read_wav(speak("We agreed to move the launch to next month."))
+    async with FakeOpenAI() as fake:
+        settings = {"backend": "http", "http_url": fake.url, "language": "en"}
+        async with LocalServer(transcription=settings, empty_timeout=0.5) as server:
+            room = "comeback"
+            host = Client(server.url, server.token(room, "hana", "Hana", room_transcribe=True))
+            await host.connect()
+            await host.request({"type": "transcription", "active": True}, timeout=60)
+            await host.publish(WavAudioTrack([(0.5, clip)]))
+            await host.wait_for(lambda m: m.get("type") == "caption" and m["final"], timeout=30)
+            await host.close(leave=True)
+            await until(lambda: server.sfu.room(room) is None, what="the meeting ended")
+            again = Client(server.url, server.token(room, "hana", "Hana", room_host=True))
+            await again.connect()
+            try:
+                state = await again.request({"type": "transcription_state"})
+                assert state["has_transcript"] and state["can_download"] and not state["active"]
+                notes = await again.request({"type": "transcript", "format": "md"})
+                assert "**Hana** [00:00:0" in notes["content"] and "I heard" in notes["content"]
+            finally:
+                await again.close()
+
+
 def test_processes_sharing_the_directory_see_each_others_transcripts(tmp_path):
     """visio-sfu serve runs several worker processes: what one saved (the meeting's) is found
     by another (the one an administrator's request reaches), and a deletion is seen by all."""
