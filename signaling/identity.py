@@ -850,10 +850,14 @@ def setup(app: web.Application) -> None:
     settings = OidcSettings.from_table(config.oidc)
     ident = Identity(config, settings)
     app[IDENTITY] = ident
+    from .recording import RECORDINGS
     from .transcription import TRANSCRIPTION
 
-    if TRANSCRIPTION in app:  # the meeting notes are titled with the meeting's name
+    # the meeting notes and the recordings' manifests bear the meeting's name
+    if TRANSCRIPTION in app:
         app[TRANSCRIPTION].titles = ident.meeting_name
+    if RECORDINGS in app:
+        app[RECORDINGS].titles = ident.meeting_name
     data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
     url = database_url(config.database_url, data_dir)
 

@@ -49,6 +49,7 @@ from . import session as sessions
 from .api import AdminAPI, _denied, _error, in_scope
 from .auth import printable
 from .protocol import ProtocolError
+from .titles import TitleLookup, meeting_title
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class RecordingService:
         self.directory = directory
         self.active: dict[str, Recorder] = {}  # room name -> its recorder
         self.closing: set[Recorder] = set()  # stopped, their files being finished
+        #: room name -> the meeting's name, for the manifest (set by signaling/identity.py)
+        self.titles: TitleLookup | None = None
 
     def recorder(self, room_name: str) -> Recorder | None:
         """The recorder of this room, while it records."""
@@ -95,13 +98,19 @@ class RecordingService:
     ) -> Recorder:
         """Start recording ``room``; RecordingError if it is already recorded or the
         directory cannot be written (the room is told in that case too)."""
+        title = await meeting_title(self.titles, room.name)
         if room.closed:
             raise RecordingError("not_found", f"room {printable(room.name)!r} is closing")
         current = self.recorder(room.name)
         if current is not None:
             raise RecordingError("already_recording", f"room is being recorded ({current.id})")
         recorder = Recorder(
-            room, self.directory, by, requested_by=requested_by, on_stopped=self._stopped
+            room,
+            self.directory,
+            by,
+            requested_by=requested_by,
+            on_stopped=self._stopped,
+            title=title,
         )
         self.active[room.name] = recorder
         recorder.start()

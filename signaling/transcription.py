@@ -22,7 +22,6 @@ import re
 import time
 import unicodedata
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from .api import AdminAPI, _denied, _error, in_scope
 from .auth import parse_duration, printable
 from .config import ConfigError
 from .protocol import ProtocolError, short_str
+from .titles import TitleLookup, meeting_title
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class TranscriptionService:
         self._purger: asyncio.Task | None = None
         self.checking: asyncio.Future | None = None  # the start-up check of the model
         #: room name -> the meeting's name (set by signaling/identity.py when rooms are owned)
-        self.titles: Callable[[str], Awaitable[str | None]] | None = None
+        self.titles: TitleLookup | None = None
 
     # -- start-up ------------------------------------------------------------------------------
     async def check(self) -> None:
@@ -360,13 +360,7 @@ class TranscriptionService:
     # -- rooms -----------------------------------------------------------------------------------
     async def _title(self, room: str) -> str:
         """The meeting's name for the notes (a room people own, signaling/identity.py), or ''."""
-        if self.titles is None:
-            return ""
-        try:
-            return await self.titles(room) or ""
-        except Exception:  # the notes fall back on the room's name
-            logger.warning("room %s: the meeting's name could not be read", printable(room))
-            return ""
+        return await meeting_title(self.titles, room)
 
     def active(self, room: str) -> Transcriber | None:
         t = self.rooms.get(room)

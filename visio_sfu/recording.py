@@ -667,6 +667,7 @@ class Recorder:
         on_stopped: Callable[[Recorder], None] | None = None,
         queue_limit: int = QUEUE_LIMIT,
         recording_id: str | None = None,
+        title: str = "",
     ) -> None:
         self.room = room
         self.id = recording_id or new_sid("RC")
@@ -686,6 +687,7 @@ class Recorder:
             "version": 1,
             "id": self.id,
             "room": room.name,
+            "title": title,  # the meeting's name, when the room has one ("Weekly review")
             "room_sid": room.sid,
             "status": "recording",
             "started_at": "",
@@ -1115,6 +1117,7 @@ def summarize(manifest: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": manifest.get("id"),
         "room": manifest.get("room"),
+        "title": manifest.get("title", ""),
         "status": manifest.get("status"),
         "started_at": manifest.get("started_at"),
         "duration": manifest.get("duration"),

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from signaling.auth import TokenVerifier
 from signaling.identity import IDENTITY
+from signaling.recording import RECORDINGS
 from signaling.transcription import TRANSCRIPTION
 from tests.support.inprocess import KEY, SECRET, LocalServer, free_port
 from tests.support.oidc import USERS, OidcProvider, serve_signed_in
@@ -556,12 +557,24 @@ async def test_deleting_a_meeting_ends_it_for_good(server):
         assert status == 404
 
 
-async def test_the_meeting_notes_are_titled_with_the_meetings_name(server):
-    """Not with its unguessable address: "Meeting notes: Revue d'équipe", Revue_d_equipe-….md"""
+async def test_the_meeting_notes_and_recordings_bear_the_meetings_name(server, tmp_path):
+    """Not only its unguessable address: "Meeting notes: Revue d'équipe", Revue_d_equipe-….md,
+    and "title" in a recording's manifest (started by the host, whose token grants it)"""
     service = server.app[TRANSCRIPTION]
+    recordings = server.app[RECORDINGS]
+    recordings.directory = tmp_path
     async with _client() as alice:
         await sign_in(alice, server, "alice")
-        slug, _token = await _hosting(alice, server, "Revue d'équipe", "trusted")
+        slug, token = await _hosting(alice, server, "Revue d'équipe", "trusted")
+        ws = await _host_socket(alice, server, token)
+        await ws.send_json({"type": "start_recording", "id": 2})
+        started = await _next(ws, "recording_state")
+        recording = started["recording"]["id"]
+        await ws.send_json({"type": "stop_recording", "id": 3})
+        await _next(ws, "recording_stopped")
+        await ws.close()
+        manifest = json.loads((tmp_path / recording / "manifest.json").read_text())
+        assert manifest["room"] == slug and manifest["title"] == "Revue d'équipe"
         title = await service._title(slug)
         assert title == "Revue d'équipe"
         assert await service._title("not-a-meeting") == ""  # a room nobody owns: its name
