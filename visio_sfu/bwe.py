@@ -11,10 +11,11 @@ the RTCP path, the two halves of Google's congestion control design
   slope above an adaptive threshold is overuse (a queue is building: the estimate falls to
   0.85 of the rate that got through), below it underuse (hold), else the estimate increases:
   8 % a second far from the last congestion point, additively near it. Overuse also needs
-  the median one-way delay of the last 0.5 s to stand 20 ms above the lowest such median of
-  the last 5 s and 10 ms above its value 0.5 s before (a queue growing): jitter tilts the
-  trend line as much as a queue does, but leaves the median where it was;
-- loss-based: more than 10 % lost lowers the estimate by half the loss, under 2 % lets it rise.
+  the median one-way delay of what arrived in the last 0.5 s to stand 20 ms above the lowest
+  such median of the last 5 s and 10 ms above its value 0.5 s before (a queue growing):
+  jitter tilts the trend line as much as a queue does, but leaves the median where it was;
+- loss-based, over 100 packets at least: more than 10 % lost lowers the estimate by half the
+  loss, under 2 % lets it rise.
 
 The estimate is the smaller of the two. It never runs more than 1.5 times above what the
 subscriber acknowledged receiving (plus a margin), unless a probe (``on_probe``) showed more:
@@ -40,8 +41,8 @@ BETA = 0.85
 INCREASE_PER_SECOND = 1.08
 ACKED_WINDOW = 0.5  # seconds of arrivals over which the acknowledged rate is measured
 LOSS_HIGH, LOSS_LOW = 0.10, 0.02
-LOSS_MIN_PACKETS = 20
-QUEUE_RECENT = 0.5  # seconds (send time) of received packets whose median delay is "now"
+LOSS_MIN_PACKETS = 100  # a smaller window reads 5 % random loss as over 10 % too often
+QUEUE_RECENT = 0.5  # seconds (receiver clock) of arrivals whose median delay is "now"
 QUEUE_BASE = 5.0  # seconds over which the lowest of those medians is the path's own delay
 QUEUE_MARGIN = 20.0  # ms: a median this far above it is a queue; less may be jitter
 QUEUE_GROWTH = 10.0  # ms: and this far above the median QUEUE_RECENT s before: growing
@@ -74,9 +75,10 @@ class SendSideEstimator:
         self._prev_trend = 0.0
         self.state = "normal"  # normal, overuse, underuse
         # queue evidence: one-way delay (arrival - send, offset unknown) of recent packets
-        self._delay_sent = np.zeros(0)
+        self._delay_at = np.zeros(0)  # arrival times
         self._delay_value = np.zeros(0)
-        self._medians: list[tuple[float, float]] = []  # (send time, median delay in ms)
+        self._medians: list[tuple[float, float]] = []  # (arrival time, median delay in ms)
+        self._latest = float("-inf")  # the latest arrival reported
         self.queue_ms = 0.0  # median delay of the last QUEUE_RECENT s above the path's own
         self.queue_growth = 0.0  # ... and above the median QUEUE_RECENT s earlier
         self._last_update: float | None = None
@@ -196,18 +198,19 @@ class SendSideEstimator:
         self._prev_group = (prev_sent, prev_arrival)
 
     def _queue(self, sent: np.ndarray, arrival: np.ndarray) -> None:
-        """How far the median one-way delay of the last QUEUE_RECENT s of packets stands above
+        """How far the median one-way delay of the packets that arrived in the last QUEUE_RECENT
+        s (lost ones say nothing, and a queue's packets arrive late: by arrival) stands above
         the lowest such median of the last QUEUE_BASE s (``queue_ms``).
 
         A queue building at a bottleneck lifts the delay of most packets; jitter, even 30 ms
         of it kept in order, moves single packets and leaves the median where it was. The
         trend line alone cannot tell them apart (it sees a slope either way), so overuse needs
         this evidence too. The median is robust to the bursts a video frame makes."""
-        newest = float(sent[-1])
-        keep = self._delay_sent > newest - QUEUE_RECENT
-        self._delay_sent = np.concatenate((self._delay_sent[keep], sent))
+        newest = self._latest = max(float(arrival.max()), self._latest)
+        keep = self._delay_at > newest - QUEUE_RECENT
+        self._delay_at = np.concatenate((self._delay_at[keep], arrival))
         self._delay_value = np.concatenate((self._delay_value[keep], arrival - sent))
-        recent = self._delay_sent > newest - QUEUE_RECENT
+        recent = self._delay_at > newest - QUEUE_RECENT
         median = float(np.median(self._delay_value[recent])) * 1000.0
         medians = self._medians
         medians.append((newest, median))

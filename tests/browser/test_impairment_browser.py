@@ -344,7 +344,7 @@ async def test_delay_and_jitter(meeting: Meeting):
     m.viewer.up.set(delay=0.1, jitter=0.03)
     m.viewer.down.set(delay=0.1, jitter=0.03)
     try:
-        await asyncio.sleep(5)  # the 100 ms step, and a layer held after going down
+        await asyncio.sleep(6)  # the 100 ms step reads as a queue: down, held, probed up
         far = await window(m, 8)
     finally:
         for link in (m.viewer.up, m.viewer.down):

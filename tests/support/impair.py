@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support import netns
+
 
 @dataclass
 class Impairment:
@@ -314,6 +316,7 @@ def linked_namespaces(prefix: str) -> Iterator[Namespaces]:
     finally:
         for name in (ns.server, ns.client):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            netns.remove_wrappers(name)
 
 
 @contextmanager

@@ -87,7 +87,12 @@ def namespace(name: str) -> Iterator[str]:
         yield name
     finally:
         delete(name)
-        shutil.rmtree(_folder(name), ignore_errors=True)
+        remove_wrappers(name)
+
+
+def remove_wrappers(name: str) -> None:
+    """Remove the wrapper scripts made for the namespace ``name`` (``wrapper``)."""
+    shutil.rmtree(_folder(name), ignore_errors=True)
 
 
 def unique_name(prefix: str) -> str:
