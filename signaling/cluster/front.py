@@ -445,7 +445,12 @@ class Front:
     # -- life --------------------------------------------------------------------------------
     async def startup(self, app: web.Application) -> None:
         """Start the workers and join the cluster (ClusterError if Redis cannot be used)."""
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3))
+        # no pool limit: each relayed WebSocket holds one upstream connection for its whole
+        # life, so aiohttp's default of 100 made the 101st participant's upgrade wait, then 503
+        self.http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
         if self.pool is not None:
             self.pool.on_forget = self._release
             self.pool.on_new = self._claim

@@ -32,6 +32,7 @@ from tests.support.redis import RedisServer
 from tests.support.server import ROOT, ServerProcess, free_port
 from visio_client import Client
 from visio_client.media import PatternVideoTrack, ToneAudioTrack, colour_index
+from visio_client.protocol import SignalingConnection
 
 TTL = "3"  # seconds without a heartbeat before a node is dead (default 5)
 
@@ -307,9 +308,37 @@ async def test_node_killed(nodes, redis_server):
         await balancer.stop()
 
 
+async def many_sockets_through_the_front(server: ServerProcess, count: int = 110) -> None:
+    """More participants than aiohttp's default connection pool (100) join one room through
+    the front, which relays each socket on a connection of its own: all are in the room (the
+    101st used to wait for a free connection, then get 503)."""
+    key, secret = server.dev_credentials()
+    sockets: list[SignalingConnection] = []
+
+    async def join(i: int) -> None:
+        grant = VideoGrant(room="w-many", room_join=True)
+        token = mint_token(key, secret, f"many{i}", "w-many", grant=grant)
+        signal_ = SignalingConnection(server.url, token, session=http)
+        sockets.append(signal_)
+        await signal_.connect()
+        await signal_.request({"type": "join", "name": f"many{i}"}, timeout=40)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        try:
+            await asyncio.gather(*(join(i) for i in range(count)))
+            status, body = await api(
+                server.url, admin_token(server), "GET", "/api/rooms/w-many/participants"
+            )
+            assert status == 200 and len(body["participants"]) == count, (status, body)
+        finally:
+            for signal_ in sockets:
+                await signal_.close()
+
+
 async def test_two_workers():
     """``--workers 2``: two rooms land on two workers, and both forward; /metrics says so per
-    worker, the admin API lists both rooms and reaches each, webhooks come from both."""
+    worker, the admin API lists both rooms and reaches each, webhooks come from both; 110
+    participants join a third room through the front."""
     hooks: list[dict] = []
 
     async def receive(request: web.Request) -> web.Response:
@@ -323,7 +352,10 @@ async def test_two_workers():
     await runner.setup()
     hook_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
-    hook_env = {"VISIO_WEBHOOK_URLS": f"http://127.0.0.1:{hook_port}/hook"}
+    hook_env = {
+        "VISIO_WEBHOOK_URLS": f"http://127.0.0.1:{hook_port}/hook",
+        "VISIO_JOINS_PER_SECOND": "1000",  # many_sockets_through_the_front joins 110 at once
+    }
     server = ServerProcess(
         extra=["--workers", "2", "--drain-timeout", "2"], env=hook_env, start_timeout=90
     )
@@ -362,6 +394,7 @@ async def test_two_workers():
             assert status == 200 and {p["identity"] for p in body["participants"]} == users
         started = {h["room"]["name"] for h in hooks if h["event"] == "room_started"}
         assert started == {"w-one", "w-two"}, hooks
+        await many_sockets_through_the_front(server)
         # kill -9 the worker holding w-one: started again, its participants reconnect by
         # themselves and w-one's media flows again; w-two's never stopped
         worker = next(r["worker"] for r in body_rooms if r["name"] == "w-one")
