@@ -30,7 +30,7 @@ from .events import (
 )
 from .publish import SOURCES, PublishConnection, TrackRequest, new_sid
 from .publisher import Publisher
-from .sdp import keep_rid_extensions
+from .sdp import answer_transport_cc, keep_rid_extensions
 from .stats import Stats
 from .subscribe import SubscribeConnection
 from .transport import PeerTransport
@@ -208,14 +208,18 @@ class Participant:
             if sub is not None:
                 sub.fill(slots, receiving)
             answer = await transport.make_answer()
-        finally:
+        except BaseException:
             if sub is not None:
-                sub._filling = False
+                sub.unfilled()
+            raise
         if self.closed:
             raise TransportError("participant left")
         answer = keep_rid_extensions(sdp, self.publishing.answered(sdp, offered, answer))
         if sub is None:
             return answer, {}
+        # transport-cc in every section it receives on, those left inactive too: Chromium
+        # offers no extension again that an answer once refused
+        answer = answer_transport_cc(sdp, answer, receiving)
         sub.answered(answer)
         return answer, sub.mid_to_track()
 

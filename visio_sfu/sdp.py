@@ -253,6 +253,38 @@ def offer_transport_cc(sdp: str, ext_id: int = TRANSPORT_CC_ID) -> str:
     return "\r\n".join(out) + "\r\n"
 
 
+def answer_transport_cc(offer_sdp: str, answer_sdp: str, mids: set[str]) -> str:
+    """Our answer with the transport-cc header extension and its feedback accepted in the
+    sections ``mids`` (those the client receives on) where the offer has it, under the
+    offer's id (aiortc answers without it): the client then reports what arrives, for our
+    send-side estimate, as it does for our offers' sections (``offer_transport_cc``)."""
+    offered: dict[str, int] = {}
+    for part in sections(offer_sdp)[1:]:
+        mid = next((line[6:].strip() for line in part if line.startswith("a=mid:")), "")
+        found = _extmap_ids(part).get(TRANSPORT_CC_URI)
+        if found is not None:
+            offered[mid] = found
+    parts = sections(answer_sdp)
+    out = list(parts[0])
+    for part in parts[1:]:
+        mid = next((line[6:].strip() for line in part if line.startswith("a=mid:")), "")
+        ext_id = offered.get(mid)
+        if mid not in mids or ext_id is None or TRANSPORT_CC_URI in _extmap_ids(part):
+            out += part
+            continue
+        pts = [
+            v.split()[0]
+            for v in (_attribute(line, "rtpmap") for line in part)
+            if v and not v.split()[-1].lower().startswith(("rtx/", "red/", "ulpfec/"))
+        ]
+        extra = [f"a=extmap:{ext_id} {TRANSPORT_CC_URI}"] + [
+            f"a=rtcp-fb:{pt} transport-cc" for pt in pts
+        ]
+        at = max((k for k, line in enumerate(part) if line.startswith("a=extmap:")), default=0)
+        out += part[: at + 1] + extra + part[at + 1 :]
+    return "\r\n".join(out) + "\r\n"
+
+
 def answered_extension(sdp: str, uri: str) -> int | None:
     """The id an answer gives header extension ``uri`` (in any section), or None."""
     for part in sections(sdp)[1:]:

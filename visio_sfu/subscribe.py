@@ -328,6 +328,11 @@ class SubscribeConnection:
         self._bind_pending()
         self._want()
 
+    def unfilled(self) -> None:
+        """No answer could be made after ``fill``: the tracks keep the sections it gave them
+        (bound once an answer carries them); requests for offers may go out again."""
+        self._filling = False
+
     def mid_to_track(self) -> dict[str, str]:
         """Which track each section carries (mid -> track sid), as answered last."""
         return {t.mid: sid for sid, t in self._slot.items() if t.mid is not None}

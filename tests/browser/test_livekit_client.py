@@ -230,6 +230,7 @@ def _console(page, name: str, into: list[str]) -> None:
             into.append(f"[{name}] {msg.type}: {msg.text}")
 
     page.on("console", seen)
+    page.on("pageerror", lambda exc: into.append(f"[{name}] page error: {exc}"))
 
 
 def test_livekit_client_single_pc(browser, lk_server, pages_origin):
@@ -361,9 +362,17 @@ def test_livekit_client_single_pc(browser, lk_server, pages_origin):
         )
         artefact(ben, "livekit-client-v1-ben")
         artefact(dan, "livekit-client-v1-dan")
+        assert ann.evaluate("() => state.errors") == []
         for page in (ben, cat, dan):
             assert page.evaluate("() => state.errors") == []
             assert page.evaluate("() => state.disconnected") == 0
+        # ben's estimate comes from transport-cc feedback (accepted in the answers' sections
+        # it receives on), as on two connections
+        from tests.browser.test_simulcast_browser import subscriber_metrics
+
+        ben_metrics = subscriber_metrics(lk_server).get(ben_sid, {})
+        assert ben_metrics.get("visio_subscriber_twcc_feedback_total", 0) > 0, ben_metrics
+        assert "visio_subscriber_bandwidth_bps[twcc]" in ben_metrics, ben_metrics
         # each page was served on /rtc/v1, none fell back; Chromium took every answer
         log = lk_server.output(None)
         for name in ("ann", "ben", "cat", "dan"):
@@ -377,6 +386,8 @@ def test_livekit_client_single_pc(browser, lk_server, pages_origin):
             line
             for line in console
             if "Failed to set remote" in line
+            or "setRemoteDescription" in line
+            or "setLocalDescription" in line
             or "v1 RTC path not found" in line
             or "Initial connection failed" in line
             or "could not establish" in line

@@ -15,7 +15,7 @@ from tests.support.fake_transport import FakeSlot, FakeTransport
 from visio_sfu.events import SectionsWanted
 from visio_sfu.participant import Participant
 from visio_sfu.publisher import Codec, Publisher
-from visio_sfu.sdp import keep_rid_extensions
+from visio_sfu.sdp import TRANSPORT_CC_URI, keep_rid_extensions
 from visio_sfu.subscribe import SubscribeConnection
 
 
@@ -121,6 +121,7 @@ async def test_a_client_offer_on_one_connection_publishes_and_receives():
                 "a=rtpmap:37 VP9/90000",
                 "a=fmtp:37 profile-id=0",
                 "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+                f"a=extmap:5 {TRANSPORT_CC_URI}",
             ]
     sdp = "\r\n".join(lines) + "\r\n"
     p.publishing.add_track(cam.id, "video", "camera")
@@ -131,6 +132,10 @@ async def test_a_client_offer_on_one_connection_publishes_and_receives():
     assert "a=sendonly" in received and "a=msid:PA_X X" in received
     assert "rtp-stream-id" in received  # kept: Chromium needs it for simulcast later
     assert "a=recvonly" in answer.split("m=")[1]  # mid 0: the camera
+    # transport-cc where we send (our send-side estimate), not where the client sends
+    assert f"a=extmap:5 {TRANSPORT_CC_URI}" in received and "transport-cc" in received
+    assert "transport-cc" not in answer.split("m=")[1]
+    assert p.subscriber.stamper.ext_id == 5
     for section in answer.split("m=")[1:]:
         pts = [
             line.split()[0].split(":")[1]
