@@ -239,18 +239,23 @@ def offer_transport_cc(sdp: str, ext_id: int = TRANSPORT_CC_ID) -> str:
         if kind not in ("audio", "video") or part[0].split()[1] == "0":
             out += part
             continue
-        pts = [
-            v.split()[0]
-            for v in (_attribute(line, "rtpmap") for line in part)
-            if v and not v.split()[-1].lower().startswith(("rtx/", "red/", "ulpfec/"))
-        ]
-        extra = [f"a=extmap:{free} {TRANSPORT_CC_URI}"] + [
-            f"a=rtcp-fb:{pt} transport-cc" for pt in pts
-        ]
-        # after the section's last extmap (or its last a= line before the first rtpmap)
-        at = max((k for k, line in enumerate(part) if line.startswith("a=extmap:")), default=0)
-        out += part[: at + 1] + extra + part[at + 1 :]
+        out += _with_transport_cc(part, free)
     return "\r\n".join(out) + "\r\n"
+
+
+def _with_transport_cc(part: list[str], ext_id: int) -> list[str]:
+    """A section's lines with the transport-cc extension (``ext_id``) and its feedback for
+    each media payload type, after the section's last extmap (or its first line)."""
+    pts = [
+        v.split()[0]
+        for v in (_attribute(line, "rtpmap") for line in part)
+        if v and not v.split()[-1].lower().startswith(("rtx/", "red/", "ulpfec/"))
+    ]
+    extra = [f"a=extmap:{ext_id} {TRANSPORT_CC_URI}"] + [
+        f"a=rtcp-fb:{pt} transport-cc" for pt in pts
+    ]
+    at = max((k for k, line in enumerate(part) if line.startswith("a=extmap:")), default=0)
+    return part[: at + 1] + extra + part[at + 1 :]
 
 
 def answer_transport_cc(offer_sdp: str, answer_sdp: str, mids: set[str]) -> str:
@@ -272,16 +277,7 @@ def answer_transport_cc(offer_sdp: str, answer_sdp: str, mids: set[str]) -> str:
         if mid not in mids or ext_id is None or TRANSPORT_CC_URI in _extmap_ids(part):
             out += part
             continue
-        pts = [
-            v.split()[0]
-            for v in (_attribute(line, "rtpmap") for line in part)
-            if v and not v.split()[-1].lower().startswith(("rtx/", "red/", "ulpfec/"))
-        ]
-        extra = [f"a=extmap:{ext_id} {TRANSPORT_CC_URI}"] + [
-            f"a=rtcp-fb:{pt} transport-cc" for pt in pts
-        ]
-        at = max((k for k, line in enumerate(part) if line.startswith("a=extmap:")), default=0)
-        out += part[: at + 1] + extra + part[at + 1 :]
+        out += _with_transport_cc(part, ext_id)
     return "\r\n".join(out) + "\r\n"
 
 
