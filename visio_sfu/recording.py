@@ -194,7 +194,10 @@ class _TrackWriter:
 
     # draining ---------------------------------------------------------------------------------
     def feed(self, now: float) -> bool:
-        """Take what the sink queued and write what is ready; True once the track ended."""
+        """Take what the sink queued and write what is ready; True once the track ended.
+        ``now``: when the queue was taken (a gap is given up as lost only if its packet had not
+        come by then, however late the writer gets to it: a writer short of CPU behind a
+        backlog must not declare lost what the backlog holds)."""
         closed = self.sink.closed  # read before draining: nothing is queued after close()
         queue = self.sink.queue
         while queue:  # in arrival order, every layer: what comes out is decided in that order
@@ -206,7 +209,7 @@ class _TrackWriter:
             self.last_arrival[layer] = arrival
             for item in buffer.push(seq, (data, ts, arrival), arrival):
                 self._item(layer, item)
-            for item in buffer.pop(now):
+            for item in buffer.pop(arrival):  # what was due when this packet came
                 self._item(layer, item)
         for layer, buffer in self.buffers.items():
             for item in buffer.pop(now):
@@ -566,16 +569,17 @@ def writer_process(conn: Connection) -> None:
                     **extra,
                 )
                 continue
+            now = time.monotonic()
             if message[0] == "stop":
                 stopping = True
-            else:  # ("feed", [(key, packets, closed, dropped), ...])
+            else:  # ("feed", [(key, packets, closed, dropped), ...], when they were taken)
                 for key, packets, closed, dropped in message[1]:
                     fed = inboxes.get(key)
                     if fed is not None:
                         fed.queue.extend(packets)
                         fed.closed = fed.closed or closed
                         fed.dropped = dropped
-            now = time.monotonic()
+                now = message[2]  # the server's clock then: what had come by then is here
             for key, writer in list(writers.items()):
                 opened = writer.opened
                 try:
@@ -987,7 +991,7 @@ class Recorder:
                             ended.add(key)
                         if packets or closed:
                             batch.append((key, packets, closed, sink.dropped))
-                    conn.send(("feed", batch))
+                    conn.send(("feed", batch, time.monotonic()))
                     if stopping:
                         conn.send(("stop",))
                         deadline = time.monotonic() + FINISH_TIMEOUT
