@@ -96,7 +96,15 @@ async function start() {
   const slug = decodeURIComponent((location.pathname.match(/^\/r\/([^/]+)/) || [])[1] || '');
   if (slug) { // an owned meeting's name as the lobby's heading
     api('GET', `/api/meetings/${encodeURIComponent(slug)}/info`).then(({ status, data }) => {
-      if (status === 200) document.getElementById('lobby-heading').textContent = data.name;
+      if (status !== 200) return;
+      document.getElementById('lobby-heading').textContent = data.name;
+      // the meeting is the one of this address: no "Meeting name" field showing its code
+      // (changing it would lead elsewhere); the invite link still shows the address
+      const input = document.getElementById('room-input');
+      if (input?.value === slug) {
+        input.hidden = true;
+        document.querySelector('label[for="room-input"]')?.setAttribute('hidden', '');
+      }
     });
   }
   const bar = el('div', { id: 'account', class: 'account' });

@@ -118,6 +118,7 @@ def test_sign_in_own_room_and_waiting_room(server, browser, provider):
         lambda text: text == "Team meeting",
         what="the meeting's name in the lobby",
     )
+    assert guest.locator("#room-input").is_hidden()  # not its code as a "Meeting name"
     guest.fill("#name-input", "Gabriel")
     guest.click("#join-button")
     guest.wait_for_selector("#waiting")
