@@ -730,8 +730,10 @@ function captionBand() {
 
 function layout() {
   const area = $('stage-area');
+  const band = captionBand();
+  document.documentElement.style.setProperty('--caption-band', `${band}px`); // toasts go above it
   const width = area.clientWidth;
-  const height = area.clientHeight - captionBand();
+  const height = area.clientHeight - band;
   if (!width || !height) return;
   const shares = [...$('stage').querySelectorAll('.tile.screen')];
   const people = state.order.map((sid) => state.participants.get(sid)).filter(Boolean);

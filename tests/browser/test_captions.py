@@ -70,6 +70,16 @@ COVERED = """() => {
 
 
 TOGGLE = "document.getElementById('captions-toggle')"
+#: the notices (toasts) that cover part of a caption
+TOAST_OVER_CAPTION = """() => {
+  const captions = [...document.querySelectorAll('#captions .caption')]
+    .map((e) => e.getBoundingClientRect());
+  return [...document.querySelectorAll('#toasts p')].filter((p) => {
+    const t = p.getBoundingClientRect();
+    return captions.some((c) => t.left < c.right && c.left < t.right && t.top < c.bottom
+      && c.top < t.bottom);
+  }).map((p) => p.textContent);
+}"""
 
 
 def open_menu(page) -> None:
@@ -153,6 +163,10 @@ def test_captions_reach_the_page_with_the_speakers_name(captions_server, browser
         page.wait_for_timeout(500)  # the tiles' move (0.2 s) when the band appeared
         covered = page.evaluate(COVERED)
         assert covered["labels"] == 0 and covered["tiles"] == 0 and covered["captions"], covered
+        # nor does a notice cover a caption: notices stand above the band
+        page.evaluate("() => window.visio.captions.note('Alice Martin started transcription')")
+        over = page.evaluate(TOAST_OVER_CAPTION)
+        assert over == [], over
         artefact(page, "captions-Dana")
         assert "quarterly budget review" in final.locator(".text").inner_text().lower()
 
