@@ -180,7 +180,9 @@ class SubscribeConnection:
         except asyncio.CancelledError:
             raise
         except Exception:
-            if not self.closed:  # a connection closed under a negotiation: nothing to report
+            # a connection closed under a negotiation (its participant dropped, the server
+            # stopping) before the subscriber was: nothing to report
+            if not self.closed and self.transport.state != "closed":
                 logger.exception(
                     "subscriber negotiation failed (participant %s)", self.participant_sid
                 )

@@ -137,3 +137,25 @@ async def test_candidates_trickled_before_the_answer_wait_for_it():
     finally:
         await sub.close()
         await far.pc.close()
+
+
+async def test_a_negotiation_on_a_closed_connection_is_not_an_error(caplog):
+    """A connection closed under a renegotiation (its participant dropped, or the server
+    stopping, before the subscriber is closed) logs no error with a traceback: seen at every
+    server shutdown with people in a meeting."""
+    far = Browserish()
+    sub = Subscriber("PA_me", far.emit, lambda reason: None)
+    try:
+        sub.add(track("A", "video"))
+        await far.answer(sub)
+        await sub.transport.pc.close()  # dropped: the subscriber is not closed yet
+        sub.remove("A")  # someone else leaves meanwhile: a new offer is due
+        for _ in range(200):
+            if sub._task is None:
+                break
+            await asyncio.sleep(0.01)
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert errors == [], [r.getMessage() for r in errors]
+    finally:
+        await sub.close()
+        await far.pc.close()
