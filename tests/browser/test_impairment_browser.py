@@ -24,8 +24,9 @@ This machine's two cores are shared with other test runs: at times Chromium deco
 second with no impairment at all, and drops packets its starved process did not read. The
 first test measures the unimpaired meeting; the figures that depend on CPU (frame rate,
 freezes, residual and audio loss, layers held) are asserted only when it shows a machine able
-to run the meeting (``judged``: 12 fps or more) and the server's event loop was not held up
-0.25 s or more in the scenario's window (``calm``), and printed either way. The server's
+to run the meeting (``judged``: 12 fps or more), the server's event loop was not held up
+0.25 s or more in the scenario's window and the publisher encoded 15 fps or more in it
+(``calm``), and printed either way. The server's
 decisions under the cap (not the top layer; the top layer back within 10 s of the cap lifted)
 are always asserted.
 
@@ -78,6 +79,12 @@ OUTBOUND = """async () => {
   });
   out.sort();
   return out;
+}"""
+
+STATES = """() => {
+  const s = window.visio && window.visio.session;
+  return s ? {publisher: s.publisher && s.publisher.connectionState,
+              subscriber: s.subscriber && s.subscriber.connectionState} : 'no session';
 }"""
 
 INBOUND = """async () => {
@@ -183,9 +190,13 @@ async def meeting(network):
             pages.append(page)
         pub, view = pages
         await view.set_viewport_size({"width": 1280, "height": 1400})
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 60
         while (await stats(view))["frames"] < 10:
-            assert time.monotonic() < deadline, "the viewer decodes no video"
+            if time.monotonic() > deadline:
+                states = [await page.evaluate(STATES) for page in pages]
+                room = server.sfu.room(ROOM)
+                joined = [p.name for p in room.participants.values()] if room else []
+                raise AssertionError(f"the viewer decodes no video: {states}, joined {joined}")
             await asyncio.sleep(0.5)
         await view.locator("#grid .tile", has=view.locator(".name", has_text="Pub")).dblclick()
         sub = participant(server, "View").subscriber
@@ -233,6 +244,7 @@ async def window(m: Meeting, seconds: float) -> dict:
     """The viewer's figures over ``seconds``: fps, freezes, widths seen, residual loss, and
     the server's estimate and layer every half second."""
     sub = m.sub
+    sent_before = await sent_frames(m)
     first = await stats(m.view)
     probes = sub.probe_packets
     began = time.monotonic()
@@ -247,6 +259,7 @@ async def window(m: Meeting, seconds: float) -> dict:
         trace.append((round((sub.bandwidth or 0) / 1000), forwarded_layer(sub)))
         best.append(best_live_layer(sub))
     last = await stats(m.view)
+    publisher_fps = (await sent_frames(m) - sent_before) / seconds
     received = last["received"] - first["received"]
     probes = sub.probe_packets - probes
     repaired = max(last["rtx"] - first["rtx"] - probes, 0)
@@ -272,16 +285,25 @@ async def window(m: Meeting, seconds: float) -> dict:
         "audio_packets": audio,
         "audio_loss": audio_lost / max(audio + audio_lost, 1),
         "stall": round(stall, 2),
+        "publisher_fps": publisher_fps,
         "trace (kbit/s, layer)": trace,
     }
 
 
+async def sent_frames(m: Meeting) -> int:
+    """Frames the publisher's Chromium has encoded on its lowest layer (always on)."""
+    layers = await m.pub.evaluate(OUTBOUND)
+    return next((layer[3] or 0 for layer in layers if layer[0] == "q"), 0)
+
+
 def calm(m: Meeting, figures: dict) -> bool:
     """Whether the figures that depend on CPU are judged: the machine ran the unimpaired
-    meeting (``judged``) and the server's event loop was never held up a quarter of a second
-    in the window (at load 15 on the two cores it was, 0.3 s at a time, and its sends left in
-    bursts that a 300 kbit/s queue dropped, audio included)."""
-    return m.judged and figures["stall"] < 0.25
+    meeting (``judged``), the server's event loop was never held up a quarter of a second in
+    the window (at load 15 on the two cores it was, 0.3 s at a time, and its sends left in
+    bursts that a 300 kbit/s queue dropped, audio included), and the publisher's Chromium
+    encoded 15 frames a second or more (its camera gives 20; a starved encoder sends fewer,
+    and its top layer stalls: a freeze no server can help)."""
+    return m.judged and figures["stall"] < 0.25 and figures["publisher_fps"] >= 15
 
 
 async def test_unimpaired_reference(meeting: Meeting):
@@ -336,7 +358,12 @@ async def test_viewer_behind_a_300_kbit_cap_then_lifted(meeting: Meeting):
 
 async def test_loss_on_both_links(meeting: Meeting):
     """5 % random loss on the publisher's uplink and on the viewer's link both ways: repaired
-    (upstream NACK, RTX toward the viewer) to under 0.5 % residual, no freeze."""
+    (upstream NACK, RTX toward the viewer) to under 0.5 % residual, no freeze over 1 s.
+
+    Chromium's own estimate of the publisher's uplink sometimes falls under this loss and it
+    stops its 1280x720 layer (qualityLimitationReason "bandwidth"): the server sees the layer
+    gone after LIVE_WITHIN (1 s) and moves the viewer down at the next layer's keyframe, a
+    freeze of 1.3-1.8 s (seen in 2 runs of 8). That case is allowed 2 s."""
     m = meeting
     m.mark("loss")
     m.uplink.down.set(loss=0.05)
@@ -346,6 +373,7 @@ async def test_loss_on_both_links(meeting: Meeting):
     try:
         await asyncio.sleep(2)
         lossy = await window(m, 10)
+        publisher = await m.pub.evaluate(OUTBOUND)
     finally:
         for link in (m.uplink.down, m.viewer.up, m.viewer.down):
             link.set(loss=0.0)
@@ -355,13 +383,14 @@ async def test_loss_on_both_links(meeting: Meeting):
         "chromium, 5 % loss on both links:",
         lossy,
         "publisher",
-        await m.pub.evaluate(OUTBOUND),
+        publisher,
         f"dropped: publisher {dropped[0]}, viewer {dropped[1]} down, {dropped[2]} up",
     )
     assert dropped[0] > 20 and dropped[1] > 20  # the loss was applied
     if calm(m, lossy):
         assert lossy["residual"] < 0.005, lossy
-        assert max(lossy["server_freezes"], default=0) < 1.0, lossy
+        stopped = any(layer[5] == "bandwidth" for layer in publisher)
+        assert max(lossy["server_freezes"], default=0) < (2.0 if stopped else 1.0), lossy
         assert lossy["fps"] >= 10, lossy
 
 
