@@ -542,7 +542,7 @@ def main_sync(args: argparse.Namespace) -> dict:
     for setup in setups:
         if setup not in SETUPS:
             raise SystemExit(f"unknown setup {setup!r} ({', '.join(SETUPS)})")
-    video = video_clip(args.video_bitrate, fps=30, size=(640, 360))
+    video = video_clip(args.video_bitrate, fps=30, size=tuple(args.video_size))
     audio = audio_clip()
     load = LoadTool(args.load_procs, video, audio)
     results = {}
@@ -610,6 +610,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--video-bitrate", type=int, default=1_500_000)
+    p.add_argument("--video-size", type=int, nargs=2, default=[640, 360], metavar=("W", "H"))
     p.add_argument("--out", default="bench-results")
     return p
 

@@ -13,6 +13,7 @@ import pytest
 from benchmarks import workers
 
 pytestmark = pytest.mark.timeout(240)
+SMALL = ["--video-size", "160", "90", "--video-bitrate", "150000"]  # a clip encoded in a moment
 
 
 def _check(report: dict, setups: tuple[str, ...]) -> None:
@@ -39,6 +40,7 @@ def test_every_setup_runs(tmp_path: Path):
     args = workers.parse(
         ["fanout", "--start", "1", "--step", "1", "--max", "1", "--duration", "1", "--retry", "0"]
         + ["--warmup", "0.5", "--load-procs", "1", "--out", str(tmp_path)]
+        + SMALL
     )
     report = workers.main_sync(args)
     _check(report, workers.SETUPS)
@@ -46,15 +48,17 @@ def test_every_setup_runs(tmp_path: Path):
 
 
 def test_meeting_grows_by_rooms(tmp_path: Path):
-    """Meetings of 2, one room then two: the second step adds a room, and its publishers are
-    paced too (the load tool's processes restart their pacer)."""
+    """Meetings of 2, one room then two: the second step adds a room (the server lists it) and
+    its publishers (the load tool's two processes restart their pacer)."""
     args = workers.parse(
-        ["meeting", "--setups", "2-workers", "--size", "2", "--start", "1", "--step", "1"]
+        ["meeting", "--setups", "1-worker", "--size", "2", "--start", "1", "--step", "1"]
         + ["--max", "2", "--duration", "1", "--warmup", "0.5", "--retry", "0"]
         + ["--load-procs", "2", "--out", str(tmp_path)]
+        + SMALL
     )
     report = workers.main_sync(args)
-    _check(report, ("2-workers",))
-    first, second = report["results"]["2-workers"]["points"]
+    _check(report, ("1-worker",))
+    first, second = report["results"]["1-worker"]["points"]
     assert second["offered_packets_per_s"] == 2 * first["offered_packets_per_s"]
-    assert second["packets_per_s"] > first["packets_per_s"]
+    assert sum(first["rooms_placed"].values()) == 1, first["rooms_placed"]
+    assert sum(second["rooms_placed"].values()) == 2, second["rooms_placed"]
