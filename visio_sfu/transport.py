@@ -244,6 +244,13 @@ def _is_loopback(address: str) -> bool:
 
 
 _loopback_only = False
+_ice_addresses: list[str] | None = None
+
+
+def ice_addresses() -> list[str] | None:
+    """The addresses set by set_ice_addresses (None: every non-loopback interface), so that
+    whoever changes them for a while can put them back."""
+    return None if _ice_addresses is None else list(_ice_addresses)
 
 
 def set_ice_addresses(addresses: list[str] | None) -> None:
@@ -252,12 +259,14 @@ def set_ice_addresses(addresses: list[str] | None) -> None:
     Process-wide: aioice reads the host addresses from one module-level function. When every
     address is a loopback one, remote candidates elsewhere are ignored (they are unreachable).
     """
-    global _loopback_only
+    global _loopback_only, _ice_addresses
     if not addresses:
         aioice.ice.get_host_addresses = _default_host_addresses
         _loopback_only = False
+        _ice_addresses = None
         return
     chosen = list(addresses)
+    _ice_addresses = list(chosen)
     _loopback_only = all(_is_loopback(a) for a in chosen)
 
     def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:

@@ -10,6 +10,7 @@ from aiohttp import web
 from signaling.app import SFU_KEY, create_app
 from signaling.auth import VideoGrant, mint_token
 from signaling.config import Config, load_config
+from visio_sfu.transport import ice_addresses, set_ice_addresses
 
 KEY, SECRET = "testkey", "testsecret-0123456789-0123456789-abcdef"
 
@@ -32,6 +33,9 @@ class LocalServer:
         self.host = host
         self.config: Config = load_config(env={}, overrides={"port": free_port(), **settings})
         self.url = f"http://{host}:{self.config.port}"
+        # create_app sets the process's ICE addresses; put back the test session's (127.0.0.1)
+        # on exit, or the next test's aiortc peers gather on an address that is gone
+        self._ice_before = ice_addresses()
         self.app = create_app(self.config)
         self.runner = web.AppRunner(self.app)
 
@@ -41,7 +45,10 @@ class LocalServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
+        try:
+            await self.runner.cleanup()
+        finally:
+            set_ice_addresses(self._ice_before)
 
     @property
     def sfu(self):

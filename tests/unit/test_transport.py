@@ -140,3 +140,17 @@ def test_aioice_and_pylibsrtp_are_the_versions_hooked():
     for name in ("aioice", "pylibsrtp"):
         assert name in pins, f"pyproject.toml must pin {name} (==): transport.py hooks it"
         assert version(name) == pins[name], (name, version(name), pins[name])
+
+
+async def test_an_in_process_server_on_another_address_puts_the_ice_addresses_back():
+    """An in-process server on another address (the impairment tests' namespace address) sets
+    the process's ICE addresses; on exit the session's 127.0.0.1 comes back, or every aiortc
+    peer of the tests that follow gathers on an address that is gone and never connects (the
+    room layout tests failed so in CI, after the impairment tests)."""
+    from tests.support.inprocess import LocalServer
+    from visio_sfu.transport import ice_addresses
+
+    assert ice_addresses() == ["127.0.0.1"]  # tests/conftest.py
+    async with LocalServer(host="127.0.0.2"):
+        assert ice_addresses() == ["127.0.0.2"]
+    assert ice_addresses() == ["127.0.0.1"]
