@@ -88,7 +88,7 @@ STATES = """() => {
 }"""
 
 INBOUND = """async () => {
-  const s = window.visio.session;
+  const s = window.visio && window.visio.session;  // undefined while the page still loads
   const out = {width: 0, frames: 0, fps: 0, freezes: 0, freezeTime: 0, received: 0, lost: 0,
                rtx: 0, audio: 0, audioLost: 0};
   if (s && s.subscriber) (await s.subscriber.getStats()).forEach(x => {
@@ -193,7 +193,7 @@ async def meeting(network):
         deadline = time.monotonic() + 60
         while (await stats(view))["frames"] < 10:
             if time.monotonic() > deadline:
-                states = [await page.evaluate(STATES) for page in pages]
+                states = [(page.url, await page.evaluate(STATES)) for page in pages]
                 room = server.sfu.room(ROOM)
                 joined = [p.name for p in room.participants.values()] if room else []
                 raise AssertionError(f"the viewer decodes no video: {states}, joined {joined}")
