@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -48,6 +49,13 @@ MAX_BAD_FRAMES = 20  # undecodable frames a client may send before it is disconn
 OUTBOX_LIMIT = 1024
 MAX_STREAMS = 32  # text streams a sender may have open at once (chunks kept for JSON readers)
 _DONE = object()
+#: the last ParticipantInfo.version sent for each participant, to any client: one counter per
+#: participant shared by every session, so a client that resumes on a new session (or sees a
+#: participant that resumed) gets versions above those it holds (livekit-client drops an
+#: update whose version is below the one it has)
+_VERSIONS: weakref.WeakKeyDictionary[Participant, int] = weakref.WeakKeyDictionary()
+#: the version of a departure (state DISCONNECTED): the last one, nothing follows it
+GONE_VERSION = 2**32 - 1  # (ParticipantInfo.version is a uint32)
 #: LiveKit's codec names (AddTrackRequest.simulcast_codecs) as MIME subtypes
 VIDEO_CODECS = {"vp8": "VP8", "vp9": "VP9", "h264": "H264", "av1": "AV1"}
 
@@ -91,7 +99,7 @@ class LiveKitSession:
         self._closing = False
         self._joined_sent = False
         self._held: list[Any] = []  # events before the JoinResponse went out
-        self._versions: dict[str, int] = {}  # participant sid -> last version sent
+        self._versions: dict[str, int] = {}  # participant sid -> last version sent (if gone)
         self._sequence: dict[str, int] = {}  # sender sid -> last sequence of our packets
         self._streams: dict[str, list] = {}  # text stream id -> [topic, chunks] (JSON view)
         self._speaker: str | None = None
@@ -186,8 +194,14 @@ class LiveKitSession:
         self._held.clear()
 
     # -- participants as LiveKit describes them -------------------------------------------
-    def _version(self, sid: str) -> int:
-        v = self._versions.get(sid, 0) + 1
+    def _version(self, sid: str, p: Participant | None = None) -> int:
+        """The next version of ``p``'s ParticipantInfo: above every one sent for it before, to
+        any client, so across resumes (``sid`` alone: one no longer in the room, counted here)."""
+        if p is None:
+            v = self._versions.get(sid, 0) + 1
+        else:
+            v = max(_VERSIONS.get(p, 0), self._versions.get(sid, 0)) + 1
+            _VERSIONS[p] = v
         self._versions[sid] = v
         return v
 
@@ -209,7 +223,8 @@ class LiveKitSession:
             perm.can_update_metadata = p is self.participant and self._can_update()
             attributes = p.attributes
             joined = p.joined_at
-        return convert.participant_info(info, self._version(info.sid), joined, attributes, perm)
+        version = self._version(info.sid, p)
+        return convert.participant_info(info, version, joined, attributes, perm)
 
     def _can_update(self) -> bool:
         return self.identity.grant.can_update_own_metadata
@@ -293,7 +308,7 @@ class LiveKitSession:
                     sid=sid,
                     identity=identity,
                     state=models.ParticipantInfo.State.DISCONNECTED,
-                    version=self._version(sid),
+                    version=GONE_VERSION,
                     disconnect_reason=convert.REASONS.get(reason, 0),
                 )
                 self._versions.pop(sid, None)
