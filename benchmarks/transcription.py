@@ -36,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import wave
 
@@ -49,6 +50,28 @@ SENTENCES = [
     "Thank you all for joining the meeting today.",
 ]
 RATE = 48000
+
+
+def pin_apart(pids: list[int]) -> None:
+    """The event loop's thread on the first CPU; this process's other threads (the Recorder's
+    feeder, result readers) and the given processes (the transcription worker, the recording
+    writer) on the others: the arrangement of a server with cores to spare, where the
+    forwarding path is not measured while it shares its core with them."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    main, others = {cpus[0]}, set(cpus[1:])
+    own = threading.get_native_id()
+    os.sched_setaffinity(own, main)
+    for tid in os.listdir("/proc/self/task"):
+        if int(tid) != own:
+            try:
+                os.sched_setaffinity(int(tid), others)
+            except OSError:
+                pass  # a thread that ended meanwhile
+    for pid in pids:
+        if pid:
+            os.sched_setaffinity(pid, others)
 
 
 def espeak(text: str, directory: str) -> np.ndarray:
@@ -237,6 +260,7 @@ async def forwarding(
     rounds: int = 9,
     rate: float = 0.0,
     transcribe: bool = True,
+    pin: bool = False,
 ) -> dict[str, float]:
     """The whole forwarding path per received Opus packet (speech), in turn: nothing attached;
     an AudioTap alone; transcription running (a real Transcriber: its tap, its hand-over every
@@ -293,6 +317,8 @@ async def forwarding(
             await pool.start()
             worker_pid = pool._workers[0].process.pid or 0
             transcriber = Transcriber(room, pool, "en")  # type: ignore[arg-type]
+        if pin:
+            pin_apart([worker_pid])
             modes += ["transcribing", "both"]
         seq = 0
         loop_runs: dict[str, list[float]] = {m: [] for m in modes}
@@ -312,6 +338,9 @@ async def forwarding(
                     recorder = Recorder(room, directory.name)  # type: ignore[arg-type]
                     recorder.start()
                     assert await recorder.wait_ready(30) is None
+                if pin:
+                    process = recorder.process if recorder is not None else None
+                    pin_apart([worker_pid, process.pid if process is not None else 0])
                 # 10 s of speech first (not counted): the worker is recognising when the
                 # measured packets come
                 for _ in range(500):
@@ -422,6 +451,11 @@ def main() -> None:
         "--rate", type=float, default=0.0, help="packets a second (0: a burst; 50: one speaker)"
     )
     parser.add_argument("--skip-recognition", action="store_true")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the event loop's thread on one CPU, the workers and other threads on the others",
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -429,7 +463,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    figures = asyncio.run(forwarding(args.subscribers, args.packets, args.rounds, args.rate))
+    figures = asyncio.run(
+        forwarding(args.subscribers, args.packets, args.rounds, args.rate, pin=args.pin)
+    )
     print(
         f"forwarding path, a speaking Opus track to {args.subscribers} subscribers, "
         f"µs of CPU per received packet (medians of {args.rounds} rounds of each kind, "
