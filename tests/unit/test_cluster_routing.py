@@ -137,3 +137,23 @@ def test_cli_settings():
             settings_from(bad, env={})
     with pytest.raises(ConfigError):
         settings_from(args(), env={"VISIO_WORKERS": "many"})
+
+
+def test_a_node_chooses_the_least_loaded_open_node_for_a_new_room():
+    """Cluster placement: the open node with the lowest load score takes a new room; a
+    draining node never does, however idle; rooms it just placed count before the chosen
+    node's heartbeat shows them, so a burst of new rooms spreads; every node draining is a
+    clear refusal."""
+    from signaling.cluster.node import NoNode, RedisNode
+
+    node = RedisNode("redis://127.0.0.1:1", "http://127.0.0.1:1", node_id="a")
+    busy = NodeInfo("a", "http://a", rooms=1, participants=1, pps=500.0)  # score 2.5
+    idle = NodeInfo("b", "http://b", rooms=0, participants=0, pps=0.0)
+    draining = NodeInfo("c", "http://c", draining=True)
+    assert node._choose([busy, idle, draining]).id == "b"
+    # b's new rooms count before its heartbeat shows them (b took one above): b while its
+    # score stays under a's 2.5 (1, then 2), then a (3 > 2.5)
+    assert [node._choose([busy, idle]).id for _ in range(3)] == ["b", "b", "a"]
+    assert node._choose([busy, NodeInfo("b", "http://b", rooms=5)]).id == "a"
+    with pytest.raises(NoNode):
+        node._choose([draining])
