@@ -27,10 +27,9 @@ import pytest_asyncio
 from tests.support.impair import Impairment, impair_peer
 from tests.support.inprocess import LocalServer
 from tests.support.media import until
+from tests.support.seqtap import SeqTap
 from visio_client import Client
 from visio_client.simulcast import SimulcastPublisher
-from visio_sfu.munger import seq_diff
-from visio_sfu.rtp.header import payload_offset
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
@@ -85,41 +84,14 @@ class Viewer:
             self.frames.append((time.monotonic(), frame.width))
 
     def tap(self) -> None:
-        """See every decrypted RTP packet of the video: its sequence number, or, for an RTX
-        retransmission, the original's (aiortc reports the RTX stream's statistics under the
-        same id as the media stream's, so its getStats cannot tell what was repaired)."""
-        video = next(t for t in self.client.subscriber.getTransceivers() if t.kind == "video")
-        media_pt = video._codecs[0].payloadType
-        rtx_pt = next((c.payloadType for c in video._codecs if c.name == "rtx"), -1)
-        dtls = video.receiver.transport
-        handle = dtls._handle_rtp_data
-        self.seqs: list[tuple[float, int]] = []  # (when, media sequence number)
-
-        async def spy(data: bytes, arrival_time_ms: int) -> None:
-            pt = data[1] & 0x7F if len(data) >= 12 else -1
-            if pt == media_pt:
-                self.seqs.append((time.monotonic(), int.from_bytes(data[2:4], "big")))
-            elif pt == rtx_pt:
-                off = payload_offset(data)
-                if 0 <= off <= len(data) - 2:
-                    self.seqs.append((time.monotonic(), int.from_bytes(data[off : off + 2], "big")))
-            await handle(data, arrival_time_ms)
-
-        dtls._handle_rtp_data = spy
+        """See every decrypted RTP packet of the video (its media sequence number, or an RTX
+        retransmission's original): getStats cannot tell what was repaired."""
+        self._tap = SeqTap(self.client)
 
     def loss(self, start: float, end: float) -> tuple[int, int]:
-        """(received, never received) media sequence numbers sent from ``start`` to ``end``,
+        """(expected, never received) media sequence numbers sent from ``start`` to ``end``,
         repairs arriving up to 1 s after ``end`` included."""
-        sent = [q for t, q in self.seqs if start <= t <= end]
-        if not sent:
-            return 0, 0
-        unwrapped, base = [], sent[0]
-        for q in sent:
-            unwrapped.append(base + seq_diff(q, base))
-        low, high = min(unwrapped), max(unwrapped)
-        got = {base + seq_diff(q, base) for t, q in self.seqs if start <= t <= end + 1.0}
-        expected = range(low, high + 1)
-        return len(expected), sum(1 for q in expected if q not in got)
+        return self._tap.loss(start, end)
 
     async def measure(self, seconds: float) -> Figures:
         start = time.monotonic()
