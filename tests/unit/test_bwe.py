@@ -283,3 +283,24 @@ def test_recorded_chromium_random_loss_is_not_congestion():
     decreases = sum(b[1] < a[1] for a, b in zip(lossy, lossy[1:], strict=False))
     assert decreases == 0, decreases
     assert min(e for e, _ in lossy) >= 1_200_000, min(e for e, _ in lossy)
+
+
+def test_recorded_chromium_steady_before_any_impairment():
+    """The first 8 s of the netns recording (no impairment yet, the camera sending about
+    0.8 Mbit/s): the estimate holds steady, never below where it started (1 Mbit/s) and no
+    wild climb above what is sent (at most twice), and nothing reads as congestion."""
+    with gzip.open(RECORDED / "twcc_chromium_netns.json.gz", "rt") as f:
+        events = json.load(f)
+    cap = next(e[1] for e in events if e[0] == "mark" and e[2] == "cap")
+    sent = [(at, size) for e in events if e[0] == "fb" for at, size in zip(e[4], e[5], strict=True)]
+    times = [at for at, _ in sent if at < cap]
+    rate = 8 * sum(size for at, size in sent if at < cap) / (max(times) - min(times))
+    assert 600_000 <= rate <= 1_000_000, rate  # the recording is what this test says
+    _, trace, marks = replay("twcc_chromium_netns.json.gz")
+    steady = [(t, e, o) for t, e, o, _ in trace if t < marks["cap"]]
+    assert steady[-1][0] - steady[0][0] >= 7.5
+    estimates = [e for _, e, _ in steady]
+    assert min(estimates) >= 1_000_000, min(estimates)
+    assert max(estimates) <= 2 * rate, (max(estimates), rate)
+    assert steady[-1][2] == 0  # no overuse
+    assert all(b >= a for a, b in zip(estimates, estimates[1:], strict=False))  # no dip
