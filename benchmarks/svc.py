@@ -10,7 +10,11 @@ decision, header rewrite, and for SVC the marker and the sequence-number ring). 
 - VP8, one stream, every subscriber gets it (the reference);
 - VP9 L3T3-like pictures (3 spatial layers, 2 packets each), every subscriber at the top layer
   (every packet forwarded);
-- the same, every subscriber at spatial layer 0 (two packets in three dropped, leaving no gap).
+- the same, every subscriber at spatial layer 0 (two packets in three dropped, leaving no gap);
+- the same, every subscriber at spatial layer 0 and temporal layer 0 (a quarter of the frame
+  rate: eleven packets in twelve dropped);
+- the publisher alone, no subscriber (statistics, cache, the descriptor read and the per
+  spatial and temporal layer counting).
 
 Prints microseconds of CPU per publisher packet, in total and per subscriber, and the ratios to
 VP8 within the run (the machine is shared: compare figures of one run only), plus the descriptor
@@ -58,8 +62,9 @@ def vp9_packets(n: int) -> list[bytes]:
     return out
 
 
-def track_with(mime: str, pt: int, subscribers: int, layer: int) -> tuple[Publisher, list]:
-    """A publisher with ``subscribers`` bound DownTracks targeting ``layer``."""
+def track_with(mime: str, pt: int, subscribers: int, level: int) -> tuple[Publisher, list]:
+    """A publisher with ``subscribers`` bound DownTracks at the allocator's ``level`` (the
+    layer for VP8; for VP9 SVC 0 = spatial 0 at T0, 2 = spatial 0, 4 = spatial 2)."""
     track = Publisher(
         "TR", "PA", "video", "camera", "0", Codec(mime, 90000, pt), {}, lambda b: True, 1,
         height=720,
@@ -69,7 +74,7 @@ def track_with(mime: str, pt: int, subscribers: int, layer: int) -> tuple[Publis
         dt = DownTrack(track, lambda b: True, f"PS{i}")
         track.attach(dt)
         dt.bind(1000 + i, 100, {})
-        dt.set_target(layer)
+        dt.set_level(level)
         downtracks.append(dt)
     return track, downtracks
 
@@ -79,16 +84,21 @@ def measure(subscribers: int, count: int) -> dict[str, float]:
     results: dict[str, float] = {}
     cases = [
         ("vp8", "video/VP8", 96, vp8_packets(count * 3), 0),
-        ("vp9 svc, top layer", "video/VP9", 98, vp9_packets(count * 3), 2),
-        ("vp9 svc, layer 0", "video/VP9", 98, vp9_packets(count * 3), 0),
+        ("vp9 svc, top layer", "video/VP9", 98, vp9_packets(count * 3), 4),
+        ("vp9 svc, layer 0", "video/VP9", 98, vp9_packets(count * 3), 2),
+        ("vp9 svc, layer 0 at T0", "video/VP9", 98, vp9_packets(count * 3), 0),
     ]
-    for name, mime, pt, data, layer in cases:
-        track, downtracks = track_with(mime, pt, subscribers, layer)
+    for name, mime, pt, data, level in cases:
+        track, downtracks = track_with(mime, pt, subscribers, level)
         # time in packets: 1 ms apart, so that rates and keyframe throttles behave
         feed = track.on_rtp
         results[name] = per_call(lambda k, feed=feed, data=data: feed(data[k], k / 1000), count)
         sent = downtracks[0].packets
         results[f"{name}: forwarded share"] = sent / (3 * count)
+    track, _ = track_with("video/VP9", 98, 0, 0)
+    data = vp9_packets(count * 3)
+    feed = track.on_rtp
+    results["vp9 publisher alone"] = per_call(lambda k: feed(data[k], k / 1000), count)
     sample = vp9_packets(6)[3][12:]
     results["vp9_layers (descriptor read)"] = per_call(lambda k: vp9_layers(sample), count)
     return results

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .forwarder import ALL_TEMPORAL
 from .layers import UP_MARGIN, Selection, select, size_caps
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from .publisher import Publisher
 
 MAX_LAYERS = 3
+#: VP9 SVC: levels below spatial layer 0 at full frame rate (T0 only, T0+T1)
+TEMPORAL_LEVELS = 2
+LEVELS = MAX_LAYERS + TEMPORAL_LEVELS  # the selection's columns: simulcast rows use 3
 UNKNOWN_BUDGET = 50_000_000  # no bandwidth estimate from the subscriber yet: no limit
 NOMINAL_BITRATES = (150_000, 500_000, 1_500_000)  # a layer switched off keeps a nominal cost
 DYNACAST_HOLD = 5.0  # seconds a layer stays on after the last subscriber stops needing it
@@ -27,14 +31,28 @@ UP_HOLD = 4.0  # seconds a subscriber waits, after going down a layer, before go
 
 
 def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
-    """What each layer costs to forward (0: not available to this subscriber)."""
-    if track.svc:  # spatial layers in one stream: each costs itself and those below it
-        rates, total = [], 0.0
+    """What each level costs to forward (0: not available to this subscriber), LEVELS of
+    them: simulcast layers first; for VP9 SVC, spatial layer 0 with its temporal layers T0,
+    then T0+T1 (a quarter and half the frame rate in L3T3), then each spatial layer at the
+    full frame rate (costing itself and those below it)."""
+    if track.svc:
+        rates = [0.0] * LEVELS
+        base = track.spatial[0]
+        if now - base.last_packet <= LIVE_WITHIN:
+            # temporal levels only while the layers above them are sent: else they are the
+            # same stream as spatial layer 0 at full rate
+            live = [now - last <= LIVE_WITHIN for last in base.temporal_last]
+            part = 0.0
+            for t in range(TEMPORAL_LEVELS):
+                part += base.temporal_bitrate[t]
+                if live[t] and any(live[t + 1 :]):
+                    rates[t] = max(part, 1.0)
+        total = 0.0
         for i, spatial in enumerate(track.spatial[:MAX_LAYERS]):
             total += spatial.bitrate
-            live = i <= max_layer and now - spatial.last_packet <= LIVE_WITHIN
-            rates.append(max(total, 1.0) if live else 0.0)
-        return rates + [0.0] * (MAX_LAYERS - len(rates))
+            live_i = i <= max_layer and now - spatial.last_packet <= LIVE_WITHIN
+            rates[TEMPORAL_LEVELS + i] = max(total, 1.0) if live_i else 0.0
+        return rates
     if not track.simulcast:
         return [1.0, 0.0, 0.0]  # one stream: never held back by bandwidth
     rates = []
@@ -51,7 +69,7 @@ def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
             rates.append(max(float(layer.known_bitrate or nominal), RAMP_FLOOR * nominal))
         else:
             rates.append(0.0)  # the publisher does not send it
-    return rates + [0.0] * (MAX_LAYERS - len(rates))
+    return rates + [0.0] * (LEVELS - len(rates))
 
 
 def allocate(
@@ -73,8 +91,8 @@ def allocate(
     if not pairs:
         return []
     n = len(pairs)
-    heights = np.zeros((n, MAX_LAYERS), dtype=np.int64)
-    rates = np.zeros((n, MAX_LAYERS), dtype=np.float64)
+    heights = np.zeros((n, LEVELS), dtype=np.int64)
+    rates = np.zeros((n, LEVELS), dtype=np.float64)
     wanted = np.zeros(n, dtype=np.int64)
     priority = np.zeros(n, dtype=np.int64)
     current = np.zeros(n, dtype=np.int64)
@@ -82,11 +100,13 @@ def allocate(
     for i, dt in enumerate(pairs):
         track = dt.track
         h = track.layer_heights()[:MAX_LAYERS]
+        if track.svc:  # the temporal levels have spatial layer 0's size
+            h = [h[0]] * TEMPORAL_LEVELS + h
         heights[i, : len(h)] = h
         rates[i] = layer_rates(track, now, dt.max_layer)
         wanted[i] = 0 if not dt.visible else (dt.max_height or 1 << 20)
         priority[i] = 2 if track.source == "screen_share" else int(track.participant_sid == speaker)
-        current[i] = dt.target_layer
+        current[i] = dt.level
         held[i] = now - dt.went_down_at < UP_HOLD
     targets = select(
         Selection(
@@ -111,12 +131,28 @@ def allocate(
         index += 1
     changes = []
     for dt, target, cap in zip(pairs, targets.tolist(), allowed, strict=True):
-        if target != dt.target_layer:
-            if 0 <= target < dt.target_layer and target < cap:
+        if dt.track.svc:
+            dt.cap_temporal(fps_cap(dt.track, dt.max_fps))
+        if target != dt.level:
+            if 0 <= target < dt.level and target < cap:
                 dt.went_down_at = now  # held a while before going up again
-            dt.set_target(target, now)
+            dt.set_level(target, now)
             changes.append((dt, target))
     return changes
+
+
+def fps_cap(track: Publisher, max_fps: float) -> int:
+    """The highest temporal layer of a VP9 SVC track whose frame rate (with those below it)
+    stays within ``max_fps`` (T0 at least); every layer when there is no cap."""
+    if max_fps <= 0:
+        return ALL_TEMPORAL
+    fps = 0.0
+    rates = track.spatial[0].temporal_fps
+    for t, rate in enumerate(rates):
+        fps += rate
+        if t > 0 and fps > max_fps * 1.1:  # 10 %: measured rates wander
+            return t - 1
+    return ALL_TEMPORAL
 
 
 def dynacast(track: Publisher, now: float) -> list[str] | None:

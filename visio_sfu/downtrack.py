@@ -16,7 +16,7 @@ from collections.abc import Callable
 from struct import pack, unpack_from
 from typing import TYPE_CHECKING
 
-from .forwarder import FORWARD, SWITCH, Forwarder, SvcForwarder
+from .forwarder import ALL_TEMPORAL, FORWARD, SWITCH, Forwarder, SvcForwarder
 from .munger import Munger, seq_diff
 from .rtp import rtcp
 from .rtp.codecs import vp8_descriptor, vp8_rewrite
@@ -55,6 +55,8 @@ RETRANSMIT_FLOOR = 4_000  # bytes per second: enough to repair an audio track
 BUDGET_SECONDS = 1.0
 
 MAX_SVC_LAYER = 2  # the highest spatial layer of a VP9 SVC track a subscriber may get
+#: VP9 SVC: the allocator's levels below spatial layer 0 at full frame rate (T0, T0+T1)
+TEMPORAL_LEVELS = 2
 
 RECENT = 32  # packets kept for probing
 FREEZE = 0.5  # seconds without a forwarded video packet that count as a freeze
@@ -106,6 +108,11 @@ class DownTrack:
         # what the subscriber asked for (subscription control and adaptive stream)
         self.visible = True
         self.max_height = 0  # 0 = no limit
+        self.max_fps = 0.0  # 0 = no limit (VP9 SVC: caps the temporal layer)
+        #: VP9 SVC: the temporal layer bandwidth allows (the allocator's level), before the
+        #: frame-rate cap
+        self.temporal_level = ALL_TEMPORAL
+        self._temporal_cap = ALL_TEMPORAL
         #: the highest layer this track has (simulcast, or spatial in VP9 SVC)
         self.top_layer = MAX_SVC_LAYER if self._svc else len(track.layers) - 1
         self.max_layer = self.top_layer
@@ -136,7 +143,9 @@ class DownTrack:
         #: the last packets sent, resent on the RTX stream to probe the path (duplicates the
         #: receiver discards, but their transport-wide numbers are counted)
         self.recent: deque[bytearray] = deque(maxlen=RECENT)
-        self.freezes = 0  # a video gap over FREEZE seconds while the publisher sent
+        #: video gaps over FREEZE seconds while the publisher sent and the subscriber wanted
+        #: the video (not while it was paused: hidden, or given no layer)
+        self.freezes = 0
         self.freeze_seconds = 0.0
         self.freeze_log: deque[tuple[float, float]] = deque(maxlen=32)  # (end, seconds)
         self._last_out = 0.0  # when a packet was last forwarded (video)
@@ -192,9 +201,42 @@ class DownTrack:
             self.track.request_keyframe(layer=0 if self._svc else layer)
 
     def set_target(self, layer: int, now: float | None = None) -> None:
-        """Forward ``layer`` from its next keyframe on (-1: pause now)."""
+        """Forward ``layer`` from its next keyframe on (-1: pause now). A paused video is not
+        frozen: the freeze clock stops, and starts again at ``now`` when it is wanted again."""
+        if layer < 0:
+            self._last_out = 0.0
+        elif self.forwarder.target < 0:
+            self._last_out = now or 0.0  # no time given: from the first packet forwarded
         if self.forwarder.set_target(layer):
             self.track.request_keyframe(now, 0 if self._svc else layer)
+
+    @property
+    def level(self) -> int:
+        """The allocator's level for this track (allocator.LEVELS): the simulcast layer; for
+        VP9 SVC, spatial layer 0 at temporal layer ``level`` below TEMPORAL_LEVELS (a lower
+        frame rate), else spatial layer ``level - TEMPORAL_LEVELS`` at full rate; -1 = paused."""
+        target = self.forwarder.target
+        if not self._svc or target < 0:
+            return target
+        if target > 0:
+            return target + TEMPORAL_LEVELS
+        return min(self.temporal_level, TEMPORAL_LEVELS)
+
+    def set_level(self, level: int, now: float | None = None) -> None:
+        """Forward the allocator's ``level`` (see ``level``): spatial and temporal layers."""
+        if not self._svc or level < 0:
+            self.set_target(level, now)
+            return
+        self.temporal_level = level if level < TEMPORAL_LEVELS else ALL_TEMPORAL
+        self.cap_temporal(self._temporal_cap)
+        self.set_target(max(level - TEMPORAL_LEVELS, 0), now)
+
+    def cap_temporal(self, cap: int) -> None:
+        """VP9 SVC: forward no temporal layer above ``cap`` (the subscriber's frame rate)."""
+        self._temporal_cap = cap
+        fwd = self.forwarder
+        assert isinstance(fwd, SvcForwarder)
+        fwd.temporal_target = min(self.temporal_level, cap)
 
     # -- hot path ----------------------------------------------------------------------
     def write(
@@ -209,7 +251,10 @@ class DownTrack:
             return
         fwd = self.forwarder
         assert isinstance(fwd, Forwarder)
-        arrived_before, self._last_in = self._last_in, now
+        if fwd.video:
+            arrived_before, self._last_in = self._last_in, now
+            if now - arrived_before > FREEZE:
+                self._publisher_resumed(arrived_before, now)
         decision = fwd.decide(layer, key)
         if fwd.keyframe_wanted >= 0:
             self.track.request_keyframe(now, fwd.keyframe_wanted)  # throttled by the track
@@ -234,12 +279,9 @@ class DownTrack:
             self.stamp(buf, now, hole)
             self.recent.append(buf)
         if fwd.video:
-            # a freeze: nothing forwarded for FREEZE while the publisher's packets kept coming
-            gap = now - self._last_out
-            if gap > FREEZE and now - arrived_before < FREEZE and self._last_out > 0:
-                self.freezes += 1
-                self.freeze_seconds += gap
-                self.freeze_log.append((now, gap))
+            last = self._last_out
+            if now - last > FREEZE and last > 0:
+                self._freeze(now - last, now)
             self._last_out = now
         if self._send(buf):
             self.packets += 1
@@ -248,6 +290,21 @@ class DownTrack:
             self.drops[_SEND_FAILED] += 1
             if fwd.video and self.packets == 0:
                 fwd.current = -1  # transport not up yet: start again at a keyframe
+
+    def _freeze(self, seconds: float, end: float) -> None:
+        """Count a freeze of ``seconds`` that ended at ``end``."""
+        self.freezes += 1
+        self.freeze_seconds += seconds
+        self.freeze_log.append((end, seconds))
+
+    def _publisher_resumed(self, stopped: float, now: float) -> None:
+        """The publisher sent nothing from ``stopped`` to ``now`` (muted, its network): no
+        freeze of ours. One that began before counts up to ``stopped``; the clock restarts."""
+        last = self._last_out
+        if last > 0:
+            if stopped - last > FREEZE:
+                self._freeze(stopped - last, stopped)
+            self._last_out = now
 
     def _write_svc(self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float) -> None:
         """write() for a VP9 SVC track: drop what is above the chosen layers (leaving no gap
@@ -259,6 +316,9 @@ class DownTrack:
         if d is None:
             self.drops[_INVALID] += 1
             return
+        arrived_before, self._last_in = self._last_in, now
+        if now - arrived_before > FREEZE:
+            self._publisher_resumed(arrived_before, now)
         munger = self.munger
         if munger.source != ssrc:
             self._svc_missing.clear()
@@ -293,6 +353,10 @@ class DownTrack:
             buf[1] |= 0x80
         # what a NACK needs: the source packet, and the marker it went out with
         self._svc_seqs[out[0] % SVC_SEQ_RING] = (out[0] << 24) | (marker << 16) | seq
+        last = self._last_out
+        if now - last > FREEZE and last > 0:
+            self._freeze(now - last, now)
+        self._last_out = now
         if not self._send_svc(buf, now) and self.packets == 0:
             fwd.current = -1  # transport not up yet: start again at a keyframe
 

@@ -84,6 +84,7 @@ class Forwarder:
 
 
 _B_BIT = 0x08  # VP9 descriptor: start of a layer frame
+ALL_TEMPORAL = 7  # the highest temporal layer id: every temporal layer forwarded
 _U_BIT = 0x10  # VP9 layer byte: switching-up point
 
 
@@ -96,8 +97,11 @@ class SvcForwarder:
     higher temporal layer than ``temporal``, is dropped. Switches happen where a picture starts
     (the first packet of its spatial layer 0): down at once (lower layers never depend on upper
     ones), up only at a keyframe (``L3T3_KEY``: upper layers are predicted from lower ones
-    only there). Temporal layers go down at any picture and up at a keyframe or a switching-up
-    point (U).
+    only there). Temporal layers (``temporal_target``, chosen by the allocator) go down at any
+    picture, and up at a keyframe, at a T0 picture (in libwebrtc's structures the frames after
+    a T0 frame refer to it or later ones only), or one layer at a time at a picture of the next
+    temporal layer up with U set (libwebrtc and LiveKit read U as "this frame refers to lower
+    temporal layers only", which the layers already forwarded are).
     """
 
     __slots__ = (
@@ -115,8 +119,8 @@ class SvcForwarder:
         self.video = True
         self.current = -1
         self.target = 0
-        self.temporal = 7  # highest temporal layer forwarded now
-        self.temporal_target = 7
+        self.temporal = ALL_TEMPORAL  # highest temporal layer forwarded now
+        self.temporal_target = ALL_TEMPORAL
         self.keyframe_wanted = -1
         self.switches = 0
         self.starts = 0
@@ -142,8 +146,11 @@ class SvcForwarder:
                 else:
                     self.keyframe_wanted = target
             t_target = self.temporal_target
-            if t_target < self.temporal or (t_target > self.temporal and (key or switch_up)):
+            temporal = self.temporal
+            if t_target < temporal or (t_target > temporal and (key or tid == 0)):
                 self.temporal = t_target
+            elif t_target > temporal and switch_up and tid == temporal + 1:
+                self.temporal = tid  # one step up: this frame refers to lower layers only
         if current < 0:
             return WAITING_KEYFRAME
         if sid > current or tid > self.temporal:

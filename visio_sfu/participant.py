@@ -366,9 +366,11 @@ class Participant:
         visible: bool | None = None,
         max_height: int | None = None,
         quality: str | None = None,
+        max_fps: float | None = None,
     ) -> None:
         """Adaptive stream and quality choice for a received track: shown or not, at what
-        height at most, which quality at most (low, medium, high)."""
+        height at most, which quality at most (low, medium, high), at what frame rate at most
+        (0: any; VP9 SVC only: its temporal layers)."""
         dt = self.subscriber.downtracks.get(track_sid) if self.subscriber else None
         if dt is None:
             raise KeyError(track_sid)
@@ -378,6 +380,8 @@ class Participant:
             dt.max_height = max_height
         if quality is not None:
             dt.max_layer = min(QUALITIES.index(quality), dt.top_layer)
+        if max_fps is not None:
+            dt.max_fps = max(float(max_fps), 0.0)
 
     async def restart_subscriber(self, available: Callable[[], list[Publisher]]) -> None:
         """Replace the subscribe connection with a fresh one that carries the same tracks,
@@ -414,7 +418,7 @@ class Participant:
         self, old: SubscribeConnection, available: Callable[[], list[Publisher]]
     ) -> None:
         kept = {
-            dt.track.sid: (dt.visible, dt.max_height, dt.max_layer)
+            dt.track.sid: (dt.visible, dt.max_height, dt.max_layer, dt.max_fps)
             for dt in old.downtracks.values()
         }
         # nothing is awaited from here on: no track can be published, nor the participant
@@ -426,7 +430,7 @@ class Participant:
         for track in available():
             if track.sid in kept:  # (one it had unsubscribed from stays unsubscribed)
                 dt = new.add(track)
-                dt.visible, dt.max_height, dt.max_layer = kept[track.sid]
+                dt.visible, dt.max_height, dt.max_layer, dt.max_fps = kept[track.sid]
         task = asyncio.ensure_future(old.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

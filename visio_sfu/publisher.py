@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 #: spatial layers of a VP9 SVC track the SFU chooses among (L3T3_KEY: three)
 MAX_SPATIAL = 3
+#: temporal layers of a VP9 SVC track measured apart (L3T3_KEY: three; higher ones count
+#: with the third)
+MAX_TEMPORAL = 3
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between two PLIs to one publisher track
 #: repairing loss between a publisher and the server: a gap is asked for again (NACK) every
 #: NACK_INTERVAL, at most NACK_TRIES times and for at most NACK_GIVE_UP seconds; a jump larger
@@ -229,15 +232,31 @@ class Layer:
 
 
 class SpatialLayer:
-    """Rate of one spatial layer inside a VP9 SVC stream."""
+    """Rate of one spatial layer inside a VP9 SVC stream, and of each of its temporal layers
+    (bytes and frames: what dropping the upper ones saves, at what frame rate)."""
 
-    __slots__ = ("window_bytes", "window_start", "bitrate", "last_packet")
+    __slots__ = (
+        "window_bytes",
+        "window_start",
+        "bitrate",
+        "last_packet",
+        "temporal_bytes",
+        "temporal_frames",
+        "temporal_last",
+        "temporal_bitrate",
+        "temporal_fps",
+    )
 
     def __init__(self) -> None:
         self.window_bytes = 0
         self.window_start = 0.0
         self.bitrate = 0.0  # bits per second, smoothed
         self.last_packet = 0.0
+        self.temporal_bytes = [0] * MAX_TEMPORAL  # since the last update_rate, per TID
+        self.temporal_frames = [0] * MAX_TEMPORAL  # layer frames started (B), per TID
+        self.temporal_last = [0.0] * MAX_TEMPORAL  # last packet of each TID
+        self.temporal_bitrate = [0.0] * MAX_TEMPORAL  # bits per second, smoothed, per TID
+        self.temporal_fps = [0.0] * MAX_TEMPORAL  # frames per second, smoothed, per TID
 
     def update_rate(self, now: float) -> None:
         """Fold the bytes received since the last call into the smoothed bitrate."""
@@ -248,6 +267,15 @@ class SpatialLayer:
         self.bitrate = rate if self.bitrate == 0 else 0.5 * self.bitrate + 0.5 * rate
         self.window_bytes = 0
         self.window_start = now
+        for t in range(MAX_TEMPORAL):
+            rate = self.temporal_bytes[t] * 8 / elapsed
+            old = self.temporal_bitrate[t]
+            self.temporal_bitrate[t] = rate if old == 0 else 0.5 * old + 0.5 * rate
+            fps = self.temporal_frames[t] / elapsed
+            old = self.temporal_fps[t]
+            self.temporal_fps[t] = fps if old == 0 else 0.5 * old + 0.5 * fps
+            self.temporal_bytes[t] = 0
+            self.temporal_frames[t] = 0
 
 
 class Publisher:
@@ -432,6 +460,11 @@ class Publisher:
                 spatial = self.spatial[d[1]]
                 spatial.window_bytes += len(data)
                 spatial.last_packet = now
+                tid = d[2] if d[2] < MAX_TEMPORAL else MAX_TEMPORAL - 1
+                spatial.temporal_bytes[tid] += len(data)
+                spatial.temporal_last[tid] = now
+                if d[0] & 0x08:  # B: a layer frame starts
+                    spatial.temporal_frames[tid] += 1
         elif self.audio_level_id:
             level = find_extension(data, self.audio_level_id)
             if level is not None and len(level):

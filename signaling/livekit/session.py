@@ -735,6 +735,7 @@ class LiveKitSession:
                     visible=not req.disabled,
                     max_height=req.height if req.height else 0,
                     quality=quality or "high",
+                    max_fps=req.fps,
                 )
             except KeyError:
                 pass  # not received (yet): LiveKit's clients send it early

@@ -3,13 +3,15 @@ layer choice inside one stream, and what a subscriber receives (numbering, marke
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from visio_sfu.allocator import layer_rates
+from visio_sfu.allocator import UP_HOLD, allocate, layer_rates
 from visio_sfu.downtrack import DownTrack
-from visio_sfu.forwarder import FORWARD, OTHER_LAYER, WAITING_KEYFRAME, SvcForwarder
+from visio_sfu.forwarder import ALL_TEMPORAL, FORWARD, OTHER_LAYER, WAITING_KEYFRAME, SvcForwarder
 from visio_sfu.munger import seq_diff
 from visio_sfu.publisher import Codec, Publisher
 from visio_sfu.rtp.header import build_rtp, payload_offset
@@ -108,8 +110,16 @@ def test_svc_forwarder_switches_down_at_a_picture_and_up_at_a_keyframe():
     f.temporal_target = 0
     assert f.decide_svc(0x68, 0, 1, False, False) == OTHER_LAYER  # down at once
     f.temporal_target = 2
-    assert f.decide_svc(0x68, 0, 1, False, False) == OTHER_LAYER  # up: waits for U or key
-    assert f.decide_svc(0x68, 0, 1, True, False) == FORWARD and f.temporal == 2
+    assert f.decide_svc(0x68, 0, 1, False, False) == OTHER_LAYER  # up: waits for U, T0, key
+    assert f.decide_svc(0x68, 0, 2, True, False) == OTHER_LAYER  # U two layers up: its
+    assert f.temporal == 0  # frame may refer to a T1 frame that was dropped
+    assert f.decide_svc(0x68, 0, 1, True, False) == FORWARD and f.temporal == 1  # one step
+    assert f.decide_svc(0x68, 0, 2, True, False) == FORWARD and f.temporal == 2
+    f.temporal_target = 0
+    assert f.decide_svc(0x68, 0, 2, True, False) == OTHER_LAYER and f.temporal == 0
+    f.temporal_target = ALL_TEMPORAL
+    assert f.decide_svc(0x68, 0, 0, False, False) == FORWARD  # a T0 picture: every layer
+    assert f.temporal == ALL_TEMPORAL
 
 
 @pytest.mark.parametrize("target", [0, 1, 2])
@@ -142,7 +152,8 @@ def test_downtrack_forwards_the_chosen_spatial_layer_with_continuous_numbering(t
     pictures.now = 1.0
     pictures.send()
     rates = layer_rates(track, pictures.now, dt.max_layer)
-    assert rates[0] > 0 and rates[0] < rates[1] < rates[2]
+    # one temporal layer: no level below spatial layer 0 at full rate
+    assert rates[:2] == [0.0, 0.0] and 0 < rates[2] < rates[3] < rates[4]
     assert track.layer_count == 3 and track.layer_heights() == [180, 360, 720]
 
 
@@ -207,6 +218,167 @@ def test_packets_lost_upstream_and_retransmitted_late_fill_their_place():
     assert len(out) == 13
 
 
+#: L3T3 as libwebrtc encodes it: T0 T2 T1 T2 ..., U set on T1 and T2 frames (they refer to
+#: lower temporal layers only), each picture's reference (pid offset) by temporal layer
+T_PATTERN = (0, 2, 1, 2)
+REFERENCE = {0: 4, 1: 2, 2: 1}
+
+
+class L3T3(Picture):
+    """Pictures in the L3T3 temporal pattern, 30 a second; a keyframe first and when one is
+    asked for (as a publisher answers a PLI)."""
+
+    def next(self) -> None:
+        tid = T_PATTERN[self.pid % 4]
+        asked = self.track.keyframe_requests
+        key = self.pid == 0 or asked != getattr(self, "asked", asked)
+        self.asked = asked
+        self.send(key=key, tid=0 if key else tid, u=tid > 0)
+
+    def run(self, seconds: float) -> None:
+        for _ in range(round(seconds * 30)):
+            self.next()
+
+
+def forwarded_pictures(out: list[bytes]) -> list[tuple[int, int, int]]:
+    """(picture id, spatial layer, temporal layer) of each packet a subscriber got."""
+    result = []
+    for p in out:
+        payload = memoryview(p)[payload_offset(p) :]
+        d = vp9_layers(payload)
+        assert d is not None
+        result.append((((payload[1] & 0x7F) << 8) | payload[2], d[1], d[2]))
+    return result
+
+
+def assert_decodable(out: list[bytes], first_key: int) -> None:
+    """Continuous numbering, a marker on the last packet of each picture and only there, and
+    every forwarded picture's reference forwarded too (from the keyframe ``first_key`` on)."""
+    seqs = [int.from_bytes(p[2:4], "big") for p in out]
+    assert all(seq_diff(b, a) == 1 for a, b in zip(seqs, seqs[1:], strict=False)), seqs
+    pics = forwarded_pictures(out)
+    pids = [pid for pid, _, _ in pics]
+    ends = [i == len(pids) - 1 or pids[i + 1] != pid for i, pid in enumerate(pids)]
+    assert [bool(p[1] & 0x80) for p in out] == ends
+    sent = set(pids)
+    for pid, _, tid in pics:
+        if pid > first_key:
+            assert pid - REFERENCE[tid] in sent, (pid, tid, sorted(sent))
+
+
+def test_temporal_layers_are_measured_per_layer():
+    track, dt, out = subscribed()
+    pictures = L3T3(track)
+    pictures.run(1.0)
+    track.update_rates(pictures.now)
+    pictures.run(1.0)
+    track.update_rates(pictures.now)
+    base = track.spatial[0]
+    fps = base.temporal_fps
+    assert fps[0] == pytest.approx(7.5, rel=0.1) and fps[1] == pytest.approx(7.5, rel=0.1)
+    assert fps[2] == pytest.approx(15, rel=0.1)
+    t0, t1, t2 = base.temporal_bitrate
+    assert t0 == pytest.approx(t1, rel=0.1) and t2 == pytest.approx(2 * t0, rel=0.1)
+    assert sum(base.temporal_bitrate) == pytest.approx(base.bitrate, rel=0.01)
+    rates = layer_rates(track, pictures.now, dt.max_layer)
+    # T0 (a quarter of the frames), T0+T1 (half), then each spatial layer at the full rate
+    assert rates[0] == pytest.approx(rates[2] / 4, rel=0.1)
+    assert rates[1] == pytest.approx(rates[2] / 2, rel=0.1)
+    assert 0 < rates[0] < rates[1] < rates[2] < rates[3] < rates[4]
+
+
+def test_allocator_lowers_the_frame_rate_when_even_the_lowest_layer_does_not_fit():
+    """A subscriber whose estimate is below spatial layer 0 at full frame rate gets T0 (or
+    T0+T1), never nothing; the forwarded stream stays decodable and continuous; when the
+    estimate rises it goes back up, temporal layers at a switching point."""
+    track, dt, out = subscribed()
+    participant = SimpleNamespace(
+        subscriber=SimpleNamespace(bandwidth=None, downtracks={track.sid: dt})
+    )
+    pictures = L3T3(track)
+
+    def rounds(seconds: float) -> None:  # the room's timer: every 0.25 s
+        for _ in range(round(seconds * 4)):
+            pictures.run(0.25)
+            track.update_rates(pictures.now)
+            allocate([participant], None, pictures.now)
+
+    rounds(1.0)
+    assert dt.level == 4 and dt.current_layer == 2 and dt.forwarder.temporal == ALL_TEMPORAL
+    full0 = layer_rates(track, pictures.now, dt.max_layer)[2]
+    participant.subscriber.bandwidth = full0 * 0.4  # T0 fits (a quarter), T0+T1 not
+    rounds(0.25)
+    assert dt.level == 0 and dt.target_layer == 0 and dt.forwarder.temporal_target == 0
+    start = len(out)
+    rounds(1.0)
+    got = forwarded_pictures(out[start:])
+    assert {(sid, tid) for _, sid, tid in got} == {(0, 0)}
+    assert len({pid for pid, _, _ in got}) == pytest.approx(7.5, abs=1.5)  # a quarter
+    participant.subscriber.bandwidth = full0 * 0.7  # T0+T1 fits (held a while first)
+    rounds(UP_HOLD + 0.5)
+    assert dt.level == 1 and dt.forwarder.temporal == 1
+    participant.subscriber.bandwidth = full0 / 1000  # far below: T0 still, never paused
+    rounds(1.0)
+    assert dt.level == 0 and dt.target_layer == 0 and not dt.need_keyframe
+    participant.subscriber.bandwidth = None  # no limit: all layers again
+    rounds(UP_HOLD + 0.5)
+    assert dt.level == 4 and dt.current_layer == 2 and dt.forwarder.temporal == ALL_TEMPORAL
+    assert_decodable(out, first_key=0)
+    assert dt.drops[5] == 0
+
+
+def test_temporal_up_switch_waits_for_a_switching_point():
+    track, dt, out = subscribed()
+    dt.set_level(0)  # spatial layer 0, T0 only
+    pictures = L3T3(track)
+    pictures.run(1.0)  # from the keyframe (pid 0): T0 pictures only
+    assert {tid for _, _, tid in forwarded_pictures(out)} == {0}
+    assert pictures.pid % 4 == 2  # the next picture is a T1 one, with U
+    dt.set_level(2)  # every temporal layer
+    pictures.next()  # T1, U: one step up (it refers to T0 only)
+    assert dt.forwarder.temporal == 1 and forwarded_pictures(out)[-1][2] == 1
+    pictures.next()  # T2, U: another step (it refers to the T1 frame just forwarded)
+    assert dt.forwarder.temporal == 2 and forwarded_pictures(out)[-1][2] == 2
+    dt.set_level(0)
+    pictures.run(0.5)
+    while pictures.pid % 4 != 1:  # just after a T0 picture
+        pictures.next()
+    assert dt.forwarder.temporal == 0
+    dt.set_level(2)
+    before = len(out)
+    pictures.next()  # a T2 frame with U while only T0 is forwarded: its T1 reference is not
+    assert len(out) == before and dt.forwarder.temporal == 0
+    pictures.next()  # T1, U
+    pictures.next()  # T2, U
+    assert dt.forwarder.temporal == 2
+    assert_decodable(out, first_key=0)
+
+
+def test_a_frame_rate_cap_limits_the_temporal_layer():
+    """UpdateTrackSettings' fps (LiveKit) caps the temporal layer: 15 of 30 frames a second
+    is T0+T1 in L3T3, whatever the bandwidth."""
+    track, dt, out = subscribed()
+    participant = SimpleNamespace(
+        subscriber=SimpleNamespace(bandwidth=None, downtracks={track.sid: dt})
+    )
+    dt.max_fps = 15
+    pictures = L3T3(track)
+    for _ in range(8):
+        pictures.run(0.25)
+        track.update_rates(pictures.now)
+        allocate([participant], None, pictures.now)
+    assert dt.level == 4 and dt.forwarder.temporal_target == 1
+    start = len(out)
+    pictures.run(1.0)
+    got = forwarded_pictures(out[start:])
+    assert {tid for _, _, tid in got} == {0, 1} and {sid for _, sid, _ in got} == {0, 1, 2}
+    assert len({pid for pid, _, _ in got}) == pytest.approx(15, abs=2)
+    dt.max_fps = 0
+    allocate([participant], None, pictures.now)
+    assert dt.forwarder.temporal_target == ALL_TEMPORAL
+    assert_decodable(out, first_key=0)
+
+
 def _with_vp9(sdp: str) -> str:
     """An aiortc offer as a browser writes it: VP9 profiles 0 and 2 after VP8 and H.264."""
     out = []
@@ -254,3 +426,27 @@ async def test_the_codec_a_track_asks_for_comes_first_in_the_answer(codec):
     finally:
         await p.close()
         await client.close()
+
+
+async def test_livekit_track_setting_fps_reaches_the_subscriber():
+    """LiveKit's UpdateTrackSettings carries fps: the session hands it to the participant's
+    DownTrack (the cap the allocator applies, above), with width/height and quality."""
+    from livekit.protocol import rtc
+
+    from signaling.livekit.session import LiveKitSession
+    from visio_sfu.participant import Participant
+
+    p = Participant("bob")
+    try:
+        track = vp9_track()
+        assert p.subscriber is not None
+        dt = p.subscriber.add(track)
+        session = SimpleNamespace(_p=lambda: p)
+        req = rtc.UpdateTrackSettings(track_sids=[track.sid], fps=10, height=360)
+        await LiveKitSession.on_track_setting(session, req)  # type: ignore[arg-type]
+        assert dt.max_fps == 10 and dt.max_height == 360 and dt.visible
+        req = rtc.UpdateTrackSettings(track_sids=[track.sid], height=360)
+        await LiveKitSession.on_track_setting(session, req)  # type: ignore[arg-type]
+        assert dt.max_fps == 0  # not given: no cap
+    finally:
+        await p.close()
