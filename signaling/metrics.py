@@ -183,8 +183,9 @@ class SFUCollector(Collector):
         )
         freezes = CounterMetricFamily(
             "visio_downtrack_freezes",
-            "times a subscriber got no packet of a video for over 0.5 s while its publisher "
-            "sent (a layer switch waiting for its keyframe, loss, a congested path)",
+            "times a subscriber got no packet of a video for over 0.5 s while it wanted the "
+            "video (not hidden or paused) and its publisher sent (a layer switch waiting for "
+            "its keyframe, loss, a congested path)",
             labels=labels,
         )
         freeze_time = CounterMetricFamily(
