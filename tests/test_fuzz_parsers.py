@@ -8,7 +8,9 @@ tests/fuzz_corpus/ and are replayed first.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
 
 from hypothesis import example, given, settings
@@ -228,24 +230,203 @@ def test_grant_reader_only_raises_token_errors(claims):
 
 
 # -- LiveKit's protobuf signaling (signaling/livekit) -------------------------------------------
+_LK_OFFER = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:s mic\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=msid:s cam\r\n"
+    "a=rid:f send\r\na=rid:h send\r\na=simulcast:send f;h\r\n"
+)
+
+
 def _livekit_frames() -> list[bytes]:
+    """One SignalRequest of each kind a client sends, valid for a joined session."""
     from livekit.protocol import models, rtc
 
+    R = rtc.SignalRequest
+    video, audio = models.TrackType.VIDEO, models.TrackType.AUDIO
+    layer = models.VideoLayer(quality=models.VideoQuality.HIGH, width=640, height=360)
     return [
-        rtc.SignalRequest(ping_req=rtc.Ping(timestamp=1, rtt=2)).SerializeToString(),
-        rtc.SignalRequest(ping=5).SerializeToString(),
-        rtc.SignalRequest(
-            offer=rtc.SessionDescription(type="offer", sdp="v=0\r\nm=video 9 UDP 96\r\n", id=3)
+        R(ping_req=rtc.Ping(timestamp=1, rtt=2)).SerializeToString(),
+        R(ping=5).SerializeToString(),
+        R(offer=rtc.SessionDescription(type="offer", sdp=_LK_OFFER, id=3)).SerializeToString(),
+        R(answer=rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=1)).SerializeToString(),
+        R(
+            trickle=rtc.TrickleRequest(
+                candidateInit='{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host",'
+                '"sdpMid":"0","sdpMLineIndex":0}',
+                target=rtc.SignalTarget.SUBSCRIBER,
+            )
         ).SerializeToString(),
-        rtc.SignalRequest(
-            trickle=rtc.TrickleRequest(candidateInit='{"candidate":"x"}', target=1)
+        R(
+            add_track=rtc.AddTrackRequest(
+                cid="cam",
+                type=video,
+                width=640,
+                height=360,
+                layers=[layer, layer],
+                simulcast_codecs=[rtc.SimulcastCodec(codec="vp9", cid="cam")],
+            )
         ).SerializeToString(),
-        rtc.SignalRequest(
-            add_track=rtc.AddTrackRequest(cid="c", type=models.TrackType.VIDEO, width=9)
+        R(add_track=rtc.AddTrackRequest(cid="mic", type=audio, muted=True)).SerializeToString(),
+        R(mute=rtc.MuteTrackRequest(sid="TR_y", muted=True)).SerializeToString(),
+        R(
+            subscription=rtc.UpdateSubscription(
+                track_sids=["TR_x"],
+                subscribe=True,
+                participant_tracks=[models.ParticipantTracks(track_sids=["TR_y"])],
+            )
         ).SerializeToString(),
-        rtc.SignalRequest(
-            track_setting=rtc.UpdateTrackSettings(track_sids=["TR_x"])
+        R(
+            track_setting=rtc.UpdateTrackSettings(
+                track_sids=["TR_x"], quality=models.VideoQuality.LOW, height=180
+            )
         ).SerializeToString(),
+        R(
+            update_metadata=rtc.UpdateParticipantMetadata(
+                name="n", metadata="m", attributes={"a": "b", "c": ""}, request_id=4
+            )
+        ).SerializeToString(),
+        R(
+            subscription_permission=rtc.SubscriptionPermission(
+                track_permissions=[
+                    rtc.TrackPermission(participant_identity="other", track_sids=["TR_x"]),
+                    rtc.TrackPermission(participant_sid="PA_x", all_tracks=True),
+                ]
+            )
+        ).SerializeToString(),
+        R(sync_state=rtc.SyncState()).SerializeToString(),
+        R(leave=rtc.LeaveRequest()).SerializeToString(),
+    ]
+
+
+class _Errors(logging.Handler):
+    """Keeps the ERROR records logged (a handler's crash is logged, not raised, by handle())."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def _joined_livekit_session(single_pc: bool, published: bool):
+    """A LiveKit session joined to a room on fake transports, with another participant in it
+    publishing tracks (so that requests naming tracks and participants reach real state); if
+    ``published``, the session has published its own microphone and camera."""
+    from signaling.auth import Identity
+    from signaling.config import Config
+    from signaling.livekit.session import LiveKitSession
+    from tests.support.fake_transport import FakeTransport
+    from visio_sfu import SFU
+
+    class _NoSocket:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    sfu = SFU(transport_factory=FakeTransport)
+    room = sfu.get_or_create_room("r")
+    other = await room.join("other", emit=lambda e: None)
+    await other.publish_offer(_LK_OFFER)
+    grant = VideoGrant(room="r", room_join=True, can_update_own_metadata=True)
+    who = Identity("fuzz", "", "", "key", grant, 0.0)
+    session = LiveKitSession(_NoSocket(), who, sfu, Config(), single_pc=single_pc)  # type: ignore[arg-type]
+    await session.join()
+    if published:
+        from livekit.protocol import rtc
+
+        for frame in _livekit_frames():
+            if rtc.SignalRequest.FromString(frame).WhichOneof("message") in ("add_track", "offer"):
+                await session.handle(frame)
+        assert session.participant is not None and len(session.participant.tracks) == 2
+    return sfu, session, [*other.tracks, other.sid]
+
+
+def _with_real_sids(data: bytes, session, others: list[str]) -> bytes:
+    """The frame with its made-up sids (TR_x, TR_y, PA_x) replaced by real ones (the other
+    participant's track and sid, the session's own first track), when it decodes."""
+    from google.protobuf import text_format
+    from google.protobuf.message import DecodeError
+    from livekit.protocol import rtc
+
+    try:
+        text = text_format.MessageToString(rtc.SignalRequest.FromString(data))
+    except DecodeError:
+        return data
+    own = list(session.participant.tracks) if session.participant is not None else []
+    for fake, real in (("TR_x", others[0]), ("TR_y", (own or others)[0]), ("PA_x", others[-1])):
+        text = text.replace(f'"{fake}"', f'"{real}"')
+    try:
+        return text_format.Parse(text, rtc.SignalRequest()).SerializeToString()
+    except text_format.ParseError:
+        return data
+
+
+async def _fuzz_livekit_session(frames: list[bytes], single_pc: bool, published: bool) -> None:
+    from signaling.livekit.session import _DONE
+
+    sfu, session, names = await _joined_livekit_session(single_pc, published)
+    try:
+        for data in frames:
+            await session.handle(_with_real_sids(data, session, names))
+            await asyncio.sleep(0)
+        while not session._outbox.empty():  # what it would write: serializable protobufs
+            item = session._outbox.get_nowait()
+            if item is not _DONE:
+                for message in session._convert(item):
+                    message.SerializeToString()
+    finally:
+        await session.close("left")
+        await sfu.close()
+
+
+def _livekit_frames_or_corpus():
+    def wrap(fn):
+        for data in corpus("livekit"):
+            fn = example([data], False, True)(fn)
+        return fn
+
+    return wrap
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(  # half valid requests (mutating them mostly cuts them short), half mutated/bytes
+        st.booleans().flatmap(
+            lambda valid: (
+                st.sampled_from(_livekit_frames())
+                if valid
+                else st.one_of(st.binary(max_size=300), *(mutated(f) for f in _livekit_frames()))
+            )
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+@_livekit_frames_or_corpus()
+def test_livekit_signal_requests_to_a_joined_session_never_crash(
+    frames: list[bytes], single: bool, published: bool
+):
+    """Any frames to a JOINED session (two connections or one; publishing or not), another
+    participant publishing in its room: each handled, refused or dropped; no handler crashes
+    (handle() logs a crash at ERROR rather than raising it: any ERROR record fails), and what
+    it would write back serializes."""
+    errors = _Errors()
+    log = logging.getLogger("signaling")
+    log.addHandler(errors)
+    try:
+        asyncio.run(_fuzz_livekit_session(frames, single, published))
+    finally:
+        log.removeHandler(errors)
+    assert not errors.records, [
+        (r.getMessage(), r.exc_text or logging.Formatter().formatException(r.exc_info))
+        if r.exc_info
+        else r.getMessage()
+        for r in errors.records
     ]
 
 

@@ -103,7 +103,9 @@ class FakeTransport:
         self.answers.append(sdp)
         self.has_remote_description = True
 
-    async def receive_offer(self, sdp: str) -> list[FakeSlot]:
+    async def receive_offer(
+        self, sdp: str, prefer: dict[str, str] | None = None
+    ) -> list[FakeSlot]:
         from visio_sfu.sdp import parse_offer
 
         for media in parse_offer(sdp):
@@ -115,7 +117,7 @@ class FakeTransport:
     async def make_answer(self) -> str:
         return await self.create_offer()
 
-    async def answer(self, sdp: str) -> str:
+    async def answer(self, sdp: str, prefer: dict[str, str] | None = None) -> str:
         await self.receive_offer(sdp)
         return await self.make_answer()
 
