@@ -3,8 +3,9 @@ Chromium on visio-sfu: two pages and one Python SDK participant.
 
 On two peer connections (/rtc, the pages set ``singlePeerConnection: false``): video and audio
 both ways, simulcast layers chosen by tile size (adaptive stream: a large tile gets the 640x360
-layer, a small one the 320x180 layer), a resume, chat over lk.chat text streams; a visio-sfu
-web client page joins the same room: it sees the LiveKit pages' cameras and chats with them.
+layer, a small one the 320x180 layer), a resume (mutes on both sides after it reach the other
+page), chat over lk.chat text streams; a visio-sfu web client page joins the same room: it sees
+the LiveKit pages' cameras and chats with them.
 
 On one peer connection (/rtc/v1, the SDK's default): see test_livekit_client_single_pc."""
 
@@ -132,6 +133,9 @@ def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
             30,
             "the 180p layer in a 160x90 tile",
         )
+        # the big page mutes and unmutes its microphone: the small page sees both (and so holds
+        # a version of the big page's info above the first ones)
+        toggle_mic(big, "big", small)
         # the small page's signal WebSocket drops: the SDK resumes (same sid) and media goes on
         small.evaluate("() => dropSignal()")
         poll(small, "() => state.reconnected", lambda n: n >= 1, 20, "the small page resumed")
@@ -141,6 +145,10 @@ def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
         poll(small, videos, lambda v: v["big"]["frames"] > frames + 20, 20, "video after resume")
         frames = big.evaluate("() => state.videos.small.frames")
         poll(big, videos, lambda v: v["small"]["frames"] > frames + 20, 20, "its camera after")
+        # mutes after the resume reach both ways: livekit-client drops a participant update
+        # whose version is below the one it holds, so versions go on increasing across it
+        toggle_mic(big, "big", small)
+        toggle_mic(small, "small", big)
         artefact(big, "livekit-client-big")
         artefact(small, "livekit-client-small")
         del seen_big, seen_small
@@ -220,6 +228,15 @@ def test_livekit_client_pages_and_python_sdk(browser, lk_server, pages_origin):
         python.close()
         for page in pages:
             page.context.close()
+
+
+def toggle_mic(page, who: str, other) -> None:
+    """``page`` (identity ``who``) mutes its microphone, then unmutes it; ``other`` sees both."""
+    for on in (False, True):
+        page.evaluate("(on) => setMic(on)", on)
+        state = "on" if on else "muted"
+        poll(other, f"() => micMuted('{who}')", lambda m, on=on: m is (not on), 10,
+             f"{who}'s microphone {state} at the other page")  # fmt: skip
 
 
 def _console(page, name: str, into: list[str]) -> None:
