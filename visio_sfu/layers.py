@@ -3,7 +3,8 @@
 One row per (subscriber, track) pair. The decision, vectorised with numpy:
 
 1. cap: the highest layer not larger than the size at which the subscriber shows the video
-   (adaptive stream; the smallest layer when none is small enough), none when it is hidden;
+   (adaptive stream; the smallest layer when none is small enough, the highest of several of
+   that size), none when it is hidden;
 2. floor: the lowest live layer of a shown video is sent even when the estimate is below it. A
    receiver-side estimate (REMB) follows what it receives, so a paused or flapping stream keeps
    it low, and the subscriber sees 2-5 frames a second (seen in Firefox and Chromium when the
@@ -48,14 +49,18 @@ class Selection:
 
 
 def size_caps(bitrates: np.ndarray, heights: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Highest live layer whose height <= wanted (else the lowest live layer); -1 if hidden."""
+    """Highest live layer whose height <= wanted (else the highest live layer as high as the
+    lowest live one: a VP9 SVC track's levels of spatial layer 0 share its height, and a tile
+    smaller than it gets its full frame rate); -1 if hidden."""
     live = bitrates > 0
     fits = live & (heights <= wanted[:, None])
     n, layers = bitrates.shape
     idx = np.arange(layers)
     highest_fit = np.where(fits, idx, -1).max(axis=1, initial=-1)
     lowest_live = np.where(live, idx, layers).min(axis=1, initial=layers)
-    cap = np.where(highest_fit >= 0, highest_fit, np.where(lowest_live < layers, lowest_live, -1))
+    low_height = heights[np.arange(n), np.minimum(lowest_live, layers - 1)]
+    smallest = np.where(live & (heights == low_height[:, None]), idx, -1).max(axis=1, initial=-1)
+    cap = np.where(highest_fit >= 0, highest_fit, smallest)
     return np.where(wanted > 0, cap, -1)
 
 
@@ -146,7 +151,8 @@ def select_reference(
             limit = -1
         else:
             fit = [j for j in live if sel.heights[i, j] <= sel.wanted[i]]
-            limit = max(fit) if fit else floor
+            smallest = [j for j in live if sel.heights[i, j] == sel.heights[i, floor]]
+            limit = max(fit) if fit else max(smallest)
             if sel.held is not None and sel.held[i]:
                 limit = min(limit, max(int(sel.current[i]), floor))
         floors.append(floor)

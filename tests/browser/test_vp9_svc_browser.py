@@ -110,7 +110,8 @@ def test_vp9_svc_small_tile_and_large_view_get_different_spatial_layers(server, 
 def test_livekit_client_vp9_svc_to_a_small_and_a_large_tile(browser, lk_server, pages_origin):  # noqa: F811
     """livekit-client publishes its camera as VP9 L3T3_KEY with a VP8 backup codec (what LiveKit
     front ends do); two livekit-client viewers, a small tile and a large one, each receive VP9
-    at a different spatial layer and keep playing."""
+    at a different spatial layer and keep playing; a frame-rate cap from a viewer
+    (UpdateTrackSettings.fps) gives it fewer temporal layers, still decodable."""
     room = "lkvp9"
     ws_url = lk_server.url.replace("http://", "ws://")
     page = f"{pages_origin}/vp9.html"
@@ -155,6 +156,30 @@ def test_livekit_client_vp9_svc_to_a_small_and_a_large_tile(browser, lk_server, 
             print(f"livekit vp9 svc: {name} {seen[0]} -> {seen[-1]}")
             assert all(b > a for a, b in zip(frames, frames[3:], strict=False)), (name, frames)
             assert seen[-1]["pli"] == seen[0]["pli"], (name, seen[0], seen[-1])
+
+        # the large tile asks for 8 frames a second (setVideoFPS): the SFU forwards T0 (a
+        # quarter of L3T3's frames) or T0+T1 (a half, if the publisher sends under 18 fps),
+        # dropping the rest; the decoder keeps decoding, asks for no keyframe; then all again
+        def rate(seconds: float) -> tuple[float, dict]:
+            first = large.evaluate("() => received()")
+            large.wait_for_timeout(int(seconds * 1000))
+            last = large.evaluate("() => received()")
+            assert last["pli"] == first["pli"], (first, last)
+            return (last["frames"] - first["frames"]) / seconds, last
+
+        full, _ = rate(2.0)
+        large.evaluate("() => setFps(8)")
+        capped: list[float] = []
+        while len(capped) < 5 and not (capped and capped[-1] < 0.7 * full):
+            capped.append(rate(2.0)[0])  # the setting, the allocator's next round: a while
+        large.evaluate("() => setFps(30)")
+        again: list[float] = []
+        while len(again) < 5 and not (again and again[-1] > 1.3 * capped[-1]):
+            again.append(rate(2.0)[0])
+        last = large.evaluate("() => received()")
+        print(f"livekit vp9 svc: large at {full:.1f} fps, {capped} capped at 8, then {again}")
+        assert 1 <= capped[-1] < 0.7 * full and capped[-1] <= 10, (full, capped, again)
+        assert again[-1] > 1.3 * capped[-1] and last["width"] >= 320, (full, capped, again)
         artefact(large, "livekit-vp9-large")
         artefact(small, "livekit-vp9-small")
     finally:

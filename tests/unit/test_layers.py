@@ -133,3 +133,40 @@ def test_numpy_matches_reference_on_random_inputs(seed):
         held=rng.random(n) < 0.3,
     )
     assert select(s).tolist() == select_reference(s)
+
+
+def test_a_tile_smaller_than_vp9_spatial_layer_0_gets_its_full_frame_rate():
+    """VP9 SVC rows have five levels: spatial layer 0 at T0, at T0+T1, at full rate (all three
+    180 high), then 360 and 720. A 90-high tile is capped at level 2, not at T0."""
+    rates = np.array([[40_000, 80_000, 150_000, 500_000, 1_500_000]], float)
+    heights = np.array([[180, 180, 180, 360, 720]])
+    assert size_caps(rates, heights, np.array([90])).tolist() == [2]
+    assert size_caps(rates, heights, np.array([200])).tolist() == [2]
+    assert size_caps(rates, heights, np.array([400])).tolist() == [3]
+    rates[0, 2] = 0  # (not live: the highest live one of that height)
+    assert size_caps(rates, heights, np.array([90])).tolist() == [1]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_numpy_matches_reference_with_vp9_svc_levels(seed):
+    """Simulcast rows (3 levels, the other two dead) and VP9 SVC rows (5) in one selection."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    subs = int(rng.integers(1, 8))
+    rates = rng.integers(20_000, 2_000_000, size=(n, 5)).astype(float)
+    rates.sort(axis=1)
+    rates[rng.random((n, 5)) < 0.15] = 0
+    svc = rng.random(n) < 0.5
+    rates[~svc, 3:] = 0
+    heights = np.where(svc[:, None], [180, 180, 180, 360, 720], [180, 360, 720, 0, 0])
+    s = Selection(
+        subscriber=rng.integers(0, subs, n),
+        budget=rng.integers(0, 4_000_000, subs).astype(float),
+        bitrates=rates,
+        heights=heights,
+        wanted=rng.choice([0, 90, 120, 180, 270, 360, 540, 720, 1080], n),
+        priority=rng.integers(0, 3, n),
+        current=rng.integers(-1, 5, n),
+        held=rng.random(n) < 0.3,
+    )
+    assert select(s).tolist() == select_reference(s)

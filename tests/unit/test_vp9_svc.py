@@ -327,6 +327,26 @@ def test_allocator_lowers_the_frame_rate_when_even_the_lowest_layer_does_not_fit
     assert dt.drops[5] == 0
 
 
+def test_a_small_tile_gets_spatial_layer_0_at_its_full_frame_rate():
+    """A tile smaller than spatial layer 0 (160x90 against 320x180) is capped at spatial
+    layer 0 at the full frame rate, not at T0, the lowest level of the same size."""
+    track, dt, out = subscribed()
+    dt.max_height = 90
+    participant = SimpleNamespace(
+        subscriber=SimpleNamespace(bandwidth=None, downtracks={track.sid: dt})
+    )
+    pictures = L3T3(track)
+    for _ in range(4):
+        pictures.run(0.25)
+        track.update_rates(pictures.now)
+        allocate([participant], None, pictures.now)
+    assert dt.level == 2 and dt.forwarder.temporal_target == ALL_TEMPORAL
+    assert participant.subscriber.wanted_bitrate > 0  # probing aims at the full frame rate
+    assert participant.subscriber.wanted_bitrate == pytest.approx(
+        layer_rates(track, pictures.now, dt.max_layer)[2]
+    )
+
+
 def test_temporal_up_switch_waits_for_a_switching_point():
     track, dt, out = subscribed()
     dt.set_level(0)  # spatial layer 0, T0 only
