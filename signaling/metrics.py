@@ -176,6 +176,12 @@ class SFUCollector(Collector):
             "simulcast layer chosen for a subscriber (it is forwarded from its next keyframe)",
             labels=labels,
         )
+        temporal = GaugeMetricFamily(
+            "visio_downtrack_temporal_layer",
+            "VP9 SVC: highest temporal layer forwarded to a subscriber now (0: T0 only, a "
+            "quarter of L3T3's frames; 1: half; 7: every layer)",
+            labels=labels,
+        )
         switches = CounterMetricFamily(
             "visio_downtrack_layer_switches",
             "layer switches made for a subscriber of a video track",
@@ -207,6 +213,8 @@ class SFUCollector(Collector):
             layer.add_metric(values, entry["layer"])
             target.add_metric(values, entry["target"])
             switches.add_metric(values, entry["switches"])
+            if entry.get("temporal") is not None:
+                temporal.add_metric(values, entry["temporal"])
             key = str(entry["layer"])
             on_layer[key] = on_layer.get(key, 0) + 1
         by_layer = GaugeMetricFamily(
@@ -218,7 +226,7 @@ class SFUCollector(Collector):
             by_layer.add_metric([key], on_layer.pop(key, 0))
         for key, count in sorted(on_layer.items()):
             by_layer.add_metric([key], count)
-        yield from (layer, target, switches, by_layer, freezes, freeze_time, resent)
+        yield from (layer, target, temporal, switches, by_layer, freezes, freeze_time, resent)
         yield from self._bandwidths()
 
     def _bandwidths(self) -> Iterator:

@@ -91,8 +91,10 @@ def allocate(
     if not pairs:
         return []
     n = len(pairs)
-    heights = np.zeros((n, LEVELS), dtype=np.int64)
-    rates = np.zeros((n, LEVELS), dtype=np.float64)
+    # VP9 SVC tracks' temporal levels widen the selection: only when a room has one
+    width = LEVELS if any(dt.track.svc for dt in pairs) else MAX_LAYERS
+    heights = np.zeros((n, width), dtype=np.int64)
+    rates = np.zeros((n, width), dtype=np.float64)
     wanted = np.zeros(n, dtype=np.int64)
     priority = np.zeros(n, dtype=np.int64)
     current = np.zeros(n, dtype=np.int64)
@@ -103,7 +105,7 @@ def allocate(
         if track.svc:  # the temporal levels have spatial layer 0's size
             h = [h[0]] * TEMPORAL_LEVELS + h
         heights[i, : len(h)] = h
-        rates[i] = layer_rates(track, now, dt.max_layer)
+        rates[i] = layer_rates(track, now, dt.max_layer)[:width]
         wanted[i] = 0 if not dt.visible else (dt.max_height or 1 << 20)
         priority[i] = 2 if track.source == "screen_share" else int(track.participant_sid == speaker)
         current[i] = dt.level

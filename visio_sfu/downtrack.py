@@ -568,6 +568,10 @@ class DownTrack:
             "freezes": self.freezes,
             "freeze_seconds": self.freeze_seconds,
             "retransmits": self.retransmits,
+            # VP9 SVC: the highest temporal layer forwarded now (ALL_TEMPORAL: every one)
+            "temporal": self.forwarder.temporal
+            if isinstance(self.forwarder, SvcForwarder)
+            else None,
         }
 
     def retire(self) -> None:

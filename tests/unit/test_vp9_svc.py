@@ -374,6 +374,17 @@ def test_temporal_up_switch_waits_for_a_switching_point():
     assert_decodable(out, first_key=0)
 
 
+def temporal_metric(dt: DownTrack) -> float:
+    """visio_downtrack_temporal_layer for this pair, as /metrics shows it."""
+    from signaling.metrics import SFUCollector
+
+    sfu = SimpleNamespace(layers=lambda: [{"room": "r", **dt.layer_info()}])
+    collector = SFUCollector(sfu, None)  # type: ignore[arg-type]
+    family = next(m for m in collector._layers() if m.name == "visio_downtrack_temporal_layer")
+    (sample,) = family.samples
+    return sample.value
+
+
 def test_a_frame_rate_cap_limits_the_temporal_layer():
     """UpdateTrackSettings' fps (LiveKit) caps the temporal layer: 15 of 30 frames a second
     is T0+T1 in L3T3, whatever the bandwidth."""
@@ -390,12 +401,15 @@ def test_a_frame_rate_cap_limits_the_temporal_layer():
     assert dt.level == 4 and dt.forwarder.temporal_target == 1
     start = len(out)
     pictures.run(1.0)
+    assert temporal_metric(dt) == 1
     got = forwarded_pictures(out[start:])
     assert {tid for _, _, tid in got} == {0, 1} and {sid for _, sid, _ in got} == {0, 1, 2}
     assert len({pid for pid, _, _ in got}) == pytest.approx(15, abs=2)
     dt.max_fps = 0
     allocate([participant], None, pictures.now)
     assert dt.forwarder.temporal_target == ALL_TEMPORAL
+    pictures.run(0.2)
+    assert temporal_metric(dt) == ALL_TEMPORAL
     assert_decodable(out, first_key=0)
 
 
