@@ -114,22 +114,31 @@ def test_dead_layers_are_stepped_over():
     assert size_caps(np.array(rates, float), np.array([HEIGHTS]), np.array([0])).tolist() == [-1]
 
 
+@pytest.mark.parametrize("vp9", [False, True])
 @pytest.mark.parametrize("seed", range(30))
-def test_numpy_matches_reference_on_random_inputs(seed):
+def test_numpy_matches_reference_on_random_inputs(seed, vp9):
+    """Simulcast rows; with ``vp9``, VP9 SVC rows (five levels, the three lowest 180 high)
+    mixed with simulcast rows (three, the other two dead) in one selection."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 60))
     subs = int(rng.integers(1, 8))
-    rates = rng.integers(50_000, 2_000_000, size=(n, 3)).astype(float)
+    levels = 5 if vp9 else 3
+    rates = rng.integers(20_000 if vp9 else 50_000, 2_000_000, size=(n, levels)).astype(float)
     rates.sort(axis=1)
-    rates[rng.random((n, 3)) < 0.15] = 0
+    rates[rng.random((n, levels)) < 0.15] = 0
+    heights = np.tile([180, 360, 720], (n, 1))
+    if vp9:
+        svc = rng.random(n) < 0.5
+        rates[~svc, 3:] = 0
+        heights = np.where(svc[:, None], [180, 180, 180, 360, 720], [180, 360, 720, 0, 0])
     s = Selection(
         subscriber=rng.integers(0, subs, n),
         budget=rng.integers(0, 4_000_000, subs).astype(float),
         bitrates=rates,
-        heights=np.tile([180, 360, 720], (n, 1)),
-        wanted=rng.choice([0, 120, 180, 270, 360, 540, 720, 1080], n),
+        heights=heights,
+        wanted=rng.choice([0, 90, 120, 180, 270, 360, 540, 720, 1080], n),
         priority=rng.integers(0, 3, n),
-        current=rng.integers(-1, 3, n),
+        current=rng.integers(-1, levels, n),
         held=rng.random(n) < 0.3,
     )
     assert select(s).tolist() == select_reference(s)
@@ -145,28 +154,3 @@ def test_a_tile_smaller_than_vp9_spatial_layer_0_gets_its_full_frame_rate():
     assert size_caps(rates, heights, np.array([400])).tolist() == [3]
     rates[0, 2] = 0  # (not live: the highest live one of that height)
     assert size_caps(rates, heights, np.array([90])).tolist() == [1]
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_numpy_matches_reference_with_vp9_svc_levels(seed):
-    """Simulcast rows (3 levels, the other two dead) and VP9 SVC rows (5) in one selection."""
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 60))
-    subs = int(rng.integers(1, 8))
-    rates = rng.integers(20_000, 2_000_000, size=(n, 5)).astype(float)
-    rates.sort(axis=1)
-    rates[rng.random((n, 5)) < 0.15] = 0
-    svc = rng.random(n) < 0.5
-    rates[~svc, 3:] = 0
-    heights = np.where(svc[:, None], [180, 180, 180, 360, 720], [180, 360, 720, 0, 0])
-    s = Selection(
-        subscriber=rng.integers(0, subs, n),
-        budget=rng.integers(0, 4_000_000, subs).astype(float),
-        bitrates=rates,
-        heights=heights,
-        wanted=rng.choice([0, 90, 120, 180, 270, 360, 540, 720, 1080], n),
-        priority=rng.integers(0, 3, n),
-        current=rng.integers(-1, 5, n),
-        held=rng.random(n) < 0.3,
-    )
-    assert select(s).tolist() == select_reference(s)
