@@ -75,7 +75,8 @@ def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
 def allocate(
     participants: list[Participant], speaker: str | None, now: float
 ) -> list[tuple[DownTrack, int]]:
-    """Choose a layer for every video DownTrack of these subscribers; returns the changes."""
+    """Choose a level (layer; for VP9 SVC spatial and temporal layers) for every video
+    DownTrack of these subscribers; returns the changes."""
     pairs: list[DownTrack] = []
     subs: list[int] = []
     budgets: list[float] = []
