@@ -54,7 +54,7 @@ def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
             rates[TEMPORAL_LEVELS + i] = max(total, 1.0) if live_i else 0.0
         return rates
     if not track.simulcast:
-        return [1.0, 0.0, 0.0]  # one stream: never held back by bandwidth
+        return [1.0] + [0.0] * (LEVELS - 1)  # one stream: never held back by bandwidth
     rates = []
     for i, layer in enumerate(track.layers[:MAX_LAYERS]):
         if i > max_layer:

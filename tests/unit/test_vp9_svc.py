@@ -347,6 +347,36 @@ def test_a_small_tile_gets_spatial_layer_0_at_its_full_frame_rate():
     )
 
 
+def test_a_room_with_vp9_svc_simulcast_and_single_stream_videos():
+    """One subscriber receives a VP9 SVC camera, a simulcast camera and a single-stream
+    screen share: the selection is five levels wide for all of them (a crash once: the single
+    stream's three levels did not fit the row)."""
+    from tests.support.rtp import simulcast_track
+
+    track, dt, out = subscribed()
+    sim = simulcast_track()
+    single = Publisher(
+        "TR_s", "PA_s", "video", "screen_share", "1", Codec("video/VP8", 90000, 96), {},
+        lambda b: True, 2, height=720, width=1280,
+    )  # fmt: skip
+    downtracks = {track.sid: dt}
+    for other in (sim, single):
+        odt = DownTrack(other, lambda b: True, "PB")
+        odt.bind(0xCAFE + len(downtracks), 100, {})
+        other.attach(odt)
+        downtracks[other.sid] = odt
+    participant = SimpleNamespace(subscriber=SimpleNamespace(bandwidth=None, downtracks=downtracks))
+    pictures = L3T3(track)
+    for _ in range(4):
+        pictures.run(0.25)
+        track.update_rates(pictures.now)
+        for layer in sim.layers:
+            layer.bitrate, layer.last_packet = 300_000.0, pictures.now
+        allocate([participant], None, pictures.now)
+    assert dt.level == 4
+    assert downtracks[sim.sid].level == 2 and downtracks[single.sid].level == 0
+
+
 def test_temporal_up_switch_waits_for_a_switching_point():
     track, dt, out = subscribed()
     dt.set_level(0)  # spatial layer 0, T0 only
