@@ -317,9 +317,9 @@ async def forwarding(
             await pool.start()
             worker_pid = pool._workers[0].process.pid or 0
             transcriber = Transcriber(room, pool, "en")  # type: ignore[arg-type]
+            modes += ["transcribing", "both"]
         if pin:
             pin_apart([worker_pid])
-            modes += ["transcribing", "both"]
         seq = 0
         loop_runs: dict[str, list[float]] = {m: [] for m in modes}
         all_runs: dict[str, list[float]] = {m: [] for m in modes}
