@@ -119,7 +119,11 @@ def test_everyone_sees_the_recording_indicator(recording_server, recordings, bro
             {k: t.get(k) for k in ("layers", "layer_switches", "lost", "frames_dropped")},
         )
         assert info["errors"] == [] and info["frames"] > 0, (t, info)
-        assert abs(info["duration"] - manifest["duration"]) < 0.1 * manifest["duration"], (t, info)
+        # the file holds the track from its start offset in the manifest (a camera's file
+        # starts at its first keyframe, asked for at once: 1.1 s after the start once in CI on
+        # a loaded machine) to the end of the recording
+        assert abs(info["duration"] - t["duration"]) < 0.1 * t["duration"], (t, info)
+        assert t["start"] <= 2.5 and abs(t["end"] - manifest["duration"]) < 0.5, t
         if t["kind"] == "video":
             assert info["codec"] == "vp8" and t["layers"] >= 2, t  # Chromium's simulcast
         else:
