@@ -34,14 +34,19 @@ class LocalServer:
         self.config: Config = load_config(env={}, overrides={"port": free_port(), **settings})
         self.url = f"http://{host}:{self.config.port}"
         # create_app sets the process's ICE addresses; put back the test session's (127.0.0.1)
-        # on exit, or the next test's aiortc peers gather on an address that is gone
+        # on exit, or the next test's aiortc peers gather on an address that is gone (servers
+        # that overlap must exit in the reverse order of their making)
         self._ice_before = ice_addresses()
         self.app = create_app(self.config)
         self.runner = web.AppRunner(self.app)
 
     async def __aenter__(self) -> LocalServer:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.config.port).start()
+        try:
+            await self.runner.setup()
+            await web.TCPSite(self.runner, self.host, self.config.port).start()
+        except BaseException:
+            set_ice_addresses(self._ice_before)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -9,7 +9,7 @@ import asyncio
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from visio_sfu.publish import lowest_first
-from visio_sfu.transport import MAX_DATA_MESSAGE, PeerTransport, set_ice_addresses
+from visio_sfu.transport import MAX_DATA_MESSAGE, PeerTransport
 
 
 async def _until(check, timeout: float = 10.0) -> None:
@@ -20,7 +20,7 @@ async def _until(check, timeout: float = 10.0) -> None:
 
 
 async def test_server_channels_first_then_media_both_ways():
-    set_ice_addresses(["127.0.0.1"])
+    # the session's 127.0.0.1 (tests/conftest.py); not changed here, so nothing to put back
     got: list[tuple[str, bytes]] = []
     server = PeerTransport(on_data=lambda label, data: got.append((label, data)))
     server.open_data_channels((("_reliable", True), ("_lossy", False)))
@@ -67,7 +67,6 @@ async def test_server_channels_first_then_media_both_ways():
     finally:
         await client.close()
         await server.close()
-        set_ice_addresses(None)
 
 
 def test_simulcast_rids_lowest_first_by_name():

@@ -22,7 +22,6 @@ from visio_sfu.transport import (
     PeerTransport,
     _stun_datagram_received,
     installed,
-    set_ice_addresses,
 )
 
 
@@ -93,7 +92,6 @@ async def test_a_packet_really_goes_through_the_hooked_path():
     """Behavioural canary: RTP protected and sent by one PeerTransport over UDP on 127.0.0.1
     reaches the other's on_rtp through the datagram callback (aioice's queue and aiortc's
     receive path, made to fail here, are never used), and RTCP the same way."""
-    set_ice_addresses(["127.0.0.1"])
     sender, receiver = await connected_pair()
     try:
         got: list[bytes] = []
