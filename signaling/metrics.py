@@ -179,7 +179,8 @@ class SFUCollector(Collector):
         temporal = GaugeMetricFamily(
             "visio_downtrack_temporal_layer",
             "VP9 SVC: highest temporal layer forwarded to a subscriber now (0: T0 only, a "
-            "quarter of L3T3's frames; 1: half; 7: every layer)",
+            "quarter of L3T3's frames; 1: half; 7: every layer; 2 briefly, after a step up at "
+            "a U frame until the next T0 frame)",
             labels=labels,
         )
         switches = CounterMetricFamily(
@@ -189,7 +190,8 @@ class SFUCollector(Collector):
         )
         freezes = CounterMetricFamily(
             "visio_downtrack_freezes",
-            "times a subscriber got no packet of a video for over 0.5 s while it wanted the "
+            "times a subscriber got no packet of a video for over 0.5 s (VP9 SVC at T0 or "
+            "T0+T1: 2.5 frame intervals, if longer) while it wanted the "
             "video (not hidden or paused) and its publisher sent (a layer switch waiting for "
             "its keyframe, loss, a congested path)",
             labels=labels,

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .forwarder import ALL_TEMPORAL
+from .forwarder import ALL_TEMPORAL, TEMPORAL_LEVELS
 from .layers import UP_MARGIN, Selection, select, size_caps
+from .publisher import MAX_TEMPORAL
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from .publisher import Publisher
 
 MAX_LAYERS = 3
-#: VP9 SVC: levels below spatial layer 0 at full frame rate (T0 only, T0+T1)
-TEMPORAL_LEVELS = 2
 LEVELS = MAX_LAYERS + TEMPORAL_LEVELS  # the selection's columns: simulcast rows use 3
 UNKNOWN_BUDGET = 50_000_000  # no bandwidth estimate from the subscriber yet: no limit
 NOMINAL_BITRATES = (150_000, 500_000, 1_500_000)  # a layer switched off keeps a nominal cost
@@ -149,11 +148,9 @@ def fps_cap(track: Publisher, max_fps: float) -> int:
     stays within ``max_fps`` (T0 at least); every layer when there is no cap."""
     if max_fps <= 0:
         return ALL_TEMPORAL
-    fps = 0.0
-    rates = track.spatial[0].temporal_fps
-    for t, rate in enumerate(rates):
-        fps += rate
-        if t > 0 and fps > max_fps * 1.1:  # 10 %: measured rates wander
+    base = track.spatial[0]
+    for t in range(1, MAX_TEMPORAL):
+        if base.frame_rate(t) > max_fps * 1.1:  # 10 %: measured rates wander
             return t - 1
     return ALL_TEMPORAL
 

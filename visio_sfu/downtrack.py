@@ -16,7 +16,14 @@ from collections.abc import Callable
 from struct import pack, unpack_from
 from typing import TYPE_CHECKING
 
-from .forwarder import ALL_TEMPORAL, FORWARD, SWITCH, Forwarder, SvcForwarder
+from .forwarder import (
+    ALL_TEMPORAL,
+    FORWARD,
+    SWITCH,
+    TEMPORAL_LEVELS,
+    Forwarder,
+    SvcForwarder,
+)
 from .munger import Munger, seq_diff
 from .rtp import rtcp
 from .rtp.codecs import vp8_descriptor, vp8_rewrite
@@ -55,11 +62,12 @@ RETRANSMIT_FLOOR = 4_000  # bytes per second: enough to repair an audio track
 BUDGET_SECONDS = 1.0
 
 MAX_SVC_LAYER = 2  # the highest spatial layer of a VP9 SVC track a subscriber may get
-#: VP9 SVC: the allocator's levels below spatial layer 0 at full frame rate (T0, T0+T1)
-TEMPORAL_LEVELS = 2
 
 RECENT = 32  # packets kept for probing
 FREEZE = 0.5  # seconds without a forwarded video packet that count as a freeze
+#: VP9 SVC with upper temporal layers dropped: a freeze is also over this many frame
+#: intervals of what is forwarded (T0 of a 6 fps L3T3 publisher is 1.5 fps: 1.67 s)
+FREEZE_FRAMES = 2.5
 
 #: extensions that only mean something on the publisher's connection: never forwarded
 PUBLISHER_ONLY_EXTENSIONS = frozenset({SDES_MID, RID, REPAIRED_RID})
@@ -143,13 +151,16 @@ class DownTrack:
         #: the last packets sent, resent on the RTX stream to probe the path (duplicates the
         #: receiver discards, but their transport-wide numbers are counted)
         self.recent: deque[bytearray] = deque(maxlen=RECENT)
-        #: video gaps over FREEZE seconds while the publisher sent and the subscriber wanted
-        #: the video (not while it was paused: hidden, or given no layer)
+        #: video gaps over ``freeze_after`` seconds while the publisher sent and the subscriber
+        #: wanted the video (not while it was paused: hidden, or given no layer)
         self.freezes = 0
         self.freeze_seconds = 0.0
         self.freeze_log: deque[tuple[float, float]] = deque(maxlen=32)  # (end, seconds)
         self._last_out = 0.0  # when a packet was last forwarded (video)
         self._last_in = 0.0  # when the publisher's last packet came (forwarded or not)
+        #: the gap that counts as a freeze: FREEZE, longer for a VP9 SVC subscriber given a
+        #: low frame rate (set with its temporal layer, see _update_freeze_after)
+        self.freeze_after = FREEZE
 
     # -- layer state (the Forwarder's) -------------------------------------------------
     @property
@@ -228,15 +239,31 @@ class DownTrack:
             self.set_target(level, now)
             return
         self.temporal_level = level if level < TEMPORAL_LEVELS else ALL_TEMPORAL
-        self.cap_temporal(self._temporal_cap)
         self.set_target(max(level - TEMPORAL_LEVELS, 0), now)
+        self.cap_temporal(self._temporal_cap)
 
     def cap_temporal(self, cap: int) -> None:
-        """VP9 SVC: forward no temporal layer above ``cap`` (the subscriber's frame rate)."""
+        """VP9 SVC: forward no temporal layer above ``cap`` (the subscriber's frame rate).
+        The allocator calls it every round, which keeps ``freeze_after`` up to date."""
         self._temporal_cap = cap
         fwd = self.forwarder
         assert isinstance(fwd, SvcForwarder)
         fwd.temporal_target = min(self.temporal_level, cap)
+        self._update_freeze_after(fwd)
+
+    def _update_freeze_after(self, fwd: SvcForwarder) -> None:
+        """The freeze threshold for the frame rate forwarded: FREEZE_FRAMES intervals of the
+        temporal layers forwarded (on the spatial layer chosen), FREEZE at least, and FREEZE
+        when every layer is. The lower of the layers wanted and forwarded counts: going up
+        takes effect at a switching point, so the gap before it keeps the longer threshold
+        until the next round."""
+        t = min(fwd.temporal, fwd.temporal_target)
+        if t >= ALL_TEMPORAL:
+            self.freeze_after = FREEZE
+            return
+        spatial = self.track.spatial
+        fps = spatial[min(max(fwd.target, 0), len(spatial) - 1)].frame_rate(t)
+        self.freeze_after = max(FREEZE, FREEZE_FRAMES / fps) if fps > 0 else FREEZE
 
     # -- hot path ----------------------------------------------------------------------
     def write(
@@ -280,7 +307,7 @@ class DownTrack:
             self.recent.append(buf)
         if fwd.video:
             last = self._last_out
-            if now - last > FREEZE and last > 0:
+            if now - last > self.freeze_after and last > 0:
                 self._freeze(now - last, now)
             self._last_out = now
         if self._send(buf):
@@ -302,7 +329,7 @@ class DownTrack:
         freeze of ours. One that began before counts up to ``stopped``; the clock restarts."""
         last = self._last_out
         if last > 0:
-            if stopped - last > FREEZE:
+            if stopped - last > self.freeze_after:
                 self._freeze(stopped - last, stopped)
             self._last_out = now
 
@@ -354,7 +381,7 @@ class DownTrack:
         # what a NACK needs: the source packet, and the marker it went out with
         self._svc_seqs[out[0] % SVC_SEQ_RING] = (out[0] << 24) | (marker << 16) | seq
         last = self._last_out
-        if now - last > FREEZE and last > 0:
+        if now - last > self.freeze_after and last > 0:
             self._freeze(now - last, now)
         self._last_out = now
         if not self._send_svc(buf, now) and self.packets == 0:

@@ -85,6 +85,8 @@ class Forwarder:
 
 _B_BIT = 0x08  # VP9 descriptor: start of a layer frame
 ALL_TEMPORAL = 7  # the highest temporal layer id: every temporal layer forwarded
+#: VP9 SVC: the allocator's levels below spatial layer 0 at full frame rate (T0, T0+T1)
+TEMPORAL_LEVELS = 2
 _U_BIT = 0x10  # VP9 layer byte: switching-up point
 
 

@@ -34,6 +34,7 @@ MAX_SPATIAL = 3
 #: temporal layers of a VP9 SVC track measured apart (L3T3_KEY: three; higher ones count
 #: with the third)
 MAX_TEMPORAL = 3
+TEMPORAL_LIVE = 1.0  # seconds: a temporal layer that sent nothing for longer is not sent
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between two PLIs to one publisher track
 #: repairing loss between a publisher and the server: a gap is asked for again (NACK) every
 #: NACK_INTERVAL, at most NACK_TRIES times and for at most NACK_GIVE_UP seconds; a jump larger
@@ -276,6 +277,17 @@ class SpatialLayer:
             self.temporal_fps[t] = fps if old == 0 else 0.5 * old + 0.5 * fps
             self.temporal_bytes[t] = 0
             self.temporal_frames[t] = 0
+
+    def frame_rate(self, temporal: int) -> float:
+        """Frames per second of temporal layers 0 to ``temporal``: the whole measured rate,
+        halved for each temporal layer above them sent in the last TEMPORAL_LIVE seconds (the
+        dyadic structures libwebrtc sends: T0 is a quarter of L3T3's frames, T0+T1 a half).
+        Steadier than the layers' own rates: at 6 fps, a T0 frame comes in one 0.25 s window
+        of 2.7, and its smoothed rate read up to 1.8 times the real one."""
+        last = self.temporal_last
+        newest = max(last)
+        top = max(t for t, at in enumerate(last) if at >= newest - TEMPORAL_LIVE)
+        return sum(self.temporal_fps) / (1 << max(top - temporal, 0))
 
 
 class Publisher:

@@ -1,5 +1,6 @@
-"""The freeze counter (issue 17): a freeze is no video forwarded for over 0.5 s to a subscriber
-that wants the track while its publisher sends. A tile hidden then shown again, or a publisher
+"""The freeze counter (issue 17): a freeze is no video forwarded for over 0.5 s (VP9 SVC given
+fewer frames: 2.5 of its frame intervals, if longer) to a subscriber that wants the track while
+its publisher sends. A tile hidden then shown again, or a publisher
 that stopped sending, is no freeze; a real gap is, for simulcast and VP9 SVC alike, and shows
 in /metrics (visio_downtrack_freezes_total)."""
 
@@ -12,8 +13,10 @@ from prometheus_client.core import Metric
 
 from signaling.metrics import SFUCollector
 from tests.support.rtp import send, simulcast_track
-from tests.unit.test_vp9_svc import Picture, subscribed
-from visio_sfu.downtrack import DownTrack
+from tests.unit.test_vp9_svc import T_PATTERN, Picture, forwarded_pictures, subscribed
+from visio_sfu.allocator import UP_HOLD, allocate, layer_rates
+from visio_sfu.downtrack import FREEZE, DownTrack
+from visio_sfu.forwarder import ALL_TEMPORAL
 from visio_sfu.publisher import Publisher
 
 FPS = 30
@@ -142,3 +145,59 @@ def test_a_publisher_that_stops_sending_causes_no_freeze(video):
     video.run(0.5)
     assert video.dt.freezes == 1
     assert video.dt.freeze_seconds == pytest.approx(stopped - stalled + 1 / FPS, abs=0.05)
+
+
+@pytest.mark.parametrize("chosen_by", ["bandwidth", "fps cap"])
+def test_a_low_frame_rate_given_by_temporal_layers_is_no_freeze(chosen_by):
+    """A VP9 L3T3 publisher at 6 frames a second; a subscriber given T0 (1.5 frames a second)
+    by the allocator or by its fps cap gets a frame every 0.67 s: no freeze (15 in 10 s were
+    counted). A real gap at T0 still is one, and with every layer forwarded again the
+    threshold is 0.5 s again."""
+    video = Svc()
+    track, dt, pics = video.track, video.dt, video.pictures
+    participant = SimpleNamespace(
+        subscriber=SimpleNamespace(bandwidth=None, downtracks={track.sid: dt})
+    )
+    fps = 6
+
+    def rounds(seconds: float, answer: bool = True) -> None:
+        """6 pictures a second (a keyframe when asked, if ``answer``); every 0.25 s, the room's
+        round: rates, then the allocator."""
+        end = pics.now + seconds
+        next_round = pics.now + 0.25
+        while pics.now < end:
+            tid = T_PATTERN[pics.pid % 4]
+            asked = track.keyframe_requests != getattr(pics, "asked", 0)
+            key = pics.pid == 0 or (answer and asked)
+            if answer:
+                pics.asked = track.keyframe_requests
+            at = pics.now
+            pics.send(key=key, tid=0 if key else tid, u=tid > 0)
+            pics.now = at + 1 / fps
+            while pics.now >= next_round:
+                track.update_rates(next_round)
+                allocate([participant], None, next_round)
+                next_round += 0.25
+
+    rounds(2.0)
+    assert dt.level == 4 and dt.freezes == 0
+    if chosen_by == "bandwidth":
+        full0 = layer_rates(track, pics.now, dt.max_layer)[2]
+        participant.subscriber.bandwidth = full0 / 1000  # far below: T0, never paused
+    else:
+        dt.max_fps = 2
+    rounds(0.5)
+    assert dt.forwarder.temporal == 0
+    start = len(video.out)
+    rounds(10.0)
+    assert len({pid for pid, _, _ in forwarded_pictures(video.out[start:])}) == 15
+    assert dt.freezes == 0, dt.freeze_log  # before: 15 freezes, 10 s
+    assert dt.freeze_after == pytest.approx(2.5 / 1.5, rel=0.2)
+    dt.restart()  # a real gap: the keyframe comes 3 s later
+    rounds(3.0, answer=False)
+    rounds(1.0)
+    assert dt.freezes == 1 and dt.freeze_seconds > 3.0, dt.freeze_log
+    participant.subscriber.bandwidth = None  # every layer again: 0.5 s
+    dt.max_fps = 0
+    rounds(0.5 + UP_HOLD)
+    assert dt.forwarder.temporal == ALL_TEMPORAL and dt.freeze_after == FREEZE

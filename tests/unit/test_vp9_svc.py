@@ -277,6 +277,8 @@ def test_temporal_layers_are_measured_per_layer():
     fps = base.temporal_fps
     assert fps[0] == pytest.approx(7.5, rel=0.1) and fps[1] == pytest.approx(7.5, rel=0.1)
     assert fps[2] == pytest.approx(15, rel=0.1)
+    # what the freeze threshold and the fps cap read: the whole rate, halved per layer above
+    assert [base.frame_rate(t) for t in range(3)] == pytest.approx([7.5, 15, 30], rel=0.1)
     t0, t1, t2 = base.temporal_bitrate
     assert t0 == pytest.approx(t1, rel=0.1) and t2 == pytest.approx(2 * t0, rel=0.1)
     assert sum(base.temporal_bitrate) == pytest.approx(base.bitrate, rel=0.01)
