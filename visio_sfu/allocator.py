@@ -12,7 +12,6 @@ import numpy as np
 
 from .forwarder import ALL_TEMPORAL, TEMPORAL_LEVELS
 from .layers import UP_MARGIN, Selection, select, size_caps
-from .publisher import MAX_TEMPORAL
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -149,7 +148,7 @@ def fps_cap(track: Publisher, max_fps: float) -> int:
     if max_fps <= 0:
         return ALL_TEMPORAL
     base = track.spatial[0]
-    for t in range(1, MAX_TEMPORAL):
+    for t in range(1, len(base.temporal_fps)):
         if base.frame_rate(t) > max_fps * 1.1:  # 10 %: measured rates wander
             return t - 1
     return ALL_TEMPORAL
