@@ -1,12 +1,20 @@
 """Benchmark scripts run at a tiny scale: they work; no timing is checked here."""
 
+import pytest
+
 from benchmarks import adaptive_stream, hotpath, selector
 from visio_sfu.layers import select, select_reference
 
 
-def test_selector_benchmark_inputs_agree():
-    sel = selector.make(200)
-    assert select(sel).tolist() == select_reference(sel)
+@pytest.mark.parametrize("levels", [3, 5])
+def test_selector_benchmark_inputs_agree(levels):
+    """Simulcast rows, and VP9 SVC rows (``--levels 5``): numpy agrees with the reference,
+    and the top level is chosen (the SVC rows' fifth)."""
+    sel = selector.make(200, levels=levels)
+    assert sel.bitrates.shape == sel.heights.shape == (200, levels)
+    chosen = select(sel)
+    assert chosen.tolist() == select_reference(sel)
+    assert {-1, levels - 1} <= set(chosen.tolist())  # hidden ones, and the top level
 
 
 def test_adaptive_stream_benchmark_runs():
