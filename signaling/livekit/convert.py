@@ -229,7 +229,7 @@ def payload_view(topic: str, data: bytes) -> object:
         return {"base64": base64.b64encode(data).decode()}
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # (deep nesting: not read as JSON)
         value = None
     if isinstance(value, dict | list):
         return value

@@ -4,7 +4,9 @@ Reads ``SignalRequest`` messages, drives the SFU through the same public API as 
 session (signaling/session.py), and writes the SFU's events as ``SignalResponse`` messages;
 data packets travel on SCTP data channels (visio_sfu's ``data_channels``). LiveKit has no error
 reply: a request that cannot be served is logged and dropped (docs/livekit.md), and a client
-that keeps sending garbage is disconnected.
+that keeps sending garbage is disconnected. Handlers refuse bad input with ProtocolError,
+PermissionDenied or TransportError (logged at INFO); any other exception is a server bug,
+logged at ERROR with its traceback (the request is dropped all the same).
 """
 
 from __future__ import annotations
@@ -201,6 +203,8 @@ class LiveKitSession:
             v = self._versions.get(sid, 0) + 1
         else:
             v = max(_VERSIONS.get(p, 0), self._versions.get(sid, 0)) + 1
+        v = min(v, GONE_VERSION - 1)  # a uint32, and below the departure's
+        if p is not None:
             _VERSIONS[p] = v
         self._versions[sid] = v
         return v
@@ -618,7 +622,7 @@ class LiveKitSession:
             return kind  # not supported: ignored, as LiveKit has no error reply
         try:
             await handler(self, getattr(request, kind))
-        except (PermissionDenied, TransportError, KeyError, ValueError) as exc:
+        except REFUSALS as exc:
             logger.info("livekit session %s: %s refused: %s", self._who(), kind, str(exc)[:300])
         except Exception:
             logger.exception("livekit session %s: %s failed", self._who(), kind)
@@ -651,7 +655,7 @@ class LiveKitSession:
         client gets no answer and gives up on its connection), as ``handle`` does."""
         try:
             await self.on_offer(req)
-        except (PermissionDenied, TransportError, KeyError, ValueError) as exc:
+        except REFUSALS as exc:
             logger.info("livekit session %s: join offer refused: %s", self._who(), str(exc)[:300])
         except Exception:
             logger.exception("livekit session %s: join offer failed", self._who())
@@ -668,10 +672,10 @@ class LiveKitSession:
         p = self._p()
         try:
             init = json.loads(req.candidateInit)
-        except ValueError:
-            raise ValueError("candidateInit is not JSON") from None
+        except (ValueError, RecursionError):
+            raise ProtocolError("bad_request", "candidateInit is not JSON") from None
         if not isinstance(init, dict):
-            raise ValueError("candidateInit is not an object")
+            raise ProtocolError("bad_request", "candidateInit is not an object")
         target = "subscriber" if req.target == rtc.SignalTarget.SUBSCRIBER else "publisher"
         if target == "publisher" and p.publishing.transport is None:
             return  # before the first offer: learnt from connectivity checks instead
@@ -685,9 +689,12 @@ class LiveKitSession:
         # backup codecs): put first in our answer, as LiveKit's server does (VP9 SVC needs it)
         codec = next((c.codec for c in req.simulcast_codecs if c.codec), "").lower()
         mime = f"{kind}/{VIDEO_CODECS[codec]}" if kind == "video" and codec in VIDEO_CODECS else ""
-        t = p.add_track(
-            req.cid, kind, source, req.name[:128], req.width, req.height, req.muted, codec=mime
-        )
+        try:  # (ValueError: the library's refusal of a source or of one track too many)
+            t = p.add_track(
+                req.cid, kind, source, req.name[:128], req.width, req.height, req.muted, codec=mime
+            )
+        except ValueError as exc:
+            raise ProtocolError("bad_request", str(exc)) from None
         layers = [layer for layer in req.layers if layer.quality != models.VideoQuality.OFF]
         info = models.TrackInfo(
             sid=t.sid,
@@ -710,6 +717,8 @@ class LiveKitSession:
 
     async def on_mute(self, req: rtc.MuteTrackRequest) -> None:
         p = self._p()
+        if req.sid not in p.tracks:
+            raise ProtocolError("not_found", f"no track {req.sid[:64]!r} of yours")
         p.set_muted(req.sid, req.muted)
         self.send(rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=[self._info_of(p)])))
 
@@ -720,25 +729,26 @@ class LiveKitSession:
             return
         sids = list(req.track_sids) + [s for pt in req.participant_tracks for s in pt.track_sids]
         for sid in sids[:64]:
-            try:
-                room.set_subscribed(p, sid, req.subscribe)
-            except KeyError:
+            track = room.find_track(sid)
+            if track is None or track.participant_sid == p.sid:
                 logger.info("livekit session %s: no track %r to subscribe", self._who(), sid[:64])
+                continue
+            room.set_subscribed(p, sid, req.subscribe)
 
     async def on_track_setting(self, req: rtc.UpdateTrackSettings) -> None:
         p = self._p()
         quality = convert.QUALITY_NAMES.get(req.quality) if not req.width else None
+        received = p.subscriber.downtracks if p.subscriber is not None else {}
         for sid in list(req.track_sids)[:64]:
-            try:
-                p.set_track_settings(
-                    sid,
-                    visible=not req.disabled,
-                    max_height=req.height if req.height else 0,
-                    quality=quality or "high",
-                    max_fps=req.fps,
-                )
-            except KeyError:
-                pass  # not received (yet): LiveKit's clients send it early
+            if sid not in received:
+                continue  # not received (yet): LiveKit's clients send it early
+            p.set_track_settings(
+                sid,
+                visible=not req.disabled,
+                max_height=req.height if req.height else 0,
+                quality=quality or "high",
+                max_fps=req.fps,
+            )
 
     async def on_leave(self, req: rtc.LeaveRequest) -> None:
         return None
@@ -861,6 +871,9 @@ def leave_message(
         )
     )
 
+
+#: what a handler raises to refuse a request (logged at INFO; anything else is a bug: ERROR)
+REFUSALS = (ProtocolError, PermissionDenied, TransportError)
 
 HANDLERS: dict[str, Any] = {
     "offer": LiveKitSession.on_offer,

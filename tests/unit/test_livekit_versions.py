@@ -11,7 +11,7 @@ from livekit.protocol import models, rtc
 
 from signaling.auth import Identity, VideoGrant
 from signaling.config import Config
-from signaling.livekit.session import GONE_VERSION, LiveKitSession
+from signaling.livekit.session import _VERSIONS, GONE_VERSION, LiveKitSession
 from tests.support.fake_transport import FakeTransport
 from visio_sfu import SFU
 
@@ -127,5 +127,22 @@ async def test_versions_keep_increasing_when_a_client_resumes():
     (gone,) = _infos(_written(bob), "alice")
     assert gone.state == models.ParticipantInfo.State.DISCONNECTED
     assert gone.version == GONE_VERSION
+    await bob.close("left")
+    await sfu.close()
+
+
+async def test_versions_stop_below_the_departure_version():
+    """The shared counter is a uint32 whose last value is a departure's: a participant whose
+    counter reached it gets GONE_VERSION - 1 again, never the departure's nor beyond."""
+    sfu = SFU(transport_factory=FakeTransport)
+    sfu.get_or_create_room("r")
+    bob = _session(sfu, "bob")
+    await bob.join()
+    p = bob.participant
+    assert p is not None
+    _VERSIONS[p] = GONE_VERSION - 2
+    assert [bob._version(p.sid, p) for _ in range(3)] == [GONE_VERSION - 1] * 3
+    bob._versions["PA_gone"] = GONE_VERSION + 5  # (one counted before the bound)
+    assert bob._version("PA_gone") == GONE_VERSION - 1
     await bob.close("left")
     await sfu.close()
