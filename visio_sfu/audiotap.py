@@ -8,37 +8,22 @@ behind) new packets are dropped and counted: memory stays bounded, the meeting g
 
 from __future__ import annotations
 
+from .publisher import PacketQueue
 from .rtp.header import payload_offset
 
 #: packets kept at most between two takes: 30 s of 20 ms Opus frames
 TAP_LIMIT = 1500
 
 
-class AudioTap:
-    """One audio track's packets, for transcription (attach it with ``Publisher.attach``)."""
+class AudioTap(PacketQueue):
+    """One audio track's packets, for transcription (attach it with ``Publisher.attach``):
+    a PacketQueue, so the forwarding path appends to it without a call."""
 
-    __slots__ = ("packets", "limit", "dropped", "closed", "first_arrival")
+    __slots__ = ("first_arrival",)
 
     def __init__(self, limit: int = TAP_LIMIT) -> None:
-        self.packets: list[tuple[bytes, int, int, float]] = []
-        self.limit = limit
-        self.dropped = 0
-        self.closed = False
+        super().__init__([], limit)
         self.first_arrival: float | None = None
-
-    def write(
-        self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int
-    ) -> None:
-        """Keep one packet (the hot path: an append)."""
-        packets = self.packets
-        if len(packets) < self.limit:
-            packets.append((data, seq, ts, now))
-        else:
-            self.dropped += 1
-
-    def close(self) -> None:
-        """The track is gone."""
-        self.closed = True
 
     def take(self) -> tuple[float, list[tuple[int, int, bytes]]] | None:
         """The packets kept since the last take as (seq, ts, payload), with the arrival time of
@@ -50,7 +35,7 @@ class AudioTap:
         if self.first_arrival is None:
             self.first_arrival = packets[0][3]
         out = []
-        for data, seq, ts, _now in packets:
+        for data, seq, ts, _now, _layer in packets:
             off = payload_offset(data)
             end = len(data) - (data[-1] if data[0] & 0x20 else 0)  # RTP padding
             if 0 <= off < end:

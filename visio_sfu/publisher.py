@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from struct import unpack_from
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .events import TrackInfo
 from .media import Codec
@@ -60,6 +60,36 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """The publisher is gone: release what the sink holds."""
+
+
+class PacketQueue:
+    """A sink the publisher feeds without a call: it appends ``(data, seq, ts, now, layer)``
+    to ``packets`` (one tuple per packet, shared by every queue of the track) while fewer
+    than ``limit`` are waiting, and counts the rest in ``dropped``. For consumers that take
+    packets later or in another thread (a recorder, a transcriber): on the forwarding path it
+    costs an append, not a method call per packet."""
+
+    __slots__ = ("packets", "limit", "dropped", "closed")
+
+    def __init__(self, packets: Any, limit: int) -> None:
+        """``packets``: a list (taken by the event loop) or a deque (popped by a thread)."""
+        self.packets = packets
+        self.limit = limit
+        self.dropped = 0
+        self.closed = False
+
+    def write(
+        self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int
+    ) -> None:
+        """Queue one packet, as the publisher does (for feeding a queue by hand)."""
+        if len(self.packets) < self.limit:
+            self.packets.append((data, seq, ts, now, layer))
+        else:
+            self.dropped += 1
+
+    def close(self) -> None:
+        """The track is gone (or the consumer stopped): nothing more will be queued."""
+        self.closed = True
 
 
 _INVALID = int(DropReason.INVALID)
@@ -336,6 +366,8 @@ class Publisher:
         self.vp9: tuple[int, int, int, bool] | None = None
         self.spatial = [SpatialLayer() for _ in range(MAX_SPATIAL)] if self.svc else []
         self.sinks: list[Sink] = []  # fed on the hot path, in order of attachment
+        self._writers: list[Sink] = []  # the sinks called per packet (DownTracks, ...)
+        self._queues: list[PacketQueue] = []  # the sinks appended to per packet
         self.is_keyframe = keyframe_detector(codec.mime)
         self.audio_level_id = extensions.get(AUDIO_LEVEL, 0) if kind == "audio" else 0
         self.audio_level = 127  # last RFC 6464 level, -dBov (127 = silence)
@@ -355,12 +387,18 @@ class Publisher:
         if self.closed:
             sink.close()
         elif sink not in self.sinks:
-            self.sinks = [*self.sinks, sink]  # a new list: a fan-out under way is unaffected
+            self._set_sinks([*self.sinks, sink])
 
     def detach(self, sink: Sink) -> None:
         """Stop feeding ``sink`` (it is not closed)."""
         if sink in self.sinks:
-            self.sinks = [s for s in self.sinks if s is not sink]
+            self._set_sinks([s for s in self.sinks if s is not sink])
+
+    def _set_sinks(self, sinks: list[Sink]) -> None:
+        # new lists: a fan-out under way is unaffected
+        self.sinks = sinks
+        self._writers = [s for s in sinks if not isinstance(s, PacketQueue)]
+        self._queues = [s for s in sinks if isinstance(s, PacketQueue)]
 
     @property
     def downtracks(self) -> list[DownTrack]:
@@ -491,11 +529,19 @@ class Publisher:
             self.drops[_MUTED] += 1
             return
         index = layer.index
-        for sink in self.sinks:
+        for sink in self._writers:
             try:
                 sink.write(data, ssrc, seq, ts, key, now, index)
             except Exception:  # costs nothing until it happens (Python 3.11)
                 self._sink_failed(sink)
+        if self._queues:
+            item = (data, seq, ts, now, index)
+            for queue in self._queues:
+                packets = queue.packets
+                if len(packets) < queue.limit:
+                    packets.append(item)
+                else:
+                    queue.dropped += 1
         self.forwarding_delay.observe(time.monotonic() - now)
 
     def _sink_failed(self, sink: Sink) -> None:
@@ -600,7 +646,8 @@ class Publisher:
                 nacks_out=self.nacks_out,
                 repaired=self.repaired,
             )
-            sinks, self.sinks = self.sinks, []
+            sinks = self.sinks
+            self._set_sinks([])
             for sink in sinks:
                 sink.close()
         for layer in self.layers:

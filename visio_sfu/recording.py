@@ -53,6 +53,7 @@ import av
 from .events import Event, ParticipantRef
 from .jitter import JitterBuffer, Lost
 from .publish import new_sid
+from .publisher import PacketQueue
 from .rtp.depacketize import (
     OPUS_SILENCE_10MS,
     OPUS_SILENCE_20MS,
@@ -115,30 +116,21 @@ class RecordingStopped(Event):
 
 
 # -- the forwarding path's side -----------------------------------------------------------------
-class RecordingSink:
+class RecordingSink(PacketQueue):
     """A Publisher sink: each packet is appended to a bounded queue, nothing more (the
-    forwarding path calls it). The recorder's feeder thread takes the packets from the queue
-    and hands them to the writer process."""
+    forwarding path does it, with no call: a PacketQueue). The recorder's feeder thread takes
+    the packets from the queue (deque.popleft; appends are atomic: no lock on the forwarding
+    path) and hands them to the writer process."""
+
+    __slots__ = ()
 
     def __init__(self, limit: int = QUEUE_LIMIT) -> None:
-        self.queue: deque[tuple[bytes, int, int, float, int]] = deque()
-        self.limit = limit
-        self.dropped = 0  # packets not queued: the writer was behind by ``limit`` packets
-        self.closed = False
+        super().__init__(deque(), limit)
 
-    def write(
-        self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int
-    ) -> None:
-        """Queue one packet (deque.append is atomic: no lock on the forwarding path)."""
-        queue = self.queue
-        if len(queue) >= self.limit:
-            self.dropped += 1
-            return
-        queue.append((data, seq, ts, now, layer))
-
-    def close(self) -> None:
-        """The publisher is gone (or the recording stopped): the writer finishes the track."""
-        self.closed = True
+    @property
+    def queue(self) -> deque[tuple[bytes, int, int, float, int]]:
+        """The queued packets: (data, seq, ts, arrival, layer)."""
+        return self.packets
 
 
 # -- the writer process's side ------------------------------------------------------------------

@@ -69,3 +69,38 @@ def test_drops_are_counted_by_reason_and_retired_on_close():
     late = Recorder()
     t.attach(late)  # a closed publisher closes a late sink at once
     assert late.closed
+
+
+def test_packet_queues_are_appended_to_without_a_call():
+    """A PacketQueue (the recorder's and the transcriber's sinks) gets one shared tuple per
+    packet appended by the publisher, up to its limit, the rest counted; it never has its
+    write called on the forwarding path; detach stops it, close closes it; called sinks go
+    on beside it."""
+    from collections import deque
+
+    from visio_sfu.publisher import PacketQueue
+
+    class Uncallable(PacketQueue):
+        __slots__ = ()
+
+        def write(self, *args) -> None:
+            raise AssertionError("the forwarding path called write")
+
+    t = audio()
+    listed, popped = Uncallable([], 2), Uncallable(deque(), 10)
+    called = Recorder()
+    for sink in (listed, popped, called):
+        t.attach(sink)
+    for seq in (1, 2, 3):
+        t.on_rtp(build_rtp(111, seq, 960 * seq, 9, b"x"), seq / 50)
+    assert [p[1:] for p in listed.packets] == [(1, 960, 0.02, 0), (2, 1920, 0.04, 0)]
+    assert listed.dropped == 1 and isinstance(listed.packets[0][0], bytes)
+    assert [p[1] for p in popped.packets] == [1, 2, 3] and isinstance(popped.packets, deque)
+    assert listed.packets[0] is popped.packets[0]  # one tuple for every queue
+    assert [p[0] for p in called.packets] == [1, 2, 3]
+    assert listed in t.sinks and t.downtracks == []
+    t.detach(popped)
+    t.on_rtp(build_rtp(111, 4, 3840, 9, b"x"), 0.08)
+    assert len(popped.packets) == 3 and popped not in t.sinks
+    t.close()
+    assert listed.closed and not popped.closed and called.closed
