@@ -367,7 +367,9 @@ def _with_real_sids(data: bytes, session, others: list[str]) -> bytes:
 
 async def _fuzz_livekit_session(frames: list[bytes], single_pc: bool, published: bool) -> None:
     from signaling.livekit.session import _DONE
+    from tests.support.fake_transport import FakeTransport
 
+    made = len(FakeTransport.instances)  # (each example's are let go: 3 MB an example)
     sfu, session, names = await _joined_livekit_session(single_pc, published)
     try:
         for data in frames:
@@ -381,6 +383,7 @@ async def _fuzz_livekit_session(frames: list[bytes], single_pc: bool, published:
     finally:
         await session.close("left")
         await sfu.close()
+        del FakeTransport.instances[made:]
 
 
 def _livekit_frames_or_corpus():
