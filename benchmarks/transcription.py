@@ -69,9 +69,13 @@ def pin_apart(pids: list[int]) -> None:
                 os.sched_setaffinity(int(tid), others)
             except OSError:
                 pass  # a thread that ended meanwhile
-    for pid in pids:
+    for pid in pids:  # every thread of theirs (the recogniser's threads came before)
         if pid:
-            os.sched_setaffinity(pid, others)
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    os.sched_setaffinity(int(tid), others)
+                except OSError:
+                    pass
 
 
 def espeak(text: str, directory: str) -> np.ndarray:
