@@ -92,6 +92,11 @@ class PacketQueue:
         self.closed = True
 
 
+def smoothed(old: float, new: float) -> float:
+    """A rate measured again: half the old and half the new (the new one alone at first)."""
+    return new if old == 0 else 0.5 * old + 0.5 * new
+
+
 _INVALID = int(DropReason.INVALID)
 _WRONG_PT = int(DropReason.WRONG_PAYLOAD_TYPE)
 _MUTED = int(DropReason.MUTED)
@@ -251,7 +256,7 @@ class Layer:
         if elapsed <= 0:
             return
         rate = self._window_bytes * 8 / elapsed
-        self.bitrate = rate if self.bitrate == 0 else 0.5 * self.bitrate + 0.5 * rate
+        self.bitrate = smoothed(self.bitrate, rate)
         if rate > 0:
             # what it costs while it flows: not the smoothed rate decaying after it stopped
             # (a 1.5 Mbit/s layer was remembered at 50 kbit/s and chosen on a 300 kbit/s link)
@@ -295,16 +300,13 @@ class SpatialLayer:
         if elapsed <= 0:
             return
         rate = self.window_bytes * 8 / elapsed
-        self.bitrate = rate if self.bitrate == 0 else 0.5 * self.bitrate + 0.5 * rate
+        self.bitrate = smoothed(self.bitrate, rate)
         self.window_bytes = 0
         self.window_start = now
         for t in range(MAX_TEMPORAL):
-            rate = self.temporal_bytes[t] * 8 / elapsed
-            old = self.temporal_bitrate[t]
-            self.temporal_bitrate[t] = rate if old == 0 else 0.5 * old + 0.5 * rate
-            fps = self.temporal_frames[t] / elapsed
-            old = self.temporal_fps[t]
-            self.temporal_fps[t] = fps if old == 0 else 0.5 * old + 0.5 * fps
+            bitrate = self.temporal_bytes[t] * 8 / elapsed
+            self.temporal_bitrate[t] = smoothed(self.temporal_bitrate[t], bitrate)
+            self.temporal_fps[t] = smoothed(self.temporal_fps[t], self.temporal_frames[t] / elapsed)
             self.temporal_bytes[t] = 0
             self.temporal_frames[t] = 0
 
