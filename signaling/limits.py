@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import time
 
+#: a connection's ICE candidates may come this many seconds of the message rate at once: a
+#: client gathers one per address, protocol, port and (before bundling) m-section, so a machine
+#: with a few interfaces sends hundreds in a second (LiveKit's Rust SDK sent 40 per connection
+#: here, with one interface); they have a budget of their own, apart from other messages
+TRICKLE_BURST_SECONDS = 10
+
 
 class TokenBucket:
     """``rate`` events per second with bursts of ``burst``; the debt can grow to ``burst``."""

@@ -35,7 +35,7 @@ from . import protocol as proto
 from . import resume
 from .auth import Identity
 from .config import Config
-from .limits import TokenBucket
+from .limits import TRICKLE_BURST_SECONDS, TokenBucket
 from .protocol import ProtocolError, decode, error, parse_request
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class Session:
         self._closing = False
         rate = config.message_rate
         self._bucket = TokenBucket(rate, max(2 * rate, 10))
+        self._trickle_bucket = TokenBucket(rate, max(TRICKLE_BURST_SECONDS * rate, 100))
         self._last_limit_error = 0.0
         self._reports: list[float] = []  # negotiation failures logged in the last minute
         self._silent = False  # closed for silence: not kept for a resume
@@ -137,16 +138,27 @@ class Session:
                     logger.info("session %s: silent for %ss", self._who(), self.config.ping_timeout)
                     self._silent = True
                     break
-                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._within_rate():
-                    if self._closing:
-                        reason = "rate_limited"
-                        break
-                    continue
                 if msg.type == WSMsgType.TEXT:
-                    if await self.handle_text(msg.data) == "leave":
+                    message, failure = self._decode(msg.data)
+                    # ICE candidates come in bursts (one per address, port and m-section: a
+                    # hundred is ordinary): they have a budget of their own
+                    trickle = message is not None and message["type"] == "trickle"
+                    if not self._within_rate(self._trickle_bucket if trickle else self._bucket):
+                        if self._closing:
+                            reason = "rate_limited"
+                            break
+                        continue
+                    if failure is not None:
+                        self.send(error(failure.code, failure.message))
+                    elif await self.handle_message(message) == "leave":
                         reason = "left"
                         break
                 elif msg.type == WSMsgType.BINARY:
+                    if not self._within_rate(self._bucket):
+                        if self._closing:
+                            reason = "rate_limited"
+                            break
+                        continue
                     self.send(error("bad_json", "binary frames are not accepted"))
                 elif msg.type == WSMsgType.ERROR:
                     logger.info("session %s: socket error: %s", self._who(), self.ws.exception())
@@ -156,12 +168,12 @@ class Session:
         finally:
             await self.close(reason)
 
-    def _within_rate(self) -> bool:
-        """Spend one message of the rate; over it, one error a second, then disconnection."""
-        left = self._bucket.take()
+    def _within_rate(self, bucket: TokenBucket) -> bool:
+        """Spend one message of ``bucket``; over it, one error a second, then disconnection."""
+        left = bucket.take()
         if left >= 0:
             return True
-        if left <= -self._bucket.burst:
+        if left <= -bucket.burst:
             logger.warning("session %s: flooding; disconnected", self._who())
             self.send(error("rate_limited", "too many messages: disconnected"))
             self._outbox.put_nowait((4029, b"rate limited"))
@@ -212,16 +224,30 @@ class Session:
             self._closing = True
             self._outbox.put_nowait((4004, b"resumed elsewhere"))
 
-    async def handle_text(self, text: str) -> str | None:
-        """Handle one text frame; returns the message type handled."""
-        msg_id = None
+    def _decode(self, text: str) -> tuple[dict | None, ProtocolError | None]:
+        """The message in a text frame, or why it is not one."""
         try:
             if len(text) > self.config.max_message_bytes:
                 raise ProtocolError(
                     "bad_request", f"message larger than {self.config.max_message_bytes} bytes"
                 )
-            msg = decode(text)
-            msg_id = msg.get("id")
+            return decode(text), None
+        except ProtocolError as exc:
+            return None, exc
+
+    async def handle_text(self, text: str) -> str | None:
+        """Handle one text frame; returns the message type handled."""
+        msg, failure = self._decode(text)
+        if failure is not None:
+            self.send(error(failure.code, failure.message))
+            return None
+        assert msg is not None
+        return await self.handle_message(msg)
+
+    async def handle_message(self, msg: dict) -> str | None:
+        """Handle one decoded message; returns its type if it was handled."""
+        msg_id = msg.get("id")
+        try:
             kind = msg["type"]
             request = parse_request(msg)
             if kind not in ("join", "ping", "leave") and self.participant is None:

@@ -38,7 +38,7 @@ from visio_sfu.room import Room
 
 from ..auth import Identity
 from ..config import Config
-from ..limits import TokenBucket
+from ..limits import TRICKLE_BURST_SECONDS, TokenBucket
 from ..protocol import ProtocolError
 from ..session import JOIN_GUARDS
 from . import convert
@@ -108,8 +108,10 @@ class LiveKitSession:
         self._bad_frames = 0
         rate = config.message_rate
         self._bucket = TokenBucket(rate, max(2 * rate, 10))
+        self._trickle_bucket = TokenBucket(rate, max(TRICKLE_BURST_SECONDS * rate, 100))
         self.close_reason = "disconnected"
         self.sent: Counter[str] = Counter()  # SignalResponses written, by kind
+        self.received: Counter[str] = Counter()  # SignalRequests read, by kind
 
     # -- joining -------------------------------------------------------------------------
     async def join(self) -> None:
@@ -582,14 +584,23 @@ class LiveKitSession:
                     silent = True
                     break
                 if msg.type == WSMsgType.BINARY:
-                    left = self._bucket.take()
-                    if left <= -self._bucket.burst:  # a flood: disconnected
-                        logger.warning("livekit session %s: flooding; disconnected", self._who())
+                    request = self._parse(msg.data)
+                    kind = request.WhichOneof("message") if request is not None else None
+                    # ICE candidates come in bursts (one per address, port and m-section: the
+                    # Rust SDK sends forty a connection): they have a budget of their own
+                    bucket = self._trickle_bucket if kind == "trickle" else self._bucket
+                    left = bucket.take()
+                    if left <= -bucket.burst:  # a flood: disconnected
+                        logger.warning(
+                            "livekit session %s: flooding; disconnected (requests so far: %s)",
+                            self._who(),
+                            dict(self.received.most_common(8)),
+                        )
                         self.close_reason = "bad_input"
                         break
-                    if left < 0:
+                    if left < 0 or request is None:
                         continue  # over the message rate: dropped
-                    if await self.handle(msg.data) == "leave":
+                    if await self.dispatch(request) == "leave":
                         self.close_reason = "left"
                         break
                 elif msg.type == WSMsgType.TEXT:
@@ -608,15 +619,25 @@ class LiveKitSession:
             self._closing = True
             self.close_reason = "bad_input"  # removed, not kept for a resume
 
-    async def handle(self, data: bytes) -> str | None:
-        """Handle one SignalRequest frame; returns which request it was."""
+    def _parse(self, data: bytes) -> rtc.SignalRequest | None:
+        """The SignalRequest in a frame; None (a bad frame counted) if it is not one."""
         request = rtc.SignalRequest()
         try:
             request.ParseFromString(data)
         except DecodeError:
             self._bad_frame("an undecodable frame")
             return None
+        return request
+
+    async def handle(self, data: bytes) -> str | None:
+        """Handle one SignalRequest frame; returns which request it was."""
+        request = self._parse(data)
+        return None if request is None else await self.dispatch(request)
+
+    async def dispatch(self, request: rtc.SignalRequest) -> str | None:
+        """Handle one parsed SignalRequest; returns which request it was."""
         kind = request.WhichOneof("message")
+        self.received[kind or "?"] += 1
         handler = HANDLERS.get(kind or "")
         if handler is None:
             return kind  # not supported: ignored, as LiveKit has no error reply
