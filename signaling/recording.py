@@ -268,10 +268,15 @@ async def on_start_recording(session: Any, req: StartRecording) -> proto.Reply:
         raise sessions.PermissionDenied("the token does not grant roomRecord")
     room = session._room()
     try:
-        await service.start(room, p.ref())
+        recorder = await service.start(room, p.ref())
     except RecordingError as exc:
         raise ProtocolError(exc.code, str(exc)) from None
-    return _state(service, room, session)
+    # the recording started, even if a write already stopped it (a full disk can, before this
+    # answer goes out): the answer names it; recording_stopped tells the rest
+    return proto.Reply(
+        "recording_state",
+        {"recording": recording_info(recorder), "can_record": _may_record(session)},
+    )
 
 
 async def on_stop_recording(session: Any, req: StopRecording) -> proto.Reply:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from aiortc import RTCRtpSender
 
-from signaling.recording import RECORDINGS
+from signaling.recording import RECORDINGS, RecordingService
 from tests.support.inprocess import LocalServer
 from tests.support.media import check_video, until
 from tests.support.recorded_media import decode_all
@@ -394,6 +394,28 @@ async def test_an_unwritable_directory_stops_cleanly_and_the_meeting_goes_on(tmp
         assert (await alice.request({"type": "recording_state"}))["recording"] is None
         for c in (alice, bob):
             await c.close()
+
+
+async def test_the_answer_names_a_recording_that_stopped_at_once(tmp_path, monkeypatch):
+    """A write error can stop a recording before the answer to start_recording goes out (CI
+    saw it with a full disk): the answer still names the recording, recording_stopped follows."""
+    real_start = RecordingService.start
+
+    async def start_then_fail(self, room, by=None, requested_by=""):
+        recorder = await real_start(self, room, by, requested_by)
+        self.stop(room.name, None, reason="error")
+        return recorder
+
+    monkeypatch.setattr(RecordingService, "start", start_then_fail)
+    async with LocalServer(recordings_dir=str(tmp_path)) as server:
+        alice = await join(server, "quick", "alice", 0, room_record=True)
+        answer = await alice.request({"type": "start_recording"})
+        assert answer["type"] == "recording_state" and answer["recording"]["id"], answer
+        stopped = await alice.wait_for("recording_stopped", timeout=10)
+        assert stopped["recording"] == answer["recording"]["id"]
+        state = await alice.request({"type": "recording_state"})
+        assert state["recording"] is None
+        await alice.close()
 
 
 async def test_a_full_disk_stops_the_recording_and_the_meeting_goes_on(
