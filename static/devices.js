@@ -22,8 +22,10 @@ function constraints(kind, deviceId) {
   return deviceId ? { ...audio, deviceId: { exact: deviceId } } : audio;
 }
 
-// One device kind ('video' or 'audio'); a device that went away falls back to the default one.
-export async function openOne(kind, deviceId) {
+// One device kind ('video' or 'audio'); a device that went away falls back to the default one,
+// and a busy one ('Could not start video source', 'Timeout starting video source': another
+// application letting go of it, a slow driver) is tried once more after a moment.
+export async function openOne(kind, deviceId, retried = false) {
   if (!navigator.mediaDevices?.getUserMedia) {
     throw Object.assign(new Error('no mediaDevices'), { kind: window.isSecureContext ? 'unsupported' : 'insecure' });
   }
@@ -31,8 +33,13 @@ export async function openOne(kind, deviceId) {
     const stream = await navigator.mediaDevices.getUserMedia({ [kind]: constraints(kind, deviceId) });
     return stream.getTracks()[0];
   } catch (err) {
-    if (deviceId && (err.name === 'OverconstrainedError' || err.name === 'NotFoundError')) return openOne(kind, '');
+    if (deviceId && (err.name === 'OverconstrainedError' || err.name === 'NotFoundError')) return openOne(kind, '', retried);
     err.kind = classify(err); // (not 'code': DOMException has a read-only one)
+    console.warn(`visio: ${kind} device: ${err.name}: ${err.message}${retried ? '' : err.kind === 'busy' ? ' (trying again)' : ''}`);
+    if (err.kind === 'busy' && !retried) {
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      return openOne(kind, deviceId, true);
+    }
     throw err;
   }
 }
@@ -57,7 +64,9 @@ export async function openMedia({ video = true, audio = true, camera = '', mic =
       out.video = stream.getVideoTracks()[0] || null;
       out.audio = stream.getAudioTracks()[0] || null;
       return out;
-    } catch { /* try each alone: one of the two may still work */ }
+    } catch (err) { // try each alone: one of the two may still work
+      console.warn(`visio: camera and microphone together: ${err.name}: ${err.message}`);
+    }
   }
   for (const kind of ['audio', 'video']) {
     if (!(kind === 'video' ? video : audio)) continue;

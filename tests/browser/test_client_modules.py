@@ -1,7 +1,7 @@
 """The web client's modules without a browser: node runs tests/browser/js/client_modules.mjs,
-which imports static/layout.js, chat.js and quality.js (pure: no DOM) and checks the grid
+which imports static/layout.js, chat.js, quality.js and devices.js (no DOM) and checks the grid
 solver, meeting names, initials, links in chat, the chat outbox across an outage and the
-connection-quality verdicts."""
+connection-quality verdicts, and that a busy camera is tried once more."""
 
 from __future__ import annotations
 

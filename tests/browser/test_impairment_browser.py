@@ -178,6 +178,7 @@ async def meeting(network):
         # http://198.18.17.1 is no secure context: the camera needs it to be treated as one
         args = [*ARGS, f"--unsafely-treat-insecure-origin-as-secure={server.url}"]
         pages = []
+        consoles: dict[str, list[str]] = {}  # each page's console, told if the meeting fails
         for name, namespace in (("Pub", network.server), ("View", network.client)):
             browser = await p.chromium.launch(
                 executable_path=str(netns.wrapper(namespace, CHROMIUM)), headless=True, args=args
@@ -186,6 +187,8 @@ async def meeting(network):
                 permissions=["camera", "microphone"], locale="en-US"
             )
             page = await context.new_page()
+            lines = consoles.setdefault(name, [])
+            page.on("console", lambda msg, lines=lines: lines.append(f"{msg.type}: {msg.text}"))
             await page.goto(f"{server.url}/r/{ROOM}?autojoin=1&lang=en&name={name}")
             pages.append(page)
         pub, view = pages
@@ -195,8 +198,14 @@ async def meeting(network):
             if time.monotonic() > deadline:
                 states = [(page.url, await page.evaluate(STATES)) for page in pages]
                 room = server.sfu.room(ROOM)
-                joined = [p.name for p in room.participants.values()] if room else []
-                raise AssertionError(f"the viewer decodes no video: {states}, joined {joined}")
+                joined = [
+                    (p.name, [(t.kind, t.source) for t in p.tracks.values()])
+                    for p in (room.participants.values() if room else [])
+                ]
+                logs = {name: lines[-15:] for name, lines in consoles.items()}
+                raise AssertionError(
+                    f"the viewer decodes no video: {states}, joined {joined}, consoles {logs}"
+                )
             await asyncio.sleep(0.5)
         await view.locator("#grid .tile", has=view.locator(".name", has_text="Pub")).dblclick()
         sub = participant(server, "View").subscriber

@@ -4,6 +4,7 @@ import { solveGrid, gridBoxes, focusBoxes, newMeetingName, initials, avatarColou
   from '../../../static/layout.js';
 import { Outbox, linkify } from '../../../static/chat.js';
 import { assess } from '../../../static/quality.js';
+import { openOne, openMedia } from '../../../static/devices.js';
 
 // the grid fills a desktop stage from 3 people on, and never spills out of it
 for (const [w, h] of [[1264, 658], [1904, 938], [1000, 600]]) {
@@ -87,4 +88,41 @@ assert.equal(assess(snap({ received: 100 }), snap({ received: 200, rtt: 0.3 })).
 assert.deepEqual(assess(snap({ received: 100, bytes: 9 }), snap({ received: 100, bytes: 9 }), { expectMedia: true }),
   { level: 'lost', reason: 'nodata', value: 0 });
 assert.equal(assess(snap({ sent: 10 }), snap({ sent: 20, limitation: 'cpu' })).reason, 'cpu');
+// a busy camera ('Could not start video source') is tried once more; a refusal is not
+{
+  globalThis.window = { isSecureContext: true };
+  let calls = 0;
+  let failures = [];
+  const fakeTrack = { kind: 'video' };
+  Object.defineProperty(globalThis, 'navigator', { configurable: true, value: { mediaDevices: {
+    getUserMedia: async () => {
+      calls += 1;
+      const err = failures.shift();
+      if (err) throw Object.assign(new Error(err[1]), { name: err[0] });
+      return { getTracks: () => [fakeTrack], getVideoTracks: () => [fakeTrack], getAudioTracks: () => [] };
+    },
+  } } });
+  const quiet = console.warn;
+  console.warn = () => {};
+  try {
+    failures = [['NotReadableError', 'Could not start video source']];
+    assert.equal(await openOne('video', ''), fakeTrack);
+    assert.equal(calls, 2);
+    calls = 0;
+    failures = [['AbortError', 'Timeout starting video source'], ['AbortError', 'again']];
+    await assert.rejects(openOne('video', ''), (e) => e.kind === 'busy');
+    assert.equal(calls, 2); // once more, not forever
+    calls = 0;
+    failures = [['NotAllowedError', 'Permission denied']];
+    await assert.rejects(openOne('video', ''), (e) => e.kind === 'denied');
+    assert.equal(calls, 1);
+    calls = 0; // both at once fail (busy camera): each alone, the camera on its second try
+    failures = [['NotReadableError', 'x'], ['NotReadableError', 'x']];
+    const media = await openMedia({ video: true, audio: false });
+    assert.equal(media.video, null); // one kind asked: no "both" attempt, two tries of it
+    assert.equal(media.errors.video, 'busy');
+  } finally {
+    console.warn = quiet;
+  }
+}
 console.log('client modules: ok');
