@@ -42,6 +42,9 @@ import wave
 
 import numpy as np
 
+from benchmarks import callgrind
+from benchmarks.callgrind import Marks
+
 SENTENCES = [
     "The quarterly budget review will take place on Thursday morning.",
     "Please send the final report to the whole team before Friday.",
@@ -265,11 +268,14 @@ async def forwarding(
     rate: float = 0.0,
     transcribe: bool = True,
     pin: bool = False,
+    marks: Marks | None = None,
 ) -> dict[str, float]:
     """The whole forwarding path per received Opus packet (speech), in turn: nothing attached;
     an AudioTap alone; transcription running (a real Transcriber: its tap, its hand-over every
     100 ms on the event loop, a worker process recognising with live captions); transcription
-    and a recording (a real Recorder: its sink, feeder thread and writer process) running."""
+    and a recording (a real Recorder: its sink, feeder thread and writer process) running.
+    With ``marks`` (under callgrind), the forwarding of each round is counted and dumped under
+    the round's kind."""
     from benchmarks.peers import connected_pair
     from visio_sfu.asr.backends import BackendSpec
     from visio_sfu.asr.model import base_model_dir, default_cache_dir
@@ -370,10 +376,16 @@ async def forwarding(
                         await asyncio.sleep(delay)
                 else:
                     await asyncio.sleep(0)
+                if marks is not None:
+                    marks.toggle()
                 t0 = time.thread_time()
                 for d in datagrams[start : start + 5]:
                     feed(d)  # unprotect, Publisher, every DownTrack, every send: synchronous
                 loop_cpu += time.thread_time() - t0
+                if marks is not None:
+                    marks.toggle()
+            if marks is not None:
+                marks.dump(mode)
             while track.packets < received + count and time.process_time() - all0 < 30:
                 await asyncio.sleep(0)
             loop_runs[mode].append(loop_cpu / count * 1e6)
@@ -444,6 +456,32 @@ async def forwarding(
             await b.close()
 
 
+def instructions(args: argparse.Namespace) -> None:
+    """The forwarding benchmark re-run under callgrind: the event loop thread's instructions
+    per received packet while it forwards, each kind of round against nothing attached."""
+    why = callgrind.available()
+    if why is not None:
+        raise SystemExit(f"--instructions: {why}")
+    argv = ["-m", "benchmarks.transcription", "--skip-recognition", "--instructions"]
+    argv += ["--subscribers", str(args.subscribers), "--packets", str(args.packets)]
+    argv += ["--rounds", str(args.rounds)]
+    counts = callgrind.run(argv, thread=1)
+    per_packet = {k: [n / args.packets for n in v] for k, v in counts.items()}
+    base = statistics.median(per_packet["none"])
+    print(
+        f"forwarding path, a speaking Opus track to {args.subscribers} subscribers: "
+        f"instructions of the event loop's thread per received packet (callgrind; medians of "
+        f"{args.rounds} rounds of each kind, taken in turn; each round's figure in brackets):"
+    )
+    for kind in ("none", "tap", "transcribing", "both"):
+        if kind not in per_packet:
+            continue
+        median = statistics.median(per_packet[kind])
+        rounds = ", ".join(f"{v:.0f}" for v in per_packet[kind])
+        change = "" if kind == "none" else f"  change {(median - base) / base * 100:+.2f} %"
+        print(f"  {kind:14s} {median:10.1f}{change}   [{rounds}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0, help="speech fed per run")
@@ -460,16 +498,31 @@ def main() -> None:
         action="store_true",
         help="the event loop's thread on one CPU, the workers and other threads on the others",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the loop thread's instructions per packet under callgrind (valgrind) "
+        "instead of timing it: exact and repeatable on a shared machine; implies "
+        "--skip-recognition",
+    )
     args = parser.parse_args()
+    if args.instructions and not os.environ.get(callgrind.ENV):
+        instructions(args)
+        return
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
+    marks = Marks() if os.environ.get(callgrind.ENV) else None
     figures = asyncio.run(
-        forwarding(args.subscribers, args.packets, args.rounds, args.rate, pin=args.pin)
+        forwarding(
+            args.subscribers, args.packets, args.rounds, args.rate, pin=args.pin, marks=marks
+        )
     )
+    if marks is not None:
+        return  # the counts are read from callgrind's dumps by the parent run
     print(
         f"forwarding path, a speaking Opus track to {args.subscribers} subscribers, "
         f"µs of CPU per received packet (medians of {args.rounds} rounds of each kind, "
