@@ -61,6 +61,12 @@ RtcpHandler = Callable[[bytes], None]
 DataHandler = Callable[[str, bytes], None]
 #: the largest data-channel message accepted from a peer; longer ones are dropped
 MAX_DATA_MESSAGE = 64 * 1024
+#: receive buffer asked for each ICE socket: a second of a 1080p camera and its simulcast
+#: layers, so that a pause of the event loop (a collection, a burst of work) does not drop
+#: datagrams in the kernel (Linux's default, 208 KiB, holds 0.3 s of 5 Mbit/s; the kernel caps
+#: what is given at net.core.rmem_max)
+RECEIVE_BUFFER = 4 * 1024 * 1024
+_buffer_warned = False
 
 #: DTLS ciphers: aiortc's ECDSA suites plus ECDHE-RSA ones, so that clients with RSA
 #: certificates (GStreamer's webrtcbin, WHIP tools) can complete the handshake.
@@ -463,6 +469,7 @@ class PeerTransport:
         self.on_rtcp = on_rtcp
         self.on_state = on_state
         self._dtls: Any = None  # the RTCDtlsTransport we hooked (private API: untyped)
+        self._sized: set[int] = set()  # ICE protocols whose socket buffer was sized
         self._protector: SrtpProtector | None = None
         self._closed = False
         self.send_errors = 0
@@ -620,6 +627,34 @@ class PeerTransport:
     def _hook_all(self) -> None:
         for t in self.pc.getTransceivers():
             self._hook_transceiver(t)
+        self._size_buffers()
+
+    def _size_buffers(self) -> None:
+        """Give each ICE socket gathered so far a RECEIVE_BUFFER (once each); warn once per
+        process if the kernel gives less (raise net.core.rmem_max)."""
+        global _buffer_warned
+        if self._dtls is None:
+            return
+        for protocol in self._dtls.transport._connection._protocols:
+            transport = protocol.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None or id(protocol) in self._sized:
+                continue
+            self._sized.add(id(protocol))
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+                given = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            except OSError:
+                continue
+            if given < RECEIVE_BUFFER and not _buffer_warned:  # (Linux reports twice the size)
+                _buffer_warned = True
+                logger.warning(
+                    "UDP receive buffers are %d KiB, not the %d KiB asked for: a pause of the "
+                    "event loop may drop media; raise net.core.rmem_max (sysctl) to %d",
+                    given // 1024,
+                    RECEIVE_BUFFER // 1024,
+                    RECEIVE_BUFFER,
+                )
 
     def _hook_transceiver(self, t: RTCRtpTransceiver) -> None:
         sender: Any = t.sender  # private attributes are set below: untyped on purpose

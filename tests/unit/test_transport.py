@@ -19,6 +19,7 @@ from visio_sfu.rtp import rtcp
 from visio_sfu.rtp.header import build_rtp
 from visio_sfu.transport import (
     PREFERRED_SRTP_PROFILES,
+    RECEIVE_BUFFER,
     PeerTransport,
     _stun_datagram_received,
     installed,
@@ -86,6 +87,23 @@ async def test_hooks_are_installed_on_a_real_connection():
     assert installed()
     await t.close()
     assert t not in PeerTransport.open_transports
+
+
+async def test_ice_sockets_get_a_large_receive_buffer():
+    """Each side's ICE sockets ask for RECEIVE_BUFFER, so that a pause of the event loop does not
+    drop media in the kernel (as much as net.core.rmem_max allows; Linux reports double)."""
+    import socket
+    from pathlib import Path
+
+    cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    sender, receiver = await connected_pair()
+    try:
+        for side in (sender, receiver):
+            sizes = [s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in side.sockets()]
+            assert sizes and all(n >= 2 * min(RECEIVE_BUFFER, cap) for n in sizes), sizes
+    finally:
+        await sender.close()
+        await receiver.close()
 
 
 async def test_a_packet_really_goes_through_the_hooked_path():
