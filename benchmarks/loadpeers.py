@@ -110,6 +110,7 @@ class LoadSubscriber:
         self.index = LoadSubscriber._ids
         self.stats = stats
         self.transport = PeerTransport(on_rtp=self._on_rtp, decrypt=False)
+        self.transport.receive_buffer = 0  # the kernel's default, unless enlarge_buffers
         self._count = self.index  # spreads the sampled packets across subscribers
         self._buffers_set = False
 
@@ -203,6 +204,7 @@ class LoadPublisher:
 
     def __init__(self, video: Clip | None, audio: Clip | None) -> None:
         self.transport = PeerTransport()
+        self.transport.receive_buffer = 0  # the kernel's default, as the other load peers
         self.clips = {"video": video, "audio": audio}
         self.cids: dict[str, str] = {}
         self.outgoing: list[Outgoing] = []

@@ -470,6 +470,8 @@ class PeerTransport:
         self.on_state = on_state
         self._dtls: Any = None  # the RTCDtlsTransport we hooked (private API: untyped)
         self._sized: set[int] = set()  # ICE protocols whose socket buffer was sized
+        #: receive buffer asked for this transport's ICE sockets (0: the kernel's default)
+        self.receive_buffer = RECEIVE_BUFFER
         self._protector: SrtpProtector | None = None
         self._closed = False
         self.send_errors = 0
@@ -633,7 +635,8 @@ class PeerTransport:
         """Give each ICE socket gathered so far a RECEIVE_BUFFER (once each); warn once per
         process if the kernel gives less (raise net.core.rmem_max)."""
         global _buffer_warned
-        if self._dtls is None:
+        size = self.receive_buffer
+        if self._dtls is None or size <= 0:
             return
         for protocol in self._dtls.transport._connection._protocols:
             transport = protocol.transport
@@ -642,18 +645,18 @@ class PeerTransport:
                 continue
             self._sized.add(id(protocol))
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
                 given = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             except OSError:
                 continue
-            if given < RECEIVE_BUFFER and not _buffer_warned:  # (Linux reports twice the size)
+            if given < size and not _buffer_warned:  # (Linux reports twice the size)
                 _buffer_warned = True
                 logger.warning(
                     "UDP receive buffers are %d KiB, not the %d KiB asked for: a pause of the "
                     "event loop may drop media; raise net.core.rmem_max (sysctl) to %d",
                     given // 1024,
-                    RECEIVE_BUFFER // 1024,
-                    RECEIVE_BUFFER,
+                    size // 1024,
+                    size,
                 )
 
     def _hook_transceiver(self, t: RTCRtpTransceiver) -> None:
