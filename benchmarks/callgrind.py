@@ -56,7 +56,7 @@ class Marks:
         self._lib = ctypes.CDLL(str(library))
         shutil.rmtree(build, ignore_errors=True)  # (mapped: the files are no longer needed)
         self._lib.cg_dump.argtypes = [ctypes.c_char_p]
-        self.running = bool(self._lib.cg_running())
+        self.running = bool(self._lib.cg_running())  # False: the marks do nothing
 
     def toggle(self) -> None:
         """Start or stop counting (every thread's, each to its own count)."""
@@ -84,7 +84,9 @@ def run(argv: list[str], thread: int = 1, timeout: float = 3600) -> dict[str, li
             *argv,
         ]
         env = dict(os.environ, **{ENV: "1"})
-        subprocess.run(command, check=True, timeout=timeout, env=env, stderr=subprocess.DEVNULL)
+        done = subprocess.run(command, timeout=timeout, env=env, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:  # valgrind's own chatter is on stderr: shown only on failure
+            raise SystemExit(f"callgrind run failed ({done.returncode}):\n{done.stderr[-3000:]}")
         return read_dumps(out, thread)
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -462,10 +462,14 @@ def instructions(args: argparse.Namespace) -> None:
     why = callgrind.available()
     if why is not None:
         raise SystemExit(f"--instructions: {why}")
+    if args.rate or args.pin:
+        raise SystemExit("--instructions counts a burst, unpinned: --rate and --pin do not apply")
     argv = ["-m", "benchmarks.transcription", "--skip-recognition", "--instructions"]
     argv += ["--subscribers", str(args.subscribers), "--packets", str(args.packets)]
     argv += ["--rounds", str(args.rounds)]
     counts = callgrind.run(argv, thread=1)
+    if "none" not in counts:
+        raise SystemExit(f"--instructions: no counts came back from callgrind (got {counts})")
     per_packet = {k: [n / args.packets for n in v] for k, v in counts.items()}
     base = statistics.median(per_packet["none"])
     print(

@@ -37,6 +37,7 @@ export class Recording {
     this.session = session;
     this.toast = toast || (() => {});
     this.recording = null; // {id, started_at, by} while the room is recorded
+    this.stopped = new Set(); // ids of recordings told stopped
     this.canRecord = false;
     this.busy = false;
     this.build();
@@ -89,6 +90,7 @@ export class Recording {
   }
 
   onStopped(m) {
+    if (m.recording) this.stopped.add(m.recording);
     if (this.recording && m.recording && this.recording.id !== m.recording) return; // an old one
     this.recording = null;
     this.toast(notice(m), m.reason === 'error' ? 10000 : 5000);
@@ -102,7 +104,9 @@ export class Recording {
     const type = this.recording ? 'stop_recording' : 'start_recording';
     try {
       const state = await this.session.signal.request({ type });
-      this.recording = state.recording;
+      // a recording that a write error stopped at once was told stopped before this answer
+      const gone = state.recording && this.stopped.has(state.recording.id);
+      this.recording = gone ? null : state.recording;
     } catch (err) {
       // recording_failed: the room was told (recording_stopped) and shown it already
       if (err.code !== 'recording_failed') this.toast(`${t('recordingError')} ${err.message}`, 8000);

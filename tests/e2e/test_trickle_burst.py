@@ -96,6 +96,8 @@ async def test_the_livekit_protocol_takes_a_burst_of_candidates(trickled):
         session = lk_signaling.SESSIONS[sid]
         await until(lambda: session.received["trickle"] >= BURST, what="every candidate read")
         assert session.received["trickle"] == BURST
+        await until(lambda: len(trickled) >= BURST, what="every candidate handled")
+        assert trickled == ["subscriber"] * BURST
         # other requests keep their own budget: a flood of pings ends the connection
         for ts in range(400):
             if carol.closed:

@@ -106,6 +106,25 @@ async def test_ice_sockets_get_a_large_receive_buffer():
         await receiver.close()
 
 
+async def test_a_buffer_the_kernel_caps_is_warned_of_once(caplog, monkeypatch):
+    """Asking for more than net.core.rmem_max: the server says how to raise it, once."""
+    from pathlib import Path
+
+    import visio_sfu.transport as transport
+
+    cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    monkeypatch.setattr(transport, "_buffer_warned", False)
+    monkeypatch.setattr(transport, "RECEIVE_BUFFER", 4 * cap)
+    sender, receiver = await connected_pair()
+    try:
+        warnings = [r for r in caplog.records if "net.core.rmem_max" in r.getMessage()]
+        assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+        assert f"UDP receive buffers are {cap // 1024} KiB" in warnings[0].getMessage()
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
 async def test_a_packet_really_goes_through_the_hooked_path():
     """Behavioural canary: RTP protected and sent by one PeerTransport over UDP on 127.0.0.1
     reaches the other's on_rtp through the datagram callback (aioice's queue and aiortc's
