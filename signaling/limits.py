@@ -42,6 +42,21 @@ class TokenBucket:
         return True
 
 
+class MessageBudget:
+    """One connection's signaling messages: ``rate`` a second with bursts of twice that, and
+    ICE candidates (``trickle``) on a budget of their own, bursts of TRICKLE_BURST_SECONDS."""
+
+    __slots__ = ("messages", "candidates")
+
+    def __init__(self, rate: float) -> None:
+        self.messages = TokenBucket(rate, max(2 * rate, 10))
+        self.candidates = TokenBucket(rate, max(TRICKLE_BURST_SECONDS * rate, 100))
+
+    def bucket(self, kind: str | None) -> TokenBucket:
+        """The bucket a message of this kind (None: not a message) spends."""
+        return self.candidates if kind == "trickle" else self.messages
+
+
 class PerKeyLimiter:
     """A token bucket per key (client address), forgetting idle keys. Only admitted events
     spend tokens: after a burst, attempts at ``rate`` per second are admitted again at once."""

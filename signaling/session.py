@@ -35,7 +35,7 @@ from . import protocol as proto
 from . import resume
 from .auth import Identity
 from .config import Config
-from .limits import TRICKLE_BURST_SECONDS, TokenBucket
+from .limits import MessageBudget, TokenBucket
 from .protocol import ProtocolError, decode, error, parse_request
 
 logger = logging.getLogger(__name__)
@@ -82,9 +82,7 @@ class Session:
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._closing = False
-        rate = config.message_rate
-        self._bucket = TokenBucket(rate, max(2 * rate, 10))
-        self._trickle_bucket = TokenBucket(rate, max(TRICKLE_BURST_SECONDS * rate, 100))
+        self._budget = MessageBudget(config.message_rate)
         self._last_limit_error = 0.0
         self._reports: list[float] = []  # negotiation failures logged in the last minute
         self._silent = False  # closed for silence: not kept for a resume
@@ -138,12 +136,16 @@ class Session:
                     logger.info("session %s: silent for %ss", self._who(), self.config.ping_timeout)
                     self._silent = True
                     break
-                if msg.type == WSMsgType.TEXT:
-                    message, failure = self._decode(msg.data)
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    if msg.type == WSMsgType.TEXT:
+                        message, failure = self._decode(msg.data)
+                    else:
+                        message = None
+                        failure = ProtocolError("bad_json", "binary frames are not accepted")
                     # ICE candidates come in bursts (one per address, port and m-section: a
                     # hundred is ordinary): they have a budget of their own
-                    trickle = message is not None and message["type"] == "trickle"
-                    if not self._within_rate(self._trickle_bucket if trickle else self._bucket):
+                    kind = message["type"] if message is not None else None
+                    if not self._within_rate(self._budget.bucket(kind)):
                         if self._closing:
                             reason = "rate_limited"
                             break
@@ -153,13 +155,6 @@ class Session:
                     elif await self.handle_message(message) == "leave":
                         reason = "left"
                         break
-                elif msg.type == WSMsgType.BINARY:
-                    if not self._within_rate(self._bucket):
-                        if self._closing:
-                            reason = "rate_limited"
-                            break
-                        continue
-                    self.send(error("bad_json", "binary frames are not accepted"))
                 elif msg.type == WSMsgType.ERROR:
                     logger.info("session %s: socket error: %s", self._who(), self.ws.exception())
                     break

@@ -38,7 +38,7 @@ from visio_sfu.room import Room
 
 from ..auth import Identity
 from ..config import Config
-from ..limits import TRICKLE_BURST_SECONDS, TokenBucket
+from ..limits import MessageBudget
 from ..protocol import ProtocolError
 from ..session import JOIN_GUARDS
 from . import convert
@@ -106,9 +106,7 @@ class LiveKitSession:
         self._streams: dict[str, list] = {}  # text stream id -> [topic, chunks] (JSON view)
         self._speaker: str | None = None
         self._bad_frames = 0
-        rate = config.message_rate
-        self._bucket = TokenBucket(rate, max(2 * rate, 10))
-        self._trickle_bucket = TokenBucket(rate, max(TRICKLE_BURST_SECONDS * rate, 100))
+        self._budget = MessageBudget(config.message_rate)
         self.close_reason = "disconnected"
         self.sent: Counter[str] = Counter()  # SignalResponses written, by kind
         self.received: Counter[str] = Counter()  # SignalRequests read, by kind
@@ -588,7 +586,7 @@ class LiveKitSession:
                     kind = request.WhichOneof("message") if request is not None else None
                     # ICE candidates come in bursts (one per address, port and m-section: the
                     # Rust SDK sends forty a connection): they have a budget of their own
-                    bucket = self._trickle_bucket if kind == "trickle" else self._bucket
+                    bucket = self._budget.bucket(kind)
                     left = bucket.take()
                     if left <= -bucket.burst:  # a flood: disconnected
                         logger.warning(
