@@ -189,3 +189,35 @@ def test_a_layer_switched_off_is_not_taken_for_a_cheap_one():
         allocate([participant], None, now)
         assert dt.target_layer == 0, dt.target_layer
         now += ROUND
+
+
+def test_a_layer_the_publisher_stops_loses_its_viewers_at_once():
+    """Chromium stops its top layer when its uplink estimate falls: its viewers go down
+    within STOPPED_WITHIN and a round, not after LIVE_WITHIN (a 1.3 s freeze seen). The
+    whole track quiet (a muted camera, a network hiccup) keeps them where they are."""
+    from visio_sfu.allocator import LIVE_WITHIN, STOPPED_WITHIN
+
+    track = simulcast_track()
+    participant, dt = subscriber_of(track, remb=5_000_000)
+    now = 100.0
+    live(track, now)
+    allocate([participant], None, now)
+    assert dt.target_layer == 2
+    stopped = now
+    while dt.target_layer == 2 and now - stopped < LIVE_WITHIN:
+        now += ROUND
+        for layer in track.layers[:2]:  # the two lower layers go on
+            layer.last_packet = now
+        allocate([participant], None, now)
+    assert dt.target_layer == 1
+    assert now - stopped <= STOPPED_WITHIN + ROUND
+    # the whole track quiet for less than LIVE_WITHIN: nobody moves
+    quiet = simulcast_track()
+    p3, dt3 = subscriber_of(quiet, remb=5_000_000)
+    live(quiet, now)
+    allocate([p3], None, now)
+    assert dt3.target_layer == 2
+    for _ in range(3):  # 0.75 s of nothing from any layer
+        now += ROUND
+        allocate([p3], None, now)
+        assert dt3.target_layer == 2
