@@ -33,6 +33,8 @@ COUNTERS = {
     "keyframes_in": "keyframes received from publishers",
     "nacks_out": "NACKs sent to publishers for packets lost on their way to the server",
     "repaired": "packets from publishers that came after being missed (retransmitted or late)",
+    "twcc_feedback_out": "transport-cc feedback packets sent to publishers (their congestion "
+    "control reads them)",
     "layer_switches": "simulcast layer switches made for subscribers (at a keyframe)",
     "layer_starts": "videos started for a subscriber at a keyframe (joining, unmuting, shown "
     "again, a new path)",

@@ -22,14 +22,18 @@ from .rtp import rtcp
 from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
 from .rtp.header import unwrap_rtx
 from .sdp import (
+    TRANSPORT_CC_URI,
     OfferedMedia,
     accept_simulcast,
+    answer_transport_cc,
+    answered_extension,
     keep_opus_options,
     offered_simulcast,
     parse_offer,
 )
 from .stats import DropReason, Stats
 from .transport import PeerTransport
+from .twcc_responder import TwccResponder
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +101,9 @@ class PublishConnection:
         self.router = RtpRouter()
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.rate = PublisherRate(DEFAULT_PUBLISH_BITRATE)  # what its REMB says
+        #: transport-cc feedback about what it sends, when its offer asked for it
+        self.twcc: TwccResponder | None = None
+        self.twcc_feedbacks = 0  # transport-cc feedback packets sent to it
         self.transport: PeerTransport | None = transport
         self.shared = transport is not None
         if transport is not None:
@@ -181,7 +188,17 @@ class PublishConnection:
             self.router.rid_ext_id = spec["extensions"][RID]
             self.router.rrid_ext_id = spec["extensions"].get(REPAIRED_RID, 0)
         self._sync_tracks(offered, simulcast)
-        return keep_opus_options(sdp, accept_simulcast(answer, simulcast))
+        answer = keep_opus_options(sdp, accept_simulcast(answer, simulcast))
+        # transport-cc on the sections it sends: its own congestion control then follows
+        # what arrives here (aiortc's answer leaves the extension out)
+        sending = {m.mid for m in offered if m.kind in ("audio", "video") and m.sending}
+        answer = answer_transport_cc(sdp, answer, sending)
+        ext_id = answered_extension(answer, TRANSPORT_CC_URI) if sending else None
+        if ext_id is None:
+            self.twcc = None
+        elif self.twcc is None or self.twcc.ext_id != ext_id:
+            self.twcc = TwccResponder(ext_id, self.rtcp_ssrc)
+        return answer
 
     def _sync_tracks(self, offered: list[OfferedMedia], simulcast: dict[str, dict]) -> None:
         assert self.transport is not None
@@ -253,6 +270,12 @@ class PublishConnection:
         if len(data) < 12:
             self._stats.retired_drops[DropReason.INVALID] += 1
             return
+        twcc = self.twcc
+        if twcc is not None:  # TwccResponder.record, inlined: every packet, padding too
+            if len(twcc.packets) < twcc.limit:
+                twcc.packets.append((data, now))
+            else:
+                twcc.dropped += 1
         entry = self.router.route(data)
         if entry is None:
             if self.router.unknown == 1:
@@ -307,6 +330,16 @@ class PublishConnection:
         )
         transport.send_rtcp(packet)
 
+    def send_transport_feedback(self) -> None:
+        """Transport-cc feedback on what arrived since the last call, if negotiated (the
+        room's timer calls this every FEEDBACK_INTERVAL)."""
+        twcc, transport = self.twcc, self.transport
+        if twcc is None or transport is None or self.closed or not twcc.packets:
+            return
+        for packet in twcc.feedback():
+            transport.send_rtcp(packet)
+            self.twcc_feedbacks += 1
+
     async def add_ice_candidate(self, candidate: dict | None) -> None:
         """A candidate the client trickled for this connection."""
         if self.transport is None:
@@ -318,6 +351,8 @@ class PublishConnection:
         if self.closed:
             return
         self.closed = True
+        self._stats.retire(twcc_feedback_out=self.twcc_feedbacks)
+        self.twcc_feedbacks = 0  # counted in the totals now, not in its room's
         for track in list(self.tracks.values()):
             track.close()
         self._stats.retired_drops[DropReason.UNKNOWN_SSRC] += self.router.unknown

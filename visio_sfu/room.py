@@ -51,6 +51,7 @@ from .publisher import Publisher
 from .speaker import SpeakerDetector
 from .stats import DropReason, Stats, drop_totals
 from .transport import PeerTransport
+from .twcc_responder import FEEDBACK_INTERVAL
 
 __all__ = ["Room", "RoomClosed", "RoomFull", "RoomLocked"]
 
@@ -91,6 +92,7 @@ class Room:
         self._empty_handle: asyncio.TimerHandle | None = None
         self._rtcp_task: asyncio.Task | None = None
         self._adapt_task: asyncio.Task | None = None
+        self._feedback_task: asyncio.Task | None = None
         self.speakers = SpeakerDetector()
         self.active_speaker: str | None = None
         self._removals: set[asyncio.Task] = set()
@@ -219,6 +221,7 @@ class Room:
         if self._rtcp_task is None:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
             self._adapt_task = asyncio.ensure_future(self._adapt_loop())
+            self._feedback_task = asyncio.ensure_future(self._feedback_loop())
         if not p.permissions.hidden:
             self.broadcast(ParticipantJoined(p.info()), exclude=p)
         for track in p.tracks.values():  # a moved participant brings its tracks
@@ -513,6 +516,16 @@ class Room:
                 except Exception:
                     logger.exception("RTCP timer failed for %s", p.sid)
 
+    async def _feedback_loop(self) -> None:
+        """Transport-cc feedback to the publishers that negotiated it (TwccResponder)."""
+        while not self.closed:
+            await asyncio.sleep(FEEDBACK_INTERVAL)
+            for p in list(self.participants.values()):
+                try:
+                    p.publishing.send_transport_feedback()
+                except Exception:
+                    logger.exception("transport-cc feedback failed for %s", p.sid)
+
     async def _adapt_loop(self) -> None:
         while not self.closed:
             await asyncio.sleep(ADAPT_INTERVAL)
@@ -584,10 +597,10 @@ class Room:
             p.emit(Leave(reason))
             await self.remove(p, reason)
         self._cancel_empty_timer()
-        for task in (self._rtcp_task, self._adapt_task):
+        for task in (self._rtcp_task, self._adapt_task, self._feedback_task):
             if task is not None:
                 task.cancel()
-        self._rtcp_task = self._adapt_task = None
+        self._rtcp_task = self._adapt_task = self._feedback_task = None
         logger.info("room %s closed", self.name)
         self.notify(RoomFinished(self.info()))
         if self._on_closed is not None:
@@ -619,6 +632,9 @@ class Room:
             "layer_starts": sum(dt.forwarder.starts for dt in downtracks),
             "nacks_out": sum(t.nacks_out for t in tracks),
             "repaired": sum(t.repaired for t in tracks),
+            "twcc_feedback_out": sum(
+                p.publishing.twcc_feedbacks for p in self.participants.values()
+            ),
             "drops": drops,
         }
 

@@ -88,6 +88,7 @@ RETIRED_COUNTERS = (
     "layer_starts",
     "nacks_out",
     "repaired",
+    "twcc_feedback_out",
 )
 
 

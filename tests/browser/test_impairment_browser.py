@@ -81,6 +81,17 @@ OUTBOUND = """async () => {
   return out;
 }"""
 
+UPLINK = """async () => {
+  const s = window.visio.session;
+  let estimate = 0, sent = 0;
+  if (s && s.publisher) (await s.publisher.getStats()).forEach(x => {
+    if (x.type === 'candidate-pair' && x.nominated && x.availableOutgoingBitrate)
+      estimate = x.availableOutgoingBitrate;
+    if (x.type === 'outbound-rtp' && x.kind === 'video') sent += x.bytesSent || 0;
+  });
+  return {estimate, sent};
+}"""
+
 STATES = """() => {
   const s = window.visio && window.visio.session;
   return s ? {publisher: s.publisher && s.publisher.connectionState,
@@ -432,3 +443,62 @@ async def test_delay_and_jitter(meeting: Meeting):
         assert max(far["server_freezes"], default=0) < 1.0, far
         assert far["fps"] >= 10, far
         assert far["best_share"] >= 0.7, far  # not held below what the publisher sends
+
+
+async def test_publisher_behind_a_capped_uplink(meeting: Meeting):
+    """An 800 kbit/s cap (250 ms of queue) on what the publisher sends: our transport-cc
+    feedback (TwccResponder) lets its Chromium's congestion control see the queue build, so
+    its estimate (availableOutgoingBitrate) falls under the cap and it sends what the link
+    carries, with little left queued or dropped; the viewer keeps a picture; lifted, the
+    publisher's estimate climbs back."""
+    m = meeting
+    cap = 800_000
+    link = m.uplink.down  # what the server receives from the publisher
+    twcc = participant(m.server, "Pub").publishing.twcc
+    assert twcc is not None, "the publisher's offer had transport-cc: our answer keeps it"
+    feedbacks = twcc.sent
+    m.mark("uplink cap")
+    link.set(rate=cap, queue=0.25)
+    overflow = link.stats.overflow
+    try:
+        await asyncio.sleep(8)  # the publisher's estimate follows the cap
+        dropped_before, packets_before = link.stats.overflow, link.stats.packets
+        link.stats.max_queue_delay = 0.0
+        before = await m.pub.evaluate(UPLINK)
+        capped = await window(m, 8)
+        after = await m.pub.evaluate(UPLINK)
+        publisher = await m.pub.evaluate(OUTBOUND)
+        queued = link.stats.max_queue_delay
+        dropped = link.stats.overflow - dropped_before
+        packets = link.stats.packets - packets_before
+    finally:
+        link.set(rate=0.0)
+    sending = (after["sent"] - before["sent"]) * 8 / 8  # bits over the 8 s window
+    print(
+        "chromium, publisher's uplink capped at 800 kbit/s:",
+        capped,
+        f"publisher's estimate {after['estimate']:.0f}, sending {sending:.0f} bit/s, "
+        f"queue at most {queued * 1000:.0f} ms, dropped {dropped}/{packets} by the queue "
+        f"({link.stats.overflow - overflow} since the cap), feedback packets "
+        f"{twcc.sent - feedbacks}",
+        "publisher",
+        publisher,
+    )
+    assert twcc.sent - feedbacks >= 100  # every 100 ms
+    assert m.server.sfu.stats()["twcc_feedback_out"] >= twcc.sent  # /metrics has them
+    assert 0 < after["estimate"] <= 1.1 * cap, after
+    lifted = time.monotonic()
+    while time.monotonic() - lifted < 20:
+        estimate = (await m.pub.evaluate(UPLINK))["estimate"]
+        if estimate > 1.5 * cap:
+            break
+        await asyncio.sleep(0.5)
+    print(
+        f"chromium, uplink cap lifted: estimate {estimate:.0f} after "
+        f"{time.monotonic() - lifted:.1f} s"
+    )
+    assert estimate > 1.5 * cap
+    if calm(m, capped):
+        assert dropped <= 0.02 * packets, (dropped, packets)  # it sends what the link takes
+        assert max(capped["server_freezes"], default=0) < 1.0, capped
+        assert capped["fps"] >= 10, capped

@@ -132,10 +132,12 @@ async def test_a_client_offer_on_one_connection_publishes_and_receives():
     assert "a=sendonly" in received and "a=msid:PA_X X" in received
     assert "rtp-stream-id" in received  # kept: Chromium needs it for simulcast later
     assert "a=recvonly" in answer.split("m=")[1]  # mid 0: the camera
-    # transport-cc where we send (our send-side estimate), not where the client sends
+    # transport-cc where we send (our send-side estimate) and where the client sends (its
+    # own, from our feedback: TwccResponder), under the one id of the bundle
     assert f"a=extmap:5 {TRANSPORT_CC_URI}" in received and "transport-cc" in received
-    assert "transport-cc" not in answer.split("m=")[1]
+    assert f"a=extmap:5 {TRANSPORT_CC_URI}" in answer.split("m=")[1]
     assert p.subscriber.stamper.ext_id == 5
+    assert p.publishing.twcc is not None and p.publishing.twcc.ext_id == 5
     for section in answer.split("m=")[1:]:
         pts = [
             line.split()[0].split(":")[1]
