@@ -131,6 +131,8 @@ class DownTrack:
         self._tl0_offset = 0
         self._last_pid = -1
         self._last_tl0 = -1
+        #: the VP8 offsets of the epoch before this one (its packets, resent, keep them)
+        self._prev_vp8_offsets = (0, 0)
         self.packets = 0
         self.bytes = 0
         self.drops = new_drops()  # packets not forwarded (or not resent), by DropReason
@@ -444,6 +446,7 @@ class DownTrack:
         mask = 0x7FFF if bits == 15 else 0x7F
         if self._vp8_switch:
             self._vp8_switch = False
+            self._prev_vp8_offsets = (self._pid_offset, self._tl0_offset)
             self._pid_offset = (self._last_pid + 1 - pid) if self._last_pid >= 0 else 0
             if tl0 >= 0:
                 self._tl0_offset = (self._last_tl0 + 1 - tl0) if self._last_tl0 >= 0 else 0
@@ -464,8 +467,13 @@ class DownTrack:
         m = self.munger
         if not self.bound or not 0 < seq_diff(m.epoch_first_seq, out_seq) <= GAP_FILL:
             return False
+        return self._pad(out_seq, m.epoch_first_ts)
+
+    def _pad(self, out_seq: int, ts: int) -> bool:
+        """Send a padding-only packet numbered ``out_seq`` (a NACK answered with nothing to
+        resend)."""
         pt = self.payload_type & 0x7F
-        header = pack("!BBHII", 0xA0, pt, out_seq, m.epoch_first_ts, self.ssrc)  # P bit set
+        header = pack("!BBHII", 0xA0, pt, out_seq, ts, self.ssrc)  # P bit set
         return self._send(bytearray(header + b"\x00\x00\x00\x04"))  # 4 bytes of padding
 
     def handle_nack(self, seqs: list[int], now: float) -> int:
@@ -505,6 +513,14 @@ class DownTrack:
                 continue
             src_seq = self._source_seq(out_seq)
             data = cache.get(src_seq, now) if src_seq is not None else None
+            ts_offset = vp8_offsets = None
+            if src_seq is None and not self._svc:
+                # sent before the last layer switch: from the layer switched from, as it was
+                # sent (a padding packet with the epoch's first timestamp in its place makes
+                # an empty frame of its own between that layer's frames: aiortc's decoder
+                # takes it for the end of the stream)
+                data, ts_offset = self._previous_epoch_packet(out_seq, now)
+                vp8_offsets = self._prev_vp8_offsets
             if data is None:
                 if self._fill_gap(out_seq):
                     resent[out_seq] = now
@@ -512,18 +528,34 @@ class DownTrack:
                 drops[_NACK_MISSING] += 1
                 continue
             if len(data) > self._budget:
+                # over the budget, a packet of a layer being left for a lower one (the link
+                # is congested: the switch is made for it) is answered with a padding packet
+                # in its place: the subscriber's wait for that number ends (aiortc's jitter
+                # buffer waits seconds for it, and asks only once), the new layer's keyframe
+                # follows; the packet's own timestamp keeps it inside its frame
+                if not self._svc and (ts_offset is not None or self.forwarder.target < current):
+                    ts = unpack_from("!I", data, 4)[0]
+                    ts = self.munger.rtp_time(ts) if ts_offset is None else ts + ts_offset
+                    if self._pad(out_seq, ts & 0xFFFFFFFF):
+                        resent[out_seq] = now
+                        drops[_NACK_BUDGET] += 1  # refused all the same: counted
+                        continue
                 drops[_NACK_BUDGET] += 1
                 continue
             self._budget -= len(data)
             resent[out_seq] = now
             buf = bytearray(data)
             ts = unpack_from("!I", data, 4)[0]
-            rewrite_header(buf, self.payload_type, out_seq, self.munger.rtp_time(ts), self.ssrc)
+            if ts_offset is None:
+                out_ts = self.munger.rtp_time(ts)
+            else:
+                out_ts = (ts + ts_offset) & 0xFFFFFFFF
+            rewrite_header(buf, self.payload_type, out_seq, out_ts, self.ssrc)
             hole = -1
             if self.ext_table is not None:
                 hole = rewrite_extensions(buf, self.ext_table)
             if self._vp8:
-                self._munge_vp8(buf)
+                self._munge_vp8_again(buf, vp8_offsets)
             if self._svc and self._svc_seqs[out_seq % SVC_SEQ_RING] & 0x800000:
                 buf[1] |= 0x80  # as when it was first sent
             if self.rtx_ssrc:
@@ -536,6 +568,33 @@ class DownTrack:
                 drops[_SEND_FAILED] += 1
         self.retransmits += sent
         return sent
+
+    def _previous_epoch_packet(self, out_seq: int, now: float) -> tuple[bytes | None, int]:
+        """The packet behind an outgoing number sent before the last layer switch, from the
+        cache of the layer switched from, and that epoch's timestamp offset. However old: the
+        subscriber is still waiting for that number (aiortc asks again for over a second
+        while a congested link delays its packets), and nothing else can fill the hole."""
+        prev = self.munger.previous_source_seq(out_seq)
+        if prev is None:
+            return None, 0
+        source, src_seq, ts_offset = prev
+        layer = next((x for x in self.track.layers if x.ssrc == source), None)
+        if layer is None:
+            return None, 0
+        return layer.cache.peek(src_seq), ts_offset
+
+    def _munge_vp8_again(self, buf: bytearray, offsets: tuple[int, int] | None) -> None:
+        """A resent VP8 packet's picture id and TL0PICIDX as when it was first sent (the
+        current epoch's offsets, or ``offsets``: the previous epoch's); changes no state."""
+        off = payload_offset(buf)
+        d = vp8_descriptor(memoryview(buf)[off:]) if off >= 0 else None
+        if d is None or d[2] == 0:
+            return
+        pid_offset, tl0_offset = offsets or (self._pid_offset, self._tl0_offset)
+        pid, bits, tl0 = d[1], d[2], d[3]
+        mask = 0x7FFF if bits == 15 else 0x7F
+        out_tl0 = (tl0 + tl0_offset) & 0xFF if tl0 >= 0 else -1
+        vp8_rewrite(buf, off, (pid + pid_offset) & mask, out_tl0)
 
     def rtx_packet(self, buf: bytearray) -> bytearray:
         """A packet already sent (as it was sent) wrapped for the RTX stream (RFC 4588): its

@@ -36,6 +36,7 @@ class Munger:
         "epoch_first_seq",
         "epoch_first_ts",
         "started",
+        "previous",
     )
 
     def __init__(self, clock_rate: int, rng: random.Random | None = None) -> None:
@@ -51,6 +52,9 @@ class Munger:
         self.epoch_first_seq = 0  # first outgoing seq of the current source
         self.epoch_first_ts = 0  # and its outgoing timestamp
         self.started = False
+        #: the epoch before this one, from another source of the same track (a simulcast
+        #: layer switched from): (source, seq offset, ts offset, first seq, end seq)
+        self.previous: tuple[int, int, int, int, int] | None = None
 
     def switch(self, source: int, seq: int, ts: int, now: float) -> None:
         """Make ``source``'s packet (seq, ts) the next one after what was last sent."""
@@ -60,6 +64,14 @@ class Munger:
         else:
             ts_step = 0
         next_seq = (self.last_seq + 1) & 0xFFFF
+        if self.started and self.source is not None:
+            self.previous = (
+                self.source,
+                self.seq_offset,
+                self.ts_offset,
+                self.epoch_first_seq,
+                next_seq,
+            )
         self.seq_offset = (next_seq - seq) & 0xFFFF
         self.ts_offset = (self.last_ts + ts_step - ts) & 0xFFFFFFFF
         self.source = source
@@ -74,6 +86,7 @@ class Munger:
         source: a transceiver reused for a track it carried before (a participant moved to a
         breakout room and back) must not show what it did not send meanwhile as a loss."""
         self.source = None
+        self.previous = None  # what it carried before is not this track's
 
     def translate(self, source: int, seq: int, ts: int, now: float) -> tuple[int, int] | None:
         """Outgoing (seq, ts) for a source packet, or None if it must be dropped (too old)."""
@@ -105,6 +118,18 @@ class Munger:
         if seq_diff(out_seq, self.last_seq) > 0:
             return None
         return (out_seq - self.seq_offset) & 0xFFFF
+
+    def previous_source_seq(self, out_seq: int) -> tuple[int, int, int] | None:
+        """(source, source sequence number, timestamp offset) behind an outgoing number of
+        the epoch before this one (a layer switched from: a NACK for what the subscriber
+        missed just before the switch), or None."""
+        p = self.previous
+        if p is None:
+            return None
+        source, seq_offset, ts_offset, first, end = p
+        if not 0 <= seq_diff(out_seq, first) < seq_diff(end, first):
+            return None
+        return source, (out_seq - seq_offset) & 0xFFFF, ts_offset
 
     def rtp_time(self, src_ts: int) -> int:
         """Outgoing timestamp for a source timestamp (for sender reports)."""

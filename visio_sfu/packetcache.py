@@ -27,6 +27,11 @@ class PacketCache:
             return None
         return slot[1]
 
+    def peek(self, seq: int) -> bytes | None:
+        """The packet with this sequence number if the ring still holds it, however old."""
+        slot = self._slots[seq & self._mask]
+        return slot[1] if slot is not None and slot[0] == seq else None
+
     def clear(self) -> None:
         """Forget every packet."""
         self._slots = [None] * self.size

@@ -79,3 +79,22 @@ def test_a_new_epoch_from_the_same_source_leaves_no_gap():
     assert (first[1] - last[1]) & 0xFFFFFFFF == 180000
     assert m.source_seq(last[0]) is None  # a NACK for the old epoch is not answered
     assert m.source_seq(first[0]) == 1030
+
+
+def test_the_epoch_before_a_switch_maps_back_to_its_source():
+    """NACKs for what was sent before a layer switch: the layer switched from and its own
+    sequence number and timestamp offset; nothing before that epoch, nothing once the
+    transceiver is reused (a new epoch: what it carried before is not this track's)."""
+    m = make()
+    old = [m.translate(1, 500 + i, 9000 * i, i / 30) for i in range(5)]
+    new = m.translate(2, 70, 123456, 5 / 30)
+    assert seq_diff(new[0], old[-1][0]) == 1
+    for i, (seq, ts) in enumerate(old):
+        assert m.source_seq(seq) is None
+        source, src_seq, ts_offset = m.previous_source_seq(seq)
+        assert (source, src_seq) == (1, 500 + i)
+        assert (9000 * i + ts_offset) & 0xFFFFFFFF == ts
+    assert m.previous_source_seq(new[0]) is None  # the current epoch's
+    assert m.previous_source_seq((old[0][0] - 1) & 0xFFFF) is None  # before it
+    m.new_epoch()
+    assert m.previous_source_seq(old[0][0]) is None

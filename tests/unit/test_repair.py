@@ -213,3 +213,50 @@ def test_a_nack_before_the_epoch_of_a_reused_transceiver_is_answered_with_paddin
     out.clear()
     second.handle_nack([(last - 600) & 0xFFFF], 1.2)  # far before: refused, counted
     assert out == [] and second.drops[DropReason.NACK_MISSING] == 1
+
+
+def test_nacks_for_what_was_sent_before_a_layer_switch_are_answered_from_the_old_layer():
+    """A subscriber moved down a layer (a congested link) asks for packets of the layer it
+    left, lost on the way: they are resent from that layer's cache, numbered, timed and
+    picture-numbered as first sent. Over the budget, a padding packet with the packet's own
+    timestamp takes each one's number (aiortc's jitter buffer waits seconds for a number,
+    and asks for it only once; a padding packet with another timestamp made an empty frame
+    that stopped aiortc's decoder for good)."""
+    track = simulcast_track()
+    out: list[bytes] = []
+    dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
+    track.attach(dt)
+    dt.bind(0xBEEF, 100, {})
+    dt.set_target(2)
+    for i in range(10):  # layer 2 (f): a keyframe then deltas, 1 KB each
+        payload = vp8_payload(7000 + i, 200, i == 0) + bytes(1000)
+        data = build_rtp(96, 50000 + i, 5000 + 3000 * i, 333, payload)
+        track.on_rtp(data, i / 30, track.layers[2])
+        send(track, 0, 111, 1000 + i, 5000 + 3000 * i, 300 + i, 10, i == 0, i / 30)
+    first = list(out)
+    assert len(first) == 10 and dt.current_layer == 2
+    dt.set_target(0)
+    send(track, 0, 111, 1010, 35000, 310, 11, True, 10 / 30)  # q keyframe: switched
+    assert dt.current_layer == 0 and len(out) == 11
+    now = 0.4
+    track.update_rates(now)
+    out.clear()
+    lost = first[6:9]
+    seqs = [int.from_bytes(p[2:4], "big") for p in lost]
+    assert dt.handle_nack(seqs, now) == 3
+    assert out == lost  # as first sent: number, timestamp, picture id, payload
+    # asked again and again (past the once-a-round-trip limit), over the budget: padding
+    # packets, each with the timestamp of the packet it stands for
+    padded = 0
+    for k in range(1, 40):
+        out.clear()
+        dt.handle_nack(seqs, now + k * 0.08)
+        for p in out:
+            if p[0] & 0x20 and len(p) == 16:  # padding only
+                padded += 1
+                original = lost[seqs.index(int.from_bytes(p[2:4], "big"))]
+                assert p[4:8] == original[4:8]  # its frame's timestamp
+    assert padded > 0 and dt.drops[DropReason.NACK_BUDGET] >= padded
+    # a number never sent on either layer: nothing
+    out.clear()
+    assert dt.handle_nack([(seqs[-1] + 500) & 0xFFFF], now + 4) == 0 and out == []
