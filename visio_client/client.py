@@ -20,7 +20,13 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from visio_sfu.sdp import TRANSPORT_CC_URI, answer_transport_cc, answered_extension
+
+from . import aiortc_fixes
+from .feedback import TransportFeedback
 from .protocol import ServerError, SignalingConnection
+
+aiortc_fixes.apply()
 
 __all__ = ["Client", "RemoteTrack", "ServerError"]
 
@@ -41,13 +47,21 @@ class RemoteTrack:
 class Client:
     """One participant: a signaling socket and two peer connections."""
 
-    def __init__(self, url: str, token: str, reconnect: bool = False) -> None:
+    def __init__(
+        self, url: str, token: str, reconnect: bool = False, transport_cc: bool = False
+    ) -> None:
         """``reconnect``: when the socket drops (a server stopped, drained or died), join
         again by itself (resuming if the same server still holds us) and publish the same
-        tracks: docs/cluster.md."""
+        tracks: docs/cluster.md. ``transport_cc``: accept the transport-cc extension the
+        server offers and report what arrives (visio_client.feedback), so that the server
+        estimates our downlink and chooses our layers by it (aiortc alone reports nothing)."""
         self.url = url.rstrip("/")
         self.token = token
         self.reconnect = reconnect
+        self.transport_cc = transport_cc
+        self.feedback: TransportFeedback | None = None  # on the subscriber connection
+        #: asks again for what the subscriber connection misses (aiortc asks once)
+        self.nack_retry: aiortc_fixes.NackRetry | None = None
         self.reconnects = 0  # successful reconnections
         #: called after each successful reconnection, with its 'joined' message
         self.on_reconnected: Callable[[dict], None] | None = None
@@ -217,13 +231,15 @@ class Client:
                 await pc.setLocalDescription(answer)
                 if pc is not self.subscriber:
                     return
+                sdp = pc.localDescription.sdp
+                if self.nack_retry is None or self.nack_retry.pc is not pc:
+                    if self.nack_retry is not None:
+                        self.nack_retry.close()  # a connection replaced
+                    self.nack_retry = aiortc_fixes.NackRetry(pc)
+                if self.transport_cc:
+                    sdp = self._with_transport_cc(pc, msg["sdp"], sdp)
                 await self.send(
-                    {
-                        "type": "answer",
-                        "target": "subscriber",
-                        "id": msg["id"],
-                        "sdp": pc.localDescription.sdp,
-                    }
+                    {"type": "answer", "target": "subscriber", "id": msg["id"], "sdp": sdp}
                 )
         except Exception as exc:  # never stay silently broken: report, start over
             if pc is not self.subscriber or self._restarting or not self.signal.open:
@@ -233,6 +249,21 @@ class Client:
                 await self.restart_subscriber(f"{type(exc).__name__}: {exc}", msg.get("id"))
             except Exception:
                 logger.exception("subscriber restart failed")
+
+    def _with_transport_cc(self, pc: RTCPeerConnection, offer: str, answer: str) -> str:
+        """Our answer with the transport-cc extension the server offered (aiortc leaves it
+        out), and the feedback that reports it running on ``pc``."""
+        mids = {t.mid for t in pc.getTransceivers() if t.mid is not None}
+        answer = answer_transport_cc(offer, answer, mids)
+        ext_id = answered_extension(answer, TRANSPORT_CC_URI)
+        if ext_id is None:
+            return answer
+        if self.feedback is not None and self.feedback.pc is not pc:
+            self.feedback.close()  # a connection replaced
+            self.feedback = None
+        if self.feedback is None:
+            self.feedback = TransportFeedback(pc, ext_id)
+        return answer
 
     async def restart_subscriber(self, message: str = "", offer: object = None) -> dict:
         """Report a subscriber offer we could not apply (docs/protocol.md, negotiation_failed):
@@ -324,6 +355,9 @@ class Client:
         self._closed = True
         if self._reconnecting is not None:
             self._reconnecting.cancel()
+        for helper in (self.feedback, self.nack_retry):
+            if helper is not None:
+                helper.close()
         await self.signal.close(leave=leave)
         await self.publisher.close()
         await self.subscriber.close()

@@ -1,7 +1,9 @@
-"""Loss repair under an impaired network (issue 17), with aiortc clients and a simulcast
-publisher (the cap and jitter scenarios need a client with a bandwidth estimate: aiortc
-subscribers send no transport-cc feedback, so those run with Chromium in
-tests/browser/test_impairment_browser.py).
+"""Quality under an impaired network (issue 17), with aiortc clients and a simulcast
+publisher: loss repair; a subscriber behind a 300 kbit/s cap, then the cap lifted; delay and
+jitter. The subscribers of the cap and jitter scenarios report what arrives with transport-cc
+feedback (``Client(transport_cc=True)``, visio_client/feedback.py), which the server's
+send-side estimator reads, as it does Chromium's (tests/browser/test_impairment_browser.py
+runs the same scenarios with Chromium pages).
 
 A userspace impairment (tests/support/impair.py: this kernel has no netem) sits on the
 clients' sockets: 5 % loss on the publisher's uplink and on the subscriber's link both ways.
@@ -142,8 +144,8 @@ async def room():
         await pub.close()
 
 
-async def viewer(room: Room, name: str) -> Viewer:
-    client = Client(room.server.url, room.server.token(ROOM, name))
+async def viewer(room: Room, name: str, transport_cc: bool = False) -> Viewer:
+    client = Client(room.server.url, room.server.token(ROOM, name), transport_cc=transport_cc)
     await client.connect()
     await until(lambda: client.remote_tracks, what=f"{name} gets the video")
     v = Viewer(client)
@@ -179,3 +181,74 @@ async def test_loss_on_both_links_is_repaired(room: Room):
     # no network repair can help (seen: 0.5-0.9 s stalls, and gaps of the same length)
     if figures.stall < 0.25:
         assert figures.freezes == 0, figures.line("lossy")
+
+
+def subscriber_of(room: Room, name: str):
+    """The server's SubscribeConnection for the participant ``name``."""
+    participants = room.server.sfu.room(ROOM).participants.values()
+    return next(p for p in participants if p.identity == name).subscriber
+
+
+async def test_a_subscriber_behind_a_300_kbit_cap_then_lifted(room: Room):
+    """A 300 kbit/s bottleneck (250 ms drop-tail queue) on the subscriber's downlink: the
+    server's estimate from its transport-cc feedback keeps it on the low layer (100 kbit/s),
+    received at the full frame rate with no freeze over 1 s; lifted, the top layer within
+    10 s."""
+    v = await viewer(room, "capped", transport_cc=True)
+    sub = subscriber_of(room, "capped")
+    path = impair_peer(v.client.subscriber, down=Impairment(rate=300_000, queue=0.25))
+    try:
+        await asyncio.sleep(6)  # the estimate finds the cap
+        capped = await v.measure(8)
+        estimate = sub.bandwidth
+    finally:
+        path.down.set(rate=0.0)
+    lifted = time.monotonic()
+    seen = len(v.frames)
+    recovered = float("inf")
+    while time.monotonic() - lifted < 15:
+        if any(w == 640 for _, w in v.frames[seen:]):
+            recovered = time.monotonic() - lifted
+            break
+        await asyncio.sleep(0.1)
+    print(
+        capped.line("300 kbit/s cap"),
+        f"estimate {estimate}, feedback packets {v.client.feedback.sent}, "
+        f"dropped by the queue {path.down.stats.overflow}; cap lifted: 640x360 after "
+        f"{recovered:.1f} s (estimate {sub.bandwidth})",
+    )
+    await v.close()
+    assert sub.twcc_feedbacks > 50  # the estimate is the send-side one
+    # below the middle layer's 400 kbit/s: the low layer, for most of the window (a probe
+    # toward the middle layer may show it for a moment)
+    assert estimate is not None and estimate < 400_000, estimate
+    assert 640 not in capped.widths, capped.line("capped")
+    assert capped.widths[160] >= 0.8 * sum(capped.widths.values()), capped.line("capped")
+    if capped.stall < 0.25:
+        assert capped.fps >= 0.8 * FPS, capped.line("capped")
+        assert capped.freezes == 0, capped.line("capped")
+    assert recovered <= 10, recovered
+
+
+async def test_delay_and_jitter_cause_no_freeze(room: Room):
+    """100 ms each way with 30 ms of jitter (each datagram's own, kept in order) on the
+    subscriber's link: no freeze over 1 s, the full frame rate, and the top layer kept once
+    the estimate has taken the step in delay in (jitter is not congestion)."""
+    v = await viewer(room, "far", transport_cc=True)
+    path = impair_peer(
+        v.client.subscriber,
+        up=Impairment(delay=0.1, jitter=0.03, seed=6),
+        down=Impairment(delay=0.1, jitter=0.03, seed=7),
+    )
+    try:
+        await asyncio.sleep(8)  # a 100 ms step reads as a queue at first: down, then back up
+        far = await v.measure(8)
+    finally:
+        path.up.set(delay=0.0, jitter=0.0)
+        path.down.set(delay=0.0, jitter=0.0)
+    print(far.line("100 ms + 30 ms jitter"), f"feedback packets {v.client.feedback.sent}")
+    await v.close()
+    if far.stall < 0.25:
+        assert far.freezes == 0, far.line("far")
+        assert far.fps >= 0.8 * FPS, far.line("far")
+        assert far.widths[640] >= 0.7 * sum(far.widths.values()), far.line("far")
