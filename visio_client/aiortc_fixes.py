@@ -56,17 +56,19 @@ class NackRetry:
     def __init__(self, pc: Any) -> None:
         self.pc = pc
         self.asked = 0  # NACK packets sent by this
-        self._tries: dict[tuple[int, int], int] = {}
+        self._tries: dict[int, dict[int, int]] = {}  # ssrc -> missing seq -> times asked
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(NACK_INTERVAL)
+            if self.pc.connectionState == "closed":
+                return
             for receiver in self.pc.getReceivers():
                 try:
                     await self._ask(receiver)
                 except ConnectionError:
-                    return  # closed
+                    continue  # not connected (yet, or any more)
                 except Exception:  # aiortc's internals changed: do without
                     logger.debug("NACK retry failed", exc_info=True)
                     return
@@ -82,14 +84,11 @@ class NackRetry:
         if not media:
             return
         ssrc = max(media, key=lambda s: active[s])
-        lost = []
-        for seq in missing:
-            tries = self._tries.get((ssrc, seq), 0)
-            if tries < NACK_TRIES:
-                self._tries[(ssrc, seq)] = tries + 1
-                lost.append(seq)
-        if len(self._tries) > 4096:  # forget what was given up on
-            self._tries = {k: v for k, v in self._tries.items() if v < NACK_TRIES}
+        tries = self._tries.get(ssrc, {})
+        self._tries[ssrc] = tries = {seq: tries.get(seq, 0) for seq in missing}  # still missing
+        lost = [seq for seq, n in tries.items() if n < NACK_TRIES]
+        for seq in lost:
+            tries[seq] += 1
         if lost:
             await receiver._send_rtcp_nack(ssrc, lost)
             self.asked += 1

@@ -61,11 +61,13 @@ class TransportFeedback:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(FEEDBACK_INTERVAL)
+            if self._dtls.state in ("closed", "failed"):
+                return  # nothing more to report
             for packet in self.responder.feedback():
                 try:
                     await self._dtls._send_rtp(packet)  # SRTCP-protected: it is RTCP
                 except ConnectionError:
-                    return  # closed: nothing more to report
+                    break  # DTLS not up yet (or going down): the next tick tells
                 self.sent += 1
 
     def close(self) -> None:

@@ -24,10 +24,10 @@ UNKNOWN_BUDGET = 50_000_000  # no bandwidth estimate from the subscriber yet: no
 NOMINAL_BITRATES = (150_000, 500_000, 1_500_000)  # a layer switched off keeps a nominal cost
 DYNACAST_HOLD = 5.0  # seconds a layer stays on after the last subscriber stops needing it
 LIVE_WITHIN = 1.0  # a layer that sent nothing for this long is not live
-#: a simulcast layer this much quieter than its track's liveliest layer was stopped by the
-#: publisher (Chromium drops its top layer when its uplink estimate falls): its viewers move
-#: down now, not after LIVE_WITHIN (a 1.3 s freeze); the whole track quiet (muted, a network
-#: hiccup) still waits LIVE_WITHIN
+#: a simulcast layer this much quieter than a layer below it was stopped by the publisher
+#: (Chromium drops its top layers when its uplink estimate falls): its viewers move down now,
+#: not after LIVE_WITHIN (a 1.3 s freeze); the whole track quiet (muted, a network hiccup)
+#: still waits LIVE_WITHIN, and the lowest layer (at times sent at a low frame rate) too
 STOPPED_WITHIN = 0.4
 RAMP_FLOOR = 0.5  # share of a layer's nominal cost it is counted at, at least
 UP_HOLD = 4.0  # seconds a subscriber waits, after going down a layer, before going up again
@@ -59,14 +59,12 @@ def layer_rates(track: Publisher, now: float, max_layer: int) -> list[float]:
     if not track.simulcast:
         return [1.0] + [0.0] * (LEVELS - 1)  # one stream: never held back by bandwidth
     rates = []
-    layers = track.layers[:MAX_LAYERS]
-    newest = max(layer.last_packet for layer in layers)
-    for i, layer in enumerate(layers):
+    below = float("-inf")  # the latest packet of the layers below this one
+    for i, layer in enumerate(track.layers[:MAX_LAYERS]):
+        last, below = layer.last_packet, max(below, layer.last_packet)
         if i > max_layer:
             rates.append(0.0)
-        elif (
-            now - layer.last_packet <= LIVE_WITHIN and newest - layer.last_packet <= STOPPED_WITHIN
-        ):
+        elif now - last <= LIVE_WITHIN and below - last <= STOPPED_WITHIN:
             # a layer just (re)started measures low while its encoder ramps up: never count
             # it below half its nominal cost, or a subscriber goes up to it on a tight link
             rates.append(max(layer.bitrate, RAMP_FLOOR * NOMINAL_BITRATES[min(i, 2)], 1.0))

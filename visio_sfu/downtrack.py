@@ -24,7 +24,7 @@ from .forwarder import (
     Forwarder,
     SvcForwarder,
 )
-from .munger import Munger, seq_diff
+from .munger import PREVIOUS_EPOCH_FOR, Munger, seq_diff
 from .rtp import rtcp
 from .rtp.codecs import vp8_descriptor, vp8_rewrite
 from .rtp.extensions import REPAIRED_RID, RID, SDES_MID
@@ -131,8 +131,10 @@ class DownTrack:
         self._tl0_offset = 0
         self._last_pid = -1
         self._last_tl0 = -1
-        #: the VP8 offsets of the epoch before this one (its packets, resent, keep them)
+        #: the VP8 offsets of the epoch before this one (its packets, resent, keep them),
+        #: and that epoch (Munger.previous) they belong to
         self._prev_vp8_offsets = (0, 0)
+        self._prev_vp8_epoch: tuple | None = None
         self.packets = 0
         self.bytes = 0
         self.drops = new_drops()  # packets not forwarded (or not resent), by DropReason
@@ -446,7 +448,9 @@ class DownTrack:
         mask = 0x7FFF if bits == 15 else 0x7F
         if self._vp8_switch:
             self._vp8_switch = False
-            self._prev_vp8_offsets = (self._pid_offset, self._tl0_offset)
+            if self.munger.previous is not self._prev_vp8_epoch:  # a new source, not a restart
+                self._prev_vp8_epoch = self.munger.previous
+                self._prev_vp8_offsets = (self._pid_offset, self._tl0_offset)
             self._pid_offset = (self._last_pid + 1 - pid) if self._last_pid >= 0 else 0
             if tl0 >= 0:
                 self._tl0_offset = (self._last_tl0 + 1 - tl0) if self._last_tl0 >= 0 else 0
@@ -571,9 +575,10 @@ class DownTrack:
 
     def _previous_epoch_packet(self, out_seq: int, now: float) -> tuple[bytes | None, int]:
         """The packet behind an outgoing number sent before the last layer switch, from the
-        cache of the layer switched from, and that epoch's timestamp offset. However old: the
-        subscriber is still waiting for that number (aiortc asks again for over a second
-        while a congested link delays its packets), and nothing else can fill the hole."""
+        cache of the layer switched from, and that epoch's timestamp offset. Up to a few
+        seconds old: the subscriber is still waiting for that number (aiortc asks again for
+        over a second while a congested link delays its packets), and nothing else fills the
+        hole."""
         prev = self.munger.previous_source_seq(out_seq)
         if prev is None:
             return None, 0
@@ -581,7 +586,7 @@ class DownTrack:
         layer = next((x for x in self.track.layers if x.ssrc == source), None)
         if layer is None:
             return None, 0
-        return layer.cache.peek(src_seq), ts_offset
+        return layer.cache.get_within(src_seq, now, PREVIOUS_EPOCH_FOR), ts_offset
 
     def _munge_vp8_again(self, buf: bytearray, offsets: tuple[int, int] | None) -> None:
         """A resent VP8 packet's picture id and TL0PICIDX as when it was first sent (the

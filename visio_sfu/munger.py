@@ -21,6 +21,10 @@ def seq_diff(a: int, b: int) -> int:
     return d - SEQ_MOD if d >= 0x8000 else d
 
 
+#: seconds after a switch during which NACKs for the epoch before it are answered
+PREVIOUS_EPOCH_FOR = 3.0
+
+
 class Munger:
     """Rewrites (seq, ts) of a source stream into one continuous outgoing stream."""
 
@@ -53,8 +57,8 @@ class Munger:
         self.epoch_first_ts = 0  # and its outgoing timestamp
         self.started = False
         #: the epoch before this one, from another source of the same track (a simulcast
-        #: layer switched from): (source, seq offset, ts offset, first seq, end seq)
-        self.previous: tuple[int, int, int, int, int] | None = None
+        #: layer switched from): (source, seq offset, ts offset, first seq, end seq, when)
+        self.previous: tuple[int, int, int, int, int, float] | None = None
 
     def switch(self, source: int, seq: int, ts: int, now: float) -> None:
         """Make ``source``'s packet (seq, ts) the next one after what was last sent."""
@@ -71,6 +75,7 @@ class Munger:
                 self.ts_offset,
                 self.epoch_first_seq,
                 next_seq,
+                now,
             )
         self.seq_offset = (next_seq - seq) & 0xFFFF
         self.ts_offset = (self.last_ts + ts_step - ts) & 0xFFFFFFFF
@@ -122,11 +127,15 @@ class Munger:
     def previous_source_seq(self, out_seq: int) -> tuple[int, int, int] | None:
         """(source, source sequence number, timestamp offset) behind an outgoing number of
         the epoch before this one (a layer switched from: a NACK for what the subscriber
-        missed just before the switch), or None."""
+        missed just before the switch), or None; only for PREVIOUS_EPOCH_FOR seconds after
+        the switch (later, this epoch's own numbers may have wrapped into that range)."""
         p = self.previous
         if p is None:
             return None
-        source, seq_offset, ts_offset, first, end = p
+        source, seq_offset, ts_offset, first, end, when = p
+        if self.last_time - when > PREVIOUS_EPOCH_FOR:
+            self.previous = None
+            return None
         if not 0 <= seq_diff(out_seq, first) < seq_diff(end, first):
             return None
         return source, (out_seq - seq_offset) & 0xFFFF, ts_offset

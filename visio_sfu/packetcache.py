@@ -27,10 +27,13 @@ class PacketCache:
             return None
         return slot[1]
 
-    def peek(self, seq: int) -> bytes | None:
-        """The packet with this sequence number if the ring still holds it, however old."""
+    def get_within(self, seq: int, now: float, max_age: float) -> bytes | None:
+        """The packet with this sequence number, if still cached and at most ``max_age``
+        seconds old (longer or shorter than the cache's own limit)."""
         slot = self._slots[seq & self._mask]
-        return slot[1] if slot is not None and slot[0] == seq else None
+        if slot is None or slot[0] != seq or now - slot[2] > max_age:
+            return None
+        return slot[1]
 
     def clear(self) -> None:
         """Forget every packet."""

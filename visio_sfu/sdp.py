@@ -260,9 +260,10 @@ def _with_transport_cc(part: list[str], ext_id: int) -> list[str]:
 
 def answer_transport_cc(offer_sdp: str, answer_sdp: str, mids: set[str]) -> str:
     """Our answer with the transport-cc header extension and its feedback accepted in the
-    sections ``mids`` (those the client receives on) where the offer has it, under the
-    offer's id (aiortc answers without it): the client then reports what arrives, for our
-    send-side estimate, as it does for our offers' sections (``offer_transport_cc``)."""
+    sections ``mids`` where the offer has it, under the offer's id (aiortc answers without
+    it): where the client receives, it then reports what arrives, for our send-side estimate
+    (as for our offers' sections, ``offer_transport_cc``); where it sends, we report what
+    arrives (TwccResponder), for its own."""
     offered: dict[str, int] = {}
     for part in sections(offer_sdp)[1:]:
         mid = next((line[6:].strip() for line in part if line.startswith("a=mid:")), "")

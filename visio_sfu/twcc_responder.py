@@ -29,6 +29,10 @@ RECORD_LIMIT = 4096
 PER_PACKET = 400
 #: a jump of sequence numbers this large is a restart (or garbage), not loss: start anew
 MAX_GAP = 2000
+#: sequence numbers one call reports at most: older ones are left unreported (a client
+#: moving its numbers on by just under MAX_GAP each packet cannot make us write thousands of
+#: feedback packets a tick)
+MAX_SPAN = 2 * MAX_GAP
 
 
 class TwccResponder:
@@ -45,6 +49,7 @@ class TwccResponder:
         "dropped",
         "_next",
         "_last",
+        "_reference",
     )
 
     def __init__(self, ext_id: int, sender_ssrc: int, limit: int = RECORD_LIMIT) -> None:
@@ -59,6 +64,7 @@ class TwccResponder:
         self.dropped = 0  # packets not kept (over ``limit`` between two feedbacks)
         self._next: int | None = None  # unwrapped sequence number the next feedback starts at
         self._last = 0  # the highest unwrapped sequence number seen
+        self._reference = 0.0  # the last arrival reported: a reference when none arrived
 
     def record(self, data: bytes, now: float) -> None:
         """A packet arrived (the receive path inlines this append)."""
@@ -100,14 +106,25 @@ class TwccResponder:
         media = unpack_from("!I", data, 8)[0]
         out = []
         end = last + 1
+        start = max(start, end - MAX_SPAN)
         get = arrivals.get
         while start < end:
             stop = min(start + PER_PACKET, end)
             times = [get(s) for s in range(start, stop)]
-            self.reported += len(times) - times.count(None)
+            got = [t for t in times if t is not None]
+            self.reported += len(got)
             out.append(
-                build_feedback(self.sender_ssrc, media, start & 0xFFFF, times, self.fb_count)
+                build_feedback(
+                    self.sender_ssrc,
+                    media,
+                    start & 0xFFFF,
+                    times,
+                    self.fb_count,
+                    self._reference,
+                )
             )
+            if got:
+                self._reference = got[-1]
             self.fb_count = (self.fb_count + 1) & 0xFF
             start = stop
         self._next = end

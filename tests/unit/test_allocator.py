@@ -221,3 +221,20 @@ def test_a_layer_the_publisher_stops_loses_its_viewers_at_once():
         now += ROUND
         allocate([p3], None, now)
         assert dt3.target_layer == 2
+
+
+def test_a_slow_lowest_layer_is_not_taken_for_a_stopped_one():
+    """A lowest layer sent at a low frame rate (a screen share's backup) is quieter than the
+    layers above it most of the time: it stays live; STOPPED_WITHIN compares a layer with
+    the layers below it only."""
+    from visio_sfu.allocator import layer_rates
+
+    track = simulcast_track()
+    now = 100.0
+    live(track, now)
+    track.layers[0].last_packet = now - 0.6  # its last frame 0.6 s ago; the others now
+    rates = layer_rates(track, now, 2)
+    assert all(r > 0 for r in rates[:3]), rates
+    track.layers[0].last_packet = now
+    track.layers[2].last_packet = now - 0.6  # the top one quiet while the lower ones flow
+    assert layer_rates(track, now, 2)[2] == 0.0

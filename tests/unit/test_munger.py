@@ -98,3 +98,17 @@ def test_the_epoch_before_a_switch_maps_back_to_its_source():
     assert m.previous_source_seq((old[0][0] - 1) & 0xFFFF) is None  # before it
     m.new_epoch()
     assert m.previous_source_seq(old[0][0]) is None
+
+
+def test_the_epoch_before_is_forgotten_a_few_seconds_after_the_switch():
+    """Later, this epoch's own numbers may have wrapped into that range (32768 packets on):
+    a NACK for them must never be answered from the old layer."""
+    from visio_sfu.munger import PREVIOUS_EPOCH_FOR
+
+    m = make()
+    old = [m.translate(1, 500 + i, 9000 * i, i / 30) for i in range(5)]
+    m.translate(2, 70, 123456, 1.0)
+    assert m.previous_source_seq(old[0][0]) is not None
+    m.translate(2, 71, 126456, 1.0 + PREVIOUS_EPOCH_FOR + 0.1)
+    assert m.previous_source_seq(old[0][0]) is None
+    assert m.previous is None

@@ -14,6 +14,7 @@ from visio_sfu.publish import _rtx_for
 from visio_sfu.publisher import BURST, DUPLICATE, LATE, MAX_MISSING, NEW, ReceiveStats
 from visio_sfu.router import RtpRouter
 from visio_sfu.rtp import rtcp
+from visio_sfu.rtp.codecs import vp8_descriptor
 from visio_sfu.rtp.header import build_rtp, payload_offset, unwrap_rtx
 from visio_sfu.stats import DropReason
 
@@ -227,6 +228,11 @@ def test_nacks_for_what_was_sent_before_a_layer_switch_are_answered_from_the_old
     dt = DownTrack(track, lambda b: out.append(bytes(b)) or True, "PB")
     track.attach(dt)
     dt.bind(0xBEEF, 100, {})
+    dt.set_target(0)  # q first: the f epoch that follows has picture id offsets of its own
+    for i in range(3):
+        send(track, 0, 111, 990 + i, 3000 * i, 290 + i, 9, i == 0, i / 100)
+    assert len(out) == 3
+    out.clear()
     dt.set_target(2)
     for i in range(10):  # layer 2 (f): a keyframe then deltas, 1 KB each
         payload = vp8_payload(7000 + i, 200, i == 0) + bytes(1000)
@@ -245,10 +251,12 @@ def test_nacks_for_what_was_sent_before_a_layer_switch_are_answered_from_the_old
     seqs = [int.from_bytes(p[2:4], "big") for p in lost]
     assert dt.handle_nack(seqs, now) == 3
     assert out == lost  # as first sent: number, timestamp, picture id, payload
+    pids = [vp8_descriptor(memoryview(p)[payload_offset(p) :])[1] for p in lost]
+    assert pids == [299, 300, 301]  # continuous from q's 292: offsets were not (0, 0)
     # asked again and again (past the once-a-round-trip limit), over the budget: padding
     # packets, each with the timestamp of the packet it stands for
     padded = 0
-    for k in range(1, 40):
+    for k in range(1, 30):  # within PREVIOUS_EPOCH_FOR of the switch
         out.clear()
         dt.handle_nack(seqs, now + k * 0.08)
         for p in out:

@@ -8,7 +8,7 @@ from visio_sfu.bwe import SendSideEstimator
 from visio_sfu.rtp import rtcp
 from visio_sfu.rtp.header import build_rtp
 from visio_sfu.rtp.twcc import parse_feedback
-from visio_sfu.twcc_responder import PER_PACKET, TwccResponder
+from visio_sfu.twcc_responder import MAX_SPAN, PER_PACKET, TwccResponder
 
 EXT = 5
 
@@ -133,3 +133,31 @@ def test_a_gcc_sender_finds_a_capped_uplink_from_this_feedback():
     assert est.overuses >= 1  # the queue's delay came through the feedback
     late = [e for t, e in estimates if t > 4.0]
     assert 0.5 * cap < min(late) and max(late) < 1.2 * cap, late
+
+
+def test_a_client_jumping_its_numbers_cannot_make_feedback_pile_up():
+    """A publisher moving its transport-wide number on by just under a restart's jump with
+    every packet: each call reports MAX_SPAN numbers at most (a few packets), not the whole
+    range it claims (thousands of packets a tick on the event loop)."""
+    r = TwccResponder(EXT, 42)
+    for k in range(400):
+        r.record(packet((k * 1999) & 0xFFFF), k * 0.001)
+    fbs = r.feedback()
+    assert len(fbs) <= -(-MAX_SPAN // PER_PACKET)
+    assert sum(len(fb) for fb in fbs) < 12_000
+
+
+def test_a_feedback_where_nothing_arrived_keeps_the_reference_time():
+    """A burst loss longer than one feedback packet: the packet reporting only losses keeps
+    the reference time of the one before (0 would make a sender reset its clock offset), and
+    the run of losses costs two bytes, not a chunk per seven."""
+    r = TwccResponder(EXT, 42)
+    r.record(packet(0), 5000.0)
+    r.record(packet(PER_PACKET * 2 + 5), 5001.0)
+    fbs = r.feedback()
+    assert len(fbs) == 3
+    refs = [int.from_bytes(fb[16:19], "big") for fb in fbs]
+    assert refs[1] == refs[0] and refs[0] > 0
+    assert len(fbs[1]) <= 24  # header, reference, one run-length chunk
+    got = read(fbs)
+    assert [s for s, t in got if t is not None] == [0, PER_PACKET * 2 + 5]

@@ -87,11 +87,15 @@ def build_feedback(
     base: int,
     arrivals: list[float | None],
     fb_count: int = 0,
+    reference: float | None = None,
 ) -> bytes:
     """A transport-cc feedback packet for ``len(arrivals)`` sequence numbers from ``base``:
     each arrival time in seconds (any clock, the first one received sets the reference), or
-    None when the packet did not arrive. Two-bit status vectors, one symbol per packet."""
-    first = next((a for a in arrivals if a is not None), 0.0)
+    None when the packet did not arrive. ``reference``: the time to take as the reference when
+    none arrived (the previous packet's: a reference time jumping to 0 resets a sender's
+    clock offset). Runs of 14 or more equal statuses are run-length chunks, the rest two-bit
+    status vectors."""
+    first = next((a for a in arrivals if a is not None), reference or 0.0)
     ref = int(first // REFERENCE_TICK)
     t = ref * REFERENCE_TICK
     symbols: list[int] = []
@@ -110,12 +114,22 @@ def build_feedback(
             deltas += pack("!h", ticks)
         t += ticks * DELTA_TICK
     chunks = bytearray()
-    for k in range(0, len(symbols), 7):
+    k, n = 0, len(symbols)
+    while k < n:
+        symbol = symbols[k]
+        run = 1
+        while k + run < n and run < 0x1FFF and symbols[k + run] == symbol:
+            run += 1
+        if run >= 14:  # a long run (a loss burst, a steady stream): two bytes
+            chunks += pack("!H", (symbol << 13) | run)
+            k += run
+            continue
         part = symbols[k : k + 7] + [0] * (7 - len(symbols[k : k + 7]))
         chunk = 0xC000
         for j, s in enumerate(part):
             chunk |= s << (12 - 2 * j)
         chunks += pack("!H", chunk)
+        k += 7
     body = (
         pack("!IIHH", sender, media, base & 0xFFFF, len(arrivals))
         + pack("!I", ((ref & 0xFFFFFF) << 8) | (fb_count & 0xFF))
