@@ -19,6 +19,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v espeak-ng >/dev/null || need+=(espeak-ng)
     # the cluster tests' Redis (tests/support/redis.py: redis-server on a free port)
     command -v redis-server >/dev/null || need+=(redis-server)
+    # the TURN relay of tests/browser/test_turn.py (tests/support/turn.py)
+    command -v turnserver >/dev/null || need+=(coturn)
     # a throwaway PostgreSQL cluster for the rooms database tests (tests/support/postgres.py)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     # GStreamer's webrtcbin driven from the system python3 (tests/browser/test_gstreamer.py)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .turn import check_url
+
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "devsecret_change_me_0123456789abcdef"
 
@@ -51,6 +53,13 @@ class Config:
     #: when allowed_origins is empty (DNS rebinding: the Host header is the attacker's)
     public_url: str | None = None
     ice_addresses: list[str] = field(default_factory=list)
+    #: ICE servers handed to clients (signaling/turn.py): STUN URLs, and TURN URLs with
+    #: credentials made from the secret shared with the TURN server (coturn's
+    #: static-auth-secret), valid turn_ttl seconds
+    stun_urls: list[str] = field(default_factory=list)
+    turn_urls: list[str] = field(default_factory=list)
+    turn_secret: str | None = None
+    turn_ttl: int = 86400
     #: where recordings go (one directory each); None: $XDG_DATA_HOME/visio-sfu/recordings
     recordings_dir: str | None = None
     #: transcription, live captions and meeting notes ([transcription] table; docs/notes.md)
@@ -70,6 +79,8 @@ class Config:
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         shown["api_keys"] = {k: "***" for k in self.api_keys}
+        if self.turn_secret:
+            shown["turn_secret"] = "***"
         shown["transcription"] = {
             k: "***" if k.endswith("api_key") else v for k, v in self.transcription.items()
         }
@@ -89,6 +100,10 @@ ENV = {
     "VISIO_LOG_LEVEL": "log_level",
     "VISIO_PUBLIC_URL": "public_url",
     "VISIO_ICE_ADDRESSES": "ice_addresses",
+    "VISIO_STUN_URLS": "stun_urls",
+    "VISIO_TURN_URLS": "turn_urls",
+    "VISIO_TURN_SECRET": "turn_secret",
+    "VISIO_TURN_TTL": "turn_ttl",
     "VISIO_MAX_ROOMS": "max_rooms",
     "VISIO_AUTO_CREATE_ROOMS": "auto_create_rooms",
     "VISIO_MAX_TRACKS": "max_tracks",
@@ -237,6 +252,16 @@ def load_config(
         )
     if config.public_url is not None:
         config.public_url = _check_public_url(config.public_url)
+    for url in config.stun_urls:
+        if check_url(url) or not url.startswith("stun:"):
+            raise ConfigError(f"stun_urls: {url!r} is not a stun: URL")
+    for url in config.turn_urls:
+        if check_url(url) or url.startswith("stun:"):
+            raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+    if config.turn_urls and not config.turn_secret:
+        raise ConfigError("turn_urls needs turn_secret (coturn's static-auth-secret)")
+    if config.turn_secret and config.turn_ttl < 60:
+        raise ConfigError("turn_ttl: at least 60 seconds")
     for key, secret in config.api_keys.items():
         if len(secret) < 32 and not config.dev:
             raise ConfigError(f"the secret of API key '{key}' must be at least 32 characters")

@@ -506,14 +506,16 @@ def joined(
     others: list[ev.ParticipantInfo],
     resume: str | None = None,
     resumed: bool = False,
+    ice_servers: list[dict] | None = None,
 ) -> Reply:
     """The answer to join; ``resume``: the token to resume this participant after a dropped
-    connection; ``resumed``: this join resumed it (same sid)."""
+    connection; ``resumed``: this join resumed it (same sid); ``ice_servers``: the STUN and
+    TURN servers its connections use (signaling/turn.py)."""
     fields = {
         "room": room_info(room),
         "participant": {**participant_info(me), "permissions": permissions(grants)},
         "participants": [participant_info(o) for o in others],
-        "iceServers": [],
+        "iceServers": ice_servers or [],
         "resumed": resumed,
     }
     if resume is not None:

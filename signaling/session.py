@@ -32,7 +32,7 @@ from visio_sfu.events import DataReceived, Event
 from visio_sfu.room import Room
 
 from . import protocol as proto
-from . import resume
+from . import resume, turn
 from .auth import Identity
 from .config import Config
 from .limits import MessageBudget, TokenBucket
@@ -314,6 +314,7 @@ class Session:
                     [o.info() for o in here.visible(back)],
                     resume=resumes.issue(self, back, room.name),
                     resumed=True,
+                    ice_servers=self._ice_servers(back.identity),
                 )
         try:
             p = await room.join(
@@ -333,7 +334,14 @@ class Session:
             perms,
             [o.info() for o in room.visible(p)],
             resume=resumes.issue(self, p, room.name) if resumes is not None else None,
+            ice_servers=self._ice_servers(p.identity),
         )
+
+    def _ice_servers(self, identity: str) -> list[dict]:
+        """The STUN and TURN servers for this participant's connections (TURN credentials of
+        its own, valid turn_ttl seconds)."""
+        c = self.config
+        return turn.ice_servers(c.stun_urls, c.turn_urls, c.turn_secret, identity, c.turn_ttl)
 
     async def on_add_track(self, req: proto.AddTrack) -> proto.Reply:
         p = self._joined()

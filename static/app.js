@@ -335,6 +335,7 @@ async function join(room, name, admitted = {}) {
     wsUrl: `${proto}//${location.host}/rtc`,
     name,
     videoCodec: params.get('codec') === 'vp9' ? 'vp9' : 'vp8', // ?codec=vp9: VP9 SVC camera
+    relayOnly: params.get('relay') === '1', // ?relay=1: through the TURN server only
     getToken: async () => {
       if (params.get('token')) return params.get('token');
       if (admitted.token) return admitted.token; // an owned room's (identity.js)

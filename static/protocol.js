@@ -107,9 +107,11 @@ export class SignalClient extends Emitter {
 //   refused {code, message}: the room would not take us (room_locked); no reconnecting
 // A reconnection resumes the same participant (the resume token of the last 'joined').
 export class Session extends Emitter {
-  constructor({ wsUrl, getToken, name, videoCodec = 'vp8' }) {
+  constructor({ wsUrl, getToken, name, videoCodec = 'vp8', relayOnly = false }) {
     super();
     this.wsUrl = wsUrl;
+    this.relayOnly = relayOnly; // only through the TURN relays the server names (?relay=1)
+    this.iceServers = []; // the STUN and TURN servers of the last join
     this.videoCodec = videoCodec; // the camera's: 'vp8' (simulcast) or 'vp9' (SVC)
     this.getToken = getToken;
     this.name = name;
@@ -156,6 +158,7 @@ export class Session extends Emitter {
       throw err;
     }
     this.resumeToken = joined.resume || null;
+    this.iceServers = joined.iceServers || [];
     this.me = joined.participant;
     this.publisher = this.newPeer('publisher');
     this.subscriber = this.newPeer('subscriber');
@@ -177,7 +180,11 @@ export class Session extends Emitter {
   }
 
   newPeer(target) {
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({
+      bundlePolicy: 'max-bundle',
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.relayOnly ? 'relay' : 'all',
+    });
     pc.onicecandidate = (ev) => {
       this.signal?.send({
         type: 'trickle', target,

@@ -36,6 +36,7 @@ from visio_sfu import (
 from visio_sfu import events as ev
 from visio_sfu.room import Room
 
+from .. import turn
 from ..auth import Identity
 from ..config import Config
 from ..limits import MessageBudget
@@ -188,12 +189,18 @@ class LiveKitSession:
             ping_interval=PING_INTERVAL,
             ping_timeout=max(int(self.config.ping_timeout), PING_INTERVAL + 5),
             client_configuration=models.ClientConfiguration(),
+            ice_servers=[rtc.ICEServer(**server) for server in self._ice_servers(p.identity)],
         )
         self.send(rtc.SignalResponse(join=join))
         self._joined_sent = True
         for item in self._held:
             self._outbox.put_nowait(item)
         self._held.clear()
+
+    def _ice_servers(self, identity: str) -> list[dict]:
+        """The STUN and TURN servers for this participant (signaling/turn.py), as on /rtc."""
+        c = self.config
+        return turn.ice_servers(c.stun_urls, c.turn_urls, c.turn_secret, identity, c.turn_ttl)
 
     # -- participants as LiveKit describes them -------------------------------------------
     def _version(self, sid: str, p: Participant | None = None) -> int:

@@ -258,3 +258,18 @@ async def test_livekit_v1_bad_join_requests_are_refused_and_harmless():
             assert r.status == 200
         await alice.close()
         await bob.close()
+
+
+async def test_a_livekit_join_names_the_turn_servers_with_credentials():
+    """LiveKit's SDKs take their ICE servers from the JoinResponse: the TURN servers the
+    operator configured, with this participant's own time-limited credentials (as /rtc's
+    joined.iceServers; tests/browser/test_turn.py relays through coturn with them)."""
+    settings = {"turn_urls": ["turn:turn.example.org:3478"], "turn_secret": "k"}
+    async with LocalServer(**settings) as server, aiohttp.ClientSession() as http:
+        ws_url = server.url.replace("http://", "ws://")
+        token = livekit_token(KEY, SECRET, "alice", "turned")
+        async with http.ws_connect(f"{ws_url}/rtc?{QUERY}&access_token={token}") as ws:
+            join = await _next(ws, "join")
+        (server_entry,) = join.ice_servers
+        assert list(server_entry.urls) == ["turn:turn.example.org:3478"]
+        assert server_entry.username.endswith(":alice") and server_entry.credential
