@@ -32,6 +32,11 @@ ENV_HELP = """environment variables (overridden by options):
                                 Origin must match it (set it, or VISIO_ALLOWED_ORIGINS, in
                                 production: the Host header can be an attacker's rebound name)
   VISIO_ALLOWED_ORIGINS         comma-separated browser Origins allowed to connect
+  VISIO_STUN_URLS               comma-separated STUN servers handed to clients
+  VISIO_TURN_URLS               comma-separated TURN servers handed to clients (docs/deploy.md)
+  VISIO_TURN_SECRET             the secret shared with the TURN server (coturn
+                                static-auth-secret): clients get credentials that expire
+  VISIO_TURN_TTL                seconds those credentials are valid (default 86400)
   VISIO_RECORDINGS_DIR          where recordings go (default
                                 $XDG_DATA_HOME/visio-sfu/recordings, ~/.local/share/...)
   VISIO_TRANSCRIPTION_<SETTING>  any [transcription] setting (docs/notes.md), e.g.

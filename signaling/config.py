@@ -252,16 +252,19 @@ def load_config(
         )
     if config.public_url is not None:
         config.public_url = _check_public_url(config.public_url)
-    for url in config.stun_urls:
-        if check_url(url) or not url.startswith("stun:"):
-            raise ConfigError(f"stun_urls: {url!r} is not a stun: URL")
-    for url in config.turn_urls:
-        if check_url(url) or url.startswith("stun:"):
-            raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+    for kind in ("stun", "turn"):
+        for url in getattr(config, f"{kind}_urls"):
+            why = check_url(url, kind)
+            if why is not None:
+                raise ConfigError(f"{kind}_urls: {why}")
     if config.turn_urls and not config.turn_secret:
         raise ConfigError("turn_urls needs turn_secret (coturn's static-auth-secret)")
-    if config.turn_secret and config.turn_ttl < 60:
-        raise ConfigError("turn_ttl: at least 60 seconds")
+    if config.turn_secret and not config.turn_urls:
+        raise ConfigError("turn_secret is set but turn_urls is empty: which TURN servers?")
+    if config.turn_secret and len(config.turn_secret) < 32 and not config.dev:
+        raise ConfigError("turn_secret must be at least 32 characters")
+    if config.turn_secret and not 60 <= config.turn_ttl <= 7 * 86400:
+        raise ConfigError("turn_ttl: from 60 seconds to 7 days")
     for key, secret in config.api_keys.items():
         if len(secret) < 32 and not config.dev:
             raise ConfigError(f"the secret of API key '{key}' must be at least 32 characters")

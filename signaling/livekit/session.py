@@ -165,7 +165,12 @@ class LiveKitSession:
         self._joined_sent = True
         self.send(
             rtc.SignalResponse(
-                reconnect=rtc.ReconnectResponse(client_configuration=models.ClientConfiguration())
+                reconnect=rtc.ReconnectResponse(
+                    client_configuration=models.ClientConfiguration(),
+                    # livekit-client takes its ICE servers from here again: none would
+                    # leave a client that needs the relay without it after a blip
+                    ice_servers=[rtc.ICEServer(**s) for s in self._ice_servers(p.identity)],
+                )
             )
         )
         # what it missed while away: everyone as they are now, and an offer left unanswered

@@ -264,7 +264,7 @@ async def test_a_livekit_join_names_the_turn_servers_with_credentials():
     """LiveKit's SDKs take their ICE servers from the JoinResponse: the TURN servers the
     operator configured, with this participant's own time-limited credentials (as /rtc's
     joined.iceServers; tests/browser/test_turn.py relays through coturn with them)."""
-    settings = {"turn_urls": ["turn:turn.example.org:3478"], "turn_secret": "k"}
+    settings = {"turn_urls": ["turn:turn.example.org:3478"], "turn_secret": "s" * 32}
     async with LocalServer(**settings) as server, aiohttp.ClientSession() as http:
         ws_url = server.url.replace("http://", "ws://")
         token = livekit_token(KEY, SECRET, "alice", "turned")
@@ -272,4 +272,12 @@ async def test_a_livekit_join_names_the_turn_servers_with_credentials():
             join = await _next(ws, "join")
         (server_entry,) = join.ice_servers
         assert list(server_entry.urls) == ["turn:turn.example.org:3478"]
-        assert server_entry.username.endswith(":alice") and server_entry.credential
+        assert server_entry.username.count(":") == 1 and server_entry.credential
+        # its socket dropped, it resumes: the ReconnectResponse names them again (the SDK
+        # takes its ICE servers from it: without them it would lose the relay on a blip)
+        sid = join.participant.sid
+        url = f"{ws_url}/rtc?{QUERY}&reconnect=1&sid={sid}&access_token={token}"
+        async with http.ws_connect(url) as ws:
+            reconnect = await _next(ws, "reconnect")
+        (again,) = reconnect.ice_servers
+        assert list(again.urls) == ["turn:turn.example.org:3478"] and again.credential

@@ -23,7 +23,9 @@ def free_udp_port() -> int:
 class TurnServer:
     """A coturn process listening on 127.0.0.1:``port`` (UDP and TCP)."""
 
-    def __init__(self, secret: str = "visio-test-secret", realm: str = "visio.test") -> None:
+    def __init__(
+        self, secret: str = "a-test-secret-for-coturn-of-32-chars", realm: str = "visio.test"
+    ) -> None:
         binary = shutil.which("turnserver")
         if binary is None:
             raise RuntimeError("coturn is not installed (scripts/test.sh installs it)")
@@ -59,7 +61,11 @@ class TurnServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_listening()
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:
