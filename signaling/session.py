@@ -314,7 +314,7 @@ class Session:
                     [o.info() for o in here.visible(back)],
                     resume=resumes.issue(self, back, room.name),
                     resumed=True,
-                    ice_servers=self._ice_servers(back.identity),
+                    ice_servers=turn.ice_servers_of(self.config, back.identity),
                 )
         try:
             p = await room.join(
@@ -334,14 +334,8 @@ class Session:
             perms,
             [o.info() for o in room.visible(p)],
             resume=resumes.issue(self, p, room.name) if resumes is not None else None,
-            ice_servers=self._ice_servers(p.identity),
+            ice_servers=turn.ice_servers_of(self.config, p.identity),
         )
-
-    def _ice_servers(self, identity: str) -> list[dict]:
-        """The STUN and TURN servers for this participant's connections (TURN credentials of
-        its own, valid turn_ttl seconds)."""
-        c = self.config
-        return turn.ice_servers(c.stun_urls, c.turn_urls, c.turn_secret, identity, c.turn_ttl)
 
     async def on_add_track(self, req: proto.AddTrack) -> proto.Reply:
         p = self._joined()

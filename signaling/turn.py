@@ -19,6 +19,10 @@ import hashlib
 import hmac
 import re
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
 
 #: what browsers accept (libwebrtc: no user@, no query on stun:, transport udp or tcp only)
 _HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
@@ -68,3 +72,10 @@ def ice_servers(
         username, password = credentials(turn_secret, identity, ttl, now)
         servers.append({"urls": list(turn_urls), "username": username, "credential": password})
     return servers
+
+
+def ice_servers_of(config: Config, identity: str) -> list[dict]:
+    """``ice_servers`` for a participant of this server, from its settings (both signaling
+    protocols hand them out at join and resume)."""
+    c = config
+    return ice_servers(c.stun_urls, c.turn_urls, c.turn_secret, identity, c.turn_ttl)

@@ -531,29 +531,25 @@ class DownTrack:
                     continue
                 drops[_NACK_MISSING] += 1
                 continue
-            if len(data) > self._budget:
-                # over the budget, a packet of a layer being left for a lower one (the link
-                # is congested: the switch is made for it) is answered with a padding packet
-                # in its place: the subscriber's wait for that number ends (aiortc's jitter
-                # buffer waits seconds for it, and asks only once), the new layer's keyframe
-                # follows; the packet's own timestamp keeps it inside its frame
-                if not self._svc and (ts_offset is not None or self.forwarder.target < current):
-                    ts = unpack_from("!I", data, 4)[0]
-                    ts = self.munger.rtp_time(ts) if ts_offset is None else ts + ts_offset
-                    if self._pad(out_seq, ts & 0xFFFFFFFF):
-                        resent[out_seq] = now
-                        drops[_NACK_BUDGET] += 1  # refused all the same: counted
-                        continue
-                drops[_NACK_BUDGET] += 1
-                continue
-            self._budget -= len(data)
-            resent[out_seq] = now
-            buf = bytearray(data)
             ts = unpack_from("!I", data, 4)[0]
             if ts_offset is None:
                 out_ts = self.munger.rtp_time(ts)
             else:
                 out_ts = (ts + ts_offset) & 0xFFFFFFFF
+            if len(data) > self._budget:
+                drops[_NACK_BUDGET] += 1  # a padding packet in its place is refused all the same
+                # over the budget, a packet of a layer being left for a lower one (the link
+                # is congested: the switch is made for it) is answered with a padding packet
+                # in its place: the subscriber's wait for that number ends (aiortc's jitter
+                # buffer waits seconds for it, and asks only once), the new layer's keyframe
+                # follows; the packet's own timestamp keeps it inside its frame
+                leaving = ts_offset is not None or self.forwarder.target < current
+                if not self._svc and leaving and self._pad(out_seq, out_ts):
+                    resent[out_seq] = now
+                continue
+            self._budget -= len(data)
+            resent[out_seq] = now
+            buf = bytearray(data)
             rewrite_header(buf, self.payload_type, out_seq, out_ts, self.ssrc)
             hole = -1
             if self.ext_table is not None:

@@ -22,10 +22,7 @@ class PacketCache:
 
     def get(self, seq: int, now: float) -> bytes | None:
         """The packet with this sequence number, if still cached and not too old."""
-        slot = self._slots[seq & self._mask]
-        if slot is None or slot[0] != seq or now - slot[2] > self.max_age:
-            return None
-        return slot[1]
+        return self.get_within(seq, now, self.max_age)
 
     def get_within(self, seq: int, now: float, max_age: float) -> bytes | None:
         """The packet with this sequence number, if still cached and at most ``max_age``

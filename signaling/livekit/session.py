@@ -169,7 +169,7 @@ class LiveKitSession:
                     client_configuration=models.ClientConfiguration(),
                     # livekit-client takes its ICE servers from here again: none would
                     # leave a client that needs the relay without it after a blip
-                    ice_servers=[rtc.ICEServer(**s) for s in self._ice_servers(p.identity)],
+                    ice_servers=self._ice_servers(p.identity),
                 )
             )
         )
@@ -194,7 +194,7 @@ class LiveKitSession:
             ping_interval=PING_INTERVAL,
             ping_timeout=max(int(self.config.ping_timeout), PING_INTERVAL + 5),
             client_configuration=models.ClientConfiguration(),
-            ice_servers=[rtc.ICEServer(**server) for server in self._ice_servers(p.identity)],
+            ice_servers=self._ice_servers(p.identity),
         )
         self.send(rtc.SignalResponse(join=join))
         self._joined_sent = True
@@ -202,10 +202,10 @@ class LiveKitSession:
             self._outbox.put_nowait(item)
         self._held.clear()
 
-    def _ice_servers(self, identity: str) -> list[dict]:
-        """The STUN and TURN servers for this participant (signaling/turn.py), as on /rtc."""
-        c = self.config
-        return turn.ice_servers(c.stun_urls, c.turn_urls, c.turn_secret, identity, c.turn_ttl)
+    def _ice_servers(self, identity: str) -> list[rtc.ICEServer]:
+        """The STUN and TURN servers for this participant (signaling/turn.py), as LiveKit's
+        messages carry them."""
+        return [rtc.ICEServer(**s) for s in turn.ice_servers_of(self.config, identity)]
 
     # -- participants as LiveKit describes them -------------------------------------------
     def _version(self, sid: str, p: Participant | None = None) -> int:
