@@ -37,9 +37,12 @@ MAX_TEMPORAL = 3
 TEMPORAL_LIVE = 1.0  # seconds: a temporal layer that sent nothing for longer is not sent
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between two PLIs to one publisher track
 #: repairing loss between a publisher and the server: a gap is asked for again (NACK) every
-#: NACK_INTERVAL, at most NACK_TRIES times and for at most NACK_GIVE_UP seconds; a jump larger
-#: than MAX_GAP is a restart, not a loss; at most MAX_MISSING sequence numbers are tracked
+#: NACK_INTERVAL, or every NACK_RTT_FACTOR round trips when the publisher is further away
+#: (asked sooner, the retransmission could not have come yet: a duplicate is all it brings),
+#: at most NACK_TRIES times and for at most NACK_GIVE_UP seconds; a jump larger than MAX_GAP
+#: is a restart, not a loss; at most MAX_MISSING sequence numbers are tracked
 NACK_INTERVAL = 0.05
+NACK_RTT_FACTOR = 1.25
 NACK_TRIES = 5
 NACK_GIVE_UP = 1.0
 MAX_GAP = 128
@@ -130,6 +133,7 @@ class ReceiveStats:
         "started",
         "missing",
         "repaired",
+        "repair_rtt",
     )
 
     def __init__(self, repair: bool = False) -> None:
@@ -143,9 +147,13 @@ class ReceiveStats:
         self.jitter = 0.0
         self.last_transit: float | None = None
         self.started = False
-        #: sequence numbers not received yet -> [first missed, last asked for, times asked]
+        #: sequence numbers not received yet ->
+        #: [first missed, last asked for, times asked, first asked for]
         self.missing: dict[int, list] | None = {} if repair else None
         self.repaired = 0  # packets that came after being missed (retransmitted or late)
+        #: seconds from a NACK to the packet it asked for, smoothed (0: none seen yet): the
+        #: round trip to the publisher, which the server cannot learn from RTCP as a receiver
+        self.repair_rtt = 0.0
 
     def update(self, seq: int, ts: int, now: float, clock_rate: int) -> int:
         """Account one received packet (and the gap before it, or the gap it fills).
@@ -173,12 +181,16 @@ class ReceiveStats:
                         status = BURST
                     else:
                         for k in range(1, delta):
-                            missing[(self.max_seq + k) & 0xFFFF] = [now, -1e9, 0]
+                            missing[(self.max_seq + k) & 0xFFFF] = [now, -1e9, 0, 0.0]
                 self.max_seq = seq
             elif missing is None:
                 status = LATE
-            elif missing.pop(seq, None) is not None:
+            elif (entry := missing.pop(seq, None)) is not None:
                 self.repaired += 1
+                if entry[2]:  # asked for: a round trip since the first NACK, or more
+                    sample = now - entry[3]
+                    rtt = self.repair_rtt
+                    self.repair_rtt = sample if rtt == 0.0 else rtt + (sample - rtt) / 8
                 status = LATE
             else:
                 return DUPLICATE
@@ -557,15 +569,19 @@ class Publisher:
 
     def _ask_again(self, layer: Layer, now: float) -> None:
         """NACK the publisher for what it lost on its way to us: each missing packet again
-        every NACK_INTERVAL, NACK_TRIES times at most, until NACK_GIVE_UP."""
+        every NACK_INTERVAL (or NACK_RTT_FACTOR round trips), NACK_TRIES times at most, until
+        NACK_GIVE_UP."""
         layer.next_nack = now + 0.01
         missing = layer.stats.missing
         assert missing is not None
+        interval = max(NACK_INTERVAL, NACK_RTT_FACTOR * layer.stats.repair_rtt)
         due: list[int] = []
         for seq, entry in list(missing.items()):  # at most MAX_MISSING, oldest first
             if now - entry[0] > NACK_GIVE_UP or entry[2] >= NACK_TRIES:
                 del missing[seq]
-            elif now - entry[1] >= NACK_INTERVAL and len(due) < MAX_NACK_ITEMS:
+            elif now - entry[1] >= interval and len(due) < MAX_NACK_ITEMS:
+                if not entry[2]:
+                    entry[3] = now
                 entry[1] = now
                 entry[2] += 1
                 due.append(seq)

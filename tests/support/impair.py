@@ -71,6 +71,7 @@ class Link:
         self._rng = random.Random(impairment.seed)
         self._free_at = 0.0  # when the bottleneck has sent everything queued so far
         self._last_arrival = 0.0
+        self._scheduled = 0  # datagrams waiting for their arrival time
         self.stats = LinkStats()
         self.record = False  # keep (time, bytes) of each delivery, to measure throughput
 
@@ -107,12 +108,19 @@ class Link:
         if imp.jitter:
             arrival += self._rng.uniform(-imp.jitter, imp.jitter)
         if not imp.reorder:
-            arrival = max(arrival, self._last_arrival)
+            # strictly after the previous one: the loop's timer heap orders equal times
+            # arbitrarily, which reordered the packets jitter had bunched together
+            arrival = max(arrival, self._last_arrival + 1e-6)
         self._last_arrival = arrival
-        if arrival <= now:
+        if arrival <= now and not self._scheduled:
             self._out(data, addr)
-        else:
-            loop.call_at(arrival, self._out, data, addr)
+        else:  # after those still scheduled, whose times are earlier
+            self._scheduled += 1
+            loop.call_at(arrival, self._out_later, data, addr)
+
+    def _out_later(self, data: bytes, addr: Any) -> None:
+        self._scheduled -= 1
+        self._out(data, addr)
 
     def _out(self, data: bytes, addr: Any) -> None:
         stats = self.stats

@@ -39,14 +39,22 @@ class SeqTap:
 
     def loss(self, start: float, end: float, grace: float = 1.0) -> tuple[int, int]:
         """(expected, never received) media sequence numbers, over the range of those that
-        arrived from ``start`` to ``end`` (time.monotonic()); repairs arriving up to ``grace``
-        seconds after ``end`` count as received."""
-        sent = [q for t, q in self.seqs if start <= t <= end]
+        first arrived from ``start`` to ``end`` (time.monotonic()); repairs arriving up to
+        ``grace`` seconds after ``end`` count as received. (A retransmission arriving in the
+        window of a packet received before it does not widen the range: the numbers between
+        it and the window's first would all read as lost.)"""
+        seen: set[int] = set()
+        first: list[tuple[float, int]] = []
+        for t, q in self.seqs:
+            if q not in seen:
+                seen.add(q)
+                first.append((t, q))
+        sent = [q for t, q in first if start <= t <= end]
         if not sent:
             return 0, 0
         base = sent[0]
         unwrapped = [base + seq_diff(q, base) for q in sent]
         low, high = min(unwrapped), max(unwrapped)
-        got = {base + seq_diff(q, base) for t, q in self.seqs if start <= t <= end + grace}
+        got = {base + seq_diff(q, base) for t, q in self.seqs if t <= end + grace}
         expected = range(low, high + 1)
         return len(expected), sum(1 for q in expected if q not in got)

@@ -91,6 +91,32 @@ def test_the_publisher_is_asked_again_then_given_up_on():
     assert t.drops[DropReason.DUPLICATE] == before + 1
 
 
+def test_a_distant_publisher_is_asked_again_once_a_round_trip():
+    """Retransmissions that take 200 ms to come teach the round trip: later gaps are asked
+    for again every 1.25 round trips, not every 50 ms (four duplicates of each before the
+    first answer could come)."""
+    sent: list[bytes] = []
+    t = vp8_track()
+    t._send_rtcp = lambda b: sent.append(b) or True
+    seq, now = 100, 0.0
+    send(t, 0, 0xAAAA, seq, 0, 1, 1, True, now)
+    for _ in range(3):  # three gaps, each repaired 200 ms after its NACK
+        seq += 2
+        send(t, 0, 0xAAAA, seq, 3000, 2, 1, False, now)  # seq - 1 missing, asked for now
+        for i in range(1, 4):
+            send(t, 0, 0xAAAA, seq + i, 3000, 2, 1, False, now + 0.06 * i)
+        send(t, 0, 0xAAAA, seq - 1, 3000, 2, 1, False, now + 0.2)  # the retransmission
+        seq += 3
+        now += 1.0
+    assert abs(t.layers[0].stats.repair_rtt - 0.2) < 1e-6
+    sent.clear()
+    send(t, 0, 0xAAAA, seq + 2, 3000, 2, 1, False, now)  # seq + 1 missing, never comes
+    for i in range(1, 20):
+        send(t, 0, 0xAAAA, seq + 2 + i, 3000, 2, 1, False, now + 0.05 * i)
+    asked = [set(rtcp.parse_nack(p)) for p in sent]
+    assert asked == [{seq + 1}] * 4, asked  # at 0, 0.25, 0.5, 0.75 s: not 5 within 0.2 s
+
+
 def test_a_late_keyframe_packet_never_switches_a_subscriber():
     t = simulcast_track()
     out: list[bytes] = []
