@@ -51,7 +51,13 @@ def test_sign_in_own_room_and_waiting_room(server, browser, provider):
     lost = open_page(browser, f"{server.url}/r/no-such-meeting", "lost")
     lost.wait_for_selector("#sign-in")
     lost.fill("#name-input", "Lost")
-    lost.click("#join-button")
+    # the click asks the server for a token (a failure here says whether it ever did, and
+    # what came back: once in a CI run the lobby stayed as it was for 30 s)
+    with lost.expect_response(
+        lambda r: r.url.endswith("/api/meetings/no-such-meeting/token"), timeout=30000
+    ) as answer:
+        lost.click("#join-button")
+    assert answer.value.status == 404, answer.value.status
     poll(
         lost,
         "() => document.getElementById('lobby-error').textContent",
