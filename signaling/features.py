@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from . import breakout, livekit, meeting, recording, transcription
+from . import breakout, livekit, meeting, recording, transcription, whip
 
 
 def identity_setup(app: web.Application) -> None:
@@ -30,4 +30,5 @@ SETUPS: list[Callable[[web.Application], None]] = [
     livekit.setup,  # LiveKit's signaling protocol: /rtc/validate, /rtc/v1 (issue 18)
     identity_setup,  # sign-in, owned rooms, waiting room (issue 16)
     breakout.setup,  # breakout rooms (issue 16)
+    whip.setup,  # WHIP ingest and WHEP playback over HTTP (issue 20)
 ]

@@ -98,6 +98,8 @@ class Participant:
         data_channels: bool = False,
         auto_subscribe: bool = True,
         single_pc: bool = False,
+        ends_with_connection: bool = False,
+        fixed_sections: bool = False,
     ) -> None:
         """``data_channels``: the client speaks over SCTP data channels (LiveKit's clients):
         its subscribe connection carries the server's ``_reliable`` and ``_lossy`` channels
@@ -106,7 +108,11 @@ class Participant:
         for, Room.set_subscribed: LiveKit's autoSubscribe off).
         ``single_pc``: one peer connection carries what the client sends and what it
         receives (LiveKit's ``/rtc/v1``): the client makes every offer (``single_offer``),
-        with receive-only sections the answer fills; the data channels are the client's."""
+        with receive-only sections the answer fills; the data channels are the client's.
+        ``ends_with_connection``: the client has no signaling channel whose end is its leaving
+        (WHIP, WHEP): its connection closing (DTLS close) is, as a failed one is for all.
+        ``fixed_sections`` (``single_pc``): the client offers once (WHEP): see
+        SubscribeConnection; ``reanswer`` places the tracks that come later."""
         self.sid = new_sid("PA")
         self.identity = identity
         self.name = name
@@ -134,6 +140,8 @@ class Participant:
         self.on_data: Callable[[str, bytes], None] | None = None
         #: the one peer connection of a ``single_pc`` participant (else None)
         self.single: PeerTransport | None = None
+        self.ends_with_connection = ends_with_connection
+        self.fixed_sections = fixed_sections
         if single_pc:
             extra = {"on_data": self._data} if data_channels else {}
             self.single = transport_factory(
@@ -162,6 +170,7 @@ class Participant:
             transport_factory=self._transport_factory,
             on_data=self._data if self.data_channels else None,
             transport=self.single,
+            ends_with_connection=self.ends_with_connection,
         )
 
     def _new_subscriber(self, first_offer: int = 1) -> SubscribeConnection:
@@ -174,6 +183,7 @@ class Participant:
             data_channels=DATA_CHANNELS if self.data_channels and self.single is None else (),
             on_data=self._data if self.data_channels else None,
             transport=self.single,
+            fixed_sections=self.fixed_sections,
         )
 
     # -- one peer connection (single_pc) -----------------------------------------------------
@@ -186,7 +196,9 @@ class Participant:
             self.subscriber.handle_rtcp(data)
 
     def _single_state(self, state: str) -> None:
-        if self.subscriber is not None:
+        if state == "closed" and self.ends_with_connection and not self.closed:
+            self._failed("closed")
+        elif self.subscriber is not None:
             self.subscriber.handle_state(state)
         elif state == "failed":
             self._failed("ice_failed")
@@ -222,6 +234,17 @@ class Participant:
         answer = answer_transport_cc(sdp, answer, receiving)
         sub.answered(answer)
         return answer, sub.mid_to_track()
+
+    async def reanswer(self, sdp: str) -> bool:
+        """Answer a ``single_pc`` client's last offer ``sdp`` again, for this side only: tracks
+        waiting for a section take those that are free (a client that never offers again,
+        WHEP: it keeps its sections, their SSRCs and numbering continue; what they carry
+        changes). Returns whether anything was placed."""
+        sub = self.subscriber
+        if self.single is None or sub is None or self.closed or not sub.could_place():
+            return False
+        await self.single_offer(sdp)
+        return True
 
     def allows(self, identity: str, track_sid: str) -> bool:
         """Whether the participant ``identity`` may receive this participant's track."""

@@ -82,8 +82,11 @@ class PublishConnection:
         transport_factory: Callable[..., PeerTransport] = PeerTransport,
         on_data: Callable[[str, bytes], None] | None = None,
         transport: PeerTransport | None = None,
+        ends_with_connection: bool = False,
     ) -> None:
         """``on_data``: data-channel messages the client sends on this connection.
+        ``ends_with_connection``: its closing (DTLS close) fails it too (a client without a
+        signaling channel: WHIP).
         ``transport``: a connection shared with the participant's receiving side (a client on
         one peer connection: Participant ``single_pc``); its RTP comes here, its RTCP and state
         are the owner's to hand on (``handle_rtcp``, ``handle_state``)."""
@@ -106,6 +109,7 @@ class PublishConnection:
         self.twcc_feedbacks = 0  # transport-cc feedback packets sent to it
         self.transport: PeerTransport | None = transport
         self.shared = transport is not None
+        self.ends_with_connection = ends_with_connection
         if transport is not None:
             transport.on_rtp = self._on_rtp
         self.closed = False
@@ -307,6 +311,8 @@ class PublishConnection:
     def _on_state(self, state: str) -> None:
         if state == "failed":
             self._on_failed("ice_failed")
+        elif state == "closed" and self.ends_with_connection and not self.closed:
+            self._on_failed("closed")
 
     def handle_rtcp(self, data: bytes) -> None:
         """A compound RTCP packet from the client, on a transport shared with the receiving

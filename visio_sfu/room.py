@@ -166,9 +166,12 @@ class Room:
         data_channels: bool = False,
         auto_subscribe: bool = True,
         single_pc: bool = False,
+        ends_with_connection: bool = False,
+        fixed_sections: bool = False,
     ) -> Participant:
         """Add a new participant; an older session with the same identity is replaced.
-        ``data_channels``, ``auto_subscribe``, ``single_pc``: see Participant.
+        ``data_channels``, ``auto_subscribe``, ``single_pc``, ``ends_with_connection``,
+        ``fixed_sections``: see Participant.
 
         A locked room refuses newcomers (RoomLocked) unless ``bypass_lock`` (a host); someone
         already in the room, coming back from another window, is no newcomer."""
@@ -193,6 +196,8 @@ class Room:
             data_channels=data_channels,
             auto_subscribe=auto_subscribe,
             single_pc=single_pc,
+            ends_with_connection=ends_with_connection,
+            fixed_sections=fixed_sections,
         )
         self.attach(p)
         return p

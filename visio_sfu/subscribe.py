@@ -37,6 +37,10 @@ PROBE_STEPS = 5  # ... in this many bursts
 MAX_NACKED = 2048  # sequence numbers taken from one compound RTCP packet, per track
 
 
+#: the stream of every section of a ``fixed_sections`` client (WHEP), whatever it carries
+FIXED_STREAM = "visio"
+
+
 class SubscribeConnection:
     """The subscribe connection of one participant and the DownTracks it carries."""
 
@@ -50,6 +54,7 @@ class SubscribeConnection:
         data_channels: tuple[tuple[str, bool], ...] = (),
         on_data: Callable[[str, bytes], None] | None = None,
         transport: PeerTransport | None = None,
+        fixed_sections: bool = False,
     ) -> None:
         """``first_offer``: the number of the first offer id (``s<n>``); a restarted connection
         goes on counting, so a late answer to an offer of the old one is never taken for an
@@ -61,8 +66,15 @@ class SubscribeConnection:
         (Participant ``single_pc``, LiveKit's ``/rtc/v1``): the client makes every offer, with
         receive-only m-sections this side fills (``fill`` then ``answered``); when a track to
         receive finds none free, a ``SectionsWanted`` event asks the client for more. The
-        owner hands on the connection's RTCP and state (``handle_rtcp``, ``handle_state``)."""
+        owner hands on the connection's RTCP and state (``handle_rtcp``, ``handle_state``).
+
+        ``fixed_sections`` (with ``transport``): the client offers once and never again (WHEP).
+        Every section it receives on is answered sending from the first answer, with or
+        without a track (one stream for all: players take ``streams[0]``); a track takes any
+        free one, a removed track's section is free at once; the owner answers the client's
+        offer again itself (``Participant.reanswer``), which the client never sees."""
         self.participant_sid = participant_sid
+        self.fixed_sections = fixed_sections and transport is not None
         self._emit = emit
         self._on_failed = on_failed
         #: the client offers (one shared peer connection); else this side does
@@ -276,7 +288,7 @@ class SubscribeConnection:
         self._asked = {"audio": 0, "video": 0}
         self._wanted = False
         by_mid = {s.mid: s for s in slots if s.mid is not None}
-        taken = {t.mid for t in self._released}
+        taken = set() if self.fixed_sections else {t.mid for t in self._released}
         self._released = []
         for mid in taken:
             slot = by_mid.get(mid or "")
@@ -292,7 +304,11 @@ class SubscribeConnection:
                 taken.add(slot.mid)
         free = [by_mid[mid] for mid in by_mid if mid in receiving and mid not in taken]
         for slot in free:
-            if slot.direction != "inactive":
+            if self.fixed_sections:  # sending, carrying nothing until a track takes it
+                slot.direction = "sendonly"
+                if slot.msid[0] != FIXED_STREAM:
+                    slot.set_msid(FIXED_STREAM, f"{FIXED_STREAM}-{slot.mid}")
+            elif slot.direction != "inactive":
                 slot.direction = "inactive"
                 slot.release_msid()
         for sid, dt in self._to_bind.items():
@@ -303,7 +319,8 @@ class SubscribeConnection:
                 continue
             free.remove(slot)
             slot.direction = "sendonly"
-            slot.set_msid(dt.track.participant_sid, sid)
+            if not self.fixed_sections:  # (fixed: the msid of the first answer stays)
+                slot.set_msid(dt.track.participant_sid, sid)
             munger = self._mungers.get(slot.mid or "")
             if munger is not None:
                 munger.new_epoch()  # continuous with what this section sent last
@@ -334,6 +351,17 @@ class SubscribeConnection:
         """No answer could be made after ``fill``: the tracks keep the sections it gave them
         (bound once an answer carries them); requests for offers may go out again."""
         self._filling = False
+
+    def could_place(self) -> bool:
+        """Whether an answer to the client's last offer again would place a track that waits
+        (or free a section for one): for a client that never offers again (WHEP), the server
+        answers its last offer itself (``Participant.reanswer``) instead of asking for one."""
+        if not self.client_offers or self.closed or not self.negotiations:
+            return False
+        waiting = {dt.track.kind for sid, dt in self._to_bind.items() if sid not in self._slot}
+        if not waiting:
+            return False
+        return bool(self._released) or any(self._spare.get(kind, 0) for kind in waiting)
 
     def mid_to_track(self) -> dict[str, str]:
         """Which track each section carries (mid -> track sid), as answered last."""

@@ -495,6 +495,8 @@ async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
     room = request.match_info.get("room")
     if path.startswith("/api/rooms/") and room:
         return await front.route_room(request, handler, hop, room, create=False)
+    if room and (path.startswith("/whip/") or path.startswith("/whep/")):
+        return await route_http_session(front, request, handler, hop, room)
     if path.startswith(twirp.PREFIX):  # LiveKit's RoomService: the room is in the body
         return await twirp.route(front, request, handler, hop)
     if path == "/metrics" and front.pool is not None:
@@ -502,6 +504,24 @@ async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
     if path == "/healthz":
         return front.health()
     return await handler(request)
+
+
+async def route_http_session(
+    front: Front, request: web.Request, handler: Handler, hop: str | None, room: str
+) -> web.StreamResponse:
+    """WHIP and WHEP (signaling/whip.py): to the room's owner, which holds the sessions. A new
+    session may place the room, only with a token of that room (checked here first: a request
+    without one is answered where it came, and places nothing)."""
+    if request.method == "POST":
+        try:
+            auth = request.headers.get("Authorization", "")
+            ident = await request.app[VERIFIER].verify_async(auth[7:].strip())
+        except TokenError:
+            return await handler(request)  # it answers with the right error
+        if ident.grant.room != room:
+            return await handler(request)
+        return await front.route_room(request, handler, hop, room, create=True)
+    return await front.route_room(request, handler, hop, room, create=False)
 
 
 async def drain_handler(request: web.Request) -> web.Response:

@@ -123,6 +123,19 @@ async def relay_websocket(
     return ws
 
 
+#: response headers relay_http passes on (a WHIP/WHEP session's URL, its ICE servers, ...)
+RELAYED_HEADERS = (
+    "Location",
+    "ETag",
+    "Link",
+    "Accept-Post",
+    "Accept-Patch",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Expose-Headers",
+)
+
+
 async def relay_http(
     request: web.Request,
     http: aiohttp.ClientSession,
@@ -144,12 +157,16 @@ async def relay_http(
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as answer:
             data = await answer.read()
-            return web.Response(
+            response = web.Response(
                 body=data,
                 status=answer.status,
                 content_type=answer.content_type,
                 charset=answer.charset,
             )
+            for name in RELAYED_HEADERS:  # what a WHIP/WHEP answer says beside its body
+                for value in answer.headers.getall(name, ()):
+                    response.headers.add(name, value)
+            return response
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise Unreachable(f"{_where(url)}: {type(exc).__name__}") from None
 

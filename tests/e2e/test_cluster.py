@@ -192,6 +192,45 @@ async def test_one_room_through_two_nodes(nodes, redis_server):
         await bob.leave()
 
 
+async def test_whip_reaches_the_rooms_node(nodes, redis_server):
+    """An encoder POSTs its WHIP offer to node c, wherever the room is (relayed to its owner,
+    or through c's front to one of its workers): Alice decodes it; its DELETE, sent to a node
+    that does not hold the room, ends it there."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    alice, alice_frames = await participant(a.url, a, "whip-x", 5)
+    encoder = RTCPeerConnection()
+    encoder.addTransceiver(PatternVideoTrack(1), direction="sendonly")
+    try:
+        await encoder.setLocalDescription(await encoder.createOffer())
+        token = c.token("whip-x", "encoder", "Encoder")
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{c.url}/whip/whip-x", data=encoder.localDescription.sdp, headers=headers
+            ) as r,
+        ):
+            assert r.status == 201, await r.text()
+            answer, location = await r.text(), r.headers["Location"]
+        owner = owner_of(redis_server, "whip-x")
+        await encoder.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await flowing([(alice_frames, 1)], time.monotonic(), 20, "the WHIP video at alice")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.delete(
+                (b if owner != "b" else a).url + location,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as r,
+        ):
+            assert r.status == 200
+    finally:
+        alice_frames.stop()
+        await encoder.close()
+        await alice.leave()
+
+
 async def test_redis_outage_keeps_meetings(nodes, redis_server):
     """Redis stops while a meeting runs: the meeting never stops; a room asked for during
     the outage is placed once Redis is back; the nodes register again."""

@@ -1,0 +1,257 @@
+"""WHIP ingest and WHEP playback (signaling/whip.py) with aiortc peers over DTLS-SRTP on
+127.0.0.1, speaking plain HTTP to a real server: an encoder publishes over WHIP and a meeting
+participant decodes it; a player pulls a participant's video and audio over WHEP; DELETE ends
+each (the others are told); and every refusal has its HTTP status, without a participant left
+behind or another room disturbed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from signaling.whip import INGEST
+from tests.support.inprocess import LocalServer
+from tests.support.media import check_audio, check_video, until
+from visio_client import Client
+from visio_client.media import PatternVideoTrack, ToneAudioTrack, audio_samples, tone_index
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio]
+
+OFFER_MIN = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+
+
+async def post(url: str, token: str | None, body: str, content_type: str = "application/sdp"):
+    """POST ``body``; returns (status, headers, text)."""
+    headers = {"Content-Type": content_type}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as r:
+        return r.status, r.headers, await r.text()
+
+
+async def call(method: str, url: str, token: str | None, body: str = "", ctype: str = ""):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if ctype:
+        headers["Content-Type"] = ctype
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, data=body or None, headers=headers) as r,
+    ):
+        return r.status, await r.text()
+
+
+async def whip_offer(*tracks) -> RTCPeerConnection:
+    """An aiortc peer sending ``tracks``, its offer made (aiortc gathers every candidate)."""
+    pc = RTCPeerConnection()
+    for track in tracks:
+        pc.addTransceiver(track, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc
+
+
+async def test_whip_publish_is_seen_in_the_meeting_then_deleted():
+    async with LocalServer() as server:
+        viewer = Client(server.url, server.token("show", "viewer", "Viewer"))
+        await viewer.connect()
+        encoder = await whip_offer(PatternVideoTrack(3), ToneAudioTrack(3))
+        token = server.token("show", "obs", "Studio encoder")
+        status, headers, answer = await post(
+            f"{server.url}/whip/show", token, encoder.localDescription.sdp
+        )
+        assert status == 201, answer
+        assert headers["Content-Type"].startswith("application/sdp")
+        location = headers["Location"]
+        assert location.startswith("/whip/show/")
+        assert "a=candidate:" in answer  # every candidate in the answer: no trickle needed
+        await encoder.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        # the meeting sees a participant of the token's identity and name, and its media
+        room = server.sfu.room("show")
+        obs = room.by_identity("obs")
+        assert obs is not None and obs.name == "Studio encoder"
+        await until(lambda: len(viewer.remote_tracks) == 2, what="the WHIP tracks reach the viewer")
+        video = next(t for t in viewer.remote_tracks if t.kind == "video")
+        audio = next(t for t in viewer.remote_tracks if t.kind == "audio")
+        await check_video(video, 3)
+        await check_audio(audio, 3)
+        # a trickled candidate (a fragment of the same ICE session) is taken
+        frag = (
+            "a=ice-ufrag:"
+            + encoder.localDescription.sdp.split("a=ice-ufrag:")[1].split()[0]
+            + "\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+        )
+        status, text = await call(
+            "PATCH", server.url + location, token, frag, "application/trickle-ice-sdpfrag"
+        )
+        assert status == 204, text
+        # DELETE: the encoder leaves, the viewer's tracks go
+        status, _ = await call("DELETE", server.url + location, token)
+        assert status == 200
+        await until(lambda: room.by_identity("obs") is None, what="the encoder leaves")
+        await until(lambda: not viewer.remote_tracks, what="its tracks leave the viewer")
+        status, _ = await call("DELETE", server.url + location, token)
+        assert status == 404
+        await encoder.close()
+        await viewer.close()
+
+
+async def test_whep_plays_a_participant():
+    async with LocalServer() as server:
+        speaker = Client(server.url, server.token("talk", "speaker", "Speaker"))
+        await speaker.connect()
+        await speaker.publish(PatternVideoTrack(5), ToneAudioTrack(5))
+        player = RTCPeerConnection()
+        player.addTransceiver("video", direction="recvonly")
+        player.addTransceiver("audio", direction="recvonly")
+        got: dict[str, object] = {}
+        player.on("track", lambda track: got.__setitem__(track.kind, track))
+        await player.setLocalDescription(await player.createOffer())
+        token = server.token("talk", "player", "Lobby screen")
+        status, headers, answer = await post(
+            f"{server.url}/whep/talk", token, player.localDescription.sdp
+        )
+        assert status == 201, answer
+        assert headers["Location"].startswith("/whep/talk/")
+        await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await until(lambda: len(got) == 2, what="the player gets both tracks")
+        await check_video(type("R", (), {"track": got["video"]}), 5)
+        await check_audio(type("R", (), {"track": got["audio"]}), 5)
+        status, _ = await call("DELETE", server.url + headers["Location"], token)
+        assert status == 200
+        await until(lambda: server.sfu.room("talk").by_identity("player") is None, what="gone")
+        await player.close()
+        await speaker.close()
+
+
+async def test_refusals_have_their_http_status():
+    async with LocalServer() as server:
+        # a meeting in another room goes on throughout
+        other = Client(server.url, server.token("other", "bystander"))
+        await other.connect()
+        encoder = await whip_offer(PatternVideoTrack(1))
+        offer = encoder.localDescription.sdp
+        url = f"{server.url}/whip/show"
+        token = server.token("show", "obs")
+        assert (await post(url, None, offer))[0] == 401
+        assert (await post(url, "not.a.token", offer))[0] == 401
+        assert (await post(url, server.token("elsewhere", "obs"), offer))[0] == 403
+        assert (await post(url, server.token("show", "obs", can_publish=False), offer))[0] == 403
+        whep = f"{server.url}/whep/show"
+        assert (await post(whep, server.token("show", "p", can_subscribe=False), offer))[0] == 403
+        assert (await post(url, token, offer, "application/json"))[0] == 415
+        assert (await post(url, token, "hello"))[0] == 400
+        assert (await post(url, token, OFFER_MIN + "m=audio 9 x\r\n"))[0] == 400
+        assert (await post(url, token, offer + "a=x:" + "y" * 70_000 + "\r\n"))[0] == 413
+        # a player's offer to WHIP (it sends nothing), an encoder's to WHEP (it receives nothing)
+        player = RTCPeerConnection()
+        player.addTransceiver("video", direction="recvonly")
+        await player.setLocalDescription(await player.createOffer())
+        status, _, text = await post(url, token, player.localDescription.sdp)
+        assert status == 400 and "sends nothing" in text
+        status, _, text = await post(whep, token, offer)
+        assert status == 400 and "receives nothing" in text
+        room = server.sfu.room("show")
+        assert room is None or not room.participants  # nobody left behind by a refusal
+        # a session: only its owner ends it or trickles to it
+        status, headers, answer = await post(url, token, offer)
+        assert status == 201
+        await encoder.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        session = server.url + headers["Location"]
+        mallory = server.token("show", "mallory")
+        assert (await call("DELETE", session, mallory))[0] == 403
+        assert (await call("DELETE", session, None))[0] == 401
+        assert (await call("DELETE", session + "x", token))[0] == 404
+        assert (await call("DELETE", session.replace("/whip/", "/whep/"), token))[0] == 404
+        frag = "a=ice-ufrag:other\r\na=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n"
+        status, _ = await call("PATCH", session, mallory, frag, "application/trickle-ice-sdpfrag")
+        assert status == 403
+        status, text = await call("PATCH", session, token, frag, "application/trickle-ice-sdpfrag")
+        assert status == 422 and "ICE restart" in text  # another ufrag: a restart
+        status, _ = await call("PATCH", session, token, frag, "application/sdp")
+        assert status == 415
+        assert server.sfu.room("show").by_identity("obs") is not None  # still publishing
+        assert (await call("DELETE", session, token))[0] == 200
+        # the other room was never touched
+        assert [p.identity for p in server.sfu.room("other").participants.values()] == ["bystander"]
+        await encoder.close()
+        await player.close()
+        await other.close()
+
+
+async def test_an_encoder_closing_without_delete_leaves():
+    """An encoder that closes its connection without a DELETE (OBS stopped, a crash that
+    closes the socket) leaves the room: nothing else would ever say so. Its session URL
+    answers 404 afterwards."""
+    async with LocalServer() as server:
+        encoder = await whip_offer(PatternVideoTrack(2))
+        token = server.token("show", "obs")
+        status, headers, answer = await post(
+            f"{server.url}/whip/show", token, encoder.localDescription.sdp
+        )
+        assert status == 201
+        await encoder.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        room = server.sfu.room("show")
+        transport = room.by_identity("obs").publishing.transport
+        await until(lambda: transport.state == "connected", what="connected")
+        await encoder.close()  # gone without a DELETE
+        await until(lambda: room.by_identity("obs") is None, what="removed")
+        status, _ = await call("DELETE", server.url + headers["Location"], token)
+        assert status == 404
+        await asyncio.sleep(0)
+
+
+async def until_tone(track, expected: int, frames: int = 400) -> None:
+    """Read audio frames until 0.5 s of them carry tone ``expected`` (frames queued earlier,
+    of another tone or silence, are read first)."""
+    recent: list = []
+    for _ in range(frames):
+        recent.append(audio_samples(await asyncio.wait_for(track.recv(), 10)))
+        recent = recent[-25:]
+        if len(recent) == 25 and tone_index(np.concatenate(recent), rate=48000) == expected:
+            return
+    raise AssertionError(f"tone {expected} never came")
+
+
+async def test_a_whep_player_gets_tracks_published_after_it_came():
+    """A player that came first (an empty room, as before a broadcast starts) gets the
+    publisher's tracks when they come, in the sections it offered, without offering again;
+    the publisher replaced by another (an encoder restarted), the sections carry the new one."""
+    async with LocalServer() as server:
+        player = RTCPeerConnection()
+        player.addTransceiver("video", direction="recvonly")
+        player.addTransceiver("audio", direction="recvonly")
+        got: dict[str, object] = {}
+        player.on("track", lambda track: got.__setitem__(track.kind, track))
+        await player.setLocalDescription(await player.createOffer())
+        token = server.token("live", "screen")
+        status, headers, answer = await post(
+            f"{server.url}/whep/live", token, player.localDescription.sdp
+        )
+        assert status == 201, answer
+        assert answer.count("a=sendonly") == 2  # sending from the first answer, nothing yet
+        await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await until(lambda: len(got) == 2, what="the player's receivers")
+        video = type("R", (), {"track": got["video"]})
+        for colour in (1, 4):  # the first broadcaster, then its replacement
+            encoder = await whip_offer(PatternVideoTrack(colour), ToneAudioTrack(colour))
+            status, where, answer = await post(
+                f"{server.url}/whip/live",
+                server.token("live", f"encoder{colour}"),
+                encoder.localDescription.sdp,
+            )
+            assert status == 201
+            await encoder.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            # (what the receivers queued before is read first: the new one comes after)
+            await check_video(video, colour, frames=60)
+            await until_tone(got["audio"], colour)
+            status, _ = await call(
+                "DELETE", server.url + where["Location"], server.token("live", f"encoder{colour}")
+            )
+            assert status == 200
+            await encoder.close()
+        session = next(iter(server.app[INGEST].sessions.values()))
+        assert session.kind == "whep" and session.refills >= 2
+        await player.close()
