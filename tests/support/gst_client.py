@@ -7,11 +7,20 @@ standard library, gi and aiohttp, never the project:
 
     /usr/bin/python3 tests/support/gst_client.py 'ws://127.0.0.1:7880/rtc?access_token=...' \
         --publish --subscribe
+    /usr/bin/python3 tests/support/gst_client.py --whip http://127.0.0.1:7880/whip/room \
+        --token <JWT>
 
 It speaks docs/protocol.md with two webrtcbin elements, as the protocol's two-connection model
 asks: ``pub`` sends a VP8 test pattern (videotestsrc) and an Opus tone (audiotestsrc) and makes
 the offers; ``sub`` answers the server's subscriber offers and decodes every track it receives
 (depayloader, decoder, fakesink; the frames are counted after the decoder).
+
+With ``--whip URL --token JWT`` it is a WHIP encoder (RFC 9725) instead, as OBS would be: the
+same ``pub`` webrtcbin and test pattern, no WebSocket. It makes its offer, waits until ICE
+gathering is complete (no trickle: every candidate is in the offer), POSTs the offer to URL with
+``Authorization: Bearer JWT``, applies the 201's answer, and on exit sends DELETE to the
+session's ``Location``. Its status lines then carry ``whip``: the POST's status, the session's
+URL, the DELETE's status (or the error bodies).
 
 ICE stays on 127.0.0.1: each webrtcbin's ``ice-agent`` (GstWebRTCNice) is given that address
 with its ``add-local-ip-address`` action signal before gathering (libnice then gathers on the
@@ -40,6 +49,7 @@ import stat
 import sys
 import threading
 import time
+import urllib.parse
 
 import aiohttp
 import gi
@@ -149,6 +159,7 @@ class Client:
         self.sub_queue: asyncio.Queue = asyncio.Queue()
         self.sending: set[asyncio.Task] = set()
         self.lock = threading.Lock()
+        self.whip: dict = {}  # WHIP mode: url, post (status), location, delete (status)
 
         desc = ""
         if args.publish:
@@ -299,12 +310,15 @@ class Client:
             await self.send({"type": "trickle", "target": target, "candidate": item})
 
     # -- publisher ------------------------------------------------------------------------
-    async def publish(self) -> None:
+    async def wait_caps(self) -> None:
         deadline = time.monotonic() + 10  # webrtcbin needs the caps of its sink pads to offer
         while any(p.get_current_caps() is None for p in self.pub.sinkpads):
             if time.monotonic() > deadline:
                 raise RuntimeError("no caps on the publisher's sink pads after 10 s")
             await asyncio.sleep(0.05)
+
+    async def publish(self) -> None:
+        await self.wait_caps()
         reply = await self.promise(self.pub, "create-offer", None)
         offer = reply.get_value("offer")
         text = offer.sdp.as_text()
@@ -336,6 +350,66 @@ class Client:
         ok, sdp = GstSdp.SDPMessage.new_from_text(answer["sdp"])
         desc = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
         await self.promise(self.pub, "set-remote-description", desc)
+
+    # -- WHIP ---------------------------------------------------------------------------------
+    async def whip_publish(self, http: aiohttp.ClientSession) -> None:
+        """Offer with every candidate in it, POST it, apply the answer (RFC 9725, no trickle)."""
+        await self.wait_caps()
+        reply = await self.promise(self.pub, "create-offer", None)
+        offer = reply.get_value("offer")
+        for section in offer.sdp.as_text().split("\r\nm=")[1:]:
+            mid = re.search(r"^a=mid:(\S+)", section, re.M).group(1)
+            self.mids["publisher"].append(mid)
+            self.published[mid] = {"kind": section.split(" ", 1)[0]}  # the server names tracks
+        await self.promise(self.pub, "set-local-description", offer)
+        complete = GstWebRTC.WebRTCICEGatheringState.COMPLETE
+        deadline = time.monotonic() + 10
+        while self.pub.get_property("ice-gathering-state") != complete:
+            if time.monotonic() > deadline:
+                raise RuntimeError("ICE gathering not complete after 10 s")
+            await asyncio.sleep(0.05)
+        text = self.pub.get_property("local-description").sdp.as_text()
+        text = self.with_candidates(text)
+        self.offer_sdp = text
+        self.whip["url"] = self.args.whip
+        headers = {
+            "Authorization": f"Bearer {self.args.token}",
+            "Content-Type": "application/sdp",
+        }
+        async with http.post(self.args.whip, data=text, headers=headers) as r:
+            body = await r.text()
+            self.whip["post"] = r.status
+            if r.status != 201:
+                self.whip["error"] = body[:500]
+                raise RuntimeError(f"WHIP POST: {r.status} {body[:300]}")
+            location = r.headers.get("Location")
+        if not location:
+            raise RuntimeError("WHIP POST: 201 without a Location")
+        self.whip["location"] = urllib.parse.urljoin(self.args.whip, location)
+        self.answer_sdp = body
+        ok, sdp = GstSdp.SDPMessage.new_from_text(body)
+        desc = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
+        await self.promise(self.pub, "set-remote-description", desc)
+
+    def with_candidates(self, text: str) -> str:
+        """The local description with the gathered candidates in their m-sections, if webrtcbin
+        did not write them there itself (it does since 1.18; this keeps older ones working)."""
+        if "\r\na=candidate:" in text:
+            return text
+        head, *sections = text.split("\r\nm=")
+        for item in self.candidates["publisher"] or []:
+            if item is not None and item["sdpMLineIndex"] < len(sections):
+                i = item["sdpMLineIndex"]
+                sections[i] = sections[i].rstrip("\r\n") + f"\r\na={item['candidate']}\r\n"
+        return "\r\nm=".join([head, *sections])
+
+    async def whip_delete(self, http: aiohttp.ClientSession) -> None:
+        """End the WHIP session: DELETE its URL (the participant leaves the room)."""
+        headers = {"Authorization": f"Bearer {self.args.token}"}
+        async with http.delete(self.whip["location"], headers=headers) as r:
+            self.whip["delete"] = r.status
+            if r.status != 200:
+                self.error(f"WHIP DELETE: {r.status} {(await r.text())[:200]}")
 
     # -- subscriber -----------------------------------------------------------------------
     async def subscriber_offers(self) -> None:
@@ -436,6 +510,8 @@ class Client:
         out["received"] = tracks
         out["remote_tracks"] = list(self.remote.values())
         out["subscriber_offers_answered"] = self.offers_answered
+        if self.args.whip:
+            out["whip"] = dict(self.whip)
         out["errors"] = self.errors[-5:]
         return out
 
@@ -450,6 +526,13 @@ class Client:
         tasks = [asyncio.ensure_future(c) for c in (self.poll_bus(), self.report())]
         async with aiohttp.ClientSession() as http:
             try:
+                if self.args.whip:
+                    await self.whip_publish(http)
+                    if self.args.dump_sdp:
+                        sys.stderr.write(f"--- WHIP offer\n{self.offer_sdp}\n")
+                        sys.stderr.write(f"--- WHIP answer\n{self.answer_sdp}\n")
+                    await self.stop.wait()
+                    return
                 self.ws = await http.ws_connect(self.args.url, heartbeat=None)
                 tasks.append(asyncio.ensure_future(self.read_socket()))
                 tasks.append(asyncio.ensure_future(self.pings()))
@@ -469,6 +552,11 @@ class Client:
                 if self.args.dump_sdp and hasattr(self, "last_sub_offer"):
                     sys.stderr.write(f"--- subscriber offer\n{self.last_sub_offer}\n")
                     sys.stderr.write(f"--- subscriber answer\n{self.last_sub_answer}\n")
+                if self.whip.get("location"):
+                    try:
+                        await asyncio.wait_for(self.whip_delete(http), 5)
+                    except Exception as exc:  # noqa: BLE001
+                        self.error(f"WHIP DELETE: {type(exc).__name__}: {exc}")
                 if self.ws is not None and not self.ws.closed:
                     try:
                         await asyncio.wait_for(self.send({"type": "leave"}), 2)
@@ -503,9 +591,11 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url", help="ws://host:port/rtc?access_token=<JWT>")
+    parser.add_argument("url", nargs="?", help="ws://host:port/rtc?access_token=<JWT>")
     parser.add_argument("--publish", action="store_true", help="send VP8 video and Opus audio")
     parser.add_argument("--subscribe", action="store_true", help="receive and decode others")
+    parser.add_argument("--whip", metavar="URL", help="publish over WHIP to this endpoint instead")
+    parser.add_argument("--token", help="the WHIP access token (Authorization: Bearer)")
     parser.add_argument("--name", default="GStreamer")
     parser.add_argument("--ice-address", default="127.0.0.1", help="the only ICE host address")
     parser.add_argument("--width", type=int, default=320)
@@ -514,7 +604,13 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
     parser.add_argument("--dump-sdp", action="store_true", help="write the SDPs to stderr")
     arguments = parser.parse_args()
-    if not (arguments.publish or arguments.subscribe):
+    if arguments.whip:
+        if arguments.url or arguments.subscribe or not arguments.token:
+            parser.error("--whip takes --token, and neither a WebSocket URL nor --subscribe")
+        arguments.publish = True
+    elif not arguments.url:
+        parser.error("give the WebSocket URL, or --whip URL --token JWT")
+    elif not (arguments.publish or arguments.subscribe):
         parser.error("give --publish, --subscribe or both")
     Gst.init(None)
     sys.exit(asyncio.run(main(arguments)))
