@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import traceback
 import weakref
@@ -14,7 +15,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from visio_sfu import SFU
-from visio_sfu.transport import set_ice_addresses
+from visio_sfu.transport import set_ice_addresses, set_udp_mux
+from visio_sfu.udpmux import UdpMux
 
 from . import livekit
 from .api import AdminAPI
@@ -259,7 +261,43 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
     if static.exists():
         app.router.add_static("/static/", static, append_version=False)
     app.on_shutdown.append(_on_shutdown)
+    if config.udp_port:
+        app.on_startup.append(_start_udp_mux)
+        app.on_cleanup.append(_stop_udp_mux)
     return app
+
+
+UDP_MUX = web.AppKey("udp_mux", UdpMux)
+
+
+def udp_port_of(config: Config) -> int:
+    """The UDP port this process's media uses (config.udp_port; worker i: the (i+1)th after)."""
+    worker = os.environ.get("VISIO_WORKER")
+    return config.udp_port + (1 + int(worker) if worker and worker.isdigit() else 0)
+
+
+async def _start_udp_mux(app: web.Application) -> None:
+    """Every peer's media on one UDP port (visio_sfu/udpmux.py), bound before anyone joins."""
+    config = app[CONFIG]
+    port = udp_port_of(config)
+    # one ICE address configured: listen there only (a test's 127.0.0.1); else everywhere
+    host = config.ice_addresses[0] if len(config.ice_addresses) == 1 else "0.0.0.0"
+    try:
+        mux = await UdpMux(port, host=host, advertise=config.public_ips or None).start()
+    except OSError as exc:  # the command prints it and exits 2
+        raise ConfigError(
+            f"cannot listen on UDP port {port} ({host}): {exc.strerror}; choose another "
+            "with --udp-port (VISIO_UDP_PORT)"
+        ) from None
+    app[UDP_MUX] = mux
+    set_udp_mux(mux)
+
+
+async def _stop_udp_mux(app: web.Application) -> None:
+    mux = app.get(UDP_MUX)
+    if mux is not None:
+        set_udp_mux(None)
+        mux.close()
 
 
 async def _on_shutdown(app: web.Application) -> None:

@@ -86,6 +86,20 @@ def _parser() -> argparse.ArgumentParser:
         "default: every non-loopback interface)",
     )
     serve.add_argument(
+        "--udp-port",
+        type=int,
+        metavar="PORT",
+        help="one UDP port for every peer's media (workers: the ports after it); "
+        "0: ephemeral ports for each peer (default 0)",
+    )
+    serve.add_argument(
+        "--public-ip",
+        action="append",
+        metavar="IP",
+        help="the address announced in ICE candidates behind a 1:1 NAT (repeatable; "
+        "needs --udp-port)",
+    )
+    serve.add_argument(
         "--max-participants", type=int, metavar="N", help="participants per room, 0 = unlimited"
     )
     serve.add_argument(
@@ -244,6 +258,8 @@ def serve_config(args: argparse.Namespace) -> Config:
             "empty_timeout": args.empty_timeout,
             "max_participants": args.max_participants,
             "ice_addresses": args.ice_address,
+            "udp_port": args.udp_port,
+            "public_ips": args.public_ip,
             "public_url": args.public_url,
             "recordings_dir": args.recordings_dir,
             "transcription": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -53,6 +54,12 @@ class Config:
     #: when allowed_origins is empty (DNS rebinding: the Host header is the attacker's)
     public_url: str | None = None
     ice_addresses: list[str] = field(default_factory=list)
+    #: one UDP port for every peer's media (visio_sfu/udpmux.py); workers take the ports after
+    #: it (udp_port + 1 + worker index); 0: each connection on ephemeral ports of its own
+    udp_port: int = 0
+    #: the addresses written in the candidates instead of the host's (behind a 1:1 NAT: the
+    #: public address); with udp_port only
+    public_ips: list[str] = field(default_factory=list)
     #: ICE servers handed to clients (signaling/turn.py): STUN URLs, and TURN URLs with
     #: credentials made from the secret shared with the TURN server (coturn's
     #: static-auth-secret), valid turn_ttl seconds
@@ -100,6 +107,8 @@ ENV = {
     "VISIO_LOG_LEVEL": "log_level",
     "VISIO_PUBLIC_URL": "public_url",
     "VISIO_ICE_ADDRESSES": "ice_addresses",
+    "VISIO_UDP_PORT": "udp_port",
+    "VISIO_PUBLIC_IPS": "public_ips",
     "VISIO_STUN_URLS": "stun_urls",
     "VISIO_TURN_URLS": "turn_urls",
     "VISIO_TURN_SECRET": "turn_secret",
@@ -257,6 +266,16 @@ def load_config(
             why = check_url(url, kind)
             if why is not None:
                 raise ConfigError(f"{kind}_urls: {why}")
+    if config.udp_port > 65535:
+        raise ConfigError("udp_port: a port number (1-65535), or 0 for ports of each peer's own")
+    for address in config.public_ips:
+        try:
+            if ipaddress.ip_address(address).version != 4:
+                raise ValueError(address)
+        except ValueError:
+            raise ConfigError(f"public_ips: {address!r} is not an IPv4 address") from None
+    if config.public_ips and not config.udp_port:
+        raise ConfigError("public_ips needs udp_port (the port they are announced with)")
     if config.turn_urls and not config.turn_secret:
         raise ConfigError("turn_urls needs turn_secret (coturn's static-auth-secret)")
     if config.turn_secret and not config.turn_urls:

@@ -1,6 +1,7 @@
 """PeerTransport: an aiortc RTCPeerConnection whose media pipeline is bypassed.
 
-The only module that touches aiortc, aioice and pylibsrtp (a test checks it). aiortc gives us
+The only module that touches aiortc, aioice and pylibsrtp, with udpmux.py (one UDP port for
+every connection, which it hooks into aioice's gathering: ``set_udp_mux``). aiortc gives us
 SDP, ICE, DTLS and SRTP; we take over at the DTLS transport, where decrypted RTP/RTCP arrive and
 raw RTP/RTCP leave, so that no aiortc decoder, encoder, jitter buffer or per-packet
 ``RtpPacket`` is ever involved. Everything else in the SFU sees our own values (``Codec``,
@@ -51,8 +52,10 @@ from aiortc.sdp import candidate_from_sdp
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+from . import udpmux
 from .errors import TransportError
 from .media import Codec, NegotiatedMedia
+from .udpmux import UdpMux
 
 logger = logging.getLogger(__name__)
 
@@ -284,6 +287,22 @@ def set_ice_addresses(addresses: list[str] | None) -> None:
 
 _default_host_addresses = aioice.ice.get_host_addresses
 
+_udp_mux: UdpMux | None = None
+
+
+def set_udp_mux(mux: UdpMux | None) -> None:
+    """Gather every PeerTransport made from now on on this one UDP port (a started UdpMux),
+    instead of sockets of its own on ephemeral ports (None: those again). Process-wide."""
+    global _udp_mux
+    if mux is not None:
+        udpmux.install()
+    _udp_mux = mux
+
+
+def udp_mux() -> UdpMux | None:
+    """The mux set by set_udp_mux, if any."""
+    return _udp_mux
+
 
 #: SRTP/SRTCP datagrams of a connected PeerTransport skip aioice's receive queue and aiortc's
 #: DTLS receive task: they are unprotected and dispatched in the datagram callback itself.
@@ -469,6 +488,7 @@ class PeerTransport:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.on_state = on_state
+        self._mux = _udp_mux  # the one UDP port its ICE gathers on (None: ports of its own)
         self._dtls: Any = None  # the RTCDtlsTransport we hooked (private API: untyped)
         self._sized: set[int] = set()  # ICE protocols whose socket buffer was sized
         #: receive buffer asked for this transport's ICE sockets (0: the kernel's default)
@@ -512,6 +532,7 @@ class PeerTransport:
             if prefer:
                 _prefer_codecs(self.pc, prefer)
             self._hook_all()
+            self._gather_on_mux()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
@@ -547,6 +568,7 @@ class PeerTransport:
         """Create and apply our answer to the remote offer applied by ``receive_offer``."""
         token = _negotiating.set(True)
         try:
+            self._gather_on_mux()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc's InternalError, InvalidStateError...
@@ -568,6 +590,7 @@ class PeerTransport:
         """Create and apply a local offer (the subscriber connection)."""
         token = _negotiating.set(True)
         try:
+            self._gather_on_mux()
             offer = await self.pc.createOffer()
             await self.pc.setLocalDescription(offer)
         finally:
@@ -625,6 +648,18 @@ class PeerTransport:
     def negotiated(self) -> list[NegotiatedMedia]:
         """The m-sections as negotiated so far (codecs, extension ids, our SSRC)."""
         return [_describe(t) for t in self.pc.getTransceivers() if t.mid is not None]
+
+    # -- hooks -------------------------------------------------------------------------
+    def _gather_on_mux(self) -> None:
+        """Before a local description: the ICE connections that have not gathered yet
+        gather on the process's UdpMux, if there is one (set_udp_mux)."""
+        mux = self._mux
+        if mux is None:
+            return
+        for ice in self.pc._RTCPeerConnection__iceTransports:  # type: ignore[attr-defined]
+            connection = ice.iceGatherer._connection
+            if not connection._local_candidates_start:
+                connection._visio_mux = mux
 
     # -- hooks -------------------------------------------------------------------------
     def _hook_all(self) -> None:

@@ -1,0 +1,81 @@
+"""One UDP port for every peer (issue 20: ``--udp-port``, visio_sfu/udpmux.py) with Chromium:
+two pages of the web client see and hear each other, every connection of both through the
+server's one port; one page reloads (new connections from new sockets) and they meet again
+on that port."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.browser.conftest import artefact, open_page
+from tests.support.browser import REMOTE_MEDIA, poll
+from tests.support.server import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+PORTS = """async () => {
+  const s = window.visio.session;
+  const out = [];
+  for (const pc of [s.publisher, s.subscriber]) {
+    if (!pc) continue;
+    const stats = await pc.getStats();
+    stats.forEach(x => {
+      if (x.type === 'candidate-pair' && x.nominated && x.state === 'succeeded') {
+        const remote = stats.get(x.remoteCandidateId);
+        out.push(remote ? remote.port : -1);
+      }
+    });
+  }
+  return out;
+}"""
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def one_port_server():
+    port = free_udp_port()
+    s = ServerProcess(extra=["--udp-port", str(port)])
+    s.udp_port = port
+    yield s
+    s.stop()
+
+
+def meeting(page) -> None:
+    poll(
+        page,
+        REMOTE_MEDIA,
+        lambda r: (
+            len([v for v in r["videos"] if v["w"] > 0 and v["ready"] >= 2]) == 1
+            and r["audios"] == 1
+            and r["framesDecoded"] > 10
+        ),
+        timeout=45,
+        what="the other's video and audio",
+    )
+
+
+def test_two_pages_meet_through_one_udp_port(one_port_server, browser):
+    url = f"{one_port_server.url}/r/one-port?autojoin=1&lang=en&name="
+    pages = [open_page(browser, url + n, n) for n in ("Ann", "Ben")]
+    try:
+        for page in pages:
+            meeting(page)
+        for page in pages:
+            ports = page.evaluate(PORTS)
+            assert ports and set(ports) == {one_port_server.udp_port}, ports
+        artefact(pages[0], "one-udp-port")
+        pages[1].reload()  # Ben's connections made again, from new sockets
+        for page in pages:
+            meeting(page)
+        ports = pages[1].evaluate(PORTS)
+        assert ports and set(ports) == {one_port_server.udp_port}, ports
+    finally:
+        for page in pages:
+            page.context.close()

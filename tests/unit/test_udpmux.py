@@ -1,0 +1,137 @@
+"""UdpMux without peers: datagrams from real sockets on 127.0.0.1 reach the connection their
+STUN USERNAME or their address names; an unknown address is dropped and counted; an address
+held by one connection moves to another only with a request that verifies with the other's
+password; a closed connection's addresses are free again."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aioice import stun
+
+from visio_sfu.udpmux import UdpMux, stun_username
+
+
+class FakeConnection:
+    """What UdpMux and aioice's StunProtocol need of an aioice Connection: names, and where a
+    request or data goes."""
+
+    def __init__(self, ufrag: str, password: str) -> None:
+        self.local_username = ufrag
+        self.local_password = password
+        self._protocols: list = []
+        self.requests: list[tuple] = []
+        self.data: list[bytes] = []
+
+    def request_received(self, message, addr, protocol) -> None:
+        self.requests.append((message.attributes.get("USERNAME"), addr))
+
+    def data_received(self, data: bytes, component: int) -> None:
+        self.data.append(data)
+
+    def protocol_lost(self, protocol) -> None:
+        pass
+
+
+def binding(username: str, password: str | None) -> bytes:
+    """A STUN binding request with USERNAME, and MESSAGE-INTEGRITY if ``password``."""
+    message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    message.attributes["USERNAME"] = username
+    if password is not None:
+        message.add_message_integrity(password.encode())
+    return bytes(message)
+
+
+async def settle() -> None:
+    await asyncio.sleep(0.05)
+
+
+async def test_datagrams_reach_the_connection_named_or_holding_the_address():
+    mux = await UdpMux(0, host="127.0.0.1").start()
+    a, b = FakeConnection("ua", "pa" * 11), FakeConnection("ub", "pb" * 11)
+    [ca] = mux.candidates(a, 1, ["127.0.0.1", "::1"])
+    [cb] = mux.candidates(b, 1, ["127.0.0.1"])
+    assert (ca.host, ca.port) == ("127.0.0.1", mux.port) and cb.port == mux.port
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    here = peer.getsockname()
+    target = ("127.0.0.1", mux.port)
+    try:
+        peer.sendto(b"\x17junk before any STUN", target)  # nobody holds this address yet
+        await settle()
+        assert mux.unknown == 1 and not a.data and not b.data
+        peer.sendto(binding("ua:them", "pa" * 11), target)
+        await settle()
+        assert a.requests == [("ua:them", here)]
+        peer.sendto(b"\x17dtls", target)  # now the address is a's
+        await settle()
+        assert a.data == [b"\x17dtls"] and not b.data
+        # b's ufrag without integrity from a's address: delivered nowhere, a keeps it
+        peer.sendto(binding("ub:them", None), target)
+        peer.sendto(binding("ub:them", "wrong password"), target)
+        await settle()
+        assert mux.refused == 2 and not b.requests
+        peer.sendto(b"\x17more", target)
+        await settle()
+        assert a.data[-1] == b"\x17more"
+        # with b's password: the address moves (an ICE restart from the same socket)
+        peer.sendto(binding("ub:them", "pb" * 11), target)
+        peer.sendto(b"\x17for b", target)
+        await settle()
+        assert b.requests == [("ub:them", here)] and b.data == [b"\x17for b"] and mux.moved == 1
+        # what a connection sends goes out of the mux's port, and claims the address
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other.bind(("127.0.0.1", 0))
+        other.settimeout(2)
+        a._protocols[0].transport.sendto(b"\x17hello", other.getsockname())
+        data, source = other.recvfrom(100)
+        assert data == b"\x17hello" and source == target
+        other.sendto(b"\x17answer", target)
+        await settle()
+        assert a.data[-1] == b"\x17answer"
+        other.close()
+        # closed: its addresses and its ufrag are free
+        b._protocols[0].transport.close()
+        await settle()
+        peer.sendto(b"\x17after", target)
+        peer.sendto(binding("ub:them", "pb" * 11), target)
+        await settle()
+        assert b.data == [b"\x17for b"] and mux.connections == 1
+    finally:
+        peer.close()
+        mux.close()
+
+
+def test_stun_username_reads_only_what_is_there():
+    assert stun_username(binding("x:y", "p" * 22)) == b"x:y"
+    assert stun_username(binding("x:y", None)[:22]) is None  # cut short
+    assert stun_username(b"\x17" + bytes(40)) is None  # not STUN
+    assert stun_username(b"\x00\x01\xff\xff" + bytes(16)) is None  # length past the end
+
+
+async def test_a_public_address_is_announced_instead_of_the_hosts():
+    """Behind a 1:1 NAT (``--public-ip``): the candidates carry the public address and the
+    mux's port; the settings are checked at start."""
+    import pytest
+
+    from signaling.config import ConfigError, load_config
+
+    mux = await UdpMux(0, host="127.0.0.1", advertise=["203.0.113.7"]).start()
+    try:
+        [candidate] = mux.candidates(FakeConnection("u", "p" * 22), 1, ["127.0.0.1"])
+        assert (candidate.host, candidate.port, candidate.type) == (
+            "203.0.113.7",
+            mux.port,
+            "host",
+        )
+    finally:
+        mux.close()
+    config = load_config(env={"VISIO_UDP_PORT": "7882", "VISIO_PUBLIC_IPS": "203.0.113.7"})
+    assert config.udp_port == 7882 and config.public_ips == ["203.0.113.7"]
+    with pytest.raises(ConfigError, match="needs udp_port"):
+        load_config(env={"VISIO_PUBLIC_IPS": "203.0.113.7"})
+    with pytest.raises(ConfigError, match="not an IPv4 address"):
+        load_config(env={"VISIO_UDP_PORT": "7882", "VISIO_PUBLIC_IPS": "visio.example.org"})
+    with pytest.raises(ConfigError, match="udp_port"):
+        load_config(env={"VISIO_UDP_PORT": "70000"})

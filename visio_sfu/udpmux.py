@@ -1,0 +1,252 @@
+"""UdpMux: one UDP port for every peer connection of the process.
+
+Without it each PeerTransport gathers its ICE candidates on sockets of its own, on ephemeral
+ports: a firewall must open the whole range. With a mux (``transport.set_udp_mux``), every
+PeerTransport's host candidate is the mux's one port (on each address it advertises: the
+host's, or a public address behind a 1:1 NAT), and the datagrams that arrive are handed to the
+right connection:
+
+- a STUN request carries ``USERNAME: <our ufrag>:<theirs>``: the connection of that ufrag,
+  and the sender's address is that connection's from then on (an address already held by a
+  live connection moves only on a request whose MESSAGE-INTEGRITY verifies with the new
+  connection's password: a forged request cannot take someone's media away);
+- anything else (STUN responses, DTLS, SRTP) goes to the connection that holds the sender's
+  address; the address of every datagram a connection sends is its too (its checks' answers).
+
+aioice runs each connection's ICE as before (full ICE, checks both ways) on a StunProtocol whose
+transport is the mux's socket; only gathering changes (``candidates``). Datagrams from an
+address nobody holds are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from aioice import stun
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.ice import StunProtocol
+
+logger = logging.getLogger(__name__)
+
+#: addresses one connection may hold at once (its candidates, a TURN relay, a NAT rebinding)
+MAX_ADDRESSES = 16
+#: the mux socket's buffers: every peer's media goes through it
+BUFFER = 8 * 1024 * 1024
+
+
+def stun_username(data: bytes) -> bytes | None:
+    """The USERNAME attribute of a STUN message, without parsing the rest (None: none)."""
+    if len(data) < 20 or data[0] > 1:
+        return None
+    end = min(len(data), 20 + int.from_bytes(data[2:4], "big"))
+    pos = 20
+    while pos + 4 <= end:
+        kind = int.from_bytes(data[pos : pos + 2], "big")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if kind == 0x0006:
+            return data[pos + 4 : pos + 4 + length]
+        pos += 4 + length + (-length % 4)
+    return None
+
+
+class _MuxTransport(asyncio.DatagramTransport):
+    """What one connection's StunProtocol sends through: the mux's socket."""
+
+    def __init__(self, mux: UdpMux, protocol: StunProtocol) -> None:
+        super().__init__()
+        self._mux = mux
+        self._protocol = protocol
+        self._closing = False
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        mux = self._mux
+        if mux._owner.get(addr) is not self._protocol:
+            mux._claim(addr, self._protocol)
+        mux._send(data, addr)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self._mux.sockname
+        return default  # no "socket": a connection must not resize the shared one
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._mux._forget(self._protocol)
+            asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+class UdpMux(asyncio.DatagramProtocol):
+    """One UDP socket shared by every PeerTransport (see the module's doc)."""
+
+    def __init__(self, port: int, host: str = "0.0.0.0", advertise: list[str] | None = None):
+        """``port``: the port to listen on (0: any free one); ``advertise``: the addresses
+        written in the candidates (a public address behind NAT); None: the host addresses
+        aioice finds (``transport.set_ice_addresses`` chooses them)."""
+        self.port = port
+        self.host = host
+        self.advertise = list(advertise) if advertise else None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sockname: tuple[str, int] = (host, port)
+        self._by_ufrag: dict[bytes, StunProtocol] = {}
+        self._owner: dict[Any, StunProtocol] = {}  # remote address -> its connection
+        self._held: dict[int, list[Any]] = {}  # id(protocol) -> the addresses it holds
+        self.unknown = 0  # datagrams from an address no connection holds
+        self.moved = 0  # addresses that changed connection (an ICE restart, a NAT)
+        self.refused = 0  # requests that would have moved an address without integrity
+        self.send_errors = 0
+
+    async def start(self) -> UdpMux:
+        """Bind the socket; OSError if the port is taken."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self.host, self.port)
+        )
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, BUFFER)
+                except OSError:
+                    pass
+        self.sockname = transport.get_extra_info("sockname")[:2]
+        self.port = self.sockname[1]
+        logger.info("media on UDP port %d for every peer", self.port)
+        return self
+
+    def close(self) -> None:
+        """Close the socket (the connections still using it stop receiving)."""
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    @property
+    def connections(self) -> int:
+        """Connections that gathered on this mux and are still open."""
+        return len(self._by_ufrag)
+
+    # -- gathering ---------------------------------------------------------------------------
+    def candidates(self, connection: Any, component: int, addresses: list[str]) -> list[Candidate]:
+        """Host candidates of an aioice Connection on this mux (instead of sockets of its
+        own): one StunProtocol for it, on the shared socket, and a candidate per address."""
+        protocol = StunProtocol(connection)
+        protocol.connection_made(_MuxTransport(self, protocol))
+        self._by_ufrag[connection.local_username.encode()] = protocol
+        self._held[id(protocol)] = []
+        hosts = self.advertise or [a for a in addresses if ":" not in a] or ["127.0.0.1"]
+        out = [
+            Candidate(
+                foundation=candidate_foundation("host", "udp", host),
+                component=component,
+                transport="udp",
+                priority=candidate_priority(component, "host"),
+                host=host,
+                port=self.port,
+                type="host",
+            )
+            for host in hosts
+        ]
+        protocol.local_candidate = out[0]  # what aioice pairs with; every one reaches it
+        connection._protocols.append(protocol)
+        return out
+
+    # -- addresses ---------------------------------------------------------------------------
+    def _claim(self, addr: Any, protocol: StunProtocol) -> None:
+        held = self._held.get(id(protocol))
+        if held is None:
+            return  # closed
+        previous = self._owner.get(addr)
+        if previous is not None and previous is not protocol:
+            self.moved += 1
+            old = self._held.get(id(previous))
+            if old is not None and addr in old:
+                old.remove(addr)
+        if addr not in held:
+            held.append(addr)
+            if len(held) > MAX_ADDRESSES:
+                self._owner.pop(held.pop(0), None)
+        self._owner[addr] = protocol
+
+    def _forget(self, protocol: StunProtocol) -> None:
+        for addr in self._held.pop(id(protocol), []):
+            if self._owner.get(addr) is protocol:
+                del self._owner[addr]
+        for ufrag, p in list(self._by_ufrag.items()):
+            if p is protocol:
+                del self._by_ufrag[ufrag]
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        transport = self.transport
+        if transport is None:
+            self.send_errors += 1
+            return
+        transport.sendto(data, addr)
+
+    # -- receiving -----------------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        addr = addr[:2]
+        protocol = self._owner.get(addr)
+        if data and data[0] < 2:  # STUN: a request names its connection
+            protocol = self._stun(data, addr, protocol)
+        if protocol is None:
+            self.unknown += 1
+            return
+        protocol.datagram_received(data, addr)
+
+    def _stun(self, data: bytes, addr: Any, owner: StunProtocol | None) -> StunProtocol | None:
+        username = stun_username(data)
+        if username is None:
+            return owner  # a response, or an indication: the address's connection
+        ours = self._by_ufrag.get(username.split(b":", 1)[0])
+        if ours is None or ours is owner:
+            return owner if ours is None else ours
+        if owner is not None:
+            # the address is someone's: it moves only with a request that proves it knows
+            # the new connection's password
+            key = ours.receiver.local_password.encode()
+            try:
+                verified = stun.parse_message(data).check_message_integrity(key)
+            except (ValueError, KeyError):
+                verified = False
+            if not verified:
+                self.refused += 1
+                return None
+        self._claim(addr, ours)
+        return ours
+
+    def error_received(self, exc: Exception) -> None:
+        self.send_errors += 1
+
+
+_original_candidates = None
+
+
+def install() -> None:
+    """Let aioice connections marked with a mux (``connection._visio_mux``) gather on it;
+    others gather as before (process-wide, idempotent)."""
+    global _original_candidates
+    import aioice.ice
+
+    if _original_candidates is not None:
+        return
+    _original_candidates = aioice.ice.Connection.get_component_candidates
+
+    async def get_component_candidates(
+        self: Any, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[Candidate]:
+        mux = getattr(self, "_visio_mux", None)
+        if mux is None or mux.transport is None:
+            return await _original_candidates(self, component, addresses, timeout)
+        return mux.candidates(self, component, addresses)
+
+    aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
