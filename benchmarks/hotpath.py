@@ -1,6 +1,6 @@
 """Micro-benchmark of the per-packet forwarding path, whole and in parts.
 
-    python -m benchmarks.hotpath [--subscribers 20] [--packets 3000]
+    python -m benchmarks.hotpath [--subscribers 20] [--packets 3000] [--one-port]
 
 Real PeerTransports connected over DTLS-SRTP on 127.0.0.1: a publisher, the server's publish
 connection, and ``--subscribers`` server-side subscribe connections each with a client. A
@@ -9,7 +9,9 @@ protocol object (what the event loop calls for each datagram) and forwarded thro
 Publisher -> DownTrack -> PeerTransport path to every subscriber's socket. Prints microseconds
 of CPU per forwarded packet, and the cost of each part alone: unprotect, fan-out bookkeeping
 and rewrite (DownTrack.write with no I/O), SRTP protect, UDP send. Compare figures within one
-run: the machine is shared.
+run: the machine is shared. ``--one-port``: the server's connections share one UDP socket
+(visio_sfu/udpmux.py, the server's default), the clients' have their own; the datagrams are
+fed to the shared socket's protocol, which finds the connection.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from visio_sfu.rtp.extensions import SDES_MID as MID
 from visio_sfu.rtp.header import build_rtp
 from visio_sfu.transport import set_ice_addresses
 from visio_sfu.twcc_responder import TwccResponder
+from visio_sfu.udpmux import UdpMux
 
 PAYLOAD = bytes([0x90, 0x80, 0x00, 0x01]) + bytes(1200 - 12 - 4)  # VP8, picture id, inter
 
@@ -54,11 +57,15 @@ def packets(n: int, start: int = 0, ssrc: int = 1234) -> list[bytes]:
     return out
 
 
-async def measure(subscribers: int, count: int) -> dict[str, float]:
+async def measure(subscribers: int, count: int, one_port: bool = False) -> dict[str, float]:
     """Run the benchmark; returns microseconds per operation by name."""
     set_ice_addresses(["127.0.0.1"])
-    publisher, server_in = await connected_pair()
-    pairs = [await connected_pair() for _ in range(subscribers)]
+    mux = None
+    if one_port:
+        mux = await UdpMux(0, host="127.0.0.1").start()
+        transport.set_udp_mux(mux)
+    publisher, server_in = await connected_pair(on_mux=(False, one_port))
+    pairs = [await connected_pair(on_mux=(one_port, False)) for _ in range(subscribers)]
     try:
         track = Publisher(
             "TR_bench",
@@ -174,6 +181,9 @@ async def measure(subscribers: int, count: int) -> dict[str, float]:
         for a, b in [(publisher, server_in), *pairs]:
             await a.close()
             await b.close()
+        if mux is not None:
+            transport.set_udp_mux(None)
+            mux.close()
 
 
 def main() -> None:
@@ -183,6 +193,9 @@ def main() -> None:
     parser.add_argument(
         "--aiortc-receive", action="store_true", help="receive through aiortc's queue and task"
     )
+    parser.add_argument(
+        "--one-port", action="store_true", help="the server's connections on one UDP socket"
+    )
     args = parser.parse_args()
     transport.FAST_RECEIVE = not args.aiortc_receive
     try:
@@ -191,8 +204,12 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    figures = asyncio.run(measure(args.subscribers, args.packets))
-    print(f"per-packet path, {args.subscribers} subscribers, {args.packets} packets of 1200 B")
+    figures = asyncio.run(measure(args.subscribers, args.packets, args.one_port))
+    where = "one UDP port for the server" if args.one_port else "a UDP port per connection"
+    print(
+        f"per-packet path, {args.subscribers} subscribers, {args.packets} packets of 1200 B, "
+        f"{where}"
+    )
     for name, value in figures.items():
         unit = "" if name == "forwarded packets" else " µs"
         print(f"  {name:36s} {value:8.2f}{unit}")

@@ -18,6 +18,8 @@ from .publisher import Publisher, Sink
 from .room import Room
 from .sfu import SFU
 from .stats import DropReason
+from .transport import set_udp_mux
+from .udpmux import UdpMux
 
 __all__ = [
     "SFU",
@@ -33,6 +35,8 @@ __all__ = [
     "RoomLocked",
     "Sink",
     "TransportError",
+    "UdpMux",
     "events",
+    "set_udp_mux",
 ]
 __version__ = "0.1.0"

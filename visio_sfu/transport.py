@@ -246,6 +246,27 @@ class SrtpProtector:
         return self._buffer[0 : self._len[0]]
 
 
+def _without_mdns(sdp: str) -> str:
+    """A remote description as aiortc should see it: no candidate with an mDNS name (Firefox's
+    and Chromium's host candidates, ``<uuid>.local``: aioice spends a second failing to resolve
+    each, the address is learnt from peer-reflexive checks instead, as for trickled ones) and
+    no ``a=end-of-candidates`` (with no candidate left, aioice then gives up on the component
+    and our answer carried no candidate at all: Firefox's WHIP and WHEP offers)."""
+    if ".local" not in sdp and "a=end-of-candidates" not in sdp:
+        return sdp
+    lines = sdp.split("\r\n") if "\r\n" in sdp else sdp.split("\n")
+    kept = []
+    for line in lines:
+        if line.startswith("a=end-of-candidates"):
+            continue
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            if len(fields) > 4 and fields[4].lower().endswith(".local"):
+                continue
+        kept.append(line)
+    return ("\r\n" if "\r\n" in sdp else "\n").join(kept)
+
+
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -526,7 +547,9 @@ class PeerTransport:
         mid -> the MIME type to put first in that m-section's answer (what the sender uses)."""
         token = _negotiating.set(True)
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=_without_mdns(offer_sdp), type="offer")
+            )
             _keep_vp9_profile_0(self.pc, offer_sdp)
             _keep_offered_formats(self.pc, offer_sdp)
             if prefer:
@@ -552,7 +575,9 @@ class PeerTransport:
         track before ``make_answer``. ``prefer``: as for ``answer``."""
         token = _negotiating.set(True)
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=_without_mdns(offer_sdp), type="offer")
+            )
             _keep_vp9_profile_0(self.pc, offer_sdp)
             _keep_offered_formats(self.pc, offer_sdp)
             if prefer:
@@ -607,7 +632,9 @@ class PeerTransport:
         """Apply the remote answer to our offer."""
         token = _negotiating.set(True)
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=_without_mdns(answer_sdp), type="answer")
+            )
         except Exception as exc:
             raise TransportError(f"answer rejected: {type(exc).__name__}: {exc}") from None
         finally:
@@ -898,6 +925,9 @@ class PeerTransport:
         """What the event loop calls for each datagram arriving on the nominated pair."""
         pair = self._dtls.transport._connection._nominated[1]
         protocol, addr = pair.protocol, pair.remote_addr
+        mux = self._mux
+        if mux is not None:  # the shared socket's protocol, which finds the connection
+            return lambda data: mux.datagram_received(data, addr)
         return lambda data: protocol.datagram_received(data, addr)
 
     # -- sending -----------------------------------------------------------------------

@@ -189,3 +189,27 @@ async def test_an_in_process_server_on_another_address_puts_the_ice_addresses_ba
     async with LocalServer(host="127.0.0.2"):
         assert ice_addresses() == ["127.0.0.2"]
     assert ice_addresses() == ["127.0.0.1"]
+
+
+async def test_an_offer_with_mdns_candidates_and_their_end_is_answered_with_ours():
+    """Firefox's WHEP offer (recorded; default preferences): its host candidates are mDNS
+    names and it ends with ``a=end-of-candidates``. aioice cannot resolve the names, and with
+    the end of candidates declared it gave up: our answer carried no candidate, and Firefox
+    never connected. Those lines are left out; the address comes from its checks."""
+    from pathlib import Path
+
+    from visio_sfu.transport import PeerTransport, _without_mdns
+
+    offer = (Path(__file__).parent / "recorded" / "firefox-whep-offer.sdp").read_text()
+    assert ".local" in offer and "a=end-of-candidates" in offer
+    cleaned = _without_mdns(offer)
+    candidates = [x for x in cleaned.splitlines() if x.startswith("a=candidate:")]
+    assert not any(".local" in x for x in candidates) and "a=end-of-candidates" not in cleaned
+    assert cleaned.count("m=") == offer.count("m=") and "a=fingerprint" in cleaned
+    peer = PeerTransport()
+    try:
+        await peer.receive_offer(offer)
+        answer = await peer.make_answer()
+        assert "a=candidate:" in answer, answer
+    finally:
+        await peer.close()
