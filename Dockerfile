@@ -19,7 +19,7 @@ ENV VISIO_DATA_DIR=/data
 VOLUME /data
 
 USER visio
-EXPOSE 7880
+EXPOSE 7880 7882/udp
 # WebRTC media uses UDP ports chosen by the OS: run with --network host, or publish a range.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('VISIO_PORT', '7880') + '/healthz', timeout=2)"

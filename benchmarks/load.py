@@ -38,6 +38,7 @@ from benchmarks.janus import JanusTarget, install_janus, janus_command
 from benchmarks.loadpeers import LoadPublisher, LoadSubscriber, Stats, pace
 from benchmarks.media import Clip, audio_clip, video_clip
 from benchmarks.targets import NaiveTarget, VisioTarget
+from tests.support.server import free_udp_ports
 from visio_sfu.delay import quantile
 from visio_sfu.transport import set_ice_addresses
 
@@ -110,6 +111,8 @@ class Server:
                 str(self.port),
                 "--ice-address",
                 "127.0.0.1",
+                "--udp-port",  # one port for every peer, as by default; a free one
+                str(free_udp_ports()),
             ]
             health = "/healthz"
         elif kind == "naive":

@@ -48,6 +48,7 @@ from benchmarks.loadpeers import Stats
 from benchmarks.media import Clip, audio_clip, video_clip
 from benchmarks.targets import VisioTarget
 from signaling.auth import VideoGrant, mint_token
+from tests.support.server import free_udp_ports
 from visio_sfu.transport import set_ice_addresses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +134,11 @@ class Deployment:
             log = open(Path(self.tmp) / f"server-{port}.log", "w")  # noqa: SIM115
             self.procs.append(
                 subprocess.Popen(
-                    [*command, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+                    [*command, "--port", str(port), "--udp-port", str(free_udp_ports(3))],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=log,
                 )
             )
             self.ports.append(port)

@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="PORT",
         help="one UDP port for every peer's media (workers: the ports after it); "
-        "0: ephemeral ports for each peer (default 0)",
+        "0: ephemeral ports for each peer (default 7882)",
     )
     serve.add_argument(
         "--public-ip",

@@ -56,7 +56,8 @@ class Config:
     ice_addresses: list[str] = field(default_factory=list)
     #: one UDP port for every peer's media (visio_sfu/udpmux.py); workers take the ports after
     #: it (udp_port + 1 + worker index); 0: each connection on ephemeral ports of its own
-    udp_port: int = 0
+    #: (a firewall must then let the whole ephemeral range through)
+    udp_port: int = 7882
     #: the addresses written in the candidates instead of the host's (behind a 1:1 NAT: the
     #: public address); with udp_port only
     public_ips: list[str] = field(default_factory=list)

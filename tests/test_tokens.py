@@ -191,7 +191,7 @@ def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path):
         for workers in ("2",):  # the default on a machine with two cores or more
             done = subprocess.run(
                 [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
-                + ["--workers", workers, "--data-dir", str(tmp_path)],
+                + ["--workers", workers, "--data-dir", str(tmp_path), "--udp-port", "0"],
                 capture_output=True,
                 text=True,
                 timeout=120,

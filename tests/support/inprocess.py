@@ -10,6 +10,7 @@ from aiohttp import web
 from signaling.app import SFU_KEY, create_app
 from signaling.auth import VideoGrant, mint_token
 from signaling.config import Config, load_config
+from tests.support.server import free_udp_ports
 from visio_sfu.transport import ice_addresses, set_ice_addresses
 
 KEY, SECRET = "testkey", "testsecret-0123456789-0123456789-abcdef"
@@ -30,6 +31,7 @@ class LocalServer:
         127.0.0.1 in a network namespace the test made: tests/support/impair.py)."""
         settings.setdefault("api_keys", {KEY: SECRET})
         settings.setdefault("ice_addresses", [host])
+        settings.setdefault("udp_port", free_udp_ports())  # not the shared default, 7882
         self.host = host
         self.config: Config = load_config(env={}, overrides={"port": free_port(), **settings})
         self.url = f"http://{host}:{self.config.port}"

@@ -24,6 +24,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_ports(count: int = 1) -> int:
+    """The first of ``count`` consecutive UDP ports free on 127.0.0.1 (a server's media port,
+    and its workers' after it)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + count > 65535:
+            continue
+        held = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError("no free UDP ports")
+
+
 class ServerProcess:
     """A visio-sfu server in a subprocess, optionally with the codec guard."""
 
@@ -56,6 +80,12 @@ class ServerProcess:
         args += extra or []
         if "--workers" not in args:  # the CLI's default is one per core: tests say otherwise
             args += ["--workers", "1"]
+        if "--udp-port" not in args:  # the default (7882) would be shared by every server
+            workers = int(args[args.index("--workers") + 1])
+            self.udp_port = free_udp_ports(1 + (workers if workers > 1 else 0))
+            args += ["--udp-port", str(self.udp_port)]
+        else:
+            self.udp_port = int(args[args.index("--udp-port") + 1])
         if guard_file:
             cmd = [sys.executable, "-m", "tests.support.codec_guard", guard_file, *args]
         else:

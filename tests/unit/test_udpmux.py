@@ -129,8 +129,9 @@ async def test_a_public_address_is_announced_instead_of_the_hosts():
         mux.close()
     config = load_config(env={"VISIO_UDP_PORT": "7882", "VISIO_PUBLIC_IPS": "203.0.113.7"})
     assert config.udp_port == 7882 and config.public_ips == ["203.0.113.7"]
+    assert load_config(env={}).udp_port == 7882  # the default: one port
     with pytest.raises(ConfigError, match="needs udp_port"):
-        load_config(env={"VISIO_PUBLIC_IPS": "203.0.113.7"})
+        load_config(env={"VISIO_UDP_PORT": "0", "VISIO_PUBLIC_IPS": "203.0.113.7"})
     with pytest.raises(ConfigError, match="not an IPv4 address"):
         load_config(env={"VISIO_UDP_PORT": "7882", "VISIO_PUBLIC_IPS": "visio.example.org"})
     with pytest.raises(ConfigError, match="udp_port"):
