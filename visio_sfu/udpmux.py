@@ -58,14 +58,20 @@ class _MuxTransport(asyncio.DatagramTransport):
     def __init__(self, mux: UdpMux, protocol: StunProtocol) -> None:
         super().__init__()
         self._mux = mux
+        self._owner = mux._owner
         self._protocol = protocol
         self._closing = False
 
     def sendto(self, data: Any, addr: Any = None) -> None:
+        """Every packet to a subscriber comes here (the hot path: a lookup and a send)."""
         mux = self._mux
-        if mux._owner.get(addr) is not self._protocol:
+        if self._owner.get(addr) is not self._protocol:
             mux._claim(addr, self._protocol)
-        mux._send(data, addr)
+        transport = mux.transport
+        if transport is not None:
+            transport.sendto(data, addr)
+        else:
+            mux.send_errors += 1
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sockname":
@@ -184,13 +190,6 @@ class UdpMux(asyncio.DatagramProtocol):
         for ufrag, p in list(self._by_ufrag.items()):
             if p is protocol:
                 del self._by_ufrag[ufrag]
-
-    def _send(self, data: bytes, addr: Any) -> None:
-        transport = self.transport
-        if transport is None:
-            self.send_errors += 1
-            return
-        transport.sendto(data, addr)
 
     # -- receiving -----------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: Any) -> None:
