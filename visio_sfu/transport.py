@@ -249,21 +249,23 @@ class SrtpProtector:
 def _without_mdns(sdp: str) -> str:
     """A remote description as aiortc should see it: no candidate with an mDNS name (Firefox's
     and Chromium's host candidates, ``<uuid>.local``: aioice spends a second failing to resolve
-    each, the address is learnt from peer-reflexive checks instead, as for trickled ones) and
-    no ``a=end-of-candidates`` (with no candidate left, aioice then gives up on the component
-    and our answer carried no candidate at all: Firefox's WHIP and WHEP offers)."""
-    if ".local" not in sdp and "a=end-of-candidates" not in sdp:
+    each, the address is learnt from peer-reflexive checks instead, as for trickled ones) and,
+    when some were left out, no ``a=end-of-candidates`` (with no candidate left, aioice then
+    gave up on the component and our answer carried no candidate at all: Firefox's WHIP and
+    WHEP offers). A description with addresses keeps its end: aioice then fails its checks in
+    time when nothing answers."""
+    if ".local" not in sdp:
         return sdp
     lines = sdp.split("\r\n") if "\r\n" in sdp else sdp.split("\n")
     kept = []
     for line in lines:
-        if line.startswith("a=end-of-candidates"):
-            continue
         if line.startswith("a=candidate:"):
             fields = line.split()
             if len(fields) > 4 and fields[4].lower().endswith(".local"):
                 continue
         kept.append(line)
+    if len(kept) < len(lines):  # names left out: the end is not the end (checks may come)
+        kept = [line for line in kept if not line.startswith("a=end-of-candidates")]
     return ("\r\n" if "\r\n" in sdp else "\n").join(kept)
 
 
@@ -686,6 +688,7 @@ class PeerTransport:
         for ice in self.pc._RTCPeerConnection__iceTransports:  # type: ignore[attr-defined]
             connection = ice.iceGatherer._connection
             if not connection._local_candidates_start:
+                mux.reserve(connection)
                 connection._visio_mux = mux
 
     # -- hooks -------------------------------------------------------------------------

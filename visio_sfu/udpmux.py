@@ -7,11 +7,13 @@ host's, or a public address behind a 1:1 NAT), and the datagrams that arrive are
 right connection:
 
 - a STUN request carries ``USERNAME: <our ufrag>:<theirs>``: the connection of that ufrag,
-  and the sender's address is that connection's from then on (an address already held by a
-  live connection moves only on a request whose MESSAGE-INTEGRITY verifies with the new
-  connection's password: a forged request cannot take someone's media away);
-- anything else (STUN responses, DTLS, SRTP) goes to the connection that holds the sender's
-  address; the address of every datagram a connection sends is its too (its checks' answers).
+  if its MESSAGE-INTEGRITY verifies with that connection's password; the sender's address is
+  that connection's from then on (a forged request takes nobody's media, an address moves
+  only to a connection whose password the sender knows: an ICE restart, a NAT rebinding);
+- a STUN response goes to the connection that sent the request (by transaction id);
+- anything else (DTLS, SRTP) goes to the connection that holds the sender's address; an
+  address nobody holds becomes the connection's that sends to it (its checks' first answers);
+  sending never takes an address from another connection.
 
 aioice runs each connection's ICE as before (full ICE, checks both ways) on a StunProtocol whose
 transport is the mux's socket; only gathering changes (``candidates``). Datagrams from an
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 from typing import Any
 
@@ -33,6 +36,12 @@ logger = logging.getLogger(__name__)
 
 #: addresses one connection may hold at once (its candidates, a TURN relay, a NAT rebinding)
 MAX_ADDRESSES = 16
+#: STUN transactions remembered (their responses find the connection that asked)
+MAX_TRANSACTIONS = 4096
+#: characters of the ICE username fragment a connection on the mux gets (aioice's 4 would
+#: collide between connections, and are guessable)
+UFRAG_LENGTH = 8
+_UFRAG_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 #: the mux socket's buffers: every peer's media goes through it
 BUFFER = 8 * 1024 * 1024
 
@@ -65,8 +74,10 @@ class _MuxTransport(asyncio.DatagramTransport):
     def sendto(self, data: Any, addr: Any = None) -> None:
         """Every packet to a subscriber comes here (the hot path: a lookup and a send)."""
         mux = self._mux
-        if self._owner.get(addr) is not self._protocol:
+        if self._owner.get(addr) is None:  # nobody's: ours (never taken from another)
             mux._claim(addr, self._protocol)
+        if data[0] < 2 and len(data) >= 20 and not data[0] & 1 and not data[1] & 0x10:
+            mux._asked(bytes(data[8:20]), self._protocol)  # a STUN request: its answer is ours
         transport = mux.transport
         if transport is not None:
             transport.sendto(data, addr)
@@ -106,9 +117,11 @@ class UdpMux(asyncio.DatagramProtocol):
         self._by_ufrag: dict[bytes, StunProtocol] = {}
         self._owner: dict[Any, StunProtocol] = {}  # remote address -> its connection
         self._held: dict[int, list[Any]] = {}  # id(protocol) -> the addresses it holds
+        self._transactions: dict[bytes, StunProtocol] = {}  # STUN transaction id -> asker
         self.unknown = 0  # datagrams from an address no connection holds
         self.moved = 0  # addresses that changed connection (an ICE restart, a NAT)
-        self.refused = 0  # requests that would have moved an address without integrity
+        self.refused = 0  # STUN requests whose integrity did not verify
+        self.errors = 0  # datagrams a connection failed on (malformed STUN...)
         self.send_errors = 0
 
     async def start(self) -> UdpMux:
@@ -142,6 +155,14 @@ class UdpMux(asyncio.DatagramProtocol):
         return len(self._by_ufrag)
 
     # -- gathering ---------------------------------------------------------------------------
+    def reserve(self, connection: Any) -> None:
+        """Before its description is made: give an aioice Connection a username fragment no
+        connection on this mux has, long enough not to be guessed."""
+        ufrag = connection.local_username
+        while len(ufrag) < UFRAG_LENGTH or ufrag.encode() in self._by_ufrag:
+            ufrag = "".join(secrets.choice(_UFRAG_CHARS) for _ in range(UFRAG_LENGTH))
+        connection._local_username = ufrag  # (aioice's property has no setter)
+
     def candidates(self, connection: Any, component: int, addresses: list[str]) -> list[Candidate]:
         """Host candidates of an aioice Connection on this mux (instead of sockets of its
         own): one StunProtocol for it, on the shared socket, and a candidate per address."""
@@ -183,6 +204,12 @@ class UdpMux(asyncio.DatagramProtocol):
                 self._owner.pop(held.pop(0), None)
         self._owner[addr] = protocol
 
+    def _asked(self, transaction: bytes, protocol: StunProtocol) -> None:
+        table = self._transactions
+        table[transaction] = protocol
+        if len(table) > MAX_TRANSACTIONS:
+            del table[next(iter(table))]
+
     def _forget(self, protocol: StunProtocol) -> None:
         for addr in self._held.pop(id(protocol), []):
             if self._owner.get(addr) is protocol:
@@ -190,6 +217,9 @@ class UdpMux(asyncio.DatagramProtocol):
         for ufrag, p in list(self._by_ufrag.items()):
             if p is protocol:
                 del self._by_ufrag[ufrag]
+        for transaction, p in list(self._transactions.items()):
+            if p is protocol:
+                del self._transactions[transaction]
 
     # -- receiving -----------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -200,27 +230,34 @@ class UdpMux(asyncio.DatagramProtocol):
         if protocol is None:
             self.unknown += 1
             return
-        protocol.datagram_received(data, addr)
+        try:
+            protocol.datagram_received(data, addr)
+        except Exception:  # aioice on a malformed STUN message (struct.error...): dropped
+            self.errors += 1
+            logger.debug("datagram from %s dropped", addr, exc_info=True)
 
     def _stun(self, data: bytes, addr: Any, owner: StunProtocol | None) -> StunProtocol | None:
+        if len(data) < 20:
+            return owner
+        if data[0] & 1:  # a response: to the connection that asked
+            return self._transactions.pop(data[8:20], None) or owner
+        if data[1] & 0x10:  # an indication (keepalive): the address's connection
+            return owner
         username = stun_username(data)
-        if username is None:
-            return owner  # a response, or an indication: the address's connection
-        ours = self._by_ufrag.get(username.split(b":", 1)[0])
-        if ours is None or ours is owner:
-            return owner if ours is None else ours
-        if owner is not None:
-            # the address is someone's: it moves only with a request that proves it knows
-            # the new connection's password
+        ours = self._by_ufrag.get(username.split(b":", 1)[0]) if username else None
+        if ours is None:
+            return None  # a request for nobody here
+        if ours is not owner:
+            # the sender proves it knows the connection's password before the address is its
             key = ours.receiver.local_password.encode()
             try:
                 verified = stun.parse_message(data).check_message_integrity(key)
-            except (ValueError, KeyError):
+            except Exception:  # malformed: aioice's parser raises ValueError, struct.error...
                 verified = False
             if not verified:
                 self.refused += 1
                 return None
-        self._claim(addr, ours)
+            self._claim(addr, ours)
         return ours
 
     def error_received(self, exc: Exception) -> None:

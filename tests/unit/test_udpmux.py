@@ -18,11 +18,15 @@ class FakeConnection:
     request or data goes."""
 
     def __init__(self, ufrag: str, password: str) -> None:
-        self.local_username = ufrag
+        self._local_username = ufrag
         self.local_password = password
         self._protocols: list = []
         self.requests: list[tuple] = []
         self.data: list[bytes] = []
+
+    @property
+    def local_username(self) -> str:  # read-only, as aioice's
+        return self._local_username
 
     def request_received(self, message, addr, protocol) -> None:
         self.requests.append((message.attributes.get("USERNAME"), addr))
@@ -136,3 +140,70 @@ async def test_a_public_address_is_announced_instead_of_the_hosts():
         load_config(env={"VISIO_UDP_PORT": "7882", "VISIO_PUBLIC_IPS": "visio.example.org"})
     with pytest.raises(ConfigError, match="udp_port"):
         load_config(env={"VISIO_UDP_PORT": "70000"})
+
+
+async def test_no_address_is_taken_by_sending_or_without_the_password():
+    """A connection sending to an address another holds (an attacker's candidate naming a
+    victim's) does not take its media; answers to a connection's checks reach it by their
+    transaction; an unsigned request cannot claim even a free address; malformed STUN is
+    dropped and counted."""
+    mux = await UdpMux(0, host="127.0.0.1").start()
+    victim, attacker = FakeConnection("uv", "pv" * 11), FakeConnection("ux", "px" * 11)
+    mux.candidates(victim, 1, ["127.0.0.1"])
+    mux.candidates(attacker, 1, ["127.0.0.1"])
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(2)
+    target = ("127.0.0.1", mux.port)
+    try:
+        peer.sendto(binding("uv:them", "pv" * 11), target)
+        await settle()
+        assert victim.requests  # the peer's address is the victim's now
+        # the attacker's check to that address: sent, but the address stays the victim's
+        check = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        attacker._protocols[0].transport.sendto(bytes(check), peer.getsockname())
+        data, _ = peer.recvfrom(200)
+        peer.sendto(b"\x17media", target)
+        await settle()
+        assert victim.data == [b"\x17media"] and not attacker.data and mux.moved == 0
+        # the answer to the attacker's own check still reaches the attacker's protocol
+        answer = stun.Message(
+            message_method=stun.Method.BINDING,
+            message_class=stun.Class.RESPONSE,
+            transaction_id=stun.parse_message(data).transaction_id,
+        )
+        got = []
+        attacker._protocols[0].transactions[answer.transaction_id] = type(
+            "T", (), {"response_received": lambda self, m, a: got.append(m)}
+        )()
+        peer.sendto(bytes(answer), target)
+        await settle()
+        assert len(got) == 1 and not victim.data[1:]
+        # unsigned, from a free address: refused, claims nothing
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other.bind(("127.0.0.1", 0))
+        other.sendto(binding("uv:them", None), target)
+        other.sendto(b"\x17x", target)
+        await settle()
+        assert mux.refused == 1 and mux.unknown == 2 and len(victim.requests) == 1  # both dropped
+        # a signed request with a malformed attribute (PRIORITY of 3 bytes): dropped, counted
+        body = binding("uv:them", None)[20:] + b"\x00\x24\x00\x03abc\x00"
+        head = b"\x00\x01" + (len(body) + 24).to_bytes(2, "big") + binding("x", None)[4:20]
+        integrity = stun.message_integrity(head + body, ("pv" * 11).encode())
+        other.sendto(head + body + b"\x00\x08\x00\x14" + integrity, target)
+        await settle()
+        assert mux.refused + mux.errors == 2
+        other.close()
+    finally:
+        peer.close()
+        mux.close()
+
+
+def test_reserve_gives_each_connection_its_own_long_ufrag():
+    mux = UdpMux(0)
+    first, second = FakeConnection("abcd", "p" * 22), FakeConnection("abcd", "p" * 22)
+    mux.reserve(first)
+    mux._by_ufrag[first.local_username.encode()] = object()
+    second._local_username = first.local_username
+    mux.reserve(second)
+    assert len(first.local_username) == 8 and second.local_username != first.local_username
