@@ -64,7 +64,10 @@ class NackRetry:
     def __init__(self, pc: Any) -> None:
         self.pc = pc
         self.asked = 0  # NACK packets sent by this
-        self.rtt = 0.0  # seconds from a first NACK to its packet, smoothed (0: none yet)
+        #: seconds from a first NACK to its packet, the least of the last 16 (0: none yet; a
+        #: sample is above the round trip when a retransmission was lost: the least is not)
+        self.rtt = 0.0
+        self._samples: list[float] = []
         #: ssrc -> missing seq -> [first asked (by aiortc, when seen here), last asked, times]
         self._tries: dict[int, dict[int, list[float]]] = {}
         self._task = asyncio.ensure_future(self._run())
@@ -98,8 +101,9 @@ class NackRetry:
         for seq in [seq for seq in tries if seq not in missing]:
             entry = tries.pop(seq)
             if newest is not None and (newest - seq) & 0xFFFF < RTP_HISTORY_SIZE:
-                sample = now - entry[0]  # it came (further back, aiortc gave up on it)
-                self.rtt = sample if self.rtt == 0.0 else self.rtt + (sample - self.rtt) / 8
+                self._samples.append(now - entry[0])  # it came (further back: given up on)
+                del self._samples[:-16]
+                self.rtt = min(self._samples)
         if not missing:
             self._tries[ssrc] = tries
             return

@@ -43,6 +43,7 @@ KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between two PLIs to one publisher tra
 #: is a restart, not a loss; at most MAX_MISSING sequence numbers are tracked
 NACK_INTERVAL = 0.05
 NACK_RTT_FACTOR = 1.25
+RTT_SAMPLES = 16
 NACK_TRIES = 5
 NACK_GIVE_UP = 1.0
 MAX_GAP = 128
@@ -134,6 +135,7 @@ class ReceiveStats:
         "missing",
         "repaired",
         "repair_rtt",
+        "_rtt_samples",
     )
 
     def __init__(self, repair: bool = False) -> None:
@@ -151,9 +153,12 @@ class ReceiveStats:
         #: [first missed, last asked for, times asked, first asked for]
         self.missing: dict[int, list] | None = {} if repair else None
         self.repaired = 0  # packets that came after being missed (retransmitted or late)
-        #: seconds from a NACK to the packet it asked for, smoothed (0: none seen yet): the
-        #: round trip to the publisher, which the server cannot learn from RTCP as a receiver
+        #: seconds from a first NACK to the packet it asked for, the least of the last
+        #: RTT_SAMPLES (0: none seen yet): the round trip to the publisher, which the server
+        #: cannot learn from RTCP as a receiver. A sample is never below the round trip, and
+        #: above it when the first retransmission was lost too: the least is the round trip
         self.repair_rtt = 0.0
+        self._rtt_samples: list[float] = []
 
     def update(self, seq: int, ts: int, now: float, clock_rate: int) -> int:
         """Account one received packet (and the gap before it, or the gap it fills).
@@ -188,9 +193,11 @@ class ReceiveStats:
             elif (entry := missing.pop(seq, None)) is not None:
                 self.repaired += 1
                 if entry[2]:  # asked for: a round trip since the first NACK, or more
-                    sample = now - entry[3]
-                    rtt = self.repair_rtt
-                    self.repair_rtt = sample if rtt == 0.0 else rtt + (sample - rtt) / 8
+                    samples = self._rtt_samples
+                    samples.append(now - entry[3])
+                    if len(samples) > RTT_SAMPLES:
+                        del samples[0]
+                    self.repair_rtt = min(samples)
                 status = LATE
             else:
                 return DUPLICATE

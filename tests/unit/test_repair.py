@@ -109,6 +109,16 @@ def test_a_distant_publisher_is_asked_again_once_a_round_trip():
         seq += 3
         now += 1.0
     assert abs(t.layers[0].stats.repair_rtt - 0.2) < 1e-6
+    # a gap whose first retransmission was lost too: it comes 0.45 s after the first NACK;
+    # the round trip learnt stays the least seen, not that
+    seq += 2
+    send(t, 0, 0xAAAA, seq, 3000, 2, 1, False, now)
+    for i in range(1, 9):
+        send(t, 0, 0xAAAA, seq + i, 3000, 2, 1, False, now + 0.06 * i)
+    send(t, 0, 0xAAAA, seq - 1, 3000, 2, 1, False, now + 0.45)
+    seq += 8
+    now += 1.0
+    assert abs(t.layers[0].stats.repair_rtt - 0.2) < 1e-6
     sent.clear()
     send(t, 0, 0xAAAA, seq + 2, 3000, 2, 1, False, now)  # seq + 1 missing, never comes
     for i in range(1, 20):
