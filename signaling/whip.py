@@ -23,6 +23,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -34,6 +35,7 @@ from visio_sfu.room import Room
 
 from . import turn
 from .auth import Identity, TokenError, TokenVerifier, printable
+from .limits import PerKeyLimiter
 from .protocol import ProtocolError
 from .session import JOIN_GUARDS
 
@@ -45,6 +47,15 @@ SDPFRAG = "application/trickle-ice-sdpfrag"
 MAX_BODY = 64 * 1024
 #: sessions the server holds at once (each is a participant: rooms' limits apply too)
 MAX_SESSIONS = 10_000
+#: seconds a new session has to connect (ICE and DTLS) before it is ended: a client that
+#: never connects has no other way of leaving (no signaling channel)
+CONNECT_TIMEOUT = 30.0
+#: headers every answer carries: a player on another origin may read them (the token is a
+#: bearer header, never a cookie: any origin may use it, none gets it by being a page)
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Post, Accept-Patch",
+}
 
 
 @dataclass
@@ -61,6 +72,7 @@ class HttpSession:
     candidates: int = 0
     refills: int = 0  # times its sections were given other tracks (WHEP)
     _refill: asyncio.Task | None = field(default=None, repr=False)
+    _deadline: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def want_refill(self) -> None:
         """A track waits for a section, or one was freed: a WHEP player never offers again,
@@ -72,8 +84,8 @@ class HttpSession:
     async def _do_refill(self) -> None:
         await asyncio.sleep(0.05)  # tracks added or removed together: one answer
         try:
-            # a section freed is reusable after the answer that frees it: two rounds at most
-            for _ in range(3):
+            # until nothing more can be placed (each answer may free or fill sections)
+            for _ in range(8):
                 if not await self.participant.reanswer(self.offer):
                     break
                 self.refills += 1
@@ -82,12 +94,26 @@ class HttpSession:
 
     @property
     def url(self) -> str:
-        return f"/{self.kind}/{self.room.name}/{self.id}"
+        return f"/{self.kind}/{quote(self.room.name, safe='')}/{self.id}"
+
+    @property
+    def connected(self) -> bool:
+        """Whether its connection is up (ICE and DTLS)."""
+        p = self.participant
+        transport = p.single if p.single is not None else p.publishing.transport
+        return transport is not None and transport.state == "connected"
+
+    def ended(self) -> None:
+        """It is over (DELETE, left, replaced, failed): its pending work is cancelled."""
+        if self._refill is not None:
+            self._refill.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
     """An HTTP error with the JSON body every other endpoint uses."""
-    return web.json_response({"code": code, "message": message}, status=status)
+    return web.json_response({"code": code, "message": message}, status=status, headers=CORS)
 
 
 def _bearer(request: web.Request) -> str:
@@ -135,10 +161,13 @@ def parse_sdpfrag(text: str) -> tuple[str, list[dict]]:
 class HttpIngest:
     """The WHIP and WHEP endpoints of one server, and the sessions they made."""
 
-    def __init__(self, sfu: SFU, verifier: TokenVerifier, config: object) -> None:
+    def __init__(
+        self, sfu: SFU, verifier: TokenVerifier, config: object, limiter: PerKeyLimiter
+    ) -> None:
         self.sfu = sfu
         self.verifier = verifier
         self.config = config
+        self.limiter = limiter  # the joins' limit per address (joins_per_second)
         self.sessions: dict[str, HttpSession] = {}
         self.made = {"whip": 0, "whep": 0}  # sessions made since start
 
@@ -206,7 +235,8 @@ class HttpIngest:
                 "Accept-Patch": SDPFRAG,
                 "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
                 "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-                "Access-Control-Expose-Headers": "Location, Link, ETag",
+                "Access-Control-Max-Age": "600",
+                **CORS,
             },
         )
 
@@ -214,6 +244,8 @@ class HttpIngest:
     async def create(self, request: web.Request) -> web.Response:
         """``POST /whip/<room>`` or ``/whep/<room>``: answer the offer, make the session."""
         kind = request.path.split("/")[1]
+        if not self.limiter.allow(request.remote or "?"):
+            return _error(429, "rate_limited", "too many sessions made from this address")
         ident = await self._identity(request)
         if isinstance(ident, web.Response):
             return ident
@@ -251,6 +283,7 @@ class HttpIngest:
                 return
             if isinstance(event, Leave):
                 self.sessions.pop(sid, None)  # removed, replaced, its connection failed
+                session.ended()
             elif isinstance(event, SectionsWanted):
                 session.want_refill()
 
@@ -280,7 +313,8 @@ class HttpIngest:
             return _error(503, "room_full", "the room is closing; try again")
         except RoomLocked:
             return _error(403, "room_locked", "the meeting is locked: a host may unlock it")
-        session = HttpSession(sid, kind, room, p, ident.identity, sdp, _ice_ufrag(sdp))
+        offer = sdp if kind == "whep" else ""  # (answered again for WHEP only)
+        session = HttpSession(sid, kind, room, p, ident.identity, offer, _ice_ufrag(sdp))
         holder[sid] = session
         try:
             answer = await self._answer(session, sdp)
@@ -295,6 +329,9 @@ class HttpIngest:
             return _error(409, "gone", "the session was replaced or removed while it was made")
         self.sessions[sid] = session
         self.made[kind] += 1
+        session._deadline = asyncio.get_running_loop().call_later(
+            CONNECT_TIMEOUT, self._connect_deadline, session
+        )
         logger.info(
             "room %s: %s session %s for %s",
             room.name,
@@ -302,11 +339,7 @@ class HttpIngest:
             p.sid,
             printable(ident.identity, 64),
         )
-        headers = {
-            "Location": session.url,
-            "ETag": f'"{sid}"',
-            "Access-Control-Expose-Headers": "Location, Link, ETag",
-        }
+        headers = {"Location": session.url, "ETag": f'"{sid}"', **CORS}
         response = web.Response(status=201, text=answer, content_type=SDP, headers=headers)
         for link in _link_header(turn.ice_servers_of(self.config, ident.identity)):  # type: ignore[arg-type]
             response.headers.add("Link", link)
@@ -318,13 +351,18 @@ class HttpIngest:
         from visio_sfu.sdp import parse_offer
 
         offered = [m for m in parse_offer(sdp) if m.kind in ("audio", "video")]
+        if "a=fingerprint:" not in sdp:
+            raise TransportError("the offer has no DTLS fingerprint (a=fingerprint)")
         p = session.participant
         if session.kind == "whip":
             if not any(m.sending for m in offered):
                 raise TransportError("the offer sends nothing (WHIP publishes)")
-            return await p.publish_offer(sdp)
-        if not any(not m.sending for m in offered):
-            raise TransportError("the offer receives nothing (WHEP plays)")
+            answer = await p.publish_offer(sdp)
+            if not p.tracks:
+                raise PermissionDenied("the token allows publishing none of the offer's tracks")
+            return answer
+        if not offered or any(m.sending for m in offered):
+            raise TransportError("the offer receives nothing, or sends (WHEP: recvonly only)")
         answer, _mids = await p.single_offer(sdp)
         return answer
 
@@ -356,7 +394,7 @@ class HttpIngest:
                 session.candidates += 1
         except TransportError as exc:
             return _error(400, "bad_candidate", str(exc))
-        return web.Response(status=204)
+        return web.Response(status=204, headers=CORS)
 
     # -- DELETE: the end ----------------------------------------------------------------------
     async def delete(self, request: web.Request) -> web.Response:
@@ -368,8 +406,23 @@ class HttpIngest:
         if isinstance(session, web.Response):
             return session
         self.sessions.pop(session.id, None)
-        await session.room.remove(session.participant, "left")
-        return web.Response(status=200)
+        session.ended()
+        p = session.participant
+        room = self.sfu.room(p.room_name or "") or session.room  # moved: a breakout room
+        await room.remove(p, "left")
+        return web.Response(status=200, headers=CORS)
+
+    def _connect_deadline(self, session: HttpSession) -> None:
+        """CONNECT_TIMEOUT after the answer: a session still not connected is ended."""
+        session._deadline = None
+        if self.sessions.get(session.id) is not session or session.connected:
+            return
+        p = session.participant
+        room = self.sfu.room(p.room_name or "") or session.room
+        logger.info("%s session %s never connected: ended", session.kind.upper(), session.id)
+        self.sessions.pop(session.id, None)
+        session.ended()
+        room.schedule_removal(p, "ice_timeout")
 
 
 INGEST = web.AppKey("whip", HttpIngest)
@@ -377,8 +430,8 @@ INGEST = web.AppKey("whip", HttpIngest)
 
 def setup(app: web.Application) -> None:
     """Add the WHIP and WHEP routes (listed in signaling/features.py)."""
-    from .app import CONFIG, SFU_KEY, VERIFIER
+    from .app import CONFIG, JOIN_LIMITER, SFU_KEY, VERIFIER
 
-    ingest = HttpIngest(app[SFU_KEY], app[VERIFIER], app[CONFIG])
+    ingest = HttpIngest(app[SFU_KEY], app[VERIFIER], app[CONFIG], app[JOIN_LIMITER])
     app[INGEST] = ingest
     app.router.add_routes(ingest.routes())

@@ -7,6 +7,7 @@ behind or another room disturbed."""
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 import aiohttp
 import numpy as np
@@ -255,3 +256,71 @@ async def test_a_whep_player_gets_tracks_published_after_it_came():
         session = next(iter(server.app[INGEST].sessions.values()))
         assert session.kind == "whep" and session.refills >= 2
         await player.close()
+
+
+async def test_a_session_that_never_connects_is_ended(monkeypatch):
+    """A client that gets its answer and never connects (it crashed, or its network blocks
+    UDP and it has no TURN) has no signaling channel to leave by: CONNECT_TIMEOUT later its
+    participant is gone and its URL answers 404."""
+    from signaling import whip
+
+    monkeypatch.setattr(whip, "CONNECT_TIMEOUT", 1.5)
+    async with LocalServer() as server:
+        encoder = await whip_offer(PatternVideoTrack(2))
+        token = server.token("show", "ghost")
+        status, headers, _answer = await post(
+            f"{server.url}/whip/show", token, encoder.localDescription.sdp
+        )
+        assert status == 201
+        await encoder.close()  # the answer never applied: no ICE from this side
+        room = server.sfu.room("show")
+        assert room.by_identity("ghost") is not None
+        await until(lambda: room.by_identity("ghost") is None, timeout=10, what="ended")
+        assert (await call("DELETE", server.url + headers["Location"], token))[0] == 404
+
+
+async def test_cross_origin_players_and_odd_room_names():
+    """A player on another origin may read the answer and its headers (CORS: the token is a
+    bearer header, no cookie); a room name with a space or a '?' gives a Location that works;
+    offers a session cannot use are refused: a WHEP offer that sends, one without a DTLS
+    fingerprint."""
+    async with LocalServer() as server:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.options(
+                f"{server.url}/whip/a%20b", headers={"Origin": "https://player.example"}
+            ) as r,
+        ):
+            assert r.status == 204
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+            assert r.headers["Accept-Post"] == "application/sdp"
+        for room in ("a b", "what?"):
+            encoder = await whip_offer(PatternVideoTrack(1))
+            token = server.token(room, "enc")
+            url = f"{server.url}/whip/{quote(room, safe='')}"
+            status, headers, answer = await post(url, token, encoder.localDescription.sdp)
+            assert status == 201, answer
+            assert headers["Access-Control-Allow-Origin"] == "*"
+            assert "Location" in headers["Access-Control-Expose-Headers"]
+            assert (
+                headers["Location"]
+                == f"/whip/{quote(room, safe='')}/" + headers["Location"].rsplit("/", 1)[1]
+            )
+            await encoder.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            assert (await call("DELETE", server.url + headers["Location"], token))[0] == 200
+            assert server.sfu.room(room) is None or server.sfu.room(room).by_identity("enc") is None
+            await encoder.close()
+        sender = await whip_offer(PatternVideoTrack(1))
+        offer = sender.localDescription.sdp
+        token = server.token("x", "p")
+        status, headers, text = await post(f"{server.url}/whep/x", token, offer)
+        assert status == 400 and headers["Access-Control-Allow-Origin"] == "*", text
+        no_fingerprint = "\r\n".join(
+            line for line in offer.split("\r\n") if not line.startswith("a=fingerprint")
+        )
+        status, _, text = await post(f"{server.url}/whip/x", token, no_fingerprint)
+        assert status == 400 and "fingerprint" in text
+        room = server.sfu.room("x")
+        assert room is None or not room.participants
+        await sender.close()
