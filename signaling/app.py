@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from visio_sfu import SFU
-from visio_sfu.transport import set_ice_addresses, set_udp_mux
+from visio_sfu.transport import set_ice_addresses, set_udp_mux, udp_mux
 from visio_sfu.udpmux import UdpMux
 
 from . import livekit
@@ -270,14 +270,20 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
 UDP_MUX = web.AppKey("udp_mux", UdpMux)
 
 
+#: set by a front whose rooms live in worker processes: it has no media of its own
+NO_MEDIA = web.AppKey("no_media", bool)
+
+
 def udp_port_of(config: Config) -> int:
-    """The UDP port this process's media uses (config.udp_port; worker i: the (i+1)th after)."""
+    """The UDP port this process's media uses: udp_port, or worker i's, udp_port + i."""
     worker = os.environ.get("VISIO_WORKER")
-    return config.udp_port + (1 + int(worker) if worker and worker.isdigit() else 0)
+    return config.udp_port + (int(worker) if worker and worker.isdigit() else 0)
 
 
 async def _start_udp_mux(app: web.Application) -> None:
     """Every peer's media on one UDP port (visio_sfu/udpmux.py), bound before anyone joins."""
+    if app.get(NO_MEDIA):
+        return  # the workers have the ports
     config = app[CONFIG]
     port = udp_port_of(config)
     # one ICE address configured: listen there only (a test's 127.0.0.1); else everywhere
@@ -296,7 +302,8 @@ async def _start_udp_mux(app: web.Application) -> None:
 async def _stop_udp_mux(app: web.Application) -> None:
     mux = app.get(UDP_MUX)
     if mux is not None:
-        set_udp_mux(None)
+        if udp_mux() is mux:  # (another app of this process may have set its own since)
+            set_udp_mux(None)
         mux.close()
 
 

@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "--udp-port",
         type=int,
         metavar="PORT",
-        help="one UDP port for every peer's media (workers: the ports after it); "
+        help="one UDP port for every peer's media (workers: one each, from it on); "
         "0: ephemeral ports for each peer (default 7882)",
     )
     serve.add_argument(

@@ -54,8 +54,8 @@ class Config:
     #: when allowed_origins is empty (DNS rebinding: the Host header is the attacker's)
     public_url: str | None = None
     ice_addresses: list[str] = field(default_factory=list)
-    #: one UDP port for every peer's media (visio_sfu/udpmux.py); workers take the ports after
-    #: it (udp_port + 1 + worker index); 0: each connection on ephemeral ports of its own
+    #: one UDP port for every peer's media (visio_sfu/udpmux.py); with workers, one each from
+    #: it (udp_port + worker index); 0: each connection on ephemeral ports of its own
     #: (a firewall must then let the whole ephemeral range through)
     udp_port: int = 7882
     #: the addresses written in the candidates instead of the host's (behind a 1:1 NAT: the

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from visio_sfu.events import LifecycleEvent, RoomFinished, RoomStarted
 
 from ..api import in_scope
-from ..app import CONFIG, JOIN_LIMITER, SFU_KEY, VERIFIER, origin_allowed
+from ..app import CONFIG, JOIN_LIMITER, NO_MEDIA, SFU_KEY, VERIFIER, origin_allowed
 from ..auth import TokenError, printable
 from ..lobby import route_lobby
 from . import internal, twirp
@@ -562,6 +562,8 @@ def install_front(app: web.Application, settings: Settings) -> Front:
     install_backend(app)
     front = Front(app, settings)
     app[FRONT] = front
+    if front.pool is not None:
+        app[NO_MEDIA] = True  # its workers bind the media ports, from udp_port on
     app.middlewares.append(route)
     app.router.add_routes(api_routes())
     app.on_startup.append(front.startup)
