@@ -57,12 +57,14 @@ def packets(n: int, start: int = 0, ssrc: int = 1234) -> list[bytes]:
     return out
 
 
-async def measure(subscribers: int, count: int, one_port: bool = False) -> dict[str, float]:
+async def measure(
+    subscribers: int, count: int, one_port: bool = False, batch: bool = True
+) -> dict[str, float]:
     """Run the benchmark; returns microseconds per operation by name."""
     set_ice_addresses(["127.0.0.1"])
     mux = None
     if one_port:
-        mux = await UdpMux(0, host="127.0.0.1").start()
+        mux = await UdpMux(0, host="127.0.0.1", batch=batch).start()
         transport.set_udp_mux(mux)
     publisher, server_in = await connected_pair(on_mux=(False, one_port))
     pairs = [await connected_pair(on_mux=(one_port, False)) for _ in range(subscribers)]
@@ -196,6 +198,9 @@ def main() -> None:
     parser.add_argument(
         "--one-port", action="store_true", help="the server's connections on one UDP socket"
     )
+    parser.add_argument(
+        "--no-batch", action="store_true", help="with --one-port: sendto, not sendmmsg"
+    )
     args = parser.parse_args()
     transport.FAST_RECEIVE = not args.aiortc_receive
     try:
@@ -204,8 +209,10 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    figures = asyncio.run(measure(args.subscribers, args.packets, args.one_port))
+    figures = asyncio.run(measure(args.subscribers, args.packets, args.one_port, not args.no_batch))
     where = "one UDP port for the server" if args.one_port else "a UDP port per connection"
+    if args.one_port:
+        where += ", sendto per datagram" if args.no_batch else ", sendmmsg per fan-out"
     print(
         f"per-packet path, {args.subscribers} subscribers, {args.packets} packets of 1200 B, "
         f"{where}"

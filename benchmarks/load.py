@@ -99,7 +99,7 @@ class Server:
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if kind == "visio":
+        if kind in ("visio", "visio-sendto"):
             cmd = [
                 sys.executable,
                 "-m",
@@ -123,10 +123,12 @@ class Server:
             cmd = janus_command(self.config, self.port)
             health = "/janus/info"
         else:
-            raise ValueError(f"unknown server {kind!r} (visio, naive or janus)")
+            raise ValueError(f"unknown server {kind!r} (visio, visio-sendto, naive or janus)")
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         env = server_env()
+        if kind == "visio-sendto":  # the same server sending each datagram with sendto
+            env["VISIO_BATCH_SENDS"] = "0"
         self.log = open(
             Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{kind}-{self.port}.log", "w"
         )
@@ -159,7 +161,7 @@ class Server:
 
     def target(self):
         """The signaling adapter for this server."""
-        if self.kind == "visio":
+        if self.kind.startswith("visio"):
             return VisioTarget(self.url, KEY, SECRET)
         if self.kind == "janus":
             return JanusTarget(self.url)
@@ -604,7 +606,11 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.load", description=__doc__.splitlines()[0]
     )
     p.add_argument("scenario", choices=["fanout", "meeting", "audio", "ramp"])
-    p.add_argument("--servers", default="visio", help="comma-separated: visio, naive, janus")
+    p.add_argument(
+        "--servers",
+        default="visio",
+        help="comma-separated: visio, visio-sendto (no sendmmsg batching), naive, janus",
+    )
     p.add_argument("--url", help="drive a running visio-sfu instead of starting servers")
     p.add_argument("--key", default=KEY)
     p.add_argument("--secret", default=SECRET)

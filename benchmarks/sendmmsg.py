@@ -4,10 +4,12 @@ Issue 20 asks whether a publisher's packet, forwarded to N subscribers, costs le
 ``sendmmsg`` than as N ``sendto`` calls. This measures the send alone, on the media port's
 kind of socket (one non-blocking UDP socket), to N receiving sockets on 127.0.0.1:
 
-- ``sendto``: Python's ``socket.sendto`` per packet (what the server does);
+- ``sendto``: Python's ``socket.sendto`` per packet (the server with ``batch_sends = false``);
 - ``sendmmsg`` through ctypes: the packets copied into one preallocated buffer, their
   ``iovec``/``mmsghdr`` entries filled, one call (the cheapest ctypes form found; building a
-  ``c_char_p`` per packet instead costs a further 1.3 us).
+  ``c_char_p`` per packet instead costs a further 1.3 us);
+- ``sendmmsg`` through ``visio_sfu._batch`` (C, built at install time): what the server's
+  media port does (visio_sfu/udpmux.py).
 
 CPU per packet (``time.process_time``; the receivers are emptied every 20 rounds, in both
 modes alike), median of 5 alternating runs. On loopback the kernel delivers each datagram to
@@ -140,13 +142,20 @@ def main() -> int:
             if mode == "sendto":
                 for data, addr in items:
                     sender.sendto(data, addr)
+            elif mode == "_batch":
+                if send_batch(sender.fileno(), items) != len(items):
+                    raise OSError("sendmmsg sent fewer")
             elif batcher.send(items) != len(items):
                 raise OSError(ctypes.get_errno(), "sendmmsg sent fewer")
             if k % 20 == 0:
                 drain()
         return (time.process_time() - start) / args.rounds / len(items) * 1e6
 
+    from visio_sfu.udpmux import send_batch
+
     figures: dict[str, list[float]] = {"sendto": [], "sendmmsg": []}
+    if send_batch is not None:
+        figures["_batch"] = []
     for _ in range(args.runs):
         for mode in figures:
             figures[mode].append(per_packet(mode))
@@ -155,6 +164,9 @@ def main() -> int:
     print(f"fan-out {args.fanout}, {args.size} bytes, {args.rounds} rounds x {args.runs} runs")
     print(f"  sendto per packet:           {a:6.2f} us")
     print(f"  sendmmsg (ctypes) per packet: {b:6.2f} us  ({b / a:.2f}x sendto)")
+    if "_batch" in figures:
+        c = statistics.median(figures["_batch"])
+        print(f"  sendmmsg (visio_sfu._batch):  {c:6.2f} us  ({c / a:.2f}x sendto)")
     return 0
 
 

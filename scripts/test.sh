@@ -21,6 +21,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v redis-server >/dev/null || need+=(redis-server)
     # the TURN relay of tests/browser/test_turn.py (tests/support/turn.py)
     command -v turnserver >/dev/null || need+=(coturn)
+    # a C compiler: pip builds visio_sfu/_batch.c (sendmmsg on the media port) with it
+    command -v cc >/dev/null || need+=(gcc libc6-dev)
     # a throwaway PostgreSQL cluster for the rooms database tests (tests/support/postgres.py)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     # GStreamer's webrtcbin driven from the system python3 (tests/browser/test_gstreamer.py)

@@ -289,7 +289,9 @@ async def _start_udp_mux(app: web.Application) -> None:
     # one ICE address configured: listen there only (a test's 127.0.0.1); else everywhere
     host = config.ice_addresses[0] if len(config.ice_addresses) == 1 else "0.0.0.0"
     try:
-        mux = await UdpMux(port, host=host, advertise=config.public_ips or None).start()
+        mux = await UdpMux(
+            port, host=host, advertise=config.public_ips or None, batch=config.batch_sends
+        ).start()
     except OSError as exc:  # the command prints it and exits 2
         raise ConfigError(
             f"cannot listen on UDP port {port} ({host}): {exc.strerror}; choose another "

@@ -61,6 +61,9 @@ class Config:
     #: the addresses written in the candidates instead of the host's (behind a 1:1 NAT: the
     #: public address); with udp_port only
     public_ips: list[str] = field(default_factory=list)
+    #: send what one received packet causes (its fan-out) with one sendmmsg system call
+    #: (visio_sfu/_batch.c, when built); false: one sendto per datagram
+    batch_sends: bool = True
     #: ICE servers handed to clients (signaling/turn.py): STUN URLs, and TURN URLs with
     #: credentials made from the secret shared with the TURN server (coturn's
     #: static-auth-secret), valid turn_ttl seconds
@@ -110,6 +113,7 @@ ENV = {
     "VISIO_ICE_ADDRESSES": "ice_addresses",
     "VISIO_UDP_PORT": "udp_port",
     "VISIO_PUBLIC_IPS": "public_ips",
+    "VISIO_BATCH_SENDS": "batch_sends",
     "VISIO_STUN_URLS": "stun_urls",
     "VISIO_TURN_URLS": "turn_urls",
     "VISIO_TURN_SECRET": "turn_secret",

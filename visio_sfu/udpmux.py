@@ -18,6 +18,11 @@ right connection:
 aioice runs each connection's ICE as before (full ICE, checks both ways) on a StunProtocol whose
 transport is the mux's socket; only gathering changes (``candidates``). Datagrams from an
 address nobody holds are dropped and counted.
+
+Batched sends: what the connections send while one datagram is handled (a publisher's packet
+forwarded to every subscriber, on the fast receive path) is collected and sent with one
+``sendmmsg`` system call after it (``visio_sfu/_batch.c``, built at install time; without it,
+or with ``batch=False``, one ``sendto`` per datagram).
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ from typing import Any
 from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol
+
+try:
+    from ._batch import send_batch  # type: ignore[import-not-found]
+except ImportError:  # not built (no compiler at install time): one sendto per datagram
+    send_batch = None
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +88,10 @@ class _MuxTransport(asyncio.DatagramTransport):
             mux._claim(addr, self._protocol)
         if data[0] < 2 and len(data) >= 20 and not data[0] & 1 and not data[1] & 0x10:
             mux._asked(bytes(data[8:20]), self._protocol)  # a STUN request: its answer is ours
+        pending = mux._pending
+        if pending is not None:  # a datagram is being handled: sent with the others after it
+            pending.append((data, addr))
+            return
         transport = mux.transport
         if transport is not None:
             transport.sendto(data, addr)
@@ -105,10 +119,17 @@ class _MuxTransport(asyncio.DatagramTransport):
 class UdpMux(asyncio.DatagramProtocol):
     """One UDP socket shared by every PeerTransport (see the module's doc)."""
 
-    def __init__(self, port: int, host: str = "0.0.0.0", advertise: list[str] | None = None):
+    def __init__(
+        self,
+        port: int,
+        host: str = "0.0.0.0",
+        advertise: list[str] | None = None,
+        batch: bool = True,
+    ) -> None:
         """``port``: the port to listen on (0: any free one); ``advertise``: the addresses
         written in the candidates (a public address behind NAT); None: the host addresses
-        aioice finds (``transport.set_ice_addresses`` chooses them)."""
+        aioice finds (``transport.set_ice_addresses`` chooses them). ``batch``: send what one
+        datagram causes with one sendmmsg (if ``visio_sfu._batch`` was built)."""
         self.port = port
         self.host = host
         self.advertise = list(advertise) if advertise else None
@@ -122,7 +143,12 @@ class UdpMux(asyncio.DatagramProtocol):
         self.moved = 0  # addresses that changed connection (an ICE restart, a NAT)
         self.refused = 0  # STUN requests whose integrity did not verify
         self.errors = 0  # datagrams a connection failed on (malformed STUN...)
-        self.send_errors = 0
+        self.send_errors = 0  # datagrams not sent (no socket, its buffer full)
+        self.batching = batch and send_batch is not None
+        self._pending: list | None = None  # datagrams to send after the one being handled
+        self._fd = -1
+        self.batches = 0  # sendmmsg calls
+        self.batched = 0  # datagrams sent by them
 
     async def start(self) -> UdpMux:
         """Bind the socket; OSError if the port is taken."""
@@ -139,6 +165,8 @@ class UdpMux(asyncio.DatagramProtocol):
                 except OSError:
                     pass
         self.sockname = transport.get_extra_info("sockname")[:2]
+        self._fd = sock.fileno() if sock is not None else -1
+        self.batching = self.batching and self._fd >= 0
         self.port = self.sockname[1]
         logger.info("media on UDP port %d for every peer", self.port)
         return self
@@ -230,11 +258,44 @@ class UdpMux(asyncio.DatagramProtocol):
         if protocol is None:
             self.unknown += 1
             return
+        if not self.batching:
+            try:
+                protocol.datagram_received(data, addr)
+            except Exception:  # aioice on a malformed STUN message (struct.error...): dropped
+                self.errors += 1
+                logger.debug("datagram from %s dropped", addr, exc_info=True)
+            return
+        pending = self._pending = []
         try:
             protocol.datagram_received(data, addr)
-        except Exception:  # aioice on a malformed STUN message (struct.error...): dropped
+        except Exception:
             self.errors += 1
             logger.debug("datagram from %s dropped", addr, exc_info=True)
+        finally:
+            self._pending = None
+        if pending:
+            self._flush(pending)
+
+    def _flush(self, pending: list) -> None:
+        """Send what handling one datagram produced: sendmmsg, 256 at a time."""
+        if self.transport is None:
+            self.send_errors += len(pending)
+            return
+        assert send_batch is not None
+        for start in range(0, len(pending), 256):
+            chunk = pending[start : start + 256] if len(pending) > 256 else pending
+            try:
+                sent = send_batch(self._fd, chunk)
+            except (ValueError, TypeError, OSError):  # an address it cannot take: one by one
+                for data, addr in chunk:
+                    try:
+                        self.transport.sendto(data, addr)
+                    except (ValueError, TypeError, OSError):
+                        self.send_errors += 1
+                continue
+            self.batches += 1
+            self.batched += sent
+            self.send_errors += len(chunk) - sent  # the socket's buffer full: dropped
 
     def _stun(self, data: bytes, addr: Any, owner: StunProtocol | None) -> StunProtocol | None:
         if len(data) < 20:

@@ -207,3 +207,34 @@ def test_reserve_gives_each_connection_its_own_long_ufrag():
     second._local_username = first.local_username
     mux.reserve(second)
     assert len(first.local_username) == 8 and second.local_username != first.local_username
+
+
+def test_send_batch_sends_each_datagram_once_and_refuses_bad_items():
+    """visio_sfu/_batch.c (built by pip; scripts/test.sh installs a compiler): one sendmmsg
+    for several datagrams to several addresses; malformed items are a ValueError, not a
+    crash; the mux falls back to sendto without it."""
+    import pytest
+
+    from visio_sfu import udpmux
+
+    assert udpmux.send_batch is not None, "visio_sfu._batch was not built"
+    receivers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for r in receivers:
+            r.bind(("127.0.0.1", 0))
+            r.settimeout(2)
+        items = [(bytes([i]) * (100 + i), r.getsockname()) for i, r in enumerate(receivers)]
+        items.append((bytearray(b"again"), receivers[0].getsockname()))
+        assert udpmux.send_batch(sender.fileno(), items) == 4
+        assert receivers[0].recv(500) == bytes([0]) * 100
+        assert receivers[0].recv(500) == b"again"
+        assert receivers[2].recv(500) == bytes([2]) * 102
+        for bad in ([("x", 1)], [(b"x", ("not an address", 9))], [(b"x", ("127.0.0.1", 70000))]):
+            with pytest.raises((ValueError, TypeError)):
+                udpmux.send_batch(sender.fileno(), bad)
+        assert udpmux.send_batch(sender.fileno(), []) == 0
+    finally:
+        sender.close()
+        for r in receivers:
+            r.close()
