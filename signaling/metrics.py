@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from visio_sfu import SFU, DropReason
+from visio_sfu.transport import udp_mux
 
 from .session import SessionCounters
 from .webhooks import WebhookNotifier
@@ -120,6 +121,7 @@ class SFUCollector(Collector):
             errors.add_metric([direction], count)
         yield errors
         yield from self._layers()
+        yield from self._media_port()
         failures = CounterMetricFamily(
             "visio_negotiation_failures",
             "negotiations a client reported it could not apply, per connection",
@@ -162,6 +164,35 @@ class SFUCollector(Collector):
                 for bound, n in delay.cumulative()
             ],
             sum_value=delay.sum,
+        )
+
+    def _media_port(self) -> Iterator:
+        """The one UDP port of every peer (visio_sfu/udpmux.py): what it dropped, its batches."""
+        mux = udp_mux()
+        dropped = CounterMetricFamily(
+            "visio_media_port_dropped",
+            "datagrams the media port dropped: from an address no connection holds "
+            "(unknown_sender), STUN requests whose integrity failed (bad_integrity), that a "
+            "connection failed on (malformed), not sent (send_failed: its buffer full)",
+            labels=["reason"],
+        )
+        for reason, attr in (
+            ("unknown_sender", "unknown"),
+            ("bad_integrity", "refused"),
+            ("malformed", "errors"),
+            ("send_failed", "send_errors"),
+        ):
+            dropped.add_metric([reason], getattr(mux, attr) if mux is not None else 0)
+        yield dropped
+        yield CounterMetricFamily(
+            "visio_media_port_sendmmsg_calls",
+            "sendmmsg system calls of the media port (a received packet's fan-out each)",
+            value=mux.batches if mux is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "visio_media_port_batched_datagrams",
+            "datagrams the media port sent through sendmmsg",
+            value=mux.batched if mux is not None else 0,
         )
 
     def _layers(self) -> Iterator:
