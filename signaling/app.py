@@ -290,11 +290,15 @@ async def _start_udp_mux(app: web.Application) -> None:
     host = config.ice_addresses[0] if len(config.ice_addresses) == 1 else "0.0.0.0"
     try:
         mux = await UdpMux(
-            port, host=host, advertise=config.public_ips or None, batch=config.batch_sends
+            port,
+            host=host,
+            advertise=config.public_ips or None,
+            batch=config.batch_sends,
+            tcp=config.ice_tcp,
         ).start()
     except OSError as exc:  # the command prints it and exits 2
         raise ConfigError(
-            f"cannot listen on UDP port {port} ({host}): {exc.strerror}; choose another "
+            f"cannot listen on port {port} ({host}): {exc.strerror}; choose another "
             "with --udp-port (VISIO_UDP_PORT)"
         ) from None
     app[UDP_MUX] = mux

@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         "0: ephemeral ports for each peer (default 7882)",
     )
     serve.add_argument(
+        "--ice-tcp",
+        action="store_true",
+        default=None,
+        help="ICE over TCP on the media port's number too, for networks that block UDP",
+    )
+    serve.add_argument(
         "--public-ip",
         action="append",
         metavar="IP",
@@ -260,6 +266,7 @@ def serve_config(args: argparse.Namespace) -> Config:
             "ice_addresses": args.ice_address,
             "udp_port": args.udp_port,
             "public_ips": args.public_ip,
+            "ice_tcp": args.ice_tcp,
             "public_url": args.public_url,
             "recordings_dir": args.recordings_dir,
             "transcription": {

@@ -64,6 +64,9 @@ class Config:
     #: send what one received packet causes (its fan-out) with one sendmmsg system call
     #: (visio_sfu/_batch.c, when built); false: one sendto per datagram
     batch_sends: bool = True
+    #: ICE over TCP on the media port's number too (a passive TCP candidate for every
+    #: connection), for networks that let no UDP through; with udp_port only
+    ice_tcp: bool = False
     #: ICE servers handed to clients (signaling/turn.py): STUN URLs, and TURN URLs with
     #: credentials made from the secret shared with the TURN server (coturn's
     #: static-auth-secret), valid turn_ttl seconds
@@ -114,6 +117,7 @@ ENV = {
     "VISIO_UDP_PORT": "udp_port",
     "VISIO_PUBLIC_IPS": "public_ips",
     "VISIO_BATCH_SENDS": "batch_sends",
+    "VISIO_ICE_TCP": "ice_tcp",
     "VISIO_STUN_URLS": "stun_urls",
     "VISIO_TURN_URLS": "turn_urls",
     "VISIO_TURN_SECRET": "turn_secret",
@@ -279,6 +283,8 @@ def load_config(
                 raise ValueError(address)
         except ValueError:
             raise ConfigError(f"public_ips: {address!r} is not an IPv4 address") from None
+    if config.ice_tcp and not config.udp_port:
+        raise ConfigError("ice_tcp needs udp_port (ICE over TCP listens on its number)")
     if config.public_ips and not config.udp_port:
         raise ConfigError("public_ips needs udp_port (the port they are announced with)")
     if config.turn_urls and not config.turn_secret:

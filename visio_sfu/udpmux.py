@@ -19,6 +19,12 @@ aioice runs each connection's ICE as before (full ICE, checks both ways) on a St
 transport is the mux's socket; only gathering changes (``candidates``). Datagrams from an
 address nobody holds are dropped and counted.
 
+ICE over TCP (``tcp=True``, RFC 6544 passive, RFC 4571 framing), for networks that let no UDP
+through: the same port number in TCP; each connection's candidates then include a passive TCP
+one. A client's TCP connection is one more address of the connection its first STUN request
+names (verified as above; a TCP connection that does not send one within TCP_FIRST_FRAME
+seconds is closed); what aioice sends to that address goes down that TCP stream, framed.
+
 Batched sends: what the connections send while one datagram is handled (a publisher's packet
 forwarded to every subscriber, on the fast receive path) is collected and sent with one
 ``sendmmsg`` system call after it (``visio_sfu/_batch.c``, built at install time; without it,
@@ -48,6 +54,13 @@ logger = logging.getLogger(__name__)
 MAX_ADDRESSES = 16
 #: STUN transactions remembered (their responses find the connection that asked)
 MAX_TRANSACTIONS = 4096
+#: ICE-TCP: connections at once, seconds for a new one to send its first (STUN) frame, seconds
+#: of silence after which one is closed (consent checks come every 5 s), bytes queued for one
+#: before what it is sent is dropped (a datagram's fate, over a slow TCP path)
+MAX_TCP = 1024
+TCP_FIRST_FRAME = 10.0
+TCP_IDLE = 60.0
+TCP_QUEUE = 1 << 20
 #: characters of the ICE username fragment a connection on the mux gets (aioice's 4 would
 #: collide between connections, and are guessable)
 UFRAG_LENGTH = 8
@@ -88,6 +101,10 @@ class _MuxTransport(asyncio.DatagramTransport):
             mux._claim(addr, self._protocol)
         if data[0] < 2 and len(data) >= 20 and not data[0] & 1 and not data[1] & 0x10:
             mux._asked(bytes(data[8:20]), self._protocol)  # a STUN request: its answer is ours
+        tcp = mux._tcp
+        if tcp and addr in tcp:  # an ICE-TCP client: down its stream, framed
+            mux._send_tcp(tcp[addr], data)
+            return
         pending = mux._pending
         if pending is not None:  # a datagram is being handled: sent with the others after it
             pending.append((data, addr))
@@ -125,11 +142,13 @@ class UdpMux(asyncio.DatagramProtocol):
         host: str = "0.0.0.0",
         advertise: list[str] | None = None,
         batch: bool = True,
+        tcp: bool = False,
     ) -> None:
         """``port``: the port to listen on (0: any free one); ``advertise``: the addresses
         written in the candidates (a public address behind NAT); None: the host addresses
         aioice finds (``transport.set_ice_addresses`` chooses them). ``batch``: send what one
-        datagram causes with one sendmmsg (if ``visio_sfu._batch`` was built)."""
+        datagram causes with one sendmmsg (if ``visio_sfu._batch`` was built). ``tcp``: ICE
+        over TCP on the same port number too."""
         self.port = port
         self.host = host
         self.advertise = list(advertise) if advertise else None
@@ -149,6 +168,10 @@ class UdpMux(asyncio.DatagramProtocol):
         self._fd = -1
         self.batches = 0  # sendmmsg calls
         self.batched = 0  # datagrams sent by them
+        self.tcp = tcp
+        self._tcp: dict[Any, asyncio.StreamWriter] = {}  # ICE-TCP clients by address
+        self._server: asyncio.Server | None = None
+        self.tcp_clients = 0  # TCP connections accepted since start
 
     async def start(self) -> UdpMux:
         """Bind the socket; OSError if the port is taken."""
@@ -165,6 +188,15 @@ class UdpMux(asyncio.DatagramProtocol):
                 except OSError:
                     pass
         self.sockname = transport.get_extra_info("sockname")[:2]
+        if self.tcp:
+            try:
+                self._server = await asyncio.start_server(
+                    self._tcp_client, self.host, self.sockname[1], limit=70_000
+                )
+            except OSError:
+                transport.close()
+                self.transport = None
+                raise
         self._fd = sock.fileno() if sock is not None else -1
         self.batching = self.batching and self._fd >= 0
         self.port = self.sockname[1]
@@ -176,6 +208,12 @@ class UdpMux(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._tcp.values()):
+            writer.close()
+        self._tcp.clear()
 
     @property
     def connections(self) -> int:
@@ -211,6 +249,20 @@ class UdpMux(asyncio.DatagramProtocol):
             )
             for host in hosts
         ]
+        if self._server is not None:  # and passive TCP ones, below UDP in priority
+            out += [
+                Candidate(
+                    foundation=candidate_foundation("host", "tcp", host),
+                    component=component,
+                    transport="tcp",
+                    priority=candidate_priority(component, "host", local_pref=32767),
+                    host=host,
+                    port=self.port,
+                    type="host",
+                    tcptype="passive",
+                )
+                for host in hosts
+            ]
         protocol.local_candidate = out[0]  # what aioice pairs with; every one reaches it
         connection._protocols.append(protocol)
         return out
@@ -323,6 +375,45 @@ class UdpMux(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         self.send_errors += 1
+
+    # -- ICE over TCP --------------------------------------------------------------------
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client's TCP connection: its frames are datagrams from its address."""
+        peer = writer.get_extra_info("peername")
+        addr = tuple(peer[:2]) if peer else None
+        if addr is None or len(self._tcp) >= MAX_TCP or addr in self._tcp:
+            writer.close()
+            return
+        self._tcp[addr] = writer
+        self.tcp_clients += 1
+        try:
+            timeout = TCP_FIRST_FRAME
+            while self.transport is not None:
+                head = await asyncio.wait_for(reader.readexactly(2), timeout)
+                size = int.from_bytes(head, "big")
+                data = await asyncio.wait_for(reader.readexactly(size), timeout)
+                if data:
+                    self.datagram_received(data, addr)
+                if addr not in self._owner:  # its first frame named no connection: closed
+                    break
+                timeout = TCP_IDLE
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            if self._tcp.get(addr) is writer:
+                del self._tcp[addr]
+            owner = self._owner.pop(addr, None)
+            if owner is not None:
+                held = self._held.get(id(owner))
+                if held is not None and addr in held:
+                    held.remove(addr)
+            writer.close()
+
+    def _send_tcp(self, writer: asyncio.StreamWriter, data: Any) -> None:
+        if writer.transport.get_write_buffer_size() > TCP_QUEUE or writer.is_closing():
+            self.send_errors += 1  # the path is slower than the stream: dropped, as UDP would
+            return
+        writer.write(len(data).to_bytes(2, "big") + bytes(data))
 
 
 _original_candidates = None

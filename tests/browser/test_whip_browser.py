@@ -156,11 +156,11 @@ WHEP_DELETE = """async () => {
 class WhipPublisher(GstClient):
     """gst_client.py ``--whip``: webrtcbin publishing over WHIP, its SDPs in its log."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, *flags: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         self.stderr = open(ARTIFACTS / "gst-whip-client.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(CLIENT), "--whip", url, "--token", token, "--dump-sdp"],
+            [SYSTEM_PYTHON, str(CLIENT), "--whip", url, "--token", token, "--dump-sdp", *flags],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -410,3 +410,65 @@ def test_chromium_plays_a_participant_over_whep(server, browser):
         if player is not None:
             player.context.close()
         camera.context.close()
+
+
+@pytest.fixture(scope="module")
+def tcp_server():
+    """A server with ICE over TCP on its media port's number (``--ice-tcp``)."""
+    from tests.support.server import ServerProcess
+
+    s = ServerProcess(extra=["--ice-tcp"])
+    yield s
+    s.stop()
+
+
+def test_gstreamer_over_ice_tcp_alone_reaches_a_chromium_page(tcp_server, browser):
+    """A network that lets no UDP through: webrtcbin (libnice) with UDP switched off gathers
+    TCP candidates only and publishes over WHIP; it connects to the server's passive TCP
+    candidate on the media port's number, and a Chromium page plays its video."""
+    reason = gstreamer_missing()
+    if reason:
+        pytest.skip(reason)
+    server = tcp_server
+    room = "whip-tcp"
+    gst = WhipPublisher(
+        f"{server.url}/whip/{room}", server.token(room, ENCODER, ENCODER_NAME), "--ice-tcp-only"
+    )
+    page = None
+    seen: dict = {}
+
+    def explain() -> str:
+        if page is not None:
+            artefact(page, "failure-whip-tcp")
+        return (
+            f"--- page saw: {json.dumps(seen, indent=1)}\n--- GStreamer: {gst.tail(2)}\n"
+            f"--- its log (SDPs):\n{gst.log()}\n--- server log:\n{server.output(3000)}"
+        )
+
+    try:
+
+        def connected():
+            status = gst.status()
+            if status.get("whip", {}).get("post") not in (None, 201) or gst.proc.poll():
+                raise AssertionError(f"the WHIP POST failed\n{explain()}")
+            return status.get("publisher", {}).get("connection") == "connected"
+
+        until(connected, "webrtcbin connected over TCP", explain, timeout=30)
+        offer, _, answer = gst.log().partition("--- WHIP answer")
+        offered = [x for x in offer.splitlines() if x.startswith("a=candidate:")]
+        assert offered and all(" TCP " in x.upper() for x in offered), offered  # no UDP
+        assert "tcptype passive" in answer, answer  # the server's TCP candidate
+        page = open_page(browser, f"{server.url}/r/{room}?name=Viewer&autojoin=1&lang=en", "v")
+
+        def plays():
+            seen.clear()
+            seen.update(page.evaluate(PARTICIPANT, ENCODER))
+            return seen if seen["present"] and seen["w"] > 0 and seen["frames"] > 10 else None
+
+        until(plays, "the page plays the encoder's video, sent over TCP", explain, timeout=40)
+        artefact(page, "whip-over-ice-tcp")
+    finally:
+        if page is not None:
+            page.context.close()
+        if gst.proc.poll() is None:
+            gst.stop()

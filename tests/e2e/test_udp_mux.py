@@ -129,7 +129,7 @@ async def test_the_port_taken_is_a_clear_error():
     taken.bind(("127.0.0.1", 0))
     try:
         server = LocalServer(udp_port=taken.getsockname()[1])
-        with pytest.raises(ConfigError, match="cannot listen on UDP port"):
+        with pytest.raises(ConfigError, match="cannot listen on port"):
             await server.__aenter__()
     finally:
         taken.close()

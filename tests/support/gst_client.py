@@ -182,7 +182,11 @@ class Client:
             ice = ice_agent(element)
             if not ice.emit("add-local-ip-address", args.ice_address):
                 self.error(f"{target}: add-local-ip-address {args.ice_address} refused")
-            ice.set_property("ice-tcp", False)
+            if args.ice_tcp_only:  # a network that lets no UDP through: ICE over TCP alone
+                ice.set_property("ice-udp", False)
+                ice.set_property("ice-tcp", True)
+            else:
+                ice.set_property("ice-tcp", False)
             element.connect("on-ice-candidate", self.on_ice_candidate, target)
             element.connect("notify::ice-gathering-state", self.on_gathering, target)
         if self.pub is not None:
@@ -603,6 +607,9 @@ if __name__ == "__main__":
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
     parser.add_argument("--dump-sdp", action="store_true", help="write the SDPs to stderr")
+    parser.add_argument(
+        "--ice-tcp-only", action="store_true", help="ICE over TCP only (no UDP candidates)"
+    )
     arguments = parser.parse_args()
     if arguments.whip:
         if arguments.url or arguments.subscribe or not arguments.token:

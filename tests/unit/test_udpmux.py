@@ -238,3 +238,46 @@ def test_send_batch_sends_each_datagram_once_and_refuses_bad_items():
         sender.close()
         for r in receivers:
             r.close()
+
+
+async def test_ice_over_tcp_on_the_same_port():
+    """``tcp=True``: a passive TCP candidate on the port's number; a client's TCP connection
+    whose first frame (RFC 4571: two bytes of length) is a STUN request signed for a
+    connection is that connection's; what it sends there goes down the stream, framed; a TCP
+    connection that names nobody is closed."""
+    mux = await UdpMux(0, host="127.0.0.1", tcp=True).start()
+    a = FakeConnection("ua", "pa" * 11)
+    udp, tcp = mux.candidates(a, 1, ["127.0.0.1"])
+    assert (udp.transport, tcp.transport, tcp.tcptype, tcp.port) == (
+        "udp",
+        "tcp",
+        "passive",
+        mux.port,
+    )
+    assert tcp.priority < udp.priority
+    reader, writer = await asyncio.open_connection("127.0.0.1", mux.port)
+    try:
+        request = binding("ua:them", "pa" * 11)
+        writer.write(len(request).to_bytes(2, "big") + request)
+        await writer.drain()
+        await settle()
+        here = writer.get_extra_info("sockname")[:2]
+        assert a.requests == [("ua:them", here)]
+        a._protocols[0].transport.sendto(b"\x17down the stream", here)
+        size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 2), "big")
+        assert await reader.readexactly(size) == b"\x17down the stream"
+        writer.write(b"\x00\x05\x17tcp!")
+        await writer.drain()
+        await settle()
+        assert a.data == [b"\x17tcp!"]
+        # a stranger's TCP connection: closed after its first frame
+        r2, w2 = await asyncio.open_connection("127.0.0.1", mux.port)
+        junk = binding("ua:them", None)
+        w2.write(len(junk).to_bytes(2, "big") + junk)
+        await w2.drain()
+        assert await asyncio.wait_for(r2.read(10), 2) == b""  # closed by the mux
+        w2.close()
+        assert mux.refused == 1 and mux.tcp_clients == 2
+    finally:
+        writer.close()
+        mux.close()
