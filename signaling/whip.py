@@ -217,6 +217,13 @@ class HttpIngest:
         except UnicodeDecodeError:
             return _error(400, "bad_request", "the body is not UTF-8 text")
 
+    async def _owned_session(self, request: web.Request) -> HttpSession | web.Response:
+        """The session of the URL, if the request's token is its maker's (PATCH, DELETE)."""
+        ident = await self._identity(request)
+        if isinstance(ident, web.Response):
+            return ident
+        return self._session(request, ident)
+
     def _session(self, request: web.Request, ident: Identity) -> HttpSession | web.Response:
         kind = request.path.split("/")[1]
         session = self.sessions.get(request.match_info["id"])
@@ -370,10 +377,7 @@ class HttpIngest:
     async def patch(self, request: web.Request) -> web.Response:
         """The client's trickled ICE candidates (RFC 8840 fragment); an ICE restart is not
         supported (422: the client makes a new session)."""
-        ident = await self._identity(request)
-        if isinstance(ident, web.Response):
-            return ident
-        session = self._session(request, ident)
+        session = await self._owned_session(request)
         if isinstance(session, web.Response):
             return session
         text = await self._body(request, SDPFRAG)
@@ -399,10 +403,7 @@ class HttpIngest:
     # -- DELETE: the end ----------------------------------------------------------------------
     async def delete(self, request: web.Request) -> web.Response:
         """End the session: its participant leaves the room."""
-        ident = await self._identity(request)
-        if isinstance(ident, web.Response):
-            return ident
-        session = self._session(request, ident)
+        session = await self._owned_session(request)
         if isinstance(session, web.Response):
             return session
         self.sessions.pop(session.id, None)
