@@ -7,6 +7,9 @@
 - A plain Chromium page (no web client, only ``fetch`` and ``RTCPeerConnection``) plays a
   meeting participant over WHEP: recvonly video and audio transceivers, the offer POSTed once
   ICE gathering is complete, the answer applied; then it DELETEs its session (200, then 404).
+- An aiortc peer publishes over WHIP and the web client in Chromium plays it.
+- webrtcbin with UDP switched off publishes over ICE-TCP alone (``--ice-tcp``), and a
+  Chromium page plays it.
 
 ICE stays on 127.0.0.1 on every side: the server gathers loopback candidates only, webrtcbin is
 given 127.0.0.1 as its only address, Chromium is allowed loopback candidates (conftest ARGS).
@@ -472,3 +475,110 @@ def test_gstreamer_over_ice_tcp_alone_reaches_a_chromium_page(tcp_server, browse
             page.context.close()
         if gst.proc.poll() is None:
             gst.stop()
+
+
+class AiortcEncoder:
+    """An aiortc peer publishing over WHIP from a thread with its own event loop (the browser
+    tests are synchronous): a video test pattern and a tone, until ``stop`` DELETEs it."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.result: dict = {}
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.url, self.token = url, token
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+
+    async def _start(self) -> None:
+        import aiohttp
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        from visio_client.media import PatternVideoTrack, ToneAudioTrack
+
+        self.pc = RTCPeerConnection()
+        self.pc.addTransceiver(PatternVideoTrack(2), direction="sendonly")
+        self.pc.addTransceiver(ToneAudioTrack(2), direction="sendonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/sdp"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.url, data=self.pc.localDescription.sdp, headers=headers) as r,
+        ):
+            self.result = {"status": r.status, "location": r.headers.get("Location")}
+            answer = await r.text()
+        if r.status == 201:
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def _stop(self) -> int:
+        import aiohttp
+
+        base = self.url.split("/whip/")[0]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.delete(
+                base + self.result["location"], headers={"Authorization": f"Bearer {self.token}"}
+            ) as r,
+        ):
+            status = r.status
+        await self.pc.close()
+        return status
+
+    def stop(self) -> int:
+        import asyncio
+
+        try:
+            return asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+
+
+def test_chromium_watches_an_aiortc_encoder_over_whip(server, browser):
+    """An aiortc peer (the project's Python client library's media, a third stack) publishes
+    over WHIP; a Chromium page of the web client plays its video and receives its audio; its
+    DELETE takes it away."""
+    room = "whip-aiortc"
+    encoder = AiortcEncoder(f"{server.url}/whip/{room}", server.token(room, "py-enc", "Python"))
+    page = None
+    seen: dict = {}
+
+    def explain() -> str:
+        if page is not None:
+            artefact(page, "failure-whip-aiortc")
+        return f"--- page saw: {json.dumps(seen, indent=1)}\n--- {encoder.result}\n" + (
+            server.output(2000)
+        )
+
+    try:
+        assert encoder.result["status"] == 201, explain()
+        page = open_page(browser, f"{server.url}/r/{room}?name=Viewer&autojoin=1&lang=en", "v")
+
+        def look(check):
+            def once():
+                seen.clear()
+                seen.update(page.evaluate(PARTICIPANT, "py-enc"))
+                return dict(seen) if check(seen) else None
+
+            return once
+
+        first = until(
+            look(lambda s: s["present"] and s["w"] > 0 and s["frames"] > 5 and s["audio"]),
+            "the page plays the aiortc encoder",
+            explain,
+            timeout=40,
+        )
+        until(
+            look(lambda s: s["frames"] > first["frames"] + 10 and s["audio_packets"] > 20),
+            "its video advancing and its audio arriving",
+            explain,
+        )
+        assert encoder.stop() == 200
+        until(look(lambda s: not s["present"]), "the encoder leaving the page", explain, 10)
+    finally:
+        if page is not None:
+            page.context.close()
+        if encoder.thread.is_alive():
+            encoder.loop.call_soon_threadsafe(encoder.loop.stop)
