@@ -99,7 +99,7 @@ class Server:
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if kind in ("visio", "visio-sendto"):
+        if kind in ("visio", "visio-sendto", "visio-ports"):
             cmd = [
                 sys.executable,
                 "-m",
@@ -112,7 +112,7 @@ class Server:
                 "--ice-address",
                 "127.0.0.1",
                 "--udp-port",  # one port for every peer, as by default; a free one
-                str(free_udp_ports()),
+                "0" if kind == "visio-ports" else str(free_udp_ports()),
             ]
             health = "/healthz"
         elif kind == "naive":
@@ -123,7 +123,9 @@ class Server:
             cmd = janus_command(self.config, self.port)
             health = "/janus/info"
         else:
-            raise ValueError(f"unknown server {kind!r} (visio, visio-sendto, naive or janus)")
+            raise ValueError(
+                f"unknown server {kind!r} (visio, visio-sendto, visio-ports, naive or janus)"
+            )
         if core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(core), *cmd]
         env = server_env()
@@ -609,7 +611,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--servers",
         default="visio",
-        help="comma-separated: visio, visio-sendto (no sendmmsg batching), naive, janus",
+        help="comma-separated: visio, visio-sendto (no sendmmsg batching), visio-ports (a UDP "
+        "port per connection, no batching), naive, janus",
     )
     p.add_argument("--url", help="drive a running visio-sfu instead of starting servers")
     p.add_argument("--key", default=KEY)
