@@ -173,7 +173,8 @@ class SFUCollector(Collector):
             "visio_media_port_dropped",
             "datagrams the media port dropped: from an address no connection holds "
             "(unknown_sender), STUN requests whose integrity failed (bad_integrity), that a "
-            "connection failed on (malformed), not sent (send_failed: its buffer full)",
+            "connection failed on (malformed), not sent (send_failed: the socket gone, a TCP "
+            "client too far behind, an ICE-TCP client's address after its stream closed)",
             labels=["reason"],
         )
         for reason, attr in (
@@ -186,7 +187,8 @@ class SFUCollector(Collector):
         yield dropped
         yield CounterMetricFamily(
             "visio_media_port_sendmmsg_calls",
-            "sendmmsg system calls of the media port (a received packet's fan-out each)",
+            "batched sends of the media port (a received packet's fan-out each: one sendmmsg, "
+            "more above 256 datagrams or when one is interrupted)",
             value=mux.batches if mux is not None else 0,
         )
         yield CounterMetricFamily(

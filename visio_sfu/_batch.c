@@ -48,20 +48,24 @@ send_batch(PyObject *self, PyObject *args)
         msgs[count].msg_hdr.msg_iovlen = 1;
         count++;
     }
-    int sent = 0;
-    while (sent < count) {
-        int r;
+    /* sendmmsg stops at the first datagram that fails and reports it only when it is the
+       first of the call: a destination that refuses (EPERM from a firewall rule, EINVAL,
+       unreachable) is skipped and the others still go; a full buffer ends the call, and
+       the caller sends what is left its own way (it returns how far it got) */
+    Py_ssize_t pos = 0;
+    while (pos < count) {
+        int r, err;
         Py_BEGIN_ALLOW_THREADS
-        r = sendmmsg(fd, msgs + sent, (unsigned int)(count - sent), 0);
+        r = sendmmsg(fd, msgs + pos, (unsigned int)(count - pos), 0);
+        err = errno;
         Py_END_ALLOW_THREADS
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) continue;
-            break;  /* EAGAIN (buffer full) or an error: the rest are dropped, as UDP may */
-        }
-        sent += r;
+        if (r > 0) { pos += r; continue; }
+        if (r < 0 && err == EINTR) continue;
+        if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS)) break;
+        pos += 1;  /* this one failed: skipped */
     }
     for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&views[i]);
-    return PyLong_FromLong(sent);
+    return PyLong_FromSsize_t(pos);
 bad:
     PyErr_SetString(PyExc_ValueError, "items must be (bytes, (IPv4 address, port)) tuples");
 fail:
@@ -71,7 +75,9 @@ fail:
 
 static PyMethodDef methods[] = {
     {"send_batch", send_batch, METH_VARARGS,
-     "send_batch(fd, [(data, (host, port)), ...]) -> datagrams sent: one sendmmsg call."},
+     "send_batch(fd, [(data, (host, port)), ...]) -> how many were handed to the kernel or "
+     "skipped (a destination that refused one); less than all: the socket's buffer is full "
+     "and the rest were not sent. One sendmmsg call, more only if one is interrupted."},
     {NULL, NULL, 0, NULL}
 };
 

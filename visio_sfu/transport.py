@@ -235,7 +235,9 @@ class SrtpProtector:
         self._len = _srtp_ffi.new("int *")
 
     def protect(self, data: bytes | bytearray) -> bytes | None:
-        """The SRTP packet for an RTP packet, or None if libsrtp refused it."""
+        """The SRTP packet for an RTP packet, or None if libsrtp refused it. A copy of its
+        own (cffi's slice): the media port sends a fan-out's packets after all are made
+        (udpmux batching); a view of the shared buffer would send the last one N times."""
         n = len(data)
         if n > _MAX_PACKET:
             return None

@@ -61,6 +61,7 @@ MAX_TCP = 1024
 TCP_FIRST_FRAME = 10.0
 TCP_IDLE = 60.0
 TCP_QUEUE = 1 << 20
+MAX_TCP_UNPROVEN = 8  # per IP address: TCP connections that have not sent their request yet
 #: characters of the ICE username fragment a connection on the mux gets (aioice's 4 would
 #: collide between connections, and are guessable)
 UFRAG_LENGTH = 8
@@ -104,6 +105,9 @@ class _MuxTransport(asyncio.DatagramTransport):
         tcp = mux._tcp
         if tcp and addr in tcp:  # an ICE-TCP client: down its stream, framed
             mux._send_tcp(tcp[addr], data)
+            return
+        if mux._tcp_closed and addr in mux._tcp_closed:  # its stream is gone: nowhere
+            mux.send_errors += 1
             return
         pending = mux._pending
         if pending is not None:  # a datagram is being handled: sent with the others after it
@@ -165,11 +169,14 @@ class UdpMux(asyncio.DatagramProtocol):
         self.send_errors = 0  # datagrams not sent (no socket, its buffer full)
         self.batching = batch and send_batch is not None
         self._pending: list | None = None  # datagrams to send after the one being handled
+        self._queued: Any = None  # the transport's get_write_buffer_size
         self._fd = -1
         self.batches = 0  # sendmmsg calls
         self.batched = 0  # datagrams sent by them
         self.tcp = tcp
         self._tcp: dict[Any, asyncio.StreamWriter] = {}  # ICE-TCP clients by address
+        self._tcp_closed: dict[Any, StunProtocol] = {}  # their addresses, once closed
+        self._tcp_unproven: dict[str, int] = {}  # per IP: connections yet to send a request
         self._server: asyncio.Server | None = None
         self.tcp_clients = 0  # TCP connections accepted since start
 
@@ -198,6 +205,7 @@ class UdpMux(asyncio.DatagramProtocol):
                 self.transport = None
                 raise
         self._fd = sock.fileno() if sock is not None else -1
+        self._queued = getattr(transport, "get_write_buffer_size", None)
         self.batching = self.batching and self._fd >= 0
         self.port = self.sockname[1]
         logger.info("media on UDP port %d for every peer", self.port)
@@ -300,6 +308,9 @@ class UdpMux(asyncio.DatagramProtocol):
         for transaction, p in list(self._transactions.items()):
             if p is protocol:
                 del self._transactions[transaction]
+        for addr, p in list(self._tcp_closed.items()):
+            if p is protocol:
+                del self._tcp_closed[addr]
 
     # -- receiving -----------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -334,20 +345,38 @@ class UdpMux(asyncio.DatagramProtocol):
             self.send_errors += len(pending)
             return
         assert send_batch is not None
+        queued = self._queued
+        if queued is not None and queued():  # datagrams queued: after them, in order
+            self._send_each(pending)
+            return
         for start in range(0, len(pending), 256):
             chunk = pending[start : start + 256] if len(pending) > 256 else pending
             try:
                 sent = send_batch(self._fd, chunk)
-            except (ValueError, TypeError, OSError):  # an address it cannot take: one by one
-                for data, addr in chunk:
-                    try:
-                        self.transport.sendto(data, addr)
-                    except (ValueError, TypeError, OSError):
-                        self.send_errors += 1
+            except Exception:  # an address it cannot take: one by one
+                self._send_each(chunk)
                 continue
             self.batches += 1
             self.batched += sent
-            self.send_errors += len(chunk) - sent  # the socket's buffer full: dropped
+            if sent < len(chunk):  # the socket's buffer full: the rest queued, as sendto does
+                self._send_each(chunk[sent:])
+
+    def _send_each(self, items: list) -> None:
+        transport = self.transport
+        for data, addr in items:
+            try:
+                if transport is None:
+                    raise OSError("closed")
+                transport.sendto(data, addr)
+            except Exception:
+                self.send_errors += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The socket is gone (closed, or an error asyncio would not survive): nothing is
+        sent through its old descriptor any more."""
+        self.transport = None
+        self.batching = False
+        self._fd = -1
 
     def _stun(self, data: bytes, addr: Any, owner: StunProtocol | None) -> StunProtocol | None:
         if len(data) < 20:
@@ -381,25 +410,47 @@ class UdpMux(asyncio.DatagramProtocol):
         """One client's TCP connection: its frames are datagrams from its address."""
         peer = writer.get_extra_info("peername")
         addr = tuple(peer[:2]) if peer else None
-        if addr is None or len(self._tcp) >= MAX_TCP or addr in self._tcp:
+        ip = addr[0] if addr else ""
+        if (
+            addr is None
+            or len(self._tcp) >= MAX_TCP
+            or addr in self._tcp
+            or addr in self._owner  # a UDP peer's address and port: never the same peer
+            or self._tcp_unproven.get(ip, 0) >= MAX_TCP_UNPROVEN
+        ):
             writer.close()
             return
         self._tcp[addr] = writer
+        self._tcp_closed.pop(addr, None)
+        self._tcp_unproven[ip] = self._tcp_unproven.get(ip, 0) + 1
+        proven = False
         self.tcp_clients += 1
         try:
-            timeout = TCP_FIRST_FRAME
+            # the first frame, within TCP_FIRST_FRAME in all: a STUN request that verifies
+            async with asyncio.timeout(TCP_FIRST_FRAME):
+                data = await reader.readexactly(int.from_bytes(await reader.readexactly(2)))
+            if not data or data[0] > 1 or data[0] & 1 or data[1] & 0x10:
+                return  # not a STUN request: closed
+            self.datagram_received(data, addr)
+            if addr not in self._owner:  # it named no connection, or did not verify
+                return
+            proven = True
+            self._tcp_unproven[ip] -= 1
             while self.transport is not None:
-                head = await asyncio.wait_for(reader.readexactly(2), timeout)
-                size = int.from_bytes(head, "big")
-                data = await asyncio.wait_for(reader.readexactly(size), timeout)
+                async with asyncio.timeout(TCP_IDLE):
+                    head = await reader.readexactly(2)
+                    data = await reader.readexactly(int.from_bytes(head))
                 if data:
                     self.datagram_received(data, addr)
-                if addr not in self._owner:  # its first frame named no connection: closed
-                    break
-                timeout = TCP_IDLE
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):
             pass
         finally:
+            if not proven:
+                left = self._tcp_unproven.get(ip, 1) - 1
+                if left > 0:
+                    self._tcp_unproven[ip] = left
+                else:
+                    self._tcp_unproven.pop(ip, None)
             if self._tcp.get(addr) is writer:
                 del self._tcp[addr]
             owner = self._owner.pop(addr, None)
@@ -407,6 +458,11 @@ class UdpMux(asyncio.DatagramProtocol):
                 held = self._held.get(id(owner))
                 if held is not None and addr in held:
                     held.remove(addr)
+                # aioice may go on sending there until its consent fails: not over UDP to an
+                # address nobody proved (on a shared NAT it may be someone else's)
+                self._tcp_closed[addr] = owner
+                if len(self._tcp_closed) > MAX_TRANSACTIONS:
+                    del self._tcp_closed[next(iter(self._tcp_closed))]
             writer.close()
 
     def _send_tcp(self, writer: asyncio.StreamWriter, data: Any) -> None:

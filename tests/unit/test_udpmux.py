@@ -229,11 +229,17 @@ def test_send_batch_sends_each_datagram_once_and_refuses_bad_items():
         assert udpmux.send_batch(sender.fileno(), items) == 4
         assert receivers[0].recv(500) == bytes([0]) * 100
         assert receivers[0].recv(500) == b"again"
+        assert receivers[1].recv(500) == bytes([1]) * 101
         assert receivers[2].recv(500) == bytes([2]) * 102
         for bad in ([("x", 1)], [(b"x", ("not an address", 9))], [(b"x", ("127.0.0.1", 70000))]):
             with pytest.raises((ValueError, TypeError)):
                 udpmux.send_batch(sender.fileno(), bad)
         assert udpmux.send_batch(sender.fileno(), []) == 0
+        # a destination the kernel refuses (port 0) in the middle: the others still go
+        items = [(b"one", receivers[0].getsockname()), (b"refused", ("127.0.0.1", 0))]
+        items.append((b"three", receivers[1].getsockname()))
+        assert udpmux.send_batch(sender.fileno(), items) == 3
+        assert receivers[0].recv(100) == b"one" and receivers[1].recv(100) == b"three"
     finally:
         sender.close()
         for r in receivers:
@@ -278,6 +284,27 @@ async def test_ice_over_tcp_on_the_same_port():
         assert await asyncio.wait_for(r2.read(10), 2) == b""  # closed by the mux
         w2.close()
         assert mux.refused == 1 and mux.tcp_clients == 2
+        # a UDP peer's address and port: a TCP connection from the same is refused
+        udp_peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp_peer.bind(("127.0.0.1", 0))
+        udp_peer.sendto(binding("ua:them", "pa" * 11), ("127.0.0.1", mux.port))
+        await settle()
+        assert udp_peer.getsockname() in mux._owner, (udp_peer.getsockname(), list(mux._owner))
+        same = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        same.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        same.bind(udp_peer.getsockname())
+        same.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(same, ("127.0.0.1", mux.port))
+        assert await asyncio.wait_for(loop.sock_recv(same, 10), 2) == b""  # closed at once
+        same.close()
+        udp_peer.close()
+        # the stream closed: what the connection sends to it goes nowhere, not over UDP
+        writer.close()
+        await settle()
+        errors = mux.send_errors
+        a._protocols[0].transport.sendto(b"\x17late", here)
+        assert mux.send_errors == errors + 1
     finally:
         writer.close()
         mux.close()
