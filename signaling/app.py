@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import secrets
+import socket
 import traceback
 import weakref
 from pathlib import Path
@@ -280,6 +282,39 @@ def udp_port_of(config: Config) -> int:
     return config.udp_port + (int(worker) if worker and worker.isdigit() else 0)
 
 
+def media_port_error(
+    config: Config, port: int, host: str, exc: OSError, worker: int | None = None
+) -> str:
+    """What to tell someone whose media port cannot be bound."""
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE or "could not bind" in str(exc):
+        why = "the address is in use (another server runs there?)"
+    kinds = "UDP and TCP (--ice-tcp)" if config.ice_tcp else "UDP"
+    whose = f", worker {worker}'s: udp_port + {worker}" if worker is not None else ""
+    return (
+        f"cannot listen on port {port} ({host}, {kinds}{whose}): {why}; choose another "
+        "with --udp-port (VISIO_UDP_PORT), or 0 for ephemeral ports"
+    )
+
+
+def media_ports_free(config: Config, workers: int) -> str | None:
+    """Before workers are started: whether each one's media port can be bound (None), or why
+    not (a worker failing at start-up is a worse way to learn it)."""
+    host = config.ice_addresses[0] if len(config.ice_addresses) == 1 else "0.0.0.0"
+    kinds = [socket.SOCK_DGRAM] + ([socket.SOCK_STREAM] if config.ice_tcp else [])
+    for i in range(workers):
+        port = config.udp_port + i
+        for kind in kinds:
+            try:
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    if kind == socket.SOCK_STREAM:
+                        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind((host, port))
+            except OSError as exc:
+                return media_port_error(config, port, host, exc, i)
+    return None
+
+
 async def _start_udp_mux(app: web.Application) -> None:
     """Every peer's media on one UDP port (visio_sfu/udpmux.py), bound before anyone joins."""
     if app.get(NO_MEDIA):
@@ -297,10 +332,9 @@ async def _start_udp_mux(app: web.Application) -> None:
             tcp=config.ice_tcp,
         ).start()
     except OSError as exc:  # the command prints it and exits 2
-        raise ConfigError(
-            f"cannot listen on port {port} ({host}): {exc.strerror}; choose another "
-            "with --udp-port (VISIO_UDP_PORT)"
-        ) from None
+        index = os.environ.get("VISIO_WORKER", "")
+        worker = int(index) if index.isdigit() else None
+        raise ConfigError(media_port_error(config, port, host, exc, worker)) from None
     app[UDP_MUX] = mux
     set_udp_mux(mux)
 

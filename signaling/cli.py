@@ -185,6 +185,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a host of the meeting (roomHost): may mute others, stop their video, remove "
         "them, lock the room",
     )
+    token.add_argument(
+        "--hidden",
+        action="store_true",
+        help="not shown to the others (a WHEP screen in a lobby, a recorder): joins unseen",
+    )
     token.add_argument("--config", metavar="FILE", help="TOML configuration file")
 
     rooms = sub.add_parser(
@@ -320,7 +325,7 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     key, secret = next(iter(config.api_keys.items()))
     grant = None
-    if args.record or args.host or args.transcribe:
+    if args.record or args.host or args.transcribe or args.hidden:
         grant = VideoGrant(
             room=args.room,
             room_join=True,
@@ -330,6 +335,7 @@ def _token(args: argparse.Namespace) -> int:
             room_record=args.record,
             room_transcribe=args.transcribe,
             room_host=args.host,
+            hidden=args.hidden,
         )
     print(
         mint_token(

@@ -381,6 +381,10 @@ class SubscribeConnection:
         self._want_soon = False
         if self.closed or self._filling or not self.negotiations:
             return  # (the answer being made, or the first one, places them or asks)
+        if self.fixed_sections:  # no offer will come: the owner answers again, if it helps
+            if self.could_place():
+                self._emit(SectionsWanted(0, 0))
+            return
         waiting = {"audio": 0, "video": 0}
         for sid, dt in self._to_bind.items():
             if sid not in self._slot:

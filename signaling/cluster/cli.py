@@ -107,6 +107,13 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     if settings.workers == 1 and not settings.redis_url:
         run(config)
         return 0
+    if settings.workers > 1 and config.udp_port:
+        from ..app import media_ports_free
+
+        problem = media_ports_free(config, settings.workers)
+        if problem is not None:
+            print(f"visio-sfu: {problem}", file=sys.stderr)
+            return 2
     from .front import install_front
     from .node import ClusterError
 

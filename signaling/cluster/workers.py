@@ -118,10 +118,21 @@ class WorkerPool:
         worker.ready = False
 
     async def start(self, http: aiohttp.ClientSession, timeout: float = 60.0) -> None:
-        """Start every worker and wait until each answers."""
+        """Start every worker and wait until each answers; if one cannot start, the others
+        are stopped (they would hold their ports, and the front's exit, for ever)."""
         self._http = http
         for worker in self.workers:
             self._spawn(worker)
+        try:
+            await self._wait_ready(timeout)
+        except BaseException:
+            for worker in self.workers:
+                if worker.process is not None and worker.process.exitcode is None:
+                    worker.process.kill()
+                    worker.process.join(5)
+            raise
+
+    async def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not all(w.ready for w in self.workers):
             if time.monotonic() > deadline:

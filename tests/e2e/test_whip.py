@@ -311,6 +311,14 @@ async def test_cross_origin_players_and_odd_room_names():
             assert (await call("DELETE", server.url + headers["Location"], token))[0] == 200
             assert server.sfu.room(room) is None or server.sfu.room(room).by_identity("enc") is None
             await encoder.close()
+        pasted = await whip_offer(PatternVideoTrack(1))  # a URL pasted with its slash
+        token = server.token("slash", "enc")
+        status, headers, _ = await post(
+            f"{server.url}/whip/slash/", token, pasted.localDescription.sdp
+        )
+        assert status == 201 and headers["Location"].startswith("/whip/slash/")
+        assert (await call("DELETE", server.url + headers["Location"], token))[0] == 200
+        await pasted.close()
         sender = await whip_offer(PatternVideoTrack(1))
         offer = sender.localDescription.sdp
         token = server.token("x", "p")
@@ -324,3 +332,45 @@ async def test_cross_origin_players_and_odd_room_names():
         room = server.sfu.room("x")
         assert room is None or not room.participants
         await sender.close()
+
+
+async def test_a_whep_player_moves_to_the_next_track_when_its_own_goes():
+    """Two broadcasters in the room, one section of each kind offered: the player gets the
+    first; when that one leaves, the other's tracks take its sections (a track waiting while
+    another section is freed), without the player offering again."""
+    async with LocalServer() as server:
+        encoders = []
+        for colour in (1, 4):
+            enc = await whip_offer(PatternVideoTrack(colour), ToneAudioTrack(colour))
+            token = server.token("two", f"enc{colour}")
+            status, where, answer = await post(
+                f"{server.url}/whip/two", token, enc.localDescription.sdp
+            )
+            assert status == 201
+            await enc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            encoders.append((enc, token, where["Location"]))
+            await until(
+                lambda c=colour: server.sfu.room("two").by_identity(f"enc{c}").tracks,
+                what="published",
+            )
+        player = RTCPeerConnection()
+        player.addTransceiver("video", direction="recvonly")
+        player.addTransceiver("audio", direction="recvonly")
+        got: dict[str, object] = {}
+        player.on("track", lambda track: got.__setitem__(track.kind, track))
+        await player.setLocalDescription(await player.createOffer())
+        status, _, answer = await post(
+            f"{server.url}/whep/two", server.token("two", "screen"), player.localDescription.sdp
+        )
+        assert status == 201
+        await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await until(lambda: len(got) == 2, what="the player's receivers")
+        video = type("R", (), {"track": got["video"]})
+        await check_video(video, 1, frames=30)  # the first broadcaster
+        enc, token, location = encoders[0]
+        assert (await call("DELETE", server.url + location, token))[0] == 200
+        await enc.close()
+        await check_video(video, 4, frames=60)  # the other one, in the same sections
+        await until_tone(got["audio"], 4)
+        await player.close()
+        await encoders[1][0].close()
