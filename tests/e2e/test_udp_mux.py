@@ -87,7 +87,7 @@ async def test_twenty_peers_through_one_udp_port():
             assert all(on_the_mux(t, port) for t in transports)
             assert mux.connections == 22 and mux.unknown == 0
             # each publisher packet's fan-out left in one sendmmsg (visio_sfu/_batch.c)
-            assert mux.batching and mux.batches > 100 and mux.send_errors == 0
+            assert mux.batching and mux.batches > 0 and mux.send_errors == 0
             assert mux.batched / mux.batches > 5  # 19 subscribers of each publisher
         finally:
             for c in clients:
