@@ -191,6 +191,48 @@ def until(check, what: str, explain, timeout: float = 25.0, interval: float = 0.
     raise AssertionError(f"timed out waiting for {what}\n{explain()}")
 
 
+def watch_playing(page, identity: str, seen: dict, explain, whose: str) -> tuple[dict, dict]:
+    """Wait until the web client in ``page`` plays ``identity``'s video and receives its
+    audio, then until both advance; returns the two readings (``seen`` holds the last)."""
+
+    def look(check):
+        def once():
+            seen.clear()
+            seen.update(page.evaluate(PARTICIPANT, identity))
+            return dict(seen) if check(seen) else None
+
+        return once
+
+    first = until(
+        look(
+            lambda s: (
+                s["present"]
+                and s["w"] > 0
+                and s["ready"] >= 2
+                and s["remote"]
+                and s["frames"] > 0
+                and s["audio"]
+                and s["audio_packets"] > 0
+            )
+        ),
+        f"the page plays {whose} video and receives its audio",
+        explain,
+        timeout=40,
+    )
+    after = until(
+        look(
+            lambda s: (
+                s["t"] > first["t"]
+                and s["frames"] > first["frames"] + 10
+                and s["audio_packets"] > first["audio_packets"] + 20
+            )
+        ),
+        f"{whose} video advancing and its audio packets growing in the page",
+        explain,
+    )
+    return first, after
+
+
 @pytest.fixture
 def whip_publisher(server):
     reason = gstreamer_missing()
@@ -247,33 +289,7 @@ def test_chromium_watches_gstreamer_publishing_over_whip(server, browser, whip_p
 
             return once
 
-        first = until(
-            look(
-                lambda s: (
-                    s["present"]
-                    and s["w"] > 0
-                    and s["ready"] >= 2
-                    and s["remote"]
-                    and s["frames"] > 0
-                    and s["audio"]
-                    and s["audio_packets"] > 0
-                )
-            ),
-            "the page plays the WHIP encoder's video and receives its audio",
-            explain,
-            timeout=40,
-        )
-        after = until(
-            look(
-                lambda s: (
-                    s["t"] > first["t"]
-                    and s["frames"] > first["frames"] + 10
-                    and s["audio_packets"] > first["audio_packets"] + 20
-                )
-            ),
-            "the encoder's video advancing and its audio packets growing in the page",
-            explain,
-        )
+        first, after = watch_playing(page, ENCODER, seen, explain, "the WHIP encoder's")
         assert (after["w"], after["h"]) == (320, 240), after
         assert after["name"] and after["name"].startswith(ENCODER_NAME), after
         assert sorted(after["mids"].values()) == ["audio", "video"], after
@@ -556,27 +572,15 @@ def test_chromium_watches_an_aiortc_encoder_over_whip(server, browser):
         assert encoder.result["status"] == 201, explain()
         page = open_page(browser, f"{server.url}/r/{room}?name=Viewer&autojoin=1&lang=en", "v")
 
-        def look(check):
-            def once():
-                seen.clear()
-                seen.update(page.evaluate(PARTICIPANT, "py-enc"))
-                return dict(seen) if check(seen) else None
-
-            return once
-
-        first = until(
-            look(lambda s: s["present"] and s["w"] > 0 and s["frames"] > 5 and s["audio"]),
-            "the page plays the aiortc encoder",
-            explain,
-            timeout=40,
-        )
-        until(
-            look(lambda s: s["frames"] > first["frames"] + 10 and s["audio_packets"] > 20),
-            "its video advancing and its audio arriving",
-            explain,
-        )
+        watch_playing(page, "py-enc", seen, explain, "the aiortc encoder's")
         assert encoder.stop() == 200
-        until(look(lambda s: not s["present"]), "the encoder leaving the page", explain, 10)
+
+        def gone():
+            seen.clear()
+            seen.update(page.evaluate(PARTICIPANT, "py-enc"))
+            return not seen["present"]
+
+        until(gone, "the encoder leaving the page", explain, 10)
     finally:
         if page is not None:
             page.context.close()

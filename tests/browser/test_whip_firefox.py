@@ -31,7 +31,7 @@ import pytest
 
 from tests.browser.conftest import ARGS, ARTIFACTS, CHROMIUM, artefact, open_page
 from tests.browser.firefox import FirefoxError, FirefoxPage, missing_requirements
-from tests.browser.test_whip_browser import PARTICIPANT, PUBLISHING, until
+from tests.browser.test_whip_browser import PARTICIPANT, PUBLISHING, until, watch_playing
 from tests.support import netns
 from tests.support.server import ServerProcess
 
@@ -505,33 +505,7 @@ def test_chromium_watches_firefox_publishing_over_whip(server, browser):
 
             return once
 
-        first = until(
-            look(
-                lambda s: (
-                    s["present"]
-                    and s["w"] > 0
-                    and s["ready"] >= 2
-                    and s["remote"]
-                    and s["frames"] > 0
-                    and s["audio"]
-                    and s["audio_packets"] > 0
-                )
-            ),
-            "the Chromium page plays Firefox's video and receives its audio",
-            explain,
-            timeout=40,
-        )
-        after = until(
-            look(
-                lambda s: (
-                    s["t"] > first["t"]
-                    and s["frames"] > first["frames"] + 10
-                    and s["audio_packets"] > first["audio_packets"] + 20
-                )
-            ),
-            "Firefox's video advancing and its audio packets growing in the Chromium page",
-            explain,
-        )
+        first, after = watch_playing(viewer, encoder, seen, explain, "Firefox's")
         assert after["name"] and after["name"].startswith(encoder_name), explain()
         assert sorted(after["mids"].values()) == ["audio", "video"], explain()
         artefact(firefox, "whip-firefox-encoder")
