@@ -291,9 +291,10 @@ def media_port_error(
         why = "the address is in use (another server runs there?)"
     kinds = "UDP and TCP (--ice-tcp)" if config.ice_tcp else "UDP"
     whose = f", worker {worker}'s: udp_port + {worker}" if worker is not None else ""
+    zero = "" if config.ice_tcp else ", or 0 for ephemeral ports"
     return (
         f"cannot listen on port {port} ({host}, {kinds}{whose}): {why}; choose another "
-        "with --udp-port (VISIO_UDP_PORT), or 0 for ephemeral ports"
+        f"with --udp-port (VISIO_UDP_PORT){zero}"
     )
 
 
@@ -301,6 +302,11 @@ def media_ports_free(config: Config, workers: int) -> str | None:
     """Before workers are started: whether each one's media port can be bound (None), or why
     not (a worker failing at start-up is a worse way to learn it)."""
     host = config.ice_addresses[0] if len(config.ice_addresses) == 1 else "0.0.0.0"
+    if config.udp_port + workers - 1 > 65535:
+        return (
+            f"{workers} workers need the ports {config.udp_port} to "
+            f"{config.udp_port + workers - 1}: choose a lower --udp-port"
+        )
     kinds = [socket.SOCK_DGRAM] + ([socket.SOCK_STREAM] if config.ice_tcp else [])
     for i in range(workers):
         port = config.udp_port + i

@@ -177,6 +177,7 @@ class HttpIngest:
             out += [
                 web.post(f"/{kind}/{{room}}", self.create),
                 web.post(f"/{kind}/{{room}}/", self.create),  # (a URL pasted with its slash)
+                web.options(f"/{kind}/{{room}}/", self.options),
                 web.options(f"/{kind}/{{room}}", self.options),
                 web.patch(f"/{kind}/{{room}}/{{id}}", self.patch),
                 web.delete(f"/{kind}/{{room}}/{{id}}", self.delete),

@@ -62,6 +62,8 @@ TCP_FIRST_FRAME = 10.0
 TCP_IDLE = 60.0
 TCP_QUEUE = 1 << 20
 MAX_TCP_UNPROVEN = 8  # per IP address: TCP connections that have not sent their request yet
+#: bytes the UDP socket's transport may queue (the kernel's buffer full) before datagrams drop
+SEND_QUEUE = 1 << 20
 #: characters of the ICE username fragment a connection on the mux gets (aioice's 4 would
 #: collide between connections, and are guessable)
 UFRAG_LENGTH = 8
@@ -98,6 +100,9 @@ class _MuxTransport(asyncio.DatagramTransport):
     def sendto(self, data: Any, addr: Any = None) -> None:
         """Every packet to a subscriber comes here (the hot path: a lookup and a send)."""
         mux = self._mux
+        if mux._tcp_closed and addr in mux._tcp_closed:  # its stream is gone: nowhere
+            mux.send_errors += 1
+            return
         if self._owner.get(addr) is None:  # nobody's: ours (never taken from another)
             mux._claim(addr, self._protocol)
         if data[0] < 2 and len(data) >= 20 and not data[0] & 1 and not data[1] & 0x10:
@@ -106,18 +111,11 @@ class _MuxTransport(asyncio.DatagramTransport):
         if tcp and addr in tcp:  # an ICE-TCP client: down its stream, framed
             mux._send_tcp(tcp[addr], data)
             return
-        if mux._tcp_closed and addr in mux._tcp_closed:  # its stream is gone: nowhere
-            mux.send_errors += 1
-            return
         pending = mux._pending
         if pending is not None:  # a datagram is being handled: sent with the others after it
             pending.append((data, addr))
             return
-        transport = mux.transport
-        if transport is not None:
-            transport.sendto(data, addr)
-        else:
-            mux.send_errors += 1
+        mux._send_each(((data, addr),))
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sockname":
@@ -176,6 +174,7 @@ class UdpMux(asyncio.DatagramProtocol):
         self.tcp = tcp
         self._tcp: dict[Any, asyncio.StreamWriter] = {}  # ICE-TCP clients by address
         self._tcp_closed: dict[Any, StunProtocol] = {}  # their addresses, once closed
+        self._tcp_pending: set[Any] = set()  # connections yet to send their first frame
         self._tcp_unproven: dict[str, int] = {}  # per IP: connections yet to send a request
         self._server: asyncio.Server | None = None
         self.tcp_clients = 0  # TCP connections accepted since start
@@ -354,19 +353,23 @@ class UdpMux(asyncio.DatagramProtocol):
             try:
                 sent = send_batch(self._fd, chunk)
             except Exception:  # an address it cannot take: one by one
-                self._send_each(chunk)
-                continue
-            self.batches += 1
-            self.batched += sent
-            if sent < len(chunk):  # the socket's buffer full: the rest queued, as sendto does
-                self._send_each(chunk[sent:])
+                sent = 0
+            else:
+                self.batches += 1
+                self.batched += sent
+            if sent < len(chunk):  # the socket's buffer full: the rest queued, in order
+                self._send_each(pending[start + sent :])
+                return
 
-    def _send_each(self, items: list) -> None:
-        transport = self.transport
+    def _send_each(self, items: Any) -> None:
+        """sendto each datagram: the transport queues what the kernel will not take yet, up
+        to SEND_QUEUE bytes; past that they are dropped (stale media is worse than none)."""
+        transport, queued = self.transport, self._queued
         for data, addr in items:
+            if transport is None or (queued is not None and queued() > SEND_QUEUE):
+                self.send_errors += 1
+                continue
             try:
-                if transport is None:
-                    raise OSError("closed")
                 transport.sendto(data, addr)
             except Exception:
                 self.send_errors += 1
@@ -407,35 +410,38 @@ class UdpMux(asyncio.DatagramProtocol):
 
     # -- ICE over TCP --------------------------------------------------------------------
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One client's TCP connection: its frames are datagrams from its address."""
+        """One client's TCP connection: its frames are datagrams from its address, once its
+        first frame proved it (a STUN request that verifies); until then it holds nothing."""
         peer = writer.get_extra_info("peername")
         addr = tuple(peer[:2]) if peer else None
         ip = addr[0] if addr else ""
         if (
             addr is None
-            or len(self._tcp) >= MAX_TCP
+            or len(self._tcp) + len(self._tcp_pending) >= MAX_TCP
             or addr in self._tcp
+            or addr in self._tcp_pending
             or addr in self._owner  # a UDP peer's address and port: never the same peer
             or self._tcp_unproven.get(ip, 0) >= MAX_TCP_UNPROVEN
         ):
             writer.close()
             return
-        self._tcp[addr] = writer
-        self._tcp_closed.pop(addr, None)
+        self._tcp_pending.add(addr)
         self._tcp_unproven[ip] = self._tcp_unproven.get(ip, 0) + 1
-        proven = False
+        owner: StunProtocol | None = None  # the connection it proved it belongs to
         self.tcp_clients += 1
         try:
-            # the first frame, within TCP_FIRST_FRAME in all: a STUN request that verifies
-            async with asyncio.timeout(TCP_FIRST_FRAME):
+            async with asyncio.timeout(TCP_FIRST_FRAME):  # the whole first frame
                 data = await reader.readexactly(int.from_bytes(await reader.readexactly(2)))
-            if not data or data[0] > 1 or data[0] & 1 or data[1] & 0x10:
+            if len(data) < 20 or data[0] > 1 or data[0] & 1 or data[1] & 0x10:
                 return  # not a STUN request: closed
-            self.datagram_received(data, addr)
-            if addr not in self._owner:  # it named no connection, or did not verify
+            if addr in self._owner:  # a UDP peer took the address meanwhile
                 return
-            proven = True
-            self._tcp_unproven[ip] -= 1
+            self._tcp[addr] = writer  # (its answer goes down this stream)
+            self.datagram_received(data, addr)
+            owner = self._owner.get(addr)
+            if owner is None:  # it named no connection, or did not verify
+                return
+            self._tcp_closed.pop(addr, None)
             while self.transport is not None:
                 async with asyncio.timeout(TCP_IDLE):
                     head = await reader.readexactly(2)
@@ -445,16 +451,16 @@ class UdpMux(asyncio.DatagramProtocol):
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):
             pass
         finally:
-            if not proven:
-                left = self._tcp_unproven.get(ip, 1) - 1
-                if left > 0:
-                    self._tcp_unproven[ip] = left
-                else:
-                    self._tcp_unproven.pop(ip, None)
+            self._tcp_pending.discard(addr)
+            left = self._tcp_unproven.get(ip, 1) - 1
+            if left > 0:
+                self._tcp_unproven[ip] = left
+            else:
+                self._tcp_unproven.pop(ip, None)
             if self._tcp.get(addr) is writer:
                 del self._tcp[addr]
-            owner = self._owner.pop(addr, None)
-            if owner is not None:
+            if owner is not None and self._owner.get(addr) is owner:
+                del self._owner[addr]
                 held = self._held.get(id(owner))
                 if held is not None and addr in held:
                     held.remove(addr)

@@ -121,9 +121,9 @@ class WorkerPool:
         """Start every worker and wait until each answers; if one cannot start, the others
         are stopped (they would hold their ports, and the front's exit, for ever)."""
         self._http = http
-        for worker in self.workers:
-            self._spawn(worker)
         try:
+            for worker in self.workers:
+                self._spawn(worker)
             await self._wait_ready(timeout)
         except BaseException:
             for worker in self.workers:
