@@ -29,7 +29,7 @@ from aiohttp import web
 
 from visio_sfu import SFU
 from visio_sfu.errors import PermissionDenied, RoomClosed, RoomFull, RoomLocked, TransportError
-from visio_sfu.events import Event, Leave, SectionsWanted
+from visio_sfu.events import Event, Leave, SectionsWanted, TrackMuted
 from visio_sfu.participant import Participant, Permissions
 from visio_sfu.room import Room
 
@@ -295,6 +295,9 @@ class HttpIngest:
                 session.ended()
             elif isinstance(event, SectionsWanted):
                 session.want_refill()
+            elif isinstance(event, TrackMuted) and session.participant.subscriber is not None:
+                # a live track takes a muted one's section (SectionsWanted follows if so)
+                session.participant.subscriber.track_muted(event.track_sid, event.muted)
 
         perms = Permissions(
             can_publish=kind == "whip",

@@ -72,7 +72,9 @@ class SubscribeConnection:
         Every section it receives on is answered sending from the first answer, with or
         without a track (one stream for all: players take ``streams[0]``); a track takes any
         free one, a removed track's section is free at once; the owner answers the client's
-        offer again itself (``Participant.reanswer``), which the client never sees."""
+        offer again itself (``Participant.reanswer``), which the client never sees. Live
+        (unmuted) tracks are placed first, the most recently unmuted first, and a muted
+        track gives its section up to a live one of its kind that waits (``track_muted``)."""
         self.participant_sid = participant_sid
         self.fixed_sections = fixed_sections and transport is not None
         self._emit = emit
@@ -118,6 +120,7 @@ class SubscribeConnection:
         self._wanted = False
         self._filling = False
         self._want_soon = False
+        self._unmuted_at: dict[str, float] = {}  # track sid -> when it was last unmuted
 
     # -- subscriptions -------------------------------------------------------------------
     def add(self, track: Publisher) -> DownTrack:
@@ -151,6 +154,7 @@ class SubscribeConnection:
         dt = self.downtracks.pop(track_sid, None)
         transceiver = self._slot.pop(track_sid, None)
         self._to_bind.pop(track_sid, None)
+        self._unmuted_at.pop(track_sid, None)
         if dt is not None:
             dt.close()
             self._by_ssrc.pop(dt.ssrc, None)
@@ -287,6 +291,10 @@ class SubscribeConnection:
         self._filling = True
         self._asked = {"audio": 0, "video": 0}
         self._wanted = False
+        for sid in self._yielding():  # muted tracks whose sections live ones wait for
+            track = self.downtracks[sid].track
+            self.remove(sid)  # (fixed: its section is free in this answer)
+            self.add(track)  # waits again, after the live ones
         by_mid = {s.mid: s for s in slots if s.mid is not None}
         taken = set() if self.fixed_sections else {t.mid for t in self._released}
         self._released = []
@@ -311,9 +319,7 @@ class SubscribeConnection:
             elif slot.direction != "inactive":
                 slot.direction = "inactive"
                 slot.release_msid()
-        for sid, dt in self._to_bind.items():
-            if sid in self._slot:
-                continue
+        for sid, dt in self._waiting():
             slot = next((s for s in free if s.kind == dt.track.kind), None)
             if slot is None:
                 continue
@@ -354,14 +360,61 @@ class SubscribeConnection:
 
     def could_place(self) -> bool:
         """Whether an answer to the client's last offer again would place a track that waits
-        (or free a section for one): for a client that never offers again (WHEP), the server
-        answers its last offer itself (``Participant.reanswer``) instead of asking for one."""
+        (or free a section for one, or give a muted track's section to a live one): for a
+        client that never offers again (WHEP), the server answers its last offer itself
+        (``Participant.reanswer``) instead of asking for one."""
         if not self.client_offers or self.closed or not self.negotiations:
             return False
-        waiting = {dt.track.kind for sid, dt in self._to_bind.items() if sid not in self._slot}
+        waiting = {dt.track.kind for _sid, dt in self._waiting()}
         if not waiting:
             return False
-        return bool(self._released) or any(self._spare.get(kind, 0) for kind in waiting)
+        return (
+            bool(self._released)
+            or any(self._spare.get(kind, 0) for kind in waiting)
+            or bool(self._yielding())
+        )
+
+    def track_muted(self, track_sid: str, muted: bool) -> None:
+        """A track this side receives was muted or unmuted. With fixed sections (WHEP) the
+        live tracks are placed first: a live track waiting while a muted one of its kind
+        holds a section takes that section at the next answer (the owner's, asked for as
+        for a track that comes: ``SectionsWanted``)."""
+        if track_sid not in self.downtracks:
+            return
+        if not muted:
+            self._unmuted_at[track_sid] = time.monotonic()
+        if self.fixed_sections:
+            self._ask_soon()
+
+    def _waiting(self) -> list[tuple[str, DownTrack]]:
+        """The tracks without a section, in the order they take one: with fixed sections, the
+        live (unmuted) ones first, the most recently unmuted first; else first come."""
+        waiting = [(sid, dt) for sid, dt in self._to_bind.items() if sid not in self._slot]
+        if self.fixed_sections:  # (a stable sort: first come among equals)
+            waiting.sort(key=lambda it: (it[1].track.muted, -self._unmuted_at.get(it[0], 0.0)))
+        return waiting
+
+    def _yielding(self) -> list[str]:
+        """With fixed sections: the placed tracks that are muted while more live tracks of
+        their kind wait than there are free sections, as many as those lack (their sections
+        go to them)."""
+        if not self.fixed_sections:
+            return []
+        lacking = {"audio": 0, "video": 0}
+        for _sid, dt in self._waiting():
+            if not dt.track.muted:
+                lacking[dt.track.kind] += 1
+        for kind in lacking:
+            lacking[kind] -= self._spare.get(kind, 0)  # free after the last answer
+        for slot in self._released:
+            lacking[slot.kind] = lacking.get(slot.kind, 0) - 1  # (fixed: free at the next)
+        out = []
+        for sid in self._slot:
+            track = self.downtracks[sid].track
+            if track.muted and lacking[track.kind] > 0:
+                lacking[track.kind] -= 1
+                out.append(sid)
+        return out
 
     def mid_to_track(self) -> dict[str, str]:
         """Which track each section carries (mid -> track sid), as answered last."""

@@ -374,3 +374,40 @@ async def test_a_whep_player_moves_to_the_next_track_when_its_own_goes():
         await until_tone(got["audio"], 4)
         await player.close()
         await encoders[1][0].close()
+
+
+async def test_a_whep_player_gets_a_live_camera_not_a_muted_one():
+    """Two cameras in the room, the first one muted: a player with one video section gets
+    the live one; when that one is muted in turn and the other unmuted, the player moves
+    to the live one, without offering again."""
+    async with LocalServer() as server:
+        cameras = []
+        for colour in (1, 4):
+            cam = Client(server.url, server.token("cams", f"cam{colour}", f"Camera {colour}"))
+            await cam.connect()
+            (video_info,) = await cam.publish(PatternVideoTrack(colour))
+            cameras.append((cam, video_info["sid"]))
+            if colour == 1:  # the first come, muted
+                await cam.request({"type": "mute", "track": video_info["sid"], "muted": True})
+        room = server.sfu.room("cams")
+        await until(lambda: len(room.by_identity("cam4").tracks) == 1, what="published")
+        player = RTCPeerConnection()
+        player.addTransceiver("video", direction="recvonly")
+        got: dict[str, object] = {}
+        player.on("track", lambda track: got.__setitem__(track.kind, track))
+        await player.setLocalDescription(await player.createOffer())
+        status, _, answer = await post(
+            f"{server.url}/whep/cams", server.token("cams", "screen"), player.localDescription.sdp
+        )
+        assert status == 201, answer
+        await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await until(lambda: "video" in got, what="the player's receiver")
+        video = type("R", (), {"track": got["video"]})
+        await check_video(video, 4, frames=30)  # the live camera, not the muted first one
+        (cam1, sid1), (cam4, sid4) = cameras
+        await cam1.request({"type": "mute", "track": sid1, "muted": False})
+        await cam4.request({"type": "mute", "track": sid4, "muted": True})
+        await check_video(video, 1, frames=60)  # the live one again, in the same section
+        await player.close()
+        for cam, _sid in cameras:
+            await cam.close()
