@@ -7,6 +7,7 @@ behind or another room disturbed."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import aiohttp
@@ -52,6 +53,42 @@ async def whip_offer(*tracks) -> RTCPeerConnection:
         pc.addTransceiver(track, direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     return pc
+
+
+@dataclass
+class WhepPlayer:
+    """An aiortc WHEP player: its connection, the session's URL and token, the answer."""
+
+    pc: RTCPeerConnection
+    location: str
+    token: str
+    answer: str
+    tracks: dict[str, object] = field(default_factory=dict)  # kind -> the track received
+
+    def remote(self, kind: str) -> object:
+        """What check_video and check_audio take: ``.track``, the track of ``kind``."""
+        return type("R", (), {"track": self.tracks[kind]})
+
+
+async def whep_player(
+    server: LocalServer, room: str, identity: str, name: str = "", kinds=("video", "audio")
+) -> WhepPlayer:
+    """A player with a receive-only section of each of ``kinds``: its offer POSTed to
+    /whep/<room> (201 asserted), the answer applied, a receiver for each section come."""
+    pc = RTCPeerConnection()
+    for kind in kinds:
+        pc.addTransceiver(kind, direction="recvonly")
+    tracks: dict[str, object] = {}
+    pc.on("track", lambda track: tracks.__setitem__(track.kind, track))
+    await pc.setLocalDescription(await pc.createOffer())
+    token = server.token(room, identity, name)
+    status, headers, answer = await post(
+        f"{server.url}/whep/{quote(room, safe='')}", token, pc.localDescription.sdp
+    )
+    assert status == 201, answer
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    await until(lambda: len(tracks) == len(kinds), what="the player's receivers")
+    return WhepPlayer(pc, headers["Location"], token, answer, tracks)
 
 
 async def test_whip_publish_is_seen_in_the_meeting_then_deleted():
@@ -104,26 +141,14 @@ async def test_whep_plays_a_participant():
         speaker = Client(server.url, server.token("talk", "speaker", "Speaker"))
         await speaker.connect()
         await speaker.publish(PatternVideoTrack(5), ToneAudioTrack(5))
-        player = RTCPeerConnection()
-        player.addTransceiver("video", direction="recvonly")
-        player.addTransceiver("audio", direction="recvonly")
-        got: dict[str, object] = {}
-        player.on("track", lambda track: got.__setitem__(track.kind, track))
-        await player.setLocalDescription(await player.createOffer())
-        token = server.token("talk", "player", "Lobby screen")
-        status, headers, answer = await post(
-            f"{server.url}/whep/talk", token, player.localDescription.sdp
-        )
-        assert status == 201, answer
-        assert headers["Location"].startswith("/whep/talk/")
-        await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        await until(lambda: len(got) == 2, what="the player gets both tracks")
-        await check_video(type("R", (), {"track": got["video"]}), 5)
-        await check_audio(type("R", (), {"track": got["audio"]}), 5)
-        status, _ = await call("DELETE", server.url + headers["Location"], token)
+        player = await whep_player(server, "talk", "player", "Lobby screen")
+        assert player.location.startswith("/whep/talk/")
+        await check_video(player.remote("video"), 5)
+        await check_audio(player.remote("audio"), 5)
+        status, _ = await call("DELETE", server.url + player.location, player.token)
         assert status == 200
         await until(lambda: server.sfu.room("talk").by_identity("player") is None, what="gone")
-        await player.close()
+        await player.pc.close()
         await speaker.close()
 
 
@@ -221,21 +246,10 @@ async def test_a_whep_player_gets_tracks_published_after_it_came():
     publisher's tracks when they come, in the sections it offered, without offering again;
     the publisher replaced by another (an encoder restarted), the sections carry the new one."""
     async with LocalServer() as server:
-        player = RTCPeerConnection()
-        player.addTransceiver("video", direction="recvonly")
-        player.addTransceiver("audio", direction="recvonly")
-        got: dict[str, object] = {}
-        player.on("track", lambda track: got.__setitem__(track.kind, track))
-        await player.setLocalDescription(await player.createOffer())
-        token = server.token("live", "screen")
-        status, headers, answer = await post(
-            f"{server.url}/whep/live", token, player.localDescription.sdp
-        )
-        assert status == 201, answer
-        assert answer.count("a=sendonly") == 2  # sending from the first answer, nothing yet
-        await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        await until(lambda: len(got) == 2, what="the player's receivers")
-        video = type("R", (), {"track": got["video"]})
+        player = await whep_player(server, "live", "screen")
+        # sending from the first answer, nothing yet
+        assert player.answer.count("a=sendonly") == 2
+        video = player.remote("video")
         for colour in (1, 4):  # the first broadcaster, then its replacement
             encoder = await whip_offer(PatternVideoTrack(colour), ToneAudioTrack(colour))
             status, where, answer = await post(
@@ -247,7 +261,7 @@ async def test_a_whep_player_gets_tracks_published_after_it_came():
             await encoder.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             # (what the receivers queued before is read first: the new one comes after)
             await check_video(video, colour, frames=60)
-            await until_tone(got["audio"], colour)
+            await until_tone(player.tracks["audio"], colour)
             status, _ = await call(
                 "DELETE", server.url + where["Location"], server.token("live", f"encoder{colour}")
             )
@@ -255,7 +269,7 @@ async def test_a_whep_player_gets_tracks_published_after_it_came():
             await encoder.close()
         session = next(iter(server.app[INGEST].sessions.values()))
         assert session.kind == "whep" and session.refills >= 2
-        await player.close()
+        await player.pc.close()
 
 
 async def test_a_session_that_never_connects_is_ended(monkeypatch):
@@ -353,26 +367,15 @@ async def test_a_whep_player_moves_to_the_next_track_when_its_own_goes():
                 lambda c=colour: server.sfu.room("two").by_identity(f"enc{c}").tracks,
                 what="published",
             )
-        player = RTCPeerConnection()
-        player.addTransceiver("video", direction="recvonly")
-        player.addTransceiver("audio", direction="recvonly")
-        got: dict[str, object] = {}
-        player.on("track", lambda track: got.__setitem__(track.kind, track))
-        await player.setLocalDescription(await player.createOffer())
-        status, _, answer = await post(
-            f"{server.url}/whep/two", server.token("two", "screen"), player.localDescription.sdp
-        )
-        assert status == 201
-        await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        await until(lambda: len(got) == 2, what="the player's receivers")
-        video = type("R", (), {"track": got["video"]})
+        player = await whep_player(server, "two", "screen")
+        video = player.remote("video")
         await check_video(video, 1, frames=30)  # the first broadcaster
         enc, token, location = encoders[0]
         assert (await call("DELETE", server.url + location, token))[0] == 200
         await enc.close()
         await check_video(video, 4, frames=60)  # the other one, in the same sections
-        await until_tone(got["audio"], 4)
-        await player.close()
+        await until_tone(player.tracks["audio"], 4)
+        await player.pc.close()
         await encoders[1][0].close()
 
 
@@ -391,23 +394,13 @@ async def test_a_whep_player_gets_a_live_camera_not_a_muted_one():
                 await cam.request({"type": "mute", "track": video_info["sid"], "muted": True})
         room = server.sfu.room("cams")
         await until(lambda: len(room.by_identity("cam4").tracks) == 1, what="published")
-        player = RTCPeerConnection()
-        player.addTransceiver("video", direction="recvonly")
-        got: dict[str, object] = {}
-        player.on("track", lambda track: got.__setitem__(track.kind, track))
-        await player.setLocalDescription(await player.createOffer())
-        status, _, answer = await post(
-            f"{server.url}/whep/cams", server.token("cams", "screen"), player.localDescription.sdp
-        )
-        assert status == 201, answer
-        await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        await until(lambda: "video" in got, what="the player's receiver")
-        video = type("R", (), {"track": got["video"]})
+        player = await whep_player(server, "cams", "screen", kinds=("video",))
+        video = player.remote("video")
         await check_video(video, 4, frames=30)  # the live camera, not the muted first one
         (cam1, sid1), (cam4, sid4) = cameras
         await cam1.request({"type": "mute", "track": sid1, "muted": False})
         await cam4.request({"type": "mute", "track": sid4, "muted": True})
         await check_video(video, 1, frames=60)  # the live one again, in the same section
-        await player.close()
+        await player.pc.close()
         for cam, _sid in cameras:
             await cam.close()
