@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from visio_sfu import SFU, DropReason
-from visio_sfu.transport import udp_mux
+from visio_sfu.transport import PeerTransport, udp_mux
 
 from .session import SessionCounters
 from .webhooks import WebhookNotifier
@@ -143,6 +143,12 @@ class SFUCollector(Collector):
             "visio_subscriber_restarts",
             "fresh subscriber connections made after a client could not apply an offer",
             value=self.counters.subscriber_restarts,
+        )
+        yield CounterMetricFamily(
+            "visio_ice_restarts",
+            "ICE restarts within a peer connection (a client's network changed): the session "
+            "and its media went on, on a new path",
+            value=PeerTransport.ice_restarts_total,
         )
         cumulative, buckets = 0, []
         for bound, count in zip((*LAG_BUCKETS, float("inf")), self.lag.buckets, strict=True):

@@ -440,6 +440,24 @@ class Ping:
 
 
 @dataclass(frozen=True)
+class IceRestart:
+    """ice_restart: the client's network changed; restart ICE on the subscriber connection
+    (the publisher connection's is restarted by the client's own offer)."""
+
+    target: str
+
+    @classmethod
+    def parse(cls, msg: dict) -> IceRestart:
+        target = short_str(msg, "target", 16, required=True)
+        if target != "subscriber":
+            raise ProtocolError(
+                "bad_request",
+                "target must be 'subscriber' (restart the publisher's ICE with an offer)",
+            )
+        return cls(target)
+
+
+@dataclass(frozen=True)
 class LeaveRequest:
     """leave: leave the room."""
 
@@ -461,6 +479,7 @@ REQUESTS: dict[str, type] = {
     "subscription": Subscription,
     "track_settings": TrackSettings,
     "negotiation_failed": NegotiationFailedReport,
+    "ice_restart": IceRestart,
     "ping": Ping,
     "leave": LeaveRequest,
 }
@@ -577,6 +596,11 @@ def pong(ts: float) -> Reply:
 def subscriber_restarted() -> Reply:
     """The answer to negotiation_failed for the subscriber connection."""
     return Reply("subscriber_restarted", {})
+
+
+def ice_restarting(target: str) -> Reply:
+    """The answer to ice_restart: an offer with new ICE credentials follows."""
+    return Reply("ice_restarting", {"target": target})
 
 
 def negotiation_failed_noted(target: str) -> Reply:

@@ -57,6 +57,7 @@ class _RoomFullClose(ProtocolError):
 
 
 REPORTS_LOGGED = 5  # negotiation failures a session may log per minute
+MAX_ICE_RESTARTS = 10  # subscriber ICE restarts a session may ask for per minute
 OUTBOX_LIMIT = 1024  # events queued for a client that does not read: beyond, it is dropped
 _TOO_SLOW = (4002, b"too slow")  # outbox sentinels (tuples): close with this code
 _DONE = (1000, b"")
@@ -85,6 +86,7 @@ class Session:
         self._budget = MessageBudget(config.message_rate)
         self._last_limit_error = 0.0
         self._reports: list[float] = []  # negotiation failures logged in the last minute
+        self._ice_restarts: list[float] = []  # ICE restarts asked for in the last minute
         self._silent = False  # closed for silence: not kept for a resume
 
     # -- output ----------------------------------------------------------------------------
@@ -440,6 +442,21 @@ class Session:
         self.counters.subscriber_restarts += 1
         return proto.subscriber_restarted()
 
+    async def on_ice_restart(self, req: proto.IceRestart) -> proto.Reply:
+        """The client's network changed: a subscriber offer with new ICE credentials follows
+        (at most MAX_ICE_RESTARTS a minute: each one is a negotiation)."""
+        p = self._joined()
+        now = time.monotonic()
+        self._ice_restarts = [t for t in self._ice_restarts if now - t < 60.0]
+        if len(self._ice_restarts) >= MAX_ICE_RESTARTS:
+            raise ProtocolError("rate_limited", f"at most {MAX_ICE_RESTARTS} ICE restarts a minute")
+        self._ice_restarts.append(now)
+        try:
+            p.restart_ice()
+        except TransportError as exc:
+            raise ProtocolError("bad_request", str(exc)) from None
+        return proto.ice_restarting(req.target)
+
     async def on_ping(self, req: proto.Ping) -> proto.Reply:
         return proto.pong(req.ts if req.ts is not None else time.time() * 1000)
 
@@ -471,6 +488,7 @@ HANDLERS: dict[str, Any] = {
     "subscription": Session.on_subscription,
     "track_settings": Session.on_track_settings,
     "negotiation_failed": Session.on_negotiation_failed,
+    "ice_restart": Session.on_ice_restart,
     "ping": Session.on_ping,
     "leave": Session.on_leave,
 }

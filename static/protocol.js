@@ -128,6 +128,8 @@ export class Session extends Emitter {
     this.publisherQueue = Promise.resolve();
     this.subscriberGen = 0; // bumped whenever the subscriber connection is replaced
     this.restarting = false; // waiting for the server's fresh subscriber connection
+    this.iceRestarts = { publisher: 0, subscriber: 0 }; // when each last restarted ICE (ms)
+    this.iceTimers = {}; // target -> the timer of a restart waiting for a disconnection to last
     this.failures = []; // times of negotiation failures, to give up on a loop
     // source -> muted, kept across reconnections: a track republished after a reconnect is
     // muted again at once, so the others never see it unmuted
@@ -193,9 +195,41 @@ export class Session extends Emitter {
     };
     pc.onconnectionstatechange = () => {
       this.emit('pcstate', { target, state: pc.connectionState });
-      if (pc.connectionState === 'failed') this.onDisconnect(`${target} connection failed`);
+      if (pc.connectionState !== 'failed') return;
+      // the network changed under us: restart ICE on the same connection first (the session,
+      // its tracks and subscriptions stay); reconnect only if that did not help
+      if (!this.restartIce(target, pc)) this.onDisconnect(`${target} connection failed`);
+    };
+    pc.oniceconnectionstatechange = () => {
+      clearTimeout(this.iceTimers[target]);
+      if (pc.iceConnectionState !== 'disconnected') return;
+      // a path that stays down 3 s (not a lost burst): restart ICE before it fails (~30 s)
+      this.iceTimers[target] = setTimeout(() => {
+        if (pc.iceConnectionState === 'disconnected') this.restartIce(target, pc);
+      }, 3000);
     };
     return pc;
+  }
+
+  // ICE restart (docs/protocol.md, ice_restart): new credentials and candidates on the same
+  // connection; the publisher's by our own offer, the subscriber's by asking the server for
+  // one. False if it cannot help: no signalling, or one tried in the last 15 s already.
+  restartIce(target, pc) {
+    if (this.closedByUser || !this.signal || this.state !== 'connected') return false;
+    if (pc !== this[target] || pc.signalingState === 'closed') return false;
+    const now = Date.now();
+    if (now - this.iceRestarts[target] < 15000) return false;
+    this.iceRestarts[target] = now;
+    console.warn(`visio: restarting ICE (${target})`);
+    this.emit('ice_restart', { target });
+    if (target === 'publisher') {
+      pc.restartIce();
+      this.negotiatePublisher().catch((err) => this.onDisconnect(`ICE restart failed: ${err.message}`));
+    } else {
+      this.signal.request({ type: 'ice_restart', target })
+        .catch((err) => this.onDisconnect(`ICE restart refused: ${err.message}`));
+    }
+    return true;
   }
 
   onMessage(msg) {
@@ -488,6 +522,7 @@ export class Session extends Emitter {
 
   teardown() {
     clearInterval(this.ping);
+    for (const timer of Object.values(this.iceTimers)) clearTimeout(timer);
     this.subscriberGen += 1; // queued offers were for the connections closed here
     this.restarting = false;
     // a browser may never settle an operation on a connection closed under it: queues that

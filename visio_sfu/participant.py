@@ -406,6 +406,20 @@ class Participant:
         if max_fps is not None:
             dt.max_fps = max(float(max_fps), 0.0)
 
+    def restart_ice(self) -> None:
+        """Restart ICE on the subscribe connection (the client's network changed): its next
+        offer, made now, carries new credentials; the session, its tracks and their settings
+        stay, and media resumes on the new path as soon as checks nominate it. (The client
+        restarts the publish connection's ICE itself, with an offer.)
+
+        Raises PermissionDenied for a participant who may not subscribe, TransportError if it
+        left or the client makes the offers on this connection."""
+        if self.subscriber is None:
+            raise PermissionDenied("not allowed to subscribe")
+        if self.closed:
+            raise TransportError("participant left")
+        self.subscriber.restart_ice()
+
     async def restart_subscriber(self, available: Callable[[], list[Publisher]]) -> None:
         """Replace the subscribe connection with a fresh one that carries the same tracks,
         with the same settings; its first offer follows. For a client that could not apply an

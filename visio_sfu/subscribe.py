@@ -467,6 +467,13 @@ class SubscribeConnection:
             raise TransportError("the client makes the offers on this connection")
         self._schedule()
 
+    def restart_ice(self) -> None:
+        """Offer again now, with new ICE credentials (see Participant.restart_ice)."""
+        if self.client_offers:
+            raise TransportError("the client makes the offers on this connection")
+        self.transport.restart_ice()
+        self._schedule()
+
     def pending_offer(self) -> tuple[str, str] | None:
         """``(offer id, sdp)`` of the offer waiting for its answer, if any (to send it again
         to a client that reconnected meanwhile)."""

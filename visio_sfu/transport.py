@@ -52,7 +52,7 @@ from aiortc.sdp import candidate_from_sdp
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
-from . import udpmux
+from . import icerestart, udpmux
 from .errors import TransportError
 from .media import Codec, NegotiatedMedia
 from .udpmux import UdpMux
@@ -487,6 +487,8 @@ class PeerTransport:
     open_transports: weakref.WeakSet[PeerTransport] = weakref.WeakSet()
     #: SRTP/SRTCP failures of closed transports (so that totals never go down)
     closed_errors: dict[str, int] = {"receive": 0, "send": 0}
+    #: ICE restarts of every transport of this process (a client's network changed)
+    ice_restarts_total = 0
 
     @classmethod
     def errors(cls) -> dict[str, int]:
@@ -531,6 +533,13 @@ class PeerTransport:
         self._channels: dict[str, Any] = {}
         self._sctp_first = False  # our channels were made before any transceiver
         self.data_dropped = 0  # messages too large, or sent while no channel was open
+        # ICE restarts (icerestart.py): our next offer renews our credentials; candidates
+        # trickled for a generation not applied yet wait for it
+        self._restart_wanted = False
+        self._trickle = icerestart.TrickleBuffer()
+        self._checks: asyncio.Future | None = None
+        self._pending_restart: Any = None  # restarted by receive_offer, for make_answer
+        self.ice_restarts = 0
         if on_data is not None:
             self.pc.on("datachannel", self._channel_opened)
         PeerTransport.open_transports.add(self)
@@ -551,6 +560,7 @@ class PeerTransport:
         mid -> the MIME type to put first in that m-section's answer (what the sender uses)."""
         token = _negotiating.set(True)
         try:
+            restarted = self._restart_from(offer_sdp, renew=True)
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=_without_mdns(offer_sdp), type="offer")
             )
@@ -562,6 +572,7 @@ class PeerTransport:
             self._gather_on_mux()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
+            await self._restarted(restarted)
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise TransportError(f"offer rejected: {exc}") from None
         except Exception as exc:  # aiortc's InternalError, InvalidStateError...
@@ -579,6 +590,7 @@ class PeerTransport:
         track before ``make_answer``. ``prefer``: as for ``answer``."""
         token = _negotiating.set(True)
         try:
+            self._pending_restart = self._restart_from(offer_sdp, renew=True)
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=_without_mdns(offer_sdp), type="offer")
             )
@@ -600,6 +612,8 @@ class PeerTransport:
             self._gather_on_mux()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
+            restarted, self._pending_restart = self._pending_restart, None
+            await self._restarted(restarted)
         except Exception as exc:  # aiortc's InternalError, InvalidStateError...
             raise TransportError(f"offer rejected: {type(exc).__name__}: {exc}") from None
         finally:
@@ -620,6 +634,10 @@ class PeerTransport:
         token = _negotiating.set(True)
         try:
             self._gather_on_mux()
+            if self._restart_wanted:
+                self._restart_wanted = False
+                for ice in self._started_ice():
+                    icerestart.renew_local(ice._connection, self._mux)
             offer = await self.pc.createOffer()
             await self.pc.setLocalDescription(offer)
         finally:
@@ -636,9 +654,11 @@ class PeerTransport:
         """Apply the remote answer to our offer."""
         token = _negotiating.set(True)
         try:
+            restarted = self._restart_from(answer_sdp, renew=False)
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=_without_mdns(answer_sdp), type="answer")
             )
+            await self._restarted(restarted)
         except Exception as exc:
             raise TransportError(f"answer rejected: {type(exc).__name__}: {exc}") from None
         finally:
@@ -649,6 +669,12 @@ class PeerTransport:
         """Add a trickled remote candidate ({candidate, sdpMid, sdpMLineIndex}; None = end)."""
         if candidate is None or not candidate.get("candidate"):
             return  # end of candidates: aioice needs nothing
+        ufrag = candidate.get("usernameFragment")
+        started = self._started_ice()
+        current = started[0]._connection.remote_username if started else None
+        if isinstance(ufrag, str) and self._trickle.early(ufrag, current):
+            self._trickle.keep(ufrag, candidate)  # for an ICE restart not applied yet
+            return
         text = candidate["candidate"]
         if not isinstance(text, str) or len(text) > 1024:
             raise TransportError("candidate must be a string")
@@ -675,6 +701,62 @@ class PeerTransport:
                 await self.pc.addIceCandidate(ice)
         except Exception as exc:
             raise TransportError(f"candidate rejected: {type(exc).__name__}") from None
+
+    # -- ICE restarts (icerestart.py) ----------------------------------------------------------
+    def restart_ice(self) -> None:
+        """Our next offer restarts ICE: new credentials, then new checks once the answer
+        comes (a client whose network changed asks for it on the connection we offer on)."""
+        self._restart_wanted = True
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """Where media to the peer goes (the nominated pair's remote address), if anywhere."""
+        started = self._started_ice()
+        return icerestart.nominated_address(started[0]._connection) if started else None
+
+    def _started_ice(self) -> list[Any]:
+        """aiortc's ICE transports that applied a remote description and still run."""
+        transports = self.pc._RTCPeerConnection__iceTransports  # type: ignore[attr-defined]
+        return [
+            ice
+            for ice in transports
+            if ice.state != "closed" and ice._connection.remote_username is not None
+        ]
+
+    def _restart_from(self, sdp: str, renew: bool) -> Any:
+        """Before a remote description: if it carries new ICE credentials (the peer restarts
+        ICE), start the new generation (``renew``: ours are renewed too, as we answer); the
+        aioice Connection restarted, or None."""
+        credentials = icerestart.ice_credentials(sdp)
+        started = self._started_ice()
+        if credentials is None or len(started) != 1:
+            return None  # a first negotiation (or unbundled transports: not restarted)
+        ice = started[0]
+        connection = ice._connection
+        if credentials == (connection.remote_username, connection.remote_password):
+            return None
+        if renew:
+            icerestart.renew_local(connection, self._mux)
+        icerestart.restart_remote(connection, *credentials, gatherer=ice.iceGatherer)
+        self.ice_restarts += 1
+        PeerTransport.ice_restarts_total += 1
+        logger.info("ICE restart (%d on this connection)", self.ice_restarts)
+        return connection
+
+    async def _restarted(self, connection: Any) -> None:
+        """After the description that restarted ICE: the candidates that waited for it, then
+        checks, if we control."""
+        if connection is None:
+            return
+        for candidate in self._trickle.take(connection.remote_username):
+            try:
+                await self.add_ice_candidate(candidate)
+            except TransportError:
+                pass  # a candidate we cannot use, as on the first generation
+        if connection.ice_controlling:
+            if self._checks is not None:
+                self._checks.cancel()
+            self._checks = asyncio.ensure_future(icerestart.run_checks(connection))
 
     def negotiated(self) -> list[NegotiatedMedia]:
         """The m-sections as negotiated so far (codecs, extension ids, our SSRC)."""
@@ -985,6 +1067,8 @@ class PeerTransport:
         if self._closed:
             return
         self._closed = True
+        if self._checks is not None:
+            self._checks.cancel()
         PeerTransport.open_transports.discard(self)
         PeerTransport.closed_errors["receive"] += self.receive_errors
         PeerTransport.closed_errors["send"] += self.send_errors

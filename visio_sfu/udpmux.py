@@ -236,6 +236,17 @@ class UdpMux(asyncio.DatagramProtocol):
             ufrag = "".join(secrets.choice(_UFRAG_CHARS) for _ in range(UFRAG_LENGTH))
         connection._local_username = ufrag  # (aioice's property has no setter)
 
+    def renew(self, connection: Any) -> None:
+        """An ICE restart: a new username fragment for a connection on this mux, which routes
+        requests naming it to the connection from now on (the old one to nobody)."""
+        old = connection.local_username.encode()
+        protocol = self._by_ufrag.get(old)
+        connection._local_username = ""
+        self.reserve(connection)
+        if protocol is not None and protocol.receiver is connection:
+            del self._by_ufrag[old]
+            self._by_ufrag[connection.local_username.encode()] = protocol
+
     def candidates(self, connection: Any, component: int, addresses: list[str]) -> list[Candidate]:
         """Host candidates of an aioice Connection on this mux (instead of sockets of its
         own): one StunProtocol for it, on the shared socket, and a candidate per address."""
