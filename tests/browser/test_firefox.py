@@ -15,11 +15,11 @@ import uuid
 
 import pytest
 
-from tests.browser.conftest import ARGS, CHROMIUM, artefact
+from tests.browser.conftest import artefact
 from tests.browser.firefox import FirefoxError, FirefoxPage, missing_requirements
 from tests.support import netns
 from tests.support.browser import poll
-from tests.support.server import ServerProcess
+from tests.support.firefox_netns import netns_fixtures
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,38 +28,9 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def namespace():
-    """Everything runs in a network namespace the test makes: Firefox gathers no loopback ICE
-    candidates (even with media.peerconnection.ice.loopback), so it needs an address other
-    than 127.0.0.1, and the test's traffic must stay on this machine."""
-    reason = netns.unavailable()
-    if reason is not None:
-        pytest.skip(f"Firefox runs in a network namespace, but {reason}")
-    with netns.namespace(netns.unique_name("visio-ff")) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def server(namespace):
-    """The server inside the namespace, gathering on its address."""
-    s = ServerProcess(extra=["--ice-address", netns.ADDRESS], netns=namespace)
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(namespace):
-    """Debian's Chromium inside the namespace (Playwright launches it through a wrapper)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(netns.wrapper(namespace, CHROMIUM)), headless=True, args=ARGS
-        )
-        yield b
-        b.close()
-
+# Firefox gathers no loopback ICE candidates: the server and both browsers run in a
+# network namespace the module makes
+namespace, server, browser = netns_fixtures("visio-ff")
 
 BUDGET = 40.0  # seconds, from both pages loaded, for media to flow both ways
 

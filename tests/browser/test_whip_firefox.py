@@ -18,7 +18,8 @@ server's answer must carry the server's candidates (Firefox gets no others).
   DELETEs its session the page sees the participant go.
 
 Firefox gathers no loopback candidates, so the server and both browsers run in a network
-namespace the test makes (tests/support/netns.py), as test_firefox.py does.
+namespace the test makes (tests/support/firefox_netns.py), as test_firefox.py does. The page
+scripts are Chromium's too (tests/support/whip_pages.py).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import uuid
 
 import pytest
 
-from tests.browser.conftest import ARGS, ARTIFACTS, CHROMIUM, artefact, open_page
+from tests.browser.conftest import ARTIFACTS, artefact, open_page
 from tests.browser.firefox import FirefoxError, FirefoxPage, missing_requirements
 from tests.browser.test_whip_browser import PARTICIPANT, PUBLISHING, until, watch_playing
 from tests.support import netns
-from tests.support.server import ServerProcess
+from tests.support.firefox_netns import netns_fixtures
+from tests.support.whip_pages import HTTP_DELETE, HTTP_STATE, WHEP_PLAY, WHIP_PUBLISH, with_arg
 
 pytestmark = [
     pytest.mark.browser,
@@ -42,178 +44,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def namespace():
-    """Everything runs in a network namespace the test makes: Firefox gathers no loopback ICE
-    candidates, so it needs an address other than 127.0.0.1, and the test's traffic must stay
-    on this machine."""
-    reason = netns.unavailable()
-    if reason is not None:
-        pytest.skip(f"Firefox runs in a network namespace, but {reason}")
-    with netns.namespace(netns.unique_name("visio-ffwhip")) as name:
-        yield name
+# Firefox gathers no loopback ICE candidates: the server and both browsers run in a
+# network namespace the module makes
+namespace, server, browser = netns_fixtures("visio-ffwhip")
 
-
-@pytest.fixture(scope="module")
-def server(namespace):
-    """The server inside the namespace, gathering on its address."""
-    s = ServerProcess(extra=["--ice-address", netns.ADDRESS], netns=namespace)
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(namespace):
-    """Debian's Chromium inside the namespace (Playwright launches it through a wrapper)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(netns.wrapper(namespace, CHROMIUM)), headless=True, args=ARGS
-        )
-        yield b
-        b.close()
-
-
-def call(script: str, arg: object) -> str:
-    """``script`` (a function expression) called with ``arg``: FirefoxPage.evaluate takes no
-    arguments."""
-    return f"() => ({script})({json.dumps(arg)})"
-
-
-# The offer in pc.localDescription once ICE gathering is complete (at most 20 s), POSTed to
-# ``url`` with the token; the answer applied. What happened goes to window.http (and back).
-EXCHANGE = """async (pc, url, token) => {
-  const log = window.pcLog = [];
-  const t0 = performance.now();
-  const note = (what) => log.push(`${((performance.now() - t0) / 1000).toFixed(2)} s ${what}`);
-  pc.addEventListener('icegatheringstatechange', () => note(`gathering ${pc.iceGatheringState}`));
-  pc.addEventListener('iceconnectionstatechange', () => note(`ice ${pc.iceConnectionState}`));
-  pc.addEventListener('connectionstatechange', () => note(`connection ${pc.connectionState}`));
-  await pc.setLocalDescription(await pc.createOffer());
-  const gathered = await new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve(true);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') resolve(true);
-    });
-    setTimeout(() => resolve(false), 20000);
-  });
-  const gatherSeconds = (performance.now() - t0) / 1000;
-  const offer = pc.localDescription.sdp;
-  const out = {gathered, gatherSeconds, offer, answer: '', status: 0, location: null,
-               type: null, applied: false, error: null, log};
-  if (!gathered) return out;
-  const r = await fetch(url, {method: 'POST', body: offer,
-    headers: {'Content-Type': 'application/sdp', 'Authorization': `Bearer ${token}`}});
-  Object.assign(out, {status: r.status, location: r.headers.get('Location'),
-                      type: r.headers.get('Content-Type'), answer: await r.text()});
-  if (r.status !== 201) return out;
-  try {
-    await pc.setRemoteDescription({type: 'answer', sdp: out.answer});
-    out.applied = true;
-  } catch (err) {
-    out.error = `${err.name}: ${err.message}`;
-  }
-  window.http = {pc, location: out.location, token};
-  return out;
-}"""
-
-# A WHEP player: recvonly video and audio; what it receives plays in a <video> and an <audio>.
-WHEP_PLAY = (
-    """async ({room, token}) => {
-  const exchange = ("""
-    + EXCHANGE
-    + """);
-  const pc = new RTCPeerConnection();
-  pc.addTransceiver('video', {direction: 'recvonly'});
-  pc.addTransceiver('audio', {direction: 'recvonly'});
-  const video = document.createElement('video');
-  video.autoplay = true; video.muted = true; video.id = 'whep-video';
-  video.width = 640; video.height = 480;
-  const audio = document.createElement('audio');
-  audio.autoplay = true; audio.id = 'whep-audio';
-  document.body.replaceChildren(video, audio);
-  const tracks = [];
-  window.ontracks = [];
-  pc.ontrack = (e) => {
-    window.ontracks.push(`${e.track.kind} mid ${e.transceiver.mid} streams ${e.streams.length}`);
-    tracks.push(e.track);
-    video.srcObject = new MediaStream(tracks);
-    if (e.track.kind === 'audio') audio.srcObject = new MediaStream([e.track]);
-  };
-  const out = await exchange(pc, `/whep/${room}`, token);
-  window.whep = {video, audio};
-  out.ontracks = window.ontracks;
-  return out;
-}"""
-)
-
-# A WHIP encoder: Firefox's fake camera and microphone, sendonly, previewed in a <video>.
-WHIP_PUBLISH = (
-    """async ({room, token}) => {
-  const exchange = ("""
-    + EXCHANGE
-    + """);
-  const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
-  const preview = document.createElement('video');
-  preview.autoplay = true; preview.muted = true; preview.srcObject = stream;
-  preview.width = 640; preview.height = 480;
-  document.body.replaceChildren(preview);
-  const pc = new RTCPeerConnection();
-  for (const track of stream.getTracks()) {
-    pc.addTransceiver(track, {direction: 'sendonly', streams: [stream]});
-  }
-  const out = await exchange(pc, `/whip/${room}`, token);
-  const settings = stream.getVideoTracks()[0].getSettings();
-  out.camera = {width: settings.width, height: settings.height,
-                tracks: stream.getTracks().map(t => `${t.kind}: ${t.label}`)};
-  return out;
-}"""
-)
-
-# The state of window.http's connection: in and out RTP, the selected candidate pair.
-HTTP_STATE = """async () => {
-  const {pc} = window.http;
-  const out = {connection: pc.connectionState, ice: pc.iceConnectionState, log: window.pcLog,
-               frames: 0, video_packets: 0, audio_packets: 0, audio_bytes: 0,
-               sent: {video: 0, audio: 0}, pair: null};
-  if (window.whep) {
-    const {video, audio} = window.whep;
-    Object.assign(out, {w: video.videoWidth, h: video.videoHeight, t: video.currentTime,
-      ready: video.readyState, paused: video.paused,
-      video_tracks: video.srcObject ? video.srcObject.getVideoTracks().length : 0,
-      audio_live: !!(audio.srcObject && audio.srcObject.getAudioTracks()
-                     .some(x => x.readyState === 'live'))});
-  }
-  const stats = await Promise.race(
-    [pc.getStats(), new Promise(r => setTimeout(() => r(new Map()), 5000))]);
-  stats.forEach(x => {
-    if (x.type === 'candidate-pair' && (x.selected || x.nominated) && x.state === 'succeeded') {
-      const local = stats.get(x.localCandidateId), remote = stats.get(x.remoteCandidateId);
-      out.pair = {local: local && `${local.address} ${local.candidateType}`,
-                  remote: remote && `${remote.address}:${remote.port} ${remote.candidateType}`,
-                  protocol: local && local.protocol};
-    }
-    if (x.type === 'outbound-rtp') out.sent[x.kind] += x.bytesSent || 0;
-    if (x.type !== 'inbound-rtp') return;
-    if (x.kind === 'video') {
-      out.frames += x.framesDecoded || 0; out.video_packets += x.packetsReceived || 0;
-    } else {
-      out.audio_packets += x.packetsReceived || 0; out.audio_bytes += x.bytesReceived || 0;
-    }
-  });
-  return out;
-}"""
-
-# DELETE the session twice: 200, then 404.
-HTTP_DELETE = """async () => {
-  const {location, token} = window.http;
-  const del = async () => (await fetch(location, {method: 'DELETE',
-    headers: {'Authorization': `Bearer ${token}`}})).status;
-  const first = await del();
-  const second = await del();
-  return {first, second, location};
-}"""
 
 KEPT = (
     "m=",
@@ -337,7 +171,7 @@ def test_firefox_plays_over_whep_before_the_publisher_comes(server, browser):
     try:
         # the player, in a room where nobody publishes yet
         token = server.token(room, player_identity, "Firefox WHEP")
-        made.update(firefox.evaluate(call(WHEP_PLAY, {"room": room, "token": token}), 40))
+        made.update(firefox.evaluate(with_arg(WHEP_PLAY, {"room": room, "token": token}), 40))
         check_exchange(made, "whep", room)
         answered = directions(made["answer"])
         assert answered == ["video sendonly", "audio sendonly"], (
@@ -477,7 +311,7 @@ def test_chromium_watches_firefox_publishing_over_whip(server, browser):
 
         # Firefox publishes its camera and microphone over WHIP
         token = server.token(room, encoder, encoder_name)
-        made.update(firefox.evaluate(call(WHIP_PUBLISH, {"room": room, "token": token}), 40))
+        made.update(firefox.evaluate(with_arg(WHIP_PUBLISH, {"room": room, "token": token}), 40))
         check_exchange(made, "whip", room)
         offered, answered = directions(made["offer"]), directions(made["answer"])
         assert sorted(offered) == ["audio sendonly", "video sendonly"], offered
