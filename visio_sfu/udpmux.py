@@ -255,32 +255,23 @@ class UdpMux(asyncio.DatagramProtocol):
         self._by_ufrag[connection.local_username.encode()] = protocol
         self._held[id(protocol)] = []
         hosts = self.advertise or [a for a in addresses if ":" not in a] or ["127.0.0.1"]
+        kinds = [("udp", None, 65535)]
+        if self._server is not None:  # and passive TCP ones, below UDP in priority
+            kinds.append(("tcp", "passive", 32767))
         out = [
             Candidate(
-                foundation=candidate_foundation("host", "udp", host),
+                foundation=candidate_foundation("host", transport, host),
                 component=component,
-                transport="udp",
-                priority=candidate_priority(component, "host"),
+                transport=transport,
+                priority=candidate_priority(component, "host", local_pref=local_pref),
                 host=host,
                 port=self.port,
                 type="host",
+                tcptype=tcptype,
             )
+            for transport, tcptype, local_pref in kinds
             for host in hosts
         ]
-        if self._server is not None:  # and passive TCP ones, below UDP in priority
-            out += [
-                Candidate(
-                    foundation=candidate_foundation("host", "tcp", host),
-                    component=component,
-                    transport="tcp",
-                    priority=candidate_priority(component, "host", local_pref=32767),
-                    host=host,
-                    port=self.port,
-                    type="host",
-                    tcptype="passive",
-                )
-                for host in hosts
-            ]
         protocol.local_candidate = out[0]  # what aioice pairs with; every one reaches it
         connection._protocols.append(protocol)
         return out
@@ -331,17 +322,11 @@ class UdpMux(asyncio.DatagramProtocol):
         if protocol is None:
             self.unknown += 1
             return
-        if not self.batching:
-            try:
-                protocol.datagram_received(data, addr)
-            except Exception:  # aioice on a malformed STUN message (struct.error...): dropped
-                self.errors += 1
-                logger.debug("datagram from %s dropped", addr, exc_info=True)
-            return
-        pending = self._pending = []
+        # batching: what handling it sends is collected, then sent with one sendmmsg
+        pending = self._pending = [] if self.batching else None
         try:
             protocol.datagram_received(data, addr)
-        except Exception:
+        except Exception:  # aioice on a malformed STUN message (struct.error...): dropped
             self.errors += 1
             logger.debug("datagram from %s dropped", addr, exc_info=True)
         finally:
