@@ -1,4 +1,5 @@
-/* sendmmsg for visio-sfu's media port: many datagrams, one system call. */
+/* sendmmsg for visio-sfu's media port: many datagrams, one system call; and the forwarding
+   path's per-subscriber header rewrite. */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -73,11 +74,119 @@ fail:
     return NULL;
 }
 
+/* The forwarding path's per-subscriber rewrite (visio_sfu/downtrack.py), in one call: a copy
+   of the publisher's packet with its payload type, sequence number, timestamp and SSRC
+   rewritten (the marker kept), and its header-extension ids mapped through a 256-byte table
+   (0 or, in a one-byte block, over 14: the element is zeroed, which is padding). The same
+   bytes as rtp.header.rewrite_header then rewrite_extensions, which stay the fallback when
+   this extension is not built. */
+static PyObject *
+rewrite_rtp(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "rewrite_rtp(data, pt, seq, ts, ssrc, table) takes 6 arguments");
+        return NULL;
+    }
+    unsigned long pt = PyLong_AsUnsignedLongMask(args[1]);
+    if (pt == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long seq = PyLong_AsUnsignedLongMask(args[2]);
+    if (seq == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long ts = PyLong_AsUnsignedLongMask(args[3]);
+    if (ts == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long ssrc = PyLong_AsUnsignedLong(args[4]);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (ssrc > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_OverflowError, "ssrc out of range");
+        return NULL;
+    }
+    PyObject *table_obj = args[5];
+    const unsigned char *table = NULL;
+    if (table_obj != Py_None) {
+        if (!PyBytes_Check(table_obj) || PyBytes_GET_SIZE(table_obj) != 256) {
+            PyErr_SetString(PyExc_ValueError, "table must be 256 bytes or None");
+            return NULL;
+        }
+        table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t n = view.len;
+    if (n < 12) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "an RTP packet has 12 bytes at least");
+        return NULL;
+    }
+    PyObject *out = PyByteArray_FromStringAndSize((const char *)view.buf, n);
+    PyBuffer_Release(&view);
+    if (out == NULL) return NULL;
+    unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(out);
+    b[1] = (unsigned char)((b[1] & 0x80) | (pt & 0x7F));
+    b[2] = (unsigned char)(seq >> 8); b[3] = (unsigned char)seq;
+    b[4] = (unsigned char)(ts >> 24); b[5] = (unsigned char)(ts >> 16);
+    b[6] = (unsigned char)(ts >> 8); b[7] = (unsigned char)ts;
+    b[8] = (unsigned char)(ssrc >> 24); b[9] = (unsigned char)(ssrc >> 16);
+    b[10] = (unsigned char)(ssrc >> 8); b[11] = (unsigned char)ssrc;
+    long hole = -1;
+    if (table != NULL && (b[0] & 0x10)) {
+        Py_ssize_t off = 12 + 4 * (b[0] & 0x0F);
+        if (off + 4 <= n) {
+            unsigned int profile = ((unsigned int)b[off] << 8) | b[off + 1];
+            Py_ssize_t end = off + 4 + 4 * (((Py_ssize_t)b[off + 2] << 8) | b[off + 3]);
+            Py_ssize_t i = off + 4;
+            if (end > n) {
+                /* not a valid block: left as it is */
+            } else if (profile == 0xBEDE) {
+                while (i < end) {
+                    unsigned char c = b[i];
+                    if (c == 0) { i++; continue; }
+                    unsigned int eid = c >> 4;
+                    Py_ssize_t length = (c & 0x0F) + 1;
+                    if (eid == 15 || i + 1 + length > end) break;
+                    unsigned char m = table[eid];
+                    if (m == 0 || m > 14) {
+                        memset(b + i, 0, (size_t)(1 + length));
+                        if (hole < 0 && length >= 2) hole = (long)i;
+                    } else {
+                        b[i] = (unsigned char)((m << 4) | (c & 0x0F));
+                    }
+                    i += 1 + length;
+                }
+            } else if ((profile & 0xFFF0) == 0x1000) {
+                while (i < end) {
+                    unsigned char eid = b[i];
+                    if (eid == 0) { i++; continue; }
+                    if (i + 1 >= end) break;
+                    Py_ssize_t length = b[i + 1];
+                    if (i + 2 + length > end) break;
+                    unsigned char m = table[eid];
+                    if (m == 0) memset(b + i, 0, (size_t)(2 + length));
+                    else b[i] = m;
+                    i += 2 + length;
+                }
+            }
+        }
+    }
+    PyObject *h = PyLong_FromLong(hole);
+    if (h == NULL) { Py_DECREF(out); return NULL; }
+    PyObject *result = PyTuple_New(2);
+    if (result == NULL) { Py_DECREF(out); Py_DECREF(h); return NULL; }
+    PyTuple_SET_ITEM(result, 0, out);
+    PyTuple_SET_ITEM(result, 1, h);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(data, (host, port)), ...]) -> how many were handed to the kernel or "
      "skipped (a destination that refused one); less than all: the socket's buffer is full "
      "and the rest were not sent. One sendmmsg call, more only if one is interrupted."},
+    {"rewrite_rtp", (PyCFunction)(void (*)(void))rewrite_rtp, METH_FASTCALL,
+     "rewrite_rtp(data, pt, seq, ts, ssrc, table) -> (bytearray, hole): a copy of an RTP "
+     "packet with payload type, sequence number, timestamp and SSRC rewritten (marker kept) "
+     "and, unless table is None, its header-extension ids mapped through the 256-byte table "
+     "(0: the element zeroed); hole: where the first dropped one-byte element of 3 bytes or "
+     "more began, or -1 (rtp.header.rewrite_header + rewrite_extensions)."},
     {NULL, NULL, 0, NULL}
 };
 

@@ -35,6 +35,11 @@ from .stats import DropReason, new_drops
 if TYPE_CHECKING:
     from .publisher import Publisher
 
+try:  # the compiled rewrite (visio_sfu/_batch.c); without it, the same in Python
+    from ._batch import rewrite_rtp as _rewrite_rtp  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the build
+    _rewrite_rtp = None
+
 logger = logging.getLogger(__name__)
 
 _NOT_BOUND = int(DropReason.NOT_BOUND)
@@ -83,6 +88,22 @@ def extension_table(publisher: dict[str, int], subscriber: dict[str, int]) -> by
         if sub_id != pub_id:
             identity = False
     return None if identity else build_ext_table(mapping)
+
+
+def rewrite_packet(
+    data: bytes | bytearray, pt: int, seq: int, ts: int, ssrc: int, table: bytes | None
+) -> tuple[bytearray, int]:
+    """A copy of an RTP packet with payload type, sequence number, timestamp and SSRC
+    rewritten (marker kept) and, unless ``table`` is None, its header-extension ids mapped
+    (rewrite_extensions); returns it and where rewrite_extensions left a hole (-1: none).
+    The Python fallback of ``visio_sfu._batch.rewrite_rtp``, which gives the same bytes."""
+    buf = bytearray(data)
+    rewrite_header(buf, pt, seq, ts, ssrc)
+    return buf, (rewrite_extensions(buf, table) if table is not None else -1)
+
+
+#: what the forwarding path rewrites each packet with: compiled when built
+rewrite = _rewrite_rtp if _rewrite_rtp is not None else rewrite_packet
 
 
 class DownTrack:
@@ -281,35 +302,37 @@ class DownTrack:
             self._write_svc(data, ssrc, seq, ts, key, now)
             return
         fwd = self.forwarder
-        assert isinstance(fwd, Forwarder)
-        if fwd.video:
+        if TYPE_CHECKING:
+            assert isinstance(fwd, Forwarder)
+        video = fwd.video
+        if video:
             arrived_before, self._last_in = self._last_in, now
             if now - arrived_before > FREEZE:
                 self._publisher_resumed(arrived_before, now)
-        decision = fwd.decide(layer, key)
-        if fwd.keyframe_wanted >= 0:
-            self.track.request_keyframe(now, fwd.keyframe_wanted)  # throttled by the track
-            fwd.keyframe_wanted = -1
-        if decision < FORWARD:
-            self.drops[decision] += 1
-            return
-        if decision == SWITCH:
-            self._vp8_switch = True
+        if layer == fwd.current and layer == fwd.target:
+            decision = FORWARD  # the common case, decided as Forwarder.decide would
+        else:
+            decision = fwd.decide(layer, key)
+            if fwd.keyframe_wanted >= 0:
+                self.track.request_keyframe(now, fwd.keyframe_wanted)  # throttled by the track
+                fwd.keyframe_wanted = -1
+            if decision < FORWARD:
+                self.drops[decision] += 1
+                return
+            if decision == SWITCH:
+                self._vp8_switch = True
         out = self.munger.translate(ssrc, seq, ts, now)
         if out is None:
             self.drops[_MUNGER_REJECT] += 1
             return
-        buf = bytearray(data)
-        rewrite_header(buf, self.payload_type, out[0], out[1], self.ssrc)
-        hole = -1
-        if self.ext_table is not None:
-            hole = rewrite_extensions(buf, self.ext_table)
+        buf, hole = rewrite(data, self.payload_type, out[0], out[1], self.ssrc, self.ext_table)
         if self._vp8:
             self._munge_vp8(buf)
-        if self.stamp is not None:
-            self.stamp(buf, now, hole)
+        stamp = self.stamp
+        if stamp is not None:
+            stamp(buf, now, hole)
             self.recent.append(buf)
-        if fwd.video:
+        if video:
             last = self._last_out
             if now - last > self.freeze_after and last > 0:
                 self._freeze(now - last, now)
@@ -319,7 +342,7 @@ class DownTrack:
             self.bytes += len(buf)
         else:
             self.drops[_SEND_FAILED] += 1
-            if fwd.video and self.packets == 0:
+            if video and self.packets == 0:
                 fwd.current = -1  # transport not up yet: start again at a keyframe
 
     def _freeze(self, seconds: float, end: float) -> None:
@@ -376,8 +399,7 @@ class DownTrack:
         if out is None:
             self.drops[_MUNGER_REJECT] += 1
             return
-        buf = bytearray(data)
-        rewrite_header(buf, self.payload_type, out[0], out[1], self.ssrc)
+        buf, hole = rewrite(data, self.payload_type, out[0], out[1], self.ssrc, self.ext_table)
         marker = 0
         if d[0] & E_BIT and d[1] == fwd.current:
             marker = 0x80  # the last packet of the picture as this subscriber gets it
@@ -388,7 +410,7 @@ class DownTrack:
         if now - last > self.freeze_after and last > 0:
             self._freeze(now - last, now)
         self._last_out = now
-        if not self._send_svc(buf, now) and self.packets == 0:
+        if not self._send_svc(buf, now, hole) and self.packets == 0:
             fwd.current = -1  # transport not up yet: start again at a keyframe
 
     def _write_svc_late(
@@ -416,11 +438,13 @@ class DownTrack:
         buf[1] = (buf[1] & 0x7F) | marker
         self._send_svc(buf, now)
 
-    def _send_svc(self, buf: bytearray, now: float) -> bool:
-        """Extensions, transport-wide number, send, count: the end of both VP9 SVC paths."""
-        hole = -1
-        if self.ext_table is not None:
-            hole = rewrite_extensions(buf, self.ext_table)
+    def _send_svc(self, buf: bytearray, now: float, hole: int | None = None) -> bool:
+        """Extensions (unless rewritten already: ``hole`` given), transport-wide number, send,
+        count: the end of both VP9 SVC paths."""
+        if hole is None:
+            hole = -1
+            if self.ext_table is not None:
+                hole = rewrite_extensions(buf, self.ext_table)
         if self.stamp is not None:
             self.stamp(buf, now, hole)
             self.recent.append(buf)
@@ -549,11 +573,7 @@ class DownTrack:
                 continue
             self._budget -= len(data)
             resent[out_seq] = now
-            buf = bytearray(data)
-            rewrite_header(buf, self.payload_type, out_seq, out_ts, self.ssrc)
-            hole = -1
-            if self.ext_table is not None:
-                hole = rewrite_extensions(buf, self.ext_table)
+            buf, hole = rewrite(data, self.payload_type, out_seq, out_ts, self.ssrc, self.ext_table)
             if self._vp8:
                 self._munge_vp8_again(buf, vp8_offsets)
             if self._svc and self._svc_seqs[out_seq % SVC_SEQ_RING] & 0x800000:

@@ -97,7 +97,9 @@ class Munger:
         """Outgoing (seq, ts) for a source packet, or None if it must be dropped (too old)."""
         if source != self.source:
             self.switch(source, seq, ts, now)
-        d = seq_diff(seq, self.highest_src_seq)
+        d = (seq - self.highest_src_seq) & 0xFFFF  # seq_diff, inlined (once per packet sent)
+        if d >= 0x8000:
+            d -= SEQ_MOD
         out_seq = (seq + self.seq_offset) & 0xFFFF
         out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
         if d > 0:
