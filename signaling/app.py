@@ -32,7 +32,7 @@ from .auth import (
     printable,
     redact_tokens,
 )
-from .config import Config, ConfigError
+from .config import DEV_API_KEY, Config, ConfigError
 from .features import SETUPS
 from .limits import PerKeyLimiter
 from .livekit_api import RoomService
@@ -361,8 +361,26 @@ async def _on_shutdown(app: web.Application) -> None:
         await app[WEBHOOKS].close()
 
 
+def startup_banner(config: Config, banner: str = "visio-sfu") -> str:
+    """What the server prints once it listens: in development mode (but by a worker, whose
+    front prints it), that anyone may join, the API key and secret, a room to open; then
+    ``<banner> listening on <url>``."""
+    url = f"http://{config.host}:{config.port}"
+    lines = []
+    if config.dev and not os.environ.get("VISIO_WORKER"):
+        lines += [
+            "visio-sfu: DEVELOPMENT MODE: anyone may join any room",
+            f"  API key:    {DEV_API_KEY}\n  API secret: {config.api_keys[DEV_API_KEY]}",
+            f"  open:       {url}/r/demo?name=Alice",
+        ]
+    return "\n".join([*lines, f"{banner} listening on {url}"])
+
+
 def run(config: Config, app: web.Application | None = None, banner: str = "visio-sfu") -> None:
-    """Run the server (``app``, or a new one) until interrupted, on uvloop when available."""
+    """Run the server (``app``, or a new one) until interrupted, on uvloop when available.
+    Its banner (``startup_banner``) is printed once its HTTP and media ports are bound (the
+    media port at start-up, before the HTTP port): a port that cannot be had gives its error
+    alone, after no banner."""
     logging.basicConfig(
         level=getattr(logging, config.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -375,12 +393,11 @@ def run(config: Config, app: web.Application | None = None, banner: str = "visio
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
         logger.warning("uvloop not available; using the default event loop")
-    url = f"http://{config.host}:{config.port}"
     web.run_app(
         app if app is not None else create_app(config),
         host=config.host,
         port=config.port,
-        print=lambda _msg: print(f"{banner} listening on {url}", flush=True),
+        print=lambda _msg: print(startup_banner(config, banner), flush=True),
         access_log=None,
         shutdown_timeout=5,
     )

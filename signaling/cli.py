@@ -12,7 +12,7 @@ import urllib.request
 
 from .auth import VideoGrant, mint_token, parse_duration
 from .cluster import cli as cluster_cli
-from .config import DEV_API_KEY, Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config
 
 ENV_HELP = """environment variables (overridden by options):
   VISIO_HOST, VISIO_PORT        where to listen
@@ -294,12 +294,7 @@ def serve_config(args: argparse.Namespace) -> Config:
 
 def _serve(args: argparse.Namespace) -> int:
     config = serve_config(args)
-    if config.dev:
-        secret = config.api_keys[DEV_API_KEY]
-        print("visio-sfu: DEVELOPMENT MODE: anyone may join any room", flush=True)
-        print(f"  API key:    {DEV_API_KEY}\n  API secret: {secret}", flush=True)
-        print(f"  open:       http://{config.host}:{config.port}/r/demo?name=Alice", flush=True)
-    try:
+    try:  # (its banner comes once its ports are bound: app.run)
         return cluster_cli.serve(config, args)  # one process, or workers and a cluster
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):

@@ -180,24 +180,47 @@ def test_rooms_cli_drives_the_admin_api(capsys):
 
 def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path):
     """A new user's second `visio-sfu serve` (or a port another program holds): a clear line,
-    exit status 2, and no worker process left behind."""
+    exit status 2, no worker process left behind, and no banner before it (the development
+    mode's key and URL, "listening on": printed only once the ports are bound)."""
     import socket
 
     held = socket.socket()
     held.bind(("127.0.0.1", 0))
     held.listen()
     port = held.getsockname()[1]
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+    media_port = media.getsockname()[1]
+    serve = [sys.executable, "-m", "signaling.cli", "serve", "--data-dir", str(tmp_path)]
     try:
-        for workers in ("2",):  # the default on a machine with two cores or more
-            done = subprocess.run(
-                [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
-                + ["--workers", workers, "--data-dir", str(tmp_path), "--udp-port", "0"],
-                capture_output=True,
-                text=True,
-                timeout=120,
+        cases = [
+            # the HTTP port taken: alone, and as the front of two workers (the default on a
+            # machine with two cores or more)
+            (["--port", str(port), "--workers", w, "--udp-port", "0"], f"127.0.0.1:{port}")
+            for w in ("1", "2")
+        ]
+        # the media port taken (one process: it is bound at start-up, before the HTTP port)
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        free_port = free.getsockname()[1]
+        free.close()
+        cases.append(
+            (
+                ["--port", str(free_port), "--workers", "1", "--udp-port", str(media_port)]
+                + ["--ice-address", "127.0.0.1"],
+                f"port {media_port}",
             )
-            assert done.returncode == 2, done.stdout + done.stderr
-            assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in done.stderr
+        )
+        for options, what in cases:
+            done = subprocess.run(serve + options, capture_output=True, text=True, timeout=120)
+            out = done.stdout + done.stderr
+            assert done.returncode == 2, out
+            assert f"cannot listen on {what}" in done.stderr, out
+            assert "the address is in use" in done.stderr, out
             assert "Traceback" not in done.stderr, done.stderr
+            assert "DEVELOPMENT MODE" not in out and "API secret" not in out, out
+            assert f"listening on http://127.0.0.1:{port}" not in out, out
+            assert f"listening on http://127.0.0.1:{free_port}" not in out, out
     finally:
         held.close()
+        media.close()
