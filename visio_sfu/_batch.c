@@ -176,6 +176,49 @@ rewrite_rtp(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* SRTP protect through libsrtp's srtp_protect (2.x: ctx, packet, in/out length), whose address
+   and context the caller takes from pylibsrtp (cffi) and keeps alive: one call from Python
+   instead of a copy into a cffi buffer, the call and a slice out of it. Returns the SRTP
+   packet as new bytes, or None when the packet is over 1500 bytes or libsrtp refuses it. */
+typedef int (*srtp_protect_fn)(void *ctx, void *packet, int *len);
+#define MAX_PACKET 1500
+#define SRTP_TRAILER 144
+
+static PyObject *
+srtp_protect_copy(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "srtp_protect_copy(function, context, data)");
+        return NULL;
+    }
+    void *fn = PyLong_AsVoidPtr(args[0]);
+    if (fn == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "no function");
+        return NULL;
+    }
+    void *ctx = PyLong_AsVoidPtr(args[1]);
+    if (ctx == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "no context");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[2], &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t n = view.len;
+    if (n > MAX_PACKET) { PyBuffer_Release(&view); Py_RETURN_NONE; }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n + SRTP_TRAILER);
+    if (out == NULL) { PyBuffer_Release(&view); return NULL; }
+    memcpy(PyBytes_AS_STRING(out), view.buf, (size_t)n);
+    PyBuffer_Release(&view);
+    int len = (int)n;
+    if (((srtp_protect_fn)fn)(ctx, PyBytes_AS_STRING(out), &len) != 0
+            || len < 0 || len > n + SRTP_TRAILER) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    if (_PyBytes_Resize(&out, len) < 0) return NULL;
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(data, (host, port)), ...]) -> how many were handed to the kernel or "
@@ -187,6 +230,10 @@ static PyMethodDef methods[] = {
      "and, unless table is None, its header-extension ids mapped through the 256-byte table "
      "(0: the element zeroed); hole: where the first dropped one-byte element of 3 bytes or "
      "more began, or -1 (rtp.header.rewrite_header + rewrite_extensions)."},
+    {"srtp_protect_copy", (PyCFunction)(void (*)(void))srtp_protect_copy, METH_FASTCALL,
+     "srtp_protect_copy(function, context, data) -> bytes or None: libsrtp's srtp_protect "
+     "(its address, an int) on a copy of data with the srtp_t context (an int); None when data "
+     "is over 1500 bytes or libsrtp refuses. The caller keeps the context alive."},
     {NULL, NULL, 0, NULL}
 };
 
