@@ -327,8 +327,7 @@ async def _start_udp_mux(app: web.Application) -> None:
         return  # the workers have the ports
     config = app[CONFIG]
     port = udp_port_of(config)
-    # one ICE address configured: listen there only (a test's 127.0.0.1); else everywhere
-    host = config.ice_addresses[0] if len(config.ice_addresses) == 1 else "0.0.0.0"
+    host, host6 = media_hosts(config.ice_addresses)
     try:
         mux = await UdpMux(
             port,
@@ -336,6 +335,7 @@ async def _start_udp_mux(app: web.Application) -> None:
             advertise=config.public_ips or None,
             batch=config.batch_sends,
             tcp=config.ice_tcp,
+            host6=host6,
         ).start()
     except OSError as exc:  # the command prints it and exits 2
         index = os.environ.get("VISIO_WORKER", "")
@@ -343,6 +343,19 @@ async def _start_udp_mux(app: web.Application) -> None:
         raise ConfigError(media_port_error(config, port, host, exc, worker)) from None
     app[UDP_MUX] = mux
     set_udp_mux(mux)
+
+
+def media_hosts(ice_addresses: list[str]) -> tuple[str, str | None]:
+    """The media port's IPv4 and IPv6 addresses to listen on: everywhere ("0.0.0.0", "::")
+    unless ICE addresses are configured; one of a family configured: there only (a test's
+    127.0.0.1 or ::1); none of IPv6 configured: no IPv6 socket."""
+    if not ice_addresses:
+        return "0.0.0.0", "::"
+    v4 = [a for a in ice_addresses if ":" not in a]
+    v6 = [a for a in ice_addresses if ":" in a]
+    host = v4[0] if len(v4) == 1 else ("0.0.0.0" if v4 else "127.0.0.1")
+    host6 = (v6[0] if len(v6) == 1 else "::") if v6 else None
+    return host, host6
 
 
 async def _stop_udp_mux(app: web.Application) -> None:

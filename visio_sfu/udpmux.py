@@ -25,6 +25,9 @@ one. A client's TCP connection is one more address of the connection its first S
 names (verified as above; a TCP connection that does not send one within TCP_FIRST_FRAME
 seconds is closed); what aioice sends to that address goes down that TCP stream, framed.
 
+IPv6 (``host6``): a second socket on the same port number; its datagrams are routed as the
+IPv4 socket's are, and what goes to an IPv6 address leaves by it (one sendto each).
+
 Batched sends: what the connections send while one datagram is handled (a publisher's packet
 forwarded to every subscriber, on the fast receive path) is collected and sent with one
 ``sendmmsg`` system call after it (``visio_sfu/_batch.c``, built at install time; without it,
@@ -111,6 +114,9 @@ class _MuxTransport(asyncio.DatagramTransport):
         if tcp and addr in tcp:  # an ICE-TCP client: down its stream, framed
             mux._send_tcp(tcp[addr], data)
             return
+        if mux.transport6 is not None and ":" in addr[0]:  # IPv6: its own socket, one by one
+            mux._send_each(((data, addr),))
+            return
         pending = mux._pending
         if pending is not None:  # a datagram is being handled: sent with the others after it
             pending.append((data, addr))
@@ -145,16 +151,21 @@ class UdpMux(asyncio.DatagramProtocol):
         advertise: list[str] | None = None,
         batch: bool = True,
         tcp: bool = False,
+        host6: str | None = None,
     ) -> None:
         """``port``: the port to listen on (0: any free one); ``advertise``: the addresses
         written in the candidates (a public address behind NAT); None: the host addresses
         aioice finds (``transport.set_ice_addresses`` chooses them). ``batch``: send what one
         datagram causes with one sendmmsg (if ``visio_sfu._batch`` was built). ``tcp``: ICE
-        over TCP on the same port number too."""
+        over TCP on the same port number too. ``host6``: an IPv6 address to listen on too, on
+        the same port number ("::": every one); if the host has no IPv6, IPv4 only (logged)."""
         self.port = port
         self.host = host
         self.advertise = list(advertise) if advertise else None
         self.transport: asyncio.DatagramTransport | None = None
+        self.host6 = host6
+        self.transport6: asyncio.DatagramTransport | None = None  # the IPv6 socket, if any
+        self._queued6: Any = None
         self.sockname: tuple[str, int] = (host, port)
         self._by_ufrag: dict[bytes, StunProtocol] = {}
         self._owner: dict[Any, StunProtocol] = {}  # remote address -> its connection
@@ -203,6 +214,8 @@ class UdpMux(asyncio.DatagramProtocol):
                 transport.close()
                 self.transport = None
                 raise
+        if self.host6 is not None:
+            await self._start6(loop)
         self._fd = sock.fileno() if sock is not None else -1
         self._queued = getattr(transport, "get_write_buffer_size", None)
         self.batching = self.batching and self._fd >= 0
@@ -210,8 +223,36 @@ class UdpMux(asyncio.DatagramProtocol):
         logger.info("media on UDP port %d for every peer", self.port)
         return self
 
+    async def _start6(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The IPv6 socket, on the IPv4 one's port number (IPv6 only: the IPv4 socket has the
+        rest); without IPv6 on the host, none."""
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError as exc:
+            logger.warning("media port: no IPv6 (%s): IPv4 only", exc)
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, BUFFER)
+                except OSError:
+                    pass
+            sock.bind((self.host6, self.port or self.sockname[1]))
+            sock.setblocking(False)
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Ipv6Side(self), sock=sock)
+        except OSError as exc:
+            sock.close()
+            logger.warning("media port: IPv6 %s not bound (%s): IPv4 only", self.host6, exc)
+            return
+        self.transport6 = transport
+        self._queued6 = getattr(transport, "get_write_buffer_size", None)
+
     def close(self) -> None:
         """Close the socket (the connections still using it stop receiving)."""
+        if self.transport6 is not None:
+            self.transport6.close()
+            self.transport6 = None
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -254,7 +295,10 @@ class UdpMux(asyncio.DatagramProtocol):
         protocol.connection_made(_MuxTransport(self, protocol))
         self._by_ufrag[connection.local_username.encode()] = protocol
         self._held[id(protocol)] = []
-        hosts = self.advertise or [a for a in addresses if ":" not in a] or ["127.0.0.1"]
+        hosts = self.advertise or [a for a in addresses if ":" not in a]
+        if self.transport6 is not None and not self.advertise:
+            hosts += [a for a in addresses if ":" in a and not a.lower().startswith("fe80")]
+        hosts = hosts or ["127.0.0.1"]
         kinds = [("udp", None, 65535)]
         if self._server is not None:  # and passive TCP ones, below UDP in priority
             kinds.append(("tcp", "passive", 32767))
@@ -360,8 +404,11 @@ class UdpMux(asyncio.DatagramProtocol):
     def _send_each(self, items: Any) -> None:
         """sendto each datagram: the transport queues what the kernel will not take yet, up
         to SEND_QUEUE bytes; past that they are dropped (stale media is worse than none)."""
-        transport, queued = self.transport, self._queued
         for data, addr in items:
+            if self.transport6 is not None and ":" in addr[0]:
+                transport, queued = self.transport6, self._queued6
+            else:
+                transport, queued = self.transport, self._queued
             if transport is None or (queued is not None and queued() > SEND_QUEUE):
                 self.send_errors += 1
                 continue
@@ -472,6 +519,22 @@ class UdpMux(asyncio.DatagramProtocol):
             self.send_errors += 1  # the path is slower than the stream: dropped, as UDP would
             return
         writer.write(len(data).to_bytes(2, "big") + bytes(data))
+
+
+class _Ipv6Side(asyncio.DatagramProtocol):
+    """The IPv6 socket's protocol: what arrives goes where the IPv4 socket's would."""
+
+    def __init__(self, mux: UdpMux) -> None:
+        self._mux = mux
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._mux.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._mux.send_errors += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mux.transport6 = None
 
 
 _original_candidates = None

@@ -1,7 +1,7 @@
 """One UDP port for every peer (issue 20: ``--udp-port``, visio_sfu/udpmux.py) with Chromium:
 two pages of the web client see and hear each other, every connection of both through the
 server's one port; one page reloads (new connections from new sockets) and they meet again
-on that port."""
+on that port. And over IPv6 alone: the server's candidates on ::1, the same port number."""
 
 from __future__ import annotations
 
@@ -25,6 +25,23 @@ PORTS = """async () => {
       if (x.type === 'candidate-pair' && x.nominated && x.state === 'succeeded') {
         const remote = stats.get(x.remoteCandidateId);
         out.push(remote ? remote.port : -1);
+      }
+    });
+  }
+  return out;
+}"""
+
+#: the server's address on each connection's selected pair
+ADDRESSES = """async () => {
+  const s = window.visio.session;
+  const out = [];
+  for (const pc of [s.publisher, s.subscriber]) {
+    const stats = await pc.getStats();
+    stats.forEach(x => {
+      if (x.type === 'transport' && x.selectedCandidatePairId) {
+        const pair = stats.get(x.selectedCandidatePairId);
+        const remote = pair && stats.get(pair.remoteCandidateId);
+        out.push(remote ? `[${remote.address}]:${remote.port}` : '?');
       }
     });
   }
@@ -79,3 +96,23 @@ def test_two_pages_meet_through_one_udp_port(one_port_server, browser):
     finally:
         for page in pages:
             page.context.close()
+
+
+def test_two_pages_meet_over_ipv6(browser):
+    """The server's ICE address is ::1 only: Chromium reaches it over IPv6, on the media
+    port's number (the mux's IPv6 socket)."""
+    server = ServerProcess(extra=["--ice-address", "::1"])  # with 127.0.0.1 for HTTP
+    url = f"{server.url}/r/six?autojoin=1&lang=en&name="
+    pages = []
+    try:
+        pages = [open_page(browser, url + n, n) for n in ("Ann", "Ben")]
+        for page in pages:
+            meeting(page)
+        for page in pages:
+            addresses = page.evaluate(ADDRESSES)
+            assert addresses and set(addresses) == {f"[::1]:{server.udp_port}"}, addresses
+        artefact(pages[0], "one-udp-port-ipv6")
+    finally:
+        for page in pages:
+            page.context.close()
+        server.stop()

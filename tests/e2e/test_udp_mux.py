@@ -1,8 +1,9 @@
 """One UDP port for every peer (``udp_port``, visio_sfu/udpmux.py) with real aiortc peers over
 DTLS-SRTP on 127.0.0.1: twenty participants in one room, two of them publishing, every one
 decoding both; every server connection's only candidate is that port and no socket of its own;
-a participant whose connection is made again from a new socket (an ICE restart after its
-address changed) keeps its session; a second server cannot take the port."""
+a participant whose connection is made again from a new socket keeps its session (ICE
+restarts within one connection: tests/browser/test_ice_restart_browser.py); peers over IPv6
+meet through the same port number; a second server cannot take the port."""
 
 from __future__ import annotations
 
@@ -96,9 +97,9 @@ async def test_twenty_peers_through_one_udp_port():
 
 
 async def test_a_peer_reconnecting_from_a_new_socket_keeps_its_session():
-    """The subscriber connection made again (an ICE restart after the client's address
-    changed: a new socket, a new port): the same participant, the video again, through the
-    same server port; the old address is let go of."""
+    """The subscriber connection made again (a new socket, a new port): the same
+    participant, the video again, through the same server port; the old address is let go
+    of."""
     port = free_udp_port()
     async with LocalServer(udp_port=port) as server:
         mux: UdpMux = server.app[UDP_MUX]
@@ -122,6 +123,33 @@ async def test_a_peer_reconnecting_from_a_new_socket_keeps_its_session():
         await until(lambda: mux.connections == 2, what="bob's old connection let go")
         await alice.close()
         await bob.close()
+
+
+async def test_ipv6_peers_through_the_same_port_number():
+    """ICE addresses of IPv6 only (::1): the mux's IPv6 socket, on its IPv4 one's port
+    number, carries a publisher's and a subscriber's media both ways."""
+    port = free_udp_port()
+    async with LocalServer(udp_port=port, ice_addresses=["::1"]) as server:
+        mux: UdpMux = server.app[UDP_MUX]
+        assert mux.transport6 is not None and mux.transport6.get_extra_info("sockname")[1] == port
+        alice = Client(server.url, server.token("v6", "alice"))
+        bob = Client(server.url, server.token("v6", "bob"))
+        try:
+            await alice.connect()
+            await bob.connect()
+            await alice.publish(PatternVideoTrack(4), ToneAudioTrack(4))
+            await until(lambda: len(bob.remote_tracks) == 2, what="bob gets alice over IPv6")
+            video = next(t for t in bob.remote_tracks if t.kind == "video")
+            await check_video(video, 4)
+            transports = server_transports(server)
+            assert transports and all(on_the_mux(t, port) for t in transports)
+            # alice's publisher connection, bob's subscriber one (alice's receives nothing)
+            addresses = [t.remote_address for t in transports if t.remote_address is not None]
+            assert len(addresses) == 2 and {a[0] for a in addresses} == {"::1"}, addresses
+            assert mux.unknown == 0 and mux.send_errors == 0
+        finally:
+            await alice.close()
+            await bob.close()
 
 
 async def test_the_port_taken_is_a_clear_error():

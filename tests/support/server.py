@@ -74,9 +74,9 @@ class ServerProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--ice-address",
-            "127.0.0.1",
         ]
+        if "--ice-address" not in (extra or []):  # else the test's own
+            args += ["--ice-address", "127.0.0.1"]
         args += extra or []
         if "--workers" not in args:  # the CLI's default is one per core: tests say otherwise
             args += ["--workers", "1"]

@@ -308,3 +308,61 @@ async def test_ice_over_tcp_on_the_same_port():
     finally:
         writer.close()
         mux.close()
+
+
+async def test_ipv6_peers_on_the_same_port_number():
+    """``host6``: an IPv6 socket on the IPv4 one's port number; a connection's candidates
+    carry both; an IPv6 peer is routed as an IPv4 one is, and what the connection sends it
+    (alone or while a datagram is handled, when IPv4 sends are batched) leaves by IPv6."""
+    mux = await UdpMux(0, host="127.0.0.1", host6="::1").start()
+    peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        assert mux.transport6 is not None, "IPv6 on ::1 is needed here"
+        a = FakeConnection("ua", "pa" * 11)
+        candidates = mux.candidates(a, 1, ["127.0.0.1", "::1", "fe80::1"])
+        assert [(c.host, c.port) for c in candidates] == [
+            ("127.0.0.1", mux.port),
+            ("::1", mux.port),
+        ]
+        peer.bind(("::1", 0))
+        peer.settimeout(2)
+        here = peer.getsockname()[:2]
+        target = ("::1", mux.port)
+        peer.sendto(b"\x17nobody's", target)
+        await settle()
+        assert mux.unknown == 1 and not a.data
+        peer.sendto(binding("ua:them", "pa" * 11), target)
+        peer.sendto(b"\x17dtls", target)
+        await settle()
+        assert a.requests == [("ua:them", here)] and a.data == [b"\x17dtls"]
+        a._protocols[0].transport.sendto(b"\x17reply", here)
+        data, source = peer.recvfrom(100)
+        assert data == b"\x17reply" and source[:2] == target
+        # sent while a datagram is being handled (batched for IPv4): IPv6 still goes out
+        mux._pending = []
+        a._protocols[0].transport.sendto(b"\x17during", here)
+        assert mux._pending == []
+        mux._pending = None
+        data, _ = peer.recvfrom(100)
+        assert data == b"\x17during"
+    finally:
+        peer.close()
+        mux.close()
+    # no IPv6 where asked: IPv4 goes on alone
+    mux = await UdpMux(0, host="127.0.0.1", host6="2001:db8::1").start()
+    try:
+        assert mux.transport6 is None and mux.transport is not None
+        [c] = mux.candidates(FakeConnection("ub", "pb" * 11), 1, ["127.0.0.1", "::1"])
+        assert c.host == "127.0.0.1"
+    finally:
+        mux.close()
+
+
+def test_media_hosts_follow_the_ice_addresses():
+    from signaling.app import media_hosts
+
+    assert media_hosts([]) == ("0.0.0.0", "::")
+    assert media_hosts(["127.0.0.1"]) == ("127.0.0.1", None)
+    assert media_hosts(["127.0.0.1", "::1"]) == ("127.0.0.1", "::1")
+    assert media_hosts(["::1"]) == ("127.0.0.1", "::1")
+    assert media_hosts(["10.0.0.1", "10.0.0.2", "fd00::1", "fd00::2"]) == ("0.0.0.0", "::")
