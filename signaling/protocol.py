@@ -245,12 +245,14 @@ def webhook(event: ev.LifecycleEvent) -> dict:
 @dataclass(frozen=True)
 class Join:
     """join: enter the token's room, with an optional display name and metadata; ``resume``:
-    the resume token of a participant whose connection dropped (signaling/resume.py)."""
+    the resume token of a participant whose connection dropped (signaling/resume.py);
+    ``keep``: its peer connections are still up, keep them (only the socket dropped)."""
 
     room: str
     name: str
     metadata: str
     resume: str = ""
+    keep: bool = False
 
     @classmethod
     def parse(cls, msg: dict) -> Join:
@@ -259,6 +261,7 @@ class Join:
             short_str(msg, "name", 128),
             short_str(msg, "metadata", 4096),
             short_str(msg, "resume", 128),
+            bool(field(msg, "keep", bool, required=False)),
         )
 
 
@@ -526,16 +529,19 @@ def joined(
     resume: str | None = None,
     resumed: bool = False,
     ice_servers: list[dict] | None = None,
+    kept: bool = False,
 ) -> Reply:
     """The answer to join; ``resume``: the token to resume this participant after a dropped
-    connection; ``resumed``: this join resumed it (same sid); ``ice_servers``: the STUN and
-    TURN servers its connections use (signaling/turn.py)."""
+    connection; ``resumed``: this join resumed it (same sid); ``kept``: with its peer
+    connections as they were; ``ice_servers``: the STUN and TURN servers its connections use
+    (signaling/turn.py)."""
     fields = {
         "room": room_info(room),
         "participant": {**participant_info(me), "permissions": permissions(grants)},
         "participants": [participant_info(o) for o in others],
         "iceServers": ice_servers or [],
         "resumed": resumed,
+        "kept": kept,
     }
     if resume is not None:
         fields["resume"] = resume

@@ -4,7 +4,9 @@ Every ``joined`` carries a resume token, ``<participant sid>.<secret>`` (a rando
 server keeps; nothing signed, nothing derived from the access token). When a socket closes
 without a ``leave``, its participant is not removed: it is suspended in its room for
 ``resume_grace`` seconds (Room.suspend), and the others see nothing. A ``join`` carrying the
-token gets the same participant back (Room.resume: same sid, fresh peer connections) when:
+token gets the same participant back (Room.resume: same sid, fresh peer connections; with
+``keep``, when only the socket dropped and its peer connections are up: Room.resume_signaling,
+the same connections, tracks and subscriptions) when:
 
 - the token's secret matches (compared in constant time), and it was not used already: each
   resume replaces it with a new one, given in that ``joined``;
@@ -103,12 +105,21 @@ def registry(sfu: SFU) -> Resumes:
     return found
 
 
+def connections_up(p: Participant) -> bool:
+    """Whether ``p``'s peer connections can be kept for a client that came back: none failed
+    or closed (one never negotiated is kept too)."""
+    transports = [p.publishing.transport if p.publishing is not None else None]
+    if p.subscriber is not None:
+        transports.append(p.subscriber.transport)
+    return all(t is None or t.state not in ("failed", "closed") for t in transports)
+
+
 async def take_over(
-    session: Session, room: Room, token: str, permissions: Permissions
-) -> Participant | None:
+    session: Session, room: Room, token: str, permissions: Permissions, keep: bool = False
+) -> tuple[Participant, bool] | None:
     """Give ``session`` the participant ``token`` names in ``room`` (or in the breakout room
-    it was moved to), or None (an ordinary join follows): see the module's documentation for
-    the conditions."""
+    it was moved to), and whether its connections were kept (``keep``, if they are up), or
+    None (an ordinary join follows): see the module's documentation for the conditions."""
     identity = session.identity.identity
     claimed = registry(session.sfu).claim(token, identity, room.name)
     if claimed is not None:
@@ -120,9 +131,13 @@ async def take_over(
     holder = claimed[1]
     if holder is not None and holder is not session:
         holder.release(p)
+    kept = keep and connections_up(p)
     try:
-        await room.resume(p, session.emit)
+        if kept:
+            room.resume_signaling(p, session.emit)
+        else:
+            await room.resume(p, session.emit)
     except (KeyError, TransportError) as exc:  # gone meanwhile: an ordinary join
         logger.info("session <%s>: resume failed: %r", identity, exc)
         return None
-    return p
+    return p, kept

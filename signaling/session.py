@@ -305,9 +305,12 @@ class Session:
         )
         resumes = resume.registry(self.sfu) if self.config.resume_grace > 0 else None
         if req.resume and resumes is not None:
-            back = await resume.take_over(self, room, req.resume, perms)
-            if back is not None:  # the same participant, on this connection from now on
+            taken = await resume.take_over(self, room, req.resume, perms, keep=req.keep)
+            if taken is not None:  # the same participant, on this connection from now on
+                back, kept = taken
                 self.participant = back
+                if kept and back.subscriber is not None:  # an offer sent while it was away
+                    asyncio.get_running_loop().call_soon(back.subscriber.repeat_offer)
                 here = self.sfu.room(back.room_name or "") or room  # moved: a breakout room
                 return proto.joined(
                     here.info(),
@@ -317,6 +320,7 @@ class Session:
                     resume=resumes.issue(self, back, room.name),
                     resumed=True,
                     ice_servers=turn.ice_servers_of(self.config, back.identity),
+                    kept=kept,
                 )
         try:
             p = await room.join(

@@ -416,6 +416,21 @@ function wire(session) {
     renderList();
     layout();
   });
+  // back after the socket dropped, the same connections kept: tiles and media stay; only who
+  // came, went or (un)published meanwhile changes
+  session.on('resumed', (joined) => {
+    const now = new Map(joined.participants.map((p) => [p.sid, p]));
+    for (const sid of [...state.participants.keys()]) {
+      if (sid !== 'self' && !now.has(sid)) removeParticipant(sid);
+    }
+    for (const info of now.values()) {
+      const p = state.participants.get(info.sid) || addParticipant(info, { quiet: true });
+      p.tracks = new Map((info.tracks || []).map((t) => [t.sid, t]));
+      updateFlags(p);
+    }
+    renderList();
+    layout();
+  });
   session.on('participant_joined', (m) => { addParticipant(m.participant); renderList(); layout(); });
   session.on('participant_left', (m) => { removeParticipant(m.participant.sid); renderList(); layout(); });
   session.on('track_published', (m) => {

@@ -140,21 +140,28 @@ export class Session extends Emitter {
     if (this.state !== state) { this.state = state; this.emit('state', state); }
   }
 
-  async connect() {
-    this.setState(this.attempt ? 'reconnecting' : 'connecting');
+  // keep: only the socket dropped and our peer connections are up: ask the server to keep
+  // them (docs/protocol.md, Resuming); if it does, nothing else is made again
+  async connect(keep = false) {
+    this.setState(this.attempt || keep ? 'reconnecting' : 'connecting');
     const token = await this.getToken();
     const signal = new SignalClient(`${this.wsUrl}?access_token=${encodeURIComponent(token)}`);
     this.signal = signal;
-    signal.on('message', (msg) => this.onMessage(msg));
+    signal.on('message', (msg) => { if (this.signal === signal) this.onMessage(msg); });
     // 1012 (service restart): the room's server stopped or died and the one we reach relays
     // for it (docs/cluster.md): come back at once, the room is placed again meanwhile
-    signal.on('close', (ev) => this.onDisconnect('socket closed', ev && ev.code === 1012));
+    signal.on('close', (ev) => {
+      if (this.signal === signal) this.onSignalLost('socket closed', ev && ev.code === 1012);
+    });
     await signal.open();
     let joined;
     try {
       // after an outage, the resume token takes back the same participant (same sid): the
       // others see no leave and no join (docs/protocol.md, Resuming)
-      joined = await signal.request({ type: 'join', name: this.name, ...(this.resumeToken ? { resume: this.resumeToken } : {}) });
+      joined = await signal.request({
+        type: 'join', name: this.name,
+        ...(this.resumeToken ? { resume: this.resumeToken, ...(keep ? { keep: true } : {}) } : {}),
+      });
     } catch (err) {
       if (err.code === 'room_locked') this.refused(err);
       throw err;
@@ -162,6 +169,20 @@ export class Session extends Emitter {
     this.resumeToken = joined.resume || null;
     this.iceServers = joined.iceServers || [];
     this.me = joined.participant;
+    if (keep && joined.kept) {
+      // the same connections, tracks and subscriptions: the socket only. Its path may have
+      // changed with the network: restart ICE on both (an offer sent meanwhile comes again)
+      this.ping = setInterval(() => signal.send({ type: 'ping', ts: Date.now() }), 10000);
+      this.attempt = 0;
+      this.setState('connected');
+      this.emit('resumed', joined);
+      for (const target of ['publisher', 'subscriber']) {
+        this.iceRestarts[target] = 0;
+        this.restartIce(target, this[target]);
+      }
+      return joined;
+    }
+    if (keep) this.closePeers(); // the server could not keep them: made again below
     this.publisher = this.newPeer('publisher');
     this.subscriber = this.newPeer('subscriber');
     this.subscriber.ontrack = (ev) => this.onTrack(ev);
@@ -203,12 +224,29 @@ export class Session extends Emitter {
     pc.oniceconnectionstatechange = () => {
       clearTimeout(this.iceTimers[target]);
       if (pc.iceConnectionState !== 'disconnected') return;
+      this.checkSignal(); // the network may have changed under the socket too
       // a path that stays down 3 s (not a lost burst): restart ICE before it fails (~30 s)
       this.iceTimers[target] = setTimeout(() => {
         if (pc.iceConnectionState === 'disconnected') this.restartIce(target, pc);
       }, 3000);
     };
     return pc;
+  }
+
+  // A ping the server must answer within 3 s, or the socket is taken for dead and made again
+  // (keeping the peer connections): a network change leaves a TCP connection silent, not
+  // closed, for minutes.
+  checkSignal() {
+    const signal = this.signal;
+    if (!signal || this.state !== 'connected' || this.checkingSignal) return;
+    this.checkingSignal = true;
+    signal.request({ type: 'ping', ts: Date.now() }, 3000)
+      .catch(() => {
+        if (this.signal !== signal || this.closedByUser) return;
+        signal.close();
+        this.onSignalLost('signalling not answering');
+      })
+      .finally(() => { this.checkingSignal = false; });
   }
 
   // ICE restart (docs/protocol.md, ice_restart): new credentials and candidates on the same
@@ -501,6 +539,53 @@ export class Session extends Emitter {
 
   sendData(topic, payload) {
     return this.signal.request({ type: 'data', topic, payload });
+  }
+
+  // The socket dropped (a network change, a proxy's timeout, a server restart). If our peer
+  // connections are still up, only the signalling is made again, keeping them; else (or if
+  // that does not work within the server's resume grace) a full reconnection.
+  onSignalLost(reason, restart = false) {
+    if (this.closedByUser || this.reconnecting) return;
+    const up = (pc) => pc && !['failed', 'closed'].includes(pc.connectionState);
+    if (restart || !this.resumeToken || !up(this.publisher) || !up(this.subscriber)) {
+      this.onDisconnect(reason, restart);
+      return;
+    }
+    this.reconnecting = true;
+    console.warn('visio: signalling lost, keeping the media connections:', reason);
+    clearInterval(this.ping);
+    this.setState('reconnecting');
+    this.resumeSignalling(reason, Date.now() + 15000, 0);
+  }
+
+  async resumeSignalling(reason, deadline, attempt) {
+    if (this.closedByUser) { this.reconnecting = false; return; }
+    const up = (pc) => pc && !['failed', 'closed'].includes(pc.connectionState);
+    try {
+      await this.connect(true);
+      this.reconnecting = false;
+      return;
+    } catch (err) {
+      console.warn('visio: signalling not back yet:', err.message || err);
+      this.signal?.close();
+    }
+    if (Date.now() < deadline && up(this.publisher) && up(this.subscriber)) {
+      setTimeout(() => this.resumeSignalling(reason, deadline, attempt + 1), Math.min(500 * 2 ** attempt, 4000));
+      return;
+    }
+    this.reconnecting = false;
+    this.onDisconnect(reason);
+  }
+
+  closePeers() {
+    this.subscriberGen += 1;
+    this.subscriberQueue = Promise.resolve();
+    this.publisherQueue = Promise.resolve();
+    this.publisher?.close();
+    this.subscriber?.close();
+    this.publisher = this.subscriber = null;
+    for (const info of this.remote.values()) this.emit('track_removed', { info });
+    this.remote.clear();
   }
 
   onDisconnect(reason, restart = false) {

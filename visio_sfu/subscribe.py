@@ -225,7 +225,8 @@ class SubscribeConnection:
                 continue  # added while the offer was made: it is in the next one
             track = self.downtracks[sid].track
             tracks.append(OfferedTrack(t.mid, sid, track.participant_sid, track.kind, track.source))
-        self._emit(SubscriberOffer(offer_id, sdp, tuple(tracks)))
+        self._offer_event = SubscriberOffer(offer_id, sdp, tuple(tracks))
+        self._emit(self._offer_event)
         try:
             answer = await asyncio.wait_for(future, ANSWER_TIMEOUT)
         except TimeoutError:
@@ -473,6 +474,16 @@ class SubscribeConnection:
             raise TransportError("the client makes the offers on this connection")
         self.transport.restart_ice()
         self._schedule()
+
+    def repeat_offer(self) -> bool:
+        """Emit the offer waiting for its answer again, if any (a client whose signaling came
+        back while it was sent: see Room.resume_signaling); True if there was one."""
+        pending = self.pending_offer()
+        event = getattr(self, "_offer_event", None)
+        if pending is None or event is None or event.offer_id != pending[0]:
+            return False
+        self._emit(event)
+        return True
 
     def pending_offer(self) -> tuple[str, str] | None:
         """``(offer id, sdp)`` of the offer waiting for its answer, if any (to send it again

@@ -59,19 +59,21 @@ class ServerProcess:
         netns: str | None = None,
         dev: bool = True,
         start_timeout: float = 30.0,
+        host: str = "127.0.0.1",
     ) -> None:
         """``netns``: run the server inside this network namespace (tests/support/netns.py);
         its URL then works only for clients in that namespace. ``dev``: development mode
         (/dev/token); without it, keys come from ``extra``'s --config. ``start_timeout``:
-        seconds it may take to answer (a front waits for its workers)."""
+        seconds it may take to answer (a front waits for its workers). ``host``: the address
+        it serves HTTP on (one of its namespace's)."""
         self.netns = netns
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         args = [
             "serve",
             *(["--dev"] if dev else []),
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(self.port),
         ]
