@@ -268,9 +268,13 @@ def test_a_dropped_connection_resumes_as_the_same_participant(meeting):
     poll(bob, SEEN, lambda r: r["Alice"]["mic"], what="Alice muted")
     poll(bob, TILES, lambda r: r["Alice"]["hand"] == "1", what="Alice's hand")
     assert bob.evaluate(WATCH, sid)
-    # the connection drops: the socket closes without a leave, the peer connections go
+    # the connection drops: the socket closes without a leave, the peer connections go (a
+    # socket alone is made again keeping them: the next test)
     started = time.monotonic()
-    alice.evaluate("() => window.visio.session.signal.ws.close()")
+    alice.evaluate(
+        "() => { const s = window.visio.session;"
+        " s.publisher.close(); s.subscriber.close(); s.signal.ws.close(); }"
+    )
     alice.wait_for_function("() => window.visio.session.state === 'reconnecting'", timeout=5000)
     alice.wait_for_function("() => window.visio.session.state === 'connected'", timeout=20000)
     print(f"resumed {time.monotonic() - started:.1f} s after the drop")
@@ -298,6 +302,37 @@ def test_a_dropped_connection_resumes_as_the_same_participant(meeting):
     alice.click("#hand-button")
     alice.click("#mic-button")
     poll(bob, SEEN, lambda r: not r["Alice"]["mic"], what="Alice unmuted after the resume")
+
+
+def test_a_dropped_socket_alone_keeps_the_connections(meeting):
+    """Only the socket drops (a proxy's timeout, a network change): Alice's client makes it
+    again keeping its peer connections (docs/protocol.md, Resuming: keep); Bob sees nothing
+    happen: no track unpublished or published again, her video goes on, her hand stays up."""
+    _, pages, _ = meeting
+    alice, bob = pages["Alice"], pages["Bob"]
+    sid = alice.evaluate("() => window.visio.session.me.sid")
+    alice.click("#hand-button")
+    poll(bob, TILES, lambda r: r["Alice"]["hand"] == "1", what="Alice's hand")
+    assert bob.evaluate(WATCH, sid)
+    alice.evaluate(
+        "() => { const s = window.visio.session; window.keptPcs = [s.publisher, s.subscriber];"
+        " s.signal.ws.close(); }"
+    )
+    alice.wait_for_function("() => window.visio.session.state === 'reconnecting'", timeout=5000)
+    alice.wait_for_function("() => window.visio.session.state === 'connected'", timeout=20000)
+    assert alice.evaluate(
+        "() => { const s = window.visio.session;"
+        " return window.keptPcs[0] === s.publisher && window.keptPcs[1] === s.subscriber; }"
+    ), "Alice's peer connections were made again"
+    assert alice.evaluate("() => window.visio.session.me.sid") == sid
+    before = bob.evaluate(SEEN)["Alice"]["frames"]
+    poll(bob, SEEN, lambda r: r["Alice"]["frames"] > before + 30, what="Alice's video goes on")
+    seen = bob.evaluate(WATCHED, sid)
+    assert seen["events"] == [] and seen["sameTile"], seen
+    assert bob.evaluate(TILES)["Alice"]["hand"] == "1"
+    # and the signalling works again: her hand goes down for Bob
+    alice.click("#hand-button")
+    poll(bob, TILES, lambda r: r["Alice"]["hand"] is None, what="Alice's hand lowered")
 
 
 def test_a_locked_meeting_refuses_a_newcomer(meeting, browser):
