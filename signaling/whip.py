@@ -30,6 +30,7 @@ from aiohttp import web
 from visio_sfu import SFU
 from visio_sfu.errors import PermissionDenied, RoomClosed, RoomFull, RoomLocked, TransportError
 from visio_sfu.events import Event, Leave, SectionsWanted, TrackMuted
+from visio_sfu.icerestart import ice_credentials
 from visio_sfu.participant import Participant, Permissions
 from visio_sfu.room import Room
 
@@ -45,6 +46,7 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 #: the largest offer or candidate fragment read (a browser's offer with simulcast: 6-10 KB)
 MAX_BODY = 64 * 1024
+MAX_RESTARTS = 32  # ICE restarts a session may make (each one renews its credentials)
 #: sessions the server holds at once (each is a participant: rooms' limits apply too)
 MAX_SESSIONS = 10_000
 #: seconds a new session has to connect (ICE and DTLS) before it is ended: a client that
@@ -70,6 +72,7 @@ class HttpSession:
     offer: str = ""  # the client's offer: answered again when tracks come and go (WHEP)
     ice_ufrag: str = ""  # the client's, from its offer: a fragment with another is a restart
     candidates: int = 0
+    restarts: int = 0  # ICE restarts (PATCH with new credentials)
     refills: int = 0  # times its sections were given other tracks (WHEP)
     _refill: asyncio.Task | None = field(default=None, repr=False)
     _deadline: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -141,6 +144,29 @@ def _link_header(servers: list[dict]) -> list[str]:
         for url in server["urls"]:
             links.append(f'<{url}>; rel="ice-server"{extra}')
     return links
+
+
+def with_ice_credentials(sdp: str, ufrag: str, pwd: str) -> str:
+    """``sdp`` with every a=ice-ufrag and a=ice-pwd line replaced by these."""
+    out = []
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=ice-ufrag:"):
+            line = f"a=ice-ufrag:{ufrag}"
+        elif line.startswith("a=ice-pwd:"):
+            line = f"a=ice-pwd:{pwd}"
+        out.append(line)
+    return "\r\n".join(out)
+
+
+def first_section(sdp: str) -> tuple[str, str]:
+    """The kind and mid of an offer's first m-section ("audio", "0" if none says)."""
+    kind, mid = "", ""
+    for line in sdp.splitlines():
+        if line.startswith("m=") and not kind:
+            kind = line[2:].split(" ", 1)[0]
+        elif line.startswith("a=mid:") and kind and not mid:
+            mid = line[6:].strip()
+    return kind or "audio", mid or "0"
 
 
 def parse_sdpfrag(text: str) -> tuple[str, list[dict]]:
@@ -378,10 +404,10 @@ class HttpIngest:
         answer, _mids = await p.single_offer(sdp)
         return answer
 
-    # -- PATCH: trickled candidates ---------------------------------------------------------
+    # -- PATCH: trickled candidates, ICE restarts -------------------------------------------
     async def patch(self, request: web.Request) -> web.Response:
-        """The client's trickled ICE candidates (RFC 8840 fragment); an ICE restart is not
-        supported (422: the client makes a new session)."""
+        """The client's trickled ICE candidates (RFC 8840 fragment: 204), or an ICE restart
+        (a fragment with new credentials, RFC 9725 section 4.4.1: 200 with ours)."""
         session = await self._owned_session(request)
         if isinstance(session, web.Response):
             return session
@@ -389,11 +415,11 @@ class HttpIngest:
         if isinstance(text, web.Response):
             return text
         ufrag, candidates = parse_sdpfrag(text)
-        if ufrag and session.ice_ufrag and ufrag != session.ice_ufrag:
-            return _error(422, "ice_restart", "ICE restarts are not supported: make a new session")
         if session.candidates + len(candidates) > 64:
             return _error(429, "too_many", "at most 64 candidates a session")
         p = session.participant
+        if ufrag and session.ice_ufrag and ufrag != session.ice_ufrag:
+            return await self._restart(session, text, candidates)
         try:
             for candidate in candidates:
                 if session.kind == "whip":
@@ -404,6 +430,38 @@ class HttpIngest:
         except TransportError as exc:
             return _error(400, "bad_candidate", str(exc))
         return web.Response(status=204, headers=CORS)
+
+    async def _restart(
+        self, session: HttpSession, text: str, candidates: list[dict]
+    ) -> web.Response:
+        """An ICE restart: the client's new credentials and candidates; our new ones back, as
+        an sdpfrag (the client's network changed: the session and its media go on)."""
+        credentials = ice_credentials(text)
+        if credentials is None:
+            return _error(400, "bad_request", "an ICE restart needs a=ice-ufrag and a=ice-pwd")
+        if session.restarts >= MAX_RESTARTS:
+            return _error(429, "too_many", f"at most {MAX_RESTARTS} ICE restarts a session")
+        p = session.participant
+        target = "publisher" if session.kind == "whip" else "subscriber"
+        try:
+            ufrag, pwd, ours = await p.restart_ice_with(target, *credentials)
+            for candidate in candidates:
+                await p.add_ice_candidate(target, candidate)
+                session.candidates += 1
+        except (TransportError, ValueError) as exc:
+            return _error(400, "bad_candidate", str(exc))
+        session.restarts += 1
+        session.ice_ufrag = credentials[0]
+        # a later answer to the same offer (WHEP, Participant.reanswer) with its new ICE
+        session.offer = with_ice_credentials(session.offer, *credentials)
+        kind, mid = first_section(session.offer)
+        body = [f"a=group:BUNDLE {mid}", f"m={kind} 9 UDP/TLS/RTP/SAVPF 0", f"a=mid:{mid}"]
+        body += [f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}"]
+        body += [f"a={line}" for line in ours] + ["a=end-of-candidates", ""]
+        headers = {"ETag": f'"{session.id}.{session.restarts}"', **CORS}
+        return web.Response(
+            status=200, text="\r\n".join(body), content_type=SDPFRAG, headers=headers
+        )
 
     # -- DELETE: the end ----------------------------------------------------------------------
     async def delete(self, request: web.Request) -> web.Response:

@@ -509,6 +509,25 @@ class Participant:
         self.suspended = False
 
     # -- trickle and teardown ------------------------------------------------------------
+    async def restart_ice_with(
+        self, target: str, ufrag: str, pwd: str
+    ) -> tuple[str, str, list[str]]:
+        """Restart ICE on the ``target`` connection ("publisher" or "subscriber"; a
+        ``single_pc`` participant's one) with the client's new credentials given out of band
+        (WHIP and WHEP: a PATCH, RFC 9725 section 4.4.1); returns ours and our candidates
+        (PeerTransport.restart_with). TransportError if that connection is not up."""
+        if self.single is not None:
+            transport = self.single
+        elif target == "publisher":
+            transport = self.publishing.transport
+        elif target == "subscriber":
+            transport = self.subscriber.transport if self.subscriber is not None else None
+        else:
+            raise ValueError("target must be 'publisher' or 'subscriber'")
+        if transport is None or self.closed:
+            raise TransportError("no connection to restart")
+        return await transport.restart_with(ufrag, pwd)
+
     async def add_ice_candidate(self, target: str, candidate: dict | None) -> None:
         """A trickled client candidate for the publisher or subscriber connection (the one
         connection of a ``single_pc`` participant, whichever the target)."""

@@ -708,6 +708,25 @@ class PeerTransport:
         comes (a client whose network changed asks for it on the connection we offer on)."""
         self._restart_wanted = True
 
+    async def restart_with(self, ufrag: str, pwd: str) -> tuple[str, str, list[str]]:
+        """Restart ICE with the peer's new credentials given out of band, not in a description
+        (a WHIP or WHEP client's PATCH, RFC 9725 section 4.4.1): ours are renewed, then the
+        peer's new candidates are added as they come. Returns our new ``(ufrag, pwd,
+        candidates)`` (``candidate:...`` lines) for the peer; TransportError if there is no
+        connection to restart."""
+        started = self._started_ice()
+        if len(started) != 1:
+            raise TransportError("no ICE connection to restart")
+        ice = started[0]
+        connection = ice._connection
+        icerestart.renew_local(connection, self._mux)
+        icerestart.restart_remote(connection, ufrag, pwd, gatherer=ice.iceGatherer)
+        self.ice_restarts += 1
+        PeerTransport.ice_restarts_total += 1
+        await self._restarted(connection)
+        lines = [f"candidate:{c.to_sdp()}" for c in connection.local_candidates]
+        return connection.local_username, connection.local_password, lines
+
     @property
     def remote_address(self) -> tuple[str, int] | None:
         """Where media to the peer goes (the nominated pair's remote address), if anywhere."""

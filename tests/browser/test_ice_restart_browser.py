@@ -11,9 +11,6 @@ hearing everyone, twice over."""
 
 from __future__ import annotations
 
-import re
-import urllib.request
-
 import pytest
 
 from tests.browser.conftest import artefact, open_page
@@ -60,13 +57,6 @@ ALLOW_ANOTHER = """() => {
   const r = window.visio.session.iceRestarts;
   r.publisher = r.subscriber = 0;
 }"""
-
-
-def metric(server, name: str) -> float:
-    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else -1.0
 
 
 @pytest.fixture(scope="module", params=["one-port", "own-ports"])
@@ -120,7 +110,7 @@ def test_an_ice_restart_keeps_the_session_and_media_goes_on(server, browser):
     try:
         for page in pages.values():
             everyone_meets(page, 2)
-        restarts = metric(server, "visio_ice_restarts_total")
+        restarts = server.metric("visio_ice_restarts_total")
         sid = ann.evaluate("() => window.visio.session.me.sid")
         for round_ in range(1, server.rounds + 1):
             before = ann.evaluate(PATHS)
@@ -144,7 +134,7 @@ def test_an_ice_restart_keeps_the_session_and_media_goes_on(server, browser):
                 advancing(page, counters[n], f"media after ICE restart {round_} ({n})")
             print(f"restart {round_}: {before} -> {after}")
             # the server restarted two connections each time (publisher, subscriber)
-            assert metric(server, "visio_ice_restarts_total") == restarts + 2 * round_
+            assert server.metric("visio_ice_restarts_total") == restarts + 2 * round_
             # 15 s apart at least: a client does not restart the same connection more often
             ann.evaluate(ALLOW_ANOTHER)
         artefact(ann, "after-ice-restarts")

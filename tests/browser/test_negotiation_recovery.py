@@ -4,9 +4,6 @@ received comes back, and what was published meanwhile arrives too."""
 
 from __future__ import annotations
 
-import re
-import urllib.request
-
 import pytest
 
 from tests.browser.conftest import artefact, open_page
@@ -27,13 +24,6 @@ ARM_FAILURE = """() => {
   };
   window.failedPc = pc;
 }"""
-
-
-def metric(server, name: str) -> float:
-    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else -1.0
 
 
 def test_a_rejected_offer_is_reported_and_media_comes_back(server, browser):
@@ -74,8 +64,8 @@ def test_a_rejected_offer_is_reported_and_media_comes_back(server, browser):
             what="Bob's media advancing after the restart",
         )
         poll(bob, STAGE, lambda r: len(r) == 1 and r[0]["w"] > 0, what="Bob plays the share")
-        assert metric(server, 'visio_negotiation_failures_total{target="subscriber"}') == 1
-        assert metric(server, "visio_subscriber_restarts_total") == 1
+        assert server.metric('visio_negotiation_failures_total{target="subscriber"}') == 1
+        assert server.metric("visio_subscriber_restarts_total") == 1
         failures = [m for m in consoles["Bob"] if "negotiation failed" in m]
         assert len(failures) == 1, consoles["Bob"]
         assert not [m for m in consoles["Alice"] if "negotiation failed" in m], consoles["Alice"]

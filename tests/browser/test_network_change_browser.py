@@ -13,7 +13,6 @@ or the others seeing her leave."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 
@@ -60,12 +59,6 @@ WATCHED = """() => {
   return {states: w.states, restarts: w.restarts,
           same: w.pcs[0] === s.publisher && w.pcs[1] === s.subscriber, sid: s.me.sid};
 }"""
-
-
-def metric(server: ServerProcess, name: str) -> float:
-    text = server._fetch("/metrics").decode()
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else -1.0
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +119,7 @@ def test_an_address_change_keeps_the_session(net):
             }, before
             ann.evaluate(WATCH)
             sid = ann.evaluate(WATCHED)["sid"]
-            restarts = metric(server, "visio_ice_restarts_total")
+            restarts = server.metric("visio_ice_restarts_total")
 
             # Ann's laptop changes networks: a new address, the old one gone
             changed = time.monotonic()
@@ -169,7 +162,7 @@ def test_an_address_change_keeps_the_session(net):
             assert watched["states"] in ([], ["reconnecting", "connected"]), watched
             assert {"publisher", "subscriber"} <= set(watched["restarts"]), watched
             assert watched["sid"] == sid
-            assert metric(server, "visio_ice_restarts_total") >= restarts + 2
+            assert server.metric("visio_ice_restarts_total") >= restarts + 2
             for browser in browsers.values():
                 browser.close()
     finally:

@@ -28,7 +28,7 @@ import pytest
 
 from tests.browser.conftest import ARTIFACTS, artefact, open_page
 from tests.browser.test_gstreamer import CLIENT, SYSTEM_PYTHON, GstClient, gstreamer_missing
-from tests.support.whip_pages import HTTP_DELETE, HTTP_STATE, WHEP_PLAY
+from tests.support.whip_pages import HTTP_DELETE, HTTP_ICE_RESTART, HTTP_STATE, WHEP_PLAY
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
 
@@ -336,6 +336,30 @@ def test_chromium_plays_a_participant_over_whep(server, browser):
             f"{after['frames']} frames decoded, {after['audio_packets']} audio packets, "
             f"pair {after['pair']}"
         )
+
+        # the player's network changes: it restarts ICE (PATCH with new credentials, RFC 9725
+        # section 4.4.1) and goes on playing on the same connection, on a new pair (Chromium
+        # gathers new sockets)
+        restarts = server.metric("visio_ice_restarts_total")
+        restarted = player.evaluate(HTTP_ICE_RESTART, {"gatherMs": 10000})
+        assert restarted["status"] == 200, restarted
+        assert restarted["applied"], restarted
+        assert restarted["after"] != restarted["before"] and restarted["etag"], restarted
+        assert restarted["body"].count("a=ice-ufrag:") == 1 and "a=candidate:" in restarted["body"]
+        resumed = until(
+            watch(
+                lambda s: (
+                    s["connection"] == "connected"
+                    and (s["pair"] or {}).get("local_port") != after["pair"]["local_port"]
+                    and s["frames"] > after["frames"] + 30
+                    and s["audio_packets"] > after["audio_packets"] + 50
+                )
+            ),
+            "the WHEP player's media after its ICE restart",
+            explain,
+        )
+        assert server.metric("visio_ice_restarts_total") == restarts + 1
+        print(f"[whep] ICE restart: {restarted['before']} -> {restarted['after']}, {resumed}")
 
         # the camera page lists the player (a participant) while it plays
         until(

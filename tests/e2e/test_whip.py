@@ -1,20 +1,24 @@
 """WHIP ingest and WHEP playback (signaling/whip.py) with aiortc peers over DTLS-SRTP on
 127.0.0.1, speaking plain HTTP to a real server: an encoder publishes over WHIP and a meeting
 participant decodes it; a player pulls a participant's video and audio over WHEP; DELETE ends
-each (the others are told); and every refusal has its HTTP status, without a participant left
-behind or another room disturbed."""
+each (the others are told); a PATCH with new ICE credentials restarts ICE; and every refusal
+has its HTTP status, without a participant left behind or another room disturbed."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import aiohttp
 import numpy as np
 import pytest
+from aioice import stun
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from signaling.app import UDP_MUX
 from signaling.whip import INGEST
 from tests.support.inprocess import LocalServer
 from tests.support.media import check_audio, check_video, until
@@ -195,7 +199,7 @@ async def test_refusals_have_their_http_status():
         status, _ = await call("PATCH", session, mallory, frag, "application/trickle-ice-sdpfrag")
         assert status == 403
         status, text = await call("PATCH", session, token, frag, "application/trickle-ice-sdpfrag")
-        assert status == 422 and "ICE restart" in text  # another ufrag: a restart
+        assert status == 400 and "ice-pwd" in text  # another ufrag (a restart) with no password
         status, _ = await call("PATCH", session, token, frag, "application/sdp")
         assert status == 415
         assert server.sfu.room("show").by_identity("obs") is not None  # still publishing
@@ -404,3 +408,93 @@ async def test_a_whep_player_gets_a_live_camera_not_a_muted_one():
         await player.pc.close()
         for cam, _sid in cameras:
             await cam.close()
+
+
+def stun_check(ufrag: str, pwd: str, theirs: str) -> bytes:
+    """A STUN binding request as an ICE check to the server: USERNAME ours:theirs, signed."""
+    message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    message.attributes["USERNAME"] = f"{ufrag}:{theirs}"
+    message.attributes["PRIORITY"] = 1
+    message.attributes["ICE-CONTROLLING"] = 1
+    message.add_message_integrity(pwd.encode())
+    message.add_fingerprint()
+    return bytes(message)
+
+
+def answered(sock: socket.socket, request: bytes, target: tuple) -> str:
+    """What the server answers a check: "success", "error" or "nothing"."""
+    sock.sendto(request, target)
+    try:
+        data, _ = sock.recvfrom(2048)
+    except TimeoutError:
+        return "nothing"
+    reply = stun.parse_message(data)
+    return "success" if reply.message_class == stun.Class.RESPONSE else "error"
+
+
+async def test_a_patch_with_new_credentials_restarts_ice():
+    """RFC 9725 section 4.4.1: a PATCH whose fragment has a new ice-ufrag and ice-pwd is an
+    ICE restart: 200 with the server's new credentials and candidates (and a new ETag); the
+    server's checks then need the new credentials, the old ones are refused; the session and
+    its media go on. (A real client's restart: tests/browser/test_whip_browser.py.)"""
+    async with LocalServer() as server:
+        viewer = Client(server.url, server.token("restart", "viewer"))
+        await viewer.connect()
+        encoder = await whip_offer(PatternVideoTrack(3))
+        token = server.token("restart", "obs")
+        status, headers, answer = await post(
+            f"{server.url}/whip/restart", token, encoder.localDescription.sdp
+        )
+        assert status == 201
+        await encoder.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await until(lambda: viewer.remote_tracks, what="the viewer gets the encoder")
+        await check_video(viewer.remote_tracks[0], 3)
+        old_ufrag = re.search(r"a=ice-ufrag:(\S+)", answer).group(1)
+        old_pwd = re.search(r"a=ice-pwd:(\S+)", answer).group(1)
+        session = server.url + headers["Location"]
+        frag = (
+            "a=ice-ufrag:newfrag1\r\na=ice-pwd:" + "n" * 24 + "\r\n"
+            "m=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+        )
+        async with (
+            aiohttp.ClientSession() as http,
+            http.patch(
+                session,
+                data=frag,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/trickle-ice-sdpfrag",
+                    "If-Match": "*",
+                },
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+            assert r.content_type == "application/trickle-ice-sdpfrag"
+            assert r.headers["ETag"] != headers["ETag"]
+            body = await r.text()
+        ufrag = re.search(r"a=ice-ufrag:(\S+)", body).group(1)
+        pwd = re.search(r"a=ice-pwd:(\S+)", body).group(1)
+        assert (ufrag, pwd) != (old_ufrag, old_pwd) and "a=mid:0" in body
+        port = server.app[UDP_MUX].port
+        assert re.search(rf"a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 {port} typ host", body), body
+        # the server's checks now take the new credentials only
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(1.0)
+        target = ("127.0.0.1", port)
+        try:
+            old = await asyncio.to_thread(
+                answered, sock, stun_check(old_ufrag, old_pwd, "newfrag1"), target
+            )
+            new = await asyncio.to_thread(
+                answered, sock, stun_check(ufrag, pwd, "newfrag1"), target
+            )
+        finally:
+            sock.close()
+        assert (old, new) == ("nothing", "success")
+        # the session goes on: the viewer still decodes the encoder's video
+        await check_video(viewer.remote_tracks[0], 3)
+        assert server.sfu.room("restart").by_identity("obs") is not None
+        await encoder.close()
+        await viewer.close()

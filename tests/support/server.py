@@ -137,6 +137,12 @@ class ServerProcess:
             raise OSError(done.stderr.decode(errors="replace")[-300:])
         return done.stdout
 
+    def metric(self, name: str) -> float:
+        """One unlabelled sample of /metrics (-1 if absent)."""
+        text = self._fetch("/metrics").decode()
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else -1.0
+
     def get(self, path: str) -> dict:
         """GET a JSON document from the server."""
         return json.loads(self._fetch(path))

@@ -128,7 +128,8 @@ HTTP_STATE = """async (opts) => {
     [pc.getStats(), new Promise(r => setTimeout(() => r(new Map()), statsMs))]);
   const pairOf = (x) => {
     const local = stats.get(x.localCandidateId), remote = stats.get(x.remoteCandidateId);
-    return {local: local && local.address, local_type: local && local.candidateType,
+    return {local: local && local.address, local_port: local && local.port,
+            local_type: local && local.candidateType,
             remote: remote && remote.address, remote_port: remote && remote.port,
             remote_type: remote && remote.candidateType, protocol: local && local.protocol};
   };
@@ -148,6 +149,49 @@ HTTP_STATE = """async (opts) => {
       out.audio_packets += x.packetsReceived || 0; out.audio_bytes += x.bytesReceived || 0;
     }
   });
+  return out;
+}"""
+
+# An ICE restart of window.http's session (RFC 9725 section 4.4.1): restartIce, an offer with
+# new credentials (gathered whole), PATCHed as an sdpfrag with If-Match: *; the server's new
+# credentials from the 200 applied as the answer's.
+HTTP_ICE_RESTART = """async ({gatherMs = 20000} = {}) => {
+  const {pc, location, token} = window.http;
+  const before = pc.localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1];
+  pc.restartIce();
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') resolve();
+    });
+    setTimeout(resolve, gatherMs);
+  });
+  const sdp = pc.localDescription.sdp;
+  const first = sdp.split('\\r\\nm=')[1];
+  const ufrag = sdp.match(/a=ice-ufrag:(\\S+)/)[1], pwd = sdp.match(/a=ice-pwd:(\\S+)/)[1];
+  const mid = first.match(/a=mid:(\\S+)/)[1];
+  const kind = first.split(' ')[0];
+  const candidates = first.match(/^a=candidate:.*$/mg) || [];
+  const frag = [`a=ice-ufrag:${ufrag}`, `a=ice-pwd:${pwd}`, `m=${kind} 9 UDP/TLS/RTP/SAVPF 0`,
+                `a=mid:${mid}`, ...candidates, ''].join('\\r\\n');
+  const r = await fetch(location, {method: 'PATCH', body: frag, headers: {
+    'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*',
+    'Authorization': `Bearer ${token}`}});
+  const out = {status: r.status, etag: r.headers.get('ETag'), body: await r.text(),
+               before, after: ufrag, candidates: candidates.length, applied: false, error: null};
+  if (r.status !== 200) return out;
+  const theirs = out.body.match(/a=ice-ufrag:(\\S+)/)[1];
+  const theirPwd = out.body.match(/a=ice-pwd:(\\S+)/)[1];
+  const answer = pc.remoteDescription.sdp
+    .replace(/a=ice-ufrag:\\S+/g, `a=ice-ufrag:${theirs}`)
+    .replace(/a=ice-pwd:\\S+/g, `a=ice-pwd:${theirPwd}`);
+  try {
+    await pc.setRemoteDescription({type: 'answer', sdp: answer});
+    out.applied = true;
+  } catch (err) {
+    out.error = `${err.name}: ${err.message}`;
+  }
   return out;
 }"""
 
