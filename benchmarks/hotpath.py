@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections.abc import Callable
 
+from benchmarks import callgrind
+from benchmarks.callgrind import Marks
 from benchmarks.peers import connected_pair
 from visio_sfu import downtrack, transport
 from visio_sfu.bwe import SendSideEstimator, TransportStamper
@@ -32,8 +35,6 @@ from visio_sfu.rtp.header import build_rtp
 from visio_sfu.transport import set_ice_addresses
 from visio_sfu.twcc_responder import TwccResponder
 from visio_sfu.udpmux import UdpMux
-
-PAYLOAD = bytes([0x90, 0x80, 0x00, 0x01]) + bytes(1200 - 12 - 4)  # VP8, picture id, inter
 
 
 def per_call(fn: Callable[[int], None], n: int) -> float:
@@ -48,19 +49,36 @@ def per_call(fn: Callable[[int], None], n: int) -> float:
     return best
 
 
-def packets(n: int, start: int = 0, ssrc: int = 1234) -> list[bytes]:
-    """n plain VP8 RTP packets of 1200 bytes, the first a keyframe."""
+#: what aiortc (the load tool's publisher) writes in each video packet: mid and abs-send-time
+AIORTC_EXTENSIONS = {1: b"0", 3: b"\x01\x02\x03"}
+
+
+def packets(
+    n: int, start: int = 0, ssrc: int = 1234, extensions: dict[int, bytes] | None = None
+) -> list[bytes]:
+    """n plain VP8 RTP packets of 1200 bytes (header extensions included), the first a
+    keyframe."""
     out = []
+    size = 1200 - 12 - (4 + 8 if extensions else 0)
     for i in range(start, start + n):
-        payload = PAYLOAD if i != start else bytes([0x90, 0x80, 0x00, 0x00]) + PAYLOAD[4:]
-        out.append(build_rtp(96, i & 0xFFFF, (i // 4) * 3000, ssrc, payload))
+        first = bytes([0x90, 0x80, 0x00, 0x00 if i == start else 0x01])
+        payload = first + bytes(size - 4)
+        out.append(build_rtp(96, i & 0xFFFF, (i // 4) * 3000, ssrc, payload, False, extensions))
     return out
 
 
 async def measure(
-    subscribers: int, count: int, one_port: bool = False, batch: bool = True
+    subscribers: int,
+    count: int,
+    one_port: bool = False,
+    batch: bool = True,
+    marks: Marks | None = None,
+    extensions: bool = False,
 ) -> dict[str, float]:
-    """Run the benchmark; returns microseconds per operation by name."""
+    """Run the benchmark; returns microseconds per operation by name. With ``marks`` (under
+    callgrind), each round of the whole path is counted and dumped as "round". With
+    ``extensions``, the whole path's packets carry aiortc's mid and abs-send-time, and each
+    subscriber's ids differ (mid dropped, abs-send-time renumbered): the load tool's case."""
     set_ice_addresses(["127.0.0.1"])
     mux = None
     if one_port:
@@ -76,13 +94,13 @@ async def measure(
             "camera",
             "0",
             Codec("video/VP8", 90000, 96),
-            {},
+            {MID: 1, ABS: 3} if extensions else {},
             server_in.send_rtcp,
             1,
         )
         for i, (server_out, _client) in enumerate(pairs):
             dt = DownTrack(track, server_out.send_rtp, f"PA_{i}")
-            dt.bind(5000 + i, 96, {})
+            dt.bind(5000 + i, 96, {ABS: 2} if extensions else {})
             track.attach(dt)
         server_in.on_rtp = track.on_rtp
         for _server_out, client in pairs:
@@ -181,9 +199,12 @@ async def measure(
         rounds = []
         for r in range(3):
             first = count * (3 + r) + 10
-            fresh = [tx.protect(p) for p in packets(count, start=first)]
+            ext = AIORTC_EXTENSIONS if extensions else None
+            fresh = [tx.protect(p) for p in packets(count, start=first, extensions=ext)]
             received = track.packets
             before = sum(dt.packets for dt in track.downtracks)
+            if marks is not None:
+                marks.toggle()
             start = time.process_time()
             for datagram in fresh:
                 feed(datagram)
@@ -192,6 +213,9 @@ async def measure(
             while track.packets < received + count and time.process_time() - start < 30:
                 await asyncio.sleep(0)
             elapsed = time.process_time() - start
+            if marks is not None:
+                marks.toggle()
+                marks.dump("round")
             forwarded = sum(dt.packets for dt in track.downtracks) - before
             rounds.append((elapsed / max(forwarded, 1) * 1e6, elapsed / count * 1e6, forwarded))
         rounds.sort()
@@ -222,7 +246,22 @@ def main() -> None:
     parser.add_argument(
         "--no-batch", action="store_true", help="with --one-port: sendto, not sendmmsg"
     )
+    parser.add_argument(
+        "--extensions",
+        action="store_true",
+        help="the whole path's packets carry mid and abs-send-time, renumbered per subscriber",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the instructions of the whole path under callgrind (valgrind): user space "
+        "only (not the kernel's send), exact where CPU time on a shared machine is not",
+    )
     args = parser.parse_args()
+    if args.instructions and not os.environ.get(callgrind.ENV):
+        instructions(args)
+        return
+    marks = Marks() if os.environ.get(callgrind.ENV) else None
     transport.FAST_RECEIVE = not args.aiortc_receive
     try:
         import uvloop
@@ -230,7 +269,11 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    figures = asyncio.run(measure(args.subscribers, args.packets, args.one_port, not args.no_batch))
+    figures = asyncio.run(
+        measure(
+            args.subscribers, args.packets, args.one_port, not args.no_batch, marks, args.extensions
+        )
+    )
     where = "one UDP port for the server" if args.one_port else "a UDP port per connection"
     if args.one_port:
         where += ", sendto per datagram" if args.no_batch else ", sendmmsg per fan-out"
@@ -241,6 +284,30 @@ def main() -> None:
     for name, value in figures.items():
         unit = "" if name.startswith("forwarded packets") else " µs"
         print(f"  {name:36s} {value:8.2f}{unit}")
+
+
+def instructions(args: argparse.Namespace) -> None:
+    """The benchmark re-run under callgrind: the main thread's instructions in each round of
+    the whole path (datagram in, unprotect, Publisher, every DownTrack, protect, the send's
+    system call made but not counted inside the kernel), per forwarded packet."""
+    why = callgrind.available()
+    if why:
+        raise SystemExit(f"--instructions: {why}")
+    argv = ["-m", "benchmarks.hotpath", "--subscribers", str(args.subscribers)]
+    argv += ["--packets", str(args.packets)]
+    argv += ["--one-port"] if args.one_port else []
+    argv += ["--no-batch"] if args.no_batch else []
+    argv += ["--extensions"] if args.extensions else []
+    counts = callgrind.run(argv, thread=1).get("round", [])
+    if not counts:
+        raise SystemExit("--instructions: no counts came back from callgrind")
+    forwarded = args.packets * args.subscribers
+    per = sorted(c / forwarded for c in counts)
+    print(
+        f"instructions per forwarded packet (callgrind, user space, {args.subscribers} "
+        f"subscribers, rounds of {args.packets} packets): median {per[len(per) // 2]:.0f}, "
+        f"rounds {', '.join(f'{c:.0f}' for c in per)}"
+    )
 
 
 if __name__ == "__main__":

@@ -99,7 +99,12 @@ class Server:
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if kind in ("visio", "visio-sendto", "visio-ports"):
+        root = ROOT
+        if kind.startswith("visio@"):  # the default server from another checkout (before/after)
+            root = Path(kind.split("@", 1)[1]).resolve()
+            if not (root / "visio_sfu").is_dir():
+                raise ValueError(f"{kind!r}: no visio_sfu in {root}")
+        if kind in ("visio", "visio-sendto", "visio-ports") or kind.startswith("visio@"):
             cmd = [
                 sys.executable,
                 "-m",
@@ -131,12 +136,12 @@ class Server:
         env = server_env()
         if kind == "visio-sendto":  # the same server sending each datagram with sendto
             env["VISIO_BATCH_SENDS"] = "0"
-        self.log = open(
-            Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{kind}-{self.port}.log", "w"
-        )
+        name = kind.replace("/", "_")
+        folder = Path(os.environ.get("TMPDIR", "/tmp"))
+        self.log = open(folder / f"bench-{name}-{self.port}.log", "w")
         self.proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -570,7 +575,11 @@ async def main_async(args: argparse.Namespace) -> dict:
             server = Server(kind, args.server_core)
             target, cpu = server.target, server.cpu_seconds
         try:
-            results[kind] = await scenario(args, target, cpu, video, audio)
+            key, n = kind, 1
+            while key in results:  # a server named again: a round of its own (alternating)
+                n += 1
+                key = f"{kind}#{n}"
+            results[key] = await scenario(args, target, cpu, video, audio)
         finally:
             if server is not None:
                 server.stop()
@@ -612,7 +621,8 @@ def parser() -> argparse.ArgumentParser:
         "--servers",
         default="visio",
         help="comma-separated: visio, visio-sendto (no sendmmsg batching), visio-ports (a UDP "
-        "port per connection, no batching), naive, janus",
+        "port per connection, no batching), visio@DIR (the default server run from the checkout "
+        "in DIR, its extension built there: before and after a change in one run), naive, janus",
     )
     p.add_argument("--url", help="drive a running visio-sfu instead of starting servers")
     p.add_argument("--key", default=KEY)

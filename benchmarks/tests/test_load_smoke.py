@@ -71,6 +71,17 @@ def test_scenario_runs_against_visio_sfu(tmp_path: Path, scenario: str):
         assert points[-1]["delay_p50_ms"] is not None
 
 
+def test_a_checkout_named_and_servers_named_twice_get_rows_of_their_own(tmp_path: Path):
+    """``visio@DIR`` runs the default server from the checkout in DIR (before and after a
+    change, in one run); a server named again is a round of its own (``#2``)."""
+    servers = f"visio,visio@{ROOT},visio"
+    report = run(tmp_path, "fanout", "--subscribers", "1", "--servers", servers)
+    assert list(report["results"]) == ["visio", f"visio@{ROOT}", "visio#2"]
+    assert all(report["results"][k][0]["packets_per_s"] > 0 for k in report["results"])
+    with pytest.raises(ValueError, match="no visio_sfu"):
+        load.Server(f"visio@{tmp_path}", None)
+
+
 def test_fanout_against_the_naive_relay(tmp_path: Path):
     report = run(tmp_path, "fanout", "--subscribers", "1", "--servers", "naive")
     point = report["results"]["naive"][0]
