@@ -57,6 +57,12 @@ from .errors import TransportError
 from .media import Codec, NegotiatedMedia
 from .udpmux import UdpMux
 
+try:  # libsrtp's protect in one call from Python (visio_sfu/_batch.c), when it was built
+    from ._batch import srtp_protect_copy as _protect_copy  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the build
+    _protect_copy = None
+_PROTECT_ADDRESS = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
+
 logger = logging.getLogger(__name__)
 
 RtpHandler = Callable[[bytes, float], None]
@@ -225,7 +231,7 @@ class SrtpProtector:
     forwarding path that costs about 0.5 µs per packet (benchmarks/hotpath.py).
     """
 
-    __slots__ = ("session", "_ctx", "_cdata", "_buffer", "_len")
+    __slots__ = ("session", "_ctx", "_cdata", "_buffer", "_len", "_address")
 
     def __init__(self, session: Any) -> None:
         self.session = session  # keeps the libsrtp context alive
@@ -233,11 +239,15 @@ class SrtpProtector:
         self._cdata = _srtp_ffi.new("char[]", _MAX_PACKET + _SRTP_TRAILER)
         self._buffer = _srtp_ffi.buffer(self._cdata)
         self._len = _srtp_ffi.new("int *")
+        self._address = int(_srtp_ffi.cast("uintptr_t", self._ctx))
 
     def protect(self, data: bytes | bytearray) -> bytes | None:
         """The SRTP packet for an RTP packet, or None if libsrtp refused it. A copy of its
         own (cffi's slice): the media port sends a fan-out's packets after all are made
-        (udpmux batching); a view of the shared buffer would send the last one N times."""
+        (udpmux batching); a view of the shared buffer would send the last one N times.
+        Compiled (``_batch.srtp_protect_copy``: the same call, into new bytes) when built."""
+        if _protect_copy is not None:
+            return _protect_copy(_PROTECT_ADDRESS, self._address, data)
         n = len(data)
         if n > _MAX_PACKET:
             return None
@@ -521,6 +531,8 @@ class PeerTransport:
         #: receive buffer asked for this transport's ICE sockets (0: the kernel's default)
         self.receive_buffer = RECEIVE_BUFFER
         self._protector: SrtpProtector | None = None
+        self._pair: Any = None  # the nominated pair send_rtp last used, and its remote address
+        self._pair_addr: Any = None
         self._closed = False
         self.send_errors = 0
         self.receive_errors = 0
@@ -1040,19 +1052,30 @@ class PeerTransport:
     def send_rtp(self, data: bytes | bytearray) -> bool:
         """Protect and send one RTP packet now; False if the transport cannot send yet."""
         dtls = self._dtls
-        if dtls is None or dtls._tx_srtp is None or self._closed:
+        if dtls is None or self._closed:
             return False
-        pair = dtls.transport._connection._nominated.get(1)
+        session = dtls._tx_srtp
+        if session is None:
+            return False
+        pair = dtls._transport._connection._nominated.get(1)
         if pair is None:
             return False
         protector = self._protector
-        if protector is None or protector.session is not dtls._tx_srtp:
-            protector = self._protector = SrtpProtector(dtls._tx_srtp)
+        if protector is None or protector.session is not session:
+            protector = self._protector = SrtpProtector(session)
         protected = protector.protect(data)
         if protected is None:
             self.send_errors += 1
             return False
-        self._sendto(pair, protected)
+        if pair is not self._pair:  # aioice builds the address anew at each call: kept
+            self._pair, self._pair_addr = pair, pair.remote_addr
+        protocol = pair.protocol
+        if type(protocol) is StunProtocol:  # _sendto, inlined (once per packet sent)
+            transport = protocol.transport
+            if transport is not None:
+                transport.sendto(protected, self._pair_addr)
+        else:  # TURN and other relayed protocols are asynchronous
+            asyncio.ensure_future(protocol.send_data(protected, self._pair_addr))
         return True
 
     def send_rtcp(self, data: bytes) -> bool:
