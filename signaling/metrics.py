@@ -179,7 +179,8 @@ class SFUCollector(Collector):
             "visio_media_port_dropped",
             "datagrams the media port dropped: from an address no connection holds "
             "(unknown_sender), STUN requests whose integrity failed (bad_integrity), that a "
-            "connection failed on (malformed), not sent (send_failed: the socket gone, a TCP "
+            "connection failed on (malformed), not sent (send_failed: the socket gone, a "
+            "destination the kernel refused, a TCP "
             "client too far behind, an ICE-TCP client's address after its stream closed)",
             labels=["reason"],
         )

@@ -15,8 +15,8 @@ static PyObject *
 send_batch(PyObject *self, PyObject *args)
 {
     int fd;
-    PyObject *items;
-    if (!PyArg_ParseTuple(args, "iO!", &fd, &PyList_Type, &items))
+    PyObject *items, *skipped = NULL;
+    if (!PyArg_ParseTuple(args, "iO!|O!", &fd, &PyList_Type, &items, &PyList_Type, &skipped))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(items);
     if (n > MAX_BATCH) n = MAX_BATCH;
@@ -63,6 +63,15 @@ send_batch(PyObject *self, PyObject *args)
         if (r > 0) { pos += r; continue; }
         if (r < 0 && err == EINTR) continue;
         if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS)) break;
+        if (skipped != NULL) {  /* the caller counts it as not sent */
+            PyObject *index = PyLong_FromSsize_t(pos);
+            if (index == NULL || PyList_Append(skipped, index) < 0) {
+                Py_XDECREF(index);
+                for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&views[i]);
+                return NULL;
+            }
+            Py_DECREF(index);
+        }
         pos += 1;  /* this one failed: skipped */
     }
     for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&views[i]);
@@ -221,9 +230,10 @@ srtp_protect_copy(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"send_batch", send_batch, METH_VARARGS,
-     "send_batch(fd, [(data, (host, port)), ...]) -> how many were handed to the kernel or "
-     "skipped (a destination that refused one); less than all: the socket's buffer is full "
-     "and the rest were not sent. One sendmmsg call, more only if one is interrupted."},
+     "send_batch(fd, [(data, (host, port)), ...], skipped=None) -> how many were handed to "
+     "the kernel or skipped (a destination that refused one: its index appended to the list "
+     "skipped, if given); less than all: the socket's buffer is full and the rest were not "
+     "sent. One sendmmsg call, more only if one is interrupted."},
     {"rewrite_rtp", (PyCFunction)(void (*)(void))rewrite_rtp, METH_FASTCALL,
      "rewrite_rtp(data, pt, seq, ts, ssrc, table) -> (bytearray, hole): a copy of an RTP "
      "packet with payload type, sequence number, timestamp and SSRC rewritten (marker kept) "

@@ -390,13 +390,15 @@ class UdpMux(asyncio.DatagramProtocol):
             return
         for start in range(0, len(pending), 256):
             chunk = pending[start : start + 256] if len(pending) > 256 else pending
+            skipped: list[int] = []
             try:
-                sent = send_batch(self._fd, chunk)
+                sent = send_batch(self._fd, chunk, skipped)
             except Exception:  # an address it cannot take: one by one
                 sent = 0
             else:
                 self.batches += 1
-                self.batched += sent
+                self.batched += sent - len(skipped)
+                self.send_errors += len(skipped)  # destinations the kernel refused
             if sent < len(chunk):  # the socket's buffer full: the rest queued, in order
                 self._send_each(pending[start + sent :])
                 return

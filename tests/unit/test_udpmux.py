@@ -238,7 +238,14 @@ def test_send_batch_sends_each_datagram_once_and_refuses_bad_items():
         # a destination the kernel refuses (port 0) in the middle: the others still go
         items = [(b"one", receivers[0].getsockname()), (b"refused", ("127.0.0.1", 0))]
         items.append((b"three", receivers[1].getsockname()))
-        assert udpmux.send_batch(sender.fileno(), items) == 3
+        skipped: list[int] = []
+        assert udpmux.send_batch(sender.fileno(), items, skipped) == 3 and skipped == [1]
+        assert receivers[0].recv(100) == b"one" and receivers[1].recv(100) == b"three"
+        # the mux counts the refused one as not sent, not as batched
+        mux = UdpMux(0)
+        mux._fd, mux.transport = sender.fileno(), object()
+        mux._flush(list(items))
+        assert (mux.batches, mux.batched, mux.send_errors) == (1, 2, 1)
         assert receivers[0].recv(100) == b"one" and receivers[1].recv(100) == b"three"
     finally:
         sender.close()
