@@ -73,6 +73,8 @@ class HttpSession:
     ice_ufrag: str = ""  # the client's, from its offer: a fragment with another is a restart
     candidates: int = 0
     restarts: int = 0  # ICE restarts (PATCH with new credentials)
+    earlier: set[str] = field(default_factory=set)  # the client's earlier ICE ufrags
+    section: tuple[str, str] = ("audio", "0")  # the offer's first m-section: kind, mid
     refills: int = 0  # times its sections were given other tracks (WHEP)
     _refill: asyncio.Task | None = field(default=None, repr=False)
     _deadline: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -147,15 +149,25 @@ def _link_header(servers: list[dict]) -> list[str]:
 
 
 def with_ice_credentials(sdp: str, ufrag: str, pwd: str) -> str:
-    """``sdp`` with every a=ice-ufrag and a=ice-pwd line replaced by these."""
+    """``sdp`` with every a=ice-ufrag and a=ice-pwd line replaced by these (CRLF lines)."""
     out = []
-    for line in sdp.split("\r\n"):
+    for line in sdp.splitlines():
         if line.startswith("a=ice-ufrag:"):
             line = f"a=ice-ufrag:{ufrag}"
         elif line.startswith("a=ice-pwd:"):
             line = f"a=ice-pwd:{pwd}"
         out.append(line)
-    return "\r\n".join(out)
+    return "\r\n".join(out) + "\r\n" if out else ""
+
+
+def without_candidates(sdp: str) -> str:
+    """``sdp`` without its a=candidate and a=end-of-candidates lines (CRLF lines)."""
+    lines = [
+        line
+        for line in sdp.splitlines()
+        if not line.startswith(("a=candidate:", "a=end-of-candidates"))
+    ]
+    return "\r\n".join(lines) + "\r\n" if lines else ""
 
 
 def first_section(sdp: str) -> tuple[str, str]:
@@ -351,8 +363,10 @@ class HttpIngest:
             return _error(503, "room_full", "the room is closing; try again")
         except RoomLocked:
             return _error(403, "room_locked", "the meeting is locked: a host may unlock it")
-        offer = sdp if kind == "whep" else ""  # (answered again for WHEP only)
+        # answered again for WHEP only; without candidates (a generation that may be gone)
+        offer = without_candidates(sdp) if kind == "whep" else ""
         session = HttpSession(sid, kind, room, p, ident.identity, offer, _ice_ufrag(sdp))
+        session.section = first_section(sdp)
         holder[sid] = session
         try:
             answer = await self._answer(session, sdp)
@@ -418,6 +432,8 @@ class HttpIngest:
         if session.candidates + len(candidates) > 64:
             return _error(429, "too_many", "at most 64 candidates a session")
         p = session.participant
+        if ufrag in session.earlier:  # late candidates of a generation restarted since
+            return web.Response(status=204, headers=CORS)
         if ufrag and session.ice_ufrag and ufrag != session.ice_ufrag:
             return await self._restart(session, text, candidates)
         try:
@@ -445,16 +461,20 @@ class HttpIngest:
         target = "publisher" if session.kind == "whip" else "subscriber"
         try:
             ufrag, pwd, ours = await p.restart_ice_with(target, *credentials)
+        except (TransportError, ValueError) as exc:
+            return _error(409, "not_connected", str(exc))
+        session.restarts += 1
+        session.earlier.add(session.ice_ufrag)
+        session.ice_ufrag = credentials[0]
+        # a later answer to the same offer (WHEP, Participant.reanswer) with its new ICE
+        session.offer = with_ice_credentials(session.offer, *credentials)
+        try:
             for candidate in candidates:
                 await p.add_ice_candidate(target, candidate)
                 session.candidates += 1
         except (TransportError, ValueError) as exc:
             return _error(400, "bad_candidate", str(exc))
-        session.restarts += 1
-        session.ice_ufrag = credentials[0]
-        # a later answer to the same offer (WHEP, Participant.reanswer) with its new ICE
-        session.offer = with_ice_credentials(session.offer, *credentials)
-        kind, mid = first_section(session.offer)
+        kind, mid = session.section
         body = [f"a=group:BUNDLE {mid}", f"m={kind} 9 UDP/TLS/RTP/SAVPF 0", f"a=mid:{mid}"]
         body += [f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}"]
         body += [f"a={line}" for line in ours] + ["a=end-of-candidates", ""]

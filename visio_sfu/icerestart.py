@@ -76,6 +76,12 @@ def restart_remote(connection: Any, ufrag: str, pwd: str, gatherer: Any = None) 
     connection.remote_password = pwd
     if gatherer is not None:
         gatherer._remote_candidates_end = False
+    # consent (RFC 7675) counts afresh: failures while the peer was away (its path dead)
+    # must not close the connection while the new generation's checks run
+    task = connection._query_consent_task
+    if task is not None and not task.done():
+        task.cancel()
+        connection._query_consent_task = asyncio.ensure_future(connection.query_consent())
 
 
 async def run_checks(connection: Any, timeout: float = CHECKS_TIMEOUT) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.browser.conftest import artefact, open_page
 from tests.support.browser import REMOTE_MEDIA, poll
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, ipv6_loopback
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -98,6 +98,7 @@ def test_two_pages_meet_through_one_udp_port(one_port_server, browser):
             page.context.close()
 
 
+@pytest.mark.skipif(ipv6_loopback() is not None, reason=str(ipv6_loopback()))
 def test_two_pages_meet_over_ipv6(browser):
     """The server's ICE address is ::1 only: Chromium reaches it over IPv6, on the media
     port's number (the mux's IPv6 socket)."""

@@ -24,6 +24,7 @@ from tests.support.inprocess import LocalServer
 from tests.support.media import check_audio, check_video, until
 from visio_client import Client
 from visio_client.media import PatternVideoTrack, ToneAudioTrack, audio_samples, tone_index
+from visio_sfu.transport import PeerTransport
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio]
 
@@ -493,6 +494,14 @@ async def test_a_patch_with_new_credentials_restarts_ice():
         finally:
             sock.close()
         assert (old, new) == ("nothing", "success")
+        # candidates of the generation before, late (another HTTP connection): ignored, no
+        # restart back to it
+        encoder_ufrag = re.search(r"a=ice-ufrag:(\S+)", encoder.localDescription.sdp).group(1)
+        restarts = PeerTransport.ice_restarts_total
+        late = f"a=ice-ufrag:{encoder_ufrag}\r\na=ice-pwd:{'o' * 24}\r\na=mid:0\r\n"
+        late += "a=candidate:2 1 udp 1 127.0.0.1 9 typ host\r\n"
+        status, _ = await call("PATCH", session, token, late, "application/trickle-ice-sdpfrag")
+        assert status == 204 and PeerTransport.ice_restarts_total == restarts
         # the session goes on: the viewer still decodes the encoder's video
         await check_video(viewer.remote_tracks[0], 3)
         assert server.sfu.room("restart").by_identity("obs") is not None

@@ -24,6 +24,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ipv6_loopback() -> str | None:
+    """Why ::1 cannot be used here (a container without IPv6), or None if it can."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError as exc:
+        return f"no IPv6 loopback here: {exc}"
+    return None
+
+
 def free_udp_ports(count: int = 1) -> int:
     """The first of ``count`` consecutive UDP ports free on 127.0.0.1 (a server's media port,
     and its workers' after it)."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from aioice import stun
 
+from tests.support.server import ipv6_loopback
 from visio_sfu.udpmux import UdpMux, stun_username
 
 
@@ -317,6 +319,7 @@ async def test_ice_over_tcp_on_the_same_port():
         mux.close()
 
 
+@pytest.mark.skipif(ipv6_loopback() is not None, reason=str(ipv6_loopback()))
 async def test_ipv6_peers_on_the_same_port_number():
     """``host6``: an IPv6 socket on the IPv4 one's port number; a connection's candidates
     carry both; an IPv6 peer is routed as an IPv4 one is, and what the connection sends it
