@@ -95,6 +95,9 @@ export class SignalClient extends Emitter {
   close() {
     if (this.ws) { this.ws.onclose = null; this.ws.close(); }
     this.ws = null;
+    // what waited for an answer will get none: said now, not at its timeout
+    for (const { reject } of this.pending.values()) reject(new Error('connection closed'));
+    this.pending.clear();
   }
 }
 
@@ -129,6 +132,7 @@ export class Session extends Emitter {
     this.subscriberGen = 0; // bumped whenever the subscriber connection is replaced
     this.restarting = false; // waiting for the server's fresh subscriber connection
     this.iceRestarts = { publisher: 0, subscriber: 0 }; // when each last restarted ICE (ms)
+    this.connectGen = 0; // bumped by each connect: an older one still running gives up
     this.iceTimers = {}; // target -> the timer of a restart waiting for a disconnection to last
     this.failures = []; // times of negotiation failures, to give up on a loop
     // source -> muted, kept across reconnections: a track republished after a reconnect is
@@ -143,8 +147,10 @@ export class Session extends Emitter {
   // keep: only the socket dropped and our peer connections are up: ask the server to keep
   // them (docs/protocol.md, Resuming); if it does, nothing else is made again
   async connect(keep = false) {
+    const gen = ++this.connectGen; // a later connect (or a resume given up) supersedes this one
     this.setState(this.attempt || keep ? 'reconnecting' : 'connecting');
     const token = await this.getToken();
+    if (gen !== this.connectGen) throw new Error('superseded');
     const signal = new SignalClient(`${this.wsUrl}?access_token=${encodeURIComponent(token)}`);
     this.signal = signal;
     signal.on('message', (msg) => { if (this.signal === signal) this.onMessage(msg); });
@@ -166,6 +172,7 @@ export class Session extends Emitter {
       if (err.code === 'room_locked') this.refused(err);
       throw err;
     }
+    if (gen !== this.connectGen) throw new Error('superseded');
     this.resumeToken = joined.resume || null;
     this.iceServers = joined.iceServers || [];
     this.me = joined.participant;
@@ -255,17 +262,27 @@ export class Session extends Emitter {
   restartIce(target, pc) {
     if (this.closedByUser || !this.signal || this.state !== 'connected') return false;
     if (pc !== this[target] || pc.signalingState === 'closed') return false;
+    // a connection never negotiated (nothing published, nothing to receive) has no path
+    if (!pc.localDescription || !pc.remoteDescription) return false;
     const now = Date.now();
     if (now - this.iceRestarts[target] < 15000) return false;
     this.iceRestarts[target] = now;
     console.warn(`visio: restarting ICE (${target})`);
     this.emit('ice_restart', { target });
+    const signal = this.signal;
+    // no answer (a silent or closed socket): the socket is made again, keeping the
+    // connections; a refusal: the restart did not happen, the connection is as it was
+    const failed = (err) => {
+      if (this.signal !== signal || this.closedByUser) return;
+      if (err.code) { console.warn(`visio: ICE restart (${target}) refused:`, err.message); return; }
+      signal.close();
+      this.onSignalLost(`ICE restart unanswered: ${err.message}`);
+    };
     if (target === 'publisher') {
       pc.restartIce();
-      this.negotiatePublisher().catch((err) => this.onDisconnect(`ICE restart failed: ${err.message}`));
+      this.negotiatePublisher().catch(failed);
     } else {
-      this.signal.request({ type: 'ice_restart', target })
-        .catch((err) => this.onDisconnect(`ICE restart refused: ${err.message}`));
+      signal.request({ type: 'ice_restart', target }).catch(failed);
     }
     return true;
   }
@@ -561,13 +578,21 @@ export class Session extends Emitter {
   async resumeSignalling(reason, deadline, attempt) {
     if (this.closedByUser) { this.reconnecting = false; return; }
     const up = (pc) => pc && !['failed', 'closed'].includes(pc.connectionState);
+    let timer;
     try {
-      await this.connect(true);
+      // within the deadline, whatever hangs (the token, a connect whose SYN was lost)
+      const late = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('timed out')), Math.max(deadline - Date.now(), 1000));
+      });
+      await Promise.race([this.connect(true), late]);
       this.reconnecting = false;
       return;
     } catch (err) {
       console.warn('visio: signalling not back yet:', err.message || err);
+      this.connectGen += 1; // the attempt still running, if any, gives up
       this.signal?.close();
+    } finally {
+      clearTimeout(timer);
     }
     if (Date.now() < deadline && up(this.publisher) && up(this.subscriber)) {
       setTimeout(() => this.resumeSignalling(reason, deadline, attempt + 1), Math.min(500 * 2 ** attempt, 4000));
