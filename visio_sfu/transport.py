@@ -681,12 +681,6 @@ class PeerTransport:
         """Add a trickled remote candidate ({candidate, sdpMid, sdpMLineIndex}; None = end)."""
         if candidate is None or not candidate.get("candidate"):
             return  # end of candidates: aioice needs nothing
-        ufrag = candidate.get("usernameFragment")
-        started = self._started_ice()
-        current = started[0]._connection.remote_username if started else None
-        if isinstance(ufrag, str) and self._trickle.early(ufrag, current):
-            self._trickle.keep(ufrag, candidate)  # for an ICE restart not applied yet
-            return
         text = candidate["candidate"]
         if not isinstance(text, str) or len(text) > 1024:
             raise TransportError("candidate must be a string")
@@ -696,6 +690,12 @@ class PeerTransport:
             ice: RTCIceCandidate = candidate_from_sdp(text)
         except Exception:
             raise TransportError("candidate could not be parsed") from None
+        ufrag = candidate.get("usernameFragment")
+        started = self._started_ice()
+        current = started[0]._connection.remote_username if started else None
+        if isinstance(ufrag, str) and self._trickle.early(ufrag, current):
+            self._trickle.keep(ufrag, candidate)  # for an ICE restart not applied yet
+            return
         ice.sdpMid = candidate.get("sdpMid")
         ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
         if ice.sdpMid is None and ice.sdpMLineIndex is None:
