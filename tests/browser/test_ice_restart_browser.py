@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import artefact, open_page
-from tests.support.browser import REMOTE_MEDIA, poll
+from tests.support.browser import REMOTE_MEDIA, advancing, everyone_meets, poll
 from tests.support.server import ServerProcess, free_udp_ports
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -68,35 +68,6 @@ def server(request):
     s.rounds = 2 if request.param == "one-port" else 1
     yield s
     s.stop()
-
-
-def everyone_meets(page, others: int) -> dict:
-    """Every other participant's video plays and their audio arrives; returns the counters."""
-    return poll(
-        page,
-        REMOTE_MEDIA,
-        lambda r: (
-            len([v for v in r["videos"] if v["w"] > 0 and v["ready"] >= 2]) == others
-            and r["audios"] == others
-            and r["framesDecoded"] > 10
-        ),
-        timeout=45,
-        what=f"{others} others' video and audio",
-    )
-
-
-def advancing(page, before: dict, what: str) -> None:
-    """Video frames and audio bytes keep arriving after ``before``."""
-    poll(
-        page,
-        REMOTE_MEDIA,
-        lambda r: (
-            r["framesDecoded"] > before["framesDecoded"] + 30
-            and r["audioBytes"] > before["audioBytes"] + 5000
-        ),
-        timeout=30,
-        what=what,
-    )
 
 
 def test_an_ice_restart_keeps_the_session_and_media_goes_on(server, browser):

@@ -20,7 +20,7 @@ import pytest
 
 from tests.browser.conftest import ARGS, CHROMIUM, artefact, open_page
 from tests.support import netns
-from tests.support.browser import REMOTE_MEDIA, poll
+from tests.support.browser import REMOTE_MEDIA, advancing, everyone_meets, poll
 from tests.support.impair import CLIENT_ADDRESS, SERVER_ADDRESS, linked_namespaces
 from tests.support.server import ServerProcess
 
@@ -68,20 +68,6 @@ def net():
         pytest.skip(f"the test makes network namespaces, but {reason}")
     with linked_namespaces(netns.unique_name("visio-move")) as n:
         yield n
-
-
-def everyone_meets(page, others: int, timeout: float = 45) -> dict:
-    return poll(
-        page,
-        REMOTE_MEDIA,
-        lambda r: (
-            len([v for v in r["videos"] if v["w"] > 0 and v["ready"] >= 2]) == others
-            and r["audios"] == others
-            and r["framesDecoded"] > 10
-        ),
-        timeout=timeout,
-        what=f"{others} others' video and audio",
-    )
 
 
 def test_an_address_change_keeps_the_session(net):
@@ -143,16 +129,7 @@ def test_an_address_change_keeps_the_session(net):
             back = time.monotonic() - changed
             for name, page in pages.items():
                 seen = page.evaluate(REMOTE_MEDIA)
-                poll(
-                    page,
-                    REMOTE_MEDIA,
-                    lambda r, b=seen: (
-                        r["framesDecoded"] > b["framesDecoded"] + 30
-                        and r["audioBytes"] > b["audioBytes"] + 5000
-                    ),
-                    timeout=30,
-                    what=f"{name}'s media after Ann's address changed",
-                )
+                advancing(page, seen, f"{name}'s media after Ann's address changed")
                 everyone_meets(page, 2, timeout=10)
             watched = ann.evaluate(WATCHED)
             print(f"Ann's paths {before} -> {after}: {back:.1f} s; {watched}")

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from tests.browser.conftest import artefact, open_page
-from tests.support.browser import REMOTE_MEDIA, poll
+from tests.support.browser import everyone_meets
 from tests.support.server import ServerProcess, ipv6_loopback
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
@@ -64,33 +64,19 @@ def one_port_server():
     s.stop()
 
 
-def meeting(page) -> None:
-    poll(
-        page,
-        REMOTE_MEDIA,
-        lambda r: (
-            len([v for v in r["videos"] if v["w"] > 0 and v["ready"] >= 2]) == 1
-            and r["audios"] == 1
-            and r["framesDecoded"] > 10
-        ),
-        timeout=45,
-        what="the other's video and audio",
-    )
-
-
 def test_two_pages_meet_through_one_udp_port(one_port_server, browser):
     url = f"{one_port_server.url}/r/one-port?autojoin=1&lang=en&name="
     pages = [open_page(browser, url + n, n) for n in ("Ann", "Ben")]
     try:
         for page in pages:
-            meeting(page)
+            everyone_meets(page, 1)
         for page in pages:
             ports = page.evaluate(PORTS)
             assert ports and set(ports) == {one_port_server.udp_port}, ports
         artefact(pages[0], "one-udp-port")
         pages[1].reload()  # Ben's connections made again, from new sockets
         for page in pages:
-            meeting(page)
+            everyone_meets(page, 1)
         ports = pages[1].evaluate(PORTS)
         assert ports and set(ports) == {one_port_server.udp_port}, ports
     finally:
@@ -108,7 +94,7 @@ def test_two_pages_meet_over_ipv6(browser):
     try:
         pages = [open_page(browser, url + n, n) for n in ("Ann", "Ben")]
         for page in pages:
-            meeting(page)
+            everyone_meets(page, 1)
         for page in pages:
             addresses = page.evaluate(ADDRESSES)
             assert addresses and set(addresses) == {f"[::1]:{server.udp_port}"}, addresses

@@ -41,6 +41,36 @@ def poll(page, script: str, check, timeout: float = 30.0, what: str = ""):
     raise AssertionError(f"timed out waiting for {what}; last seen: {seen}")
 
 
+def everyone_meets(page, others: int, timeout: float = 45) -> dict:
+    """Every other participant's video plays and their audio arrives (``others`` of each,
+    frames decoded); returns what the page receives."""
+    return poll(
+        page,
+        REMOTE_MEDIA,
+        lambda r: (
+            len([v for v in r["videos"] if v["w"] > 0 and v["ready"] >= 2]) == others
+            and r["audios"] == others
+            and r["framesDecoded"] > 10
+        ),
+        timeout=timeout,
+        what=f"{others} others' video and audio",
+    )
+
+
+def advancing(page, before: dict, what: str, timeout: float = 30) -> dict:
+    """Video frames and audio bytes keep arriving after ``before`` (a REMOTE_MEDIA result)."""
+    return poll(
+        page,
+        REMOTE_MEDIA,
+        lambda r: (
+            r["framesDecoded"] > before["framesDecoded"] + 30
+            and r["audioBytes"] > before["audioBytes"] + 5000
+        ),
+        timeout=timeout,
+        what=what,
+    )
+
+
 STAGE = """() => [...document.querySelectorAll('#stage .tile video')].map(v =>
   ({w: v.videoWidth, t: v.currentTime, h: v.getBoundingClientRect().height}))"""
 
