@@ -43,6 +43,7 @@ export class Breakout {
     this.deadline = null; // performance.now() when the timer ends
     this.build();
     session.on('joined', () => this.refresh());
+    session.on('resumed', () => this.refresh()); // what changed while the socket was down
     session.on('moved', (m) => this.onMoved(m));
     session.on('breakout', (m) => this.onState(m));
     session.on('breakout_message', (m) => this.onMessage(m));

@@ -34,6 +34,7 @@ export class Captions {
     this.wanted = localStorage.getItem('visio-captions') !== 'off';
     this.build();
     session.on('joined', () => this.refresh());
+    session.on('resumed', () => this.refresh()); // what changed while the socket was down
     session.on('moved', () => this.refresh()); // a breakout room: its own transcription
     session.on('caption', (m) => this.onCaption(m));
     session.on('transcription_status', (m) => this.onStatus(m));

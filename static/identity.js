@@ -337,9 +337,11 @@ export function setupLobbyHost(session, { toast = () => {} } = {}) {
     all.hidden = waiting.length < 2;
     card.hidden = waiting.length === 0;
   };
-  session.on('joined', () => {
+  const lobby = () => {
     session.signal.request({ type: 'lobby' }).then((m) => render(m.waiting || [])).catch(() => {});
-  });
+  };
+  session.on('joined', lobby);
+  session.on('resumed', lobby); // who knocked while the socket was down
   session.on('lobby', (m) => {
     if (m.id !== undefined) return; // the answer to our own request: rendered above
     render(m.waiting || []);

@@ -380,7 +380,8 @@ export function setupMeeting(session, ctx) {
   meeting.hands = [];
   buildControls();
   showFeatures();
-  session.on('joined', async (joined) => {
+  // joined, or back with the same connections after the socket dropped (what changed meanwhile)
+  const onJoined = async (joined) => {
     setLocked(Boolean(joined.room?.locked), false);
     try {
       await refreshMeeting(session);
@@ -389,7 +390,9 @@ export function setupMeeting(session, ctx) {
       showFeatures();
       console.info('visio: no meeting features on this server', err.message);
     }
-  });
+  };
+  session.on('joined', onJoined);
+  session.on('resumed', onJoined);
   // moved to a breakout room (or back): that room's hands and lock
   session.on('moved', () => { if (meeting.ready) refreshMeeting(session).catch(() => {}); });
   session.on('participant_joined', () => renderHands());

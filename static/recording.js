@@ -42,6 +42,7 @@ export class Recording {
     this.busy = false;
     this.build();
     session.on('joined', () => this.refresh());
+    session.on('resumed', () => this.refresh()); // what changed while the socket was down
     session.on('recording_started', (m) => this.onStarted(m));
     session.on('recording_stopped', (m) => this.onStopped(m));
     session.on('moved', () => { this.recording = null; this.render(); this.refresh(); });
