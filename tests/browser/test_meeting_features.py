@@ -307,19 +307,26 @@ def test_a_dropped_connection_resumes_as_the_same_participant(meeting):
 def test_a_dropped_socket_alone_keeps_the_connections(meeting):
     """Only the socket drops (a proxy's timeout, a network change): Alice's client makes it
     again keeping its peer connections (docs/protocol.md, Resuming: keep); Bob sees nothing
-    happen: no track unpublished or published again, her video goes on, her hand stays up."""
+    happen: no track unpublished or published again, her video goes on, her hand stays up.
+    What changed while she was away (Bob raised his hand) is on her page once she is back."""
     _, pages, _ = meeting
     alice, bob = pages["Alice"], pages["Bob"]
     sid = alice.evaluate("() => window.visio.session.me.sid")
     alice.click("#hand-button")
     poll(bob, TILES, lambda r: r["Alice"]["hand"] == "1", what="Alice's hand")
     assert bob.evaluate(WATCH, sid)
+    # her socket drops; getting a token takes her 3 s (a slow network): she is away that long
     alice.evaluate(
         "() => { const s = window.visio.session; window.keptPcs = [s.publisher, s.subscriber];"
+        " const token = s.getToken; s.getToken = async () => {"
+        " await new Promise((r) => setTimeout(r, 3000)); s.getToken = token; return token(); };"
         " s.signal.ws.close(); }"
     )
     alice.wait_for_function("() => window.visio.session.state === 'reconnecting'", timeout=5000)
+    bob.click("#hand-button")  # while she is away: the event is not for her
     alice.wait_for_function("() => window.visio.session.state === 'connected'", timeout=20000)
+    poll(alice, TILES, lambda r: r["Bob"]["hand"] is not None, what="Bob's hand, raised meanwhile")
+    bob.click("#hand-button")
     assert alice.evaluate(
         "() => { const s = window.visio.session;"
         " return window.keptPcs[0] === s.publisher && window.keptPcs[1] === s.subscriber; }"
