@@ -301,7 +301,7 @@ def media_port_error(
 def media_ports_free(config: Config, workers: int) -> str | None:
     """Before workers are started: whether each one's media port can be bound (None), or why
     not (a worker failing at start-up is a worse way to learn it)."""
-    host = config.ice_addresses[0] if len(config.ice_addresses) == 1 else "0.0.0.0"
+    host, _ = media_hosts(config.ice_addresses)  # (an IPv6 socket that cannot: IPv4 alone)
     if config.udp_port + workers - 1 > 65535:
         return (
             f"{workers} workers need the ports {config.udp_port} to "

@@ -79,6 +79,11 @@ class HttpSession:
     _refill: asyncio.Task | None = field(default=None, repr=False)
     _deadline: asyncio.TimerHandle | None = field(default=None, repr=False)
 
+    @property
+    def etag(self) -> str:
+        """The session's entity tag: its id, and its ICE restarts' count after the first."""
+        return f'"{self.id}.{self.restarts}"' if self.restarts else f'"{self.id}"'
+
     def want_refill(self) -> None:
         """A track waits for a section, or one was freed: a WHEP player never offers again,
         so its last offer is answered again here (Participant.reanswer), once the changes of
@@ -391,7 +396,7 @@ class HttpIngest:
             p.sid,
             printable(ident.identity, 64),
         )
-        headers = {"Location": session.url, "ETag": f'"{sid}"', **CORS}
+        headers = {"Location": session.url, "ETag": session.etag, **CORS}
         response = web.Response(status=201, text=answer, content_type=SDP, headers=headers)
         for link in _link_header(turn.ice_servers_of(self.config, ident.identity)):  # type: ignore[arg-type]
             response.headers.add("Link", link)
@@ -428,6 +433,10 @@ class HttpIngest:
         text = await self._body(request, SDPFRAG)
         if isinstance(text, web.Response):
             return text
+        # RFC 9725 section 4.3.1: a fragment for another state of the session (its ETag)
+        match = request.headers.get("If-Match")
+        if match is not None and match.strip() not in ("*", session.etag):
+            return _error(412, "precondition_failed", f"the session's ETag is {session.etag}")
         ufrag, candidates = parse_sdpfrag(text)
         if session.candidates + len(candidates) > 64:
             return _error(429, "too_many", "at most 64 candidates a session")
@@ -478,7 +487,7 @@ class HttpIngest:
         body = [f"a=group:BUNDLE {mid}", f"m={kind} 9 UDP/TLS/RTP/SAVPF 0", f"a=mid:{mid}"]
         body += [f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}"]
         body += [f"a={line}" for line in ours] + ["a=end-of-candidates", ""]
-        headers = {"ETag": f'"{session.id}.{session.restarts}"', **CORS}
+        headers = {"ETag": session.etag, **CORS}
         return web.Response(
             status=200, text="\r\n".join(body), content_type=SDPFRAG, headers=headers
         )

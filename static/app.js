@@ -347,6 +347,9 @@ async function join(room, name, admitted = {}) {
     },
   });
   state.session = session;
+  // closing or reloading the tab is leaving: the others see it at once, not a frozen tile for
+  // the resume grace (only a dropped network, which may come back, is waited for)
+  window.addEventListener('pagehide', () => { if (session.state !== 'closed') session.leave(); });
   state.outbox = new Outbox({
     send: (payload) => session.sendData('chat', payload),
     connected: () => session.state === 'connected',

@@ -122,6 +122,15 @@ def test_leaving_removes_the_tile(meeting):
         artefact(page, f"after-leave-{page.evaluate('() => window.visio.session.name')}")
 
 
+def test_closing_the_tab_is_leaving(meeting):
+    """A closed tab leaves at once (pagehide): Alice's tile goes from Bob's page within
+    seconds, not after the 20 s a dropped connection is waited for (docs/protocol.md)."""
+    alice, bob, _ = meeting
+    tile_of(bob, "Alice").wait_for(timeout=8000)
+    alice.close(run_before_unload=True)
+    tile_of(bob, "Alice").wait_for(state="detached", timeout=6000)
+
+
 def test_lobby_by_keyboard_alone(server, browser):
     page = open_page(browser, f"{server.url}/?lang=fr", "keyboard")
     try:

@@ -203,6 +203,19 @@ async def test_refusals_have_their_http_status():
         assert status == 400 and "ice-pwd" in text  # another ufrag (a restart) with no password
         status, _ = await call("PATCH", session, token, frag, "application/sdp")
         assert status == 415
+        async with (
+            aiohttp.ClientSession() as http,
+            http.patch(
+                session,
+                data=frag,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/trickle-ice-sdpfrag",
+                    "If-Match": '"another-state"',
+                },
+            ) as r,
+        ):
+            assert r.status == 412  # RFC 9725: a fragment for another state of the session
         assert server.sfu.room("show").by_identity("obs") is not None  # still publishing
         assert (await call("DELETE", session, token))[0] == 200
         # the other room was never touched

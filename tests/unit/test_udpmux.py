@@ -376,3 +376,12 @@ def test_media_hosts_follow_the_ice_addresses():
     assert media_hosts(["127.0.0.1", "::1"]) == ("127.0.0.1", "::1")
     assert media_hosts(["::1"]) == ("127.0.0.1", "::1")
     assert media_hosts(["10.0.0.1", "10.0.0.2", "fd00::1", "fd00::2"]) == ("0.0.0.0", "::")
+    # workers' ports are checked on the same addresses: ::1 alone is no IPv4 address to bind
+    from signaling.app import media_ports_free
+    from signaling.config import load_config
+    from tests.support.server import free_udp_ports
+
+    config = load_config(
+        env={}, overrides={"ice_addresses": ["::1"], "udp_port": free_udp_ports(2)}
+    )
+    assert media_ports_free(config, 2) is None
