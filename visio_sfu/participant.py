@@ -516,6 +516,7 @@ class Participant:
         ``single_pc`` participant's one) with the client's new credentials given out of band
         (WHIP and WHEP: a PATCH, RFC 9725 section 4.4.1); returns ours and our candidates
         (PeerTransport.restart_with). TransportError if that connection is not up."""
+        transport: PeerTransport | None
         if self.single is not None:
             transport = self.single
         elif target == "publisher":

@@ -299,7 +299,7 @@ class UdpMux(asyncio.DatagramProtocol):
         if self.transport6 is not None and not self.advertise:
             hosts += [a for a in addresses if ":" in a and not a.lower().startswith("fe80")]
         hosts = hosts or ["127.0.0.1"]
-        kinds = [("udp", None, 65535)]
+        kinds: list[tuple[str, str | None, int]] = [("udp", None, 65535)]
         if self._server is not None:  # and passive TCP ones, below UDP in priority
             kinds.append(("tcp", "passive", 32767))
         out = [
@@ -406,6 +406,7 @@ class UdpMux(asyncio.DatagramProtocol):
     def _send_each(self, items: Any) -> None:
         """sendto each datagram: the transport queues what the kernel will not take yet, up
         to SEND_QUEUE bytes; past that they are dropped (stale media is worse than none)."""
+        transport: asyncio.DatagramTransport | None
         for data, addr in items:
             if self.transport6 is not None and ":" in addr[0]:
                 transport, queued = self.transport6, self._queued6
