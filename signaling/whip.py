@@ -131,13 +131,6 @@ def _bearer(request: web.Request) -> str:
     return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
 
 
-def _ice_ufrag(sdp: str) -> str:
-    for line in sdp.splitlines():
-        if line.startswith("a=ice-ufrag:"):
-            return line[12:].strip()
-    return ""
-
-
 def _link_header(servers: list[dict]) -> list[str]:
     """RFC 9725 section 4.6: each STUN/TURN URL as a Link with rel="ice-server"."""
     links = []
@@ -370,7 +363,8 @@ class HttpIngest:
             return _error(403, "room_locked", "the meeting is locked: a host may unlock it")
         # answered again for WHEP only; without candidates (a generation that may be gone)
         offer = without_candidates(sdp) if kind == "whep" else ""
-        session = HttpSession(sid, kind, room, p, ident.identity, offer, _ice_ufrag(sdp))
+        ufrag = (ice_credentials(sdp) or ("", ""))[0]  # (aiortc refused an offer without)
+        session = HttpSession(sid, kind, room, p, ident.identity, offer, ufrag)
         session.section = first_section(sdp)
         holder[sid] = session
         try:

@@ -729,12 +729,7 @@ class PeerTransport:
         started = self._started_ice()
         if len(started) != 1:
             raise TransportError("no ICE connection to restart")
-        ice = started[0]
-        connection = ice._connection
-        icerestart.renew_local(connection, self._mux)
-        icerestart.restart_remote(connection, ufrag, pwd, gatherer=ice.iceGatherer)
-        self.ice_restarts += 1
-        PeerTransport.ice_restarts_total += 1
+        connection = self._restart(started[0], ufrag, pwd, renew=True)
         await self._restarted(connection)
         lines = [f"candidate:{c.to_sdp()}" for c in connection.local_candidates]
         return connection.local_username, connection.local_password, lines
@@ -762,13 +757,18 @@ class PeerTransport:
         started = self._started_ice()
         if credentials is None or len(started) != 1:
             return None  # a first negotiation (or unbundled transports: not restarted)
-        ice = started[0]
-        connection = ice._connection
+        connection = started[0]._connection
         if credentials == (connection.remote_username, connection.remote_password):
             return None
+        return self._restart(started[0], *credentials, renew=renew)
+
+    def _restart(self, ice: Any, ufrag: str, pwd: str, renew: bool) -> Any:
+        """Start the peer's new ICE generation on aiortc's ICE transport ``ice`` (``renew``:
+        with new credentials of ours); its aioice Connection."""
+        connection = ice._connection
         if renew:
             icerestart.renew_local(connection, self._mux)
-        icerestart.restart_remote(connection, *credentials, gatherer=ice.iceGatherer)
+        icerestart.restart_remote(connection, ufrag, pwd, gatherer=ice.iceGatherer)
         self.ice_restarts += 1
         PeerTransport.ice_restarts_total += 1
         logger.info("ICE restart (%d on this connection)", self.ice_restarts)
