@@ -189,7 +189,10 @@ export class Session extends Emitter {
       }
       return joined;
     }
-    if (keep) this.closePeers(); // the server could not keep them: made again below
+    if (keep) { // the server could not keep them: made again below
+      this.closePeers();
+      this.dropRemote();
+    }
     this.publisher = this.newPeer('publisher');
     this.subscriber = this.newPeer('subscriber');
     this.subscriber.ontrack = (ev) => this.onTrack(ev);
@@ -368,8 +371,7 @@ export class Session extends Emitter {
 
   replaceSubscriber() {
     this.subscriber?.close();
-    for (const info of this.remote.values()) this.emit('track_removed', { info });
-    this.remote.clear();
+    this.dropRemote();
     this.subscriber = this.newPeer('subscriber');
     this.subscriber.ontrack = (ev) => this.onTrack(ev);
   }
@@ -401,8 +403,7 @@ export class Session extends Emitter {
     this.closedByUser = true;
     this.signal?.send({ type: 'leave' });
     this.teardown();
-    for (const info of this.remote.values()) this.emit('track_removed', { info });
-    this.remote.clear();
+    this.dropRemote();
     this.setState('failed');
     this.emit('failed', { reason });
   }
@@ -563,8 +564,7 @@ export class Session extends Emitter {
   // that does not work within the server's resume grace) a full reconnection.
   onSignalLost(reason, restart = false) {
     if (this.closedByUser || this.reconnecting) return;
-    const up = (pc) => pc && !['failed', 'closed'].includes(pc.connectionState);
-    if (restart || !this.resumeToken || !up(this.publisher) || !up(this.subscriber)) {
+    if (restart || !this.resumeToken || !this.peersUp()) {
       this.onDisconnect(reason, restart);
       return;
     }
@@ -577,7 +577,6 @@ export class Session extends Emitter {
 
   async resumeSignalling(reason, deadline, attempt) {
     if (this.closedByUser) { this.reconnecting = false; return; }
-    const up = (pc) => pc && !['failed', 'closed'].includes(pc.connectionState);
     let timer;
     try {
       // within the deadline, whatever hangs (the token, a connect whose SYN was lost)
@@ -594,7 +593,7 @@ export class Session extends Emitter {
     } finally {
       clearTimeout(timer);
     }
-    if (Date.now() < deadline && up(this.publisher) && up(this.subscriber)) {
+    if (Date.now() < deadline && this.peersUp()) {
       setTimeout(() => this.resumeSignalling(reason, deadline, attempt + 1), Math.min(500 * 2 ** attempt, 4000));
       return;
     }
@@ -602,13 +601,26 @@ export class Session extends Emitter {
     this.onDisconnect(reason);
   }
 
+  // Both peer connections still up (neither failed nor closed): worth keeping.
+  peersUp() {
+    const up = (pc) => pc && !['failed', 'closed'].includes(pc.connectionState);
+    return up(this.publisher) && up(this.subscriber);
+  }
+
   closePeers() {
-    this.subscriberGen += 1;
+    for (const timer of Object.values(this.iceTimers)) clearTimeout(timer);
+    this.subscriberGen += 1; // queued offers were for the connections closed here
+    // a browser may never settle an operation on a connection closed under it: queues that
+    // waited on one would block every later negotiation, so they start afresh
     this.subscriberQueue = Promise.resolve();
     this.publisherQueue = Promise.resolve();
     this.publisher?.close();
     this.subscriber?.close();
     this.publisher = this.subscriber = null;
+  }
+
+  // What we received is gone (its tiles with it).
+  dropRemote() {
     for (const info of this.remote.values()) this.emit('track_removed', { info });
     this.remote.clear();
   }
@@ -618,8 +630,7 @@ export class Session extends Emitter {
     this.reconnecting = true;
     console.warn('visio: disconnected:', reason);
     this.teardown();
-    for (const info of this.remote.values()) this.emit('track_removed', { info });
-    this.remote.clear();
+    this.dropRemote();
     this.setState('reconnecting');
     const delay = restart && !this.attempt ? 200 : Math.min(1000 * 2 ** this.attempt, 10000);
     this.attempt += 1;
@@ -632,17 +643,9 @@ export class Session extends Emitter {
 
   teardown() {
     clearInterval(this.ping);
-    for (const timer of Object.values(this.iceTimers)) clearTimeout(timer);
-    this.subscriberGen += 1; // queued offers were for the connections closed here
     this.restarting = false;
-    // a browser may never settle an operation on a connection closed under it: queues that
-    // waited on one would block every later negotiation, so they start afresh
-    this.subscriberQueue = Promise.resolve();
-    this.publisherQueue = Promise.resolve();
     this.signal?.close();
-    this.publisher?.close();
-    this.subscriber?.close();
-    this.publisher = this.subscriber = null;
+    this.closePeers();
   }
 
   leave() {
