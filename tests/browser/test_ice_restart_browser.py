@@ -14,30 +14,10 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import artefact, open_page
-from tests.support.browser import REMOTE_MEDIA, advancing, everyone_meets, poll
+from tests.support.browser import PATHS, REMOTE_MEDIA, advancing, everyone_meets, poll
 from tests.support.server import ServerProcess, free_udp_ports
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-
-#: the local port and ICE username fragment of each connection's selected pair
-PATHS = """async () => {
-  const s = window.visio.session;
-  const out = {};
-  for (const [name, pc] of [['publisher', s.publisher], ['subscriber', s.subscriber]]) {
-    if (!pc) continue;
-    const stats = await pc.getStats();
-    stats.forEach(x => {
-      if (x.type === 'transport' && x.selectedCandidatePairId) {
-        const pair = stats.get(x.selectedCandidatePairId);
-        const local = pair && stats.get(pair.localCandidateId);
-        out[name] = {port: local ? local.port : -1, state: pc.connectionState,
-                     ufrag: (pc.localDescription.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1],
-                     changes: x.selectedCandidatePairChanges};
-      }
-    });
-  }
-  return out;
-}"""
 
 RESTART = """() => {
   const s = window.visio.session;
@@ -86,6 +66,7 @@ def test_an_ice_restart_keeps_the_session_and_media_goes_on(server, browser):
         for round_ in range(1, server.rounds + 1):
             before = ann.evaluate(PATHS)
             assert set(before) == {"publisher", "subscriber"}, before
+            assert all(v["port"] > 0 for v in before.values()), before  # a selected pair each
             counters = {n: p.evaluate(REMOTE_MEDIA) for n, p in pages.items()}
             assert ann.evaluate(RESTART) == [True, True]
             after = poll(

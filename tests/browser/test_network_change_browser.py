@@ -20,32 +20,13 @@ import pytest
 
 from tests.browser.conftest import ARGS, CHROMIUM, artefact, open_page
 from tests.support import netns
-from tests.support.browser import REMOTE_MEDIA, advancing, everyone_meets, poll
+from tests.support.browser import PATHS, REMOTE_MEDIA, advancing, everyone_meets, poll
 from tests.support.impair import CLIENT_ADDRESS, SERVER_ADDRESS, linked_namespaces
 from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 NEW_ADDRESS = "198.18.17.3"
-
-#: the local address of each of the page's connections' selected pair, and their states
-PATHS = """async () => {
-  const s = window.visio.session;
-  const out = {};
-  for (const [name, pc] of [['publisher', s.publisher], ['subscriber', s.subscriber]]) {
-    if (!pc) continue;
-    const stats = await pc.getStats();
-    let address = null;
-    stats.forEach(x => {
-      if (x.type !== 'transport' || !x.selectedCandidatePairId) return;
-      const pair = stats.get(x.selectedCandidatePairId);
-      const local = pair && stats.get(pair.localCandidateId);
-      address = local ? local.address : null;
-    });
-    out[name] = {state: pc.connectionState, address};
-  }
-  return out;
-}"""
 
 WATCH = """() => {
   const s = window.visio.session;

@@ -51,6 +51,20 @@ async def call(method: str, url: str, token: str | None, body: str = "", ctype: 
         return r.status, await r.text()
 
 
+async def patch_fragment(url: str, token: str, fragment: str, if_match: str):
+    """PATCH an sdpfrag with If-Match; returns (status, headers, text)."""
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/trickle-ice-sdpfrag",
+        "If-Match": if_match,
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.patch(url, data=fragment, headers=headers) as r,
+    ):
+        return r.status, r.headers, await r.text()
+
+
 async def whip_offer(*tracks) -> RTCPeerConnection:
     """An aiortc peer sending ``tracks``, its offer made (aiortc gathers every candidate)."""
     pc = RTCPeerConnection()
@@ -203,19 +217,8 @@ async def test_refusals_have_their_http_status():
         assert status == 400 and "ice-pwd" in text  # another ufrag (a restart) with no password
         status, _ = await call("PATCH", session, token, frag, "application/sdp")
         assert status == 415
-        async with (
-            aiohttp.ClientSession() as http,
-            http.patch(
-                session,
-                data=frag,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/trickle-ice-sdpfrag",
-                    "If-Match": '"another-state"',
-                },
-            ) as r,
-        ):
-            assert r.status == 412  # RFC 9725: a fragment for another state of the session
+        status, _, _ = await patch_fragment(session, token, frag, '"another-state"')
+        assert status == 412  # RFC 9725: a fragment for another state of the session
         assert server.sfu.room("show").by_identity("obs") is not None  # still publishing
         assert (await call("DELETE", session, token))[0] == 200
         # the other room was never touched
@@ -471,22 +474,10 @@ async def test_a_patch_with_new_credentials_restarts_ice():
             "m=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
             "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
         )
-        async with (
-            aiohttp.ClientSession() as http,
-            http.patch(
-                session,
-                data=frag,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/trickle-ice-sdpfrag",
-                    "If-Match": "*",
-                },
-            ) as r,
-        ):
-            assert r.status == 200, await r.text()
-            assert r.content_type == "application/trickle-ice-sdpfrag"
-            assert r.headers["ETag"] != headers["ETag"]
-            body = await r.text()
+        status, patched, body = await patch_fragment(session, token, frag, "*")
+        assert status == 200, body
+        assert patched["Content-Type"].startswith("application/trickle-ice-sdpfrag")
+        assert patched["ETag"] != headers["ETag"]
         ufrag = re.search(r"a=ice-ufrag:(\S+)", body).group(1)
         pwd = re.search(r"a=ice-pwd:(\S+)", body).group(1)
         assert (ufrag, pwd) != (old_ufrag, old_pwd) and "a=mid:0" in body

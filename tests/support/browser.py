@@ -41,6 +41,27 @@ def poll(page, script: str, check, timeout: float = 30.0, what: str = ""):
     raise AssertionError(f"timed out waiting for {what}; last seen: {seen}")
 
 
+#: each web-client connection's state, ICE ufrag, and its selected pair's local address and port
+PATHS = """async () => {
+  const s = window.visio.session;
+  const out = {};
+  for (const [name, pc] of [['publisher', s.publisher], ['subscriber', s.subscriber]]) {
+    if (!pc) continue;
+    const stats = await pc.getStats();
+    const path = {state: pc.connectionState, address: null, port: -1,
+                  ufrag: (pc.localDescription.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1]};
+    stats.forEach(x => {
+      if (x.type !== 'transport' || !x.selectedCandidatePairId) return;
+      const pair = stats.get(x.selectedCandidatePairId);
+      const local = pair && stats.get(pair.localCandidateId);
+      if (local) Object.assign(path, {address: local.address, port: local.port});
+    });
+    out[name] = path;
+  }
+  return out;
+}"""
+
+
 def everyone_meets(page, others: int, timeout: float = 45) -> dict:
     """Every other participant's video plays and their audio arrives (``others`` of each,
     frames decoded); returns what the page receives."""
