@@ -1255,6 +1255,9 @@ async function pollStats() {
   const now = performance.now();
   const mine = snapshot(await session.publisher.getStats(), now);
   const down = snapshot(await session.subscriber.getStats(), now);
+  // the socket dropped meanwhile: 'offline' is shown, even if the media connections (kept
+  // for the resume) still answer getStats
+  if (session.state !== 'connected') return;
   const rtt = Math.max(mine.rtt, down.rtt);
   const own = assess(state.lastStats, mine, { rtt });
   state.lastStats = mine;
@@ -1269,6 +1272,7 @@ async function pollStats() {
     const p = state.participants.get(sid);
     if (!p) continue;
     const reports = await Promise.all(items.map(({ tr }) => tr.receiver.getStats()));
+    if (session.state !== 'connected') return; // (as above)
     const merged = { forEach: (fn) => reports.forEach((r) => r.forEach(fn)) };
     const snap = snapshot(merged, now);
     const expectMedia = items.some(({ info }) => {
