@@ -99,7 +99,7 @@ async def measure(
             1,
         )
         for i, (server_out, _client) in enumerate(pairs):
-            dt = DownTrack(track, server_out.send_rtp, f"PA_{i}")
+            dt = DownTrack(track, server_out.rtp_sender, f"PA_{i}")
             dt.bind(5000 + i, 96, {ABS: 2} if extensions else {})
             track.attach(dt)
         server_in.on_rtp = track.on_rtp

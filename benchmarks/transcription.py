@@ -307,7 +307,7 @@ async def forwarding(
             1,
         )
         for i, (server_out, _client) in enumerate(pairs):
-            dt = DownTrack(track, server_out.send_rtp, f"PA_{i}")
+            dt = DownTrack(track, server_out.rtp_sender, f"PA_{i}")
             dt.bind(6000 + i, 111, {})
             track.attach(dt)
         server_in.on_rtp = track.on_rtp

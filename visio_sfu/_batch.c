@@ -228,6 +228,438 @@ srtp_protect_copy(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+
+/* ---- Batch and Route: the forwarding path's send, one call per packet ------------------
+
+   A Batch is the media port's datagrams to send after the one being handled (visio_sfu/
+   udpmux.py): each protected into a slot of its own and sent with one sendmmsg. A Route is one
+   connection's way into it (visio_sfu/transport.py arms it with the nominated pair's address
+   and the SRTP context once they are known): Route.send protects a packet straight into the
+   open Batch. Whenever that cannot be done as armed (the Batch closed or full, the nominated
+   pair or the SRTP session changed, the route disarmed), it calls its fallback, the Python
+   send_rtp, which does what it always did and may arm the route again. */
+
+#define SLOT (MAX_PACKET + SRTP_TRAILER)
+
+typedef struct {
+    PyObject_HEAD
+    int open;
+    Py_ssize_t count;
+    unsigned char *arena;  /* MAX_BATCH slots of SLOT bytes */
+    int lens[MAX_BATCH];
+    struct sockaddr_in names[MAX_BATCH];
+} BatchObject;
+
+static PyTypeObject BatchType;
+
+static PyObject *
+Batch_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Batch() takes no arguments");
+        return NULL;
+    }
+    BatchObject *self = (BatchObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->arena = PyMem_Malloc((size_t)MAX_BATCH * SLOT);
+    if (self->arena == NULL) { Py_DECREF(self); return PyErr_NoMemory(); }
+    return (PyObject *)self;
+}
+
+static void
+Batch_dealloc(BatchObject *self)
+{
+    PyMem_Free(self->arena);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+Batch_len(BatchObject *self) { return self->count; }
+
+static int
+parse_ipv4(PyObject *host, PyObject *port, struct sockaddr_in *name)
+{
+    /* 1: parsed; 0: not an IPv4 address and port; -1: a Python error */
+    if (!PyUnicode_Check(host) || !PyLong_Check(port)) return 0;
+    const char *text = PyUnicode_AsUTF8(host);
+    if (text == NULL) return -1;
+    long p = PyLong_AsLong(port);
+    if (p == -1 && PyErr_Occurred()) return -1;
+    if (p < 0 || p > 65535) return 0;
+    memset(name, 0, sizeof(*name));
+    name->sin_family = AF_INET;
+    name->sin_port = htons((unsigned short)p);
+    return inet_pton(AF_INET, text, &name->sin_addr) == 1;
+}
+
+static PyObject *
+Batch_begin(BatchObject *self, PyObject *unused)
+{
+    self->open = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Batch_end(BatchObject *self, PyObject *unused)
+{
+    self->open = 0;
+    return PyLong_FromSsize_t(self->count);
+}
+
+static PyObject *
+Batch_add(BatchObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) < 2) {
+        PyErr_SetString(PyExc_TypeError, "add(data, (host, port))");
+        return NULL;
+    }
+    if (self->count >= MAX_BATCH) Py_RETURN_FALSE;
+    struct sockaddr_in *name = &self->names[self->count];
+    int r = parse_ipv4(PyTuple_GET_ITEM(args[1], 0), PyTuple_GET_ITEM(args[1], 1), name);
+    if (r < 0) return NULL;
+    if (r == 0) Py_RETURN_FALSE;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (view.len > SLOT) { PyBuffer_Release(&view); Py_RETURN_FALSE; }
+    memcpy(self->arena + (size_t)self->count * SLOT, view.buf, (size_t)view.len);
+    self->lens[self->count] = (int)view.len;
+    PyBuffer_Release(&view);
+    self->count++;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+Batch_send(BatchObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "send(fd, skipped)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > 0x7FFFFFFF) {
+        PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+        return NULL;
+    }
+    PyObject *skipped = args[1];
+    Py_ssize_t count = self->count;
+    struct mmsghdr msgs[MAX_BATCH];
+    struct iovec iovs[MAX_BATCH];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        iovs[i].iov_base = self->arena + (size_t)i * SLOT;
+        iovs[i].iov_len = (size_t)self->lens[i];
+        memset(&msgs[i], 0, sizeof(msgs[i]));
+        msgs[i].msg_hdr.msg_name = &self->names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof(self->names[i]);
+        msgs[i].msg_hdr.msg_iov = &iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    /* as send_batch: a refusing destination skipped, a full buffer ends the call */
+    Py_ssize_t pos = 0;
+    while (pos < count) {
+        int r, err;
+        Py_BEGIN_ALLOW_THREADS
+        r = sendmmsg((int)fd, msgs + pos, (unsigned int)(count - pos), 0);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (r > 0) { pos += r; continue; }
+        if (r < 0 && err == EINTR) continue;
+        if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS)) break;
+        PyObject *index = PyLong_FromSsize_t(pos);
+        if (index == NULL || PyList_Append(skipped, index) < 0) { Py_XDECREF(index); return NULL; }
+        Py_DECREF(index);
+        pos += 1;
+    }
+    return PyLong_FromSsize_t(pos);
+}
+
+static PyObject *
+Batch_take(BatchObject *self, PyObject *arg)
+{
+    Py_ssize_t start = PyLong_AsSsize_t(arg);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    if (start < 0) start = 0;
+    Py_ssize_t count = self->count;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = start; i < count; i++) {
+        char host[INET_ADDRSTRLEN];
+        if (inet_ntop(AF_INET, &self->names[i].sin_addr, host, sizeof(host)) == NULL) continue;
+        PyObject *item = Py_BuildValue("(y#(si))", (const char *)(self->arena + (size_t)i * SLOT),
+                                       (Py_ssize_t)self->lens[i], host,
+                                       (int)ntohs(self->names[i].sin_port));
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    self->count = 0;
+    return out;
+}
+
+static PyObject *
+Batch_clear(BatchObject *self, PyObject *unused)
+{
+    self->count = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Batch_get_open(BatchObject *self, void *closure) { return PyBool_FromLong(self->open); }
+
+static PyMethodDef Batch_methods[] = {
+    {"begin", (PyCFunction)Batch_begin, METH_NOARGS,
+     "begin(): datagrams sent from now on are collected (Route.send, add)."},
+    {"end", (PyCFunction)Batch_end, METH_NOARGS,
+     "end() -> how many are waiting: collection stops; send or take them."},
+    {"add", (PyCFunction)(void (*)(void))Batch_add, METH_FASTCALL,
+     "add(data, (host, port)) -> True if copied in; False if full, not IPv4, or over "
+     "1644 bytes."},
+    {"send", (PyCFunction)(void (*)(void))Batch_send, METH_FASTCALL,
+     "send(fd, skipped) -> how many were handed to the kernel or skipped (their indexes "
+     "appended to skipped), from the first; less than all: the socket's buffer is full. "
+     "They stay in the batch until take or clear."},
+    {"take", (PyCFunction)Batch_take, METH_O,
+     "take(start) -> [(bytes, (host, port)), ...] from index start on; the batch is emptied."},
+    {"clear", (PyCFunction)Batch_clear, METH_NOARGS, "clear(): empty the batch."},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef Batch_getset[] = {
+    {"open", (getter)Batch_get_open, NULL, "collecting (between begin and end)", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PySequenceMethods Batch_as_sequence = {.sq_length = (lenfunc)Batch_len};
+
+static PyTypeObject BatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "visio_sfu._batch.Batch",
+    .tp_doc = "Datagrams of the media port waiting for one sendmmsg, each in a slot of its own.",
+    .tp_basicsize = sizeof(BatchObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Batch_new,
+    .tp_dealloc = (destructor)Batch_dealloc,
+    .tp_methods = Batch_methods,
+    .tp_getset = Batch_getset,
+    .tp_as_sequence = &Batch_as_sequence,
+};
+
+typedef struct {
+    PyObject_HEAD
+    BatchObject *batch;
+    PyObject *fallback;   /* the Python send_rtp */
+    PyObject *session;    /* the pylibsrtp Session armed with (keeps the context alive) */
+    PyObject *dtls;       /* whose _tx_srtp must still be that session */
+    PyObject *nominated;  /* the ICE connection's nominated pairs, whose [1] must still be pair */
+    PyObject *pair;
+    srtp_protect_fn fn;
+    void *ctx;
+    struct sockaddr_in name;
+    unsigned long long sent;  /* packets put into the batch by send */
+} RouteObject;
+
+static PyObject *one;  /* the component number of RTP, 1 */
+static PyObject *tx_srtp_name;
+
+static PyObject *
+Route_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *batch, *fallback;
+    static char *kwlist[] = {"batch", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O:Route", kwlist, &BatchType, &batch,
+                                     &fallback))
+        return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return NULL;
+    }
+    RouteObject *self = (RouteObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    Py_INCREF(batch);
+    self->batch = (BatchObject *)batch;
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    return (PyObject *)self;
+}
+
+static void
+Route_disarm_refs(RouteObject *self)
+{
+    Py_CLEAR(self->session);
+    Py_CLEAR(self->dtls);
+    Py_CLEAR(self->nominated);
+    Py_CLEAR(self->pair);
+    self->fn = NULL;
+    self->ctx = NULL;
+}
+
+static int
+Route_traverse(RouteObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->batch);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->session);
+    Py_VISIT(self->dtls);
+    Py_VISIT(self->nominated);
+    Py_VISIT(self->pair);
+    return 0;
+}
+
+static int
+Route_clear(RouteObject *self)
+{
+    Route_disarm_refs(self);
+    Py_CLEAR(self->batch);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void
+Route_dealloc(RouteObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Route_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Route_arm(RouteObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "arm(function, context, session, dtls, nominated, pair, host, port)");
+        return NULL;
+    }
+    void *fn = PyLong_AsVoidPtr(args[0]);
+    if (fn == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "no function");
+        return NULL;
+    }
+    void *ctx = PyLong_AsVoidPtr(args[1]);
+    if (ctx == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "no context");
+        return NULL;
+    }
+    if (!PyDict_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "nominated must be a dict");
+        return NULL;
+    }
+    struct sockaddr_in name;
+    int r = parse_ipv4(args[6], args[7], &name);
+    if (r < 0) return NULL;
+    Route_disarm_refs(self);
+    if (r == 0) Py_RETURN_FALSE;  /* not IPv4: the fallback sends */
+    Py_INCREF(args[2]); self->session = args[2];
+    Py_INCREF(args[3]); self->dtls = args[3];
+    Py_INCREF(args[4]); self->nominated = args[4];
+    Py_INCREF(args[5]); self->pair = args[5];
+    self->fn = (srtp_protect_fn)fn;
+    self->ctx = ctx;
+    self->name = name;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+Route_disarm(RouteObject *self, PyObject *unused)
+{
+    Route_disarm_refs(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Route_send(RouteObject *self, PyObject *data)
+{
+    BatchObject *batch = self->batch;
+    if (self->pair == NULL || !batch->open || batch->count >= MAX_BATCH) goto fallback;
+    PyObject *pair = PyDict_GetItemWithError(self->nominated, one);  /* borrowed */
+    if (pair != self->pair) {
+        if (PyErr_Occurred()) return NULL;
+        goto fallback;
+    }
+    PyObject *session = PyObject_GetAttr(self->dtls, tx_srtp_name);
+    if (session == NULL) { PyErr_Clear(); goto fallback; }
+    Py_DECREF(session);  /* only compared */
+    if (session != self->session) goto fallback;
+    const char *buf;
+    Py_ssize_t n;
+    if (PyByteArray_CheckExact(data)) {
+        buf = PyByteArray_AS_STRING(data); n = PyByteArray_GET_SIZE(data);
+    } else if (PyBytes_CheckExact(data)) {
+        buf = PyBytes_AS_STRING(data); n = PyBytes_GET_SIZE(data);
+    } else goto fallback;
+    if (n > MAX_PACKET) goto fallback;
+    unsigned char *slot = batch->arena + (size_t)batch->count * SLOT;
+    memcpy(slot, buf, (size_t)n);
+    int len = (int)n;
+    if (self->fn(self->ctx, slot, &len) != 0 || len < 0 || len > SLOT) goto fallback;
+    batch->lens[batch->count] = len;
+    batch->names[batch->count] = self->name;
+    batch->count++;
+    self->sent++;
+    Py_RETURN_TRUE;
+fallback:
+    return PyObject_CallOneArg(self->fallback, data);
+}
+
+static PyObject *
+Route_get_pair(RouteObject *self, void *closure)
+{
+    PyObject *pair = self->pair ? self->pair : Py_None;
+    Py_INCREF(pair);
+    return pair;
+}
+
+static PyObject *
+Route_get_session(RouteObject *self, void *closure)
+{
+    PyObject *session = self->session ? self->session : Py_None;
+    Py_INCREF(session);
+    return session;
+}
+
+static PyObject *
+Route_get_sent(RouteObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->sent);
+}
+
+static PyMethodDef Route_methods[] = {
+    {"arm", (PyCFunction)(void (*)(void))Route_arm, METH_FASTCALL,
+     "arm(function, context, session, dtls, nominated, pair, host, port) -> True if armed "
+     "(an IPv4 address): send protects with libsrtp's srtp_protect (its address) and the "
+     "context (an int) of session, while dtls._tx_srtp is session and nominated[1] is pair."},
+    {"disarm", (PyCFunction)Route_disarm, METH_NOARGS,
+     "disarm(): every send goes to the fallback until armed again."},
+    {"send", (PyCFunction)Route_send, METH_O,
+     "send(packet) -> bool: protected into the open batch for the armed address (True), or "
+     "the fallback's answer."},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef Route_getset[] = {
+    {"pair", (getter)Route_get_pair, NULL, "the pair armed for, or None", NULL},
+    {"session", (getter)Route_get_session, NULL, "the SRTP session armed with, or None", NULL},
+    {"sent", (getter)Route_get_sent, NULL, "packets put into the batch by send", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyTypeObject RouteType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "visio_sfu._batch.Route",
+    .tp_doc = "One connection's send into the media port's Batch: protect and queue, in C.",
+    .tp_basicsize = sizeof(RouteObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Route_new,
+    .tp_dealloc = (destructor)Route_dealloc,
+    .tp_traverse = (traverseproc)Route_traverse,
+    .tp_clear = (inquiry)Route_clear,
+    .tp_methods = Route_methods,
+    .tp_getset = Route_getset,
+};
+
 static PyMethodDef methods[] = {
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(data, (host, port)), ...], skipped=None) -> how many were handed to "
@@ -249,4 +681,22 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_batch", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__batch(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC
+PyInit__batch(void)
+{
+    if (PyType_Ready(&BatchType) < 0 || PyType_Ready(&RouteType) < 0) return NULL;
+    one = PyLong_FromLong(1);
+    tx_srtp_name = PyUnicode_InternFromString("_tx_srtp");
+    if (one == NULL || tx_srtp_name == NULL) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&BatchType);
+    if (PyModule_AddObject(m, "Batch", (PyObject *)&BatchType) < 0) {
+        Py_DECREF(&BatchType); Py_DECREF(m); return NULL;
+    }
+    Py_INCREF(&RouteType);
+    if (PyModule_AddObject(m, "Route", (PyObject *)&RouteType) < 0) {
+        Py_DECREF(&RouteType); Py_DECREF(m); return NULL;
+    }
+    return m;
+}

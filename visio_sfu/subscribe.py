@@ -129,7 +129,7 @@ class SubscribeConnection:
         if existing is not None:
             return existing
         if self.client_offers:  # placed in a section of the client's next offer (fill)
-            dt = DownTrack(track, self.transport.send_rtp, self.participant_sid)
+            dt = DownTrack(track, self.transport.rtp_sender, self.participant_sid)
             self.downtracks[track.sid] = dt
             self._to_bind[track.sid] = dt
             track.attach(dt)
@@ -137,7 +137,7 @@ class SubscribeConnection:
             return dt
         transceiver = self._take_transceiver(track)
         munger = self._mungers.get(id(transceiver))
-        dt = DownTrack(track, self.transport.send_rtp, self.participant_sid)
+        dt = DownTrack(track, self.transport.rtp_sender, self.participant_sid)
         if munger is not None:
             munger.new_epoch()  # continuous with what it sent last, whatever it carried
             dt.munger = munger
@@ -524,7 +524,7 @@ class SubscribeConnection:
             pending.remove(track)
             slot.direction = "sendonly"
             slot.set_msid(track.participant_sid, track.sid)
-            dt = DownTrack(track, self.transport.send_rtp, self.participant_sid)
+            dt = DownTrack(track, self.transport.rtp_sender, self.participant_sid)
             self._mungers[id(slot)] = dt.munger
             self.downtracks[track.sid] = dt
             self._slot[track.sid] = slot

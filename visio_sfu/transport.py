@@ -58,9 +58,10 @@ from .media import Codec, NegotiatedMedia
 from .udpmux import UdpMux
 
 try:  # libsrtp's protect in one call from Python (visio_sfu/_batch.c), when it was built
-    from ._batch import srtp_protect_copy as _protect_copy  # type: ignore[import-not-found]
+    from ._batch import Route  # type: ignore[import-not-found]
+    from ._batch import srtp_protect_copy as _protect_copy
 except ImportError:  # pragma: no cover - depends on the build
-    _protect_copy = None
+    _protect_copy = Route = None
 _PROTECT_ADDRESS = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
 
 logger = logging.getLogger(__name__)
@@ -531,8 +532,14 @@ class PeerTransport:
         #: receive buffer asked for this transport's ICE sockets (0: the kernel's default)
         self.receive_buffer = RECEIVE_BUFFER
         self._protector: SrtpProtector | None = None
+        self._armed: SrtpProtector | None = None  # the protector the pair was last taken with
         self._pair: Any = None  # the nominated pair send_rtp last used, and its remote address
         self._pair_addr: Any = None
+        mux = self._mux
+        #: the compiled send into the media port's batch (see rtp_sender), when there is one
+        self._route: Any = (
+            Route(mux.batch, self.send_rtp) if mux is not None and mux.batch is not None else None
+        )
         self._closed = False
         self.send_errors = 0
         self.receive_errors = 0
@@ -1049,6 +1056,14 @@ class PeerTransport:
         return lambda data: protocol.datagram_received(data, addr)
 
     # -- sending -----------------------------------------------------------------------
+    @property
+    def rtp_sender(self) -> Callable[[bytes | bytearray], bool]:
+        """What a DownTrack sends each packet with: ``send_rtp``, or on the media port with
+        batching, the compiled Route's ``send``: while the media port handles a datagram, it
+        protects the packet straight into the port's batch (one call instead of four), and
+        calls ``send_rtp`` whenever it cannot (the batch closed, the pair or SRTP changed)."""
+        return self._route.send if self._route is not None else self.send_rtp
+
     def send_rtp(self, data: bytes | bytearray) -> bool:
         """Protect and send one RTP packet now; False if the transport cannot send yet."""
         dtls = self._dtls
@@ -1067,8 +1082,10 @@ class PeerTransport:
         if protected is None:
             self.send_errors += 1
             return False
-        if pair is not self._pair:  # aioice builds the address anew at each call: kept
-            self._pair, self._pair_addr = pair, pair.remote_addr
+        if pair is not self._pair or protector is not self._armed:
+            # aioice builds the address anew at each call: kept
+            self._pair, self._pair_addr, self._armed = pair, pair.remote_addr, protector
+            self._arm(pair, session, protector)
         protocol = pair.protocol
         if type(protocol) is StunProtocol:  # _sendto, inlined (once per packet sent)
             transport = protocol.transport
@@ -1077,6 +1094,31 @@ class PeerTransport:
         else:  # TURN and other relayed protocols are asynchronous
             asyncio.ensure_future(protocol.send_data(protected, self._pair_addr))
         return True
+
+    def _arm(self, pair: Any, session: Any, protector: SrtpProtector) -> None:
+        """A new nominated pair: the Route sends on it, if it is an IPv4 UDP address of the
+        media port (TURN, ICE-TCP and IPv6 stay with send_rtp)."""
+        route, mux = self._route, self._mux
+        if route is None or mux is None:
+            return
+        addr = self._pair_addr
+        if (
+            type(pair.protocol) is StunProtocol
+            and isinstance(pair.protocol.transport, udpmux._MuxTransport)
+            and addr not in mux._tcp
+        ):
+            route.arm(
+                _PROTECT_ADDRESS,
+                protector._address,
+                session,
+                self._dtls,
+                self._dtls._transport._connection._nominated,
+                pair,
+                addr[0],
+                addr[1],
+            )
+        else:
+            route.disarm()
 
     def send_rtcp(self, data: bytes) -> bool:
         """Protect and send one compound RTCP packet now."""
@@ -1109,6 +1151,8 @@ class PeerTransport:
         if self._closed:
             return
         self._closed = True
+        if self._route is not None:
+            self._route.disarm()
         if self._checks is not None:
             self._checks.cancel()
         PeerTransport.open_transports.discard(self)

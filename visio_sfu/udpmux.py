@@ -47,9 +47,9 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol
 
 try:
-    from ._batch import send_batch  # type: ignore[import-not-found]
+    from ._batch import Batch, send_batch  # type: ignore[import-not-found]
 except ImportError:  # not built (no compiler at install time): one sendto per datagram
-    send_batch = None
+    Batch = send_batch = None
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +117,14 @@ class _MuxTransport(asyncio.DatagramTransport):
         if mux.transport6 is not None and ":" in addr[0]:  # IPv6: its own socket, one by one
             mux._send_each(((data, addr),))
             return
-        pending = mux._pending
-        if pending is not None:  # a datagram is being handled: sent with the others after it
-            pending.append((data, addr))
-            return
+        batch = mux.batch
+        if batch is not None and batch.open:  # a datagram is being handled: sent after it
+            if batch.add(data, addr):
+                return
+            if len(batch):  # full: what it holds goes now, and this one starts it again
+                mux._flush()
+                if batch.add(data, addr):
+                    return
         mux._send_each(((data, addr),))
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -176,8 +180,10 @@ class UdpMux(asyncio.DatagramProtocol):
         self.refused = 0  # STUN requests whose integrity did not verify
         self.errors = 0  # datagrams a connection failed on (malformed STUN...)
         self.send_errors = 0  # datagrams not sent (no socket, its buffer full)
-        self.batching = batch and send_batch is not None
-        self._pending: list | None = None  # datagrams to send after the one being handled
+        #: the datagrams to send after the one being handled (PeerTransport's Route puts its
+        #: packets in too, protected in C), or None when not batching
+        self.batch: Any = Batch() if batch and Batch is not None else None
+        self.batching = self.batch is not None
         self._queued: Any = None  # the transport's get_write_buffer_size
         self._fd = -1
         self.batches = 0  # sendmmsg calls
@@ -218,7 +224,8 @@ class UdpMux(asyncio.DatagramProtocol):
             await self._start6(loop)
         self._fd = sock.fileno() if sock is not None else -1
         self._queued = getattr(transport, "get_write_buffer_size", None)
-        self.batching = self.batching and self._fd >= 0
+        if self._fd < 0:
+            self.batching, self.batch = False, None
         self.port = self.sockname[1]
         logger.info("media on UDP port %d for every peer", self.port)
         return self
@@ -367,41 +374,50 @@ class UdpMux(asyncio.DatagramProtocol):
             self.unknown += 1
             return
         # batching: what handling it sends is collected, then sent with one sendmmsg
-        pending = self._pending = [] if self.batching else None
+        batch = self.batch if self.batching else None
+        if batch is None:
+            self._handle(protocol, data, addr)
+            return
+        batch.begin()
+        try:
+            self._handle(protocol, data, addr)
+        finally:
+            waiting = batch.end()
+        if waiting:
+            self._flush()
+
+    def _handle(self, protocol: StunProtocol, data: bytes, addr: Any) -> None:
         try:
             protocol.datagram_received(data, addr)
         except Exception:  # aioice on a malformed STUN message (struct.error...): dropped
             self.errors += 1
             logger.debug("datagram from %s dropped", addr, exc_info=True)
-        finally:
-            self._pending = None
-        if pending:
-            self._flush(pending)
 
-    def _flush(self, pending: list) -> None:
-        """Send what handling one datagram produced: sendmmsg, 256 at a time."""
-        if self.transport is None:
-            self.send_errors += len(pending)
+    def _flush(self) -> None:
+        """Send what the batch holds (256 at most): one sendmmsg."""
+        batch = self.batch
+        if self.transport is None or batch is None:
+            if batch is not None:
+                self.send_errors += len(batch)
+                batch.clear()
             return
-        assert send_batch is not None
         queued = self._queued
         if queued is not None and queued():  # datagrams queued: after them, in order
-            self._send_each(pending)
+            self._send_each(batch.take(0))
             return
-        for start in range(0, len(pending), 256):
-            chunk = pending[start : start + 256] if len(pending) > 256 else pending
-            skipped: list[int] = []
-            try:
-                sent = send_batch(self._fd, chunk, skipped)
-            except Exception:  # an address it cannot take: one by one
-                sent = 0
-            else:
-                self.batches += 1
-                self.batched += sent - len(skipped)
-                self.send_errors += len(skipped)  # destinations the kernel refused
-            if sent < len(chunk):  # the socket's buffer full: the rest queued, in order
-                self._send_each(pending[start + sent :])
-                return
+        skipped: list[int] = []
+        try:
+            sent = batch.send(self._fd, skipped)
+        except Exception:  # not a descriptor any more: one by one
+            sent = 0
+        else:
+            self.batches += 1
+            self.batched += sent - len(skipped)
+            self.send_errors += len(skipped)  # destinations the kernel refused
+        if sent < len(batch):  # the socket's buffer full: the rest queued, in order
+            self._send_each(batch.take(sent))
+        else:
+            batch.clear()
 
     def _send_each(self, items: Any) -> None:
         """sendto each datagram: the transport queues what the kernel will not take yet, up

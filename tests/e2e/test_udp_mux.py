@@ -91,6 +91,9 @@ async def test_twenty_peers_through_one_udp_port():
             # each publisher packet's fan-out left in one sendmmsg (visio_sfu/_batch.c)
             assert mux.batching and mux.batches > 0 and mux.send_errors == 0
             assert mux.batched / mux.batches > 5  # 19 subscribers of each publisher
+            # and the subscribers' packets went into it protected in C (PeerTransport's Route)
+            assert all(t.rtp_sender == t._route.send for t in transports)
+            assert sum(t._route.sent for t in transports) > 1000
         finally:
             for c in clients:
                 await c.close()

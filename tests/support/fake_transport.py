@@ -128,6 +128,11 @@ class FakeTransport:
         self.sent.append(bytes(data))
         return not self.closed
 
+    @property
+    def rtp_sender(self) -> Callable[[bytes | bytearray], bool]:
+        """What a DownTrack sends with (PeerTransport's compiled Route or send_rtp)."""
+        return self.send_rtp
+
     def send_rtcp(self, data: bytes) -> bool:
         self.rtcp.append(bytes(data))
         return not self.closed

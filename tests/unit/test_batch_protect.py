@@ -40,3 +40,121 @@ def test_srtp_protect_copy_gives_what_pylibsrtp_gives(profile):
     assert batch.srtp_protect_copy(PROTECT, context, bytes(4)) is None  # libsrtp refuses
     with pytest.raises(TypeError):
         batch.srtp_protect_copy(PROTECT, context)
+
+
+class _Dtls:
+    """What a Route reads of aiortc's RTCDtlsTransport: the outbound SRTP session."""
+
+    def __init__(self, session: Session) -> None:
+        self._tx_srtp = session
+
+
+def _receivers(n: int) -> list:
+    import socket
+
+    out = []
+    for _ in range(n):
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind(("127.0.0.1", 0))
+        r.settimeout(2)
+        out.append(r)
+    return out
+
+
+def test_batch_holds_copies_sends_them_in_one_call_and_gives_back_the_rest():
+    import socket
+
+    receivers = _receivers(2)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        b = batch.Batch()
+        assert len(b) == 0 and not b.open
+        b.begin()
+        assert b.open
+        data = bytearray(b"first")
+        assert b.add(data, receivers[0].getsockname())
+        data[0:5] = b"XXXXX"  # a copy was taken
+        assert b.add(b"second", receivers[1].getsockname())
+        assert b.add(b"refused", ("127.0.0.1", 0))  # the kernel refuses port 0
+        assert not b.add(b"v6", ("::1", 5000))  # IPv4 only: the caller sends it its own way
+        assert not b.add(b"x", ("not an address", 5000))
+        assert not b.add(bytes(1645), receivers[0].getsockname())  # over a slot
+        assert b.end() == 3 and not b.open
+        skipped: list[int] = []
+        assert b.send(sender.fileno(), skipped) == 3 and skipped == [2]
+        assert receivers[0].recv(100) == b"first" and receivers[1].recv(100) == b"second"
+        assert len(b) == 3  # kept until taken or cleared
+        assert b.take(1) == [
+            (b"second", receivers[1].getsockname()),
+            (b"refused", ("127.0.0.1", 0)),
+        ]
+        assert len(b) == 0
+        for i in range(256):
+            assert b.add(bytes([i % 256]), receivers[0].getsockname())
+        assert not b.add(b"full", receivers[0].getsockname())
+        b.clear()
+        assert len(b) == 0
+        with pytest.raises(TypeError):
+            b.add(b"x", "127.0.0.1")
+        with pytest.raises((TypeError, ValueError)):
+            b.send(-1, [])
+    finally:
+        sender.close()
+        for r in receivers:
+            r.close()
+
+
+def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
+    """Route.send: while the batch is open and the route armed for the nominated pair and
+    the session in use, the packet is protected (the same bytes as pylibsrtp) into the batch
+    for the armed address; anything else goes to the fallback (the Python send_rtp)."""
+    ours, theirs = _sessions(Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 2)
+    context = int(ffi.cast("uintptr_t", ours._srtp[0]))
+    b = batch.Batch()
+    fallen: list[bytes] = []
+
+    def fallback(data: bytes | bytearray) -> bool:
+        fallen.append(bytes(data))
+        return False
+
+    route = batch.Route(b, fallback)
+    dtls, pair = _Dtls(ours), object()
+    nominated = {1: pair}
+    packets = [build_rtp(96, 1000 + i, 3000 * i, 1234, bytes(range(200))) for i in range(8)]
+
+    assert route.send(bytearray(packets[0])) is False and len(fallen) == 1  # not armed
+    assert route.arm(PROTECT, context, ours, dtls, nominated, pair, "127.0.0.1", 40000)
+    assert route.pair is pair and route.session is ours
+    assert route.send(packets[0]) is False and len(fallen) == 2  # the batch is closed
+    b.begin()
+    source = bytearray(packets[0])
+    assert route.send(source) is True and source == packets[0] and route.sent == 1
+    assert route.send(packets[1]) is True
+    taken = b.take(0)
+    assert taken == [
+        (theirs.protect(packets[0]), ("127.0.0.1", 40000)),
+        (theirs.protect(packets[1]), ("127.0.0.1", 40000)),
+    ]
+    nominated[1] = object()  # another pair nominated (an ICE restart)
+    assert route.send(packets[2]) is False and len(b) == 0 and len(fallen) == 3
+    nominated[1] = pair
+    dtls._tx_srtp = theirs  # another SRTP session
+    assert route.send(packets[3]) is False and len(fallen) == 4
+    dtls._tx_srtp = ours
+    assert route.send(bytes(1501)) is False and len(fallen) == 5  # too large
+    assert route.send(memoryview(packets[4])) is False and len(fallen) == 6  # not bytes
+    assert route.send(bytes(4)) is False and len(fallen) == 7  # libsrtp refuses: fallback's say
+    for i in range(256):
+        assert route.send(build_rtp(96, 2000 + i, 0, 1234, b"x"))
+    assert route.send(packets[5]) is False and len(fallen) == 8  # the batch is full
+    b.clear()
+    route.disarm()
+    assert route.pair is None and route.session is None
+    assert route.send(packets[6]) is False and len(fallen) == 9
+    assert not route.arm(PROTECT, context, ours, dtls, nominated, pair, "::1", 40000)  # IPv6
+    assert route.send(packets[7]) is False and len(fallen) == 10
+    with pytest.raises(TypeError):
+        route.arm(PROTECT, context, ours, dtls, [pair], pair, "127.0.0.1", 1)
+    with pytest.raises(TypeError):
+        batch.Route(b, "not callable")
+    b.end()

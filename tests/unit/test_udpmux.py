@@ -246,7 +246,10 @@ def test_send_batch_sends_each_datagram_once_and_refuses_bad_items():
         # the mux counts the refused one as not sent, not as batched
         mux = UdpMux(0)
         mux._fd, mux.transport = sender.fileno(), object()
-        mux._flush(list(items))
+        for data, addr in items:
+            assert mux.batch.add(data, addr)
+        mux._flush()
+        assert len(mux.batch) == 0
         assert (mux.batches, mux.batched, mux.send_errors) == (1, 2, 1)
         assert receivers[0].recv(100) == b"one" and receivers[1].recv(100) == b"three"
     finally:
