@@ -152,6 +152,13 @@ async def measure(
         figures["DownTrack.write, Chromium-like, no I/O"] = per_call(
             lambda i: plain_dt.write(chrome_like[i], 1234, i, (i // 4) * 3000, i == 0, 0.0), count
         )
+        # the same through the Python write (as without the compiled one)
+        figures["DownTrack._write (Python), Chromium-like, no I/O"] = per_call(
+            lambda i: plain_dt._write(
+                chrome_like[i], 1234, count * 3 + i, (i // 4) * 3000, i == 0, 0.0
+            ),
+            count,
+        )
         # the same in Python (as without the compiled rewrite)
         if getattr(downtrack, "_rewrite_rtp", None) is not None:
             py_dt = DownTrack(track, lambda b: True, "PA_plain3")
@@ -160,7 +167,7 @@ async def measure(
             downtrack.rewrite = downtrack.rewrite_packet
             try:
                 figures["DownTrack.write, Chromium-like, Python rewrite"] = per_call(
-                    lambda i: py_dt.write(chrome_like[i], 1234, i, (i // 4) * 3000, i == 0, 0.0),
+                    lambda i: py_dt._write(chrome_like[i], 1234, i, (i // 4) * 3000, i == 0, 0.0),
                     count,
                 )
             finally:

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
+#include <structmember.h>
 
 #define MAX_BATCH 256
 
@@ -83,6 +84,60 @@ fail:
     return NULL;
 }
 
+/* rewrite_rtp's work on the bytes of a copy (n >= 12): returns the hole (or -1) */
+static long
+rewrite_in_place(unsigned char *b, Py_ssize_t n, unsigned long pt, unsigned long seq,
+                 unsigned long ts, unsigned long ssrc, const unsigned char *table)
+{
+    b[1] = (unsigned char)((b[1] & 0x80) | (pt & 0x7F));
+    b[2] = (unsigned char)(seq >> 8); b[3] = (unsigned char)seq;
+    b[4] = (unsigned char)(ts >> 24); b[5] = (unsigned char)(ts >> 16);
+    b[6] = (unsigned char)(ts >> 8); b[7] = (unsigned char)ts;
+    b[8] = (unsigned char)(ssrc >> 24); b[9] = (unsigned char)(ssrc >> 16);
+    b[10] = (unsigned char)(ssrc >> 8); b[11] = (unsigned char)ssrc;
+    long hole = -1;
+    if (table != NULL && (b[0] & 0x10)) {
+        Py_ssize_t off = 12 + 4 * (b[0] & 0x0F);
+        if (off + 4 <= n) {
+            unsigned int profile = ((unsigned int)b[off] << 8) | b[off + 1];
+            Py_ssize_t end = off + 4 + 4 * (((Py_ssize_t)b[off + 2] << 8) | b[off + 3]);
+            Py_ssize_t i = off + 4;
+            if (end > n) {
+                /* not a valid block: left as it is */
+            } else if (profile == 0xBEDE) {
+                while (i < end) {
+                    unsigned char c = b[i];
+                    if (c == 0) { i++; continue; }
+                    unsigned int eid = c >> 4;
+                    Py_ssize_t length = (c & 0x0F) + 1;
+                    if (eid == 15 || i + 1 + length > end) break;
+                    unsigned char m = table[eid];
+                    if (m == 0 || m > 14) {
+                        memset(b + i, 0, (size_t)(1 + length));
+                        if (hole < 0 && length >= 2) hole = (long)i;
+                    } else {
+                        b[i] = (unsigned char)((m << 4) | (c & 0x0F));
+                    }
+                    i += 1 + length;
+                }
+            } else if ((profile & 0xFFF0) == 0x1000) {
+                while (i < end) {
+                    unsigned char eid = b[i];
+                    if (eid == 0) { i++; continue; }
+                    if (i + 1 >= end) break;
+                    Py_ssize_t length = b[i + 1];
+                    if (i + 2 + length > end) break;
+                    unsigned char m = table[eid];
+                    if (m == 0) memset(b + i, 0, (size_t)(2 + length));
+                    else b[i] = m;
+                    i += 2 + length;
+                }
+            }
+        }
+    }
+    return hole;
+}
+
 /* The forwarding path's per-subscriber rewrite (visio_sfu/downtrack.py), in one call: a copy
    of the publisher's packet with its payload type, sequence number, timestamp and SSRC
    rewritten (the marker kept), and its header-extension ids mapped through a 256-byte table
@@ -130,52 +185,7 @@ rewrite_rtp(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyBuffer_Release(&view);
     if (out == NULL) return NULL;
     unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(out);
-    b[1] = (unsigned char)((b[1] & 0x80) | (pt & 0x7F));
-    b[2] = (unsigned char)(seq >> 8); b[3] = (unsigned char)seq;
-    b[4] = (unsigned char)(ts >> 24); b[5] = (unsigned char)(ts >> 16);
-    b[6] = (unsigned char)(ts >> 8); b[7] = (unsigned char)ts;
-    b[8] = (unsigned char)(ssrc >> 24); b[9] = (unsigned char)(ssrc >> 16);
-    b[10] = (unsigned char)(ssrc >> 8); b[11] = (unsigned char)ssrc;
-    long hole = -1;
-    if (table != NULL && (b[0] & 0x10)) {
-        Py_ssize_t off = 12 + 4 * (b[0] & 0x0F);
-        if (off + 4 <= n) {
-            unsigned int profile = ((unsigned int)b[off] << 8) | b[off + 1];
-            Py_ssize_t end = off + 4 + 4 * (((Py_ssize_t)b[off + 2] << 8) | b[off + 3]);
-            Py_ssize_t i = off + 4;
-            if (end > n) {
-                /* not a valid block: left as it is */
-            } else if (profile == 0xBEDE) {
-                while (i < end) {
-                    unsigned char c = b[i];
-                    if (c == 0) { i++; continue; }
-                    unsigned int eid = c >> 4;
-                    Py_ssize_t length = (c & 0x0F) + 1;
-                    if (eid == 15 || i + 1 + length > end) break;
-                    unsigned char m = table[eid];
-                    if (m == 0 || m > 14) {
-                        memset(b + i, 0, (size_t)(1 + length));
-                        if (hole < 0 && length >= 2) hole = (long)i;
-                    } else {
-                        b[i] = (unsigned char)((m << 4) | (c & 0x0F));
-                    }
-                    i += 1 + length;
-                }
-            } else if ((profile & 0xFFF0) == 0x1000) {
-                while (i < end) {
-                    unsigned char eid = b[i];
-                    if (eid == 0) { i++; continue; }
-                    if (i + 1 >= end) break;
-                    Py_ssize_t length = b[i + 1];
-                    if (i + 2 + length > end) break;
-                    unsigned char m = table[eid];
-                    if (m == 0) memset(b + i, 0, (size_t)(2 + length));
-                    else b[i] = m;
-                    i += 2 + length;
-                }
-            }
-        }
-    }
+    long hole = rewrite_in_place(b, n, pt, seq, ts, ssrc, table);
     PyObject *h = PyLong_FromLong(hole);
     if (h == NULL) { Py_DECREF(out); return NULL; }
     PyObject *result = PyTuple_New(2);
@@ -455,6 +465,8 @@ typedef struct {
     PyObject *dtls;       /* whose _tx_srtp must still be that session */
     PyObject *nominated;  /* the ICE connection's nominated pairs, whose [1] must still be pair */
     PyObject *pair;
+    PyObject *protocol;   /* the pair's StunProtocol, whose transport must still be ... */
+    PyObject *transport;  /* ... the media port's one it was armed with (not a wrapper) */
     srtp_protect_fn fn;
     void *ctx;
     struct sockaddr_in name;
@@ -462,7 +474,7 @@ typedef struct {
 } RouteObject;
 
 static PyObject *one;  /* the component number of RTP, 1 */
-static PyObject *tx_srtp_name;
+static PyObject *tx_srtp_name, *transport_name;
 
 static PyObject *
 Route_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -492,6 +504,8 @@ Route_disarm_refs(RouteObject *self)
     Py_CLEAR(self->dtls);
     Py_CLEAR(self->nominated);
     Py_CLEAR(self->pair);
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->transport);
     self->fn = NULL;
     self->ctx = NULL;
 }
@@ -505,6 +519,8 @@ Route_traverse(RouteObject *self, visitproc visit, void *arg)
     Py_VISIT(self->dtls);
     Py_VISIT(self->nominated);
     Py_VISIT(self->pair);
+    Py_VISIT(self->protocol);
+    Py_VISIT(self->transport);
     return 0;
 }
 
@@ -528,9 +544,9 @@ Route_dealloc(RouteObject *self)
 static PyObject *
 Route_arm(RouteObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError,
-                        "arm(function, context, session, dtls, nominated, pair, host, port)");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "arm(function, context, session, dtls, nominated, "
+                        "pair, protocol, transport, host, port)");
         return NULL;
     }
     void *fn = PyLong_AsVoidPtr(args[0]);
@@ -548,7 +564,7 @@ Route_arm(RouteObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     struct sockaddr_in name;
-    int r = parse_ipv4(args[6], args[7], &name);
+    int r = parse_ipv4(args[8], args[9], &name);
     if (r < 0) return NULL;
     Route_disarm_refs(self);
     if (r == 0) Py_RETURN_FALSE;  /* not IPv4: the fallback sends */
@@ -556,6 +572,8 @@ Route_arm(RouteObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(args[3]); self->dtls = args[3];
     Py_INCREF(args[4]); self->nominated = args[4];
     Py_INCREF(args[5]); self->pair = args[5];
+    Py_INCREF(args[6]); self->protocol = args[6];
+    Py_INCREF(args[7]); self->transport = args[7];
     self->fn = (srtp_protect_fn)fn;
     self->ctx = ctx;
     self->name = name;
@@ -583,6 +601,10 @@ Route_send(RouteObject *self, PyObject *data)
     if (session == NULL) { PyErr_Clear(); goto fallback; }
     Py_DECREF(session);  /* only compared */
     if (session != self->session) goto fallback;
+    PyObject *transport = PyObject_GetAttr(self->protocol, transport_name);
+    if (transport == NULL) { PyErr_Clear(); goto fallback; }
+    Py_DECREF(transport);  /* only compared */
+    if (transport != self->transport) goto fallback;
     const char *buf;
     Py_ssize_t n;
     if (PyByteArray_CheckExact(data)) {
@@ -628,9 +650,10 @@ Route_get_sent(RouteObject *self, void *closure)
 
 static PyMethodDef Route_methods[] = {
     {"arm", (PyCFunction)(void (*)(void))Route_arm, METH_FASTCALL,
-     "arm(function, context, session, dtls, nominated, pair, host, port) -> True if armed "
-     "(an IPv4 address): send protects with libsrtp's srtp_protect (its address) and the "
-     "context (an int) of session, while dtls._tx_srtp is session and nominated[1] is pair."},
+     "arm(function, context, session, dtls, nominated, pair, protocol, transport, host, port) "
+     "-> True if armed (an IPv4 address): send protects with libsrtp's srtp_protect (its "
+     "address) and the context (an int) of session, while dtls._tx_srtp is session, "
+     "nominated[1] is pair and protocol.transport is transport."},
     {"disarm", (PyCFunction)Route_disarm, METH_NOARGS,
      "disarm(): every send goes to the fallback until armed again."},
     {"send", (PyCFunction)Route_send, METH_O,
@@ -660,6 +683,382 @@ static PyTypeObject RouteType = {
     .tp_getset = Route_getset,
 };
 
+
+/* ---- The steady state of DownTrack.write, compiled ------------------------------------
+
+   MungerCore, ForwarderCore and DownTrackCore hold the state visio_sfu/munger.py,
+   forwarder.py and downtrack.py keep per subscriber of a track (their Python classes derive
+   from them and do everything else). DownTrackCore.write forwards a packet in the steady
+   state (bound, the layer forwarded is the one chosen, the munger on this source, the
+   publisher not back from a pause) as the Python path does, calling back into Python only for
+   what is rare or kept there (VP8 picture ids, the transport-wide number, a freeze, a failed
+   send); anything else goes to the Python write, ``_write``, before any state is changed. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *source;  /* None or the SSRC of the current source */
+    unsigned long long source_value;
+    int has_source;
+    long long clock_rate, seq_offset, ts_offset, last_seq, last_ts;
+    long long highest_src_seq, epoch_first_seq, epoch_first_ts;
+    double last_time;
+    char started;
+    PyObject *previous;
+} MungerCoreObject;
+
+static int
+MungerCore_traverse(MungerCoreObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->source);
+    Py_VISIT(self->previous);
+    return 0;
+}
+
+static int
+MungerCore_clear(MungerCoreObject *self)
+{
+    Py_CLEAR(self->source);
+    Py_CLEAR(self->previous);
+    return 0;
+}
+
+static void
+MungerCore_dealloc(MungerCoreObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    MungerCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+MungerCore_get_source(MungerCoreObject *self, void *closure)
+{
+    PyObject *v = self->source ? self->source : Py_None;
+    Py_INCREF(v);
+    return v;
+}
+
+static int
+MungerCore_set_source(MungerCoreObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL || value == Py_None) {
+        Py_CLEAR(self->source);
+        self->has_source = 0;
+        return 0;
+    }
+    if (!PyLong_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "source must be an int or None");
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        /* a negative or huge source is kept, never matched by the compiled path */
+        PyErr_Clear();
+        self->has_source = 0;
+    } else {
+        self->source_value = v;
+        self->has_source = 1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->source, value);
+    return 0;
+}
+
+static PyMemberDef MungerCore_members[] = {
+    {"clock_rate", T_LONGLONG, offsetof(MungerCoreObject, clock_rate), 0, NULL},
+    {"seq_offset", T_LONGLONG, offsetof(MungerCoreObject, seq_offset), 0, NULL},
+    {"ts_offset", T_LONGLONG, offsetof(MungerCoreObject, ts_offset), 0, NULL},
+    {"last_seq", T_LONGLONG, offsetof(MungerCoreObject, last_seq), 0, NULL},
+    {"last_ts", T_LONGLONG, offsetof(MungerCoreObject, last_ts), 0, NULL},
+    {"highest_src_seq", T_LONGLONG, offsetof(MungerCoreObject, highest_src_seq), 0, NULL},
+    {"epoch_first_seq", T_LONGLONG, offsetof(MungerCoreObject, epoch_first_seq), 0, NULL},
+    {"epoch_first_ts", T_LONGLONG, offsetof(MungerCoreObject, epoch_first_ts), 0, NULL},
+    {"last_time", T_DOUBLE, offsetof(MungerCoreObject, last_time), 0, NULL},
+    {"started", T_BOOL, offsetof(MungerCoreObject, started), 0, NULL},
+    {"previous", T_OBJECT, offsetof(MungerCoreObject, previous), 0, NULL},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyGetSetDef MungerCore_getset[] = {
+    {"source", (getter)MungerCore_get_source, (setter)MungerCore_set_source,
+     "the SSRC of the current source, or None", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyTypeObject MungerCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "visio_sfu._batch.MungerCore",
+    .tp_doc = "The state of visio_sfu.munger.Munger, readable by DownTrackCore.write.",
+    .tp_basicsize = sizeof(MungerCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)MungerCore_dealloc,
+    .tp_traverse = (traverseproc)MungerCore_traverse,
+    .tp_clear = (inquiry)MungerCore_clear,
+    .tp_members = MungerCore_members,
+    .tp_getset = MungerCore_getset,
+};
+
+typedef struct {
+    PyObject_HEAD
+    char video;
+    long long current, target, keyframe_wanted, switches, starts;
+} ForwarderCoreObject;
+
+static PyMemberDef ForwarderCore_members[] = {
+    {"video", T_BOOL, offsetof(ForwarderCoreObject, video), 0, NULL},
+    {"current", T_LONGLONG, offsetof(ForwarderCoreObject, current), 0, NULL},
+    {"target", T_LONGLONG, offsetof(ForwarderCoreObject, target), 0, NULL},
+    {"keyframe_wanted", T_LONGLONG, offsetof(ForwarderCoreObject, keyframe_wanted), 0, NULL},
+    {"switches", T_LONGLONG, offsetof(ForwarderCoreObject, switches), 0, NULL},
+    {"starts", T_LONGLONG, offsetof(ForwarderCoreObject, starts), 0, NULL},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyTypeObject ForwarderCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "visio_sfu._batch.ForwarderCore",
+    .tp_doc = "The layer state of visio_sfu.forwarder.Forwarder, readable by DownTrackCore.write.",
+    .tp_basicsize = sizeof(ForwarderCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_members = ForwarderCore_members,
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *forwarder, *munger, *send, *stamp, *recent, *ext_table;
+    unsigned int ssrc;
+    int payload_type;
+    char bound, vp8;
+    long long packets, bytes;
+    double last_in, last_out, freeze_after, resume_gap;
+    unsigned long long compiled;  /* packets forwarded by the compiled path */
+} DownTrackCoreObject;
+
+static PyObject *str_write, *str_munge_vp8, *str_append, *str_send_failed;
+
+
+static int
+DownTrackCore_traverse(DownTrackCoreObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->forwarder);
+    Py_VISIT(self->munger);
+    Py_VISIT(self->send);
+    Py_VISIT(self->stamp);
+    Py_VISIT(self->recent);
+    Py_VISIT(self->ext_table);
+    return 0;
+}
+
+static int
+DownTrackCore_clear(DownTrackCoreObject *self)
+{
+    Py_CLEAR(self->forwarder);
+    Py_CLEAR(self->munger);
+    Py_CLEAR(self->send);
+    Py_CLEAR(self->stamp);
+    Py_CLEAR(self->recent);
+    Py_CLEAR(self->ext_table);
+    return 0;
+}
+
+static void
+DownTrackCore_dealloc(DownTrackCoreObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    DownTrackCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+DownTrackCore_slow(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    /* the Python path: self._write(*args) */
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *stack[16];
+    if (nargs + nkw + 1 > 16) {
+        PyErr_SetString(PyExc_TypeError, "write: too many arguments");
+        return NULL;
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) stack[i + 1] = args[i];
+    return PyObject_VectorcallMethod(str_write, stack, (size_t)(nargs + 1), kwnames);
+}
+
+static PyObject *
+DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+{
+    DownTrackCoreObject *self = (DownTrackCoreObject *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs < 6 || nargs > 7 || !self->bound) goto slow;
+    PyObject *fwd_obj = self->forwarder, *mun_obj = self->munger, *data = args[0];
+    if (fwd_obj == NULL || !PyObject_TypeCheck(fwd_obj, &ForwarderCoreType)) goto slow;
+    if (mun_obj == NULL || !PyObject_TypeCheck(mun_obj, &MungerCoreType)) goto slow;
+    if (!PyBytes_CheckExact(data)) goto slow;
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (n < 12 || n > MAX_PACKET) goto slow;
+    ForwarderCoreObject *fwd = (ForwarderCoreObject *)fwd_obj;
+    MungerCoreObject *m = (MungerCoreObject *)mun_obj;
+    long long layer = 0;
+    if (nargs == 7) {
+        if (!PyLong_CheckExact(args[6])) goto slow;
+        layer = PyLong_AsLongLong(args[6]);
+        if (layer == -1 && PyErr_Occurred()) { PyErr_Clear(); goto slow; }
+    }
+    if (layer != fwd->current || layer != fwd->target) goto slow;
+    if (!PyFloat_CheckExact(args[5]) || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[2])
+            || !PyLong_CheckExact(args[3])) goto slow;
+    double now = PyFloat_AS_DOUBLE(args[5]);
+    if (fwd->video && now - self->last_in > self->resume_gap) goto slow;
+    unsigned long long ssrc = PyLong_AsUnsignedLongLong(args[1]);
+    if (ssrc == (unsigned long long)-1 && PyErr_Occurred()) { PyErr_Clear(); goto slow; }
+    if (!m->has_source || ssrc != m->source_value) goto slow;
+    long long seq = PyLong_AsLongLong(args[2]);
+    long long ts = PyLong_AsLongLong(args[3]);
+    if ((seq == -1 || ts == -1) && PyErr_Occurred()) { PyErr_Clear(); goto slow; }
+    if (seq < 0 || seq > 0xFFFF || ts < 0 || ts > 0xFFFFFFFFLL) goto slow;
+    long long d = (seq - m->highest_src_seq) & 0xFFFF;
+    if (d >= 0x8000) d -= 0x10000;
+    long long out_seq = (seq + m->seq_offset) & 0xFFFF;
+    long long out_ts = (ts + m->ts_offset) & 0xFFFFFFFFLL;
+    if (d <= 0) {
+        long long e = (out_seq - m->epoch_first_seq) & 0xFFFF;
+        if (e >= 0x8000) e -= 0x10000;
+        if (d < -1000 || e < 0) goto slow;  /* the Python path drops it (and counts why) */
+    }
+    const unsigned char *table = NULL;
+    PyObject *t = self->ext_table;
+    if (t != NULL && t != Py_None) {
+        if (!PyBytes_CheckExact(t) || PyBytes_GET_SIZE(t) != 256) goto slow;
+        table = (const unsigned char *)PyBytes_AS_STRING(t);
+    }
+    PyObject *buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), n);
+    if (buf == NULL) return NULL;
+    /* from here on, as the Python path: the state changes */
+    if (fwd->video) self->last_in = now;
+    if (d > 0) {
+        m->highest_src_seq = seq;
+        m->last_seq = out_seq;
+        m->last_ts = out_ts;
+        m->last_time = now;
+        m->started = 1;
+    }
+    long hole = rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
+                                 (unsigned long)self->payload_type, (unsigned long)out_seq,
+                                 (unsigned long)out_ts, (unsigned long)self->ssrc, table);
+    PyObject *r;
+    if (self->vp8) {
+        r = PyObject_CallMethodOneArg(op, str_munge_vp8, buf);
+        if (r == NULL) goto error;
+        Py_DECREF(r);
+    }
+    if (self->stamp != NULL && self->stamp != Py_None) {
+        PyObject *h = PyLong_FromLong(hole);
+        if (h == NULL) goto error;
+        PyObject *stamp_args[3] = {buf, args[5], h};
+        r = PyObject_Vectorcall(self->stamp, stamp_args, 3, NULL);
+        Py_DECREF(h);
+        if (r == NULL) goto error;
+        Py_DECREF(r);
+        if (self->recent != NULL && self->recent != Py_None) {
+            r = PyObject_CallMethodOneArg(self->recent, str_append, buf);
+            if (r == NULL) goto error;
+            Py_DECREF(r);
+        }
+    }
+    if (fwd->video) {
+        double last = self->last_out;
+        if (now - last > self->freeze_after && last > 0) {
+            r = PyObject_CallMethod(op, "_freeze", "dd", now - last, now);
+            if (r == NULL) goto error;
+            Py_DECREF(r);
+        }
+        self->last_out = now;
+    }
+    if (self->send == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "no _send");
+        goto error;
+    }
+    r = PyObject_CallOneArg(self->send, buf);
+    if (r == NULL) goto error;
+    int sent = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (sent < 0) goto error;
+    if (sent) {
+        self->packets++;
+        self->bytes += PyByteArray_GET_SIZE(buf);
+        self->compiled++;
+    } else {
+        r = PyObject_CallMethodNoArgs(op, str_send_failed);
+        if (r == NULL) goto error;
+        Py_DECREF(r);
+    }
+    Py_DECREF(buf);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(buf);
+    return NULL;
+slow:
+    return DownTrackCore_slow(op, args, (size_t)nargsf, kwnames);
+}
+
+static PyObject *
+DownTrackCore_get_compiled(DownTrackCoreObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->compiled);
+}
+
+static PyMemberDef DownTrackCore_members[] = {
+    {"forwarder", T_OBJECT, offsetof(DownTrackCoreObject, forwarder), 0, NULL},
+    {"munger", T_OBJECT, offsetof(DownTrackCoreObject, munger), 0, NULL},
+    {"_send", T_OBJECT, offsetof(DownTrackCoreObject, send), 0, NULL},
+    {"stamp", T_OBJECT, offsetof(DownTrackCoreObject, stamp), 0, NULL},
+    {"recent", T_OBJECT, offsetof(DownTrackCoreObject, recent), 0, NULL},
+    {"ext_table", T_OBJECT, offsetof(DownTrackCoreObject, ext_table), 0, NULL},
+    {"ssrc", T_UINT, offsetof(DownTrackCoreObject, ssrc), 0, NULL},
+    {"payload_type", T_INT, offsetof(DownTrackCoreObject, payload_type), 0, NULL},
+    {"bound", T_BOOL, offsetof(DownTrackCoreObject, bound), 0, NULL},
+    {"_vp8", T_BOOL, offsetof(DownTrackCoreObject, vp8), 0, NULL},
+    {"packets", T_LONGLONG, offsetof(DownTrackCoreObject, packets), 0, NULL},
+    {"bytes", T_LONGLONG, offsetof(DownTrackCoreObject, bytes), 0, NULL},
+    {"_last_in", T_DOUBLE, offsetof(DownTrackCoreObject, last_in), 0, NULL},
+    {"_last_out", T_DOUBLE, offsetof(DownTrackCoreObject, last_out), 0, NULL},
+    {"freeze_after", T_DOUBLE, offsetof(DownTrackCoreObject, freeze_after), 0, NULL},
+    {"resume_gap", T_DOUBLE, offsetof(DownTrackCoreObject, resume_gap), 0, NULL},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyGetSetDef DownTrackCore_getset[] = {
+    {"compiled", (getter)DownTrackCore_get_compiled, NULL,
+     "packets forwarded by the compiled write", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyMethodDef DownTrackCore_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))DownTrackCore_write,
+     METH_FASTCALL | METH_KEYWORDS,
+     "write(data, ssrc, seq, ts, key, now, layer=0): forward one publisher packet (the steady "
+     "state compiled; anything else through self._write)."},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyTypeObject DownTrackCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "visio_sfu._batch.DownTrackCore",
+    .tp_doc = "The per-packet state of visio_sfu.downtrack.DownTrack and its compiled write.",
+    .tp_basicsize = sizeof(DownTrackCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)DownTrackCore_dealloc,
+    .tp_traverse = (traverseproc)DownTrackCore_traverse,
+    .tp_clear = (inquiry)DownTrackCore_clear,
+    .tp_members = DownTrackCore_members,
+    .tp_getset = DownTrackCore_getset,
+    .tp_methods = DownTrackCore_methods,
+};
+
 static PyMethodDef methods[] = {
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(data, (host, port)), ...], skipped=None) -> how many were handed to "
@@ -684,12 +1083,30 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_batch", NULL, -1, m
 PyMODINIT_FUNC
 PyInit__batch(void)
 {
-    if (PyType_Ready(&BatchType) < 0 || PyType_Ready(&RouteType) < 0) return NULL;
+    if (PyType_Ready(&BatchType) < 0 || PyType_Ready(&RouteType) < 0
+            || PyType_Ready(&MungerCoreType) < 0 || PyType_Ready(&ForwarderCoreType) < 0
+            || PyType_Ready(&DownTrackCoreType) < 0)
+        return NULL;
     one = PyLong_FromLong(1);
     tx_srtp_name = PyUnicode_InternFromString("_tx_srtp");
-    if (one == NULL || tx_srtp_name == NULL) return NULL;
+    transport_name = PyUnicode_InternFromString("transport");
+    str_write = PyUnicode_InternFromString("_write");
+    str_munge_vp8 = PyUnicode_InternFromString("_munge_vp8");
+    str_append = PyUnicode_InternFromString("append");
+    str_send_failed = PyUnicode_InternFromString("_send_failed");
+    if (one == NULL || tx_srtp_name == NULL || transport_name == NULL || str_write == NULL || str_munge_vp8 == NULL
+            || str_append == NULL || str_send_failed == NULL)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    PyTypeObject *cores[3] = {&MungerCoreType, &ForwarderCoreType, &DownTrackCoreType};
+    const char *names[3] = {"MungerCore", "ForwarderCore", "DownTrackCore"};
+    for (int i = 0; i < 3; i++) {
+        Py_INCREF(cores[i]);
+        if (PyModule_AddObject(m, names[i], (PyObject *)cores[i]) < 0) {
+            Py_DECREF(cores[i]); Py_DECREF(m); return NULL;
+        }
+    }
     Py_INCREF(&BatchType);
     if (PyModule_AddObject(m, "Batch", (PyObject *)&BatchType) < 0) {
         Py_DECREF(&BatchType); Py_DECREF(m); return NULL;

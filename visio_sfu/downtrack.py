@@ -106,7 +106,34 @@ def rewrite_packet(
 rewrite = _rewrite_rtp if _rewrite_rtp is not None else rewrite_packet
 
 
-class DownTrack:
+class _DownTrackPath:
+    """``write`` when visio_sfu._batch is not built: the Python path for every packet. Its
+    DownTrackCore does the steady state in C (the layer forwarded is the one chosen, the
+    munger on this source, the publisher not back from a pause: the same bytes and state as
+    ``_write``, tests/unit/test_downtrack_core.py) and hands anything else to ``_write``."""
+
+    def write(
+        self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int = 0
+    ) -> None:
+        """Forward one publisher packet of ``layer`` to the subscriber, or count why not."""
+        self._write(data, ssrc, seq, ts, key, now, layer)
+
+    def _write(
+        self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int = 0
+    ) -> None:
+        raise NotImplementedError
+
+
+if TYPE_CHECKING:
+    _DownTrackBase = _DownTrackPath
+else:
+    try:
+        from ._batch import DownTrackCore as _DownTrackBase
+    except ImportError:  # pragma: no cover - depends on the build
+        _DownTrackBase = _DownTrackPath
+
+
+class DownTrack(_DownTrackBase):
     """Forwards one layer of one Publisher to one subscriber transport."""
 
     def __init__(
@@ -186,6 +213,9 @@ class DownTrack:
         #: the gap that counts as a freeze: FREEZE, longer for a VP9 SVC subscriber given a
         #: low frame rate (set with its temporal layer, see _update_freeze_after)
         self.freeze_after = FREEZE
+        #: a gap in the publisher's packets longer than this is a pause, not a freeze of
+        #: ours (FREEZE: the compiled write hands such a packet to _write, which knows)
+        self.resume_gap = FREEZE
 
     # -- layer state (the Forwarder's) -------------------------------------------------
     @property
@@ -291,10 +321,10 @@ class DownTrack:
         self.freeze_after = max(FREEZE, FREEZE_FRAMES / fps) if fps > 0 else FREEZE
 
     # -- hot path ----------------------------------------------------------------------
-    def write(
+    def _write(
         self, data: bytes, ssrc: int, seq: int, ts: int, key: bool, now: float, layer: int = 0
     ) -> None:
-        """Forward one publisher packet of ``layer`` to the subscriber, or count why not."""
+        """write() in Python: every case (the compiled write does the steady state)."""
         if not self.bound:
             self.drops[_NOT_BOUND] += 1
             return
@@ -341,9 +371,15 @@ class DownTrack:
             self.packets += 1
             self.bytes += len(buf)
         else:
-            self.drops[_SEND_FAILED] += 1
-            if video and self.packets == 0:
-                fwd.current = -1  # transport not up yet: start again at a keyframe
+            self._send_failed()
+
+    def _send_failed(self) -> None:
+        """The transport did not take a packet: counted; a video whose transport is not up yet
+        starts again at a keyframe."""
+        self.drops[_SEND_FAILED] += 1
+        fwd = self.forwarder
+        if fwd.video and self.packets == 0:
+            fwd.current = -1
 
     def _freeze(self, seconds: float, end: float) -> None:
         """Count a freeze of ``seconds`` that ended at ``end``."""

@@ -11,6 +11,8 @@ layer the LayerSelector chose (-1: paused). An audio track has one layer and nev
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .stats import DropReason
 
 FORWARD = 100  # forward the packet
@@ -21,10 +23,26 @@ WAITING_KEYFRAME = int(DropReason.WAITING_KEYFRAME)
 PAUSED = int(DropReason.PAUSED)
 
 
-class Forwarder:
-    """The layer state of one DownTrack and its per-packet decision."""
+class _ForwarderState:
+    """A Forwarder's state in Python, when visio_sfu._batch is not built (its ForwarderCore
+    holds the same, where the compiled DownTrack write reads it)."""
 
     __slots__ = ("video", "current", "target", "keyframe_wanted", "switches", "starts")
+
+
+if TYPE_CHECKING:
+    _ForwarderBase = _ForwarderState
+else:
+    try:
+        from ._batch import ForwarderCore as _ForwarderBase
+    except ImportError:  # pragma: no cover - depends on the build
+        _ForwarderBase = _ForwarderState
+
+
+class Forwarder(_ForwarderBase):
+    """The layer state of one DownTrack and its per-packet decision."""
+
+    __slots__ = ()
 
     def __init__(self, video: bool) -> None:
         self.video = video

@@ -10,6 +10,7 @@ is passed in.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -25,8 +26,9 @@ def seq_diff(a: int, b: int) -> int:
 PREVIOUS_EPOCH_FOR = 3.0
 
 
-class Munger:
-    """Rewrites (seq, ts) of a source stream into one continuous outgoing stream."""
+class _MungerState:
+    """A Munger's state in Python, when visio_sfu._batch is not built (its MungerCore holds
+    the same, where the compiled DownTrack write reads and updates it)."""
 
     __slots__ = (
         "clock_rate",
@@ -42,6 +44,21 @@ class Munger:
         "started",
         "previous",
     )
+
+
+if TYPE_CHECKING:
+    _MungerBase = _MungerState
+else:
+    try:
+        from ._batch import MungerCore as _MungerBase
+    except ImportError:  # pragma: no cover - depends on the build
+        _MungerBase = _MungerState
+
+
+class Munger(_MungerBase):
+    """Rewrites (seq, ts) of a source stream into one continuous outgoing stream."""
+
+    __slots__ = ()
 
     def __init__(self, clock_rate: int, rng: random.Random | None = None) -> None:
         rng = rng or random.Random()

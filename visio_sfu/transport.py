@@ -1097,7 +1097,8 @@ class PeerTransport:
 
     def _arm(self, pair: Any, session: Any, protector: SrtpProtector) -> None:
         """A new nominated pair: the Route sends on it, if it is an IPv4 UDP address of the
-        media port (TURN, ICE-TCP and IPv6 stay with send_rtp)."""
+        media port (TURN, ICE-TCP and IPv6 stay with send_rtp), for as long as the pair's
+        protocol sends through the media port's transport (a test's impairment wraps it)."""
         route, mux = self._route, self._mux
         if route is None or mux is None:
             return
@@ -1114,6 +1115,8 @@ class PeerTransport:
                 self._dtls,
                 self._dtls._transport._connection._nominated,
                 pair,
+                pair.protocol,
+                pair.protocol.transport,
                 addr[0],
                 addr[1],
             )

@@ -93,7 +93,8 @@ async def test_twenty_peers_through_one_udp_port():
             assert mux.batched / mux.batches > 5  # 19 subscribers of each publisher
             # and the subscribers' packets went into it protected in C (PeerTransport's Route)
             assert all(t.rtp_sender == t._route.send for t in transports)
-            assert sum(t._route.sent for t in transports) > 1000
+            routed = sum(t._route.sent for t in transports)
+            assert routed > 100 and routed > mux.batched / 2, (routed, mux.batched)
         finally:
             for c in clients:
                 await c.close()

@@ -49,6 +49,13 @@ class _Dtls:
         self._tx_srtp = session
 
 
+class _Protocol:
+    """What a Route reads of aioice's StunProtocol: the transport it sends through."""
+
+    def __init__(self) -> None:
+        self.transport = object()
+
+
 def _receivers(n: int) -> list:
     import socket
 
@@ -119,11 +126,15 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
 
     route = batch.Route(b, fallback)
     dtls, pair = _Dtls(ours), object()
+    protocol = _Protocol()
+    sends_through = protocol.transport
     nominated = {1: pair}
     packets = [build_rtp(96, 1000 + i, 3000 * i, 1234, bytes(range(200))) for i in range(8)]
 
     assert route.send(bytearray(packets[0])) is False and len(fallen) == 1  # not armed
-    assert route.arm(PROTECT, context, ours, dtls, nominated, pair, "127.0.0.1", 40000)
+    assert route.arm(
+        PROTECT, context, ours, dtls, nominated, pair, protocol, sends_through, "127.0.0.1", 40000
+    )
     assert route.pair is pair and route.session is ours
     assert route.send(packets[0]) is False and len(fallen) == 2  # the batch is closed
     b.begin()
@@ -141,6 +152,10 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
     dtls._tx_srtp = theirs  # another SRTP session
     assert route.send(packets[3]) is False and len(fallen) == 4
     dtls._tx_srtp = ours
+    protocol.transport = object()  # the pair's socket wrapped (an impairment in a test)
+    assert route.send(packets[3]) is False and len(fallen) == 5
+    protocol.transport = sends_through
+    fallen.pop()
     assert route.send(bytes(1501)) is False and len(fallen) == 5  # too large
     assert route.send(memoryview(packets[4])) is False and len(fallen) == 6  # not bytes
     assert route.send(bytes(4)) is False and len(fallen) == 7  # libsrtp refuses: fallback's say
@@ -151,10 +166,12 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
     route.disarm()
     assert route.pair is None and route.session is None
     assert route.send(packets[6]) is False and len(fallen) == 9
-    assert not route.arm(PROTECT, context, ours, dtls, nominated, pair, "::1", 40000)  # IPv6
+    assert not route.arm(
+        PROTECT, context, ours, dtls, nominated, pair, protocol, sends_through, "::1", 40000
+    )  # IPv6
     assert route.send(packets[7]) is False and len(fallen) == 10
     with pytest.raises(TypeError):
-        route.arm(PROTECT, context, ours, dtls, [pair], pair, "127.0.0.1", 1)
+        route.arm(PROTECT, context, ours, dtls, [pair], pair, protocol, None, "127.0.0.1", 1)
     with pytest.raises(TypeError):
         batch.Route(b, "not callable")
     b.end()

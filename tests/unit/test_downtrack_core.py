@@ -1,0 +1,139 @@
+"""The compiled DownTrack write (visio_sfu._batch.DownTrackCore) against the Python one
+(``DownTrack._write``): random meetings of packets, layer changes, pauses, late and lost
+packets, failed sends, transport-wide numbers and extension ids, fed to two subscribers of
+the same track, one through each; the same bytes out and the same state after every packet."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.support.rtp import vp8_payload
+from visio_sfu.bwe import SendSideEstimator, TransportStamper
+from visio_sfu.downtrack import DownTrack
+from visio_sfu.publisher import Codec, Publisher
+from visio_sfu.rtp.extensions import ABS_SEND_TIME, SDES_MID, TRANSPORT_CC
+from visio_sfu.rtp.header import build_rtp
+
+batch = pytest.importorskip("visio_sfu._batch")  # test_rewrite.py fails when it is not built
+
+
+class PythonDownTrack(DownTrack):
+    """A DownTrack whose every packet takes the Python path."""
+
+    def write(self, data, ssrc, seq, ts, key, now, layer=0):  # type: ignore[override]
+        self._write(data, ssrc, seq, ts, key, now, layer)
+
+
+def _state(dt: DownTrack) -> tuple:
+    m, f = dt.munger, dt.forwarder
+    return (
+        dt.packets,
+        dt.bytes,
+        list(dt.drops),
+        dt.freezes,
+        round(dt.freeze_seconds, 9),
+        dt._last_in,
+        dt._last_out,
+        [bytes(b) for b in dt.recent],
+        (m.source, m.seq_offset, m.ts_offset, m.last_seq, m.last_ts, m.last_time),
+        (m.highest_src_seq, m.epoch_first_seq, m.epoch_first_ts, m.started, m.previous),
+        (f.current, f.target, f.switches, f.starts),
+        (dt._pid_offset, dt._tl0_offset, dt._last_pid, dt._last_tl0),
+    )
+
+
+def _track(kind: str, simulcast: bool) -> Publisher:
+    codec = Codec("video/VP8", 90000, 96) if kind == "video" else Codec("audio/opus", 48000, 111)
+    options = {"height": 720, "rids": ["q", "h", "f"]} if simulcast else {}
+    return Publisher(
+        "TR",
+        "PA",
+        kind,
+        "camera" if kind == "video" else "microphone",
+        "0",
+        codec,
+        {SDES_MID: 1, ABS_SEND_TIME: 3},
+        lambda b: True,
+        1,
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, simulcast, twcc, seed",
+    [
+        ("video", True, False, 1),
+        ("video", True, True, 2),
+        ("video", False, True, 3),
+        ("video", False, False, 4),
+        ("audio", False, True, 5),
+        ("audio", False, False, 6),
+    ],
+)
+def test_the_compiled_write_does_what_the_python_one_does(kind, simulcast, twcc, seed):
+    rng = random.Random(seed)
+    track = _track(kind, simulcast)
+    outs: dict[str, list[bytes]] = {"c": [], "p": []}
+    refuse = {"c": 0, "p": 0}
+
+    def sender(name: str):
+        def send(buf: bytearray) -> bool:
+            refuse[name] += 1
+            if refuse[name] % 97 == 0:  # the transport refuses one now and then
+                return False
+            outs[name].append(bytes(buf))
+            return True
+
+        return send
+
+    compiled = DownTrack(track, sender("c"), "PB")
+    python = PythonDownTrack(track, sender("p"), "PC")
+    # same random start for both munges
+    python.munger.last_seq, python.munger.last_ts = (
+        compiled.munger.last_seq,
+        compiled.munger.last_ts,
+    )
+    subscriber_ext = {ABS_SEND_TIME: 2} if not twcc else {SDES_MID: 1, TRANSPORT_CC: 4}
+    for dt in (compiled, python):
+        track.attach(dt)
+        dt.bind(0xBEEF, 100, subscriber_ext)
+        if twcc:
+            dt.stamp = TransportStamper(SendSideEstimator(), ext_id=4).stamp
+    layers = len(track.layers)
+    seqs = [rng.randrange(65536) for _ in range(layers)]
+    pids = [rng.randrange(1 << 15) for _ in range(layers)]
+    ts, now = rng.randrange(1 << 32), 1.0
+    for step in range(4000):
+        r = rng.random()
+        if r < 0.01 and layers > 1:
+            target = rng.randrange(-1, layers)
+            for dt in (compiled, python):
+                dt.set_target(target, now)
+        elif r < 0.015:
+            now += rng.choice([0.3, 0.7, 1.5])  # a freeze, or the publisher paused
+        now += 0.003
+        layer = rng.randrange(layers)
+        late = rng.random() < 0.03
+        seq = (seqs[layer] - rng.randrange(1, 40)) & 0xFFFF if late else seqs[layer]
+        if not late:
+            seqs[layer] = (
+                seqs[layer] + (1 if rng.random() > 0.02 else rng.randrange(2, 9))
+            ) % 65536
+            pids[layer] = (pids[layer] + 1) % (1 << 15)
+            if step % 5 == 0:
+                ts = (ts + 3000) & 0xFFFFFFFF
+        key = rng.random() < 0.03
+        payload = vp8_payload(pids[layer], step & 0xFF, key) if kind == "video" else bytes(80)
+        ext = {1: b"0", 3: b"abc"} if rng.random() < 0.9 else None
+        data = build_rtp(
+            96 if kind == "video" else 111, seq, ts, 111 * (layer + 1), payload, False, ext
+        )
+        track.on_rtp(data, now, track.layers[layer])
+        assert outs["c"] == outs["p"], f"step {step}"
+        assert _state(compiled) == _state(python), f"step {step}"
+    assert len(outs["c"]) > 500
+    # the steady state was the compiled one's, and the rest went to the Python path
+    assert compiled.compiled > len(outs["c"]) // 2 and compiled.compiled < len(outs["c"])
+    assert python.compiled == 0
