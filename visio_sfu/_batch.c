@@ -587,24 +587,47 @@ Route_disarm(RouteObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* 1: the route can put a packet into the batch now, as armed; 0: not (the fallback sends);
+   -1: a Python error */
+static int
+Route_ready(RouteObject *self)
+{
+    BatchObject *batch = self->batch;
+    if (self->pair == NULL || !batch->open || batch->count >= MAX_BATCH) return 0;
+    PyObject *pair = PyDict_GetItemWithError(self->nominated, one);  /* borrowed */
+    if (pair != self->pair) return PyErr_Occurred() ? -1 : 0;
+    PyObject *session = PyObject_GetAttr(self->dtls, tx_srtp_name);
+    if (session == NULL) { PyErr_Clear(); return 0; }
+    Py_DECREF(session);  /* only compared */
+    if (session != self->session) return 0;
+    PyObject *transport = PyObject_GetAttr(self->protocol, transport_name);
+    if (transport == NULL) { PyErr_Clear(); return 0; }
+    Py_DECREF(transport);  /* only compared */
+    return transport == self->transport;
+}
+
+/* Protect the packet in the next slot (where the caller wrote it, n bytes) and take it into
+   the batch for the armed address; 0 if libsrtp refused it (the slot stays free). */
+static int
+Route_take(RouteObject *self, Py_ssize_t n)
+{
+    BatchObject *batch = self->batch;
+    unsigned char *slot = batch->arena + (size_t)batch->count * SLOT;
+    int len = (int)n;
+    if (self->fn(self->ctx, slot, &len) != 0 || len < 0 || len > SLOT) return 0;
+    batch->lens[batch->count] = len;
+    batch->names[batch->count] = self->name;
+    batch->count++;
+    self->sent++;
+    return 1;
+}
+
 static PyObject *
 Route_send(RouteObject *self, PyObject *data)
 {
-    BatchObject *batch = self->batch;
-    if (self->pair == NULL || !batch->open || batch->count >= MAX_BATCH) goto fallback;
-    PyObject *pair = PyDict_GetItemWithError(self->nominated, one);  /* borrowed */
-    if (pair != self->pair) {
-        if (PyErr_Occurred()) return NULL;
-        goto fallback;
-    }
-    PyObject *session = PyObject_GetAttr(self->dtls, tx_srtp_name);
-    if (session == NULL) { PyErr_Clear(); goto fallback; }
-    Py_DECREF(session);  /* only compared */
-    if (session != self->session) goto fallback;
-    PyObject *transport = PyObject_GetAttr(self->protocol, transport_name);
-    if (transport == NULL) { PyErr_Clear(); goto fallback; }
-    Py_DECREF(transport);  /* only compared */
-    if (transport != self->transport) goto fallback;
+    int ready = Route_ready(self);
+    if (ready < 0) return NULL;
+    if (!ready) goto fallback;
     const char *buf;
     Py_ssize_t n;
     if (PyByteArray_CheckExact(data)) {
@@ -613,14 +636,8 @@ Route_send(RouteObject *self, PyObject *data)
         buf = PyBytes_AS_STRING(data); n = PyBytes_GET_SIZE(data);
     } else goto fallback;
     if (n > MAX_PACKET) goto fallback;
-    unsigned char *slot = batch->arena + (size_t)batch->count * SLOT;
-    memcpy(slot, buf, (size_t)n);
-    int len = (int)n;
-    if (self->fn(self->ctx, slot, &len) != 0 || len < 0 || len > SLOT) goto fallback;
-    batch->lens[batch->count] = len;
-    batch->names[batch->count] = self->name;
-    batch->count++;
-    self->sent++;
+    memcpy(self->batch->arena + (size_t)self->batch->count * SLOT, buf, (size_t)n);
+    if (!Route_take(self, n)) goto fallback;
     Py_RETURN_TRUE;
 fallback:
     return PyObject_CallOneArg(self->fallback, data);
@@ -934,8 +951,23 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
         if (!PyBytes_CheckExact(t) || PyBytes_GET_SIZE(t) != 256) goto slow;
         table = (const unsigned char *)PyBytes_AS_STRING(t);
     }
-    PyObject *buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), n);
-    if (buf == NULL) return NULL;
+    /* nothing in Python needs the packet (no VP8 picture ids, no transport-wide number) and
+       the send is a Route's that can take it now: rewritten and protected in its batch slot */
+    RouteObject *route = NULL;
+    PyObject *send = self->send;
+    if (!self->vp8 && (self->stamp == NULL || self->stamp == Py_None) && send != NULL
+            && PyCFunction_Check(send) && PyCFunction_GET_SELF(send) != NULL
+            && Py_IS_TYPE(PyCFunction_GET_SELF(send), &RouteType)) {
+        route = (RouteObject *)PyCFunction_GET_SELF(send);
+        int ready = Route_ready(route);
+        if (ready < 0) return NULL;
+        if (!ready) route = NULL;
+    }
+    PyObject *buf = NULL;
+    if (route == NULL) {
+        buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), n);
+        if (buf == NULL) return NULL;
+    }
     /* from here on, as the Python path: the state changes */
     if (fwd->video) self->last_in = now;
     if (d > 0) {
@@ -945,10 +977,43 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
         m->last_time = now;
         m->started = 1;
     }
+    PyObject *r;
+    if (route != NULL) {
+        int ready = 1;
+        if (fwd->video) {
+            double last = self->last_out;
+            if (now - last > self->freeze_after && last > 0) {
+                r = PyObject_CallMethod(op, "_freeze", "dd", now - last, now);
+                if (r == NULL) return NULL;
+                Py_DECREF(r);
+                ready = Route_ready(route);  /* _freeze ran Python code: checked again */
+                if (ready < 0) return NULL;
+            }
+            self->last_out = now;
+        }
+        unsigned char *slot = route->batch->arena + (size_t)route->batch->count * SLOT;
+        if (ready) {
+            memcpy(slot, PyBytes_AS_STRING(data), (size_t)n);
+            rewrite_in_place(slot, n, (unsigned long)self->payload_type, (unsigned long)out_seq,
+                             (unsigned long)out_ts, (unsigned long)self->ssrc, table);
+            if (Route_take(route, n)) {
+                self->packets++;
+                self->bytes += n;
+                self->compiled++;
+                Py_RETURN_NONE;
+            }
+        }
+        /* not taken: the packet goes to the send as on the other path */
+        buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), n);
+        if (buf == NULL) return NULL;
+        rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
+                         (unsigned long)self->payload_type, (unsigned long)out_seq,
+                         (unsigned long)out_ts, (unsigned long)self->ssrc, table);
+        goto send;
+    }
     long hole = rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
                                  (unsigned long)self->payload_type, (unsigned long)out_seq,
                                  (unsigned long)out_ts, (unsigned long)self->ssrc, table);
-    PyObject *r;
     if (self->vp8) {
         r = PyObject_CallMethodOneArg(op, str_munge_vp8, buf);
         if (r == NULL) goto error;
@@ -977,6 +1042,7 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
         }
         self->last_out = now;
     }
+send:
     if (self->send == NULL) {
         PyErr_SetString(PyExc_AttributeError, "no _send");
         goto error;

@@ -137,3 +137,103 @@ def test_the_compiled_write_does_what_the_python_one_does(kind, simulcast, twcc,
     # the steady state was the compiled one's, and the rest went to the Python path
     assert compiled.compiled > len(outs["c"]) // 2 and compiled.compiled < len(outs["c"])
     assert python.compiled == 0
+
+
+@pytest.mark.parametrize("simulcast, seed", [(False, 7), (True, 8)])
+def test_the_compiled_write_into_a_route_sends_what_the_python_one_sends(simulcast, seed):
+    """With a Route as its send (the media port's batching), the compiled write rewrites and
+    protects each packet in the batch's slot itself: the same SRTP bytes as the Python write
+    protecting with a twin session, whether the batch is open (the slot) or not (the
+    fallback), in the same order."""
+    import os
+
+    from pylibsrtp import Policy, Session
+    from pylibsrtp._binding import ffi, lib
+
+    protect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+    key = os.urandom(28)
+    ours, theirs, fallback_session = (
+        Session(
+            policy=Policy(
+                key=key,
+                ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+            )
+        )
+        for _ in range(3)
+    )
+    rng = random.Random(seed)
+    track = _track("video", simulcast)
+    compiled_out: list[bytes] = []
+    python_out: list[bytes] = []
+    b = batch.Batch()
+    b.begin()
+
+    def fallback(buf: bytearray) -> bool:  # what send_rtp does, the sockets aside
+        # the fallback's own session stays in step with ours: libsrtp's AES-GCM output
+        # depends on the key, SSRC and index only
+        compiled_out.append(fallback_session.protect(bytes(buf)))
+        return True
+
+    class Dtls:
+        _tx_srtp = ours
+
+    class Protocol:
+        transport = object()
+
+    route = batch.Route(b, fallback)
+    pair = object()
+    context = int(ffi.cast("uintptr_t", ours._srtp[0]))
+    assert route.arm(
+        protect,
+        context,
+        ours,
+        Dtls(),
+        {1: pair},
+        pair,
+        Protocol(),
+        Protocol.transport,
+        "127.0.0.1",
+        9,
+    )
+    compiled = DownTrack(track, route.send, "PB")
+    python = PythonDownTrack(
+        track, lambda buf: python_out.append(theirs.protect(bytes(buf))) or True, "PC"
+    )
+    python.munger.last_seq, python.munger.last_ts = (
+        compiled.munger.last_seq,
+        compiled.munger.last_ts,
+    )
+    for dt in (compiled, python):
+        track.attach(dt)
+        dt.bind(0xBEEF, 100, {ABS_SEND_TIME: 2})
+        dt._vp8 = False  # the VP8 picture ids stay in Python: here, the direct path
+    layers = len(track.layers)
+    seqs = [rng.randrange(65536) for _ in range(layers)]
+    ts, now = rng.randrange(1 << 32), 1.0
+    for step in range(3000):
+        if rng.random() < 0.01 and layers > 1:
+            target = rng.randrange(-1, layers)
+            for dt in (compiled, python):
+                dt.set_target(target, now)
+        if rng.random() < 0.05:  # the batch closed: the fallback sends
+            b.end()
+        elif not b.open:
+            b.begin()
+        now += 0.003 + (0.7 if rng.random() < 0.005 else 0.0)
+        layer = rng.randrange(layers)
+        late = rng.random() < 0.03
+        seq = (seqs[layer] - rng.randrange(1, 40)) & 0xFFFF if late else seqs[layer]
+        if not late:
+            seqs[layer] = (seqs[layer] + 1) % 65536
+            if step % 5 == 0:
+                ts = (ts + 3000) & 0xFFFFFFFF
+        payload = vp8_payload(step & 0x7FFF, step & 0xFF, rng.random() < 0.03)
+        data = build_rtp(96, seq, ts, 111 * (layer + 1), payload, False, {1: b"0", 3: b"abc"})
+        track.on_rtp(data, now, track.layers[layer])
+        compiled_out.extend(d for d, _addr in b.take(0))
+        assert compiled_out == python_out, f"step {step}"
+        assert _state(compiled) == _state(python), f"step {step}"
+    assert len(compiled_out) > 500
+    assert route.sent > len(compiled_out) // 2  # most went the direct way
+    assert compiled.compiled > len(compiled_out) // 2
