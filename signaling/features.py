@@ -21,6 +21,13 @@ def identity_setup(app: web.Application) -> None:
         from . import identity
 
         identity.setup(app)
+    else:  # the web client asks; "not here" is an answer, not an error in its console
+        app.router.add_get("/auth/me", _no_sign_in)
+
+
+async def _no_sign_in(request: web.Request) -> web.Response:
+    """GET /auth/me without [oidc]: sign-in does not exist on this server."""
+    return web.json_response({"enabled": False, "user": None})
 
 
 SETUPS: list[Callable[[web.Application], None]] = [

@@ -1,5 +1,5 @@
 // Sign-in, "My meetings", the waiting room (docs/identity.md, docs/protocol.md "Waiting room").
-// Active only when the server has sign-in ([oidc]): GET /auth/me answers; otherwise nothing
+// Active only when the server has sign-in ([oidc]): GET /auth/me says enabled; otherwise nothing
 // here shows and the page works with tokens as before.
 //
 // setupIdentity()                  the account bar and the "My meetings" panel in the lobby
@@ -89,6 +89,7 @@ async function start() {
   } catch {
     return account;
   }
+  if (!me || !me.enabled) return account; // no sign-in on this server
   account.enabled = true;
   account.user = me.user;
   account.devTokens = Boolean(me.dev_tokens);

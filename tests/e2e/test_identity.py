@@ -497,8 +497,8 @@ async def test_id_token_checks(tmp_path):
 
 async def test_without_oidc_nothing_changes():
     async with LocalServer() as server, aiohttp.ClientSession() as http:
-        async with http.get(f"{server.url}/auth/me") as r:
-            assert r.status == 404
+        async with http.get(f"{server.url}/auth/me") as r:  # the web client asks: no error
+            assert r.status == 200 and await r.json() == {"enabled": False, "user": None}
         async with http.get(f"{server.url}/api/meetings") as r:
             assert r.status in (401, 404)
         assert IDENTITY not in server.app
