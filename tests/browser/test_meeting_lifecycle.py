@@ -167,7 +167,7 @@ class Meeting:
 
     def assert_clean(self) -> None:
         bad = self.bad_console()
-        assert not bad, "pages logged failed negotiations:\n" + "\n".join(
+        assert not bad, "pages logged failed negotiations or missing resources:\n" + "\n".join(
             f"  [{n}] {kind}: {text}" for n, kind, text in bad
         )
 
