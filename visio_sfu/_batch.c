@@ -851,7 +851,85 @@ typedef struct {
     long long packets, bytes;
     double last_in, last_out, freeze_after, resume_gap;
     unsigned long long compiled;  /* packets forwarded by the compiled path */
+    /* VP8 picture id and TL0PICIDX kept continuous (DownTrack._munge_vp8) */
+    char vp8_switch;
+    long long pid_offset, tl0_offset, last_pid, last_tl0;
 } DownTrackCoreObject;
+
+/* RTP payload offset, or -1 if not valid RTP (rtp.header.payload_offset) */
+static Py_ssize_t
+rtp_payload_offset(const unsigned char *b, Py_ssize_t n)
+{
+    if (n < 12 || (b[0] >> 6) != 2) return -1;
+    Py_ssize_t off = 12 + 4 * (b[0] & 0x0F);
+    if (b[0] & 0x10) {
+        if (off + 4 > n) return -1;
+        off += 4 + 4 * (((Py_ssize_t)b[off + 2] << 8) | b[off + 3]);
+    }
+    if (off > n) return -1;
+    if (b[0] & 0x20) {
+        if (off >= n) return -1;
+        unsigned char pad = b[n - 1];
+        if (pad == 0 || off + pad > n) return -1;
+    }
+    return off;
+}
+
+/* DownTrack._munge_vp8 between switches (the switch itself stays in Python): the picture id
+   (its width kept) and TL0PICIDX moved by the offsets of this epoch. */
+static void
+munge_vp8_steady(DownTrackCoreObject *self, unsigned char *b, Py_ssize_t n)
+{
+    Py_ssize_t off = rtp_payload_offset(b, n);
+    if (off < 0 || off >= n) return;
+    const unsigned char *p = b + off;
+    Py_ssize_t len = n - off, i = 1;
+    long long pid = -1, tl0 = -1;
+    int bits = 0;
+    Py_ssize_t pid_at = -1, tl0_at = -1;
+    if (!(p[0] & 0x80)) return;  /* no X: no picture id */
+    if (len < 2) return;
+    unsigned char x = p[1];
+    i = 2;
+    if (x & 0x80) {
+        if (i >= len) return;
+        pid_at = i;
+        if (p[i] & 0x80) {
+            if (i + 1 >= len) return;
+            pid = ((long long)(p[i] & 0x7F) << 8) | p[i + 1];
+            bits = 15;
+            i += 2;
+        } else {
+            pid = p[i] & 0x7F;
+            bits = 7;
+            i += 1;
+        }
+    }
+    if (x & 0x40) {
+        if (i >= len) return;
+        tl0_at = i;
+        tl0 = p[i];
+        i += 1;
+    }
+    if (x & 0x30) {
+        if (i >= len) return;
+        i += 1;
+    }
+    if (i > len || bits == 0) return;
+    long long mask = bits == 15 ? 0x7FFF : 0x7F;
+    long long out_pid = (pid + self->pid_offset) & mask;
+    long long out_tl0 = tl0 >= 0 ? ((tl0 + self->tl0_offset) & 0xFF) : -1;
+    self->last_pid = out_pid;
+    if (out_tl0 >= 0) self->last_tl0 = out_tl0;
+    unsigned char *w = b + off;
+    if (bits == 15) {
+        w[pid_at] = (unsigned char)(0x80 | ((out_pid >> 8) & 0x7F));
+        w[pid_at + 1] = (unsigned char)(out_pid & 0xFF);
+    } else {
+        w[pid_at] = (unsigned char)(out_pid & 0x7F);
+    }
+    if (tl0_at >= 0 && out_tl0 >= 0) w[tl0_at] = (unsigned char)out_tl0;
+}
 
 static PyObject *str_write, *str_munge_vp8, *str_append, *str_send_failed;
 
@@ -955,7 +1033,8 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
        the send is a Route's that can take it now: rewritten and protected in its batch slot */
     RouteObject *route = NULL;
     PyObject *send = self->send;
-    if (!self->vp8 && (self->stamp == NULL || self->stamp == Py_None) && send != NULL
+    if (!(self->vp8 && self->vp8_switch) && (self->stamp == NULL || self->stamp == Py_None)
+            && send != NULL
             && PyCFunction_Check(send) && PyCFunction_GET_SELF(send) != NULL
             && Py_IS_TYPE(PyCFunction_GET_SELF(send), &RouteType)) {
         route = (RouteObject *)PyCFunction_GET_SELF(send);
@@ -996,6 +1075,7 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
             memcpy(slot, PyBytes_AS_STRING(data), (size_t)n);
             rewrite_in_place(slot, n, (unsigned long)self->payload_type, (unsigned long)out_seq,
                              (unsigned long)out_ts, (unsigned long)self->ssrc, table);
+            if (self->vp8) munge_vp8_steady(self, slot, n);
             if (Route_take(route, n)) {
                 self->packets++;
                 self->bytes += n;
@@ -1009,15 +1089,18 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
         rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
                          (unsigned long)self->payload_type, (unsigned long)out_seq,
                          (unsigned long)out_ts, (unsigned long)self->ssrc, table);
+        if (self->vp8) munge_vp8_steady(self, (unsigned char *)PyByteArray_AS_STRING(buf), n);
         goto send;
     }
     long hole = rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
                                  (unsigned long)self->payload_type, (unsigned long)out_seq,
                                  (unsigned long)out_ts, (unsigned long)self->ssrc, table);
-    if (self->vp8) {
+    if (self->vp8 && self->vp8_switch) {  /* a switch: new offsets, in Python */
         r = PyObject_CallMethodOneArg(op, str_munge_vp8, buf);
         if (r == NULL) goto error;
         Py_DECREF(r);
+    } else if (self->vp8) {
+        munge_vp8_steady(self, (unsigned char *)PyByteArray_AS_STRING(buf), n);
     }
     if (self->stamp != NULL && self->stamp != Py_None) {
         PyObject *h = PyLong_FromLong(hole);
@@ -1093,6 +1176,11 @@ static PyMemberDef DownTrackCore_members[] = {
     {"_last_out", T_DOUBLE, offsetof(DownTrackCoreObject, last_out), 0, NULL},
     {"freeze_after", T_DOUBLE, offsetof(DownTrackCoreObject, freeze_after), 0, NULL},
     {"resume_gap", T_DOUBLE, offsetof(DownTrackCoreObject, resume_gap), 0, NULL},
+    {"_vp8_switch", T_BOOL, offsetof(DownTrackCoreObject, vp8_switch), 0, NULL},
+    {"_pid_offset", T_LONGLONG, offsetof(DownTrackCoreObject, pid_offset), 0, NULL},
+    {"_tl0_offset", T_LONGLONG, offsetof(DownTrackCoreObject, tl0_offset), 0, NULL},
+    {"_last_pid", T_LONGLONG, offsetof(DownTrackCoreObject, last_pid), 0, NULL},
+    {"_last_tl0", T_LONGLONG, offsetof(DownTrackCoreObject, last_tl0), 0, NULL},
     {NULL, 0, 0, 0, NULL}
 };
 

@@ -139,8 +139,10 @@ def test_the_compiled_write_does_what_the_python_one_does(kind, simulcast, twcc,
     assert python.compiled == 0
 
 
-@pytest.mark.parametrize("simulcast, seed", [(False, 7), (True, 8)])
-def test_the_compiled_write_into_a_route_sends_what_the_python_one_sends(simulcast, seed):
+@pytest.mark.parametrize(
+    "simulcast, vp8, seed", [(False, False, 7), (True, False, 8), (True, True, 9)]
+)
+def test_the_compiled_write_into_a_route_sends_what_the_python_one_sends(simulcast, vp8, seed):
     """With a Route as its send (the media port's batching), the compiled write rewrites and
     protects each packet in the batch's slot itself: the same SRTP bytes as the Python write
     protecting with a twin session, whether the batch is open (the slot) or not (the
@@ -207,7 +209,7 @@ def test_the_compiled_write_into_a_route_sends_what_the_python_one_sends(simulca
     for dt in (compiled, python):
         track.attach(dt)
         dt.bind(0xBEEF, 100, {ABS_SEND_TIME: 2})
-        dt._vp8 = False  # the VP8 picture ids stay in Python: here, the direct path
+        dt._vp8 = vp8  # VP8 picture ids kept continuous (simulcast) or not
     layers = len(track.layers)
     seqs = [rng.randrange(65536) for _ in range(layers)]
     ts, now = rng.randrange(1 << 32), 1.0
