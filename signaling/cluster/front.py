@@ -462,6 +462,13 @@ class Front:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.start_drain)
 
+    async def shutdown(self, app: web.Application) -> None:
+        """The server is stopping: the workers first (each closes its rooms, server_shutdown),
+        so that the sockets relayed to them end now; the HTTP server's graceful wait for open
+        handlers then has none left (it took 10 s with one participant in a room)."""
+        if self.pool is not None:
+            await self.pool.stop()
+
     async def cleanup(self, app: web.Application) -> None:
         """Stop the workers, leave the cluster."""
         if self.pool is not None:
@@ -567,5 +574,6 @@ def install_front(app: web.Application, settings: Settings) -> Front:
     app.middlewares.append(route)
     app.router.add_routes(api_routes())
     app.on_startup.append(front.startup)
+    app.on_shutdown.append(front.shutdown)
     app.on_cleanup.append(front.cleanup)
     return front

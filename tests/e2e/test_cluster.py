@@ -463,3 +463,28 @@ async def test_two_workers():
             await client.leave()
         server.stop()
         await runner.cleanup()
+
+
+async def test_stopping_a_server_with_workers_ends_meetings_at_once():
+    """SIGINT to the front of two workers with a meeting on: its participants are told
+    (server_shutdown, not left suspended) and the server is gone within seconds; the front
+    used to wait for the sockets it relays to end (10 s with one participant)."""
+    server = ServerProcess(extra=["--workers", "2"], start_timeout=90)
+    client = None
+    try:
+        client = Client(server.url, server.token("closing", "ann"))
+        await client.connect()
+        await client.publish(ToneAudioTrack(1))
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGINT)
+        while server.proc.poll() is None and time.monotonic() - started < 30:
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - started
+        log = server.output(None)
+        assert server.proc.returncode == 0, log[-2000:]
+        assert took < 5, f"the server took {took:.1f} s to stop"
+        assert "left (server_shutdown)" in log and "suspended" not in log, log[-2000:]
+    finally:
+        if client is not None:
+            await client.close()
+        server.stop()
