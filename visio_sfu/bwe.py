@@ -11,9 +11,13 @@ the RTCP path, the two halves of Google's congestion control design
   slope above an adaptive threshold is overuse (a queue is building: the estimate falls to
   0.85 of the rate that got through), below it underuse (hold), else the estimate increases:
   8 % a second far from the last congestion point, additively near it. Overuse also needs
-  the median one-way delay of what arrived in the last 0.5 s to stand 20 ms above the lowest
-  such median of the last 5 s and 10 ms above its value 0.5 s before (a queue growing):
-  jitter tilts the trend line as much as a queue does, but leaves the median where it was;
+  the median one-way delay of what arrived in the last 0.5 s to stand 20 ms above the
+  typical such median of the last 5 s (their median) and 10 ms above its value 0.5 s before
+  (a queue growing): jitter tilts the trend line as much as a queue does, but leaves the
+  median where it usually is. A back-off that drained nothing is undone: if 1 s after the
+  last decrease the median delay has not come down and under 2 % was lost, what rose was the
+  path's own delay (a route change, as the step of a 100 ms delay added at once), not a
+  queue of ours, and the estimate goes back to what it was;
 - loss-based, over 100 packets at least: more than 10 % lost lowers the estimate by half the
   loss, under 2 % lets it rise.
 
@@ -43,9 +47,11 @@ ACKED_WINDOW = 0.5  # seconds of arrivals over which the acknowledged rate is me
 LOSS_HIGH, LOSS_LOW = 0.10, 0.02
 LOSS_MIN_PACKETS = 100  # a smaller window reads 5 % random loss as over 10 % too often
 QUEUE_RECENT = 0.5  # seconds (receiver clock) of arrivals whose median delay is "now"
-QUEUE_BASE = 5.0  # seconds over which the lowest of those medians is the path's own delay
+QUEUE_BASE = 5.0  # seconds over which the median of those medians is the path's own delay
 QUEUE_MARGIN = 20.0  # ms: a median this far above it is a queue; less may be jitter
 QUEUE_GROWTH = 10.0  # ms: and this far above the median QUEUE_RECENT s before: growing
+UNDO_AFTER = 1.0  # seconds after an overuse's last decrease at which it is judged ...
+UNDO_EVERY = 5.0  # ... and undone at most once in this long
 
 
 class SendSideEstimator:
@@ -79,8 +85,14 @@ class SendSideEstimator:
         self._delay_value = np.zeros(0)
         self._medians: list[tuple[float, float]] = []  # (arrival time, median delay in ms)
         self._latest = float("-inf")  # the latest arrival reported
-        self.queue_ms = 0.0  # median delay of the last QUEUE_RECENT s above the path's own
+        self.queue_ms = 0.0  # median delay of the last QUEUE_RECENT s above the usual one
         self.queue_growth = 0.0  # ... and above the median QUEUE_RECENT s earlier
+        self._median = 0.0  # ms: the median delay of the last QUEUE_RECENT s
+        # an overuse's decreases: (the estimate before them, the median delay at the last,
+        # when), and what was lost and counted since the first
+        self._backoff: tuple[float, float, float] | None = None
+        self._backoff_lost = self._backoff_counted = 0
+        self._undone_at = float("-inf")
         self._last_update: float | None = None
         self._last_decrease = float("-inf")
         self._capacity: float | None = None  # acked rate at the last overuses (moving mean)
@@ -104,6 +116,7 @@ class SendSideEstimator:
         # figures
         self.feedbacks = 0
         self.overuses = 0
+        self.undone = 0  # back-offs undone: the delay had risen, but not from a queue of ours
 
     @property
     def estimate(self) -> float:
@@ -143,6 +156,8 @@ class SendSideEstimator:
             self._check_probe(now)
 
     def _loss(self, lost: int, total: int) -> None:
+        self._backoff_lost += lost
+        self._backoff_counted += total
         self._lost += lost
         self._counted += total
         if self._counted < LOSS_MIN_PACKETS:
@@ -200,23 +215,32 @@ class SendSideEstimator:
     def _queue(self, sent: np.ndarray, arrival: np.ndarray) -> None:
         """How far the median one-way delay of the packets that arrived in the last QUEUE_RECENT
         s (lost ones say nothing, and a queue's packets arrive late: by arrival) stands above
-        the lowest such median of the last QUEUE_BASE s (``queue_ms``).
+        the median of such medians over the last QUEUE_BASE s (``queue_ms``).
 
         A queue building at a bottleneck lifts the delay of most packets; jitter, even 30 ms
         of it kept in order, moves single packets and leaves the median where it was. The
         trend line alone cannot tell them apart (it sees a slope either way), so overuse needs
-        this evidence too. The median is robust to the bursts a video frame makes."""
+        this evidence too. The median is robust to the bursts a video frame makes.
+
+        The reference is the usual median, not the lowest: with 30 ms of jitter the median of
+        0.5 s (7 frames at 15 fps, a few packets each on a low layer) still scatters by 10-20
+        ms, so the lowest of the 50 taken in 5 s stands 10-25 ms below an ordinary one, and an
+        ordinary median read as a 20 ms queue (aiortc viewer through 100 ms + 30 ms jitter:
+        spurious overuses 2.5-13 s after the step, more of them once a layer down, whose
+        median scatters more, and runs left on the middle layer). A queue that builds stands above
+        the usual median as much as above the lowest for the first half of QUEUE_BASE; one
+        that stood longer is no longer growing, which overuse needs anyway."""
         newest = self._latest = max(float(arrival.max()), self._latest)
         keep = self._delay_at > newest - QUEUE_RECENT
         self._delay_at = np.concatenate((self._delay_at[keep], arrival))
         self._delay_value = np.concatenate((self._delay_value[keep], arrival - sent))
         recent = self._delay_at > newest - QUEUE_RECENT
-        median = float(np.median(self._delay_value[recent])) * 1000.0
+        median = self._median = float(np.median(self._delay_value[recent])) * 1000.0
         medians = self._medians
         medians.append((newest, median))
         while medians and medians[0][0] < newest - QUEUE_BASE:
             del medians[0]
-        self.queue_ms = median - min(m for _, m in medians)
+        self.queue_ms = median - float(np.median([m for _, m in medians]))
         before = next((m for t, m in reversed(medians) if t <= newest - QUEUE_RECENT), median)
         self.queue_growth = median - before
 
@@ -286,6 +310,12 @@ class SendSideEstimator:
             if now - self._last_decrease > 0.2 and acked > 0:
                 self.overuses += 1
                 self._last_decrease = now
+                if self._backoff is None:
+                    self._backoff_lost = self._backoff_counted = 0
+                    before = self.delay_rate
+                else:
+                    before = self._backoff[0]
+                self._backoff = (before, self._median, now)
                 self.delay_rate = min(self.delay_rate, BETA * acked)
                 if self._capacity is None:
                     self._capacity = acked
@@ -315,7 +345,40 @@ class SendSideEstimator:
                 ceiling = max(ceiling, self._probed[0])
             # what arrives with no queue building is bandwidth the path has shown
             self.delay_rate = max(before, min(grown, ceiling), acked)
+        if (
+            self.state != "overuse"
+            and self._backoff is not None
+            and now - self._backoff[2] >= UNDO_AFTER
+        ):
+            self._judge_backoff(now)
         self.delay_rate = min(max(self.delay_rate, self.minimum), self.maximum)
+
+    def _judge_backoff(self, now: float) -> None:
+        """UNDO_AFTER s after an overuse's last decrease, with no overuse since: did sending
+        less drain a queue? A queue of ours drains once we send below the bottleneck's rate
+        (at 0.85 of it, 150 ms of queue a second): the median delay comes down by what it
+        stood above the usual one, QUEUE_MARGIN at least. If it did not come down by
+        QUEUE_MARGIN and under 2 % was lost (a full drop-tail queue loses more), the delay
+        rose for another reason: the path's own delay changed (a route change, or the 100 ms
+        step of the delay-and-jitter test, read as a queue while it rose), and the estimate
+        goes back to what it was before the overuse. Without this it stayed below the top
+        layer for seconds: the layer down, what arrives fell, and the estimate may only grow
+        to 1.5 times that, so only a probe could bring it back, and through 30 ms of jitter
+        a probe's arrivals spread out and 13 of 36 failed (recorded runs), each failure
+        putting the next probe off by 5 s. At most once in UNDO_EVERY s: should a queue of
+        ours stand without draining or loss, the estimate goes back up only that often."""
+        assert self._backoff is not None
+        before, median, _ = self._backoff
+        self._backoff = None
+        if (
+            self._median > median - QUEUE_MARGIN
+            and self._backoff_lost <= LOSS_LOW * self._backoff_counted
+            and now - self._undone_at >= UNDO_EVERY
+        ):
+            self._undone_at = now
+            self.undone += 1
+            self.delay_rate = min(max(self.delay_rate, before), self.maximum)
+            self._capacity = None  # that congestion point was not one
 
     # -- probing -----------------------------------------------------------------------
     def probe_start(self, first: int, target: float, now: float) -> None:

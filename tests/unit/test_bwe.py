@@ -159,6 +159,7 @@ def test_step_down_to_300_kbits():
     sim.run(8)
     low, high = sim.estimate_over(14, 19)
     assert 100_000 <= low and high <= 450_000, (low, high)  # near the link (dips to 0.85 of it)
+    assert sim.bwe.undone == 0  # each back-off drained the queue: none was undone
 
 
 def test_step_up_after_a_cap():
@@ -304,3 +305,47 @@ def test_recorded_chromium_steady_before_any_impairment():
     assert max(estimates) <= 2 * rate, (max(estimates), rate)
     assert steady[-1][2] == 0  # no overuse
     assert all(b >= a for a, b in zip(estimates, estimates[1:], strict=False))  # no dip
+
+
+# -- recorded from aiortc ------------------------------------------------------------------
+# What the estimator of tests/e2e/test_impairment.py's aiortc viewer was given (same format,
+# recorded through a plugin wrapping on_feedback and the probes), in runs of the committed
+# estimator before the median of the medians and the undo: through 100 ms + 30 ms jitter each
+# way, a run that ended on the low and middle layers (a) and one that ended on the middle layer
+# with 4 frames of the top one (b), and through the 300 kbit/s cap (250 ms drop-tail) then
+# lifted. Marks: "jitter" (or "cap") when the impairment was set, "measure" to "measured" the
+# window the test measures (for the cap: "lifted" when it ended).
+
+
+@pytest.mark.parametrize("name", ["twcc_aiortc_jitter_a.json.gz", "twcc_aiortc_jitter_b.json.gz"])
+def test_recorded_aiortc_jitter_backs_off_only_at_the_step(name):
+    """The 100 ms step at the start reads as a queue while it rises (overuse within 2 s); it
+    is not one (backing off does not bring the delay down): the back-off is undone. Nothing
+    after it is overuse, and through the measured window the estimate stays above the top
+    layer's 1.2 Mbit/s and its 15 % margin. Before: overuses 2.5-12.9 s after the step (the
+    lowest median of 5 s as the reference: jitter read as a 20 ms queue) and the estimate down
+    to 161 kbit/s (a) and 726 kbit/s (b) in the window; with the median reference but no undo,
+    (b) stayed at 1.39 Mbit/s, under the top layer, until a probe got through."""
+    bwe, trace, marks = replay(name)
+    start = marks["jitter"]
+    pairs = zip(trace[1:], trace, strict=False)
+    overuse_at = [t for (t, _, o, _), (_, _, p, _) in pairs if o > p]
+    assert overuse_at and all(t - start < 2.0 for t in overuse_at), [
+        round(t - start, 2) for t in overuse_at
+    ]
+    assert bwe.undone == 1
+    window = [e for t, e, *_ in trace if marks["measure"] <= t <= marks["measured"]]
+    assert min(window) >= 1_500_000, min(window)
+
+
+def test_recorded_aiortc_cap_then_lifted():
+    """Through a real bottleneck every back-off drains the queue (and the drop-tail loses
+    packets): none is undone; below the middle layer's 400 kbit/s 2 s after the cap, and the
+    1.5 Mbit/s layer fits again within 10 s of the lift."""
+    bwe, trace, marks = replay("twcc_aiortc_cap.json.gz")
+    cap, lifted = marks["cap"], marks["lifted"]
+    assert next(o for t, _, o, _ in trace if t >= cap + 2) >= 2
+    assert bwe.undone == 0
+    assert next(e for t, e, *_ in trace if t >= cap + 2) <= 400_000
+    up = next(t for t, e, *_ in trace if t >= lifted and e >= 1_500_000)
+    assert up - lifted <= 10, up - lifted
