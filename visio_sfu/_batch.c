@@ -842,6 +842,173 @@ static PyTypeObject ForwarderCoreType = {
     .tp_members = ForwarderCore_members,
 };
 
+/* The transport-wide sequence number (transport-cc) written into each packet a subscriber
+   connection sends, and its send time and size recorded for the estimator
+   (visio_sfu/bwe.py TransportStamper, which derives from this). */
+typedef struct {
+    PyObject_HEAD
+    long long ext_id;  /* 0: not negotiated, nothing written */
+    long long seq;
+    PyObject *sent;  /* array('d') of 65536: send time per number */
+    PyObject *size;  /* array('H') of 65536: size per number */
+} StamperCoreObject;
+
+static PyTypeObject StamperCoreType;
+static PyObject *str_stamp;
+
+static int
+StamperCore_traverse(StamperCoreObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->sent);
+    Py_VISIT(self->size);
+    return 0;
+}
+
+static int
+StamperCore_clear(StamperCoreObject *self)
+{
+    Py_CLEAR(self->sent);
+    Py_CLEAR(self->size);
+    return 0;
+}
+
+static void
+StamperCore_dealloc(StamperCoreObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    StamperCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Whether the compiled stamp does it all: nothing to write, or a one-byte id written into
+   the hole a dropped element left */
+static int
+Stamper_fast(StamperCoreObject *self, long hole, Py_ssize_t n)
+{
+    if (self->ext_id == 0) return 1;
+    return self->ext_id > 0 && self->ext_id < 15 && hole >= 12 && hole + 2 < n;
+}
+
+static void
+Stamper_put(StamperCoreObject *self, unsigned char *b, long hole, long long number)
+{
+    b[hole] = (unsigned char)((self->ext_id << 4) | 1);
+    b[hole + 1] = (unsigned char)(number >> 8);
+    b[hole + 2] = (unsigned char)(number & 0xFF);
+}
+
+/* Write the next number into the hole and record it (Stamper_fast said so): the number
+   written, -1 if none (not negotiated), -2 on a Python error */
+static long long
+Stamper_write(StamperCoreObject *self, unsigned char *b, Py_ssize_t n, double now, long hole)
+{
+    if (self->ext_id == 0) return -1;
+    long long number = self->seq & 0xFFFF;
+    Py_buffer sent, size;
+    if (self->sent == NULL || self->size == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "the stamper has no record");
+        return -2;
+    }
+    if (PyObject_GetBuffer(self->sent, &sent, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return -2;
+    if (PyObject_GetBuffer(self->size, &size, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&sent);
+        return -2;
+    }
+    int ok = sent.itemsize == 8 && sent.format != NULL && strcmp(sent.format, "d") == 0
+        && size.itemsize == 2 && size.format != NULL && strcmp(size.format, "H") == 0
+        && sent.len >= 8 * 65536 && size.len >= 2 * 65536 && n <= 0xFFFF;
+    if (ok) {
+        Stamper_put(self, b, hole, number);
+        ((double *)sent.buf)[number] = now;
+        ((unsigned short *)size.buf)[number] = (unsigned short)n;
+        self->seq = (number + 1) & 0xFFFF;
+    }
+    PyBuffer_Release(&sent);
+    PyBuffer_Release(&size);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "the stamper's record must be array('d') and array('H')");
+        return -2;
+    }
+    return number;
+}
+
+static PyObject *
+StamperCore_stamp(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    StamperCoreObject *self = (StamperCoreObject *)op;
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "stamp(buf, now, hole=-1)");
+        return NULL;
+    }
+    long hole = -1;
+    if (nargs == 3) {
+        hole = PyLong_AsLong(args[2]);
+        if (hole == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (self->ext_id == 0) Py_RETURN_NONE;
+    PyObject *buf = args[0];
+    if (PyByteArray_CheckExact(buf) && PyFloat_CheckExact(args[1])
+            && Stamper_fast(self, hole, PyByteArray_GET_SIZE(buf))) {
+        if (Stamper_write(self, (unsigned char *)PyByteArray_AS_STRING(buf),
+                          PyByteArray_GET_SIZE(buf), PyFloat_AS_DOUBLE(args[1]), hole) == -2)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    /* the element to be placed in the block some other way: in Python */
+    PyObject *stack[4] = {op, args[0], args[1], nargs == 3 ? args[2] : NULL};
+    if (nargs == 2) {
+        PyObject *h = PyLong_FromLong(-1);
+        if (h == NULL) return NULL;
+        stack[3] = h;
+        PyObject *r = PyObject_VectorcallMethod(str_stamp, stack, 4, NULL);
+        Py_DECREF(h);
+        return r;
+    }
+    return PyObject_VectorcallMethod(str_stamp, stack, 4, NULL);
+}
+
+/* The StamperCore behind a DownTrack's stamp, when it is its compiled stamp method */
+static StamperCoreObject *
+Stamper_of(PyObject *stamp)
+{
+    if (!PyCFunction_Check(stamp)) return NULL;
+    PyObject *owner = PyCFunction_GET_SELF(stamp);
+    if (owner == NULL || !PyObject_TypeCheck(owner, &StamperCoreType)) return NULL;
+    if (PyCFunction_GET_FUNCTION(stamp) != (PyCFunction)(void (*)(void))StamperCore_stamp)
+        return NULL;
+    return (StamperCoreObject *)owner;
+}
+
+static PyMemberDef StamperCore_members[] = {
+    {"ext_id", T_LONGLONG, offsetof(StamperCoreObject, ext_id), 0, NULL},
+    {"seq", T_LONGLONG, offsetof(StamperCoreObject, seq), 0, NULL},
+    {"_sent", T_OBJECT, offsetof(StamperCoreObject, sent), 0, NULL},
+    {"_size", T_OBJECT, offsetof(StamperCoreObject, size), 0, NULL},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyMethodDef StamperCore_methods[] = {
+    {"stamp", (PyCFunction)(void (*)(void))StamperCore_stamp, METH_FASTCALL,
+     "stamp(buf, now, hole=-1): write the next transport-wide number into a packet about to "
+     "leave and record when and how large (into the hole a dropped element left, compiled; "
+     "anywhere else through self._stamp)."},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyTypeObject StamperCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "visio_sfu._batch.StamperCore",
+    .tp_doc = "The state of visio_sfu.bwe.TransportStamper and its compiled stamp.",
+    .tp_basicsize = sizeof(StamperCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)StamperCore_dealloc,
+    .tp_traverse = (traverseproc)StamperCore_traverse,
+    .tp_clear = (inquiry)StamperCore_clear,
+    .tp_members = StamperCore_members,
+    .tp_methods = StamperCore_methods,
+};
+
 typedef struct {
     PyObject_HEAD
     PyObject *forwarder, *munger, *send, *stamp, *recent, *ext_table;
@@ -1029,18 +1196,31 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
         if (!PyBytes_CheckExact(t) || PyBytes_GET_SIZE(t) != 256) goto slow;
         table = (const unsigned char *)PyBytes_AS_STRING(t);
     }
-    /* nothing in Python needs the packet (no VP8 picture ids, no transport-wide number) and
-       the send is a Route's that can take it now: rewritten and protected in its batch slot */
+    /* the send is a Route's that can take it now, and nothing of it needs Python (a VP8
+       switch's new offsets, a transport-wide number written some other way than into the
+       hole a dropped extension left): rewritten, numbered and protected in its batch slot */
     RouteObject *route = NULL;
-    PyObject *send = self->send;
-    if (!(self->vp8 && self->vp8_switch) && (self->stamp == NULL || self->stamp == Py_None)
-            && send != NULL
-            && PyCFunction_Check(send) && PyCFunction_GET_SELF(send) != NULL
+    StamperCoreObject *stamper = NULL;
+    PyObject *send = self->send, *stamp = self->stamp;
+    long slot_hole = -1;
+    if (!(self->vp8 && self->vp8_switch) && send != NULL && PyCFunction_Check(send)
+            && PyCFunction_GET_SELF(send) != NULL
             && Py_IS_TYPE(PyCFunction_GET_SELF(send), &RouteType)) {
         route = (RouteObject *)PyCFunction_GET_SELF(send);
         int ready = Route_ready(route);
         if (ready < 0) return NULL;
         if (!ready) route = NULL;
+    }
+    if (route != NULL) {  /* the slot is scratch until the route takes it */
+        unsigned char *slot = route->batch->arena + (size_t)route->batch->count * SLOT;
+        memcpy(slot, PyBytes_AS_STRING(data), (size_t)n);
+        slot_hole = rewrite_in_place(slot, n, (unsigned long)self->payload_type,
+                                     (unsigned long)out_seq, (unsigned long)out_ts,
+                                     (unsigned long)self->ssrc, table);
+        if (stamp != NULL && stamp != Py_None) {
+            stamper = Stamper_of(stamp);
+            if (stamper == NULL || !Stamper_fast(stamper, slot_hole, n)) route = NULL;
+        }
     }
     PyObject *buf = NULL;
     if (route == NULL) {
@@ -1058,6 +1238,21 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
     }
     PyObject *r;
     if (route != NULL) {
+        unsigned char *slot = route->batch->arena + (size_t)route->batch->count * SLOT;
+        if (self->vp8) munge_vp8_steady(self, slot, n);
+        long long number = -1;  /* the transport-wide number written, if any */
+        if (stamper != NULL) {
+            number = Stamper_write(stamper, slot, n, now, slot_hole);
+            if (number == -2) return NULL;
+            if (self->recent != NULL && self->recent != Py_None) {
+                PyObject *copy = PyByteArray_FromStringAndSize((const char *)slot, n);
+                if (copy == NULL) return NULL;
+                r = PyObject_CallMethodOneArg(self->recent, str_append, copy);
+                Py_DECREF(copy);
+                if (r == NULL) return NULL;
+                Py_DECREF(r);
+            }
+        }
         int ready = 1;
         if (fwd->video) {
             double last = self->last_out;
@@ -1070,26 +1265,26 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
             }
             self->last_out = now;
         }
-        unsigned char *slot = route->batch->arena + (size_t)route->batch->count * SLOT;
-        if (ready) {
-            memcpy(slot, PyBytes_AS_STRING(data), (size_t)n);
-            rewrite_in_place(slot, n, (unsigned long)self->payload_type, (unsigned long)out_seq,
-                             (unsigned long)out_ts, (unsigned long)self->ssrc, table);
-            if (self->vp8) munge_vp8_steady(self, slot, n);
-            if (Route_take(route, n)) {
-                self->packets++;
-                self->bytes += n;
-                self->compiled++;
-                Py_RETURN_NONE;
-            }
+        if (!ready) {  /* the slot holds the packet as it is to leave: the send's, as below */
+            buf = PyByteArray_FromStringAndSize((const char *)slot, n);
+            if (buf == NULL) return NULL;
+            goto send;
         }
-        /* not taken: the packet goes to the send as on the other path */
+        if (Route_take(route, n)) {
+            self->packets++;
+            self->bytes += n;
+            self->compiled++;
+            Py_RETURN_NONE;
+        }
+        /* libsrtp refused it (protected in place: the slot is lost): made again, with the
+           same transport-wide number, for the send (whose fallback counts the failure) */
         buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), n);
         if (buf == NULL) return NULL;
-        rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
-                         (unsigned long)self->payload_type, (unsigned long)out_seq,
+        unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(buf);
+        rewrite_in_place(b, n, (unsigned long)self->payload_type, (unsigned long)out_seq,
                          (unsigned long)out_ts, (unsigned long)self->ssrc, table);
-        if (self->vp8) munge_vp8_steady(self, (unsigned char *)PyByteArray_AS_STRING(buf), n);
+        if (self->vp8) munge_vp8_steady(self, b, n);
+        if (number >= 0) Stamper_put(stamper, b, slot_hole, number);
         goto send;
     }
     long hole = rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
@@ -1239,8 +1434,10 @@ PyInit__batch(void)
 {
     if (PyType_Ready(&BatchType) < 0 || PyType_Ready(&RouteType) < 0
             || PyType_Ready(&MungerCoreType) < 0 || PyType_Ready(&ForwarderCoreType) < 0
-            || PyType_Ready(&DownTrackCoreType) < 0)
+            || PyType_Ready(&DownTrackCoreType) < 0 || PyType_Ready(&StamperCoreType) < 0)
         return NULL;
+    str_stamp = PyUnicode_InternFromString("_stamp");
+    if (str_stamp == NULL) return NULL;
     one = PyLong_FromLong(1);
     tx_srtp_name = PyUnicode_InternFromString("_tx_srtp");
     transport_name = PyUnicode_InternFromString("transport");
@@ -1253,9 +1450,10 @@ PyInit__batch(void)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    PyTypeObject *cores[3] = {&MungerCoreType, &ForwarderCoreType, &DownTrackCoreType};
-    const char *names[3] = {"MungerCore", "ForwarderCore", "DownTrackCore"};
-    for (int i = 0; i < 3; i++) {
+    PyTypeObject *cores[4] = {&MungerCoreType, &ForwarderCoreType, &DownTrackCoreType,
+                              &StamperCoreType};
+    const char *names[4] = {"MungerCore", "ForwarderCore", "DownTrackCore", "StamperCore"};
+    for (int i = 0; i < 4; i++) {
         Py_INCREF(cores[i]);
         if (PyModule_AddObject(m, names[i], (PyObject *)cores[i]) < 0) {
             Py_DECREF(cores[i]); Py_DECREF(m); return NULL;

@@ -29,6 +29,7 @@ a receiver can only prove bandwidth that was sent to it.
 from __future__ import annotations
 
 from array import array
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -439,11 +440,36 @@ class SendSideEstimator:
             self.delay_rate = max(self.delay_rate, min(rate, self.maximum))
 
 
-class TransportStamper:
+class _StamperState:
+    """A TransportStamper's state when visio_sfu._batch is not built (its StamperCore holds
+    the same, and stamps into the hole a dropped element left in C)."""
+
+    __slots__ = ("ext_id", "seq", "_sent", "_size")
+
+    def stamp(self, buf: bytearray, now: float, hole: int = -1) -> None:
+        """Write the next transport-wide sequence number into a packet about to be sent;
+        ``hole``: where an element dropped for this subscriber left three zero bytes or more
+        in a one-byte block (rewrite_extensions says), written there without a search."""
+        self._stamp(buf, now, hole)
+
+    def _stamp(self, buf: bytearray, now: float, hole: int = -1) -> None:
+        raise NotImplementedError
+
+
+if TYPE_CHECKING:
+    _StamperBase = _StamperState
+else:
+    try:
+        from ._batch import StamperCore as _StamperBase
+    except ImportError:  # pragma: no cover - depends on the build
+        _StamperBase = _StamperState
+
+
+class TransportStamper(_StamperBase):
     """Numbers every packet one subscriber connection sends: the transport-cc extension,
     written on the bytes just before they leave, and the estimator told of it."""
 
-    __slots__ = ("ext_id", "seq", "estimator", "_sent", "_size")
+    __slots__ = ("estimator",)
 
     def __init__(self, estimator: SendSideEstimator, ext_id: int = 0) -> None:
         self.estimator = estimator
@@ -452,10 +478,8 @@ class TransportStamper:
         self._sent = estimator._sent  # the estimator's record, written without a call
         self._size = estimator._size
 
-    def stamp(self, buf: bytearray, now: float, hole: int = -1) -> None:
-        """Write the next transport-wide sequence number into a packet about to be sent;
-        ``hole``: where an element dropped for this subscriber left three zero bytes or more
-        in a one-byte block (rewrite_extensions says), written there without a search."""
+    def _stamp(self, buf: bytearray, now: float, hole: int = -1) -> None:
+        """stamp() in Python, every case (the compiled stamp writes into a hole itself)."""
         ext_id = self.ext_id
         if ext_id:
             seq = self.seq

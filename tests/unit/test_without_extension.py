@@ -12,9 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 _RUN = """
 import sys
 sys.modules["visio_sfu._batch"] = None  # as if it had not been built
-from visio_sfu import downtrack, munger, transport, udpmux
+from visio_sfu import bwe, downtrack, munger, transport, udpmux
 assert downtrack._rewrite_rtp is None and transport.Route is None and udpmux.Batch is None
 assert munger.Munger.__mro__[1] is munger._MungerState
+assert bwe.TransportStamper.__mro__[1] is bwe._StamperState
 import pytest
 sys.exit(pytest.main(["-q", "-p", "no:randomly", "-p", "no:cacheprovider", *sys.argv[1:]]))
 """
@@ -30,6 +31,8 @@ def test_the_python_path_alone_passes_the_forwarding_tests():
         "tests/unit/test_repair.py",
         "tests/unit/test_publisher.py",
         "tests/unit/test_transport.py",
+        "tests/unit/test_transport_cc.py",
+        "tests/unit/test_bwe.py",
     ]
     done = subprocess.run(
         [sys.executable, "-c", _RUN, *tests],
