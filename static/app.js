@@ -163,13 +163,15 @@ function showPreview() {
 
 function showLobbyErrors(errors, haveAudio) {
   const box = $('lobby-error');
-  box.replaceChildren();
+  // only the device paragraphs are replaced: a refused entry said there meanwhile (no meeting
+  // at this address) stays, however late the camera answers
+  box.querySelectorAll('.device-error').forEach((p) => p.remove());
   const keys = errorKeys(errors);
   for (const key of keys) {
     const device = key.endsWith('Mic') || errors.audio ? t('microphone') : t('camera');
-    box.append(el('p', '', t(key, { device, why: errors.videoMessage || errors.audioMessage || '' })));
+    box.append(el('p', 'device-error', t(key, { device, why: errors.videoMessage || errors.audioMessage || '' })));
   }
-  if (errors.video && haveAudio) box.append(el('p', 'note', t('audioOnly')));
+  if (errors.video && haveAudio) box.append(el('p', 'note device-error', t('audioOnly')));
   $('retry-media').hidden = keys.length === 0 || keys[0] === 'errInsecure' || keys[0] === 'errUnsupported';
   // the switches follow what is possible
   if (errors.video) setLobbySwitch($('lobby-cam'), false, 'video', 'video-off');
