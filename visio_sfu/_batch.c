@@ -467,6 +467,8 @@ typedef struct {
     PyObject *pair;
     PyObject *protocol;   /* the pair's StunProtocol, whose transport must still be ... */
     PyObject *transport;  /* ... the media port's one it was armed with (not a wrapper) */
+    PyObject *owners;     /* the mux's address -> protocol table, where addr must still be */
+    PyObject *addr;       /* ... protocol's (as the mux's sendto claims it when nobody's) */
     srtp_protect_fn fn;
     void *ctx;
     struct sockaddr_in name;
@@ -506,6 +508,8 @@ Route_disarm_refs(RouteObject *self)
     Py_CLEAR(self->pair);
     Py_CLEAR(self->protocol);
     Py_CLEAR(self->transport);
+    Py_CLEAR(self->owners);
+    Py_CLEAR(self->addr);
     self->fn = NULL;
     self->ctx = NULL;
 }
@@ -521,6 +525,8 @@ Route_traverse(RouteObject *self, visitproc visit, void *arg)
     Py_VISIT(self->pair);
     Py_VISIT(self->protocol);
     Py_VISIT(self->transport);
+    Py_VISIT(self->owners);
+    Py_VISIT(self->addr);
     return 0;
 }
 
@@ -546,7 +552,7 @@ Route_arm(RouteObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError, "arm(function, context, session, dtls, nominated, "
-                        "pair, protocol, transport, host, port)");
+                        "pair, protocol, transport, owners, addr)");
         return NULL;
     }
     void *fn = PyLong_AsVoidPtr(args[0]);
@@ -559,12 +565,16 @@ Route_arm(RouteObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "no context");
         return NULL;
     }
-    if (!PyDict_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "nominated must be a dict");
+    if (!PyDict_Check(args[4]) || !PyDict_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError, "nominated and owners must be dicts");
+        return NULL;
+    }
+    if (!PyTuple_Check(args[9]) || PyTuple_GET_SIZE(args[9]) != 2) {
+        PyErr_SetString(PyExc_TypeError, "addr must be a (host, port) tuple");
         return NULL;
     }
     struct sockaddr_in name;
-    int r = parse_ipv4(args[8], args[9], &name);
+    int r = parse_ipv4(PyTuple_GET_ITEM(args[9], 0), PyTuple_GET_ITEM(args[9], 1), &name);
     if (r < 0) return NULL;
     Route_disarm_refs(self);
     if (r == 0) Py_RETURN_FALSE;  /* not IPv4: the fallback sends */
@@ -574,6 +584,8 @@ Route_arm(RouteObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(args[5]); self->pair = args[5];
     Py_INCREF(args[6]); self->protocol = args[6];
     Py_INCREF(args[7]); self->transport = args[7];
+    Py_INCREF(args[8]); self->owners = args[8];
+    Py_INCREF(args[9]); self->addr = args[9];
     self->fn = (srtp_protect_fn)fn;
     self->ctx = ctx;
     self->name = name;
@@ -593,7 +605,8 @@ static int
 Route_ready(RouteObject *self)
 {
     BatchObject *batch = self->batch;
-    if (self->pair == NULL || !batch->open || batch->count >= MAX_BATCH) return 0;
+    if (batch == NULL || self->pair == NULL || !batch->open || batch->count >= MAX_BATCH)
+        return 0;
     PyObject *pair = PyDict_GetItemWithError(self->nominated, one);  /* borrowed */
     if (pair != self->pair) return PyErr_Occurred() ? -1 : 0;
     PyObject *session = PyObject_GetAttr(self->dtls, tx_srtp_name);
@@ -603,7 +616,10 @@ Route_ready(RouteObject *self)
     PyObject *transport = PyObject_GetAttr(self->protocol, transport_name);
     if (transport == NULL) { PyErr_Clear(); return 0; }
     Py_DECREF(transport);  /* only compared */
-    return transport == self->transport;
+    if (transport != self->transport) return 0;
+    PyObject *owner = PyDict_GetItemWithError(self->owners, self->addr);  /* borrowed */
+    if (owner != self->protocol) return PyErr_Occurred() ? -1 : 0;
+    return 1;
 }
 
 /* Protect the packet in the next slot (where the caller wrote it, n bytes) and take it into
@@ -640,6 +656,7 @@ Route_send(RouteObject *self, PyObject *data)
     if (!Route_take(self, n)) goto fallback;
     Py_RETURN_TRUE;
 fallback:
+    if (self->fallback == NULL) Py_RETURN_FALSE;  /* cleared by the garbage collector */
     return PyObject_CallOneArg(self->fallback, data);
 }
 
@@ -667,10 +684,11 @@ Route_get_sent(RouteObject *self, void *closure)
 
 static PyMethodDef Route_methods[] = {
     {"arm", (PyCFunction)(void (*)(void))Route_arm, METH_FASTCALL,
-     "arm(function, context, session, dtls, nominated, pair, protocol, transport, host, port) "
-     "-> True if armed (an IPv4 address): send protects with libsrtp's srtp_protect (its "
-     "address) and the context (an int) of session, while dtls._tx_srtp is session, "
-     "nominated[1] is pair and protocol.transport is transport."},
+     "arm(function, context, session, dtls, nominated, pair, protocol, transport, owners, "
+     "addr) -> True if armed (addr an IPv4 (host, port)): send protects with libsrtp's "
+     "srtp_protect (its address) and the context (an int) of session, while dtls._tx_srtp is "
+     "session, nominated[1] is pair, protocol.transport is transport and owners[addr] is "
+     "protocol."},
     {"disarm", (PyCFunction)Route_disarm, METH_NOARGS,
      "disarm(): every send goes to the fallback until armed again."},
     {"send", (PyCFunction)Route_send, METH_O,
@@ -1202,7 +1220,8 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
     RouteObject *route = NULL;
     StamperCoreObject *stamper = NULL;
     PyObject *send = self->send, *stamp = self->stamp;
-    long slot_hole = -1;
+    long slot_hole = -1, hole = -1;
+    int froze = 0;  /* the freeze check made already (the slot path makes it first) */
     if (!(self->vp8 && self->vp8_switch) && send != NULL && PyCFunction_Check(send)
             && PyCFunction_GET_SELF(send) != NULL
             && Py_IS_TYPE(PyCFunction_GET_SELF(send), &RouteType)) {
@@ -1238,58 +1257,78 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
     }
     PyObject *r;
     if (route != NULL) {
-        unsigned char *slot = route->batch->arena + (size_t)route->batch->count * SLOT;
-        if (self->vp8) munge_vp8_steady(self, slot, n);
-        long long number = -1;  /* the transport-wide number written, if any */
-        if (stamper != NULL) {
-            number = Stamper_write(stamper, slot, n, now, slot_hole);
-            if (number == -2) return NULL;
-            if (self->recent != NULL && self->recent != Py_None) {
-                PyObject *copy = PyByteArray_FromStringAndSize((const char *)slot, n);
-                if (copy == NULL) return NULL;
-                r = PyObject_CallMethodOneArg(self->recent, str_append, copy);
-                Py_DECREF(copy);
-                if (r == NULL) return NULL;
-                Py_DECREF(r);
-            }
-        }
+        /* the freeze first: _freeze is Python, which could do anything (reassign the send or
+           the table, send through the same batch): after it, the slot path is taken only if
+           nothing it relies on changed, else the packet is made again for the send */
+        Py_INCREF(route);
+        Py_XINCREF(t);
+        Py_ssize_t count = route->batch->count;
         int ready = 1;
         if (fwd->video) {
             double last = self->last_out;
             if (now - last > self->freeze_after && last > 0) {
                 r = PyObject_CallMethod(op, "_freeze", "dd", now - last, now);
-                if (r == NULL) return NULL;
+                if (r == NULL) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
                 Py_DECREF(r);
-                ready = Route_ready(route);  /* _freeze ran Python code: checked again */
-                if (ready < 0) return NULL;
+                ready = Route_ready(route);
+                if (ready < 0) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
+                ready = ready && route->batch->count == count && self->send == send
+                    && self->stamp == stamp && self->ext_table == t;
             }
             self->last_out = now;
         }
-        if (!ready) {  /* the slot holds the packet as it is to leave: the send's, as below */
-            buf = PyByteArray_FromStringAndSize((const char *)slot, n);
-            if (buf == NULL) return NULL;
-            goto send;
+        froze = 1;
+        if (!ready) {  /* made again, from the publisher's packet, for the send */
+            buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), n);
+            if (buf == NULL) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
+            hole = rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
+                                    (unsigned long)self->payload_type, (unsigned long)out_seq,
+                                    (unsigned long)out_ts, (unsigned long)self->ssrc, table);
+            Py_DECREF(route);
+            Py_XDECREF(t);  /* table is not read after this */
+            goto rewritten;
+        }
+        unsigned char *slot = route->batch->arena + (size_t)route->batch->count * SLOT;
+        if (self->vp8) munge_vp8_steady(self, slot, n);
+        long long number = -1;  /* the transport-wide number written, if any */
+        if (stamper != NULL) {
+            number = Stamper_write(stamper, slot, n, now, slot_hole);
+            if (number == -2) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
+            if (self->recent != NULL && self->recent != Py_None) {
+                /* deque.append runs no Python code of ours */
+                PyObject *copy = PyByteArray_FromStringAndSize((const char *)slot, n);
+                if (copy == NULL) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
+                r = PyObject_CallMethodOneArg(self->recent, str_append, copy);
+                Py_DECREF(copy);
+                if (r == NULL) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
+                Py_DECREF(r);
+            }
         }
         if (Route_take(route, n)) {
             self->packets++;
             self->bytes += n;
             self->compiled++;
+            Py_DECREF(route);
+            Py_XDECREF(t);
             Py_RETURN_NONE;
         }
         /* libsrtp refused it (protected in place: the slot is lost): made again, with the
            same transport-wide number, for the send (whose fallback counts the failure) */
         buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), n);
-        if (buf == NULL) return NULL;
+        if (buf == NULL) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
         unsigned char *b = (unsigned char *)PyByteArray_AS_STRING(buf);
         rewrite_in_place(b, n, (unsigned long)self->payload_type, (unsigned long)out_seq,
                          (unsigned long)out_ts, (unsigned long)self->ssrc, table);
         if (self->vp8) munge_vp8_steady(self, b, n);
         if (number >= 0) Stamper_put(stamper, b, slot_hole, number);
+        Py_DECREF(route);
+        Py_XDECREF(t);
         goto send;
     }
-    long hole = rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
-                                 (unsigned long)self->payload_type, (unsigned long)out_seq,
-                                 (unsigned long)out_ts, (unsigned long)self->ssrc, table);
+    hole = rewrite_in_place((unsigned char *)PyByteArray_AS_STRING(buf), n,
+                            (unsigned long)self->payload_type, (unsigned long)out_seq,
+                            (unsigned long)out_ts, (unsigned long)self->ssrc, table);
+rewritten:
     if (self->vp8 && self->vp8_switch) {  /* a switch: new offsets, in Python */
         r = PyObject_CallMethodOneArg(op, str_munge_vp8, buf);
         if (r == NULL) goto error;
@@ -1311,7 +1350,7 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
             Py_DECREF(r);
         }
     }
-    if (fwd->video) {
+    if (fwd->video && !froze) {
         double last = self->last_out;
         if (now - last > self->freeze_after && last > 0) {
             r = PyObject_CallMethod(op, "_freeze", "dd", now - last, now);

@@ -359,7 +359,8 @@ class SendSideEstimator:
         less drain a queue? A queue of ours drains once we send below the bottleneck's rate
         (at 0.85 of it, 150 ms of queue a second): the median delay comes down by what it
         stood above the usual one, QUEUE_MARGIN at least. If it did not come down by
-        QUEUE_MARGIN and under 2 % was lost (a full drop-tail queue loses more), the delay
+        QUEUE_MARGIN, did not grow by QUEUE_GROWTH either, and under 2 % was lost (a full
+        drop-tail queue loses more), the delay
         rose for another reason: the path's own delay changed (a route change, or the 100 ms
         step of the delay-and-jitter test, read as a queue while it rose), and the estimate
         goes back to what it was before the overuse. Without this it stayed below the top
@@ -372,7 +373,9 @@ class SendSideEstimator:
         before, median, _ = self._backoff
         self._backoff = None
         if (
-            self._median > median - QUEUE_MARGIN
+            # level: neither drained (a queue of ours would) nor still growing (a queue of
+            # ours that sending less has not caught up with yet: a deep lossless buffer)
+            median - QUEUE_MARGIN < self._median < median + QUEUE_GROWTH
             and self._backoff_lost <= LOSS_LOW * self._backoff_counted
             and now - self._undone_at >= UNDO_EVERY
         ):

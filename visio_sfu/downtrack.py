@@ -337,7 +337,7 @@ class DownTrack(_DownTrackBase):
         video = fwd.video
         if video:
             arrived_before, self._last_in = self._last_in, now
-            if now - arrived_before > FREEZE:
+            if now - arrived_before > self.resume_gap:
                 self._publisher_resumed(arrived_before, now)
         if layer == fwd.current and layer == fwd.target:
             decision = FORWARD  # the common case, decided as Forwarder.decide would

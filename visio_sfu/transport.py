@@ -1098,7 +1098,8 @@ class PeerTransport:
     def _arm(self, pair: Any, session: Any, protector: SrtpProtector) -> None:
         """A new nominated pair: the Route sends on it, if it is an IPv4 UDP address of the
         media port (TURN, ICE-TCP and IPv6 stay with send_rtp), for as long as the pair's
-        protocol sends through the media port's transport (a test's impairment wraps it)."""
+        protocol sends through the media port's transport (a test's impairment wraps it) and
+        holds the address there (the mux's sendto claims it again when nobody does)."""
         route, mux = self._route, self._mux
         if route is None or mux is None:
             return
@@ -1107,6 +1108,7 @@ class PeerTransport:
             type(pair.protocol) is StunProtocol
             and isinstance(pair.protocol.transport, udpmux._MuxTransport)
             and addr not in mux._tcp
+            and addr not in mux._tcp_closed
         ):
             route.arm(
                 _PROTECT_ADDRESS,
@@ -1117,8 +1119,8 @@ class PeerTransport:
                 pair,
                 pair.protocol,
                 pair.protocol.transport,
-                addr[0],
-                addr[1],
+                mux._owner,
+                addr,
             )
         else:
             route.disarm()

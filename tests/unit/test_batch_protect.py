@@ -128,12 +128,22 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
     dtls, pair = _Dtls(ours), object()
     protocol = _Protocol()
     sends_through = protocol.transport
+    owners = {("127.0.0.1", 40000): protocol, ("::1", 40000): protocol}
     nominated = {1: pair}
     packets = [build_rtp(96, 1000 + i, 3000 * i, 1234, bytes(range(200))) for i in range(8)]
 
     assert route.send(bytearray(packets[0])) is False and len(fallen) == 1  # not armed
     assert route.arm(
-        PROTECT, context, ours, dtls, nominated, pair, protocol, sends_through, "127.0.0.1", 40000
+        PROTECT,
+        context,
+        ours,
+        dtls,
+        nominated,
+        pair,
+        protocol,
+        sends_through,
+        owners,
+        ("127.0.0.1", 40000),
     )
     assert route.pair is pair and route.session is ours
     assert route.send(packets[0]) is False and len(fallen) == 2  # the batch is closed
@@ -156,6 +166,10 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
     assert route.send(packets[3]) is False and len(fallen) == 5
     protocol.transport = sends_through
     fallen.pop()
+    del owners[("127.0.0.1", 40000)]  # the address let go of (evicted): the mux claims it again
+    assert route.send(packets[3]) is False and len(fallen) == 5
+    owners[("127.0.0.1", 40000)] = protocol
+    fallen.pop()
     assert route.send(bytes(1501)) is False and len(fallen) == 5  # too large
     assert route.send(memoryview(packets[4])) is False and len(fallen) == 6  # not bytes
     assert route.send(bytes(4)) is False and len(fallen) == 7  # libsrtp refuses: fallback's say
@@ -167,11 +181,92 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
     assert route.pair is None and route.session is None
     assert route.send(packets[6]) is False and len(fallen) == 9
     assert not route.arm(
-        PROTECT, context, ours, dtls, nominated, pair, protocol, sends_through, "::1", 40000
+        PROTECT,
+        context,
+        ours,
+        dtls,
+        nominated,
+        pair,
+        protocol,
+        sends_through,
+        owners,
+        ("::1", 40000),
     )  # IPv6
     assert route.send(packets[7]) is False and len(fallen) == 10
     with pytest.raises(TypeError):
-        route.arm(PROTECT, context, ours, dtls, [pair], pair, protocol, None, "127.0.0.1", 1)
+        route.arm(
+            PROTECT, context, ours, dtls, [pair], pair, protocol, None, owners, ("127.0.0.1", 1)
+        )
     with pytest.raises(TypeError):
         batch.Route(b, "not callable")
     b.end()
+
+
+def test_routes_sharing_a_batch_keep_the_order_each_sends_in():
+    """Two subscribers' routes fill the media port's one batch in the order of their sends;
+    sent with one call, each receiver gets its packets in its order; past 256, each route's
+    fallback sends (the mux then sends the batch and starts it again)."""
+    import socket
+
+    receivers = _receivers(2)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = batch.Batch()
+    fell: list[tuple[int, bytes]] = []
+    routes, twins = [], []
+    try:
+        for k in range(2):
+            key = os.urandom(28)
+            ours, twin = (
+                Session(
+                    policy=Policy(
+                        key=key,
+                        ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                        srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+                    )
+                )
+                for _ in range(2)
+            )
+            route = batch.Route(b, lambda data, k=k: fell.append((k, bytes(data))) or False)
+            protocol, pair = _Protocol(), object()
+            addr = receivers[k].getsockname()
+            context = int(ffi.cast("uintptr_t", ours._srtp[0]))
+            assert route.arm(
+                PROTECT,
+                context,
+                ours,
+                _Dtls(ours),
+                {1: pair},
+                pair,
+                protocol,
+                protocol.transport,
+                {addr: protocol},
+                addr,
+            )
+            routes.append(route)
+            twins.append(twin)
+        b.begin()
+        expected: list[list[bytes]] = [[], []]
+        order = [0, 1, 1, 0, 1, 0, 0, 1]
+        for i, k in enumerate(order):
+            packet = build_rtp(96, 100 + i, 3000 * i, 1000 + k, bytes([i]) * 300)
+            assert routes[k].send(packet) is True
+            expected[k].append(twins[k].protect(packet))
+        assert [a for _d, a in b.take(0)] == [receivers[k].getsockname() for k in order]
+        for i, k in enumerate(order):  # again, now sent
+            packet = build_rtp(96, 200 + i, 3000 * i, 1000 + k, bytes([i]) * 300)
+            assert routes[k].send(packet) is True
+            expected[k].append(twins[k].protect(packet))
+        assert b.send(sender.fileno(), []) == len(order)
+        for k in range(2):
+            got = [receivers[k].recv(2000) for _ in range(len(expected[k]) // 2)]
+            assert got == expected[k][len(expected[k]) // 2 :]
+        b.clear()
+        for i in range(256):
+            assert routes[i % 2].send(build_rtp(96, 500 + i, 0, 1000 + i % 2, b"x"))
+        packet = build_rtp(96, 900, 0, 1000, b"late")
+        assert routes[0].send(packet) is False and fell == [(0, packet)]  # full: the fallback
+        b.end()
+    finally:
+        sender.close()
+        for r in receivers:
+            r.close()

@@ -28,9 +28,15 @@ class Sim:
     """A sender, a bottleneck and a receiver sending feedback, in simulated time."""
 
     def __init__(
-        self, capacity: float, loss: float = 0.0, seed: int = 1, jitter: float = 0.0
+        self,
+        capacity: float,
+        loss: float = 0.0,
+        seed: int = 1,
+        jitter: float = 0.0,
+        buffer: float = 0.3,
     ) -> None:
         self.jitter = jitter
+        self.buffer = buffer  # seconds of queue the bottleneck holds before it drops
         self.last_arrival = 0.0
         self.bwe = SendSideEstimator()
         self.capacity = capacity
@@ -54,7 +60,7 @@ class Sim:
         arrival: float | None = None
         if self.rng.random() >= self.loss:
             leave = max(self.free_at, now) + PACKET * 8 / self.capacity
-            if leave - now <= 0.3:
+            if leave - now <= self.buffer:
                 self.free_at = leave
                 arrival = leave + 0.02 + self.rng.uniform(-self.jitter, self.jitter)
                 arrival = self.last_arrival = max(arrival, self.last_arrival)  # in order
@@ -160,6 +166,17 @@ def test_step_down_to_300_kbits():
     low, high = sim.estimate_over(14, 19)
     assert 100_000 <= low and high <= 450_000, (low, high)  # near the link (dips to 0.85 of it)
     assert sim.bwe.undone == 0  # each back-off drained the queue: none was undone
+
+
+@pytest.mark.parametrize("buffer", [0.3, 1.5])
+def test_a_queue_of_ours_still_growing_is_not_undone(buffer):
+    """A link just under what the sender wants, its buffer deep enough that nothing is lost
+    for a while: the delay still grows after a back-off (the queue has not drained yet), which
+    is a queue of ours, not the path's delay: the back-off stands."""
+    sim = Sim(capacity=2_000_000, buffer=buffer)
+    sim.run(30)
+    assert sim.bwe.overuses >= 1
+    assert sim.bwe.undone == 0  # (with the undo judged on "not drained" alone: 1 and 2)
 
 
 def test_step_up_after_a_cap():

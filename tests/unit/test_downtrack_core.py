@@ -203,7 +203,7 @@ def test_the_compiled_write_into_a_route_sends_what_the_python_one_sends(
         transport = object()
 
     route = batch.Route(b, fallback)
-    pair = object()
+    pair, protocol = object(), Protocol()
     context = int(ffi.cast("uintptr_t", ours._srtp[0]))
     assert route.arm(
         protect,
@@ -212,10 +212,10 @@ def test_the_compiled_write_into_a_route_sends_what_the_python_one_sends(
         Dtls(),
         {1: pair},
         pair,
-        Protocol(),
+        protocol,
         Protocol.transport,
-        "127.0.0.1",
-        9,
+        {("127.0.0.1", 9): protocol},
+        ("127.0.0.1", 9),
     )
     compiled = DownTrack(track, route.send, "PB")
     python = PythonDownTrack(
