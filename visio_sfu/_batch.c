@@ -1167,6 +1167,20 @@ DownTrackCore_slow(PyObject *self, PyObject *const *args, size_t nargsf, PyObjec
     return PyObject_VectorcallMethod(str_write, stack, (size_t)(nargs + 1), kwnames);
 }
 
+/* A video packet leaves at ``now``: a gap since the last over freeze_after counts as a
+   freeze (DownTrack._freeze, in Python). 1 if one was counted, 0 if not, -1 on an error. */
+static int
+DownTrackCore_freeze(DownTrackCoreObject *self, double now)
+{
+    double last = self->last_out;
+    self->last_out = now;
+    if (!(now - last > self->freeze_after && last > 0)) return 0;
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_freeze", "dd", now - last, now);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 1;
+}
+
 static PyObject *
 DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
@@ -1265,17 +1279,14 @@ DownTrackCore_write(PyObject *op, PyObject *const *args, Py_ssize_t nargsf, PyOb
         Py_ssize_t count = route->batch->count;
         int ready = 1;
         if (fwd->video) {
-            double last = self->last_out;
-            if (now - last > self->freeze_after && last > 0) {
-                r = PyObject_CallMethod(op, "_freeze", "dd", now - last, now);
-                if (r == NULL) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
-                Py_DECREF(r);
+            int froze_now = DownTrackCore_freeze(self, now);
+            if (froze_now < 0) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
+            if (froze_now) {
                 ready = Route_ready(route);
                 if (ready < 0) { Py_DECREF(route); Py_XDECREF(t); return NULL; }
                 ready = ready && route->batch->count == count && self->send == send
                     && self->stamp == stamp && self->ext_table == t;
             }
-            self->last_out = now;
         }
         froze = 1;
         if (!ready) {  /* made again, from the publisher's packet, for the send */
@@ -1350,15 +1361,7 @@ rewritten:
             Py_DECREF(r);
         }
     }
-    if (fwd->video && !froze) {
-        double last = self->last_out;
-        if (now - last > self->freeze_after && last > 0) {
-            r = PyObject_CallMethod(op, "_freeze", "dd", now - last, now);
-            if (r == NULL) goto error;
-            Py_DECREF(r);
-        }
-        self->last_out = now;
-    }
+    if (fwd->video && !froze && DownTrackCore_freeze(self, now) < 0) goto error;
 send:
     if (self->send == NULL) {
         PyErr_SetString(PyExc_AttributeError, "no _send");

@@ -395,11 +395,10 @@ class UdpMux(asyncio.DatagramProtocol):
 
     def _flush(self) -> None:
         """Send what the batch holds (256 at most): one sendmmsg."""
-        batch = self.batch
-        if self.transport is None or batch is None:
-            if batch is not None:
-                self.send_errors += len(batch)
-                batch.clear()
+        batch = self.batch  # (only called while there is one)
+        if self.transport is None:
+            self.send_errors += len(batch)
+            batch.clear()
             return
         queued = self._queued
         if queued is not None and queued():  # datagrams queued: after them, in order
