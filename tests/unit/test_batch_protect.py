@@ -3,33 +3,21 @@ SrtpProtector can use it instead of a cffi buffer): the same SRTP packets as pyl
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pylibsrtp import Policy, Session
-from pylibsrtp._binding import ffi, lib
 
+from tests.support.srtp import PROTECT, context_of, sessions_of_one_key
 from visio_sfu.rtp.header import build_rtp
 
 batch = pytest.importorskip("visio_sfu._batch")  # test_rewrite.py fails when it is not built
-
-PROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
-
-
-def _sessions(profile: int, n: int) -> list[Session]:
-    key = os.urandom(30 if profile == Policy.SRTP_PROFILE_AES128_CM_SHA1_80 else 28)
-    return [
-        Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
-        for _ in range(n)
-    ]
 
 
 @pytest.mark.parametrize(
     "profile", [Policy.SRTP_PROFILE_AES128_CM_SHA1_80, Policy.SRTP_PROFILE_AEAD_AES_128_GCM]
 )
 def test_srtp_protect_copy_gives_what_pylibsrtp_gives(profile):
-    ours, theirs = _sessions(profile, 2)
-    context = int(ffi.cast("uintptr_t", ours._srtp[0]))
+    ours, theirs = sessions_of_one_key(profile, 2)
+    context = context_of(ours)
     for i in range(50):
         packet = build_rtp(96, 1000 + i, 3000 * i, 1234, bytes(range(256)) * 4)
         source = bytearray(packet)
@@ -115,8 +103,8 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
     """Route.send: while the batch is open and the route armed for the nominated pair and
     the session in use, the packet is protected (the same bytes as pylibsrtp) into the batch
     for the armed address; anything else goes to the fallback (the Python send_rtp)."""
-    ours, theirs = _sessions(Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 2)
-    context = int(ffi.cast("uintptr_t", ours._srtp[0]))
+    ours, theirs = sessions_of_one_key(Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 2)
+    context = context_of(ours)
     b = batch.Batch()
     fallen: list[bytes] = []
 
@@ -215,21 +203,11 @@ def test_routes_sharing_a_batch_keep_the_order_each_sends_in():
     routes, twins = [], []
     try:
         for k in range(2):
-            key = os.urandom(28)
-            ours, twin = (
-                Session(
-                    policy=Policy(
-                        key=key,
-                        ssrc_type=Policy.SSRC_ANY_OUTBOUND,
-                        srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
-                    )
-                )
-                for _ in range(2)
-            )
+            ours, twin = sessions_of_one_key(Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 2)
             route = batch.Route(b, lambda data, k=k: fell.append((k, bytes(data))) or False)
             protocol, pair = _Protocol(), object()
             addr = receivers[k].getsockname()
-            context = int(ffi.cast("uintptr_t", ours._srtp[0]))
+            context = context_of(ours)
             assert route.arm(
                 PROTECT,
                 context,

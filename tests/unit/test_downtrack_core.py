@@ -8,8 +8,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from pylibsrtp import Policy
 
 from tests.support.rtp import vp8_payload
+from tests.support.srtp import PROTECT, context_of, sessions_of_one_key
 from visio_sfu.bwe import SendSideEstimator, TransportStamper
 from visio_sfu.downtrack import DownTrack
 from visio_sfu.publisher import Codec, Publisher
@@ -166,23 +168,7 @@ def test_the_compiled_write_into_a_route_sends_what_the_python_one_sends(
     protects each packet in the batch's slot itself: the same SRTP bytes as the Python write
     protecting with a twin session, whether the batch is open (the slot) or not (the
     fallback), in the same order."""
-    import os
-
-    from pylibsrtp import Policy, Session
-    from pylibsrtp._binding import ffi, lib
-
-    protect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
-    key = os.urandom(28)
-    ours, theirs, fallback_session = (
-        Session(
-            policy=Policy(
-                key=key,
-                ssrc_type=Policy.SSRC_ANY_OUTBOUND,
-                srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
-            )
-        )
-        for _ in range(3)
-    )
+    ours, theirs, fallback_session = sessions_of_one_key(Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 3)
     rng = random.Random(seed)
     track = _track("video", simulcast)
     compiled_out: list[bytes] = []
@@ -204,10 +190,9 @@ def test_the_compiled_write_into_a_route_sends_what_the_python_one_sends(
 
     route = batch.Route(b, fallback)
     pair, protocol = object(), Protocol()
-    context = int(ffi.cast("uintptr_t", ours._srtp[0]))
     assert route.arm(
-        protect,
-        context,
+        PROTECT,
+        context_of(ours),
         ours,
         Dtls(),
         {1: pair},
