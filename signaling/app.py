@@ -10,6 +10,7 @@ import secrets
 import socket
 import traceback
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,12 +24,17 @@ from visio_sfu.udpmux import UdpMux
 from . import livekit
 from .api import AdminAPI
 from .auth import (
+    DEFAULT_TTL,
     MAX_TOKEN_BYTES,
     IdentityProvider,
     TokenError,
     TokenVerifier,
     VideoGrant,
+    check_identity,
+    check_name,
+    check_room,
     mint_token,
+    parse_duration,
     printable,
     redact_tokens,
 )
@@ -171,14 +177,45 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "rooms": len(request.app[SFU_KEY].rooms)})
 
 
+#: the longest lifetime of a development token (/dev/token?ttl=): a week, as for TURN
+#: credentials (turn_ttl); its default is DEFAULT_TTL, 6 hours
+DEV_TOKEN_MAX_TTL = 7 * 86400
+
+
+def dev_token_fields(query: Mapping[str, str]) -> tuple[str, str, str, int]:
+    """(identity, name, room, ttl) of a /dev/token request, checked with the rules /rtc
+    applies to a join token (signaling.auth.check_*), so that no token is issued that /rtc
+    would refuse; TokenError saying which parameter is wrong. An omitted ``room`` is "demo",
+    an omitted ``identity`` a new ``guest-...``, an omitted ``ttl`` DEFAULT_TTL (6 hours);
+    an empty one is an error."""
+    room = check_room(query.get("room", "demo"), "room", required=True)
+    name = check_name(query.get("name", ""), "name")
+    identity = query.get("identity")
+    identity = f"guest-{secrets.token_hex(4)}" if identity is None else identity
+    check_identity(identity, "identity")
+    ttl = DEFAULT_TTL
+    if "ttl" in query:
+        try:
+            ttl = parse_duration(query["ttl"])
+        except ValueError:
+            raise TokenError(
+                "ttl must be a positive duration: seconds, or 90s, 30m, 6h, 2d"
+            ) from None
+        if ttl > DEV_TOKEN_MAX_TTL:
+            raise TokenError(f"ttl must be at most {DEV_TOKEN_MAX_TTL} seconds (7 days)")
+    return identity, name, room, ttl
+
+
 async def dev_token(request: web.Request) -> web.Response:
-    """A token for any room, in development mode only (the web client's default)."""
+    """A token for any room, in development mode only (the web client's default): 400 with
+    what is wrong for a value /rtc would refuse (dev_token_fields)."""
     config = request.app[CONFIG]
     if not config.dev:
         raise web.HTTPNotFound()
-    room = request.query.get("room", "demo")[:128] or "demo"
-    name = request.query.get("name", "")[:128]
-    identity = request.query.get("identity", "")[:128] or f"guest-{secrets.token_hex(4)}"
+    try:
+        identity, name, room, ttl = dev_token_fields(request.query)
+    except TokenError as exc:
+        return _json_error(400, "bad_request", str(exc))
     key, secret = next(iter(config.api_keys.items()))
     grant = None
     if request.query.get("host") == "1":  # a meeting host: anyone, in development; one who
@@ -186,8 +223,8 @@ async def dev_token(request: web.Request) -> web.Response:
         grant = VideoGrant(
             room=room, room_join=True, room_host=True, room_record=True, room_transcribe=True
         )
-    token = mint_token(key, secret, identity, room, name=name, grant=grant)
-    return web.json_response({"token": token, "identity": identity, "room": room})
+    token = mint_token(key, secret, identity, room, name=name, ttl=ttl, grant=grant)
+    return web.json_response({"token": token, "identity": identity, "room": room, "ttl": ttl})
 
 
 async def stats_handler(request: web.Request) -> web.Response:
@@ -367,7 +404,10 @@ async def _stop_udp_mux(app: web.Application) -> None:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    for session in list(app[SESSIONS]):
+    sessions = list(app[SESSIONS])
+    for session in sessions:  # every client is told first (1012), none sees the others leave
+        session.going_away()
+    for session in sessions:
         await session.close("server_shutdown")
     await app[SFU_KEY].close()
     if WEBHOOKS in app:

@@ -27,6 +27,10 @@ ALGORITHM = "HS256"
 MAX_JWKS_BYTES = 1024 * 1024
 #: how long keys past their max-age are still used while the provider cannot be reached
 MAX_STALE = 24 * 3600.0
+#: a token's lifetime unless said otherwise (seconds)
+DEFAULT_TTL = 6 * 3600
+#: the longest identity (``sub``), display name and room name accepted, in characters
+MAX_IDENTITY_CHARS = MAX_NAME_CHARS = MAX_ROOM_CHARS = 128
 
 
 def printable(value: object, limit: int = 200) -> str:
@@ -51,6 +55,43 @@ class TokenError(Exception):
     def __init__(self, message: str, code: str = "invalid_token") -> None:
         super().__init__(printable(message, 300))
         self.code = code
+
+
+# The rules on what a join token names, shared by the token verifier (what /rtc accepts) and
+# whatever mints tokens from a request's values (/dev/token), so that one never issues a token
+# the other refuses. Each returns the value, or raises TokenError saying what is wrong with
+# ``what`` (the claim's or the parameter's name).
+
+
+def check_identity(value: object, what: str = "claim 'sub'") -> str:
+    """An identity: 1 to MAX_IDENTITY_CHARS printable characters (it is logged and shown: no
+    line break or control character)."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > MAX_IDENTITY_CHARS
+        or not value.isprintable()
+    ):
+        raise TokenError(f"{what} must be 1 to {MAX_IDENTITY_CHARS} printable characters")
+    return value
+
+
+def check_room(value: object, what: str = "video.room", required: bool = False) -> str:
+    """A room name: a string of at most MAX_ROOM_CHARS characters, not empty if ``required``
+    (a join token's room; an admin token's may be empty: no room)."""
+    if not isinstance(value, str) or len(value) > MAX_ROOM_CHARS:
+        raise TokenError(f"{what} must be a string of at most {MAX_ROOM_CHARS} characters")
+    if required and not value:
+        raise TokenError(f"{what} must not be empty (1 to {MAX_ROOM_CHARS} characters)")
+    return value
+
+
+def check_name(value: object, what: str = "name") -> str:
+    """A display name: a string of at most MAX_NAME_CHARS characters (what a ``join`` message
+    accepts; a longer name in a token is cut there)."""
+    if not isinstance(value, str) or len(value) > MAX_NAME_CHARS:
+        raise TokenError(f"{what} must be a string of at most {MAX_NAME_CHARS} characters")
+    return value
 
 
 SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
@@ -106,9 +147,7 @@ class VideoGrant:
         """Read the ``video`` claim, checking every type; raise TokenError if malformed."""
         if not isinstance(claims, dict):
             raise TokenError("token has no video grant")
-        room = claims.get("room", "")
-        if not isinstance(room, str) or len(room) > 128:
-            raise TokenError("video.room must be a string of at most 128 characters")
+        room = check_room(claims.get("room", ""))
         flags = {}
         for key, attr, default in FLAGS:
             value = claims.get(key, default)
@@ -154,7 +193,7 @@ def mint_token(
     identity: str,
     room: str,
     name: str = "",
-    ttl: int = 6 * 3600,
+    ttl: int = DEFAULT_TTL,
     can_publish: bool = True,
     can_subscribe: bool = True,
     can_publish_data: bool = True,
@@ -468,13 +507,18 @@ class TokenVerifier:
                 raise TokenError(f"claim '{label}' must be a string")
         if identity == "" and not require_join:
             pass  # a server API token: LiveKit's server SDKs sign them with an empty 'sub'
-        elif not identity or len(identity) > 128 or not identity.isprintable():
-            # printable: the identity is logged and shown; no line break or control character
-            raise TokenError("claim 'sub' must be 1 to 128 printable characters")
+        else:
+            check_identity(identity)
         issuer = provider.issuer if provider is not None else claims["iss"]
         attributes = _attributes(claims.get("attributes"))
         return Identity(
-            identity, name[:128], metadata[:4096], issuer, grant, claims["exp"], attributes
+            identity,
+            name[:MAX_NAME_CHARS],
+            metadata[:4096],
+            issuer,
+            grant,
+            claims["exp"],
+            attributes,
         )
 
 

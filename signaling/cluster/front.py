@@ -87,6 +87,43 @@ class _Families(Collector):
         return self.families
 
 
+def merge_stats(answers: list[tuple[int, dict | None]]) -> dict:
+    """The /dev/stats of a node's workers, given as (worker index, its /dev/stats or None if
+    it did not answer), as one: every number added up, dictionaries of numbers (``drops``,
+    ``transport_errors``) key by key; ``per_room``: every worker's rooms, each with its
+    ``worker``; ``workers``: per worker, its rooms and participants; ``unreachable``: the
+    workers that did not answer (only when some did not)."""
+    total: dict = {}
+    per_room: list[dict] = []
+    workers: list[dict] = []
+    unreachable: list[str] = []
+    for index, stats in answers:
+        if stats is None:
+            unreachable.append(f"worker {index}")
+            continue
+        for key, value in stats.items():
+            if key == "per_room" and isinstance(value, list):
+                per_room += [{**room, "worker": index} for room in value if isinstance(room, dict)]
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+            elif isinstance(value, dict):
+                into = total.setdefault(key, {})
+                for name, count in value.items():
+                    if isinstance(count, int | float) and not isinstance(count, bool):
+                        into[name] = into.get(name, 0) + count
+        workers.append(
+            {
+                "worker": index,
+                "rooms": stats.get("rooms", 0),
+                "participants": stats.get("participants", 0),
+            }
+        )
+    out: dict = {**total, "per_room": per_room, "workers": workers}
+    if unreachable:
+        out["unreachable"] = unreachable
+    return out
+
+
 class Front:
     """Routing state of this process: its workers, its cluster node, draining."""
 
@@ -385,6 +422,24 @@ class Front:
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
+    async def dev_stats(self) -> web.Response:
+        """/dev/stats of a front with workers: the workers' counters added up (the front has no
+        media of its own; merge_stats)."""
+        assert self.pool is not None and self.http is not None
+        http = self.http
+        headers = internal.headers(self.key, internal.WORKER)
+
+        async def one(worker_url: str) -> dict | None:
+            try:
+                status, data = await fetch_json(http, "GET", worker_url + "/dev/stats", headers)
+            except Unreachable:
+                return None
+            return data if status == 200 and isinstance(data, dict) else None
+
+        answers = await asyncio.gather(*(one(w.url) for w in self.pool.workers))
+        indexes = [w.index for w in self.pool.workers]
+        return web.json_response(merge_stats(list(zip(indexes, answers, strict=True))))
+
     def health(self) -> web.Response:
         """/healthz: 200 while this node takes rooms, 503 (draining) once it drains, so
         that load balancers stop sending it newcomers."""
@@ -506,10 +561,15 @@ async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await route_http_session(front, request, handler, hop, room)
     if path.startswith(twirp.PREFIX):  # LiveKit's RoomService: the room is in the body
         return await twirp.route(front, request, handler, hop)
-    if path == "/metrics" and front.pool is not None:
-        return await front.metrics()
-    if path == "/healthz":
-        return front.health()
+    # the front's answers for its whole node: to reads only (any other method gets the
+    # route's own answer, 405)
+    if request.method in ("GET", "HEAD"):
+        if path == "/metrics" and front.pool is not None:
+            return await front.metrics()
+        if path == "/healthz":
+            return front.health()
+        if path == "/dev/stats" and front.pool is not None and request.app[CONFIG].dev:
+            return await front.dev_stats()
     return await handler(request)
 
 
