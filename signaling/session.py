@@ -61,6 +61,10 @@ MAX_ICE_RESTARTS = 10  # subscriber ICE restarts a session may ask for per minut
 OUTBOX_LIMIT = 1024  # events queued for a client that does not read: beyond, it is dropped
 _TOO_SLOW = (4002, b"too slow")  # outbox sentinels (tuples): close with this code
 _DONE = (1000, b"")
+#: the server is stopping (a restart, an upgrade): "service restart" (RFC 6455's registry), as a
+#: cluster's relay says it; the client comes back at once as a new participant, and meanwhile
+#: shows an outage, not the others leaving (docs/protocol.md)
+_GOING_AWAY = (1012, b"server restart")
 
 
 class Session:
@@ -88,6 +92,7 @@ class Session:
         self._reports: list[float] = []  # negotiation failures logged in the last minute
         self._ice_restarts: list[float] = []  # ICE restarts asked for in the last minute
         self._silent = False  # closed for silence: not kept for a resume
+        self._going_away = False  # the server is stopping (going_away)
 
     # -- output ----------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -182,8 +187,22 @@ class Session:
             self.send(error("rate_limited", "too many messages: slow down (this one was dropped)"))
         return False
 
+    def going_away(self) -> None:
+        """The server is stopping: what is queued is written, then the socket is closed with
+        1012 (service restart), and nothing more is sent: not the others leaving as the server
+        removes them one by one, which the client would show as people leaving (it shows an
+        outage instead, and comes back). ``close`` removes the participant (server_shutdown)."""
+        if self._going_away:
+            return
+        self._going_away = True
+        if not self._closing:
+            self._closing = True
+            self._outbox.put_nowait(_GOING_AWAY)
+
     async def close(self, reason: str = "disconnected") -> None:
         """Remove the participant and stop writing."""
+        if self._going_away:
+            reason = "server_shutdown"  # not suspended: nobody will resume it here
         self._closing = True
         p, self.participant = self.participant, None
         if p is not None:

@@ -408,7 +408,12 @@ class Room:
                 and other.auto_subscribe
                 and owner.allows(other.identity, track.sid)
             ):
-                other.subscriber.add(track)
+                try:
+                    other.subscriber.add(track)
+                except Exception:  # one subscriber's trouble must not fail the publish
+                    logger.exception(
+                        "room %s: %s could not receive %s", self.name, other.sid, track.sid
+                    )
 
     def apply_receivers(self, owner: Participant) -> None:
         """``owner.receivers`` changed: those no longer allowed stop receiving its tracks,

@@ -128,6 +128,16 @@ class SubscribeConnection:
         existing = self.downtracks.get(track.sid)
         if existing is not None:
             return existing
+        if self.closed or self.transport.state == "closed":
+            # the client closed its peer connection (it went away without leaving: its
+            # participant waits for a resume) or this one was abandoned: nothing can be offered
+            # on it. The subscription is kept, unbound and fed nothing, so that the connection
+            # replacing this one (Participant.reconnect) carries the track; never an error for
+            # the one publishing it
+            dt = DownTrack(track, self.transport.rtp_sender, self.participant_sid)
+            if not self.closed:
+                self.downtracks[track.sid] = dt
+            return dt
         if self.client_offers:  # placed in a section of the client's next offer (fill)
             dt = DownTrack(track, self.transport.rtp_sender, self.participant_sid)
             self.downtracks[track.sid] = dt
