@@ -157,3 +157,30 @@ def test_a_node_chooses_the_least_loaded_open_node_for_a_new_room():
     assert node._choose([busy, NodeInfo("b", "http://b", rooms=5)]).id == "a"
     with pytest.raises(NoNode):
         node._choose([draining])
+
+
+def test_dev_stats_of_workers_add_up_and_name_the_silent_ones():
+    from signaling.cluster.front import merge_stats
+
+    one = {
+        "rooms": 1,
+        "participants": 2,
+        "drops": {"muted": 3, "paused": 1},
+        "transport_errors": {"send": 1},
+        "per_room": [{"name": "a", "participants": 2}],
+    }
+    two = {"rooms": 2, "participants": 1, "drops": {"muted": 4}, "per_room": [{"name": "b"}]}
+    merged = merge_stats([(0, one), (1, two), (2, None)])
+    assert merged["rooms"] == 3 and merged["participants"] == 3
+    assert merged["drops"] == {"muted": 7, "paused": 1}
+    assert merged["transport_errors"] == {"send": 1}
+    assert merged["per_room"] == [
+        {"name": "a", "participants": 2, "worker": 0},
+        {"name": "b", "worker": 1},
+    ]
+    assert merged["workers"] == [
+        {"worker": 0, "rooms": 1, "participants": 2},
+        {"worker": 1, "rooms": 2, "participants": 1},
+    ]
+    assert merged["unreachable"] == ["worker 2"]
+    assert "unreachable" not in merge_stats([(0, one)])
