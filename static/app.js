@@ -409,6 +409,12 @@ function wire(session) {
   };
   session.on('moved', (m) => { others(m.participants || []); renderList(); layout(); });
   session.on('joined', (joined) => {
+    // joined again after an outage (a server restart: everyone is a new participant there):
+    // those who were here and come back within a minute are no news, no "joined" notice
+    state.returning = new Map();
+    for (const p of state.participants.values()) {
+      if (p.info.sid !== 'self') state.returning.set(p.info.identity, Date.now() + 60000);
+    }
     others([]);
     state.participants.get('self')?.tracks.clear();
     for (const p of joined.participants) addParticipant(p, { quiet: true });
@@ -561,6 +567,8 @@ function addParticipant(info, { quiet = false } = {}) {
 function announceJoin(p) {
   const pending = state.leaving?.get(p.info.identity);
   if (pending) { clearTimeout(pending); state.leaving.delete(p.info.identity); return; }
+  const back = state.returning?.get(p.info.identity);
+  if (back) { state.returning.delete(p.info.identity); if (back > Date.now()) return; }
   // several joining at once (the start of a meeting) make one notice
   state.joining ||= [];
   state.joining.push(nameOf(p));
@@ -1373,7 +1381,14 @@ function main() {
   $('banner-stop').addEventListener('click', () => toggleShare().then(() => $('share-button').focus()));
   $('layout-button').addEventListener('click', toggleLayout);
   $('leave-button').addEventListener('click', () => ended());
-  $('rejoin-button').addEventListener('click', () => location.reload());
+  // back into the same meeting (not the lobby): the page loads again, a clean client, and
+  // joins at once with the microphone and camera as they were
+  $('rejoin-button').addEventListener('click', () => {
+    sessionStorage.setItem('visio-rejoin', JSON.stringify({
+      room: state.room, mic: !state.micMuted, cam: !state.camMuted,
+    }));
+    location.reload();
+  });
   $('chat-button').addEventListener('click', () => openPanel('chat'));
   $('people-button').addEventListener('click', () => openPanel('people'));
   $('panel-close').addEventListener('click', () => openPanel(null));
@@ -1408,7 +1423,14 @@ function main() {
   setInterval(() => pollStats().catch(() => {}), 1000);
   updateControls();
   setupIdentity(); // sign-in and My meetings, when the server has them
-  const autojoin = params.get('autojoin') === '1';
+  let rejoin = null; // "Join again" clicked on the page this one replaces (see rejoin-button)
+  try { rejoin = JSON.parse(sessionStorage.getItem('visio-rejoin') || 'null'); } catch { /* none */ }
+  sessionStorage.removeItem('visio-rejoin');
+  if (rejoin && rejoin.room === pathRoom) {
+    setLobbySwitch($('lobby-mic'), Boolean(rejoin.mic), 'mic', 'mic-off');
+    setLobbySwitch($('lobby-cam'), Boolean(rejoin.cam), 'video', 'video-off');
+  } else rejoin = null;
+  const autojoin = params.get('autojoin') === '1' || Boolean(rejoin);
   startPreview().then(() => {
     if (autojoin && pathRoom) enter(pathRoom, $('name-input').value || identity());
   });

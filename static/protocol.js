@@ -135,6 +135,7 @@ export class Session extends Emitter {
     this.connectGen = 0; // bumped by each connect: an older one still running gives up
     this.iceTimers = {}; // target -> the timer of a restart waiting for a disconnection to last
     this.failures = []; // times of negotiation failures, to give up on a loop
+    this.serverRestarted = 0; // when the server said it restarts (1012), until joined again
     // source -> muted, kept across reconnections: a track republished after a reconnect is
     // muted again at once, so the others never see it unmuted
     this.muted = new Map();
@@ -146,7 +147,8 @@ export class Session extends Emitter {
 
   // keep: only the socket dropped and our peer connections are up: ask the server to keep
   // them (docs/protocol.md, Resuming); if it does, nothing else is made again
-  async connect(keep = false) {
+  // joinedCb: called once the server answered the join (before republishing)
+  async connect(keep = false, joinedCb = null) {
     const gen = ++this.connectGen; // a later connect (or a resume given up) supersedes this one
     this.setState(this.attempt || keep ? 'reconnecting' : 'connecting');
     const token = await this.getToken();
@@ -174,6 +176,7 @@ export class Session extends Emitter {
     }
     if (gen !== this.connectGen) throw new Error('superseded');
     this.resumeToken = joined.resume || null;
+    joinedCb?.(joined);
     this.iceServers = joined.iceServers || [];
     this.me = joined.participant;
     if (keep && joined.kept) {
@@ -198,6 +201,7 @@ export class Session extends Emitter {
     this.subscriber.ontrack = (ev) => this.onTrack(ev);
     this.ping = setInterval(() => signal.send({ type: 'ping', ts: Date.now() }), 10000);
     this.attempt = 0;
+    this.serverRestarted = 0;
     this.emit('joined', joined);
     // republish what we had before a reconnection
     const previous = [...this.local.values()];
@@ -583,7 +587,10 @@ export class Session extends Emitter {
       const late = new Promise((_, reject) => {
         timer = setTimeout(() => reject(new Error('timed out')), Math.max(deadline - Date.now(), 1000));
       });
-      await Promise.race([this.connect(true), late]);
+      // the deadline is for getting an answer: once joined (a new server refused the resume:
+      // fresh connections, tracks published again), cutting that short would leave a
+      // participant on the server whose connections we closed, and start it all again
+      await Promise.race([this.connect(true, () => clearTimeout(timer)), late]);
       this.reconnecting = false;
       return;
     } catch (err) {
@@ -632,7 +639,11 @@ export class Session extends Emitter {
     this.teardown();
     this.dropRemote();
     this.setState('reconnecting');
-    const delay = restart && !this.attempt ? 200 : Math.min(1000 * 2 ** this.attempt, 10000);
+    // the server said it restarts (1012): it is back within seconds, and knows nobody then:
+    // tried again every second for a minute (a new participant: no resume), not backing off
+    if (restart && !this.serverRestarted) this.serverRestarted = Date.now();
+    const restarting = this.serverRestarted && Date.now() - this.serverRestarted < 60000;
+    const delay = restarting ? (this.attempt ? 1000 : 200) : Math.min(1000 * 2 ** this.attempt, 10000);
     this.attempt += 1;
     setTimeout(async () => {
       this.reconnecting = false;

@@ -70,14 +70,16 @@ class ServerProcess:
         dev: bool = True,
         start_timeout: float = 30.0,
         host: str = "127.0.0.1",
+        port: int | None = None,
     ) -> None:
         """``netns``: run the server inside this network namespace (tests/support/netns.py);
         its URL then works only for clients in that namespace. ``dev``: development mode
         (/dev/token); without it, keys come from ``extra``'s --config. ``start_timeout``:
         seconds it may take to answer (a front waits for its workers). ``host``: the address
-        it serves HTTP on (one of its namespace's)."""
+        it serves HTTP on (one of its namespace's). ``port``: the HTTP port (a server started
+        again where the one it replaces was: ``again``); else a free one."""
         self.netns = netns
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://{host}:{self.port}"
         args = [
             "serve",
@@ -107,7 +109,8 @@ class ServerProcess:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         full_env.pop("VISIO_API_KEY", None)
         (ROOT / "test-artifacts").mkdir(exist_ok=True)
-        self.log = open(ROOT / "test-artifacts" / f"server-{self.port}.log", "w")  # noqa: SIM115
+        self._again = (guard_file, args, env, netns, dev, start_timeout, host)
+        self.log = open(ROOT / "test-artifacts" / f"server-{self.port}.log", "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -171,10 +174,20 @@ class ServerProcess:
         q = urllib.parse.urlencode({"room": room, "identity": identity, "name": name})
         return self.get(f"/dev/token?{q}")["token"]
 
-    def stop(self) -> int:
-        """Stop the server (SIGINT, then SIGKILL) and return its exit code."""
+    def again(self) -> ServerProcess:
+        """A new server process with the same settings on the same HTTP and UDP ports (this
+        one stopped first): a restart, as an operator makes one."""
+        guard_file, args, env, netns, dev, start_timeout, host = self._again
+        extra = args[args.index("--port") + 2 :]  # with the UDP port this one took
+        return ServerProcess(
+            guard_file, extra, env, netns, dev, start_timeout, host, port=self.port
+        )
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        """Stop the server (``sig``: SIGINT as Ctrl-C, SIGTERM, or SIGKILL as a crash; then
+        SIGKILL) and return its exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
