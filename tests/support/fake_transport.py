@@ -68,6 +68,13 @@ class FakeTransport:
         self.receive_errors = self.send_errors = 0
         FakeTransport.instances.append(self)
 
+    @property
+    def state(self) -> str:
+        """As PeerTransport's: closed once closed, connected once an answer is applied."""
+        if self.closed:
+            return "closed"
+        return "connected" if self.has_remote_description else "new"
+
     def open_data_channels(self, labels: tuple[tuple[str, bool], ...]) -> None:
         self.channels += [label for label, _reliable in labels]
 
