@@ -473,7 +473,14 @@ typedef struct {
     void *ctx;
     struct sockaddr_in name;
     unsigned long long sent;  /* packets put into the batch by send */
+    unsigned long long checked;  /* route_epoch when the checks last passed; 0: never */
 } RouteObject;
+
+/* What a route checks (the nominated pair, the mux's owner table, the protocol's transport,
+   the DTLS session) changes seldom, and whoever changes it calls invalidate(), which moves
+   this on: a route whose checks passed in the same epoch sends without making them again
+   (they touch four objects of its connection per packet, most of them cold in a fan-out). */
+static unsigned long long route_epoch = 1;
 
 static PyObject *one;  /* the component number of RTP, 1 */
 static PyObject *tx_srtp_name, *transport_name;
@@ -512,6 +519,7 @@ Route_disarm_refs(RouteObject *self)
     Py_CLEAR(self->addr);
     self->fn = NULL;
     self->ctx = NULL;
+    self->checked = 0;
 }
 
 static int
@@ -607,6 +615,7 @@ Route_ready(RouteObject *self)
     BatchObject *batch = self->batch;
     if (batch == NULL || self->pair == NULL || !batch->open || batch->count >= MAX_BATCH)
         return 0;
+    if (self->checked == route_epoch) return 1;
     PyObject *pair = PyDict_GetItemWithError(self->nominated, one);  /* borrowed */
     if (pair != self->pair) return PyErr_Occurred() ? -1 : 0;
     PyObject *session = PyObject_GetAttr(self->dtls, tx_srtp_name);
@@ -619,6 +628,7 @@ Route_ready(RouteObject *self)
     if (transport != self->transport) return 0;
     PyObject *owner = PyDict_GetItemWithError(self->owners, self->addr);  /* borrowed */
     if (owner != self->protocol) return PyErr_Occurred() ? -1 : 0;
+    self->checked = route_epoch;
     return 1;
 }
 
@@ -688,7 +698,7 @@ static PyMethodDef Route_methods[] = {
      "addr) -> True if armed (addr an IPv4 (host, port)): send protects with libsrtp's "
      "srtp_protect (its address) and the context (an int) of session, while dtls._tx_srtp is "
      "session, nominated[1] is pair, protocol.transport is transport and owners[addr] is "
-     "protocol."},
+     "protocol (checked again once invalidate() was called since they last held)."},
     {"disarm", (PyCFunction)Route_disarm, METH_NOARGS,
      "disarm(): every send goes to the fallback until armed again."},
     {"send", (PyCFunction)Route_send, METH_O,
@@ -1450,7 +1460,18 @@ static PyTypeObject DownTrackCoreType = {
     .tp_methods = DownTrackCore_methods,
 };
 
+static PyObject *
+invalidate(PyObject *module, PyObject *unused)
+{
+    route_epoch++;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"invalidate", invalidate, METH_NOARGS,
+     "invalidate(): something a Route checks may have changed (a nominated pair, the media "
+     "port's owner table, a protocol's transport, a DTLS session): every route checks again "
+     "before its next packet. Cheap: whoever changes one calls it."},
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(data, (host, port)), ...], skipped=None) -> how many were handed to "
      "the kernel or skipped (a destination that refused one: its index appended to the list "

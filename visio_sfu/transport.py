@@ -1099,7 +1099,10 @@ class PeerTransport:
         """A new nominated pair: the Route sends on it, if it is an IPv4 UDP address of the
         media port (TURN, ICE-TCP and IPv6 stay with send_rtp), for as long as the pair's
         protocol sends through the media port's transport (a test's impairment wraps it) and
-        holds the address there (the mux's sendto claims it again when nobody does)."""
+        holds the address there (the mux's sendto claims it again when nobody does). The Route
+        checks these again only after a change: the connection's nominated pairs and the mux's
+        owner table are ``udpmux.Watched``; whoever wraps a protocol's transport calls
+        ``udpmux.invalidate_routes``."""
         route, mux = self._route, self._mux
         if route is None or mux is None:
             return
@@ -1110,12 +1113,15 @@ class PeerTransport:
             and addr not in mux._tcp
             and addr not in mux._tcp_closed
         ):
+            connection = self._dtls._transport._connection
+            if type(connection._nominated) is not udpmux.Watched:  # its changes tell the Routes
+                connection._nominated = udpmux.Watched(connection._nominated)
             route.arm(
                 _PROTECT_ADDRESS,
                 protector._address,
                 session,
                 self._dtls,
-                self._dtls._transport._connection._nominated,
+                connection._nominated,
                 pair,
                 pair.protocol,
                 pair.protocol.transport,

@@ -47,11 +47,68 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol
 
 try:
-    from ._batch import Batch, send_batch  # type: ignore[import-not-found]
+    from ._batch import Batch, invalidate, send_batch  # type: ignore[import-not-found]
 except ImportError:  # not built (no compiler at install time): one sendto per datagram
     Batch = send_batch = None
 
+    def invalidate() -> None:
+        """No compiled Routes to tell."""
+
+
 logger = logging.getLogger(__name__)
+
+
+def invalidate_routes() -> None:
+    """Something the compiled Routes check changed (``_batch.invalidate``): a connection's
+    protocol got another transport (a test's impairment wraps it), say. Each Route checks its
+    pair, session, transport and address again before its next packet, instead of per packet."""
+    invalidate()
+
+
+class Watched(dict[Any, Any]):
+    """A dict whose every change calls ``invalidate_routes``: the media port's owner table and
+    an ICE connection's nominated pairs, which the Routes check only after a change."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        invalidate()
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        invalidate()
+
+    def __ior__(self, other: Any) -> Watched:  # type: ignore[misc]
+        super().__ior__(other)
+        invalidate()
+        return self
+
+    def pop(self, *args: Any) -> Any:
+        try:
+            return super().pop(*args)
+        finally:
+            invalidate()
+
+    def popitem(self) -> tuple[Any, Any]:
+        try:
+            return super().popitem()
+        finally:
+            invalidate()
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        try:
+            return super().setdefault(key, default)
+        finally:
+            invalidate()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().update(*args, **kwargs)
+        finally:
+            invalidate()
+
+    def clear(self) -> None:
+        super().clear()
+        invalidate()
 
 #: addresses one connection may hold at once (its candidates, a TURN relay, a NAT rebinding)
 MAX_ADDRESSES = 16
@@ -172,7 +229,7 @@ class UdpMux(asyncio.DatagramProtocol):
         self._queued6: Any = None
         self.sockname: tuple[str, int] = (host, port)
         self._by_ufrag: dict[bytes, StunProtocol] = {}
-        self._owner: dict[Any, StunProtocol] = {}  # remote address -> its connection
+        self._owner: dict[Any, StunProtocol] = Watched()  # remote address -> its connection
         self._held: dict[int, list[Any]] = {}  # id(protocol) -> the addresses it holds
         self._transactions: dict[bytes, StunProtocol] = {}  # STUN transaction id -> asker
         self.unknown = 0  # datagrams from an address no connection holds

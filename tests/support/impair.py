@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support import netns
+from visio_sfu.udpmux import invalidate_routes
 
 
 @dataclass
@@ -206,6 +207,7 @@ def impair_connection(
             down_link.send(data, (_p, addr))
 
         protocol.datagram_received = datagram_received
+    invalidate_routes()  # the server's Routes now send through the wrappers
     return ImpairedPath(up_link, down_link)
 
 

@@ -8,6 +8,7 @@ from pylibsrtp import Policy, Session
 
 from tests.support.srtp import PROTECT, context_of, sessions_of_one_key
 from visio_sfu.rtp.header import build_rtp
+from visio_sfu.udpmux import Watched, invalidate_routes
 
 batch = pytest.importorskip("visio_sfu._batch")  # test_rewrite.py fails when it is not built
 
@@ -116,8 +117,9 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
     dtls, pair = _Dtls(ours), object()
     protocol = _Protocol()
     sends_through = protocol.transport
-    owners = {("127.0.0.1", 40000): protocol, ("::1", 40000): protocol}
-    nominated = {1: pair}
+    # as the mux's owner table and aioice's nominated pairs are: a change tells the routes
+    owners = Watched({("127.0.0.1", 40000): protocol, ("::1", 40000): protocol})
+    nominated = Watched({1: pair})
     packets = [build_rtp(96, 1000 + i, 3000 * i, 1234, bytes(range(200))) for i in range(8)]
 
     assert route.send(bytearray(packets[0])) is False and len(fallen) == 1  # not armed
@@ -148,9 +150,11 @@ def test_route_protects_into_the_open_batch_and_falls_back_otherwise():
     assert route.send(packets[2]) is False and len(b) == 0 and len(fallen) == 3
     nominated[1] = pair
     dtls._tx_srtp = theirs  # another SRTP session
+    invalidate_routes()  # (an attribute: whoever changes it says so)
     assert route.send(packets[3]) is False and len(fallen) == 4
     dtls._tx_srtp = ours
     protocol.transport = object()  # the pair's socket wrapped (an impairment in a test)
+    invalidate_routes()
     assert route.send(packets[3]) is False and len(fallen) == 5
     protocol.transport = sends_through
     fallen.pop()
@@ -248,3 +252,51 @@ def test_routes_sharing_a_batch_keep_the_order_each_sends_in():
         sender.close()
         for r in receivers:
             r.close()
+
+
+def test_a_route_checks_again_only_after_a_change_is_told():
+    """The checks are made once per change, not per packet: a route that passed them sends
+    without looking again until invalidate_routes() is called, which every change of a
+    Watched table (each of its mutators) does."""
+    ours, theirs = sessions_of_one_key(Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 2)
+    b = batch.Batch()
+    fallen: list[bytes] = []
+    route = batch.Route(b, lambda data: fallen.append(bytes(data)) or False)
+    dtls, pair, protocol = _Dtls(ours), object(), _Protocol()
+    owners = Watched({("127.0.0.1", 40000): protocol})
+    nominated = Watched({1: pair})
+    addr = ("127.0.0.1", 40000)
+    args = (PROTECT, context_of(ours), ours, dtls, nominated, pair, protocol)
+    assert route.arm(*args, protocol.transport, owners, addr)
+    packets = (build_rtp(96, 1000 + i, 0, 1234, bytes(100)) for i in range(1000))
+    b.begin()
+    changes = [
+        lambda: owners.__setitem__(("10.0.0.1", 1), protocol),
+        lambda: owners.__delitem__(("10.0.0.1", 1)),
+        lambda: owners.setdefault(("10.0.0.2", 1), protocol),
+        lambda: owners.pop(("10.0.0.2", 1)),
+        lambda: owners.pop(("10.0.0.3", 1), None),  # nothing there: told all the same
+        lambda: owners.update({("10.0.0.4", 1): protocol}),
+        lambda: owners.__ior__({("10.0.0.5", 1): protocol}),
+        lambda: nominated.__setitem__(2, object()),
+        lambda: nominated.popitem(),
+        lambda: nominated.update({}),
+        invalidate_routes,
+    ]
+    for change in changes:
+        dtls._tx_srtp = ours
+        invalidate_routes()
+        assert route.send(next(packets)) is True  # checked
+        dtls._tx_srtp = theirs  # changed without a word: not seen
+        assert route.send(next(packets)) is True
+        change()
+        assert route.send(next(packets)) is False  # seen at the next packet
+        assert len(b) == 2 and len(fallen) == 1
+        b.clear()
+        b.begin()
+        fallen.clear()
+    nominated.clear()
+    dtls._tx_srtp = ours
+    assert route.send(next(packets)) is False  # clear() told it: nothing nominated now
+    b.end()
+
