@@ -110,6 +110,7 @@ class Watched(dict[Any, Any]):
         super().clear()
         invalidate()
 
+
 #: addresses one connection may hold at once (its candidates, a TURN relay, a NAT rebinding)
 MAX_ADDRESSES = 16
 #: STUN transactions remembered (their responses find the connection that asked)

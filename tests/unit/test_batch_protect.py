@@ -299,4 +299,3 @@ def test_a_route_checks_again_only_after_a_change_is_told():
     dtls._tx_srtp = ours
     assert route.send(next(packets)) is False  # clear() told it: nothing nominated now
     b.end()
-
