@@ -58,7 +58,8 @@ python -m mypy  # visio_sfu, configured in pyproject.toml
 if [ $# -eq 0 ]; then
     # the product's tests, then the benchmark tools' smoke tests (kept apart: tests/ never
     # imports benchmarks)
-    python -m pytest -q -p no:cacheprovider tests benchmarks/tests
+    # the slowest tests named at the end: what to look at when the run nears its time limit
+    python -m pytest -q -p no:cacheprovider --durations=30 tests benchmarks/tests
 else
     python -m pytest -q -p no:cacheprovider "$@"
 fi
