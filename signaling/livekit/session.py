@@ -100,6 +100,7 @@ class LiveKitSession:
         self._writer: asyncio.Task | None = None
         self._quality: asyncio.Task | None = None
         self._closing = False
+        self._going_away = False  # the server is stopping (going_away)
         self._joined_sent = False
         self._held: list[Any] = []  # events before the JoinResponse went out
         self._versions: dict[str, int] = {}  # participant sid -> last version sent (if gone)
@@ -854,9 +855,26 @@ class LiveKitSession:
         return None
 
     # -- teardown ------------------------------------------------------------------------------
+    def going_away(self) -> None:
+        """The server is stopping: what is queued is written, then a leave (SERVER_SHUTDOWN,
+        action RECONNECT: the SDK joins again, on this server once it is back), and nothing
+        more: not the others leaving as the server removes them one by one. ``close`` then
+        removes the participant."""
+        if self._going_away:
+            return
+        self._going_away = True
+        if not self._closing:
+            self._closing = True
+            self._outbox.put_nowait(
+                leave_message("server_shutdown", action=rtc.LeaveRequest.Action.RECONNECT)
+            )
+            self._outbox.put_nowait(_DONE)
+
     async def close(self, reason: str = "disconnected", keep: bool = True) -> None:
         """Stop; a participant whose socket dropped (``reason`` disconnected) is suspended for
         the resume grace, else removed."""
+        if self._going_away:
+            reason, keep = "server_shutdown", False  # nobody will resume it here
         self._closing = True
         p, self.participant = self.participant, None
         if self._quality is not None:
@@ -879,9 +897,10 @@ class LiveKitSession:
                     await room.remove(p, reason)
                 await p.close()
         if self._writer is not None and not self._writer.done():
-            if reason not in ("disconnected", "left"):  # the server's doing: say why
-                self._outbox.put_nowait(leave_message(reason))
-            self._outbox.put_nowait(_DONE)
+            if not self._going_away:  # (which queued its leave and the end)
+                if reason not in ("disconnected", "left"):  # the server's doing: say why
+                    self._outbox.put_nowait(leave_message(reason))
+                self._outbox.put_nowait(_DONE)
             try:
                 await asyncio.wait_for(self._writer, 2)
             except (TimeoutError, asyncio.CancelledError):

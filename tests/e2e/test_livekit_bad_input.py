@@ -281,3 +281,46 @@ async def test_a_livekit_join_names_the_turn_servers_with_credentials():
             reconnect = await _next(ws, "reconnect")
         (again,) = reconnect.ice_servers
         assert list(again.urls) == ["turn:turn.example.org:3478"] and again.credential
+
+
+async def test_a_stopping_server_tells_livekit_clients_to_reconnect_and_nobody_left():
+    """A server that stops sends each LiveKit client a leave (SERVER_SHUTDOWN, action
+    RECONNECT: the SDK joins again once the server is back), and before it no update showing
+    the others disconnected as the server removes them one by one (the JSON clients' 1012:
+    tests/e2e/test_server_restart.py)."""
+    server = LocalServer()
+    await server.__aenter__()
+    async with aiohttp.ClientSession() as http:
+        ws_url = server.url.replace("http://", "ws://")
+        sockets = []
+        try:
+            for name in ("alice", "bob", "carol"):
+                token = livekit_token(KEY, SECRET, name, "stopping")
+                ws = await http.ws_connect(f"{ws_url}/rtc?{QUERY}&access_token={token}")
+                await _next(ws, "join")
+                sockets.append(ws)
+        finally:
+            await server.__aexit__(None, None, None)
+        for ws in sockets:
+            told = []
+            while True:
+                msg = await ws.receive(timeout=5)
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    break
+                response = rtc.SignalResponse()
+                response.ParseFromString(msg.data)
+                told.append(response)
+            kinds = [r.WhichOneof("message") for r in told]
+            assert kinds and kinds[-1] == "leave", kinds
+            leave = told[-1].leave
+            assert leave.reason == models.DisconnectReason.SERVER_SHUTDOWN, leave
+            assert leave.action == rtc.LeaveRequest.Action.RECONNECT, leave
+            gone = [
+                p.identity
+                for r in told
+                if r.WhichOneof("message") == "update"
+                for p in r.update.participants
+                if p.state == models.ParticipantInfo.State.DISCONNECTED
+            ]
+            assert not gone, gone
+            await ws.close()
