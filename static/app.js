@@ -80,6 +80,7 @@ function toast(text, ms = 4000) {
   box.append(p);
   while (box.children.length > 3) box.firstElementChild.remove(); // the newest three
   setTimeout(() => p.remove(), ms);
+  return p;
 }
 
 function nameOf(p) { return p.info.name || p.info.identity; }
@@ -491,12 +492,13 @@ function onSessionState(s) {
   setStatus(s === 'connected' || s === 'closed' ? '' : t(outage ? 'reconnecting' : 'connecting'));
   if (outage) {
     state.wasDown = true;
+    state.reconnectedToast?.remove(); // an earlier outage's "Reconnected" is not true now
     state.lastStats = null;
     setQuality($('quality'), 'offline', 'outage');
     for (const p of state.participants.values()) if (p.net) setQuality(p.net, 'offline', 'outage', nameOf(p));
   }
   if (s === 'connected') {
-    if (state.wasDown) { toast(t('reconnected')); state.wasDown = false; }
+    if (state.wasDown) { state.reconnectedToast = toast(t('reconnected')); state.wasDown = false; }
     setQuality($('quality'), 'unknown', 'measuring');
     state.outbox?.flush();
   }

@@ -182,6 +182,9 @@ def test_meeting_survives_server_restarts(restartable, browser):
                     f"restart {restart}: tiles gone from {name}'s page during the outage",
                     s,
                 )
+            for name, page in m.pages.items():  # an earlier outage's toast is not left up
+                toasts = page.locator("#toasts p").all_inner_texts()
+                assert "Reconnected" not in toasts, (restart, name, toasts)
             artefact(m.pages["Bob"], f"restart-{restart}-outage-Bob")
             time.sleep(down)
             new = old.again()
