@@ -123,6 +123,30 @@ def no_screen(r: dict) -> bool:
     )
 
 
+def tracks_advance(items, still=lambda key: False):
+    """A poll check over ``items(report)``: name -> (track sid, video time, frames or bytes),
+    or None while something is missing. True once every item advanced (frames or bytes; for
+    video, its time too) since it was first seen with these same tracks; ``still(name)``: an
+    item allowed not to grow (a muted microphone sends nothing)."""
+    base: dict = {}
+
+    def check(r):
+        now = items(r)
+        if now is None:
+            return False
+        if not base or {k: v[0] for k, v in base.items()} != {k: v[0] for k, v in now.items()}:
+            base.clear()
+            base.update(now)  # first sight of these tracks: they must advance from here
+            return False
+        return all(
+            still(k)
+            or (now[k][2] > base[k][2] and (k.startswith("mic:") or now[k][1] > base[k][1]))
+            for k in now
+        )
+
+    return check
+
+
 class Meeting:
     """Pages in one room, their console messages, and failure reports."""
 
@@ -194,7 +218,6 @@ class Meeting:
         """Wait until ``viewer`` plays the camera and microphone of each of ``cameras`` and the
         screen share of each of ``screens`` (not one of the track sids in ``exclude``), with
         video time, decoded frames and audio bytes advancing between two polls."""
-        base: dict = {}
 
         def items(r):
             out = {}
@@ -213,19 +236,7 @@ class Meeting:
                 out[f"screen:{name}"] = (v["track"], v["t"], r["inbound"][v["track"]]["frames"])
             return out
 
-        def check(r):
-            now = items(r)
-            if now is None:
-                return False
-            if not base or {k: v[0] for k, v in base.items()} != {k: v[0] for k, v in now.items()}:
-                base.clear()
-                base.update(now)  # first sight of these tracks: they must advance from here
-                return False
-            return all(
-                now[k][2] > base[k][2] and (k.startswith("mic:") or now[k][1] > base[k][1])
-                for k in now
-            )
-
+        check = tracks_advance(items)
         # (also the failure screenshot's file name: no quotes, colons or commas)
         what = " and ".join(
             [

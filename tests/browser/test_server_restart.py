@@ -24,7 +24,7 @@ import uuid
 import pytest
 
 from tests.browser.conftest import artefact
-from tests.browser.test_meeting_lifecycle import Meeting, _video_plays
+from tests.browser.test_meeting_lifecycle import Meeting, _video_plays, tracks_advance
 from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -87,7 +87,6 @@ def plays(m: Meeting, viewer: str, muted: set[str], timeout: float) -> dict:
     on an m-section of the subscriber connection, its inbound bytes growing (a muted one's
     sends nothing: its track must be there, not growing)."""
     others = [n for n in NAMES if n != viewer]
-    base: dict = {}
 
     def items(r):
         out = {}
@@ -108,21 +107,7 @@ def plays(m: Meeting, viewer: str, muted: set[str], timeout: float) -> dict:
             out[f"mic:{name}"] = (audio["track"], 0, r["inbound"][audio["track"]]["bytes"])
         return out
 
-    def check(r):
-        now = items(r)
-        if now is None:
-            return False
-        if not base or {k: v[0] for k, v in base.items()} != {k: v[0] for k, v in now.items()}:
-            base.clear()
-            base.update(now)  # first sight of these tracks: they must advance from here
-            return False
-        return all(
-            (now[k][2] > base[k][2] or k[4:] in muted)
-            if k.startswith("mic:")
-            else (now[k][2] > base[k][2] and now[k][1] > base[k][1])
-            for k in now
-        )
-
+    check = tracks_advance(items, still=lambda k: k.startswith("mic:") and k[4:] in muted)
     return m.poll(viewer, check, f"plays camera+mic of {'+'.join(others)}", timeout)
 
 
