@@ -110,7 +110,10 @@ class ServerProcess:
         full_env.pop("VISIO_API_KEY", None)
         (ROOT / "test-artifacts").mkdir(exist_ok=True)
         self._again = (guard_file, args, env, netns, dev, start_timeout, host)
+        # appended to (a restart on the same port, again(), writes after its predecessor), so
+        # output() reads from where this process began: not an earlier run's server's lines
         self.log = open(ROOT / "test-artifacts" / f"server-{self.port}.log", "a")  # noqa: SIM115
+        self._log_start = self.log.tell()
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -130,7 +133,9 @@ class ServerProcess:
         """What the server printed so far (its last ``tail`` characters; None: all)."""
         if not self.log.closed:
             self.log.flush()
-        text = Path(self.log.name).read_text()
+        with open(self.log.name, "rb") as f:
+            f.seek(self._log_start)
+            text = f.read().decode(errors="replace")
         return text if tail is None else text[-tail:]
 
     def _fetch(self, path: str, timeout: float = 5) -> bytes:

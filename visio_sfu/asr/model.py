@@ -172,8 +172,8 @@ def verify_model_dir(
         file = directory / name
         if not file.is_file():
             raise ModelError(f"model directory {directory} has no {name}")
-        st = file.stat()
-        key = (str(file.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, expected.lower())
+        # what a stamp records (change time included: a rewrite cannot set it back)
+        key = tuple(_stamp_fields(file, expected.lower()).values())
         if key in _VERIFIED:  # this process checked this very file already
             continue
         _check_file(file, expected.lower(), Path(stamps) if stamps is not None else None)
