@@ -101,6 +101,7 @@ class LiveKitSession:
         self._quality: asyncio.Task | None = None
         self._closing = False
         self._going_away = False  # the server is stopping (going_away)
+        self._ended = False  # the end of the output (_DONE) is queued
         self._joined_sent = False
         self._held: list[Any] = []  # events before the JoinResponse went out
         self._versions: dict[str, int] = {}  # participant sid -> last version sent (if gone)
@@ -285,7 +286,7 @@ class LiveKitSession:
             return
         if self._outbox.qsize() >= OUTBOX_LIMIT:
             logger.warning("livekit session %s: client does not read; closing", self._who())
-            self._closing = True
+            self._closing = self._ended = True
             self._outbox.put_nowait(_DONE)
             return
         self._outbox.put_nowait(item)
@@ -863,8 +864,9 @@ class LiveKitSession:
         if self._going_away:
             return
         self._going_away = True
-        if not self._closing:
-            self._closing = True
+        self._closing = True  # nothing more is queued
+        if not self._ended:
+            self._ended = True
             self._outbox.put_nowait(
                 leave_message("server_shutdown", action=rtc.LeaveRequest.Action.RECONNECT)
             )
@@ -897,7 +899,8 @@ class LiveKitSession:
                     await room.remove(p, reason)
                 await p.close()
         if self._writer is not None and not self._writer.done():
-            if not self._going_away:  # (which queued its leave and the end)
+            if not self._ended:  # (going_away may have queued its leave and the end)
+                self._ended = True
                 if reason not in ("disconnected", "left"):  # the server's doing: say why
                     self._outbox.put_nowait(leave_message(reason))
                 self._outbox.put_nowait(_DONE)
@@ -915,7 +918,8 @@ def leave_message(
     """A server-side leave: ``reason`` a visio-sfu reason (convert.REASONS)."""
     return rtc.SignalResponse(
         leave=rtc.LeaveRequest(
-            can_reconnect=False,
+            # what SDKs from before ``action`` read: reconnect when the action says so
+            can_reconnect=action == rtc.LeaveRequest.Action.RECONNECT,
             reason=convert.REASONS.get(reason, models.DisconnectReason.UNKNOWN_REASON),
             action=action,
         )
@@ -949,5 +953,5 @@ def release(session: LiveKitSession, p: Participant) -> None:
     if session._data_of is p:
         session._data_of = None
     if not session._closing:
-        session._closing = True
+        session._closing = session._ended = True
         session._outbox.put_nowait(_DONE)

@@ -287,7 +287,10 @@ async def test_a_stopping_server_tells_livekit_clients_to_reconnect_and_nobody_l
     """A server that stops sends each LiveKit client a leave (SERVER_SHUTDOWN, action
     RECONNECT: the SDK joins again once the server is back), and before it no update showing
     the others disconnected as the server removes them one by one (the JSON clients' 1012:
-    tests/e2e/test_server_restart.py)."""
+    tests/e2e/test_server_restart.py). One of them was being removed when the server stopped:
+    it is told the same, at once."""
+    from signaling import livekit as lk_signaling
+
     server = LocalServer()
     await server.__aenter__()
     async with aiohttp.ClientSession() as http:
@@ -297,10 +300,16 @@ async def test_a_stopping_server_tells_livekit_clients_to_reconnect_and_nobody_l
             for name in ("alice", "bob", "carol"):
                 token = livekit_token(KEY, SECRET, name, "stopping")
                 ws = await http.ws_connect(f"{ws_url}/rtc?{QUERY}&access_token={token}")
-                await _next(ws, "join")
                 sockets.append(ws)
+                sid = (await _next(ws, "join")).participant.sid
+            removing = asyncio.ensure_future(lk_signaling.SESSIONS[sid].close("removed"))
+            await asyncio.sleep(0)  # (carol's removal under way: going_away comes during it)
         finally:
+            started = asyncio.get_running_loop().time()
             await server.__aexit__(None, None, None)
+            stopping = asyncio.get_running_loop().time() - started
+        await removing
+        assert stopping < 1.5, stopping  # nobody's writer waited out its 2 s
         for ws in sockets:
             told = []
             while True:
@@ -315,6 +324,7 @@ async def test_a_stopping_server_tells_livekit_clients_to_reconnect_and_nobody_l
             leave = told[-1].leave
             assert leave.reason == models.DisconnectReason.SERVER_SHUTDOWN, leave
             assert leave.action == rtc.LeaveRequest.Action.RECONNECT, leave
+            assert leave.can_reconnect  # (what SDKs from before ``action`` read)
             gone = [
                 p.identity
                 for r in told
