@@ -566,7 +566,11 @@ class PeerTransport:
     # -- state ---------------------------------------------------------------------------
     @property
     def state(self) -> str:
-        """The peer connection state: new, connecting, connected, failed or closed."""
+        """The peer connection state: new, connecting, connected, failed or closed; closed
+        from the moment it starts closing (by either side), when aiortc stops taking new
+        transceivers, where its own connectionState says so only once the closing is done."""
+        if self._closed or self.pc.signalingState == "closed":
+            return "closed"
         return self.pc.connectionState
 
     def _state_changed(self) -> None:

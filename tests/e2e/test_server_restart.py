@@ -86,3 +86,41 @@ async def test_a_closed_subscriber_connection_does_not_fail_anothers_publish():
         for c in (alice, again, bob):
             await c.close()
         await asyncio.sleep(0)
+
+
+async def test_a_connection_closing_takes_no_track_and_keeps_the_subscription():
+    """A subscriber connection that started closing (aiortc closes its end when the client
+    closes its own, over several awaits) counts as closed at once: a track added meanwhile
+    is kept for the connection made on resume, not offered on it (aiortc refuses new
+    transceivers from the first moment: InvalidStateError) and not lost."""
+    async with LocalServer() as server:
+        bob = Client(server.url, server.token("closing", "bob"))
+        alice = Client(server.url, server.token("closing", "alice"))
+        joined = await bob.connect(name="Bob")
+        await alice.connect(name="Alice")
+        room = server.sfu.room("closing")
+        bob_p = room.participants[joined["participant"]["sid"]]
+        await alice.publish(ToneAudioTrack(1))
+        await until(lambda: len(bob.remote_tracks) == 1, what="bob receives alice's microphone")
+        (mic,) = room.participants[alice.joined["participant"]["sid"]].tracks.values()
+        bob_p.subscriber.remove(mic.sid)
+        transport = bob_p.subscriber.transport
+        # closing takes awaits (a transceiver's stop here; on a relay or a stream, its
+        # transport's): aiortc refuses new transceivers from the first, says closed at the end
+        transceiver = transport.pc.getTransceivers()[0]
+        stop = transceiver.stop
+
+        async def slow_stop() -> None:
+            await asyncio.sleep(0.2)
+            await stop()
+
+        transceiver.stop = slow_stop
+        closing = asyncio.ensure_future(transport.pc.close())
+        await asyncio.sleep(0.05)
+        assert transport.pc.connectionState != "closed"  # (the gap)
+        assert transport.state == "closed"
+        kept = bob_p.subscriber.add(mic)  # no InvalidStateError
+        assert bob_p.subscriber.downtracks[mic.sid] is kept and not kept.bound
+        await closing
+        for c in (alice, bob):
+            await c.close()

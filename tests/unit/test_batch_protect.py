@@ -295,7 +295,9 @@ def test_a_route_checks_again_only_after_a_change_is_told():
         b.clear()
         b.begin()
         fallen.clear()
-    nominated.clear()
     dtls._tx_srtp = ours
+    invalidate_routes()
+    assert route.send(next(packets)) is True  # checked again, and passed
+    nominated.clear()
     assert route.send(next(packets)) is False  # clear() told it: nothing nominated now
     b.end()
