@@ -418,7 +418,10 @@ function wire(session) {
     }
     others([]);
     state.participants.get('self')?.tracks.clear();
-    for (const p of joined.participants) addParticipant(p, { quiet: true });
+    for (const p of joined.participants) {
+      addParticipant(p, { quiet: true });
+      state.returning.delete(p.identity); // here already: a later leave and return is news
+    }
     // the name the others see: the token's (a signed-in user's is the provider's), which may
     // not be the one typed in the lobby
     session.name = joined.participant.name || session.name;

@@ -191,13 +191,20 @@ def test_meeting_survives_server_restarts(restartable, browser):
         whole_again(m, set(), "after Carol unmuted")
         # Bob leaves, muted; "Join again" takes him back into the meeting (not to the lobby)
         bob = m.pages["Bob"]
+        for name in ("Alice", "Carol"):
+            m.pages[name].evaluate(WATCH_TOASTS)
         bob.click("#mic-button")
         bob.click("#leave-button")
         bob.locator("#ended").wait_for(state="visible", timeout=5000)
+        bob.wait_for_timeout(4500)  # away longer than a blip: his leave and return are news
         with bob.expect_navigation():
             bob.click("#rejoin-button")
         bob.locator("#room").wait_for(state="visible", timeout=15000)
         assert bob.locator("#lobby").is_hidden()
         whole_again(m, {"Bob"}, "after Bob clicked Join again")
         artefact(bob, "restart-Bob-joined-again")
+        # the others were told, though he was among those back after the restarts
+        for name in ("Alice", "Carol"):
+            told = m.pages[name].evaluate(SHOWN)["toasts"]
+            assert "Bob left" in told and "Bob joined" in told, (name, told)
         m.assert_clean()
