@@ -567,6 +567,8 @@ export class Session extends Emitter {
   // connections are still up, only the signalling is made again, keeping them; else (or if
   // that does not work within the server's resume grace) a full reconnection.
   onSignalLost(reason, restart = false) {
+    // (said during a resume attempt too: the retries that follow it are then quick)
+    if (restart && !this.serverRestarted) this.serverRestarted = Date.now();
     if (this.closedByUser || this.reconnecting) return;
     if (restart || !this.resumeToken || !this.peersUp()) {
       this.onDisconnect(reason, restart);
