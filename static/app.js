@@ -345,6 +345,10 @@ async function join(room, name, admitted = {}) {
       const q = new URLSearchParams({ room, name, identity: identity() });
       if (params.get('host') === '1') q.set('host', '1'); // development mode: a host's token
       const r = await fetch(`/dev/token?${q}`);
+      if (r.status === 400) { // a meeting or name the server never accepts (too long, say): said once
+        const why = (await r.json().catch(() => ({}))).message;
+        throw Object.assign(new Error(why || t('error')), { permanent: true });
+      }
       if (!r.ok) throw new Error('no token: open this page with ?token=');
       return (await r.json()).token;
     },
@@ -366,6 +370,10 @@ async function join(room, name, admitted = {}) {
   try {
     await session.connect();
   } catch (err) {
+    if (err.permanent) { // trying again would only fail again: the reason, and no outage banner
+      ended(`${t('error')}: ${err.message}`);
+      return;
+    }
     setStatus(`${t('error')}: ${err.message}`);
     session.onDisconnect(err.message);
     return;

@@ -169,3 +169,18 @@ def test_lobby_by_keyboard_alone(server, browser):
         artefact(page, "lobby-keyboard")
     finally:
         page.context.close()
+
+
+def test_a_meeting_name_the_server_refuses_is_said_once(server, browser):
+    """A meeting name over the server's 128 characters: the page says why (the server's
+    reason) on the end screen, instead of an outage banner retrying for ever."""
+    room = "z" * 200
+    page = open_page(browser, f"{server.url}/r/{room}?name=Zoe&autojoin=1&lang=en", "long-room")
+    try:
+        page.locator("#ended").wait_for(state="visible", timeout=15000)
+        text = page.locator("#ended-text").inner_text()
+        assert "128" in text and text.startswith("Error"), text
+        assert page.locator("#outage").is_hidden()
+        artefact(page, "long-room-refused")
+    finally:
+        page.context.close()
