@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,12 +87,30 @@ def check_room(value: object, what: str = "video.room", required: bool = False) 
     return value
 
 
+#: what a shown name never holds besides control characters: the bidirectional embeddings,
+#: overrides and isolates (a name that reads reversed, or reverses what follows it) and the
+#: line and paragraph separators
+_HIDDEN_IN_NAMES = frozenset(
+    chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029)
+)
+
+
+def display_name(value: str) -> str:
+    """A name as the others are shown it: without control characters (a NUL, a bell, a line
+    break: boxes on a tile, broken log lines) or the bidirectional overrides and isolates
+    that make it read otherwise, and no spaces at its ends. Anything else is kept (accents,
+    non-breaking spaces, emoji with their joiners)."""
+    return "".join(
+        ch for ch in value if ch not in _HIDDEN_IN_NAMES and unicodedata.category(ch) != "Cc"
+    ).strip()
+
+
 def check_name(value: object, what: str = "name") -> str:
     """A display name: a string of at most MAX_NAME_CHARS characters (what a ``join`` message
-    accepts; a longer name in a token is cut there)."""
+    accepts; a longer name in a token is cut there), as shown (``display_name``)."""
     if not isinstance(value, str) or len(value) > MAX_NAME_CHARS:
         raise TokenError(f"{what} must be a string of at most {MAX_NAME_CHARS} characters")
-    return value
+    return display_name(value)
 
 
 SOURCES = ("camera", "microphone", "screen_share", "screen_share_audio")
@@ -513,7 +532,7 @@ class TokenVerifier:
         attributes = _attributes(claims.get("attributes"))
         return Identity(
             identity,
-            name[:MAX_NAME_CHARS],
+            display_name(name[:MAX_NAME_CHARS]),
             metadata[:4096],
             issuer,
             grant,

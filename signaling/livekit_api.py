@@ -32,7 +32,7 @@ from visio_sfu.events import Leave
 from visio_sfu.participant import Participant
 
 from .api import in_scope
-from .auth import Identity, TokenError, TokenVerifier, printable
+from .auth import Identity, TokenError, TokenVerifier, display_name, printable
 from .config import Config
 from .livekit import convert
 from .livekit_models import SOURCE_NAMES, permission_proto
@@ -336,7 +336,11 @@ class RoomService:
         p = self._participant(self._admin(ident, req.room), req.identity)
         if req.HasField("permission"):
             self._set_permission(p, req.permission)
-        p.update(name=req.name or None, metadata=req.metadata or None, attributes=attributes)
+        p.update(
+            name=display_name(req.name) or None,
+            metadata=req.metadata or None,
+            attributes=attributes,
+        )
         return participant_proto(p)
 
     @staticmethod

@@ -10,7 +10,7 @@ from typing import Any
 from visio_sfu import events as ev
 from visio_sfu.participant import Permissions
 
-from .auth import MAX_NAME_CHARS, MAX_ROOM_CHARS
+from .auth import MAX_NAME_CHARS, MAX_ROOM_CHARS, display_name
 
 MAX_ID_LENGTH = 64
 
@@ -260,7 +260,7 @@ class Join:
     def parse(cls, msg: dict) -> Join:
         return cls(
             short_str(msg, "room", MAX_ROOM_CHARS),
-            short_str(msg, "name", MAX_NAME_CHARS),
+            display_name(short_str(msg, "name", MAX_NAME_CHARS)),
             short_str(msg, "metadata", 4096),
             short_str(msg, "resume", 128),
             bool(field(msg, "keep", bool, required=False)),

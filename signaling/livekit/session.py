@@ -37,7 +37,7 @@ from visio_sfu import events as ev
 from visio_sfu.room import Room
 
 from .. import turn
-from ..auth import Identity
+from ..auth import Identity, display_name
 from ..config import Config
 from ..limits import MessageBudget
 from ..protocol import ProtocolError
@@ -812,7 +812,7 @@ class LiveKitSession:
             return
         attributes = {k[:128]: v[:1024] for k, v in list(req.attributes.items())[:64]}
         p.update(
-            name=req.name[:128] or None,
+            name=display_name(req.name[:128]) or None,
             metadata=req.metadata[:4096] or None,
             attributes=attributes or None,
         )

@@ -94,6 +94,22 @@ async def test_dev_token_refuses_what_rtc_would_refuse():
         joined = await conn.request({"type": "join", "name": "X"}, timeout=10)
         assert joined.get("type") != "error", joined
         await conn.close()
+        # a name is shown without control characters or bidirectional overrides, whichever
+        # way it comes (the token's name, the join message's), not refused: "Eve" here
+        status, body = await fetch(http, "GET", f"{s.url}/dev/token?room=r&name=Eve%01%07")
+        assert isinstance(body, dict)
+        assert verifier.verify(body["token"]).name == "Eve"
+        conn = SignalingConnection(s.url, body["token"], session=http)
+        await conn.connect()
+        joined = await conn.request({"type": "join"}, timeout=10)
+        assert joined["participant"]["name"] == "Eve", joined
+        await conn.close()
+        own = s.token("r", "ana", can_update_own_metadata=True)  # (no name; may name itself)
+        conn = SignalingConnection(s.url, own, session=http)
+        await conn.connect()
+        joined = await conn.request({"type": "join", "name": " \u202eevE\n"}, timeout=10)
+        assert joined["participant"]["name"] == "evE", joined
+        await conn.close()
         # the rule is the verifier's: a token naming what /dev/token refuses is refused there
         for claim in ("\x00", "i" * 129, ""):
             with pytest.raises(TokenError, match="claim 'sub' must be 1 to 128 printable"):
