@@ -247,7 +247,7 @@ function showMutedHint() {
   const hint = $('muted-hint');
   if (!hint.hidden) return;
   hint.hidden = false;
-  toast(t('mutedHint'), 3000); // said once to screen readers
+  toast(t('mutedHint'), 3000).classList.add('sr-only'); // said to screen readers, shown once
   clearTimeout(state.hintTimer);
   state.hintTimer = setTimeout(() => { hint.hidden = true; }, 4000);
 }

@@ -252,7 +252,10 @@ def test_devices_notices_and_hints(meeting):
     poll(bob, SEEN, lambda r: r["Alice"]["audioBytes"] > before + 2000, what="default mic heard")
     # speaking while muted: a hint (the fake microphone beeps)
     alice.click("#mic-button")
-    alice.locator("#muted-hint").wait_for(timeout=15000)
+    hint = alice.locator("#muted-hint")
+    hint.wait_for(timeout=15000)
+    # said once to a screen reader (a toast only it reads), not shown twice
+    assert alice.locator("#toasts p.sr-only").count() == 1
     alice.click("#mic-button")
     # unread messages counted on the closed chat; the count goes when it opens
     assert bob.get_attribute("#chat-button", "aria-expanded") == "false"
