@@ -53,16 +53,23 @@ async def test_a_stopping_server_says_it_restarts_and_nobody_left():
             await c.close()
 
 
+async def _bob_hears_alice(server: LocalServer, name: str):
+    """Bob and Alice in room ``name``, Bob receiving Alice's microphone: (bob, alice, Bob's
+    joined message, the room, Bob's participant)."""
+    bob = Client(server.url, server.token(name, "bob"))
+    alice = Client(server.url, server.token(name, "alice"))
+    joined = await bob.connect(name="Bob")
+    await alice.connect(name="Alice")
+    room = server.sfu.room(name)
+    bob_p = room.participants[joined["participant"]["sid"]]
+    await alice.publish(ToneAudioTrack(1))
+    await until(lambda: len(bob.remote_tracks) == 1, what="bob receives alice's microphone")
+    return bob, alice, joined, room, bob_p
+
+
 async def test_a_closed_subscriber_connection_does_not_fail_anothers_publish():
     async with LocalServer() as server:
-        bob = Client(server.url, server.token("closed", "bob"))
-        alice = Client(server.url, server.token("closed", "alice"))
-        joined = await bob.connect(name="Bob")
-        await alice.connect(name="Alice")
-        room = server.sfu.room("closed")
-        bob_p = room.participants[joined["participant"]["sid"]]
-        await alice.publish(ToneAudioTrack(1))
-        await until(lambda: len(bob.remote_tracks) == 1, what="bob receives alice's microphone")
+        bob, alice, joined, room, bob_p = await _bob_hears_alice(server, "closed")
         # Bob's page goes: its socket first (he is kept for a resume), then its connections
         await bob.signal.close(leave=False)
         await until(lambda: room.is_suspended(bob_p), what="bob suspended")
@@ -94,14 +101,7 @@ async def test_a_connection_closing_takes_no_track_and_keeps_the_subscription():
     is kept for the connection made on resume, not offered on it (aiortc refuses new
     transceivers from the first moment: InvalidStateError) and not lost."""
     async with LocalServer() as server:
-        bob = Client(server.url, server.token("closing", "bob"))
-        alice = Client(server.url, server.token("closing", "alice"))
-        joined = await bob.connect(name="Bob")
-        await alice.connect(name="Alice")
-        room = server.sfu.room("closing")
-        bob_p = room.participants[joined["participant"]["sid"]]
-        await alice.publish(ToneAudioTrack(1))
-        await until(lambda: len(bob.remote_tracks) == 1, what="bob receives alice's microphone")
+        bob, alice, joined, room, bob_p = await _bob_hears_alice(server, "closing")
         (mic,) = room.participants[alice.joined["participant"]["sid"]].tracks.values()
         bob_p.subscriber.remove(mic.sid)
         transport = bob_p.subscriber.transport
