@@ -172,6 +172,11 @@ async def index_handler(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
 
+async def no_room_handler(request: web.Request) -> web.StreamResponse:
+    """/r/ (or /r) names no meeting: the home page, where one is named (its query kept)."""
+    raise web.HTTPFound(request.rel_url.with_path("/").with_query(request.rel_url.query))
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: 200 while the server runs."""
     return web.json_response({"status": "ok", "rooms": len(request.app[SFU_KEY].rooms)})
@@ -282,6 +287,8 @@ def create_app(config: Config, sfu: SFU | None = None) -> web.Application:
     app.router.add_get("/rtc", rtc_handler)
     app.router.add_get("/", index_handler)
     app.router.add_get("/r/{room}", index_handler)
+    app.router.add_get("/r/", no_room_handler)
+    app.router.add_get("/r", no_room_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/dev/token", dev_token)
     app.router.add_get("/dev/stats", stats_handler)

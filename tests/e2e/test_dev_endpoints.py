@@ -173,3 +173,14 @@ async def test_dev_stats_adds_up_every_worker(workers_server):
         finally:
             for conn in sockets:
                 await conn.close()
+
+
+async def test_a_room_link_without_a_room_leads_home():
+    """/r/ and /r name no meeting: the home page, where one is named (query kept), not a
+    bare 404."""
+    async with LocalServer(dev=True) as s, aiohttp.ClientSession() as http:
+        for path, home in (("/r/", "/"), ("/r", "/"), ("/r/?lang=fr", "/?lang=fr")):
+            async with http.get(s.url + path, allow_redirects=False) as r:
+                assert (r.status, r.headers.get("Location")) == (302, home), path
+            async with http.get(s.url + path) as r:
+                assert r.status == 200 and "<html" in (await r.text()).lower(), path
