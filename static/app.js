@@ -376,7 +376,14 @@ async function join(room, name, admitted = {}) {
     }
     setStatus(`${t('error')}: ${err.message}`);
     session.onDisconnect(err.message);
-    return;
+    // the reconnection joins by itself: the camera and microphone are published once it has
+    // (returning here left the person in the meeting sending nothing)
+    const back = await new Promise((resolve) => {
+      const off = session.on('state', (s) => {
+        if (s === 'connected' || s === 'closed') { off(); resolve(s === 'connected'); }
+      });
+    });
+    if (!back || state.session !== session) return;
   }
   const cam = state.camMuted ? null : (state.blur?.output || stream?.getVideoTracks()[0] || null);
   const mic = stream?.getAudioTracks()[0] || null;

@@ -184,3 +184,35 @@ def test_a_meeting_name_the_server_refuses_is_said_once(server, browser):
         artefact(page, "long-room-refused")
     finally:
         page.context.close()
+
+
+def test_a_first_join_that_fails_once_still_publishes(server, browser):
+    """The first token fetch fails (Chromium's ERR_NETWORK_CHANGED as a network namespace
+    came up, in a CI run): the page joins on its own retry and then publishes its camera and
+    microphone, instead of sitting in the meeting sending nothing."""
+    url = f"{server.url}/r/first-fails?autojoin=1&lang=en&name="
+    context = browser.new_context(permissions=["camera", "microphone"], locale="en-US")
+    failed = []
+
+    def once(route):
+        if not failed:
+            failed.append(route.request.url)
+            route.abort("internetdisconnected")
+        else:
+            route.continue_()
+
+    context.route("**/dev/token*", once)
+    bob = context.new_page()
+    bob.goto(url + "Bob")
+    alice = open_page(browser, url + "Alice", "Alice")
+    try:
+        poll(
+            alice,
+            REMOTE_MEDIA,
+            lambda r: len([v for v in r["videos"] if v["w"] > 0]) == 1 and r["audios"] == 1,
+            what="Alice plays Bob's camera and hears him",
+        )
+        assert failed, "the first token fetch was not failed"
+    finally:
+        alice.context.close()
+        context.close()
