@@ -238,9 +238,11 @@ def test_devices_notices_and_hints(meeting):
     first = alice.evaluate("() => window.visio.mine.mic.id")
     alice.select_option("#room-mic", next(o for o in options if o != current))
     alice.wait_for_function(f"() => window.visio.mine.mic.id !== {first!r}")
-    assert alice.evaluate(
+    # (replaceTrack completes a moment later: waited for, not read once)
+    alice.wait_for_function(
         "() => window.visio.session.local.get('microphone').transceiver.sender.track"
-        " === window.visio.mine.mic"
+        " === window.visio.mine.mic",
+        timeout=10000,
     )
     alice.keyboard.press("Escape")
     before = bob.evaluate(SEEN)["Alice"]["audioBytes"]
